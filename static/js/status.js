@@ -1,0 +1,38 @@
+// Polls /readyz and shows each check on the status page.
+(function () {
+  "use strict";
+  const list = document.getElementById("checks");
+  if (!list) return;
+
+  function describe(name, check) {
+    if (!check) return "";
+    if (!check.ok) return check.error || "failing";
+    if (name === "database") return check.vendor || "";
+    if (name === "inference") {
+      const ready = (check.workers || []).filter((w) => w.state === "ready");
+      const first = ready[0];
+      return first ? ready.length + " ready · " + (first.model_version || "") + " on " + (first.device || "") : "";
+    }
+    return "";
+  }
+
+  async function refresh() {
+    let body = null;
+    try {
+      const response = await fetch("/readyz", { headers: { Accept: "application/json" } });
+      body = await response.json();
+    } catch (error) {
+      body = null;
+    }
+    for (const item of list.querySelectorAll("[data-check]")) {
+      const name = item.dataset.check;
+      const check = body && body.checks ? body.checks[name] : null;
+      item.classList.toggle("ok", Boolean(check && check.ok));
+      item.classList.toggle("fail", !(check && check.ok));
+      item.querySelector(".detail").textContent = check ? describe(name, check) : "web server unreachable";
+    }
+  }
+
+  refresh();
+  setInterval(refresh, 3000);
+})();

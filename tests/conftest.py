@@ -1,0 +1,119 @@
+"""Shared fixtures: a private Redis per test session, tiny models, factories.
+
+With ``REDIS_URL`` set, the suite uses that server under a key prefix of
+its own and removes its keys at the end; otherwise it starts an embedded
+Redis in a temporary folder. ``DATABASE_URL`` chooses the database the
+same way the settings do (pytest-django creates the test database).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+from chatsite.embedded_redis import EmbeddedRedis
+from chatsite.redis_url import celery_redis_url
+from tests.tiny_models import tiny_llama_save
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _redis_settings_apply(url: str, prefix: str) -> None:
+    from inference.connection import redis_client
+
+    settings.REDIS_URL = url
+    settings.REDIS_KEY_PREFIX = prefix
+    settings.CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [{"address": url}], "prefix": f"{prefix}asgi"},
+        }
+    }
+    settings.CELERY_BROKER_URL = celery_redis_url(url)
+    settings.CELERY_RESULT_BACKEND = celery_redis_url(url)
+    redis_client.cache_clear()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The Redis this test session uses; its URL."""
+    import redis
+
+    prefix = f"test-{uuid.uuid4().hex[:8]}:"
+    external = os.environ.get("REDIS_URL")
+    server = None
+    if external:
+        url = external
+    else:
+        server = EmbeddedRedis(tmp_path_factory.mktemp("redis"))
+        url = server.start()
+    _redis_settings_apply(url, prefix)
+    yield url
+    if server is not None:
+        server.stop()
+    else:
+        client = redis.Redis.from_url(url)
+        for key in client.scan_iter(match=f"{prefix}*", count=500):
+            client.delete(key)
+        client.close()
+
+
+@pytest.fixture
+def redis_conn(redis_url: str):
+    from inference.connection import redis_client
+
+    return redis_client()
+
+
+@pytest.fixture(scope="session")
+def default_model_dir() -> Path | None:
+    """The converted default model, when set-up has fetched it."""
+    path = Path(settings.DEFAULT_MODEL_DIR)
+    return path if (path / "config.json").is_file() else None
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, default_model_dir) -> Path:
+    return tiny_llama_save(
+        tmp_path_factory.mktemp("models") / "tiny", default_model_dir=default_model_dir
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def child_env(**overrides: str) -> dict[str, str]:
+    """The environment for a process a test starts: this session's Redis,
+    database and key prefix."""
+    env = dict(os.environ)
+    env.update(
+        REDIS_URL=settings.REDIS_URL,
+        REDIS_KEY_PREFIX=settings.REDIS_KEY_PREFIX,
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(overrides)
+    return env
+
+
+def database_url_for_children() -> str:
+    """A DATABASE_URL naming the test database, for processes a test starts."""
+    from django.db import connection
+
+    config = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{config['NAME']}"
+    user = config.get("USER") or ""
+    password = f":{config['PASSWORD']}" if config.get("PASSWORD") else ""
+    auth = f"{user}{password}@" if user else ""
+    host = config.get("HOST") or "127.0.0.1"
+    port = f":{config['PORT']}" if config.get("PORT") else ""
+    return f"postgres://{auth}{host}{port}/{config['NAME']}"

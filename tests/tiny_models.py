@@ -1,0 +1,87 @@
+"""Tiny random llama models for tests, built on the spot.
+
+The tokenizer is the default model's when its converted folder is present
+(real multi-byte behaviour), otherwise a small byte-level BPE trained here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+CHATML_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+_CORPUS = [
+    "The capital of France is Paris.",
+    "Hello! How can I help you today?",
+    "Your order ships within two working days.",
+    "Returns are free within thirty days of delivery.",
+    "Our shop opens at nine and closes at six.",
+    "Grüße aus Köln, ça va? 日本語のテキスト 🙂",
+]
+
+
+def _trained_tokenizer():
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tokenizer.train_from_iterator(_CORPUS * 20, trainer=trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        bos_token="<|im_start|>",
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        unk_token="<|endoftext|>",
+    )
+    fast.chat_template = CHATML_TEMPLATE
+    return fast
+
+
+def tokenizer_load(default_model_dir: Path | None):
+    from transformers import AutoTokenizer
+
+    if default_model_dir is not None and (default_model_dir / "tokenizer.json").is_file():
+        return AutoTokenizer.from_pretrained(str(default_model_dir))
+    return _trained_tokenizer()
+
+
+def tiny_llama_save(
+    destination: Path, *, default_model_dir: Path | None = None, seed: int = 0, layers: int = 2
+) -> Path:
+    """Save a randomly initialised llama with a real tokenizer to destination."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = tokenizer_load(default_model_dir)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=True,
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config)
+    destination.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(destination, safe_serialization=True)
+    tokenizer.save_pretrained(destination)
+    return destination
