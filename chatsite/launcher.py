@@ -105,7 +105,11 @@ def run(procfile: Path, *, check_port: bool = True) -> int:
     command += ["-f", str(procfile), "-d", str(procfile.parent)]
     honcho = subprocess.Popen(command, env=env)
 
+    stopped_by_signal = False
+
     def forward(signum: int, _frame: object) -> None:
+        nonlocal stopped_by_signal
+        stopped_by_signal = True
         # Ctrl-C in a terminal already reached honcho through the process
         # group; a SIGTERM sent to the launcher alone is passed on.
         if signum == signal.SIGTERM and honcho.poll() is None:
@@ -122,7 +126,8 @@ def run(procfile: Path, *, check_port: bool = True) -> int:
         if embedded is not None:
             embedded.stop()
     print("  All processes stopped.", flush=True)
-    return code
+    # Stopping on request is a clean exit; a process that died is not.
+    return 0 if stopped_by_signal else code
 
 
 def main(argv: list[str] | None = None) -> int:
