@@ -1,47 +1,501 @@
-"""Text generation over a loaded model. No Django, Redis or Channels here.
+"""The generation engine: iteration-level (continuous) batching over a
+transformers causal LM. No Django, Redis or Channels here.
 
-This module answers one request at a time with transformers' ``generate``;
-the continuous-batching engine replaces it.
+Every ``step()``:
+
+1. applies cancellations and admits waiting requests (FIFO) to free slots;
+2. decodes one token for every running request in one batched forward
+   (decode first, so running streams never wait behind a long prompt);
+3. spends what is left of the per-step token budget on prompt prefill,
+   in chunks, shortest remaining prompt first, so a short prompt that
+   arrives behind a long one still gets its first token quickly.
+
+Each slot owns a row of a static KV cache (see ``kv_cache``). Running
+requests occupy rows 0..d-1 and prefilling ones the rows after them, so
+the decode batch is a plain slice of the cache.
+
+The engine is single-threaded: one thread calls ``step()``; other threads
+may call ``submit()`` and ``cancel()``, which take effect at the next step.
 """
 
 from __future__ import annotations
 
+import inspect
+import itertools
+import logging
+import queue
+import time
+from collections import deque
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import torch
-from transformers import TextStreamer
 
+from inference.detokenize import IncrementalDetokenizer, StopMatcher
+from inference.kv_cache import SlotKVCache
 from inference.loading import LoadedModel
+from inference.sampling import Sampler, SamplingError, SamplingParams
+
+logger = logging.getLogger(__name__)
 
 Message = dict[str, str]
 
 
-class _CallbackStreamer(TextStreamer):
-    """Hand each finished piece of text to a callback instead of stdout."""
+class FinishReason:
+    STOP = "stop"
+    LENGTH = "length"
+    CANCELLED = "cancelled"
+    CONTENT_FILTER = "content_filter"
+    ERROR = "error"
 
-    def __init__(self, tokenizer: Any, on_text: Callable[[str], None]) -> None:
-        super().__init__(tokenizer, skip_prompt=True, skip_special_tokens=True)
-        self._on_text = on_text
 
-    def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
+class RequestError(ValueError):
+    """A request cannot be served as given; the message says why."""
+
+
+@dataclass
+class FilterResult:
+    text: str
+    block: bool = False
+
+
+class OutputFilter(Protocol):
+    """A stateful filter on one request's output text.
+
+    ``push`` receives each new piece of text and returns what may be shown
+    now (it may hold text back); ``finish`` returns the rest at the end.
+    ``block=True`` ends the generation with finish reason content_filter.
+    """
+
+    def push(self, text: str) -> FilterResult: ...
+
+    def finish(self) -> FilterResult: ...
+
+
+@dataclass
+class Timings:
+    arrived: float
+    scheduled: float | None = None
+    first_token: float | None = None
+    finished: float | None = None
+    token_times: list[float] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        gaps = [b - a for a, b in itertools.pairwise(self.token_times)]
+        return {
+            "queue_s": _round(self.scheduled - self.arrived if self.scheduled else None),
+            "ttft_s": _round(self.first_token - self.arrived if self.first_token else None),
+            "total_s": _round(self.finished - self.arrived if self.finished else None),
+            "itl_mean_s": _round(sum(gaps) / len(gaps) if gaps else None),
+            "itl_max_s": _round(max(gaps) if gaps else None),
+        }
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 6)
+
+
+@dataclass
+class Event:
+    """Something to deliver: new text, or the end of a request."""
+
+    request_id: str
+    text: str = ""
+    finished: bool = False
+    finish_reason: str | None = None
+    error: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    timings: dict[str, Any] | None = None
+    token_gaps: list[float] | None = None
+    #: On the final event: every token generated, end-of-sequence included.
+    token_ids: list[int] | None = None
+
+
+@dataclass
+class _Request:
+    id: str
+    prompt: list[int]
+    params: SamplingParams
+    sampler: Sampler
+    detok: IncrementalDetokenizer
+    stops: StopMatcher
+    output_filter: OutputFilter | None
+    timings: Timings
+    row: int = -1
+    prefilled: int = 0  # prompt tokens already in the cache
+    generated: list[int] = field(default_factory=list)
+    last_token: int | None = None
+    cancelled: bool = False
+
+    @property
+    def length(self) -> int:
+        """Tokens in the cache for this request."""
+        return self.prefilled + max(len(self.generated) - 1, 0)
+
+
+class Engine:
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        *,
+        slots: int = 32,
+        max_context: int = 2048,
+        step_token_budget: int = 256,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        model, config = loaded.model, loaded.model.config
+        self.loaded = loaded
+        self.model = model
+        self.tokenizer = loaded.tokenizer
+        self.device = loaded.device
+        self.slots = slots
+        self.max_context = min(
+            max_context, getattr(config, "max_position_embeddings", max_context)
+        )
+        self.step_token_budget = max(step_token_budget, 1)
+        self.clock = clock
+        self.eos_ids = loaded.eos_token_ids
+        head_dim = (
+            getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        )
+        self.cache = SlotKVCache(
+            layers=config.num_hidden_layers,
+            slots=slots,
+            kv_heads=getattr(config, "num_key_value_heads", config.num_attention_heads),
+            head_dim=head_dim,
+            max_len=self.max_context,
+            dtype=loaded.dtype,
+            device=self.device,
+        )
+        self._mask_min = torch.finfo(loaded.dtype).min
+        parameters = inspect.signature(type(model).forward).parameters
+        self._cache_kwarg = "cache" if "cache" in parameters else "past_key_values"
+        self._inbox: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+        self.waiting: deque[_Request] = deque()
+        self.decoding: list[_Request] = []  # rows 0..d-1
+        self.prefilling: list[_Request] = []  # rows d..d+p-1
+        self.ids: set[str] = set()
+        self.steps = 0
+        #: Each step's work, for tests and diagnostics: (step, kind, request ids).
+        self.trace: deque[tuple[int, str, tuple[str, ...]]] = deque(maxlen=10_000)
+
+    # --- requests ------------------------------------------------------
+
+    def prompt_ids(self, messages: list[Message]) -> list[int]:
+        """Render chat messages through the model's template into token ids."""
+        if not isinstance(messages, list) or not messages:
+            raise RequestError("messages must be a non-empty list")
+        for index, message in enumerate(messages):
+            if not isinstance(message, dict):
+                raise RequestError(f"messages[{index}] must be an object")
+            if message.get("role") not in {"system", "user", "assistant"}:
+                raise RequestError(f"messages[{index}].role must be system, user or assistant")
+            if not isinstance(message.get("content"), str):
+                raise RequestError(f"messages[{index}].content must be text")
+        if not any(m["content"].strip() for m in messages if m["role"] == "user"):
+            raise RequestError("the conversation has no user message with text")
+        ids = self.tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, tokenize=True
+        )
+        if isinstance(ids, dict) or hasattr(ids, "input_ids"):
+            ids = ids["input_ids"]
+        return list(ids)
+
+    def submit(
+        self,
+        request_id: str,
+        *,
+        messages: list[Message] | None = None,
+        prompt: list[int] | None = None,
+        params: SamplingParams | None = None,
+        output_filter: OutputFilter | None = None,
+    ) -> None:
+        """Queue a request; raise RequestError or SamplingError when it is
+        invalid. Thread-safe: it is admitted at the next step."""
+        params = params or SamplingParams()
+        params.validate()
+        if prompt is None:
+            if messages is None:
+                raise RequestError("a request needs messages or prompt ids")
+            prompt = self.prompt_ids(messages)
+        if not prompt:
+            raise RequestError("the prompt is empty")
+        if len(prompt) >= self.max_context:
+            raise RequestError(
+                f"the prompt is {len(prompt)} tokens; the context holds {self.max_context} "
+                "and the answer needs at least one more: shorten the conversation"
+            )
+        request = _Request(
+            id=request_id,
+            prompt=list(prompt),
+            params=params,
+            sampler=Sampler(params, self.device),
+            detok=IncrementalDetokenizer(self.tokenizer),
+            stops=StopMatcher(params.stop),
+            output_filter=output_filter,
+            timings=Timings(arrived=self.clock()),
+        )
+        self._inbox.put(("submit", request))
+
+    def cancel(self, request_id: str) -> None:
+        """Stop a request; its slot is free after the next step. Thread-safe."""
+        self._inbox.put(("cancel", request_id))
+
+    # --- state ---------------------------------------------------------
+
+    @property
+    def running(self) -> int:
+        return len(self.decoding) + len(self.prefilling)
+
+    @property
+    def queued(self) -> int:
+        return len(self.waiting)
+
+    def has_work(self) -> bool:
+        return bool(self.waiting or self.decoding or self.prefilling or not self._inbox.empty())
+
+    def queue_position(self, request_id: str) -> int | None:
+        """1-based place in the waiting queue, None when not waiting."""
+        for position, request in enumerate(self.waiting, start=1):
+            if request.id == request_id:
+                return position
+        return None
+
+    # --- the step ------------------------------------------------------
+
+    @torch.inference_mode()
+    def step(self) -> list[Event]:
+        events: list[Event] = []
+        self._drain_inbox(events)
+        self._admit()
+        if self.decoding:
+            self._decode(events)
+        if self.prefilling:
+            self._prefill(events, self.step_token_budget - len(self.decoding))
+        self.steps += 1
+        return events
+
+    def _drain_inbox(self, events: list[Event]) -> None:
+        while True:
+            try:
+                kind, payload = self._inbox.get_nowait()
+            except queue.Empty:
+                return
+            if kind == "submit":
+                if payload.id in self.ids:
+                    events.append(self._error_event(payload, "duplicate request id"))
+                    continue
+                self.ids.add(payload.id)
+                self.waiting.append(payload)
+            elif kind == "cancel":
+                self._cancel_now(payload, events)
+
+    def _cancel_now(self, request_id: str, events: list[Event]) -> None:
+        for request in self.waiting:
+            if request.id == request_id:
+                self.waiting.remove(request)
+                events.append(self._finish(request, FinishReason.CANCELLED, release=False))
+                return
+        for request in (*self.decoding, *self.prefilling):
+            if request.id == request_id:
+                events.append(self._finish(request, FinishReason.CANCELLED))
+                return
+
+    def _admit(self) -> None:
+        while self.waiting and self.running < self.slots:
+            request = self.waiting.popleft()
+            request.row = self.running
+            request.timings.scheduled = self.clock()
+            self.prefilling.append(request)
+
+    def _decode(self, events: list[Event]) -> None:
+        batch = self.decoding
+        positions = torch.tensor([r.length for r in batch], device=self.device)
+        kv_len = int(positions.max()) + 1
+        self.cache.decode_batch(len(batch), positions, kv_len)
+        valid = torch.arange(kv_len, device=self.device)[None, :] <= positions[:, None]
+        mask = torch.zeros(valid.shape, dtype=self.loaded.dtype, device=self.device)
+        mask.masked_fill_(~valid, self._mask_min)
+        input_ids = torch.tensor([[r.last_token] for r in batch], device=self.device)
+        logits = self._forward(input_ids, positions[:, None], mask[:, None, None, :])
+        self.trace.append((self.steps, "decode", tuple(r.id for r in batch)))
+        for request, row_logits in zip(list(batch), logits[:, -1], strict=True):
+            self._accept(request, row_logits, events)
+
+    def _prefill(self, events: list[Event], budget: int) -> None:
+        # Always make some progress, even when decodes use the budget up.
+        budget = max(budget, min(32, self.step_token_budget))
+        for request in sorted(self.prefilling, key=lambda r: len(r.prompt) - r.prefilled):
+            if budget <= 0:
+                break
+            start = request.prefilled
+            chunk = request.prompt[start : start + budget]
+            budget -= len(chunk)
+            length = len(chunk)
+            self.cache.prefill_row(request.row, start, length)
+            mask = torch.full(
+                (length, start + length),
+                self._mask_min,
+                dtype=self.loaded.dtype,
+                device=self.device,
+            ).triu(start + 1)
+            positions = torch.arange(start, start + length, device=self.device)[None, :]
+            input_ids = torch.tensor([chunk], device=self.device)
+            logits = self._forward(input_ids, positions, mask[None, None])
+            self.trace.append((self.steps, "prefill", (request.id,)))
+            request.prefilled += length
+            if request.prefilled == len(request.prompt):
+                self._promote_to_decoding(request)
+                self._accept(request, logits[0, -1], events)
+
+    def _forward(
+        self, input_ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
+        output = self.model(
+            input_ids=input_ids,
+            position_ids=positions,
+            attention_mask=mask,
+            use_cache=True,
+            logits_to_keep=1,
+            **{self._cache_kwarg: self.cache},
+        )
+        return output.logits
+
+    def _accept(self, request: _Request, logits: torch.Tensor, events: list[Event]) -> None:
+        """Sample the next token of request and emit what it makes visible."""
+        if request.cancelled:
+            return
+        if request.params.repetition_penalty != 1.0:
+            seen = torch.tensor(request.prompt + request.generated, device=self.device)
+            logits = request.sampler.penalize(logits, seen)
+        token = request.sampler.sample(logits)
+        now = self.clock()
+        if request.timings.first_token is None:
+            request.timings.first_token = now
+        request.timings.token_times.append(now)
+        request.generated.append(token)
+        request.last_token = token
+
+        if token in self.eos_ids:
+            events.append(self._finish(request, FinishReason.STOP))
+            return
+        text = request.stops.push(request.detok.push(token))
+        if request.stops.stopped:
+            self._emit(request, text, events, final=True, reason=FinishReason.STOP)
+            return
+        at_limit = len(request.generated) >= request.params.max_new_tokens or (
+            request.length + 1 >= self.max_context
+        )
+        if at_limit:
+            tail = request.stops.push(request.detok.flush())
+            if request.stops.stopped:
+                self._emit(request, text + tail, events, final=True, reason=FinishReason.STOP)
+                return
+            self._emit(request, text + tail + request.stops.flush(), events, final=True,
+                       reason=FinishReason.LENGTH)  # fmt: skip
+            return
+        self._emit(request, text, events, final=False, reason=None)
+
+    def _emit(
+        self, request: _Request, text: str, events: list[Event], *, final: bool, reason: str | None
+    ) -> None:
+        """Pass text through the request's output filter and emit it."""
+        output_filter = request.output_filter
+        if output_filter is not None:
+            result = output_filter.push(text) if text else FilterResult("")
+            text = result.text
+            if not result.block and final:
+                end = output_filter.finish()
+                text += end.text
+                result = end
+            if result.block:
+                if text:
+                    events.append(Event(request.id, text=text))
+                events.append(self._finish(request, FinishReason.CONTENT_FILTER))
+                return
         if text:
-            self._on_text(text)
+            events.append(Event(request.id, text=text))
+        if final:
+            events.append(self._finish(request, reason or FinishReason.STOP))
+
+    # --- rows ----------------------------------------------------------
+
+    def _promote_to_decoding(self, request: _Request) -> None:
+        """Move a request that finished prefill into the decoding rows."""
+        target = len(self.decoding)
+        if request.row != target:
+            other = next(r for r in self.prefilling if r.row == target)
+            self._swap_rows(request, other)
+        self.prefilling.remove(request)
+        self.decoding.append(request)
+
+    def _swap_rows(self, a: _Request, b: _Request) -> None:
+        length = max(a.length, b.length, a.prefilled, b.prefilled)
+        spare = self.cache.slots - 1 if self.running < self.cache.slots else None
+        if spare is not None and spare not in (a.row, b.row):
+            self.cache.move_row(a.row, spare, length)
+            self.cache.move_row(b.row, a.row, length)
+            self.cache.move_row(spare, b.row, length)
+        else:
+            for keys, values in zip(self.cache.keys, self.cache.values, strict=True):
+                for buffer in (keys, values):
+                    saved = buffer[a.row, :, :length].clone()
+                    buffer[a.row, :, :length] = buffer[b.row, :, :length]
+                    buffer[b.row, :, :length] = saved
+        a.row, b.row = b.row, a.row
+
+    def _release(self, request: _Request) -> None:
+        """Free request's row and keep the rows compact."""
+        if request in self.decoding:
+            self.decoding.remove(request)
+            hole = request.row
+            last_decoding = len(self.decoding)
+            if hole != last_decoding:
+                mover = next(r for r in self.decoding if r.row == last_decoding)
+                self.cache.move_row(mover.row, hole, mover.length + 1)
+                mover.row, hole = hole, last_decoding
+            self._fill_hole(hole)
+            # The decode batch reads rows 0..d-1 in list order.
+            self.decoding.sort(key=lambda r: r.row)
+        elif request in self.prefilling:
+            self.prefilling.remove(request)
+            self._fill_hole(request.row)
+        request.row = -1
+
+    def _fill_hole(self, hole: int) -> None:
+        last = self.running  # rows 0..running-1 stay occupied
+        if hole >= last:
+            return
+        mover = next(r for r in self.prefilling if r.row == last)
+        self.cache.move_row(mover.row, hole, mover.prefilled)
+        mover.row = hole
+
+    # --- endings -------------------------------------------------------
+
+    def _finish(self, request: _Request, reason: str, *, release: bool = True) -> Event:
+        if release:
+            self._release(request)
+        request.cancelled = True
+        request.timings.finished = self.clock()
+        self.ids.discard(request.id)
+        gaps = [b - a for a, b in itertools.pairwise(request.timings.token_times)]
+        return Event(
+            request.id,
+            finished=True,
+            finish_reason=reason,
+            prompt_tokens=len(request.prompt),
+            completion_tokens=len(request.generated),
+            timings=request.timings.summary(),
+            token_gaps=gaps,
+            token_ids=list(request.generated),
+        )
+
+    def _error_event(self, request: _Request, message: str) -> Event:
+        return Event(request.id, finished=True, finish_reason=FinishReason.ERROR, error=message)
 
 
-def messages_validate(messages: list[Message]) -> None:
-    if not messages:
-        raise ValueError("messages must not be empty")
-    for index, message in enumerate(messages):
-        if message.get("role") not in {"system", "user", "assistant"}:
-            raise ValueError(f"messages[{index}].role must be system, user or assistant")
-        if not isinstance(message.get("content"), str):
-            raise ValueError(f"messages[{index}].content must be text")
-    if messages[-1]["role"] != "user":
-        raise ValueError("the last message must be the user's")
-
-
-@torch.inference_mode()
 def chat_answer(
     loaded: LoadedModel,
     messages: list[Message],
@@ -52,26 +506,23 @@ def chat_answer(
     seed: int | None = None,
     on_text: Callable[[str], None] | None = None,
 ) -> str:
-    """Answer the conversation's last user message through the chat template."""
-    messages_validate(messages)
-    tokenizer = loaded.tokenizer
-    inputs = tokenizer.apply_chat_template(
-        messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
-    ).to(loaded.device)
-    if seed is not None:
-        torch.manual_seed(seed)
-    sampling: dict[str, Any] = (
-        {"do_sample": True, "temperature": temperature, "top_p": top_p}
-        if temperature > 0
-        else {"do_sample": False, "temperature": None, "top_p": None, "top_k": None}
-    )
-    output = loaded.model.generate(
-        **inputs,
-        max_new_tokens=max_new_tokens,
-        eos_token_id=sorted(loaded.eos_token_ids),
-        pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id,
-        streamer=_CallbackStreamer(tokenizer, on_text) if on_text else None,
-        **sampling,
-    )
-    new_tokens = output[0][inputs["input_ids"].shape[1] :]
-    return tokenizer.decode(new_tokens, skip_special_tokens=True)
+    """Answer one conversation with a one-slot engine; stream to on_text."""
+    try:
+        params = SamplingParams(
+            temperature=temperature, top_p=top_p, seed=seed, max_new_tokens=max_new_tokens
+        )
+        params.validate()
+    except SamplingError as exc:
+        raise RequestError(str(exc)) from None
+    engine = Engine(loaded, slots=1, max_context=4096)
+    engine.submit("answer", messages=messages, params=params)
+    parts: list[str] = []
+    while engine.has_work():
+        for event in engine.step():
+            if event.text:
+                parts.append(event.text)
+                if on_text:
+                    on_text(event.text)
+            if event.error:
+                raise RequestError(event.error)
+    return "".join(parts)

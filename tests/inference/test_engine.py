@@ -1,0 +1,260 @@
+"""The continuous-batching engine on tiny random llama models."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from inference.engine import Engine, FilterResult, FinishReason, RequestError
+from inference.loading import model_load
+from inference.sampling import SamplingError, SamplingParams
+
+GREEDY = SamplingParams(temperature=0.0, max_new_tokens=12)
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model_dir):
+    return model_load(tiny_model_dir, device="cpu", dtype="float32")
+
+
+def _hf_greedy(loaded, prompt: list[int], max_new_tokens: int) -> list[int]:
+    output = loaded.model.generate(
+        torch.tensor([prompt]),
+        attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        eos_token_id=sorted(loaded.eos_token_ids),
+        pad_token_id=loaded.tokenizer.pad_token_id,
+        temperature=None,
+        top_p=None,
+        top_k=None,
+    )
+    return output[0, len(prompt) :].tolist()
+
+
+def _run(engine: Engine, max_steps: int = 10_000) -> dict[str, list]:
+    events: dict[str, list] = {}
+    for _ in range(max_steps):
+        if not engine.has_work():
+            break
+        for event in engine.step():
+            events.setdefault(event.request_id, []).append(event)
+    return events
+
+
+def _text(events) -> str:
+    return "".join(e.text for e in events)
+
+
+def _prompts(loaded, count: int) -> list[list[int]]:
+    vocab = len(loaded.tokenizer)
+    generator = torch.Generator().manual_seed(1)
+    lengths = [3, 17, 5, 40, 9, 1, 26, 12][:count]
+    return [torch.randint(3, vocab, (n,), generator=generator).tolist() for n in lengths]
+
+
+@pytest.mark.parametrize(("slots", "budget"), [(4, 16), (8, 1000), (3, 7)])
+def test_a_staggered_mixed_batch_matches_hf_generate_token_for_token(tiny, slots, budget):
+    engine = Engine(tiny, slots=slots, max_context=256, step_token_budget=budget)
+    prompts = _prompts(tiny, 8)
+    lengths = [12, 5, 20, 8, 15, 3, 10, 7]
+    pairs = list(zip(prompts, lengths, strict=True))
+    expected = {f"r{i}": _hf_greedy(tiny, p, n) for i, (p, n) in enumerate(pairs)}
+    finals: dict[str, list[int]] = {}
+    # Requests arrive every few steps while others prefill and decode, and
+    # finish at different times, so rows are reused and moved.
+    pending = list(enumerate(pairs))
+    step = 0
+    while pending or engine.has_work():
+        if pending and step % 3 == 0:
+            i, (prompt, n) = pending.pop(0)
+            params = SamplingParams(temperature=0, max_new_tokens=n)
+            engine.submit(f"r{i}", prompt=prompt, params=params)
+        for event in engine.step():
+            if event.finished:
+                assert event.finish_reason in (FinishReason.STOP, FinishReason.LENGTH)
+                finals[event.request_id] = event.token_ids
+        step += 1
+        assert step < 2000
+    assert finals == expected
+
+
+def test_chat_messages_go_through_the_template(tiny):
+    engine = Engine(tiny, slots=2)
+    ids = engine.prompt_ids([{"role": "user", "content": "Hello"}])
+    rendered = tiny.tokenizer.decode(ids)
+    assert "<|im_start|>user\nHello<|im_end|>" in rendered
+    assert rendered.endswith("<|im_start|>assistant\n")
+
+
+def test_cancel_frees_the_slot_within_one_step(tiny):
+    engine = Engine(tiny, slots=1, max_context=256)
+    params = SamplingParams(temperature=0, max_new_tokens=200)
+    engine.submit("a", prompt=[5, 6, 7], params=params)
+    engine.submit("b", prompt=[8, 9], params=params)
+    for _ in range(4):
+        engine.step()
+    assert engine.running == 1 and engine.queue_position("b") == 1
+    produced_before = len(engine.decoding[0].generated)
+    engine.cancel("a")
+    events = engine.step()
+    ended = [e for e in events if e.request_id == "a"]
+    assert [e.finish_reason for e in ended if e.finished] == [FinishReason.CANCELLED]
+    assert ended[-1].completion_tokens == produced_before  # nothing after the cancel
+    # The freed slot went to b in the same step.
+    assert engine.queue_position("b") is None
+    assert [r.id for r in (*engine.decoding, *engine.prefilling)] == ["b"]
+
+
+def test_cancel_of_a_waiting_request_ends_it_without_a_slot(tiny):
+    engine = Engine(tiny, slots=1)
+    engine.submit("a", prompt=[5, 6], params=SamplingParams(temperature=0, max_new_tokens=50))
+    engine.submit("b", prompt=[5, 6], params=GREEDY)
+    engine.step()
+    engine.cancel("b")
+    events = engine.step()
+    assert any(e.request_id == "b" and e.finish_reason == "cancelled" for e in events)
+    assert engine.queued == 0
+
+
+def test_long_prompts_are_prefilled_in_chunks_between_decode_steps(tiny):
+    engine = Engine(tiny, slots=4, max_context=512, step_token_budget=8)
+    engine.submit(
+        "short", prompt=[5, 6, 7], params=SamplingParams(temperature=0, max_new_tokens=40)
+    )
+    engine.step()  # short is prefilled and decoding
+    engine.submit("long", prompt=list(range(10, 110)), params=GREEDY)
+    for _ in range(14):
+        engine.step()
+    long_steps = [
+        step for step, kind, ids in engine.trace if kind == "prefill" and ids == ("long",)
+    ]
+    decode_steps = {
+        step for step, kind, ids in engine.trace if kind == "decode" and "short" in ids
+    }
+    assert len(long_steps) >= 10, "a 100-token prompt in chunks of at most 8"
+    # Every step that prefilled part of the long prompt also decoded short.
+    assert all(step in decode_steps for step in long_steps)
+
+
+def test_a_short_prompt_is_prefilled_before_a_long_one_that_arrived_first(tiny):
+    engine = Engine(tiny, slots=4, max_context=512, step_token_budget=16)
+    engine.submit("long", prompt=list(range(10, 200)), params=GREEDY)
+    engine.step()
+    engine.submit("short", prompt=[5, 6, 7], params=GREEDY)
+    events = engine.step()
+    assert any(e.request_id == "short" and e.text for e in events) or any(
+        r.id == "short" for r in engine.decoding
+    )
+    assert any(r.id == "long" for r in engine.prefilling)
+
+
+def test_stop_strings_split_across_tokens_are_never_streamed(tiny):
+    engine = Engine(tiny, slots=1, max_context=256)
+    free = _run_one(engine, SamplingParams(temperature=0, max_new_tokens=30))
+    assert len(free) > 6
+    stop = free[3:7]  # spans several tokens in the free-running text
+    engine = Engine(tiny, slots=1, max_context=256)
+    engine.submit(
+        "s",
+        prompt=[5, 6, 7],
+        params=SamplingParams(temperature=0, max_new_tokens=30, stop=(stop,)),
+    )
+    events = _run(engine)["s"]
+    streamed = [e.text for e in events if e.text]
+    assert "".join(streamed) == free[: free.index(stop)]
+    assert all(stop not in chunk for chunk in streamed)
+    assert events[-1].finish_reason == FinishReason.STOP
+
+
+def _run_one(engine: Engine, params: SamplingParams) -> str:
+    engine.submit("x", prompt=[5, 6, 7], params=params)
+    return _text(_run(engine)["x"])
+
+
+def test_max_new_tokens_ends_with_length_and_usage(tiny):
+    engine = Engine(tiny, slots=1)
+    engine.submit("x", prompt=[5, 6, 7], params=SamplingParams(temperature=0, max_new_tokens=5))
+    events = _run(engine)["x"]
+    final = events[-1]
+    assert final.finished and final.finish_reason in (FinishReason.LENGTH, FinishReason.STOP)
+    assert final.prompt_tokens == 3
+    assert final.completion_tokens <= 5
+    assert final.timings["ttft_s"] is not None and final.timings["queue_s"] is not None
+
+
+def test_seeded_sampling_is_reproducible(tiny):
+    params = SamplingParams(temperature=1.0, top_p=0.9, top_k=50, seed=42, max_new_tokens=15)
+    first = _run_one(Engine(tiny, slots=2), params)
+    second = _run_one(Engine(tiny, slots=2), params)
+    assert first == second
+
+
+def test_an_output_filter_can_rewrite_and_block(tiny):
+    class Upper:
+        def push(self, text):
+            return FilterResult(text.upper())
+
+        def finish(self):
+            return FilterResult("")
+
+    class BlockAfterThree:
+        def __init__(self):
+            self.seen = 0
+
+        def push(self, text):
+            self.seen += 1
+            return FilterResult("", block=self.seen >= 3)
+
+        def finish(self):
+            return FilterResult("")
+
+    engine = Engine(tiny, slots=2)
+    params = SamplingParams(temperature=0, max_new_tokens=20)
+    engine.submit("u", prompt=[5, 6, 7], params=params, output_filter=Upper())
+    engine.submit("b", prompt=[5, 6, 7], params=params, output_filter=BlockAfterThree())
+    events = _run(engine)
+    assert _text(events["u"]) == _text(events["u"]).upper()
+    assert events["b"][-1].finish_reason == FinishReason.CONTENT_FILTER
+    assert events["b"][-1].completion_tokens == 3
+    assert engine.running == 0
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"temperature": -1}, "temperature must be between"),
+        ({"temperature": float("nan")}, "temperature must be between"),
+        ({"top_p": 0}, "top_p must be greater than 0"),
+        ({"top_k": -3}, "top_k must be a whole number"),
+        ({"max_new_tokens": 0}, "max_new_tokens must be a whole number"),
+        ({"seed": "x"}, "seed must be a whole number"),
+        ({"stop": [""]}, "each stop string"),
+        ({"beam_width": 3}, "unknown sampling parameter"),
+    ],
+)
+def test_absurd_sampling_values_are_refused_with_a_clear_message(params, message):
+    with pytest.raises(SamplingError, match=message):
+        SamplingParams.from_dict(params)
+
+
+def test_bad_requests_are_refused_with_a_clear_message(tiny):
+    engine = Engine(tiny, slots=1, max_context=64)
+    with pytest.raises(RequestError, match="non-empty list"):
+        engine.submit("a", messages=[])
+    with pytest.raises(RequestError, match="no user message with text"):
+        engine.submit("a", messages=[{"role": "user", "content": "   "}])
+    with pytest.raises(RequestError, match="role must be"):
+        engine.submit("a", messages=[{"role": "wizard", "content": "hi"}])
+    with pytest.raises(RequestError, match="the context holds 64"):
+        engine.submit("a", prompt=list(range(5, 100)))
+
+
+def test_the_context_limit_ends_a_generation_with_length(tiny):
+    engine = Engine(tiny, slots=1, max_context=16)
+    engine.submit(
+        "x", prompt=list(range(5, 15)), params=SamplingParams(temperature=0, max_new_tokens=100)
+    )
+    final = _run(engine)["x"][-1]
+    assert final.finish_reason in (FinishReason.LENGTH, FinishReason.STOP)
+    assert final.prompt_tokens + final.completion_tokens <= 16
