@@ -183,6 +183,16 @@ INFERENCE_DTYPE = env_choice("INFERENCE_DTYPE", "auto", ("auto", "float32", "bfl
 INFERENCE_THREADS = env_int("INFERENCE_THREADS", 0, minimum=0)
 INFERENCE_HEARTBEAT_INTERVAL = env_float("INFERENCE_HEARTBEAT_INTERVAL", 2.0)
 INFERENCE_HEARTBEAT_TTL = env_float("INFERENCE_HEARTBEAT_TTL", 10.0)
+# Requests one worker runs at once, the context per request, and the
+# tokens one engine step may process (decodes first, then prompt chunks).
+INFERENCE_SLOTS = env_int("INFERENCE_SLOTS", 32, minimum=1)
+INFERENCE_MAX_CONTEXT = env_int("INFERENCE_MAX_CONTEXT", 2048, minimum=16)
+INFERENCE_STEP_TOKENS = env_int("INFERENCE_STEP_TOKENS", 256, minimum=1)
+# Seconds after which a request of a worker that stopped renewing its
+# claim is continued by another worker; seconds a stopping worker spends
+# finishing what it runs.
+INFERENCE_CLAIM_TIMEOUT = env_float("INFERENCE_CLAIM_TIMEOUT", 30.0)
+INFERENCE_DRAIN_TIMEOUT = env_float("INFERENCE_DRAIN_TIMEOUT", 30.0)
 
 # --- Web server (read by the launcher) ------------------------------------
 

@@ -29,3 +29,37 @@ def worker_heartbeat_key(worker_id: str) -> str:
 
 def worker_heartbeat_pattern() -> str:
     return key("inference", "workers", "*")
+
+
+REQUESTS_GROUP = "workers"
+#: How long a finished generation's events stay readable in Redis.
+GENERATION_TTL_S = 3600
+#: Unfinished generations expire too, so nothing is kept forever.
+GENERATION_IDLE_TTL_S = 24 * 3600
+
+
+def requests_stream_key() -> str:
+    return key("inference", "requests")
+
+
+def generation_key(generation_id: str) -> str:
+    """The stream of one generation's events; entry ids are 0-<seq>."""
+    return key("inference", "gen", generation_id)
+
+
+def cancel_key(generation_id: str) -> str:
+    return key("inference", "cancel", generation_id)
+
+
+def worker_keys():
+    from inference.worker import Keys
+
+    return Keys(
+        heartbeat=worker_heartbeat_key,
+        requests=requests_stream_key(),
+        generation=generation_key,
+        cancel=cancel_key,
+        group=REQUESTS_GROUP,
+        generation_ttl_s=GENERATION_TTL_S,
+        generation_idle_ttl_s=GENERATION_IDLE_TTL_S,
+    )

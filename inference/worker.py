@@ -1,9 +1,23 @@
-"""The inference worker process around the engine.
+"""The inference worker: a Redis transport around the engine.
 
-It loads the model version in production, keeps it loaded, follows
-promotions, and heartbeats its state to Redis with a TTL so the web can
-tell whether any worker is able to answer. A model folder that cannot be
-loaded leaves the worker up and reporting ``error``.
+It claims generation requests from a Redis stream consumer group (several
+workers share one Redis), runs them in the engine of the model version in
+production, appends every piece of text to that generation's own stream
+with a sequence number, checks cancel flags every step and heartbeats its
+state with a TTL.
+
+- Crash safety: a worker renews its claim on the requests it is running;
+  one that stops renewing (killed, frozen) loses them to another worker
+  after ``claim_timeout`` seconds, which continues the answer from the
+  text already streamed, with the sequence numbers following on. A
+  request that cannot be continued ends with an error event.
+- SIGTERM: stop claiming, finish what runs within ``drain_timeout``, and
+  leave the rest pending for another worker to continue.
+- Promotion: the worker loads the new production version beside the old
+  one; new requests go to the new engine, running ones finish on the old
+  one, which is freed once it is idle.
+- A model folder that cannot be loaded leaves the worker up and
+  reporting ``error``.
 """
 
 from __future__ import annotations
@@ -16,13 +30,16 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import redis
 
+from inference.engine import Engine, Event, OutputFilter, RequestError
 from inference.loading import LoadedModel, ModelLoadError, model_load
+from inference.protocol import event_decode, event_encode
+from inference.sampling import SamplingError, SamplingParams
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +53,19 @@ class VersionSpec:
     path: Path
 
 
+@dataclass(frozen=True)
+class Keys:
+    """Redis key names (see ``inference.connection``)."""
+
+    heartbeat: Callable[[str], str]
+    requests: str
+    generation: Callable[[str], str]
+    cancel: Callable[[str], str]
+    group: str = "workers"
+    generation_ttl_s: int = 3600
+    generation_idle_ttl_s: int = 24 * 3600
+
+
 class WorkerState:
     STARTING = "starting"
     LOADING = "loading"
@@ -45,44 +75,81 @@ class WorkerState:
     STOPPING = "stopping"
 
 
+@dataclass
+class _Inflight:
+    generation_id: str
+    entry_id: str
+    version: VersionSpec
+    next_seq: int
+    text: list[str] = field(default_factory=list)
+    position: int | None = None
+
+
 class InferenceWorker:
     def __init__(
         self,
         *,
         redis_client: redis.Redis,
-        heartbeat_key: Callable[[str], str],
+        keys: Keys,
         production_version: Callable[[], VersionSpec | None],
+        version_lookup: Callable[[int], VersionSpec | None] | None = None,
+        output_filter_factory: Callable[[dict[str, Any]], OutputFilter | None] | None = None,
+        on_finished: Callable[[str, dict[str, Any], str], None] | None = None,
         device: str = "auto",
         dtype: str = "auto",
+        slots: int = 32,
+        max_context: int = 2048,
+        step_token_budget: int = 256,
         heartbeat_interval: float = 2.0,
         heartbeat_ttl: float = 10.0,
         poll_interval: float = 5.0,
-        capacity: int = 1,
+        claim_timeout: float = 30.0,
+        drain_timeout: float = 30.0,
         worker_id: str | None = None,
     ) -> None:
-        self.redis = redis_client
+        # redis-py's stubs type replies as unions of every reply shape.
+        self.redis: Any = redis_client
+        self.keys = keys
         self.worker_id = (
             worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         )
-        self._heartbeat_key = heartbeat_key(self.worker_id)
         self._production_version = production_version
-        self.device = device
-        self.dtype = dtype
+        self._version_lookup = version_lookup
+        self._output_filter_factory = output_filter_factory
+        self._on_finished = on_finished
+        self.device, self.dtype = device, dtype
+        self.engine_options: dict[str, Any] = {
+            "slots": slots,
+            "max_context": max_context,
+            "step_token_budget": step_token_budget,
+        }
         self.heartbeat_interval = heartbeat_interval
         self.heartbeat_ttl = heartbeat_ttl
         self.poll_interval = poll_interval
-        self.capacity = capacity
+        self.claim_timeout = claim_timeout
+        self.drain_timeout = drain_timeout
         self.state = WorkerState.STARTING
         self.error = ""
-        self.version: VersionSpec | None = None
-        self.loaded: LoadedModel | None = None
+        self.version: VersionSpec | None = None  # production, serving new requests
+        self.engines: dict[int, Engine] = {}
+        self.versions: dict[int, VersionSpec] = {}
+        self.inflight: dict[str, _Inflight] = {}
         self._failed_version: VersionSpec | None = None
         self.stop_event = threading.Event()
         self.started_at = time.time()
+        self._last_sync = 0.0
+        self._last_renew = 0.0
+        self._last_reclaim = 0.0
 
     # --- heartbeat -----------------------------------------------------
 
+    @property
+    def loaded(self) -> LoadedModel | None:
+        engine = self.engines.get(self.version.id) if self.version else None
+        return engine.loaded if engine else None
+
     def heartbeat_payload(self) -> dict[str, Any]:
+        loaded = self.loaded
         return {
             "id": self.worker_id,
             "host": socket.gethostname(),
@@ -91,11 +158,12 @@ class InferenceWorker:
             "error": self.error,
             "model_version_id": self.version.id if self.version else None,
             "model_version": self.version.name if self.version else None,
-            "device": str(self.loaded.device) if self.loaded else None,
-            "dtype": str(self.loaded.dtype).removeprefix("torch.") if self.loaded else None,
-            "capacity": self.capacity,
-            "running": 0,
-            "queued": 0,
+            "loaded_versions": sorted(v.name for v in self.versions.values()),
+            "device": str(loaded.device) if loaded else None,
+            "dtype": str(loaded.dtype).removeprefix("torch.") if loaded else None,
+            "capacity": self.engine_options["slots"],
+            "running": sum(e.running for e in self.engines.values()),
+            "queued": sum(e.queued for e in self.engines.values()),
             "started_at": self.started_at,
             "at": time.time(),
         }
@@ -103,7 +171,7 @@ class InferenceWorker:
     def heartbeat(self) -> None:
         try:
             self.redis.set(
-                self._heartbeat_key,
+                self.keys.heartbeat(self.worker_id),
                 json.dumps(self.heartbeat_payload()),
                 px=int(self.heartbeat_ttl * 1000),
             )
@@ -116,57 +184,323 @@ class InferenceWorker:
 
     def heartbeat_clear(self) -> None:
         try:
-            self.redis.delete(self._heartbeat_key)
+            self.redis.delete(self.keys.heartbeat(self.worker_id))
         except redis.RedisError as exc:
             logger.warning("Could not remove the heartbeat: %s", exc)
 
-    # --- model ---------------------------------------------------------
+    def _set_state(self, state: str, error: str) -> None:
+        self.state, self.error = state, error
+        self.heartbeat()
+
+    # --- models --------------------------------------------------------
+
+    def _engine_load(self, spec: VersionSpec) -> Engine:
+        loaded = model_load(spec.path, device=self.device, dtype=self.dtype)
+        engine = Engine(loaded, **self.engine_options)
+        self.engines[spec.id] = engine
+        self.versions[spec.id] = spec
+        return engine
 
     def model_sync(self) -> None:
-        """Load the production version when it differs from the loaded one."""
+        """Serve the production version; load it beside the old one."""
         try:
             wanted = self._production_version()
         except Exception:
             logger.exception("Could not read the production model version")
             return
         if wanted is None:
-            if self.loaded is None:
+            if not self.engines:
                 self._set_state(WorkerState.NO_MODEL, "no model version is in production")
             return
-        if self.version is not None and wanted == self.version and self.loaded is not None:
+        if self.version == wanted and wanted.id in self.engines:
             return
         if wanted == self._failed_version:
             return  # already reported; wait for a promotion to change it
-        self._set_state(WorkerState.LOADING, "")
-        self.heartbeat()
-        try:
-            loaded = model_load(wanted.path, device=self.device, dtype=self.dtype)
-        except ModelLoadError as exc:
-            logger.error("Model version %s cannot be loaded: %s", wanted.name, exc)
-            self._failed_version = wanted
-            self.version = wanted
-            self.loaded = None
-            self._set_state(WorkerState.ERROR, str(exc))
-            return
-        self.loaded, self.version, self._failed_version = loaded, wanted, None
+        if wanted.id not in self.engines:
+            self._set_state(WorkerState.LOADING, "")
+            try:
+                self._engine_load(wanted)
+            except ModelLoadError as exc:
+                logger.error("Model version %s cannot be loaded: %s", wanted.name, exc)
+                self._failed_version = wanted
+                if self.version is None or self.version.id not in self.engines:
+                    self.version = wanted
+                    self._set_state(WorkerState.ERROR, str(exc))
+                else:
+                    # Keep serving the old version rather than nothing.
+                    self._set_state(WorkerState.READY, f"cannot load {wanted.name}: {exc}")
+                return
+        previous = self.version
+        self.version, self._failed_version = wanted, None
         self._set_state(WorkerState.READY, "")
-        logger.info("Serving model version %s from %s", wanted.name, wanted.path)
+        logger.info(
+            "Serving model version %s from %s%s",
+            wanted.name,
+            wanted.path,
+            f" (was {previous.name})" if previous and previous != wanted else "",
+        )
 
-    def _set_state(self, state: str, error: str) -> None:
-        self.state, self.error = state, error
-        self.heartbeat()
+    def _engines_release_idle(self) -> None:
+        """Free engines of versions no longer in production once idle."""
+        for version_id in list(self.engines):
+            if self.version and version_id == self.version.id:
+                continue
+            if not self.engines[version_id].has_work():
+                logger.info("Releasing model version %s", self.versions[version_id].name)
+                del self.engines[version_id]
+                del self.versions[version_id]
+
+    def _engine_for(self, version_id: int | None) -> tuple[VersionSpec, Engine]:
+        if version_id is None or (self.version and version_id == self.version.id):
+            if self.version is None or self.version.id not in self.engines:
+                raise RequestError("no model version is loaded")
+            return self.version, self.engines[self.version.id]
+        if version_id in self.engines:
+            return self.versions[version_id], self.engines[version_id]
+        spec = self._version_lookup(version_id) if self._version_lookup else None
+        if spec is None:
+            raise RequestError(f"unknown model version {version_id}")
+        try:
+            return spec, self._engine_load(spec)
+        except ModelLoadError as exc:
+            raise RequestError(f"model version {spec.name} cannot be loaded: {exc}") from None
+
+    # --- requests ------------------------------------------------------
+
+    def group_ensure(self) -> None:
+        try:
+            self.redis.xgroup_create(self.keys.requests, self.keys.group, id="0", mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    def _capacity(self) -> int:
+        """How many more requests to claim: fill free slots, queue few."""
+        if self.version is None or self.version.id not in self.engines:
+            return 0
+        engine = self.engines[self.version.id]
+        return max(engine.slots + max(engine.slots // 4, 1) - engine.running - engine.queued, 0)
+
+    def claim(self, block_ms: int | None) -> int:
+        capacity = self._capacity()
+        if capacity <= 0 or self.stop_event.is_set():
+            if block_ms:
+                self.stop_event.wait(block_ms / 1000)
+            return 0
+        response = self.redis.xreadgroup(
+            self.keys.group,
+            self.worker_id,
+            {self.keys.requests: ">"},
+            count=capacity,
+            block=block_ms,
+        )
+        claimed = 0
+        for _stream, entries in response or []:
+            for entry_id, fields in entries:
+                self._start(entry_id, fields)
+                claimed += 1
+        return claimed
+
+    def reclaim(self) -> int:
+        """Take over requests whose worker stopped renewing its claim."""
+        if self._capacity() <= 0:
+            return 0
+        # Redis 7 adds a third item (deleted ids); 6.2 returns two.
+        response = self.redis.xautoclaim(
+            self.keys.requests,
+            self.keys.group,
+            self.worker_id,
+            min_idle_time=int(self.claim_timeout * 1000),
+            start_id="0-0",
+            count=self._capacity(),
+        )
+        entries = response[1]
+        for entry_id, fields in entries:
+            if fields is None:  # deleted from the stream meanwhile
+                self.redis.xack(self.keys.requests, self.keys.group, entry_id)
+                continue
+            logger.warning("Continuing request %s from a worker that stopped", entry_id)
+            self._start(entry_id, fields)
+        return len(entries)
+
+    def renew(self) -> None:
+        """Reset the idle time of the requests this worker runs."""
+        entry_ids = [item.entry_id for item in self.inflight.values()]
+        if entry_ids:
+            self.redis.xclaim(
+                self.keys.requests, self.keys.group, self.worker_id, 0, entry_ids, justid=True
+            )
+
+    def _start(self, entry_id: str, fields: dict[str, str]) -> None:
+        try:
+            payload = json.loads(fields["payload"])
+            generation_id = str(payload["id"])
+        except (KeyError, TypeError, ValueError):
+            logger.error("Dropping malformed request %s", entry_id)
+            self.redis.xack(self.keys.requests, self.keys.group, entry_id)
+            return
+        gen_key = self.keys.generation(generation_id)
+        # Continue after what an earlier worker already streamed, if any.
+        previous = self.redis.xrange(gen_key, "-", "+")
+        events = [event_decode(eid, f) for eid, f in previous]
+        if events and events[-1].final:
+            self.redis.xack(self.keys.requests, self.keys.group, entry_id)
+            return
+        streamed = "".join(e.text for e in events)
+        next_seq = (events[-1].seq + 1) if events else 1
+        version = None
+        try:
+            params = SamplingParams.from_dict(payload.get("params"))
+            version, engine = self._engine_for(payload.get("model_version_id"))
+            prompt = engine.prompt_ids(payload.get("messages"))
+            if streamed:
+                prompt += engine.tokenizer.encode(streamed, add_special_tokens=False)
+                produced = max(len(engine.tokenizer.encode(streamed, add_special_tokens=False)), 1)
+                params = SamplingParams(
+                    **{
+                        **params.__dict__,
+                        "max_new_tokens": max(params.max_new_tokens - produced, 1),
+                    }
+                )
+            output_filter = (
+                self._output_filter_factory(payload) if self._output_filter_factory else None
+            )
+            item = _Inflight(generation_id, entry_id, version, next_seq, text=[streamed])
+            self.inflight[generation_id] = item
+            engine.submit(generation_id, prompt=prompt, params=params, output_filter=output_filter)
+        except (RequestError, SamplingError, TypeError) as exc:
+            self.inflight.pop(generation_id, None)
+            item = _Inflight(generation_id, entry_id, version or _NO_VERSION, next_seq)
+            self._publish(item, "error", error=str(exc), finish_reason="error")
+            self._complete(item, {"finish_reason": "error", "error": str(exc)})
+            return
+        self._publish(item, "start", model_version=version.name, worker=self.worker_id)
+
+    def _publish(self, item: _Inflight, event_type: str, **data: Any) -> bool:
+        """Append one event with the next sequence number."""
+        key = self.keys.generation(item.generation_id)
+        try:
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.xadd(key, event_encode(event_type, **data), id=f"0-{item.next_seq}")
+            ttl = self.keys.generation_ttl_s if event_type in ("done", "error") else None
+            pipe.expire(key, ttl or self.keys.generation_idle_ttl_s)
+            pipe.execute()
+        except redis.ResponseError as exc:
+            # Another worker wrote this sequence number: it owns the stream.
+            logger.warning("Generation %s taken over elsewhere: %s", item.generation_id, exc)
+            return False
+        item.next_seq += 1
+        return True
+
+    def _deliver(self, event: Event) -> None:
+        item = self.inflight.get(event.request_id)
+        if item is None:
+            return
+        if event.text:
+            item.text.append(event.text)
+            self._publish(item, "text", text=event.text)
+        if not event.finished:
+            return
+        usage = {
+            "prompt_tokens": event.prompt_tokens,
+            "completion_tokens": event.completion_tokens,
+        }
+        final: dict[str, Any]
+        if event.error:
+            final = {"finish_reason": "error", "error": event.error}
+            self._publish(item, "error", **final)
+        else:
+            final = {
+                "finish_reason": event.finish_reason,
+                "usage": usage,
+                "timings": event.timings,
+                "model_version": item.version.name,
+                "model_version_id": item.version.id,
+            }
+            self._publish(item, "done", **final)
+        self.inflight.pop(event.request_id, None)
+        self._complete(item, final)
+
+    def _complete(self, item: _Inflight, final: dict[str, Any]) -> None:
+        self.redis.xack(self.keys.requests, self.keys.group, item.entry_id)
+        self.redis.delete(self.keys.cancel(item.generation_id))
+        if self._on_finished is not None:
+            try:
+                self._on_finished(item.generation_id, final, "".join(item.text))
+            except Exception:
+                logger.exception("Storing generation %s failed", item.generation_id)
+
+    def cancels_apply(self) -> None:
+        ids = list(self.inflight)
+        if not ids:
+            return
+        flags = self.redis.mget([self.keys.cancel(i) for i in ids])
+        for generation_id, flag in zip(ids, flags, strict=True):
+            if flag is not None:
+                item = self.inflight[generation_id]
+                self.engines[item.version.id].cancel(generation_id)
+
+    def _positions_publish(self) -> None:
+        for engine in self.engines.values():
+            for position, waiting in enumerate(engine.waiting, start=1):
+                item = self.inflight.get(waiting.id)
+                if item is not None and item.position != position:
+                    item.position = position
+                    self._publish(item, "queued", position=position)
+
+    def step(self) -> bool:
+        """One engine step for every engine with work; False when idle."""
+        busy = False
+        for engine in list(self.engines.values()):
+            if engine.has_work():
+                busy = True
+                for event in engine.step():
+                    self._deliver(event)
+        if busy:
+            self._positions_publish()
+        return busy
 
     # --- lifecycle -----------------------------------------------------
 
+    def _housekeeping(self) -> None:
+        now = time.monotonic()
+        if now - self._last_sync >= self.poll_interval:
+            self._last_sync = now
+            self.model_sync()
+            self._engines_release_idle()
+        if now - self._last_renew >= min(self.heartbeat_interval, self.claim_timeout / 3):
+            self._last_renew = now
+            self.renew()
+        if now - self._last_reclaim >= self.claim_timeout / 2 and not self.stop_event.is_set():
+            self._last_reclaim = now
+            self.reclaim()
+
+    def run_once(self, block_ms: int | None = None) -> bool:
+        """One iteration of the main loop (tests drive it directly)."""
+        self._housekeeping()
+        self.cancels_apply()
+        busy = self.step()
+        self.claim(None if busy else block_ms)
+        return busy
+
     def run(self) -> None:
-        """Run until stop() is called."""
+        """Serve until stop(); then drain and exit."""
+        self.group_ensure()
         self.heartbeat()
         beat = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
         beat.start()
         try:
             while not self.stop_event.is_set():
-                self.model_sync()
-                self.stop_event.wait(self.poll_interval)
+                try:
+                    self.run_once(block_ms=200)
+                except redis.ConnectionError as exc:
+                    logger.error("Redis unreachable, retrying: %s", exc)
+                    self.stop_event.wait(1.0)
+                except Exception:
+                    # A bug must not take the worker down with every stream.
+                    logger.exception("Inference worker loop failed; continuing")
+                    self.stop_event.wait(1.0)
+            self._drain()
         finally:
             self.state = WorkerState.STOPPING
             self.stop_event.set()
@@ -174,5 +508,23 @@ class InferenceWorker:
             self.heartbeat_clear()
             logger.info("Inference worker %s stopped", self.worker_id)
 
+    def _drain(self) -> None:
+        """Finish running requests within drain_timeout; leave the rest
+        pending so another worker continues them."""
+        self.state = WorkerState.STOPPING
+        deadline = time.monotonic() + self.drain_timeout
+        while self.inflight and time.monotonic() < deadline:
+            self.cancels_apply()
+            if not self.step():
+                break
+            if time.monotonic() - self._last_renew >= self.heartbeat_interval:
+                self._last_renew = time.monotonic()
+                self.renew()
+        if self.inflight:
+            logger.warning("Leaving %d request(s) to other workers", len(self.inflight))
+
     def stop(self) -> None:
         self.stop_event.set()
+
+
+_NO_VERSION = VersionSpec(id=0, name="", path=Path())

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from inference.connection import worker_heartbeat_key
+from inference.connection import worker_heartbeat_key, worker_keys
 from inference.worker import InferenceWorker, VersionSpec, WorkerState
 
 pytestmark = pytest.mark.django_db
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.django_db
 def _worker(redis_conn, version_source, **kwargs) -> InferenceWorker:
     return InferenceWorker(
         redis_client=redis_conn,
-        heartbeat_key=worker_heartbeat_key,
+        keys=worker_keys(),
         production_version=version_source,
         device="cpu",
         heartbeat_interval=0.2,

@@ -7,33 +7,48 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 from django.db import close_old_connections
 
-from inference.connection import redis_client, worker_heartbeat_key
+from inference.connection import redis_client, worker_keys
 from inference.loading import threads_configure
 from inference.worker import InferenceWorker, VersionSpec
+from models_admin.models import ModelVersion
 from models_admin.selectors import model_version_get_production
 
 
-def _production_version() -> VersionSpec | None:
-    close_old_connections()
-    version = model_version_get_production()
+def _spec(version: ModelVersion | None) -> VersionSpec | None:
     if version is None:
         return None
     return VersionSpec(id=version.pk, name=version.name, path=version.path)
 
 
+def _production_version() -> VersionSpec | None:
+    close_old_connections()
+    return _spec(model_version_get_production())
+
+
+def _version_lookup(version_id: int) -> VersionSpec | None:
+    close_old_connections()
+    return _spec(ModelVersion.objects.filter(pk=version_id).first())
+
+
 class Command(BaseCommand):
-    help = "Run an inference worker: load the production model and serve it."
+    help = "Run an inference worker: claim requests, generate, stream tokens to Redis."
 
     def handle(self, *args: Any, **options: Any) -> None:
         threads_configure(settings.INFERENCE_THREADS)
         worker = InferenceWorker(
             redis_client=redis_client(),
-            heartbeat_key=worker_heartbeat_key,
+            keys=worker_keys(),
             production_version=_production_version,
+            version_lookup=_version_lookup,
             device=settings.INFERENCE_DEVICE,
             dtype=settings.INFERENCE_DTYPE,
+            slots=settings.INFERENCE_SLOTS,
+            max_context=settings.INFERENCE_MAX_CONTEXT,
+            step_token_budget=settings.INFERENCE_STEP_TOKENS,
             heartbeat_interval=settings.INFERENCE_HEARTBEAT_INTERVAL,
             heartbeat_ttl=settings.INFERENCE_HEARTBEAT_TTL,
+            claim_timeout=settings.INFERENCE_CLAIM_TIMEOUT,
+            drain_timeout=settings.INFERENCE_DRAIN_TIMEOUT,
         )
 
         def stop(signum: int, _frame: object) -> None:

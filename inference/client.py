@@ -1,0 +1,126 @@
+"""What ``chat`` (and the API) call to run generations on the workers.
+
+``generation_submit`` validates and queues a request; call it after the
+database commit that stores the pending answer (``transaction.on_commit``).
+``generation_events`` tails a generation's stream from a sequence number
+and ends after the final event, so a reader that reconnects with the last
+number it delivered sees nothing twice and misses nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import redis
+import redis.asyncio as aioredis
+from django.conf import settings
+
+from inference.connection import (
+    cancel_key,
+    generation_key,
+    redis_client,
+    requests_stream_key,
+)
+from inference.protocol import StreamEvent, event_decode
+from inference.sampling import SamplingParams
+
+#: A cancel flag outlives any generation that could still read it.
+CANCEL_TTL_S = 3600
+#: Bound on queued requests in Redis; older entries are trimmed.
+REQUESTS_MAXLEN = 100_000
+
+
+def generation_submit(
+    *,
+    messages: list[dict[str, str]],
+    params: dict[str, Any] | None = None,
+    model_version_id: int | None = None,
+    generation_id: str | None = None,
+    extra: dict[str, Any] | None = None,
+) -> str:
+    """Queue a generation and return its id. Raise SamplingError for bad
+    parameters; the request itself is checked by the worker."""
+    SamplingParams.from_dict(params)
+    generation_id = generation_id or uuid.uuid4().hex
+    payload = {
+        "id": generation_id,
+        "messages": messages,
+        "params": params or {},
+        "model_version_id": model_version_id,
+        **(extra or {}),
+    }
+    redis_client().xadd(
+        requests_stream_key(),
+        {"payload": json.dumps(payload)},
+        maxlen=REQUESTS_MAXLEN,
+        approximate=True,
+    )
+    return generation_id
+
+
+def generation_cancel(generation_id: str) -> None:
+    """Ask the worker to stop; it frees the slot within one engine step and
+    ends the stream with finish reason ``cancelled``."""
+    redis_client().set(cancel_key(generation_id), "1", ex=CANCEL_TTL_S)
+
+
+def generation_events_sync(
+    generation_id: str, *, after_seq: int = 0, timeout_s: float = 300.0
+) -> Iterator[StreamEvent]:
+    """Blocking reader, for commands and tests. Raise TimeoutError when
+    nothing arrives for timeout_s."""
+    client: Any = redis_client()
+    key = generation_key(generation_id)
+    last = f"0-{after_seq}"
+    idle_since = time.monotonic()
+    while True:
+        # Short blocks stay under the client's socket timeout.
+        response = client.xread({key: last}, block=1000, count=100)
+        if not response:
+            if time.monotonic() - idle_since > timeout_s:
+                raise TimeoutError(f"no event for generation {generation_id} in {timeout_s}s")
+            continue
+        idle_since = time.monotonic()
+        for _key, entries in response:
+            for entry_id, fields in entries:
+                last = entry_id
+                event = event_decode(entry_id, fields)
+                yield event
+                if event.final:
+                    return
+
+
+async def generation_events(
+    generation_id: str, *, after_seq: int = 0, idle_timeout_s: float = 300.0
+) -> AsyncIterator[StreamEvent]:
+    """Yield the events of a generation after after_seq, ending with the
+    final one. Raise TimeoutError when nothing arrives for idle_timeout_s."""
+    # One connection per reader: asyncio connections belong to one loop.
+    client: Any = aioredis.Redis.from_url(settings.REDIS_URL, decode_responses=True)
+    key = generation_key(generation_id)
+    last = f"0-{after_seq}"
+    try:
+        while True:
+            response = await client.xread({key: last}, block=int(idle_timeout_s * 1000), count=100)
+            if not response:
+                raise TimeoutError(f"no event for generation {generation_id} in {idle_timeout_s}s")
+            for _key, entries in response:
+                for entry_id, fields in entries:
+                    last = entry_id
+                    event = event_decode(entry_id, fields)
+                    yield event
+                    if event.final:
+                        return
+    finally:
+        await client.aclose()
+
+
+def generation_exists(generation_id: str) -> bool:
+    try:
+        return bool(redis_client().exists(generation_key(generation_id)))
+    except redis.RedisError:
+        return False

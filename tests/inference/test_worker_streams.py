@@ -1,0 +1,208 @@
+"""The worker end to end with real Redis: streams with sequence numbers,
+resume, cancel, bad requests, a killed worker and a model swap."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from inference.client import generation_cancel, generation_events_sync, generation_submit
+from inference.connection import requests_stream_key, worker_keys
+from inference.worker import InferenceWorker, VersionSpec, WorkerState
+from models_admin.services import model_version_promote, model_version_register
+from tests.conftest import REPO_ROOT, child_env, database_url_for_children
+from tests.tiny_models import tiny_llama_save
+
+GREEDY = {"temperature": 0, "max_new_tokens": 24}
+
+
+def _wait_for(predicate, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not met in time")
+
+
+@pytest.fixture
+def start_worker(redis_conn):
+    started: list[tuple[InferenceWorker, threading.Thread]] = []
+
+    def start(version_source, **options) -> InferenceWorker:
+        options = {
+            "heartbeat_interval": 0.2,
+            "poll_interval": 0.2,
+            "claim_timeout": 2.0,
+            **options,
+        }
+        worker = InferenceWorker(
+            redis_client=redis_conn,
+            keys=worker_keys(),
+            production_version=version_source,
+            device="cpu",
+            slots=4,
+            max_context=512,
+            **options,
+        )
+        thread = threading.Thread(target=worker.run, daemon=True)
+        thread.start()
+        started.append((worker, thread))
+        _wait_for(lambda: worker.state in (WorkerState.READY, WorkerState.ERROR))
+        return worker
+
+    yield start
+    for worker, thread in started:
+        worker.stop()
+        thread.join(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def second_model_dir(tmp_path_factory, default_model_dir):
+    return tiny_llama_save(
+        tmp_path_factory.mktemp("models") / "tiny-b", default_model_dir=default_model_dir, seed=7
+    )
+
+
+def _ask(content: str = "Hello there") -> list[dict[str, str]]:
+    return [{"role": "user", "content": content}]
+
+
+def test_a_generation_streams_numbered_events_ending_with_usage(start_worker, tiny_model_dir):
+    start_worker(lambda: VersionSpec(1, "tiny", tiny_model_dir))
+    generation_id = generation_submit(messages=_ask(), params=GREEDY)
+    events = list(generation_events_sync(generation_id, timeout_s=30))
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
+    assert events[0].type == "start" and events[0].data["model_version"] == "tiny"
+    assert events[-1].type == "done"
+    final = events[-1].data
+    assert final["finish_reason"] in ("stop", "length")
+    assert final["usage"]["completion_tokens"] >= 1
+    assert final["usage"]["prompt_tokens"] > 5
+    assert final["timings"]["ttft_s"] is not None
+    assert "".join(e.text for e in events)
+
+
+def test_a_reader_resumes_after_its_last_sequence_number(start_worker, tiny_model_dir):
+    start_worker(lambda: VersionSpec(1, "tiny", tiny_model_dir))
+    generation_id = generation_submit(messages=_ask(), params=GREEDY)
+    everything = list(generation_events_sync(generation_id, timeout_s=30))
+    cut = len(everything) // 2
+    resumed = list(generation_events_sync(generation_id, after_seq=everything[cut - 1].seq))
+    assert resumed == everything[cut:]
+
+
+def test_cancel_ends_the_stream_and_frees_the_slot(start_worker, tiny_model_dir):
+    worker = start_worker(lambda: VersionSpec(1, "tiny", tiny_model_dir))
+    generation_id = generation_submit(
+        messages=_ask(), params={"temperature": 0, "max_new_tokens": 400}
+    )
+    seen = []
+    for event in generation_events_sync(generation_id, timeout_s=30):
+        seen.append(event)
+        if event.type == "text" and len(seen) == 4:
+            generation_cancel(generation_id)
+    assert seen[-1].type == "done"
+    assert seen[-1].data["finish_reason"] == "cancelled"
+    assert seen[-1].data["usage"]["completion_tokens"] < 400
+    _wait_for(lambda: worker.engines[1].running == 0)
+
+
+def test_bad_requests_end_with_an_error_event_and_the_worker_stays_up(
+    start_worker, tiny_model_dir, redis_conn
+):
+    start_worker(lambda: VersionSpec(1, "tiny", tiny_model_dir))
+    stream = requests_stream_key()
+    cases = {
+        "bad-params": {"params": {"temperature": -3}, "messages": _ask()},
+        "empty": {"params": {}, "messages": []},
+        "unknown-version": {"params": {}, "messages": _ask(), "model_version_id": 999},
+    }
+    for generation_id, body in cases.items():
+        redis_conn.xadd(stream, {"payload": json.dumps({"id": generation_id, **body})})
+    redis_conn.xadd(stream, {"payload": "{not json"})
+    errors = {}
+    for generation_id in cases:
+        (event,) = list(generation_events_sync(generation_id, timeout_s=30))
+        assert event.type == "error"
+        errors[generation_id] = event.data["error"]
+    assert "temperature" in errors["bad-params"]
+    assert "non-empty" in errors["empty"]
+    assert "unknown model version 999" in errors["unknown-version"]
+    # Still serving.
+    good = generation_submit(messages=_ask(), params=GREEDY)
+    assert list(generation_events_sync(good, timeout_s=30))[-1].type == "done"
+
+
+def test_promotion_swaps_models_while_streams_run(start_worker, tiny_model_dir, second_model_dir):
+    first, second = (
+        VersionSpec(1, "first", tiny_model_dir),
+        VersionSpec(2, "second", second_model_dir),
+    )
+    current = {"spec": first}
+    worker = start_worker(lambda: current["spec"])
+    long = {"temperature": 0, "max_new_tokens": 300}
+    running = [generation_submit(messages=_ask(f"q{i}"), params=long) for i in range(3)]
+    for generation_id in running:
+        next(e for e in generation_events_sync(generation_id, timeout_s=30) if e.type == "text")
+    current["spec"] = second
+    _wait_for(lambda: worker.version == second)
+    newer = generation_submit(messages=_ask(), params=GREEDY)
+    finals = {g: list(generation_events_sync(g, timeout_s=60))[-1] for g in [*running, newer]}
+    assert all(e.type == "done" for e in finals.values())
+    assert [finals[g].data["model_version"] for g in running] == ["first"] * 3
+    assert finals[newer].data["model_version"] == "second"
+    _wait_for(lambda: list(worker.engines) == [2])  # the old model is freed
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_a_killed_worker_s_generation_is_continued_by_another(
+    start_worker, tiny_model_dir, settings, redis_conn
+):
+    settings.MODEL_DIR = tiny_model_dir.parent
+    version = model_version_register(name="tiny", folder=tiny_model_dir)
+    model_version_promote(version=version)
+    env = child_env(
+        DATABASE_URL=database_url_for_children(),
+        MODEL_DIR=str(tiny_model_dir.parent),
+        INFERENCE_SLOTS="2",
+        INFERENCE_CLAIM_TIMEOUT="2",
+        INFERENCE_HEARTBEAT_INTERVAL="0.3",
+    )
+    doomed = subprocess.Popen(
+        [sys.executable, "manage.py", "run_inference_worker"],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        generation_id = generation_submit(
+            messages=_ask(), params={"temperature": 0, "max_new_tokens": 3000}
+        )
+        before = []
+        for event in generation_events_sync(generation_id, timeout_s=120):
+            before.append(event)
+            if sum(1 for e in before if e.type == "text") >= 20:
+                break
+        os.kill(doomed.pid, signal.SIGKILL)
+        doomed.wait()
+    finally:
+        if doomed.poll() is None:
+            doomed.kill()
+    spec = VersionSpec(version.pk, "tiny", tiny_model_dir)
+    start_worker(lambda: spec, claim_timeout=2.0)
+    events = list(generation_events_sync(generation_id, timeout_s=120))
+    assert events[-1].type in ("done", "error")
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
+    if events[-1].type == "done":
+        starts = [e for e in events if e.type == "start"]
+        assert len(starts) == 2, "a second worker took over"
