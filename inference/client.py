@@ -68,6 +68,12 @@ def generation_cancel(generation_id: str) -> None:
     redis_client().set(cancel_key(generation_id), "1", ex=CANCEL_TTL_S)
 
 
+def _events(response: list[Any]) -> Iterator[StreamEvent]:
+    for _key, entries in response:
+        for entry_id, fields in entries:
+            yield event_decode(entry_id, fields)
+
+
 def generation_events_sync(
     generation_id: str, *, after_seq: int = 0, timeout_s: float = 300.0
 ) -> Iterator[StreamEvent]:
@@ -85,13 +91,11 @@ def generation_events_sync(
                 raise TimeoutError(f"no event for generation {generation_id} in {timeout_s}s")
             continue
         idle_since = time.monotonic()
-        for _key, entries in response:
-            for entry_id, fields in entries:
-                last = entry_id
-                event = event_decode(entry_id, fields)
-                yield event
-                if event.final:
-                    return
+        for event in _events(response):
+            last = f"0-{event.seq}"
+            yield event
+            if event.final:
+                return
 
 
 async def generation_events(
@@ -108,13 +112,11 @@ async def generation_events(
             response = await client.xread({key: last}, block=int(idle_timeout_s * 1000), count=100)
             if not response:
                 raise TimeoutError(f"no event for generation {generation_id} in {idle_timeout_s}s")
-            for _key, entries in response:
-                for entry_id, fields in entries:
-                    last = entry_id
-                    event = event_decode(entry_id, fields)
-                    yield event
-                    if event.final:
-                        return
+            for event in _events(response):
+                last = f"0-{event.seq}"
+                yield event
+                if event.final:
+                    return
     finally:
         await client.aclose()
 

@@ -85,6 +85,18 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, default_model_dir) 
     )
 
 
+def wait_for(predicate, timeout: float = 30.0) -> None:
+    """Poll predicate until it holds; fail the test after timeout."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not met in time")
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

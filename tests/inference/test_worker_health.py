@@ -4,13 +4,13 @@ web up and the worker reporting the error."""
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 
 import pytest
 
 from inference.connection import worker_heartbeat_key, worker_keys
 from inference.worker import InferenceWorker, VersionSpec, WorkerState
+from tests.conftest import wait_for
 
 pytestmark = pytest.mark.django_db
 
@@ -26,15 +26,6 @@ def _worker(redis_conn, version_source, **kwargs) -> InferenceWorker:
         poll_interval=0.2,
         **kwargs,
     )
-
-
-def _wait_for(predicate, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
 
 
 @pytest.fixture
@@ -78,7 +69,7 @@ def test_readyz_is_green_once_a_worker_has_loaded_the_model(
 ):
     spec = VersionSpec(id=1, name="tiny", path=tiny_model_dir)
     worker = running_worker(lambda: spec)
-    _wait_for(lambda: worker.state == WorkerState.READY)
+    wait_for(lambda: worker.state == WorkerState.READY)
     response = client.get("/readyz")
     assert response.status_code == 200, response.json()
     (entry,) = response.json()["checks"]["inference"]["workers"]
@@ -96,7 +87,7 @@ def test_a_corrupt_model_folder_is_reported_and_the_web_stays_up(
     (broken / "config.json").write_text('{"model_type": "llama", "hidden_size": ')
     (broken / "model.safetensors").write_bytes(b"not a safetensors file")
     worker = running_worker(lambda: VersionSpec(id=7, name="broken", path=broken))
-    _wait_for(lambda: worker.state == WorkerState.ERROR)
+    wait_for(lambda: worker.state == WorkerState.ERROR)
     response = client.get("/readyz")
     assert response.status_code == 503
     (entry,) = response.json()["checks"]["inference"]["workers"]
@@ -112,7 +103,7 @@ def test_weights_that_do_not_load_are_reported(running_worker, tiny_model_dir, t
         (broken / name).write_bytes((tiny_model_dir / name).read_bytes())
     (broken / "model.safetensors").write_bytes(b"\x00" * 64)
     worker = running_worker(lambda: VersionSpec(id=8, name="bad", path=broken))
-    _wait_for(lambda: worker.state == WorkerState.ERROR)
+    wait_for(lambda: worker.state == WorkerState.ERROR)
     assert "cannot load model folder" in worker.error
 
 
@@ -121,23 +112,23 @@ def test_the_worker_loads_a_newly_promoted_version(running_worker, tiny_model_di
     good = VersionSpec(id=2, name="tiny", path=tiny_model_dir)
     current = {"spec": missing}
     worker = running_worker(lambda: current["spec"])
-    _wait_for(lambda: worker.state == WorkerState.ERROR)
+    wait_for(lambda: worker.state == WorkerState.ERROR)
     assert "does not exist" in worker.error
     current["spec"] = good
-    _wait_for(lambda: worker.state == WorkerState.READY)
+    wait_for(lambda: worker.state == WorkerState.READY)
     assert worker.version == good
 
 
 def test_no_production_version_is_reported(running_worker):
     worker = running_worker(lambda: None)
-    _wait_for(lambda: worker.state == WorkerState.NO_MODEL)
+    wait_for(lambda: worker.state == WorkerState.NO_MODEL)
 
 
 def test_a_stopped_worker_removes_its_heartbeat(redis_conn, tiny_model_dir):
     worker = _worker(redis_conn, lambda: VersionSpec(id=1, name="tiny", path=tiny_model_dir))
     thread = threading.Thread(target=worker.run, daemon=True)
     thread.start()
-    _wait_for(lambda: worker.state == WorkerState.READY)
+    wait_for(lambda: worker.state == WorkerState.READY)
     assert redis_conn.exists(worker_heartbeat_key(worker.worker_id))
     worker.stop()
     thread.join(timeout=10)

@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 
 import pytest
 
@@ -17,19 +16,10 @@ from inference.client import generation_cancel, generation_events_sync, generati
 from inference.connection import requests_stream_key, worker_keys
 from inference.worker import InferenceWorker, VersionSpec, WorkerState
 from models_admin.services import model_version_promote, model_version_register
-from tests.conftest import REPO_ROOT, child_env, database_url_for_children
+from tests.conftest import REPO_ROOT, child_env, database_url_for_children, wait_for
 from tests.tiny_models import tiny_llama_save
 
 GREEDY = {"temperature": 0, "max_new_tokens": 24}
-
-
-def _wait_for(predicate, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
 
 
 @pytest.fixture
@@ -55,7 +45,7 @@ def start_worker(redis_conn):
         thread = threading.Thread(target=worker.run, daemon=True)
         thread.start()
         started.append((worker, thread))
-        _wait_for(lambda: worker.state in (WorkerState.READY, WorkerState.ERROR))
+        wait_for(lambda: worker.state in (WorkerState.READY, WorkerState.ERROR))
         return worker
 
     yield start
@@ -112,7 +102,7 @@ def test_cancel_ends_the_stream_and_frees_the_slot(start_worker, tiny_model_dir)
     assert seen[-1].type == "done"
     assert seen[-1].data["finish_reason"] == "cancelled"
     assert seen[-1].data["usage"]["completion_tokens"] < 400
-    _wait_for(lambda: worker.engines[1].running == 0)
+    wait_for(lambda: worker.engines[1].running == 0)
 
 
 def test_bad_requests_end_with_an_error_event_and_the_worker_stays_up(
@@ -153,13 +143,13 @@ def test_promotion_swaps_models_while_streams_run(start_worker, tiny_model_dir, 
     for generation_id in running:
         next(e for e in generation_events_sync(generation_id, timeout_s=30) if e.type == "text")
     current["spec"] = second
-    _wait_for(lambda: worker.version == second)
+    wait_for(lambda: worker.version == second)
     newer = generation_submit(messages=_ask(), params=GREEDY)
     finals = {g: list(generation_events_sync(g, timeout_s=60))[-1] for g in [*running, newer]}
     assert all(e.type == "done" for e in finals.values())
     assert [finals[g].data["model_version"] for g in running] == ["first"] * 3
     assert finals[newer].data["model_version"] == "second"
-    _wait_for(lambda: list(worker.engines) == [2])  # the old model is freed
+    wait_for(lambda: list(worker.engines) == [2])  # the old model is freed
 
 
 @pytest.mark.slow
