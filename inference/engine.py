@@ -378,7 +378,7 @@ class Engine:
         request.generated.append(token)
         request.last_token = token
 
-        if token in self.eos_ids:
+        if token in self.eos_ids and not request.params.ignore_eos:
             events.append(self._finish(request, FinishReason.STOP))
             return
         text = request.stops.push(request.detok.push(token))

@@ -25,6 +25,8 @@ class SamplingParams:
     seed: int | None = None
     max_new_tokens: int = 512
     stop: tuple[str, ...] = field(default_factory=tuple)
+    #: Generate exactly max_new_tokens, ignoring end-of-sequence (benchmarks).
+    ignore_eos: bool = False
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> SamplingParams:

@@ -1,0 +1,352 @@
+"""Benchmark: the engine against transformers ``generate``, in one process.
+
+Same model, dtype, threads and prompts for every system:
+
+- A: ``generate`` one request at a time, in arrival order;
+- B: static batching: all requests of a wave padded into one ``generate``;
+- C: the engine, all requests submitted at once (or on Poisson arrivals).
+
+Output lengths come from a capped exponential distribution; a share of
+prompts is long (~1.5k tokens); in C a share of requests is cancelled
+mid-stream. Prints a table and writes JSON under ``var/bench/``. Run with
+``make bench`` or ``python -m inference.bench --help``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import LogitsProcessor, LogitsProcessorList
+
+from inference.detokenize import REPLACEMENT
+from inference.engine import Engine
+from inference.loading import LoadedModel, model_load, threads_configure
+from inference.sampling import SamplingParams
+
+QUESTIONS = [
+    "What is the capital of France?",
+    "Explain how a refund works in an online shop.",
+    "Write a short poem about the sea.",
+    "How do I reset my password?",
+    "What are your opening hours on Sunday?",
+    "Summarise the benefits of exercise.",
+    "Give me three tips for learning Python.",
+    "Why is the sky blue?",
+]
+LONG_TEXT = (
+    "Order history. The customer placed several orders over the past year, "
+    "including shoes, a winter coat, two books and a set of kitchen knives. "
+    "One parcel arrived late and one item was returned for a refund. "
+)
+
+
+@dataclass
+class Job:
+    prompt: list[int]
+    max_new_tokens: int
+    cancel_after: int | None = None
+    arrival: float = 0.0
+
+
+@dataclass
+class Result:
+    ttft: list[float] = field(default_factory=list)
+    itl: list[float] = field(default_factory=list)
+    tokens: int = 0
+    seconds: float = 0.0
+    after_cancel: int = 0
+    replacement_chars: int = 0
+    short_ttft: list[float] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "tokens": self.tokens,
+            "seconds": round(self.seconds, 3),
+            "tok_s": round(self.tokens / self.seconds, 2) if self.seconds else 0.0,
+            "ttft_p50": _pct(self.ttft, 50),
+            "ttft_p99": _pct(self.ttft, 99),
+            "short_ttft_p99": _pct(self.short_ttft, 99),
+            "itl_p50": _pct(self.itl, 50),
+            "itl_p99": _pct(self.itl, 99),
+            "tokens_after_cancel": self.after_cancel,
+            "replacement_chars": self.replacement_chars,
+        }
+
+
+def _pct(values: list[float], q: int) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, int(len(ordered) * q / 100))], 4)
+
+
+def jobs_make(
+    loaded: LoadedModel,
+    count: int,
+    *,
+    mean_tokens: int,
+    cap: int,
+    long_share: float,
+    cancel_share: float,
+    long_tokens: int,
+    seed: int,
+) -> list[Job]:
+    rng = random.Random(seed)  # noqa: S311 (workload shape, not secrets)
+    tokenizer = loaded.tokenizer
+    long_body = (LONG_TEXT * 200)[: long_tokens * 4]
+    jobs = []
+    for i in range(count):
+        is_long = count > 1 and rng.random() < long_share
+        question = QUESTIONS[i % len(QUESTIONS)]
+        content = f"{long_body}\n\n{question}" if is_long else question
+        prompt = tokenizer.apply_chat_template(
+            [{"role": "user", "content": content}], add_generation_prompt=True, tokenize=True
+        )
+        if isinstance(prompt, dict) or hasattr(prompt, "input_ids"):
+            prompt = prompt["input_ids"]
+        prompt = list(prompt)[-long_tokens:] if is_long else list(prompt)
+        length = max(1, min(cap, int(rng.expovariate(1 / mean_tokens))))
+        cancel = length // 2 if length >= 8 and rng.random() < cancel_share else None
+        jobs.append(Job(prompt=prompt, max_new_tokens=length, cancel_after=cancel))
+    return jobs
+
+
+class _StepClock(LogitsProcessor):
+    """Record when generate produces each token (it calls processors once
+    per step, before picking the token)."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        self.times.append(time.perf_counter())
+        return scores
+
+
+def _generate(loaded: LoadedModel, prompts: list[list[int]], new_tokens: int) -> list[float]:
+    tokenizer = loaded.tokenizer
+    width = max(len(p) for p in prompts)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=loaded.device)
+    mask = torch.tensor(
+        [[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=loaded.device
+    )
+    clock = _StepClock()
+    loaded.model.generate(
+        input_ids=ids,
+        attention_mask=mask,
+        max_new_tokens=new_tokens,
+        min_new_tokens=new_tokens,
+        do_sample=False,
+        temperature=None,
+        top_p=None,
+        top_k=None,
+        pad_token_id=pad,
+        logits_processor=LogitsProcessorList([clock]),
+    )
+    return clock.times
+
+
+def run_hf_sequential(loaded: LoadedModel, jobs: list[Job]) -> Result:
+    result = Result()
+    start = time.perf_counter()
+    for job in jobs:
+        times = _generate(loaded, [job.prompt], job.max_new_tokens)
+        result.ttft.append(times[0] - start)
+        result.itl += [b - a for a, b in itertools.pairwise(times)]
+        result.tokens += job.max_new_tokens
+        if len(job.prompt) < 200:
+            result.short_ttft.append(times[0] - start)
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def run_hf_static(loaded: LoadedModel, jobs: list[Job], batch: int) -> Result:
+    result = Result()
+    start = time.perf_counter()
+    for i in range(0, len(jobs), batch):
+        wave = jobs[i : i + batch]
+        longest = max(j.max_new_tokens for j in wave)
+        times = _generate(loaded, [j.prompt for j in wave], longest)
+        for job in wave:
+            result.ttft.append(times[0] - start)
+            mine = times[: job.max_new_tokens]
+            result.itl += [b - a for a, b in itertools.pairwise(mine)]
+            if len(job.prompt) < 200:
+                result.short_ttft.append(times[0] - start)
+        # Only the tokens a request asked for count; padding work is waste.
+        result.tokens += sum(j.max_new_tokens for j in wave)
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def run_engine(loaded: LoadedModel, jobs: list[Job], *, slots: int, budget: int) -> Result:
+    engine = Engine(loaded, slots=slots, max_context=4096, step_token_budget=budget)
+    result = Result()
+    produced: dict[str, int] = {}
+    cancelled_at: dict[str, int] = {}
+    pending = sorted(enumerate(jobs), key=lambda item: item[1].arrival)
+    start = time.perf_counter()
+    submitted_at: dict[str, float] = {}
+    last_token: dict[str, float] = {}
+    while pending or engine.has_work():
+        now = time.perf_counter() - start
+        while pending and pending[0][1].arrival <= now:
+            index, job = pending.pop(0)
+            request_id = str(index)
+            params = SamplingParams(
+                temperature=0, max_new_tokens=job.max_new_tokens, ignore_eos=True
+            )
+            engine.submit(request_id, prompt=job.prompt, params=params)
+            submitted_at[request_id] = time.perf_counter()
+            produced[request_id] = 0
+        if not engine.has_work():
+            time.sleep(min(0.01, max(pending[0][1].arrival - now, 0)) if pending else 0)
+            continue
+        for event in engine.step():
+            request_id = event.request_id
+            job = jobs[int(request_id)]
+            if event.text:
+                stamp = time.perf_counter()
+                result.replacement_chars += event.text.count(REPLACEMENT)
+                if request_id not in last_token:
+                    ttft = stamp - submitted_at[request_id]
+                    result.ttft.append(ttft)
+                    if len(job.prompt) < 200:
+                        result.short_ttft.append(ttft)
+                else:
+                    result.itl.append(stamp - last_token[request_id])
+                last_token[request_id] = stamp
+            if event.finished:
+                result.tokens += event.completion_tokens
+                if request_id in cancelled_at:
+                    result.after_cancel += event.completion_tokens - cancelled_at[request_id]
+            elif job.cancel_after is not None and request_id not in cancelled_at:
+                produced[request_id] += 1 if event.text else 0
+                if produced[request_id] >= job.cancel_after:
+                    engine.cancel(request_id)
+                    # Tokens so far; one more step may be in flight already.
+                    cancelled_at[request_id] = next(
+                        (len(r.generated) for r in engine.decoding if r.id == request_id), 0
+                    )
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    import os
+
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings")
+    from django.conf import settings
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, default=None)
+    parser.add_argument("--dtype", default="auto")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--concurrency", default="1,4,16,32")
+    parser.add_argument("--mean-tokens", type=int, default=128)
+    parser.add_argument("--cap", type=int, default=512)
+    parser.add_argument("--long-share", type=float, default=0.05)
+    parser.add_argument("--long-tokens", type=int, default=1500)
+    parser.add_argument("--cancel-share", type=float, default=0.10)
+    parser.add_argument("--poisson-rate", type=float, default=0.0, help="requests/s; 0 skips")
+    parser.add_argument("--budget", type=int, default=256)
+    parser.add_argument("--skip", default="", help="systems to skip, e.g. A,B")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args(argv)
+
+    threads_configure(args.threads)
+    model_dir = args.model or Path(settings.DEFAULT_MODEL_DIR)
+    loaded = model_load(model_dir, device=args.device, dtype=args.dtype)
+    skip = {s.strip().upper() for s in args.skip.split(",") if s.strip()}
+    report: dict[str, Any] = {
+        "model": str(model_dir),
+        "device": str(loaded.device),
+        "dtype": str(loaded.dtype),
+        "threads": torch.get_num_threads(),
+        "args": {k: str(v) for k, v in vars(args).items()},
+        "workloads": {},
+    }
+    # Warm up kernels so the first system measured is not penalised.
+    _generate(loaded, [[1, 2, 3]], 4)
+    workloads = [(f"c{n}", int(n)) for n in args.concurrency.split(",") if n.strip()]
+    print(f"{'workload':10} {'sys':3} {'tok/s':>8} {'ttft50':>8} {'ttft99':>8} "
+          f"{'itl50':>8} {'itl99':>8} {'C/A':>6} {'C/B':>6}")  # fmt: skip
+    for name, count in workloads:
+        jobs = jobs_make(
+            loaded, count, mean_tokens=args.mean_tokens, cap=args.cap,
+            long_share=args.long_share, cancel_share=args.cancel_share,
+            long_tokens=args.long_tokens, seed=args.seed + count,
+        )  # fmt: skip
+        plain = [Job(j.prompt, j.max_new_tokens) for j in jobs]
+        results: dict[str, Result] = {}
+        if "A" not in skip:
+            results["A"] = run_hf_sequential(loaded, plain)
+        if "B" not in skip:
+            results["B"] = run_hf_static(loaded, plain, batch=count)
+        # C runs the same jobs without cancels for the ratios, then with them.
+        results["C"] = run_engine(loaded, plain, slots=max(count, 1), budget=args.budget)
+        if any(j.cancel_after for j in jobs):
+            results["C+cancel"] = run_engine(loaded, jobs, slots=max(count, 1), budget=args.budget)
+        _report_rows(name, results, report)
+    if args.poisson_rate > 0:
+        count = 32
+        jobs = jobs_make(
+            loaded, count, mean_tokens=args.mean_tokens, cap=args.cap,
+            long_share=args.long_share, cancel_share=0.0, long_tokens=args.long_tokens,
+            seed=args.seed,
+        )  # fmt: skip
+        rng = random.Random(args.seed)  # noqa: S311
+        clock = 0.0
+        for job in jobs:
+            clock += rng.expovariate(args.poisson_rate)
+            job.arrival = clock
+        _report_rows(
+            "poisson", {"C": run_engine(loaded, jobs, slots=32, budget=args.budget)}, report
+        )
+    out = args.out or Path(settings.VAR_DIR) / "bench" / f"bench-{int(time.time())}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    print(f"\nwritten to {out}")
+    return 0
+
+
+def _report_rows(name: str, results: dict[str, Result], report: dict[str, Any]) -> None:
+    summaries = {system: r.summary() for system, r in results.items()}
+    c = summaries["C"]["tok_s"]
+    ratios = {
+        f"C/{base}": round(c / summaries[base]["tok_s"], 2)
+        for base in ("A", "B")
+        if base in summaries and summaries[base]["tok_s"]
+    }
+    report["workloads"][name] = {"systems": summaries, "ratios": ratios}
+    for system, s in summaries.items():
+        extra = ""
+        if system == "C":
+            extra = f" {ratios.get('C/A', '-'):>6} {ratios.get('C/B', '-'):>6}"
+        print(
+            f"{name:10} {system:3} {s['tok_s']:8.1f} {_fmt(s['ttft_p50'])} {_fmt(s['ttft_p99'])} "
+            f"{_fmt(s['itl_p50'])} {_fmt(s['itl_p99'])}{extra}"
+        )
+        if system == "C+cancel":
+            print(f"{'':10}     tokens after cancel: {s['tokens_after_cancel']}  "
+                  f"U+FFFD: {s['replacement_chars']}")  # fmt: skip
+    print(f"{'':10}     short-prompt TTFT p99 (C): {_fmt(summaries['C']['short_ttft_p99'])}")
+
+
+def _fmt(value: float | None) -> str:
+    return f"{value:8.3f}" if value is not None else f"{'-':>8}"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

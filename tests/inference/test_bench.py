@@ -1,0 +1,33 @@
+"""The benchmark runs all three systems and writes its report."""
+
+from __future__ import annotations
+
+import json
+
+from inference import bench
+
+
+def test_the_benchmark_reports_every_system_with_ratios(tiny_model_dir, tmp_path):
+    out = tmp_path / "bench.json"
+    code = bench.main(
+        [
+            "--model", str(tiny_model_dir), "--dtype", "float32", "--device", "cpu",
+            "--concurrency", "1,3", "--mean-tokens", "8", "--cap", "16",
+            "--long-tokens", "64", "--cancel-share", "1.0", "--poisson-rate", "50",
+            "--out", str(out),
+        ]
+    )  # fmt: skip
+    assert code == 0
+    report = json.loads(out.read_text())
+    assert set(report["workloads"]) == {"c1", "c3", "poisson"}
+    c3 = report["workloads"]["c3"]
+    assert set(c3["systems"]) >= {"A", "B", "C"}
+    assert c3["ratios"]["C/A"] > 0 and c3["ratios"]["C/B"] > 0
+    for workload in report["workloads"].values():
+        for summary in workload["systems"].values():
+            assert summary["replacement_chars"] == 0
+            assert summary["tokens"] > 0
+    cancelled = c3["systems"].get("C+cancel")
+    if cancelled is not None:
+        # At most the one step already in flight when the cancel arrived.
+        assert cancelled["tokens_after_cancel"] <= 3
