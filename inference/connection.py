@@ -31,6 +31,14 @@ def worker_heartbeat_pattern() -> str:
     return key("inference", "workers", "*")
 
 
+def worker_metrics_key(worker_id: str) -> str:
+    return key("inference", "metrics", worker_id)
+
+
+def worker_metrics_pattern() -> str:
+    return key("inference", "metrics", "*")
+
+
 REQUESTS_GROUP = "workers"
 #: How long a finished generation's events stay readable in Redis.
 GENERATION_TTL_S = 3600
@@ -59,6 +67,7 @@ def worker_keys():
         requests=requests_stream_key(),
         generation=generation_key,
         cancel=cancel_key,
+        metrics=worker_metrics_key,
         group=REQUESTS_GROUP,
         generation_ttl_s=GENERATION_TTL_S,
         generation_idle_ttl_s=GENERATION_IDLE_TTL_S,

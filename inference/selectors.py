@@ -20,3 +20,11 @@ def worker_heartbeats_list(*, client: redis.Redis, pattern: str) -> list[dict[st
         except ValueError:
             continue
     return beats
+
+
+def worker_metrics_list(*, client: redis.Redis, pattern: str) -> list[str]:
+    """Return the live workers' metric expositions."""
+    keys = sorted(client.scan_iter(match=pattern, count=200))
+    if not keys:
+        return []
+    return [str(text) for text in client.mget(keys) if text]

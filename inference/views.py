@@ -4,13 +4,14 @@ import time
 
 import redis
 from django.db import DatabaseError, connection
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
 from chatsite.redis_url import redis_url_display
-from inference.connection import redis_client, worker_heartbeat_pattern
-from inference.selectors import worker_heartbeats_list
+from inference.connection import redis_client, worker_heartbeat_pattern, worker_metrics_pattern
+from inference.metrics import merged_exposition
+from inference.selectors import worker_heartbeats_list, worker_metrics_list
 from inference.worker import WorkerState
 
 
@@ -76,3 +77,18 @@ def readyz(request: HttpRequest) -> JsonResponse:
     return JsonResponse(
         {"status": "ok" if ok else "fail", "checks": checks}, status=200 if ok else 503
     )
+
+
+@never_cache
+@require_GET
+def metrics(request: HttpRequest) -> HttpResponse:
+    """Prometheus exposition of every live inference worker."""
+    from prometheus_client import CONTENT_TYPE_LATEST
+
+    client = redis_client()
+    try:
+        snapshots = worker_metrics_list(client=client, pattern=worker_metrics_pattern())
+    except (redis.RedisError, OSError):
+        snapshots = []
+    body = merged_exposition(snapshots, workers=len(snapshots))
+    return HttpResponse(body, content_type=CONTENT_TYPE_LATEST)

@@ -38,6 +38,7 @@ import redis
 
 from inference.engine import Engine, Event, OutputFilter, RequestError
 from inference.loading import LoadedModel, ModelLoadError, model_load
+from inference.metrics import WorkerMetrics
 from inference.protocol import event_decode, event_encode
 from inference.sampling import SamplingError, SamplingParams
 
@@ -61,6 +62,7 @@ class Keys:
     requests: str
     generation: Callable[[str], str]
     cancel: Callable[[str], str]
+    metrics: Callable[[str], str] | None = None
     group: str = "workers"
     generation_ttl_s: int = 3600
     generation_idle_ttl_s: int = 24 * 3600
@@ -137,6 +139,7 @@ class InferenceWorker:
         self._failed_version: VersionSpec | None = None
         self.stop_event = threading.Event()
         self.started_at = time.time()
+        self.metrics = WorkerMetrics(self.worker_id)
         self._last_sync = 0.0
         self._last_renew = 0.0
         self._last_reclaim = 0.0
@@ -169,12 +172,15 @@ class InferenceWorker:
         }
 
     def heartbeat(self) -> None:
+        payload = self.heartbeat_payload()
+        ttl_ms = int(self.heartbeat_ttl * 1000)
         try:
-            self.redis.set(
-                self.keys.heartbeat(self.worker_id),
-                json.dumps(self.heartbeat_payload()),
-                px=int(self.heartbeat_ttl * 1000),
-            )
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.set(self.keys.heartbeat(self.worker_id), json.dumps(payload), px=ttl_ms)
+            if self.keys.metrics is not None:
+                self.metrics.load(running=payload["running"], waiting=payload["queued"])
+                pipe.set(self.keys.metrics(self.worker_id), self.metrics.exposition(), px=ttl_ms)
+            pipe.execute()
         except redis.RedisError as exc:
             logger.warning("Heartbeat to Redis failed: %s", exc)
 
@@ -185,6 +191,8 @@ class InferenceWorker:
     def heartbeat_clear(self) -> None:
         try:
             self.redis.delete(self.keys.heartbeat(self.worker_id))
+            if self.keys.metrics is not None:
+                self.redis.delete(self.keys.metrics(self.worker_id))
         except redis.RedisError as exc:
             logger.warning("Could not remove the heartbeat: %s", exc)
 
@@ -419,6 +427,13 @@ class InferenceWorker:
             }
             self._publish(item, "done", **final)
         self.inflight.pop(event.request_id, None)
+        self.metrics.finished(
+            finish_reason=final["finish_reason"],
+            prompt_tokens=event.prompt_tokens,
+            completion_tokens=event.completion_tokens,
+            timings=event.timings,
+            gaps=event.token_gaps or (),
+        )
         self._complete(item, final)
 
     def _complete(self, item: _Inflight, final: dict[str, Any]) -> None:

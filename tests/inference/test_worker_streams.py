@@ -196,3 +196,22 @@ def test_a_killed_worker_s_generation_is_continued_by_another(
     if events[-1].type == "done":
         starts = [e for e in events if e.type == "start"]
         assert len(starts) == 2, "a second worker took over"
+
+
+def test_metrics_of_every_worker_are_exposed_at_metrics(start_worker, tiny_model_dir, client):
+    worker = start_worker(lambda: VersionSpec(1, "tiny", tiny_model_dir))
+    generation_id = generation_submit(messages=_ask(), params=GREEDY)
+    final = list(generation_events_sync(generation_id, timeout_s=30))[-1]
+    tokens = final.data["usage"]["completion_tokens"]
+    wait_for(lambda: f'worker="{worker.worker_id}"' in client.get("/metrics").content.decode())
+    wait_for(
+        lambda: (
+            "inference_generated_tokens_total" in client.get("/metrics").content.decode()
+            and f"{float(tokens)}" in client.get("/metrics").content.decode()
+        )
+    )
+    body = client.get("/metrics").content.decode()
+    assert "inference_workers 1.0" in body
+    assert "inference_time_to_first_token_seconds_bucket" in body
+    assert "inference_inter_token_seconds_count" in body
+    assert 'finish_reason="' in body
