@@ -188,8 +188,16 @@ def run_hf_static(loaded: LoadedModel, jobs: list[Job], batch: int) -> Result:
     return result
 
 
-def run_engine(loaded: LoadedModel, jobs: list[Job], *, slots: int, budget: int) -> Result:
-    engine = Engine(loaded, slots=slots, max_context=4096, step_token_budget=budget)
+def run_engine(
+    loaded: LoadedModel, jobs: list[Job], *, slots: int, budget: int, speculative: int = 4
+) -> Result:
+    engine = Engine(
+        loaded,
+        slots=slots,
+        max_context=4096,
+        step_token_budget=budget,
+        speculative_tokens=speculative,
+    )
     result = Result()
     produced: dict[str, int] = {}
     cancelled_at: dict[str, int] = {}
@@ -260,6 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cancel-share", type=float, default=0.10)
     parser.add_argument("--poisson-rate", type=float, default=0.0, help="requests/s; 0 skips")
     parser.add_argument("--budget", type=int, default=256)
+    parser.add_argument("--speculative-tokens", type=int, default=4, help="0 turns it off")
     parser.add_argument("--skip", default="", help="systems to skip, e.g. A,B")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None)
@@ -295,9 +304,15 @@ def main(argv: list[str] | None = None) -> int:
         if "B" not in skip:
             results["B"] = run_hf_static(loaded, plain, batch=count)
         # C runs the same jobs without cancels for the ratios, then with them.
-        results["C"] = run_engine(loaded, plain, slots=max(count, 1), budget=args.budget)
+        results["C"] = run_engine(
+            loaded, plain, slots=max(count, 1), budget=args.budget,
+            speculative=args.speculative_tokens,
+        )  # fmt: skip
         if any(j.cancel_after for j in jobs):
-            results["C+cancel"] = run_engine(loaded, jobs, slots=max(count, 1), budget=args.budget)
+            results["C+cancel"] = run_engine(
+                loaded, jobs, slots=max(count, 1), budget=args.budget,
+                speculative=args.speculative_tokens,
+            )  # fmt: skip
         _report_rows(name, results, report)
     if args.poisson_rate > 0:
         count = 32
@@ -312,7 +327,13 @@ def main(argv: list[str] | None = None) -> int:
             clock += rng.expovariate(args.poisson_rate)
             job.arrival = clock
         _report_rows(
-            "poisson", {"C": run_engine(loaded, jobs, slots=32, budget=args.budget)}, report
+            "poisson",
+            {
+                "C": run_engine(
+                    loaded, jobs, slots=32, budget=args.budget, speculative=args.speculative_tokens
+                )
+            },
+            report,
         )
     out = args.out or Path(settings.VAR_DIR) / "bench" / f"bench-{int(time.time())}.json"
     out.parent.mkdir(parents=True, exist_ok=True)

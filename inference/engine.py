@@ -36,6 +36,7 @@ from inference.detokenize import IncrementalDetokenizer, StopMatcher
 from inference.kv_cache import SlotKVCache
 from inference.loading import LoadedModel
 from inference.sampling import Sampler, SamplingError, SamplingParams
+from inference.speculative import PromptLookup
 
 logger = logging.getLogger(__name__)
 
@@ -128,6 +129,7 @@ class _Request:
     generated: list[int] = field(default_factory=list)
     last_token: int | None = None
     cancelled: bool = False
+    drafts: PromptLookup = field(default_factory=lambda: PromptLookup())
 
     @property
     def length(self) -> int:
@@ -143,6 +145,8 @@ class Engine:
         slots: int = 32,
         max_context: int = 2048,
         step_token_budget: int = 256,
+        speculative_tokens: int = 4,
+        speculative_max_batch: int = 4,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         model, config = loaded.model, loaded.model.config
@@ -155,6 +159,8 @@ class Engine:
             max_context, getattr(config, "max_position_embeddings", max_context)
         )
         self.step_token_budget = max(step_token_budget, 1)
+        self.speculative_tokens = max(speculative_tokens, 0)
+        self.speculative_max_batch = speculative_max_batch
         self.clock = clock
         self.eos_ids = loaded.eos_token_ids
         head_dim = (
@@ -312,6 +318,10 @@ class Engine:
 
     def _decode(self, events: list[Event]) -> None:
         batch = self.decoding
+        drafts = self._drafts(batch)
+        if any(drafts):
+            self._decode_speculative(batch, drafts, events)
+            return
         positions = torch.tensor([r.length for r in batch], device=self.device)
         kv_len = int(positions.max()) + 1
         self.cache.decode_batch(len(batch), positions, kv_len)
@@ -323,6 +333,57 @@ class Engine:
         self.trace.append((self.steps, "decode", tuple(r.id for r in batch)))
         for request, row_logits in zip(list(batch), logits[:, -1], strict=True):
             self._accept(request, row_logits, events)
+
+    def _drafts(self, batch: list[_Request]) -> list[list[int]]:
+        """Guess the next tokens of each request from its own earlier text
+        (prompt lookup), when the batch is small enough that checking them
+        costs about as much as one decode step: at small batch sizes a step
+        is bound by reading the weights, not by arithmetic."""
+        if not self.speculative_tokens or len(batch) > self.speculative_max_batch:
+            return [[] for _ in batch]
+        drafts = []
+        for request in batch:
+            room = min(
+                self.speculative_tokens,
+                request.params.max_new_tokens - len(request.generated) - 1,
+                self.max_context - request.length - 2,
+            )
+            drafts.append(request.drafts.propose(request.prompt, request.generated, room))
+        return drafts
+
+    def _decode_speculative(
+        self, batch: list[_Request], drafts: list[list[int]], events: list[Event]
+    ) -> None:
+        """Feed each request's last token and its draft in one forward, then
+        keep the longest prefix of the draft that the model itself picks."""
+        width = 1 + max(len(d) for d in drafts)
+        starts = torch.tensor([r.length for r in batch], device=self.device)
+        positions = starts[:, None] + torch.arange(width, device=self.device)[None, :]
+        kv_len = int(positions.max()) + 1
+        self.cache.decode_batch(len(batch), starts, kv_len, width=width)
+        keys = torch.arange(kv_len, device=self.device)
+        valid = keys[None, None, :] <= positions[:, :, None]
+        mask = torch.zeros(valid.shape, dtype=self.loaded.dtype, device=self.device)
+        mask.masked_fill_(~valid, self._mask_min)
+        rows = [
+            [r.last_token, *d] + [0] * (width - 1 - len(d))
+            for r, d in zip(batch, drafts, strict=True)
+        ]
+        input_ids = torch.tensor(rows, device=self.device)
+        logits = self._forward(input_ids, positions, mask[:, None], keep=0)
+        self.trace.append((self.steps, "decode", tuple(r.id for r in batch)))
+        for index, (request, draft) in enumerate(zip(list(batch), drafts, strict=True)):
+            if request.cancelled:
+                continue
+            for offset in range(len(draft) + 1):
+                row_logits = self._penalized(request, logits[index, offset])
+                if offset < len(draft):
+                    token, accepted = request.sampler.verify(row_logits, draft[offset])
+                else:
+                    token, accepted = request.sampler.sample(row_logits), False
+                request.drafts.record(proposed=offset < len(draft), accepted=accepted)
+                if self._take(request, token, events) or not accepted:
+                    break
 
     def _prefill(self, events: list[Event], budget: int) -> None:
         # Always make some progress, even when decodes use the budget up.
@@ -351,14 +412,14 @@ class Engine:
                 self._accept(request, logits[0, -1], events)
 
     def _forward(
-        self, input_ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor
+        self, input_ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor, keep: int = 1
     ) -> torch.Tensor:
         output = self.model(
             input_ids=input_ids,
             position_ids=positions,
             attention_mask=mask,
             use_cache=True,
-            logits_to_keep=1,
+            logits_to_keep=keep,
             **{self._cache_kwarg: self.cache},
         )
         return output.logits
@@ -367,24 +428,32 @@ class Engine:
         """Sample the next token of request and emit what it makes visible."""
         if request.cancelled:
             return
-        if request.params.repetition_penalty != 1.0:
-            seen = torch.tensor(request.prompt + request.generated, device=self.device)
-            logits = request.sampler.penalize(logits, seen)
-        token = request.sampler.sample(logits)
+        self._take(request, request.sampler.sample(self._penalized(request, logits)), events)
+
+    def _penalized(self, request: _Request, logits: torch.Tensor) -> torch.Tensor:
+        if request.params.repetition_penalty == 1.0:
+            return logits
+        seen = torch.tensor(request.prompt + request.generated, device=self.device)
+        return request.sampler.penalize(logits, seen)
+
+    def _take(self, request: _Request, token: int, events: list[Event]) -> bool:
+        """Append token to request's answer and emit what it makes visible;
+        return True when the request has ended."""
         now = self.clock()
         if request.timings.first_token is None:
             request.timings.first_token = now
         request.timings.token_times.append(now)
         request.generated.append(token)
         request.last_token = token
+        request.drafts.observe(request.prompt, request.generated)
 
         if token in self.eos_ids and not request.params.ignore_eos:
             events.append(self._finish(request, FinishReason.STOP))
-            return
+            return True
         text = request.stops.push(request.detok.push(token))
         if request.stops.stopped:
             self._emit(request, text, events, final=True, reason=FinishReason.STOP)
-            return
+            return True
         at_limit = len(request.generated) >= request.params.max_new_tokens or (
             request.length + 1 >= self.max_context
         )
@@ -392,11 +461,12 @@ class Engine:
             tail = request.stops.push(request.detok.flush())
             if request.stops.stopped:
                 self._emit(request, text + tail, events, final=True, reason=FinishReason.STOP)
-                return
+                return True
             self._emit(request, text + tail + request.stops.flush(), events, final=True,
                        reason=FinishReason.LENGTH)  # fmt: skip
-            return
+            return True
         self._emit(request, text, events, final=False, reason=None)
+        return request.cancelled
 
     def _emit(
         self, request: _Request, text: str, events: list[Event], *, final: bool, reason: str | None

@@ -47,12 +47,15 @@ class SlotKVCache:
 
     # --- what the next forward writes ----------------------------------
 
-    def decode_batch(self, rows: int, positions: torch.Tensor, kv_len: int) -> None:
-        """Rows 0..rows-1 each add one token at positions[i]; attend over
-        the first kv_len positions."""
+    def decode_batch(
+        self, rows: int, positions: torch.Tensor, kv_len: int, width: int = 1
+    ) -> None:
+        """Rows 0..rows-1 each add width tokens from positions[i] on (one
+        token, or a token and its speculative draft); attend over the first
+        kv_len positions."""
         self._rows = slice(0, rows)
-        self._row_index = torch.arange(rows, device=positions.device)
-        self._positions = positions
+        self._row_index = torch.arange(rows, device=positions.device)[:, None]
+        self._positions = positions[:, None] + torch.arange(width, device=positions.device)
         self._kv_len = kv_len
 
     def prefill_row(self, row: int, start: int, length: int) -> None:
@@ -69,9 +72,10 @@ class SlotKVCache:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         keys, values = self.keys[layer_idx], self.values[layer_idx]
         if self._row_index is not None:
-            # Decode: one new token per row, each at its own position.
-            keys[self._row_index, :, self._positions] = key_states[:, :, 0]
-            values[self._row_index, :, self._positions] = value_states[:, :, 0]
+            # Decode: each row writes at its own positions. Indexing with
+            # [rows, :, positions] puts the token axis before the heads.
+            keys[self._row_index, :, self._positions] = key_states.transpose(1, 2)
+            values[self._row_index, :, self._positions] = value_states.transpose(1, 2)
         else:
             assert self._positions is not None
             start = int(self._positions[0])

@@ -59,7 +59,11 @@ def cpu_dtype_measure(hidden: int, intermediate: int, batch: int = 16) -> torch.
         timings[dtype] = best
     # Prefer float32 unless bf16 is clearly faster: it is exact and needs
     # no conversion of the saved weights.
-    chosen = torch.bfloat16 if timings[torch.bfloat16] * 1.15 < timings[torch.float32] else torch.float32
+    chosen = (
+        torch.bfloat16
+        if timings[torch.bfloat16] * 1.15 < timings[torch.float32]
+        else torch.float32
+    )
     logger.info(
         "CPU dtype by measurement: float32 %.2f ms, bfloat16 %.2f ms -> %s",
         timings[torch.float32] * 100, timings[torch.bfloat16] * 100, chosen,

@@ -103,21 +103,39 @@ class Sampler:
         logits.scatter_(0, seen, picked)
         return logits
 
-    def sample(self, logits: torch.Tensor) -> int:
+    def _probs(self, logits: torch.Tensor) -> torch.Tensor:
         params = self.params
-        logits = logits.float()
-        if params.greedy:
-            return int(torch.argmax(logits))
-        logits = logits / params.temperature
+        logits = logits.float() / params.temperature
         if params.top_k > 0 and params.top_k < logits.shape[-1]:
             threshold = torch.topk(logits, params.top_k).values[-1]
             logits = logits.masked_fill(logits < threshold, float("-inf"))
         if params.top_p < 1.0:
             sorted_logits, order = torch.sort(logits, descending=True)
-            cumulative = torch.softmax(sorted_logits, dim=-1).cumsum(dim=-1)
+            probs = torch.softmax(sorted_logits, dim=-1)
             # Keep the smallest prefix whose mass reaches top_p (at least one).
-            drop = cumulative - torch.softmax(sorted_logits, dim=-1) >= params.top_p
+            drop = probs.cumsum(dim=-1) - probs >= params.top_p
             sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
             logits = torch.full_like(logits, float("-inf")).scatter(0, order, sorted_logits)
-        probs = torch.softmax(logits, dim=-1)
-        return int(torch.multinomial(probs, 1, generator=self.generator))
+        return torch.softmax(logits, dim=-1)
+
+    def sample(self, logits: torch.Tensor) -> int:
+        if self.params.greedy:
+            return int(torch.argmax(logits))
+        return int(torch.multinomial(self._probs(logits), 1, generator=self.generator))
+
+    def verify(self, logits: torch.Tensor, draft: int) -> tuple[int, bool]:
+        """Check a drafted token: return the token to keep and whether it
+        is the draft. Greedy keeps the argmax. Sampling accepts the draft
+        with its probability and otherwise samples from the rest, which
+        leaves the output distribution exactly that of ``sample``."""
+        if self.params.greedy:
+            token = int(torch.argmax(logits))
+            return token, token == draft
+        probs = self._probs(logits)
+        if float(torch.rand(1, generator=self.generator)) < float(probs[draft]):
+            return draft, True
+        probs[draft] = 0.0
+        total = float(probs.sum())
+        if total <= 0.0:
+            return int(torch.argmax(logits)), False
+        return int(torch.multinomial(probs / total, 1, generator=self.generator)), False

@@ -102,6 +102,8 @@ class InferenceWorker:
         slots: int = 32,
         max_context: int = 2048,
         step_token_budget: int = 256,
+        speculative_tokens: int = 4,
+        speculative_max_batch: int = 4,
         heartbeat_interval: float = 2.0,
         heartbeat_ttl: float = 10.0,
         poll_interval: float = 5.0,
@@ -124,6 +126,8 @@ class InferenceWorker:
             "slots": slots,
             "max_context": max_context,
             "step_token_budget": step_token_budget,
+            "speculative_tokens": speculative_tokens,
+            "speculative_max_batch": speculative_max_batch,
         }
         self.heartbeat_interval = heartbeat_interval
         self.heartbeat_ttl = heartbeat_ttl

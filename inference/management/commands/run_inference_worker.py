@@ -45,6 +45,8 @@ class Command(BaseCommand):
             slots=settings.INFERENCE_SLOTS,
             max_context=settings.INFERENCE_MAX_CONTEXT,
             step_token_budget=settings.INFERENCE_STEP_TOKENS,
+            speculative_tokens=settings.INFERENCE_SPECULATIVE_TOKENS,
+            speculative_max_batch=settings.INFERENCE_SPECULATIVE_MAX_BATCH,
             heartbeat_interval=settings.INFERENCE_HEARTBEAT_INTERVAL,
             heartbeat_ttl=settings.INFERENCE_HEARTBEAT_TTL,
             claim_timeout=settings.INFERENCE_CLAIM_TIMEOUT,
