@@ -187,7 +187,7 @@ INFERENCE_HEARTBEAT_TTL = env_float("INFERENCE_HEARTBEAT_TTL", 10.0)
 # tokens one engine step may process (decodes first, then prompt chunks).
 INFERENCE_SLOTS = env_int("INFERENCE_SLOTS", 32, minimum=1)
 INFERENCE_MAX_CONTEXT = env_int("INFERENCE_MAX_CONTEXT", 2048, minimum=16)
-INFERENCE_STEP_TOKENS = env_int("INFERENCE_STEP_TOKENS", 256, minimum=1)
+INFERENCE_STEP_TOKENS = env_int("INFERENCE_STEP_TOKENS", 64, minimum=1)
 # Prompt-lookup speculative decoding: draft tokens checked per step (0 turns
 # it off), used while at most INFERENCE_SPECULATIVE_MAX_BATCH requests decode.
 INFERENCE_SPECULATIVE_TOKENS = env_int("INFERENCE_SPECULATIVE_TOKENS", 4, minimum=0)

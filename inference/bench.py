@@ -267,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--long-tokens", type=int, default=1500)
     parser.add_argument("--cancel-share", type=float, default=0.10)
     parser.add_argument("--poisson-rate", type=float, default=0.0, help="requests/s; 0 skips")
-    parser.add_argument("--budget", type=int, default=256)
+    parser.add_argument("--budget", type=int, default=64)
     parser.add_argument("--speculative-tokens", type=int, default=4, help="0 turns it off")
     parser.add_argument("--skip", default="", help="systems to skip, e.g. A,B")
     parser.add_argument("--seed", type=int, default=0)

@@ -144,7 +144,7 @@ class Engine:
         *,
         slots: int = 32,
         max_context: int = 2048,
-        step_token_budget: int = 256,
+        step_token_budget: int = 64,
         speculative_tokens: int = 4,
         speculative_max_batch: int = 4,
         clock: Callable[[], float] = time.perf_counter,

@@ -101,7 +101,7 @@ class InferenceWorker:
         dtype: str = "auto",
         slots: int = 32,
         max_context: int = 2048,
-        step_token_budget: int = 256,
+        step_token_budget: int = 64,
         speculative_tokens: int = 4,
         speculative_max_batch: int = 4,
         heartbeat_interval: float = 2.0,
@@ -380,7 +380,12 @@ class InferenceWorker:
             item = _Inflight(generation_id, entry_id, version, next_seq, text=[streamed])
             self.inflight[generation_id] = item
             engine.submit(generation_id, prompt=prompt, params=params, output_filter=output_filter)
-        except (RequestError, SamplingError, TypeError) as exc:
+        except Exception as exc:
+            # Whatever the request holds (bad parameters, an unknown version,
+            # a conversation the chat template rejects), it ends here with
+            # an error event rather than coming back forever.
+            if not isinstance(exc, RequestError | SamplingError | TypeError):
+                logger.exception("Request %s failed to start", generation_id)
             self.inflight.pop(generation_id, None)
             item = _Inflight(generation_id, entry_id, version or _NO_VERSION, next_seq)
             self._publish(item, "error", error=str(exc), finish_reason="error")
@@ -410,7 +415,11 @@ class InferenceWorker:
             return
         if event.text:
             item.text.append(event.text)
-            self._publish(item, "text", text=event.text)
+            if not self._publish(item, "text", text=event.text):
+                # Another worker continues this generation: let it.
+                self.inflight.pop(event.request_id, None)
+                self.engines[item.version.id].cancel(event.request_id)
+                return
         if not event.finished:
             return
         usage = {

@@ -215,3 +215,34 @@ def test_metrics_of_every_worker_are_exposed_at_metrics(start_worker, tiny_model
     assert "inference_time_to_first_token_seconds_bucket" in body
     assert "inference_inter_token_seconds_count" in body
     assert 'finish_reason="' in body
+
+
+def test_a_stopping_worker_finishes_what_it_runs(start_worker, tiny_model_dir):
+    worker = start_worker(lambda: VersionSpec(1, "tiny", tiny_model_dir), drain_timeout=60.0)
+    generation_id = generation_submit(
+        messages=_ask(), params={"temperature": 0, "max_new_tokens": 150, "ignore_eos": True}
+    )
+    events = generation_events_sync(generation_id, timeout_s=30)
+    seen = [next(events)]
+    worker.stop()  # what SIGTERM does
+    seen += list(events)
+    assert seen[-1].type == "done"
+    assert seen[-1].data["usage"]["completion_tokens"] == 150
+
+
+def test_work_left_by_a_stopped_worker_is_continued_by_another(start_worker, tiny_model_dir):
+    spec = VersionSpec(1, "tiny", tiny_model_dir)
+    first = start_worker(lambda: spec, drain_timeout=0.0)
+    generation_id = generation_submit(
+        messages=_ask(), params={"temperature": 0, "max_new_tokens": 400, "ignore_eos": True}
+    )
+    events = generation_events_sync(generation_id, timeout_s=60)
+    head = [next(events) for _ in range(5)]
+    first.stop()
+    wait_for(lambda: first.state == WorkerState.STOPPING)
+    start_worker(lambda: spec, claim_timeout=1.0)
+    rest = list(events)
+    everything = head + rest
+    assert everything[-1].type == "done"
+    assert [e.seq for e in everything] == list(range(1, len(everything) + 1))
+    assert sum(1 for e in everything if e.type == "start") == 2
