@@ -8,41 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from inference.connection import worker_heartbeat_key, worker_keys
-from inference.worker import InferenceWorker, VersionSpec, WorkerState
+from inference.connection import worker_heartbeat_key
+from inference.worker import VersionSpec, WorkerState
 from tests.conftest import wait_for
+from tests.inference.conftest import worker_make
 
 pytestmark = pytest.mark.django_db
-
-
-def _worker(redis_conn, version_source, **kwargs) -> InferenceWorker:
-    return InferenceWorker(
-        redis_client=redis_conn,
-        keys=worker_keys(),
-        production_version=version_source,
-        device="cpu",
-        heartbeat_interval=0.2,
-        heartbeat_ttl=2.0,
-        poll_interval=0.2,
-        **kwargs,
-    )
-
-
-@pytest.fixture
-def running_worker(redis_conn):
-    started: list[tuple[InferenceWorker, threading.Thread]] = []
-
-    def start(version_source) -> InferenceWorker:
-        worker = _worker(redis_conn, version_source)
-        thread = threading.Thread(target=worker.run, daemon=True)
-        thread.start()
-        started.append((worker, thread))
-        return worker
-
-    yield start
-    for worker, thread in started:
-        worker.stop()
-        thread.join(timeout=10)
 
 
 def test_healthz_answers_without_checking_anything(client):
@@ -64,11 +35,9 @@ def test_readyz_fails_while_no_worker_runs(client):
     }
 
 
-def test_readyz_is_green_once_a_worker_has_loaded_the_model(
-    client, running_worker, tiny_model_dir
-):
+def test_readyz_is_green_once_a_worker_has_loaded_the_model(client, start_worker, tiny_model_dir):
     spec = VersionSpec(id=1, name="tiny", path=tiny_model_dir)
-    worker = running_worker(lambda: spec)
+    worker = start_worker(lambda: spec)
     wait_for(lambda: worker.state == WorkerState.READY)
     response = client.get("/readyz")
     assert response.status_code == 200, response.json()
@@ -80,13 +49,13 @@ def test_readyz_is_green_once_a_worker_has_loaded_the_model(
 
 
 def test_a_corrupt_model_folder_is_reported_and_the_web_stays_up(
-    client, running_worker, tmp_path: Path
+    client, start_worker, tmp_path: Path
 ):
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "config.json").write_text('{"model_type": "llama", "hidden_size": ')
     (broken / "model.safetensors").write_bytes(b"not a safetensors file")
-    worker = running_worker(lambda: VersionSpec(id=7, name="broken", path=broken))
+    worker = start_worker(lambda: VersionSpec(id=7, name="broken", path=broken))
     wait_for(lambda: worker.state == WorkerState.ERROR)
     response = client.get("/readyz")
     assert response.status_code == 503
@@ -96,22 +65,22 @@ def test_a_corrupt_model_folder_is_reported_and_the_web_stays_up(
     assert client.get("/healthz").status_code == 200
 
 
-def test_weights_that_do_not_load_are_reported(running_worker, tiny_model_dir, tmp_path):
+def test_weights_that_do_not_load_are_reported(start_worker, tiny_model_dir, tmp_path):
     broken = tmp_path / "bad-weights"
     broken.mkdir()
     for name in ("config.json", "tokenizer.json", "tokenizer_config.json"):
         (broken / name).write_bytes((tiny_model_dir / name).read_bytes())
     (broken / "model.safetensors").write_bytes(b"\x00" * 64)
-    worker = running_worker(lambda: VersionSpec(id=8, name="bad", path=broken))
+    worker = start_worker(lambda: VersionSpec(id=8, name="bad", path=broken))
     wait_for(lambda: worker.state == WorkerState.ERROR)
     assert "cannot load model folder" in worker.error
 
 
-def test_the_worker_loads_a_newly_promoted_version(running_worker, tiny_model_dir, tmp_path):
+def test_the_worker_loads_a_newly_promoted_version(start_worker, tiny_model_dir, tmp_path):
     missing = VersionSpec(id=1, name="missing", path=tmp_path / "nowhere")
     good = VersionSpec(id=2, name="tiny", path=tiny_model_dir)
     current = {"spec": missing}
-    worker = running_worker(lambda: current["spec"])
+    worker = start_worker(lambda: current["spec"])
     wait_for(lambda: worker.state == WorkerState.ERROR)
     assert "does not exist" in worker.error
     current["spec"] = good
@@ -119,13 +88,13 @@ def test_the_worker_loads_a_newly_promoted_version(running_worker, tiny_model_di
     assert worker.version == good
 
 
-def test_no_production_version_is_reported(running_worker):
-    worker = running_worker(lambda: None)
+def test_no_production_version_is_reported(start_worker):
+    worker = start_worker(lambda: None)
     wait_for(lambda: worker.state == WorkerState.NO_MODEL)
 
 
 def test_a_stopped_worker_removes_its_heartbeat(redis_conn, tiny_model_dir):
-    worker = _worker(redis_conn, lambda: VersionSpec(id=1, name="tiny", path=tiny_model_dir))
+    worker = worker_make(redis_conn, lambda: VersionSpec(id=1, name="tiny", path=tiny_model_dir))
     thread = threading.Thread(target=worker.run, daemon=True)
     thread.start()
     wait_for(lambda: worker.state == WorkerState.READY)

@@ -8,50 +8,17 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 
 import pytest
 
 from inference.client import generation_cancel, generation_events_sync, generation_submit
-from inference.connection import requests_stream_key, worker_keys
-from inference.worker import InferenceWorker, VersionSpec, WorkerState
+from inference.connection import requests_stream_key
+from inference.worker import VersionSpec, WorkerState
 from models_admin.services import model_version_promote, model_version_register
 from tests.conftest import REPO_ROOT, child_env, database_url_for_children, wait_for
 from tests.tiny_models import tiny_llama_save
 
 GREEDY = {"temperature": 0, "max_new_tokens": 24}
-
-
-@pytest.fixture
-def start_worker(redis_conn):
-    started: list[tuple[InferenceWorker, threading.Thread]] = []
-
-    def start(version_source, **options) -> InferenceWorker:
-        options = {
-            "heartbeat_interval": 0.2,
-            "poll_interval": 0.2,
-            "claim_timeout": 2.0,
-            **options,
-        }
-        worker = InferenceWorker(
-            redis_client=redis_conn,
-            keys=worker_keys(),
-            production_version=version_source,
-            device="cpu",
-            slots=4,
-            max_context=512,
-            **options,
-        )
-        thread = threading.Thread(target=worker.run, daemon=True)
-        thread.start()
-        started.append((worker, thread))
-        wait_for(lambda: worker.state in (WorkerState.READY, WorkerState.ERROR))
-        return worker
-
-    yield start
-    for worker, thread in started:
-        worker.stop()
-        thread.join(timeout=30)
 
 
 @pytest.fixture(scope="module")
