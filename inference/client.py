@@ -15,7 +15,6 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-import redis
 import redis.asyncio as aioredis
 from django.conf import settings
 
@@ -30,7 +29,8 @@ from inference.sampling import SamplingParams
 
 #: A cancel flag outlives any generation that could still read it.
 CANCEL_TTL_S = 3600
-#: Bound on queued requests in Redis; older entries are trimmed.
+#: A safety bound on the requests stream; workers delete finished entries,
+#: so only a backlog this deep would ever be trimmed.
 REQUESTS_MAXLEN = 100_000
 
 
@@ -119,10 +119,3 @@ async def generation_events(
                     return
     finally:
         await client.aclose()
-
-
-def generation_exists(generation_id: str) -> bool:
-    try:
-        return bool(redis_client().exists(generation_key(generation_id)))
-    except redis.RedisError:
-        return False

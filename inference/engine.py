@@ -503,17 +503,11 @@ class Engine:
 
     def _swap_rows(self, a: _Request, b: _Request) -> None:
         length = max(a.length, b.length, a.prefilled, b.prefilled)
-        spare = self.cache.slots - 1 if self.running < self.cache.slots else None
-        if spare is not None and spare not in (a.row, b.row):
-            self.cache.move_row(a.row, spare, length)
-            self.cache.move_row(b.row, a.row, length)
-            self.cache.move_row(spare, b.row, length)
-        else:
-            for keys, values in zip(self.cache.keys, self.cache.values, strict=True):
-                for buffer in (keys, values):
-                    saved = buffer[a.row, :, :length].clone()
-                    buffer[a.row, :, :length] = buffer[b.row, :, :length]
-                    buffer[b.row, :, :length] = saved
+        for keys, values in zip(self.cache.keys, self.cache.values, strict=True):
+            for buffer in (keys, values):
+                saved = buffer[a.row, :, :length].clone()
+                buffer[a.row, :, :length] = buffer[b.row, :, :length]
+                buffer[b.row, :, :length] = saved
         a.row, b.row = b.row, a.row
 
     def _release(self, request: _Request) -> None:

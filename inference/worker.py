@@ -22,6 +22,7 @@ state with a TTL.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -329,7 +330,7 @@ class InferenceWorker:
         entries = response[1]
         for entry_id, fields in entries:
             if fields is None:  # deleted from the stream meanwhile
-                self.redis.xack(self.keys.requests, self.keys.group, entry_id)
+                self._retire(entry_id)
                 continue
             logger.warning("Continuing request %s from a worker that stopped", entry_id)
             self._start(entry_id, fields)
@@ -349,14 +350,14 @@ class InferenceWorker:
             generation_id = str(payload["id"])
         except (KeyError, TypeError, ValueError):
             logger.error("Dropping malformed request %s", entry_id)
-            self.redis.xack(self.keys.requests, self.keys.group, entry_id)
+            self._retire(entry_id)
             return
         gen_key = self.keys.generation(generation_id)
         # Continue after what an earlier worker already streamed, if any.
         previous = self.redis.xrange(gen_key, "-", "+")
         events = [event_decode(eid, f) for eid, f in previous]
         if events and events[-1].final:
-            self.redis.xack(self.keys.requests, self.keys.group, entry_id)
+            self._retire(entry_id)
             return
         streamed = "".join(e.text for e in events)
         next_seq = (events[-1].seq + 1) if events else 1
@@ -368,11 +369,8 @@ class InferenceWorker:
             if streamed:
                 prompt += engine.tokenizer.encode(streamed, add_special_tokens=False)
                 produced = max(len(engine.tokenizer.encode(streamed, add_special_tokens=False)), 1)
-                params = SamplingParams(
-                    **{
-                        **params.__dict__,
-                        "max_new_tokens": max(params.max_new_tokens - produced, 1),
-                    }
+                params = dataclasses.replace(
+                    params, max_new_tokens=max(params.max_new_tokens - produced, 1)
                 )
             output_filter = (
                 self._output_filter_factory(payload) if self._output_filter_factory else None
@@ -449,8 +447,16 @@ class InferenceWorker:
         )
         self._complete(item, final)
 
+    def _retire(self, entry_id: str) -> None:
+        """Acknowledge a request and remove it: the stream holds only
+        unfinished work."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.xack(self.keys.requests, self.keys.group, entry_id)
+        pipe.xdel(self.keys.requests, entry_id)
+        pipe.execute()
+
     def _complete(self, item: _Inflight, final: dict[str, Any]) -> None:
-        self.redis.xack(self.keys.requests, self.keys.group, item.entry_id)
+        self._retire(item.entry_id)
         self.redis.delete(self.keys.cancel(item.generation_id))
         if self._on_finished is not None:
             try:

@@ -32,7 +32,9 @@ def _ask(content: str = "Hello there") -> list[dict[str, str]]:
     return [{"role": "user", "content": content}]
 
 
-def test_a_generation_streams_numbered_events_ending_with_usage(start_worker, tiny_model_dir):
+def test_a_generation_streams_numbered_events_ending_with_usage(
+    start_worker, tiny_model_dir, redis_conn
+):
     start_worker(lambda: VersionSpec(1, "tiny", tiny_model_dir))
     generation_id = generation_submit(messages=_ask(), params=GREEDY)
     events = list(generation_events_sync(generation_id, timeout_s=30))
@@ -45,6 +47,8 @@ def test_a_generation_streams_numbered_events_ending_with_usage(start_worker, ti
     assert final["usage"]["prompt_tokens"] > 5
     assert final["timings"]["ttft_s"] is not None
     assert "".join(e.text for e in events)
+    # The finished request is gone from the requests stream.
+    wait_for(lambda: redis_conn.xlen(requests_stream_key()) == 0)
 
 
 def test_a_reader_resumes_after_its_last_sequence_number(start_worker, tiny_model_dir):
@@ -96,6 +100,8 @@ def test_bad_requests_end_with_an_error_event_and_the_worker_stays_up(
     # Still serving.
     good = generation_submit(messages=_ask(), params=GREEDY)
     assert list(generation_events_sync(good, timeout_s=30))[-1].type == "done"
+    # Nothing, not even the malformed entry, is left to be claimed again.
+    wait_for(lambda: redis_conn.xlen(stream) == 0)
 
 
 def test_promotion_swaps_models_while_streams_run(start_worker, tiny_model_dir, second_model_dir):
