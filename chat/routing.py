@@ -1,5 +1,7 @@
-"""WebSocket routes, all under ``/ws/``."""
+from django.urls import path
 
-from django.urls import URLPattern
+from chat.consumers import ChatConsumer
 
-websocket_urlpatterns: list[URLPattern] = []
+websocket_urlpatterns = [
+    path("ws/chat/", ChatConsumer.as_asgi()),
+]

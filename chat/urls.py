@@ -1,7 +1,27 @@
-from django.urls import path
+from django.urls import include, path
 
-from chat import views
+from chat.views import api, pages
 
 urlpatterns = [
-    path("", views.home, name="home"),
+    path("accounts/", include("chat.account_urls")),
+    path("status/", pages.status, name="status"),
+    path("", pages.chat_page, name="chat"),
+    path("c/<int:conversation_id>/", pages.chat_page, name="conversation"),
+    path("api/conversations/", api.conversations, name="api-conversations"),
+    path(
+        "api/conversations/<int:conversation_id>/",
+        api.conversation,
+        name="api-conversation",
+    ),
+    path(
+        "api/conversations/<int:conversation_id>/branch/",
+        api.conversation_branch,
+        name="api-conversation-branch",
+    ),
+    path(
+        "api/conversations/<int:conversation_id>/export.<str:fmt>",
+        api.conversation_export_view,
+        name="api-conversation-export",
+    ),
+    path("api/messages/<int:message_id>/feedback/", api.message_feedback, name="api-feedback"),
 ]

@@ -110,9 +110,10 @@ def run(procfile: Path, *, check_port: bool = True) -> int:
     def forward(signum: int, _frame: object) -> None:
         nonlocal stopped_by_signal
         stopped_by_signal = True
-        # Ctrl-C in a terminal already reached honcho through the process
-        # group; a SIGTERM sent to the launcher alone is passed on.
-        if signum == signal.SIGTERM and honcho.poll() is None:
+        # Ctrl-C in a terminal reaches honcho through the process group too;
+        # a signal sent to the launcher alone must still stop everything,
+        # and a second SIGTERM to a stopping honcho is harmless.
+        if honcho.poll() is None:
             honcho.send_signal(signal.SIGTERM)
 
     signal.signal(signal.SIGINT, forward)

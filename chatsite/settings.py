@@ -8,6 +8,7 @@ launcher, the model on the CPU. Production sets ``DEBUG=false``,
 
 from __future__ import annotations
 
+import os
 import secrets
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,7 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "channels",
+    "axes",
     "chat",
     "models_admin",
     "inference",
@@ -81,6 +83,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: it turns a lockout into a response.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "chatsite.urls"
@@ -127,10 +131,12 @@ def _database(url: str) -> dict[str, Any]:
         }
         if name is not None:
             # A file, not memory, so that processes a test starts (workers,
-            # the web server) share the test database.
-            config["TEST"] = {"NAME": str(name.with_name(f"test_{name.name}"))}
+            # the web server) share the test database; one per test run, so
+            # two runs side by side do not delete each other's.
+            config["TEST"] = {"NAME": str(name.with_name(f"test_{os.getpid()}_{name.name}"))}
     else:
         config["CONN_MAX_AGE"] = env_int("DATABASE_CONN_MAX_AGE", 60, minimum=0)
+        config["TEST"] = {"NAME": f"test_{os.getpid()}_{config['NAME']}"}
         config["CONN_HEALTH_CHECKS"] = True
     return config
 
@@ -198,12 +204,56 @@ INFERENCE_SPECULATIVE_MAX_BATCH = env_int("INFERENCE_SPECULATIVE_MAX_BATCH", 4, 
 INFERENCE_CLAIM_TIMEOUT = env_float("INFERENCE_CLAIM_TIMEOUT", 30.0)
 INFERENCE_DRAIN_TIMEOUT = env_float("INFERENCE_DRAIN_TIMEOUT", 30.0)
 
+# --- Chat ------------------------------------------------------------------
+
+# Per user: messages sent per minute, characters per message, generations
+# running at once. Each refusal names the limit.
+CHAT_MESSAGES_PER_MINUTE = env_int("CHAT_MESSAGES_PER_MINUTE", 20, minimum=1)
+CHAT_MAX_MESSAGE_CHARS = env_int("CHAT_MAX_MESSAGE_CHARS", 16_000, minimum=1)
+CHAT_MAX_CONCURRENT_GENERATIONS = env_int("CHAT_MAX_CONCURRENT_GENERATIONS", 2, minimum=1)
+# The largest WebSocket frame a chat socket accepts, in bytes.
+CHAT_MAX_FRAME_BYTES = env_int("CHAT_MAX_FRAME_BYTES", 64_000, minimum=1024)
+# Answers still pending after this many seconds no longer count against the
+# concurrency limit (a generation that never reported back).
+CHAT_GENERATION_STALE_S = env_int("CHAT_GENERATION_STALE_S", 900, minimum=10)
+
 # --- Web server (read by the launcher) ------------------------------------
 
 WEB_HOST = env_str("WEB_HOST", "127.0.0.1")
 WEB_PORT = env_int("WEB_PORT", 8000, minimum=1)
 
 # --- Auth, i18n, static ---------------------------------------------------
+
+AUTHENTICATION_BACKENDS = [
+    # First, so a locked-out login is refused before the password is checked.
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "chat"
+LOGOUT_REDIRECT_URL = "login"
+# Failed logins before a username (from one address) is locked out, and
+# for how many hours.
+AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = env_float("LOGIN_LOCKOUT_HOURS", 1.0)
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+AXES_VERBOSE = False
+AXES_IPWARE_PROXY_COUNT = env_int("PROXY_COUNT", 0, minimum=0)
+
+# Password reset mails go to the console unless SMTP is configured.
+EMAIL_HOST = env_str("EMAIL_HOST")
+EMAIL_BACKEND = (
+    "django.core.mail.backends.smtp.EmailBackend"
+    if EMAIL_HOST
+    else "django.core.mail.backends.console.EmailBackend"
+)
+EMAIL_PORT = env_int("EMAIL_PORT", 587, minimum=1)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", True)
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "chat@localhost")
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -258,6 +308,7 @@ LOGGING = {
     "loggers": {
         "django": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
         "daphne": {"level": "WARNING"},
+        "axes": {"level": "WARNING"},
     },
 }
 

@@ -23,6 +23,7 @@ from inference.connection import (
     generation_key,
     redis_client,
     requests_stream_key,
+    worker_heartbeat_pattern,
 )
 from inference.protocol import StreamEvent, event_decode
 from inference.sampling import SamplingParams
@@ -119,3 +120,18 @@ async def generation_events(
                     return
     finally:
         await client.aclose()
+
+
+def generation_replay(generation_id: str) -> tuple[str, StreamEvent | None]:
+    """Return the text streamed so far and the final event, if any, read
+    back from the generation's stream."""
+    client: Any = redis_client()
+    entries = client.xrange(generation_key(generation_id), "-", "+")
+    events = [event_decode(entry_id, fields) for entry_id, fields in entries]
+    final = events[-1] if events and events[-1].final else None
+    return "".join(event.text for event in events), final
+
+
+def workers_live_count() -> int:
+    """How many inference workers have a fresh heartbeat."""
+    return len(list(redis_client().scan_iter(match=worker_heartbeat_pattern(), count=200)))

@@ -3,10 +3,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import redis
 
-
-def worker_heartbeats_list(*, client: redis.Redis, pattern: str) -> list[dict[str, Any]]:
+def worker_heartbeats_list(*, client: Any, pattern: str) -> list[dict[str, Any]]:
     """Return the live workers' heartbeats (expired ones are gone)."""
     beats: list[dict[str, Any]] = []
     keys = sorted(client.scan_iter(match=pattern, count=200))
@@ -22,7 +20,7 @@ def worker_heartbeats_list(*, client: redis.Redis, pattern: str) -> list[dict[st
     return beats
 
 
-def worker_metrics_list(*, client: redis.Redis, pattern: str) -> list[str]:
+def worker_metrics_list(*, client: Any, pattern: str) -> list[str]:
     """Return the live workers' metric expositions."""
     keys = sorted(client.scan_iter(match=pattern, count=200))
     if not keys:

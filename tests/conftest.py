@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +20,8 @@ from django.conf import settings
 
 from chatsite.embedded_redis import EmbeddedRedis
 from chatsite.redis_url import celery_redis_url
+from inference.connection import worker_keys
+from inference.worker import InferenceWorker, WorkerState
 from tests.tiny_models import tiny_llama_save
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -62,6 +65,14 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         for key in client.scan_iter(match=f"{prefix}*", count=500):
             client.delete(key)
         client.close()
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hasher(settings):
+    """Hash with MD5 in tests: the default PBKDF2 takes most of a second a
+    hash on a small machine, and factories hash for every user. Processes
+    a test starts keep the real hashers."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 @pytest.fixture
@@ -129,3 +140,46 @@ def database_url_for_children() -> str:
     host = config.get("HOST") or "127.0.0.1"
     port = f":{config['PORT']}" if config.get("PORT") else ""
     return f"postgres://{auth}{host}{port}/{config['NAME']}"
+
+
+# --- inference workers ----------------------------------------------------
+# Workers run in threads of the test process, on the session's Redis, with
+# short intervals so tests see state changes quickly.
+
+
+def worker_make(redis_conn, version_source, **options) -> InferenceWorker:
+    defaults = {
+        "device": "cpu",
+        "slots": 4,
+        "max_context": 512,
+        "heartbeat_interval": 0.2,
+        "heartbeat_ttl": 2.0,
+        "poll_interval": 0.2,
+        "claim_timeout": 2.0,
+    }
+    return InferenceWorker(
+        redis_client=redis_conn,
+        keys=worker_keys(),
+        production_version=version_source,
+        **{**defaults, **options},
+    )
+
+
+@pytest.fixture
+def start_worker(redis_conn):
+    """Start a worker thread; wait until it has settled on a state."""
+    started: list[tuple[InferenceWorker, threading.Thread]] = []
+    settled = (WorkerState.READY, WorkerState.ERROR, WorkerState.NO_MODEL)
+
+    def start(version_source, **options) -> InferenceWorker:
+        worker = worker_make(redis_conn, version_source, **options)
+        thread = threading.Thread(target=worker.run, daemon=True)
+        thread.start()
+        started.append((worker, thread))
+        wait_for(lambda: worker.state in settled)
+        return worker
+
+    yield start
+    for worker, thread in started:
+        worker.stop()
+        thread.join(timeout=30)

@@ -108,7 +108,14 @@ def test_unreachable_redis_url_is_a_one_line_error_naming_the_url(tmp_path):
     assert url in lines[0]
 
 
-def test_ctrl_c_stops_every_process_and_the_embedded_redis(tmp_path):
+@pytest.mark.parametrize(
+    ("to_group", "signum"),
+    [(True, signal.SIGINT), (False, signal.SIGINT), (False, signal.SIGTERM)],
+    ids=["ctrl-c", "sigint-to-launcher", "sigterm-to-launcher"],
+)
+def test_a_stop_signal_stops_every_process_and_the_embedded_redis(tmp_path, to_group, signum):
+    """Ctrl-C in a terminal signals the whole group; a process manager may
+    signal the launcher alone. Either way nothing is left running."""
     procfile = tmp_path / "Procfile"
     announce = (
         "import os, time; print('REDIS', os.environ['REDIS_URL'], flush=True); time.sleep(600)"
@@ -132,8 +139,10 @@ def test_ctrl_c_stops_every_process_and_the_embedded_redis(tmp_path):
         and str(tmp_path) in " ".join(p.info["cmdline"] or [])
     ]
     assert len(tree) >= 3 and redis_pids
-    # A terminal's Ctrl-C signals the whole foreground process group.
-    os.killpg(process.pid, signal.SIGINT)
+    if to_group:
+        os.killpg(process.pid, signum)
+    else:
+        os.kill(process.pid, signum)
     process.wait(timeout=60)
     _gone, alive = psutil.wait_procs(
         tree + [psutil.Process(p) for p in redis_pids if psutil.pid_exists(p)], timeout=15

@@ -10,8 +10,7 @@ import pytest
 
 from inference.connection import worker_heartbeat_key
 from inference.worker import VersionSpec, WorkerState
-from tests.conftest import wait_for
-from tests.inference.conftest import worker_make
+from tests.conftest import wait_for, worker_make
 
 pytestmark = pytest.mark.django_db
 

@@ -7,6 +7,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 from django.db import close_old_connections
 
+from chat.services.messages import message_generation_finish
 from inference.connection import redis_client, worker_keys
 from inference.loading import threads_configure
 from inference.worker import InferenceWorker, VersionSpec
@@ -23,6 +24,13 @@ def _spec(version: ModelVersion | None) -> VersionSpec | None:
 def _production_version() -> VersionSpec | None:
     close_old_connections()
     return _spec(model_version_get_production())
+
+
+def _generation_store(generation_id: str, final: dict[str, Any], text: str) -> None:
+    # Chat answers are stored by the chat app; a generation it does not know
+    # (a command-line ``ask``, a benchmark) is left alone.
+    close_old_connections()
+    message_generation_finish(generation_id=generation_id, final=final, text=text)
 
 
 def _version_lookup(version_id: int) -> VersionSpec | None:
@@ -51,6 +59,7 @@ class Command(BaseCommand):
             heartbeat_ttl=settings.INFERENCE_HEARTBEAT_TTL,
             claim_timeout=settings.INFERENCE_CLAIM_TIMEOUT,
             drain_timeout=settings.INFERENCE_DRAIN_TIMEOUT,
+            on_finished=_generation_store,
         )
 
         def stop(signum: int, _frame: object) -> None:

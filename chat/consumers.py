@@ -1,0 +1,409 @@
+"""The chat page's WebSocket: actions in, live answers out.
+
+Client frames (JSON objects with a ``type``):
+
+- ``conversation.open {conversation, after: {message_id: seq}}``: watch a
+  conversation; running answers are streamed from after ``seq`` (0 or
+  absent: from the start), so a reconnecting page resumes where it was;
+- ``message.send {conversation, content, client_id, parent?}``;
+- ``message.regenerate {message, client_id}``;
+- ``generation.stop {message}``;
+- ``ping``.
+
+Server frames: ``message.created`` (question and pending answer, to every
+page watching the conversation), ``generation.queued {message, seq,
+position}``, ``generation.start {message, seq, model_version}``,
+``generation.text {message, seq, text}``, ``message.finished {answer}``
+(the stored answer), ``generation.waiting {message, reason}``,
+``conversation.changed``, ``conversations.changed``, ``pong`` and
+``error {code, error, client_id?}``.
+
+Text is read from the generation's own Redis stream, never from the
+channel layer: every socket tails it from its last sequence number.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.conf import settings
+from django.db import close_old_connections
+from django.http import Http404
+
+from chat.models import Message
+from chat.selectors import (
+    conversation_get_for_user,
+    message_get_for_user,
+    message_serialize,
+)
+from chat.services.events import conversation_group, user_group
+from chat.services.messages import (
+    ChatError,
+    generation_stop,
+    message_generation_finish,
+    message_regenerate,
+    message_send,
+)
+from inference.client import generation_events, generation_replay, workers_live_count
+from inference.protocol import StreamEvent
+
+logger = logging.getLogger(__name__)
+
+#: Close codes: policy violation (floods) and message too big, as RFC 6455
+#: defines them, and an application code for "log in first".
+CLOSE_POLICY = 1008
+CLOSE_TOO_BIG = 1009
+CLOSE_UNAUTHENTICATED = 4401
+
+#: Seconds without an event before the page is told why it waits.
+WAIT_NOTICE_S = 15.0
+#: Seconds the worker gets to store a final answer before a socket that
+#: read the final event stores it from the stream itself.
+STORE_GRACE_S = 1.0
+
+
+class FrameBucket:
+    """A token bucket on incoming frames: bursts are fine, floods are not."""
+
+    def __init__(self, *, rate: float, burst: float) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.tokens = burst
+        self.at = time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+
+def _db(fn: Any) -> Any:
+    """Run an ORM call in the thread pool with fresh connections."""
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        close_old_connections()
+        return fn(*args, **kwargs)
+
+    return database_sync_to_async(call)
+
+
+@_db
+def _open(user: Any, conversation_id: Any) -> list[tuple[int, str]]:
+    conversation = conversation_get_for_user(user=user, conversation_id=conversation_id)
+    return [
+        (m.pk, str(m.generation_id))
+        for m in conversation.messages.filter(status=Message.Status.PENDING).exclude(
+            generation_id=None
+        )
+    ]
+
+
+@_db
+def _send(user: Any, content: dict[str, Any]) -> dict[str, Any]:
+    conversation = conversation_get_for_user(
+        user=user, conversation_id=content.get("conversation")
+    )
+    kwargs: dict[str, Any] = {}
+    if "parent" in content:
+        kwargs["parent_id"] = content["parent"]
+    sent = message_send(
+        user=user,
+        conversation=conversation,
+        content=content.get("content"),
+        client_id=content.get("client_id"),
+        **kwargs,
+    )
+    return _sent_frame(conversation.pk, sent, content.get("client_id"))
+
+
+@_db
+def _regenerate(user: Any, content: dict[str, Any]) -> dict[str, Any]:
+    message = message_get_for_user(user=user, message_id=content.get("message"))
+    sent = message_regenerate(
+        user=user,
+        conversation=message.conversation,
+        message=message,
+        client_id=content.get("client_id"),
+    )
+    return _sent_frame(message.conversation_id, sent, content.get("client_id"))
+
+
+def _sent_frame(conversation_id: int, sent: Any, client_id: Any) -> dict[str, Any]:
+    sent.answer.refresh_from_db()
+    return {
+        "type": "message.accepted",
+        "client_id": str(client_id),
+        "conversation": conversation_id,
+        "created": sent.created,
+        "question": message_serialize(sent.question) if sent.question else None,
+        "answer": message_serialize(sent.answer),
+    }
+
+
+@_db
+def _stop(user: Any, message_id: Any) -> None:
+    generation_stop(message=message_get_for_user(user=user, message_id=message_id))
+
+
+@_db
+def _answer(message_id: int) -> Message | None:
+    return Message.objects.filter(pk=message_id).first()
+
+
+@_db
+def _store_from_stream(generation_id: str) -> None:
+    text, final = generation_replay(generation_id)
+    if final is not None:
+        message_generation_finish(generation_id=generation_id, final=final.data, text=text)
+
+
+class ChatConsumer(AsyncJsonWebsocketConsumer):
+    async def connect(self) -> None:
+        self.user = self.scope.get("user")
+        self.tails: dict[int, asyncio.Task[None]] = {}
+        self.conversation_id: int | None = None
+        self.bucket = FrameBucket(rate=10.0, burst=30.0)
+        self.groups_joined: list[str] = []
+        await self.accept()
+        if self.user is None or not self.user.is_authenticated:
+            await self.send_json(
+                {"type": "error", "code": "auth", "error": "Log in to chat.", "fatal": True}
+            )
+            await self.close(code=CLOSE_UNAUTHENTICATED)
+            return
+        await self._join(user_group(self.user.pk))
+        await self.send_json({"type": "hello", "user": self.user.get_username()})
+
+    async def disconnect(self, code: int) -> None:
+        for task in getattr(self, "tails", {}).values():
+            task.cancel()
+        for group in getattr(self, "groups_joined", []):
+            await self.channel_layer.group_discard(group, self.channel_name)
+
+    async def _join(self, group: str) -> None:
+        await self.channel_layer.group_add(group, self.channel_name)
+        self.groups_joined.append(group)
+
+    async def _leave(self, group: str) -> None:
+        await self.channel_layer.group_discard(group, self.channel_name)
+        if group in self.groups_joined:
+            self.groups_joined.remove(group)
+
+    # --- frames from the page ---------------------------------------------
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if not self.user or not self.user.is_authenticated:
+            return
+        if not self.bucket.take():
+            await self._error("flood", "Too many frames; slow down.")
+            await self.close(code=CLOSE_POLICY)
+            return
+        if text_data is None:
+            await self._error("invalid", "Frames are JSON text.")
+            return
+        if len(text_data.encode()) > settings.CHAT_MAX_FRAME_BYTES:
+            await self._error(
+                "too_big", f"Frames are limited to {settings.CHAT_MAX_FRAME_BYTES:,} bytes."
+            )
+            await self.close(code=CLOSE_TOO_BIG)
+            return
+        try:
+            content = json.loads(text_data)
+        except ValueError:
+            await self._error("bad_json", "The frame is not valid JSON.")
+            return
+        if not isinstance(content, dict):
+            await self._error("bad_json", "A frame is a JSON object with a type.")
+            return
+        await self.receive_json(content)
+
+    async def receive_json(self, content: dict[str, Any], **kwargs: Any) -> None:
+        kind = content.get("type")
+        handler = {
+            "conversation.open": self._on_open,
+            "message.send": self._on_send,
+            "message.regenerate": self._on_regenerate,
+            "generation.stop": self._on_stop,
+            "ping": self._on_ping,
+        }.get(kind if isinstance(kind, str) else "")
+        client_id = content.get("client_id")
+        if handler is None:
+            await self._error("unknown_type", f"Unknown frame type {kind!r}.", client_id)
+            return
+        try:
+            await handler(content)
+        except Http404 as exc:
+            await self._error("not_found", str(exc) or "Not found.", client_id)
+        except ChatError as exc:
+            await self.send_json({"type": "error", **exc.as_dict(), "client_id": client_id})
+        except Exception:
+            logger.exception("Chat frame %s failed", kind)
+            await self._error("internal", "Something went wrong; try again.", client_id)
+
+    async def _error(self, code: str, message: str, client_id: Any = None) -> None:
+        frame: dict[str, Any] = {"type": "error", "code": code, "error": message}
+        if client_id is not None:
+            frame["client_id"] = client_id
+        await self.send_json(frame)
+
+    async def _on_ping(self, content: dict[str, Any]) -> None:
+        await self.send_json({"type": "pong"})
+
+    async def _on_open(self, content: dict[str, Any]) -> None:
+        running = await _open(self.user, content.get("conversation"))
+        conversation_id = int(content["conversation"])
+        await self._watch(conversation_id)
+        after_raw = content.get("after")
+        after: dict[str, Any] = after_raw if isinstance(after_raw, dict) else {}
+        for message_id, generation_id in running:
+            try:
+                seq = max(int(after.get(str(message_id), 0)), 0)
+            except (TypeError, ValueError):
+                seq = 0
+            self._tail_start(message_id, generation_id, seq, restart=True)
+        await self.send_json({"type": "conversation.opened", "conversation": conversation_id})
+
+    async def _watch(self, conversation_id: int) -> None:
+        """Follow one conversation (a page shows one at a time)."""
+        if self.conversation_id == conversation_id:
+            return
+        if self.conversation_id is not None:
+            await self._leave(conversation_group(self.conversation_id))
+        for task in self.tails.values():
+            task.cancel()
+        self.tails.clear()
+        self.conversation_id = conversation_id
+        await self._join(conversation_group(conversation_id))
+
+    async def _on_send(self, content: dict[str, Any]) -> None:
+        frame = await _send(self.user, content)
+        await self._accepted(frame)
+
+    async def _on_regenerate(self, content: dict[str, Any]) -> None:
+        frame = await _regenerate(self.user, content)
+        await self._accepted(frame)
+
+    async def _accepted(self, frame: dict[str, Any]) -> None:
+        # Sending in a conversation means watching it.
+        await self._watch(frame["conversation"])
+        await self.send_json(frame)
+        answer = frame["answer"]
+        if answer["status"] == "pending":
+            await self._tail_for(answer["id"])
+
+    async def _on_stop(self, content: dict[str, Any]) -> None:
+        await _stop(self.user, content.get("message"))
+
+    # --- events from the channel layer ------------------------------------
+
+    async def message_created(self, event: dict[str, Any]) -> None:
+        await self.send_json(event)
+        if event["conversation"] == self.conversation_id:
+            await self._tail_for(event["answer"]["id"])
+
+    async def message_finished(self, event: dict[str, Any]) -> None:
+        await self.send_json(event)
+
+    async def conversation_changed(self, event: dict[str, Any]) -> None:
+        await self.send_json(event)
+
+    async def conversations_changed(self, event: dict[str, Any]) -> None:
+        await self.send_json(event)
+
+    # --- tailing answers ---------------------------------------------------
+
+    async def _tail_for(self, message_id: int) -> None:
+        answer = await _answer(message_id)
+        if answer is not None and answer.generation_id:
+            self._tail_start(message_id, str(answer.generation_id), 0, restart=False)
+
+    def _tail_start(
+        self, message_id: int, generation_id: str, after: int, *, restart: bool
+    ) -> None:
+        task = self.tails.get(message_id)
+        if task is not None and not task.done():
+            if not restart:
+                return
+            task.cancel()
+        self.tails[message_id] = asyncio.ensure_future(
+            self._tail(message_id, generation_id, after)
+        )
+
+    async def _tail(self, message_id: int, generation_id: str, after: int) -> None:
+        """Forward the answer's events after ``after``, then the stored
+        answer. Tell the page when nothing arrives for a while, and why."""
+        try:
+            while True:
+                try:
+                    async for event in generation_events(
+                        generation_id, after_seq=after, idle_timeout_s=WAIT_NOTICE_S
+                    ):
+                        after = event.seq
+                        if event.final:
+                            await self._finished(message_id, generation_id, event)
+                            return
+                        await self._forward(message_id, event)
+                except TimeoutError:
+                    answer = await _answer(message_id)
+                    if answer is None:
+                        return
+                    if answer.status != Message.Status.PENDING:
+                        await self.send_json(
+                            {"type": "message.finished", "answer": message_serialize(answer)}
+                        )
+                        return
+                    live = await sync_to_async(workers_live_count)()
+                    reason = (
+                        "No model worker is running; the message waits in the queue."
+                        if live == 0
+                        else "Still waiting for the model."
+                    )
+                    await self.send_json(
+                        {"type": "generation.waiting", "message": message_id, "reason": reason}
+                    )
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("Streaming answer %s failed", message_id)
+            await self._error("stream", "The live stream broke; reload to see the answer.")
+        finally:
+            if self.tails.get(message_id) is asyncio.current_task():
+                self.tails.pop(message_id, None)
+
+    async def _forward(self, message_id: int, event: StreamEvent) -> None:
+        frame: dict[str, Any] = {"message": message_id, "seq": event.seq}
+        if event.type == "text":
+            frame.update(type="generation.text", text=event.text)
+        elif event.type == "queued":
+            frame.update(type="generation.queued", position=event.data.get("position"))
+        elif event.type == "start":
+            frame.update(type="generation.start", model_version=event.data.get("model_version"))
+        else:
+            return
+        await self.send_json(frame)
+
+    async def _finished(self, message_id: int, generation_id: str, event: StreamEvent) -> None:
+        deadline = time.monotonic() + STORE_GRACE_S
+        answer = await _answer(message_id)
+        while answer is not None and answer.status == Message.Status.PENDING:
+            if time.monotonic() > deadline:
+                # The worker could not store it (its database was away):
+                # store it from the stream, which holds every piece.
+                await _store_from_stream(generation_id)
+                answer = await _answer(message_id)
+                break
+            await asyncio.sleep(0.05)
+            answer = await _answer(message_id)
+        if answer is not None:
+            await self.send_json({"type": "message.finished", "answer": message_serialize(answer)})

@@ -1,0 +1,84 @@
+"""Account forms: Django's auth forms with the attributes the pages need.
+
+The forms validate input only; ``chat.services.accounts`` writes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib.auth import forms as auth_forms
+from django.contrib.auth.models import User
+from django.core.exceptions import ValidationError
+
+from chat.services.accounts import EMAIL_TAKEN_MESSAGE
+
+
+def _test_ids_set(form: forms.BaseForm, prefix: str) -> None:
+    """Give every input a ``data-testid`` of ``<prefix>-<field-name>``.
+
+    Browser tests find inputs by these ids, which stay put when labels or
+    layout change.
+    """
+    for name, field in form.fields.items():
+        field.widget.attrs["data-testid"] = f"{prefix}-{name.replace('_', '-')}"
+
+
+class LoginForm(auth_forms.AuthenticationForm):
+    """Log in with username and password."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _test_ids_set(self, "login")
+
+
+class SignupForm(auth_forms.UserCreationForm):
+    """Check a new account: username, optional email, password twice.
+
+    Refuse a username or an email that an existing account already has when
+    case is ignored; apply the password validators.
+    """
+
+    class Meta(auth_forms.UserCreationForm.Meta):
+        fields = ("username", "email")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        email = self.fields["email"]
+        email.label = "Email (optional)"
+        email.help_text = "Only used to reset a forgotten password."
+        email.widget.attrs["autocomplete"] = "email"
+        _test_ids_set(self, "signup")
+
+    def clean_email(self) -> str:
+        email: str = self.cleaned_data.get("email") or ""
+        if email and User.objects.filter(email__iexact=email).exists():
+            raise ValidationError(EMAIL_TAKEN_MESSAGE, code="email_taken")
+        return email
+
+
+class PasswordChangeForm(auth_forms.PasswordChangeForm):
+    """Change the password of a logged-in user, who types the old one."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _test_ids_set(self, "password-change")
+
+
+class PasswordResetForm(auth_forms.PasswordResetForm):
+    """Ask for a password reset link by email."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["email"].widget.attrs["autofocus"] = True
+        _test_ids_set(self, "password-reset")
+
+
+class SetPasswordForm(auth_forms.SetPasswordForm):
+    """Choose a new password from a reset link."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["new_password1"].widget.attrs["autofocus"] = True
+        _test_ids_set(self, "password-reset-confirm")

@@ -1,0 +1,146 @@
+"""Users' conversations, their messages (a tree) and feedback on answers."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+from django.db.models import Q
+
+#: Bounds of the per-conversation sampling settings.
+TEMPERATURE_MAX = 2.0
+MAX_TOKENS_MAX = 4096
+
+
+class Conversation(models.Model):
+    """A user's chat. ``current_leaf`` ends the active path through the
+    message tree: the model sees only that path."""
+
+    class Source(models.TextChoices):
+        CHAT = "chat", "Chat"
+        WIDGET = "widget", "Widget"
+        API = "api", "API"
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="conversations"
+    )
+    title = models.CharField(max_length=200, blank=True)
+    title_is_auto = models.BooleanField(default=True)
+    system_prompt = models.TextField(blank=True, max_length=8000)
+    temperature = models.FloatField(
+        default=0.7, validators=[MinValueValidator(0.0), MaxValueValidator(TEMPERATURE_MAX)]
+    )
+    top_p = models.FloatField(
+        default=0.9, validators=[MinValueValidator(0.01), MaxValueValidator(1.0)]
+    )
+    max_tokens = models.PositiveIntegerField(
+        default=512, validators=[MinValueValidator(1), MaxValueValidator(MAX_TOKENS_MAX)]
+    )
+    source = models.CharField(max_length=10, choices=Source.choices, default=Source.CHAT)
+    current_leaf = models.ForeignKey(
+        "Message", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-updated_at", "-id"]
+        indexes = [models.Index(fields=["user", "-updated_at"], name="conversation_user_recent")]
+
+    def __str__(self) -> str:
+        return self.title or f"Conversation {self.pk}"
+
+
+class Message(models.Model):
+    """One turn. Siblings (same parent) are the versions of a turn: a
+    regenerated answer or an edited question."""
+
+    class Role(models.TextChoices):
+        USER = "user", "User"
+        ASSISTANT = "assistant", "Assistant"
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Generating"
+        DONE = "done", "Done"
+        CANCELLED = "cancelled", "Stopped"
+        ERROR = "error", "Error"
+        BLOCKED = "blocked", "Blocked"
+
+    conversation = models.ForeignKey(
+        Conversation, on_delete=models.CASCADE, related_name="messages"
+    )
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.CASCADE, related_name="children"
+    )
+    role = models.CharField(max_length=10, choices=Role.choices)
+    content = models.TextField(blank=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.DONE)
+    # The id the browser gave the action that made this message: a re-sent
+    # frame with the same id finds it instead of making another.
+    client_id = models.UUIDField(null=True, blank=True)
+    generation_id = models.CharField(max_length=64, null=True, blank=True, unique=True)
+    model_version = models.ForeignKey(
+        "models_admin.ModelVersion",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="messages",
+    )
+    # Kept beside the key so the label survives a deleted version.
+    model_version_name = models.CharField(max_length=200, blank=True)
+    finish_reason = models.CharField(max_length=20, blank=True)
+    error = models.TextField(blank=True)
+    prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
+    completion_tokens = models.PositiveIntegerField(null=True, blank=True)
+    timings = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["conversation", "client_id"],
+                condition=Q(client_id__isnull=False),
+                name="message_client_id_once",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["conversation", "created_at"], name="message_conversation_time"),
+            models.Index(fields=["status", "created_at"], name="message_status_time"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.role} #{self.pk}"
+
+
+class Feedback(models.Model):
+    """A user's thumbs up or down on an answer, with the version that wrote it."""
+
+    class Rating(models.IntegerChoices):
+        UP = 1, "Thumbs up"
+        DOWN = -1, "Thumbs down"
+
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="feedback")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="feedback"
+    )
+    rating = models.SmallIntegerField(choices=Rating.choices)
+    reason = models.TextField(blank=True, max_length=1000)
+    model_version = models.ForeignKey(
+        "models_admin.ModelVersion",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="feedback",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["message", "user"], name="feedback_once_per_user"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_rating_display()} on message {self.message_id}"

@@ -1,0 +1,223 @@
+"""Reads of the chat app. Every access to a conversation or a message by
+id goes through an ``*_get_for_user`` selector: a missing row and another
+user's row raise the same ``Http404``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.models import AnonymousUser
+from django.core.paginator import Page, Paginator
+from django.db.models import Q
+from django.http import Http404
+
+from chat.models import Conversation, Feedback, Message
+
+CONVERSATIONS_PER_PAGE = 30
+
+
+def _user_id(user: AbstractBaseUser | AnonymousUser) -> int:
+    if not user.is_authenticated or user.pk is None:
+        raise Http404("No such conversation.")
+    return int(user.pk)
+
+
+def conversation_get_for_user(
+    *, user: AbstractBaseUser | AnonymousUser, conversation_id: Any
+) -> Conversation:
+    """Return the user's conversation or raise Http404."""
+    try:
+        return Conversation.objects.get(pk=int(conversation_id), user_id=_user_id(user))
+    except (Conversation.DoesNotExist, TypeError, ValueError, OverflowError):
+        raise Http404("No such conversation.") from None
+
+
+def message_get_for_user(*, user: AbstractBaseUser | AnonymousUser, message_id: Any) -> Message:
+    """Return a message of one of the user's conversations or raise Http404."""
+    try:
+        return Message.objects.select_related("conversation").get(
+            pk=int(message_id), conversation__user_id=_user_id(user)
+        )
+    except (Message.DoesNotExist, TypeError, ValueError, OverflowError):
+        raise Http404("No such message.") from None
+
+
+def conversation_list_for_user(
+    *,
+    user: AbstractBaseUser | AnonymousUser,
+    query: str = "",
+    page: Any = 1,
+    per_page: int = CONVERSATIONS_PER_PAGE,
+) -> Page[Conversation]:
+    """Newest first; ``query`` matches titles and message text."""
+    rows = Conversation.objects.filter(user_id=_user_id(user))
+    query = query.strip()
+    if query:
+        matching = Message.objects.filter(content__icontains=query).values("conversation_id")
+        rows = rows.filter(Q(title__icontains=query) | Q(pk__in=matching))
+    return Paginator(rows.order_by("-updated_at", "-id"), per_page).get_page(page)
+
+
+@dataclass(frozen=True)
+class Thread:
+    """A conversation's tree, loaded once, with its active path."""
+
+    conversation: Conversation
+    messages: dict[int, Message]
+    children: dict[int | None, list[int]]
+    path: list[Message]
+
+
+def thread_load(*, conversation: Conversation) -> Thread:
+    """Load every message of the conversation and walk the active path from
+    the root to ``current_leaf``."""
+    messages = {m.pk: m for m in Message.objects.filter(conversation=conversation)}
+    children: dict[int | None, list[int]] = {}
+    for message in sorted(messages.values(), key=lambda m: (m.created_at, m.pk)):
+        children.setdefault(message.parent_id, []).append(message.pk)
+    path: list[Message] = []
+    node = messages.get(conversation.current_leaf_id or -1)
+    while node is not None:
+        path.append(node)
+        node = messages.get(node.parent_id or -1)
+    path.reverse()
+    return Thread(conversation=conversation, messages=messages, children=children, path=path)
+
+
+def thread_latest_leaf(*, thread: Thread, message_id: int) -> Message:
+    """The leaf reached from a message by always following its newest child:
+    switching to a version shows that version's latest continuation."""
+    node = thread.messages[message_id]
+    while thread.children.get(node.pk):
+        node = thread.messages[thread.children[node.pk][-1]]
+    return node
+
+
+def prompt_messages(*, thread: Thread, upto: Message) -> list[dict[str, str]]:
+    """The chat messages the model sees for a new answer under ``upto``:
+    the system prompt, then the path to ``upto``. Answers that produced no
+    text (errors, blocked, stopped before a word) are left out."""
+    chain: list[Message] = []
+    node: Message | None = upto
+    while node is not None:
+        chain.append(node)
+        node = thread.messages.get(node.parent_id or -1)
+    chain.reverse()
+    prompt: list[dict[str, str]] = []
+    system = thread.conversation.system_prompt.strip()
+    if system:
+        prompt.append({"role": "system", "content": system})
+    for message in chain:
+        if message.role == Message.Role.ASSISTANT and (
+            message.status
+            in (Message.Status.PENDING, Message.Status.BLOCKED, Message.Status.ERROR)
+            or not message.content.strip()
+        ):
+            continue
+        prompt.append({"role": message.role, "content": message.content})
+    return prompt
+
+
+def message_serialize(
+    message: Message, *, siblings: list[int] | None = None, rating: int | None = None
+) -> dict[str, Any]:
+    siblings = siblings or [message.pk]
+    return {
+        "id": message.pk,
+        "parent": message.parent_id,
+        "role": message.role,
+        "content": message.content,
+        "status": message.status,
+        "finish_reason": message.finish_reason,
+        "error": message.error,
+        "model_version": message.model_version_name,
+        "usage": {
+            "prompt_tokens": message.prompt_tokens,
+            "completion_tokens": message.completion_tokens,
+        },
+        "timings": message.timings,
+        "created_at": message.created_at.isoformat(),
+        "siblings": siblings,
+        "sibling_index": siblings.index(message.pk) if message.pk in siblings else 0,
+        "rating": rating,
+    }
+
+
+def conversation_serialize(conversation: Conversation) -> dict[str, Any]:
+    return {
+        "id": conversation.pk,
+        "title": conversation.title or "New chat",
+        "system_prompt": conversation.system_prompt,
+        "temperature": conversation.temperature,
+        "top_p": conversation.top_p,
+        "max_tokens": conversation.max_tokens,
+        "updated_at": conversation.updated_at.isoformat(),
+    }
+
+
+def thread_serialize(*, thread: Thread, user_id: int) -> dict[str, Any]:
+    """The conversation and its active path, each message with the ids of
+    its versions so the page can switch between them."""
+    ratings = dict(
+        Feedback.objects.filter(
+            user_id=user_id, message_id__in=[m.pk for m in thread.path]
+        ).values_list("message_id", "rating")
+    )
+    return {
+        "conversation": conversation_serialize(thread.conversation),
+        "messages": [
+            message_serialize(
+                m, siblings=thread.children.get(m.parent_id, [m.pk]), rating=ratings.get(m.pk)
+            )
+            for m in thread.path
+        ],
+    }
+
+
+def conversation_export(*, thread: Thread) -> dict[str, Any]:
+    """The active path in the training format: ``{"messages": [...]}``."""
+    messages: list[dict[str, str]] = []
+    if thread.conversation.system_prompt.strip():
+        messages.append({"role": "system", "content": thread.conversation.system_prompt})
+    messages += [
+        {"role": m.role, "content": m.content}
+        for m in thread.path
+        if m.role == Message.Role.USER
+        or m.status in (Message.Status.DONE, Message.Status.CANCELLED)
+    ]
+    return {"messages": messages}
+
+
+def conversation_export_markdown(*, thread: Thread) -> str:
+    conversation = thread.conversation
+    lines = [f"# {conversation.title or 'Conversation'}", ""]
+    if conversation.system_prompt.strip():
+        lines += ["**System**", "", conversation.system_prompt, ""]
+    for message in thread.path:
+        if message.role == Message.Role.USER:
+            lines += ["**You**", "", message.content, ""]
+        else:
+            label = "**Assistant**"
+            if message.model_version_name:
+                label += f" ({message.model_version_name})"
+            if message.status != Message.Status.DONE:
+                label += f" [{message.get_status_display().lower()}]"
+            lines += [label, "", message.content or "_(no text)_", ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def generations_running_count(*, user_id: int, since: Any) -> int:
+    return Message.objects.filter(
+        conversation__user_id=user_id,
+        role=Message.Role.ASSISTANT,
+        status=Message.Status.PENDING,
+        created_at__gte=since,
+    ).count()
+
+
+def generations_started_count(*, user_id: int, since: Any) -> int:
+    return Message.objects.filter(
+        conversation__user_id=user_id, role=Message.Role.ASSISTANT, created_at__gte=since
+    ).count()

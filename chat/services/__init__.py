@@ -1,0 +1,1 @@
+"""Writes of the chat app, one module per sub-domain."""

@@ -1,0 +1,137 @@
+"""Creating, changing and deleting conversations."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.db import transaction
+
+from chat.models import Conversation, Message
+from chat.selectors import thread_latest_leaf, thread_load
+from chat.services.events import conversation_group, notify_on_commit, user_group
+from inference.client import generation_cancel
+
+#: Words an automatic title keeps from the first question.
+TITLE_WORDS = 8
+TITLE_CHARS = 60
+
+
+def conversations_changed(*, user_id: int) -> None:
+    """Tell every open page of the user to refresh its conversation list."""
+    notify_on_commit(user_group(user_id), {"type": "conversations.changed"})
+
+
+def conversation_create(
+    *,
+    user: AbstractBaseUser,
+    title: str = "",
+    system_prompt: str = "",
+    temperature: float | None = None,
+    top_p: float | None = None,
+    max_tokens: int | None = None,
+    source: str = Conversation.Source.CHAT,
+) -> Conversation:
+    conversation = Conversation(
+        user_id=user.pk, title=title.strip(), title_is_auto=not title.strip(), source=source
+    )
+    conversation.system_prompt = system_prompt
+    if temperature is not None:
+        conversation.temperature = temperature
+    if top_p is not None:
+        conversation.top_p = top_p
+    if max_tokens is not None:
+        conversation.max_tokens = max_tokens
+    conversation.full_clean()
+    with transaction.atomic():
+        conversation.save()
+        conversations_changed(user_id=int(user.pk))
+    return conversation
+
+
+_UNSET: Any = object()
+
+
+def conversation_update(
+    *,
+    conversation: Conversation,
+    title: str = _UNSET,
+    system_prompt: str = _UNSET,
+    temperature: float = _UNSET,
+    top_p: float = _UNSET,
+    max_tokens: int = _UNSET,
+) -> Conversation:
+    """Change the given fields; raise ValidationError naming a field out of
+    bounds."""
+    fields: list[str] = []
+    if title is not _UNSET:
+        conversation.title = str(title).strip()[:200]
+        conversation.title_is_auto = not conversation.title
+        fields += ["title", "title_is_auto"]
+    for name, value in (
+        ("system_prompt", system_prompt),
+        ("temperature", temperature),
+        ("top_p", top_p),
+        ("max_tokens", max_tokens),
+    ):
+        if value is not _UNSET:
+            setattr(conversation, name, value)
+            fields.append(name)
+    conversation.full_clean()
+    with transaction.atomic():
+        conversation.save(update_fields=[*fields, "updated_at"])
+        conversations_changed(user_id=conversation.user_id)
+        notify_on_commit(
+            conversation_group(conversation.pk),
+            {"type": "conversation.changed", "conversation": conversation.pk},
+        )
+    return conversation
+
+
+def conversation_title_auto(*, conversation: Conversation, question: str) -> None:
+    """Title an untitled conversation from its first question. Leave a
+    title the user chose alone. The caller saves."""
+    if conversation.title and not conversation.title_is_auto:
+        return
+    if conversation.title:
+        return
+    words = " ".join(question.split()).split(" ")
+    title = " ".join(words[:TITLE_WORDS])
+    if len(title) > TITLE_CHARS:
+        title = title[:TITLE_CHARS].rsplit(" ", 1)[0] or title[:TITLE_CHARS]
+    if len(words) > TITLE_WORDS or len(title) < len(" ".join(words)):
+        title += "…"
+    conversation.title = title
+    conversation.title_is_auto = True
+
+
+def conversation_delete(*, conversation: Conversation) -> None:
+    """Delete the conversation; stop its running generations first."""
+    running = list(
+        conversation.messages.filter(status=Message.Status.PENDING)
+        .exclude(generation_id=None)
+        .values_list("generation_id", flat=True)
+    )
+    user_id = conversation.user_id
+    with transaction.atomic():
+        conversation.delete()
+        conversations_changed(user_id=user_id)
+    for generation_id in running:
+        if generation_id:
+            generation_cancel(generation_id)
+
+
+def conversation_branch_select(*, conversation: Conversation, message: Message) -> Conversation:
+    """Make the version ``message`` (and its newest continuation) the active
+    path."""
+    if message.conversation_id != conversation.pk:
+        raise ValueError("message is not in this conversation")
+    thread = thread_load(conversation=conversation)
+    conversation.current_leaf = thread_latest_leaf(thread=thread, message_id=message.pk)
+    with transaction.atomic():
+        conversation.save(update_fields=["current_leaf", "updated_at"])
+        notify_on_commit(
+            conversation_group(conversation.pk),
+            {"type": "conversation.changed", "conversation": conversation.pk},
+        )
+    return conversation

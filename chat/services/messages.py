@@ -1,0 +1,414 @@
+"""Sending messages, regenerating answers, stopping and storing
+generations, and feedback."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from chat.models import Conversation, Feedback, Message
+from chat.selectors import (
+    generations_running_count,
+    generations_started_count,
+    message_serialize,
+    prompt_messages,
+    thread_load,
+)
+from chat.services.conversations import conversation_title_auto, conversations_changed
+from chat.services.events import conversation_group, notify_on_commit
+from inference.client import (
+    generation_cancel,
+    generation_replay,
+    generation_submit,
+    workers_live_count,
+)
+from models_admin.models import ModelVersion
+
+logger = logging.getLogger(__name__)
+
+
+class ChatError(Exception):
+    """A refused chat action. ``code`` is stable for clients; the message
+    says what to do."""
+
+    def __init__(self, code: str, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.retry_after = retry_after
+
+    def as_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"code": self.code, "error": self.message}
+        if self.retry_after is not None:
+            data["retry_after"] = round(self.retry_after, 1)
+        return data
+
+
+@dataclass(frozen=True)
+class Sent:
+    """What a send or regenerate stored. ``created`` is False when the
+    ``client_id`` had been seen: nothing new was stored or queued."""
+
+    question: Message | None
+    answer: Message
+    created: bool
+
+
+_PARENT_UNSET: Any = object()
+
+
+def _client_uuid(client_id: Any) -> uuid.UUID:
+    try:
+        return uuid.UUID(str(client_id))
+    except (TypeError, ValueError, AttributeError):
+        raise ChatError("invalid", "client_id must be a UUID.") from None
+
+
+def _limits_check(*, user_id: int) -> None:
+    now = timezone.now()
+    per_minute = settings.CHAT_MESSAGES_PER_MINUTE
+    started = generations_started_count(user_id=user_id, since=now - timedelta(minutes=1))
+    if started >= per_minute:
+        oldest = (
+            Message.objects.filter(
+                conversation__user_id=user_id,
+                role=Message.Role.ASSISTANT,
+                created_at__gte=now - timedelta(minutes=1),
+            )
+            .order_by("created_at")
+            .values_list("created_at", flat=True)
+            .first()
+        )
+        wait = 60.0 - (now - oldest).total_seconds() if oldest else 60.0
+        raise ChatError(
+            "rate_limited",
+            f"You can send {per_minute} messages a minute. Try again in {max(1, round(wait))} s.",
+            retry_after=max(wait, 1.0),
+        )
+    running_limit = settings.CHAT_MAX_CONCURRENT_GENERATIONS
+    stale = now - timedelta(seconds=settings.CHAT_GENERATION_STALE_S)
+    if generations_running_count(user_id=user_id, since=stale) >= running_limit:
+        raise ChatError(
+            "too_many_running",
+            f"At most {running_limit} answers can be generated at once. "
+            "Wait for one to finish or stop it.",
+        )
+
+
+def _content_check(content: Any) -> str:
+    if not isinstance(content, str) or not content.strip():
+        raise ChatError("empty", "Write a message first.")
+    limit = settings.CHAT_MAX_MESSAGE_CHARS
+    if len(content) > limit:
+        raise ChatError(
+            "too_long", f"Messages are limited to {limit:,} characters ({len(content):,} sent)."
+        )
+    return content.strip()
+
+
+def _params(conversation: Conversation) -> dict[str, Any]:
+    return {
+        "temperature": conversation.temperature,
+        "top_p": conversation.top_p,
+        "max_new_tokens": conversation.max_tokens,
+    }
+
+
+def _existing(conversation: Conversation, client_uuid: uuid.UUID) -> Sent | None:
+    earlier = Message.objects.filter(conversation=conversation, client_id=client_uuid).first()
+    if earlier is None:
+        return None
+    if earlier.role == Message.Role.ASSISTANT:
+        return Sent(question=None, answer=earlier, created=False)
+    answer = earlier.children.order_by("created_at", "id").first()
+    if answer is None:
+        raise ChatError("invalid", "This client_id was used for another action.")
+    return Sent(question=earlier, answer=answer, created=False)
+
+
+def _answer_queue(*, conversation: Conversation, answer: Message, messages: list[dict]) -> None:
+    """After commit, queue the generation; if the queue is unreachable, end
+    the answer with an error instead of leaving it pending."""
+    generation_id = str(answer.generation_id)
+    extra = {"conversation": conversation.pk, "message": answer.pk}
+    params = _params(conversation)
+
+    def submit() -> None:
+        try:
+            generation_submit(
+                messages=messages, params=params, generation_id=generation_id, extra=extra
+            )
+        except Exception as exc:
+            logger.exception("Queueing generation %s failed", generation_id)
+            message_generation_finish(
+                generation_id=generation_id,
+                final={
+                    "finish_reason": "error",
+                    "error": "The model service is unreachable. Try again in a moment.",
+                },
+                text="",
+            )
+            del exc
+
+    transaction.on_commit(submit)
+
+
+def _announce(conversation: Conversation, sent: Sent) -> None:
+    payload: dict[str, Any] = {
+        "type": "message.created",
+        "conversation": conversation.pk,
+        "answer": message_serialize(sent.answer),
+        "question": message_serialize(sent.question) if sent.question else None,
+    }
+    notify_on_commit(conversation_group(conversation.pk), payload)
+    conversations_changed(user_id=conversation.user_id)
+
+
+def message_send(
+    *,
+    user: AbstractBaseUser,
+    conversation: Conversation,
+    content: Any,
+    client_id: Any,
+    parent_id: Any = _PARENT_UNSET,
+) -> Sent:
+    """Store the question and a pending answer and queue the generation.
+
+    The question goes under the conversation's current leaf, or under
+    ``parent_id`` (``None`` for the root) when editing an earlier question,
+    which makes a new branch. A ``client_id`` seen before returns what it
+    stored then and queues nothing.
+    """
+    client_uuid = _client_uuid(client_id)
+    earlier = _existing(conversation, client_uuid)
+    if earlier is not None:
+        return earlier
+    text = _content_check(content)
+    user_id = int(user.pk)
+    try:
+        with transaction.atomic():
+            # The conversation row is the lock that orders concurrent
+            # sends in one conversation (and the limit counts per user).
+            locked = Conversation.objects.select_for_update().get(pk=conversation.pk)
+            _limits_check(user_id=user_id)
+            thread = thread_load(conversation=locked)
+            if parent_id is _PARENT_UNSET:
+                parent = locked.current_leaf
+            elif parent_id is None:
+                parent = None
+            else:
+                parent = thread.messages.get(_int(parent_id))
+                if parent is None:
+                    raise ChatError("not_found", "No such message.")
+            if parent is not None and parent.role != Message.Role.ASSISTANT:
+                raise ChatError("invalid", "A question follows an answer.")
+            if parent is not None and parent.status == Message.Status.PENDING:
+                raise ChatError(
+                    "busy", "Wait for the answer to finish, or stop it, before sending."
+                )
+            question = Message(
+                conversation=locked,
+                parent=parent,
+                role=Message.Role.USER,
+                content=text,
+                client_id=client_uuid,
+            )
+            question.full_clean()
+            question.save()
+            answer = _answer_create(conversation=locked, parent=question)
+            thread.messages[question.pk] = question
+            messages = prompt_messages(thread=thread, upto=question)
+            locked.current_leaf = answer
+            conversation_title_auto(conversation=locked, question=text)
+            locked.save(update_fields=["current_leaf", "title", "title_is_auto", "updated_at"])
+            sent = Sent(question=question, answer=answer, created=True)
+            _answer_queue(conversation=locked, answer=answer, messages=messages)
+            _announce(locked, sent)
+    except IntegrityError:
+        # The same client_id raced in from another socket: return its result.
+        earlier = _existing(conversation, client_uuid)
+        if earlier is None:
+            raise
+        return earlier
+    conversation.refresh_from_db()
+    return sent
+
+
+def _answer_create(
+    *, conversation: Conversation, parent: Message, client_id: uuid.UUID | None = None
+) -> Message:
+    answer = Message(
+        conversation=conversation,
+        parent=parent,
+        role=Message.Role.ASSISTANT,
+        status=Message.Status.PENDING,
+        client_id=client_id,
+        generation_id=uuid.uuid4().hex,
+    )
+    answer.full_clean()
+    answer.save()
+    return answer
+
+
+def _int(value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise ChatError("invalid", "Message ids are integers.") from None
+
+
+def message_regenerate(
+    *, user: AbstractBaseUser, conversation: Conversation, message: Message, client_id: Any
+) -> Sent:
+    """Generate a new version of an answer: a sibling under the same
+    question, which becomes the active path."""
+    client_uuid = _client_uuid(client_id)
+    earlier = _existing(conversation, client_uuid)
+    if earlier is not None:
+        return earlier
+    if message.conversation_id != conversation.pk or message.role != Message.Role.ASSISTANT:
+        raise ChatError("invalid", "Only answers can be regenerated.")
+    try:
+        with transaction.atomic():
+            locked = Conversation.objects.select_for_update().get(pk=conversation.pk)
+            if Message.objects.filter(pk=message.pk, status=Message.Status.PENDING).exists():
+                raise ChatError("busy", "This answer is still being written; stop it first.")
+            _limits_check(user_id=int(user.pk))
+            thread = thread_load(conversation=locked)
+            question = thread.messages[message.parent_id] if message.parent_id else None
+            if question is None:
+                raise ChatError("invalid", "This answer has no question to answer again.")
+            answer = _answer_create(conversation=locked, parent=question, client_id=client_uuid)
+            locked.current_leaf = answer
+            locked.save(update_fields=["current_leaf", "updated_at"])
+            sent = Sent(question=None, answer=answer, created=True)
+            _answer_queue(
+                conversation=locked,
+                answer=answer,
+                messages=prompt_messages(thread=thread, upto=question),
+            )
+            _announce(locked, sent)
+    except IntegrityError:
+        earlier = _existing(conversation, client_uuid)
+        if earlier is None:
+            raise
+        return earlier
+    return sent
+
+
+def generation_stop(*, message: Message) -> bool:
+    """Ask the worker to stop this answer; the text so far is kept. Return
+    False when it had already finished."""
+    if message.status != Message.Status.PENDING or not message.generation_id:
+        return False
+    generation_cancel(message.generation_id)
+    if workers_live_count() == 0:
+        # No worker will read the flag soon: end the answer here. A worker
+        # that claims the request later sees the flag and stops at once.
+        text, _final = generation_replay(message.generation_id)
+        message_generation_finish(
+            generation_id=message.generation_id,
+            final={"finish_reason": "cancelled"},
+            text=text,
+        )
+    return True
+
+
+_STATUS_BY_REASON = {
+    "cancelled": Message.Status.CANCELLED,
+    "error": Message.Status.ERROR,
+    "content_filter": Message.Status.BLOCKED,
+}
+
+
+def message_generation_finish(
+    *, generation_id: str, final: dict[str, Any], text: str
+) -> Message | None:
+    """Store a finished generation on its pending answer: text, finish
+    reason, usage, timings, and the version that wrote it.
+
+    Idempotent: the worker calls it, and so does any socket that reads the
+    final event first; only the first call writes. Return the answer, or
+    None for an unknown generation.
+    """
+    reason = str(final.get("finish_reason") or "stop")
+    status = _STATUS_BY_REASON.get(reason, Message.Status.DONE)
+    usage = final.get("usage") or {}
+    version_id = final.get("model_version_id")
+    version = ModelVersion.objects.filter(pk=version_id).first() if version_id else None
+    fields: dict[str, Any] = {
+        "content": text,
+        "status": status,
+        "finish_reason": reason,
+        "error": str(final.get("error") or "")[:2000],
+        "prompt_tokens": usage.get("prompt_tokens"),
+        "completion_tokens": usage.get("completion_tokens"),
+        "timings": final.get("timings") or {},
+        "finished_at": timezone.now(),
+    }
+    if version is not None:
+        fields["model_version"] = version
+        fields["model_version_name"] = version.name
+    elif final.get("model_version"):
+        fields["model_version_name"] = str(final["model_version"])[:200]
+    with transaction.atomic():
+        updated = Message.objects.filter(
+            generation_id=generation_id, status=Message.Status.PENDING
+        ).update(**fields)
+        answer = (
+            Message.objects.select_related("conversation")
+            .filter(generation_id=generation_id)
+            .first()
+        )
+        if answer is None:
+            return None
+        if updated:
+            Conversation.objects.filter(pk=answer.conversation_id).update(
+                updated_at=timezone.now()
+            )
+            notify_on_commit(
+                conversation_group(answer.conversation_id),
+                {"type": "message.finished", "answer": message_serialize(answer)},
+            )
+            conversations_changed(user_id=answer.conversation.user_id)
+    return answer
+
+
+def feedback_set(
+    *, user: AbstractBaseUser, message: Message, rating: Any, reason: Any = ""
+) -> Feedback | None:
+    """Record thumbs up (1) or down (-1) with an optional reason; rating 0
+    removes the user's feedback."""
+    if message.role != Message.Role.ASSISTANT or message.status == Message.Status.PENDING:
+        raise ChatError("invalid", "Feedback goes on finished answers.")
+    try:
+        rating = int(rating)
+    except (TypeError, ValueError):
+        raise ChatError("invalid", "rating must be 1, -1 or 0.") from None
+    if rating not in (1, -1, 0):
+        raise ChatError("invalid", "rating must be 1, -1 or 0.")
+    reason = str(reason or "").strip()
+    if len(reason) > 1000:
+        raise ChatError("too_long", "Feedback reasons are limited to 1,000 characters.")
+    with transaction.atomic():
+        if rating == 0:
+            Feedback.objects.filter(message=message, user_id=user.pk).delete()
+            return None
+        feedback, _ = Feedback.objects.update_or_create(
+            message=message,
+            user_id=user.pk,
+            defaults={
+                "rating": rating,
+                "reason": reason,
+                "model_version_id": message.model_version_id,
+            },
+        )
+    return feedback

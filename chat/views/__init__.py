@@ -1,0 +1,2 @@
+"""HTTP views of the chat app: account pages, the chat page and its JSON
+endpoints."""
