@@ -166,7 +166,13 @@ CHANNEL_LAYERS = {
 CELERY_BROKER_URL = celery_redis_url(REDIS_URL)
 CELERY_RESULT_BACKEND = celery_redis_url(REDIS_URL)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-CELERY_BROKER_TRANSPORT_OPTIONS = {"global_keyprefix": f"{REDIS_KEY_PREFIX}celery:"}
+# A task whose worker died unacknowledged is delivered again after this
+# many seconds; a worker that starts also queues stale jobs again at once.
+CELERY_VISIBILITY_TIMEOUT = env_int("CELERY_VISIBILITY_TIMEOUT", 3600, minimum=1)
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "global_keyprefix": f"{REDIS_KEY_PREFIX}celery:",
+    "visibility_timeout": CELERY_VISIBILITY_TIMEOUT,
+}
 CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"global_keyprefix": f"{REDIS_KEY_PREFIX}celery:"}
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
@@ -216,6 +222,12 @@ CHAT_MAX_FRAME_BYTES = env_int("CHAT_MAX_FRAME_BYTES", 64_000, minimum=1024)
 # Answers still pending after this many seconds no longer count against the
 # concurrency limit (a generation that never reported back).
 CHAT_GENERATION_STALE_S = env_int("CHAT_GENERATION_STALE_S", 900, minimum=10)
+
+# --- Training -------------------------------------------------------------
+
+# Seconds without a heartbeat after which a running job counts as orphaned
+# (its worker died) and may be resumed elsewhere.
+TRAINING_LEASE_S = env_float("TRAINING_LEASE_S", 120.0)
 
 # --- Web server (read by the launcher) ------------------------------------
 

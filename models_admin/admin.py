@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from models_admin.models import ModelVersion, Promotion
+from models_admin.models import Dataset, ModelVersion, Promotion, TrainingJob
 
 
 @admin.register(ModelVersion)
@@ -22,3 +22,29 @@ class PromotionAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+@admin.register(Dataset)
+class DatasetAdmin(admin.ModelAdmin):
+    list_display = ["name", "source", "created_at"]
+    list_filter = ["source"]
+    search_fields = ["name"]
+    readonly_fields = ["stats", "filters", "created_by", "created_at"]
+
+
+@admin.register(TrainingJob)
+class TrainingJobAdmin(admin.ModelAdmin):
+    list_display = ["pk", "kind", "state", "base_version", "dataset", "created_at"]
+    list_filter = ["kind", "state"]
+    # Jobs change through the training services and their Celery task.
+    readonly_fields = [
+        "progress",
+        "curve",
+        "log",
+        "error",
+        "attempts",
+        "heartbeat_at",
+        "started_at",
+        "finished_at",
+        "created_at",
+    ]

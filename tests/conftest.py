@@ -40,6 +40,20 @@ def _redis_settings_apply(url: str, prefix: str) -> None:
     }
     settings.CELERY_BROKER_URL = celery_redis_url(url)
     settings.CELERY_RESULT_BACKEND = celery_redis_url(url)
+    options = {
+        **settings.CELERY_BROKER_TRANSPORT_OPTIONS,
+        "global_keyprefix": f"{prefix}celery:",
+    }
+    settings.CELERY_BROKER_TRANSPORT_OPTIONS = options
+    settings.CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"global_keyprefix": f"{prefix}celery:"}
+    from chatsite.celery import app
+
+    app.conf.update(
+        broker_url=settings.CELERY_BROKER_URL,
+        result_backend=settings.CELERY_RESULT_BACKEND,
+        broker_transport_options=options,
+        result_backend_transport_options=settings.CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS,
+    )
     redis_client.cache_clear()
 
 

@@ -28,6 +28,9 @@ def model_version_create(
     kind: str = ModelVersion.Kind.BASE,
     parent: ModelVersion | None = None,
     metrics: dict[str, Any] | None = None,
+    job: Any = None,
+    step: int | None = None,
+    dataset: Any = None,
 ) -> ModelVersion:
     version = ModelVersion(
         name=name,
@@ -35,6 +38,9 @@ def model_version_create(
         kind=kind,
         parent=parent,
         metrics=metrics or {},
+        job=job,
+        step=step,
+        dataset=dataset,
     )
     version.full_clean()
     version.save()

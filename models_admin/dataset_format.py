@@ -1,0 +1,254 @@
+"""Training datasets in the chat format: validate uploaded JSONL, write it
+back, and split it into train and eval sets.
+
+A dataset file holds one conversation per line::
+
+    {"messages": [{"role": "system", "content": "..."},
+                  {"role": "user", "content": "..."},
+                  {"role": "assistant", "content": "..."}]}
+
+An optional system message comes first; then user and assistant turns
+alternate, starting with the user and ending with the assistant.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+ROLES = ("system", "user", "assistant")
+MAX_REPORTED_ERRORS = 50
+
+_BOM = b"\xef\xbb\xbf"
+# Long enough to recognise a bad value in an error, short enough that a
+# pasted essay does not flood the report.
+_SHOWN_CHARS = 40
+
+
+@dataclass(frozen=True)
+class LineError:
+    """One problem in a dataset file.
+
+    ``line`` is 1-based; 0 marks a problem with the whole file.
+    """
+
+    line: int
+    error: str
+
+    def __str__(self) -> str:
+        if self.line == 0:
+            return self.error
+        return f"line {self.line}: {self.error}"
+
+
+class DatasetFormatError(ValueError):
+    """The dataset file is not in the training format.
+
+    ``errors`` holds the first ``MAX_REPORTED_ERRORS`` problems in file
+    order (whole-file problems first); ``total`` counts all of them.
+    """
+
+    def __init__(self, errors: list[LineError], *, total: int | None = None) -> None:
+        self.errors = list(errors[:MAX_REPORTED_ERRORS])
+        self.total = len(errors) if total is None else total
+        super().__init__(self._message())
+
+    def _message(self) -> str:
+        noun = "problem" if self.total == 1 else "problems"
+        head = f"the dataset has {self.total} {noun}"
+        if self.total > len(self.errors):
+            head += f" (the first {len(self.errors)} are listed)"
+        return head + ":\n" + "\n".join(str(error) for error in self.errors)
+
+
+def _shown(value: Any) -> str:
+    """Describe a JSON value for an error message: strings quoted and cut
+    short, anything else by its type."""
+    if isinstance(value, str):
+        if len(value) > _SHOWN_CHARS:
+            value = value[: _SHOWN_CHARS - 1] + "…"
+        return json.dumps(value, ensure_ascii=False)
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
+def _message_check(number: int, message: Any) -> str | None:
+    """Return the first problem with one message, or None."""
+    if not isinstance(message, dict):
+        return f"message {number} must be an object (got {_shown(message)})"
+    if "role" not in message:
+        return f'message {number} has no "role"'
+    role = message["role"]
+    if not isinstance(role, str) or role not in ROLES:
+        return f'"role" of message {number} must be one of {", ".join(ROLES)} (got {_shown(role)})'
+    if "content" not in message:
+        return f'message {number} has no "content"'
+    content = message["content"]
+    if not isinstance(content, str):
+        return f'"content" of message {number} must be a string (got {_shown(content)})'
+    if not content.strip():
+        return f'"content" of message {number} is empty'
+    try:
+        content.encode("utf-8")
+    except UnicodeEncodeError:
+        # JSON escapes such as "\ud800" decode to lone surrogates, which
+        # no tokenizer can encode and no file can store as UTF-8.
+        return f'"content" of message {number} holds an unpaired surrogate escape'
+    return None
+
+
+def _order_check(roles: list[str]) -> str | None:
+    """Return the first problem with the order of roles, or None."""
+    for index, role in enumerate(roles):
+        if role == "system" and index > 0:
+            return f"message {index + 1} is a system message; only the first message may be one"
+    start = 1 if roles[0] == "system" else 0
+    for index in range(start, len(roles)):
+        expected = "user" if (index - start) % 2 == 0 else "assistant"
+        if roles[index] != expected:
+            return (
+                f'message {index + 1} is "{roles[index]}" but should be "{expected}": '
+                "turns must alternate user, assistant, user, ..."
+            )
+    if roles[-1] != "assistant":
+        return f'the conversation must end with an assistant message (the last is "{roles[-1]}")'
+    return None
+
+
+def _example_parse(text: str) -> tuple[list[dict[str, str]] | None, str | None]:
+    """Parse one non-blank line into a conversation.
+
+    Return ``(conversation, None)`` or ``(None, first problem)``.
+    """
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        return None, f"not valid JSON: {error.msg} (column {error.colno})"
+    except RecursionError:
+        return None, "not valid JSON: nested too deeply"
+    except ValueError as error:
+        # Integers longer than Python's digit limit land here.
+        return None, f"not valid JSON: {error}"
+    if not isinstance(value, dict):
+        return None, f"each line must be a JSON object (got {_shown(value)})"
+    if "messages" not in value:
+        return None, 'the object has no "messages" key'
+    messages = value["messages"]
+    if not isinstance(messages, list):
+        return None, f'"messages" must be a list (got {_shown(messages)})'
+    if not messages:
+        return None, '"messages" is empty'
+    for number, message in enumerate(messages, start=1):
+        problem = _message_check(number, message)
+        if problem is not None:
+            return None, problem
+    problem = _order_check([message["role"] for message in messages])
+    if problem is not None:
+        return None, problem
+    return [{"role": m["role"], "content": m["content"]} for m in messages], None
+
+
+def jsonl_parse(
+    data: bytes, *, max_bytes: int = 50_000_000, max_examples: int = 100_000
+) -> list[list[dict[str, str]]]:
+    """Return the conversations in a JSONL dataset file.
+
+    Each conversation is a list of ``{"role", "content"}`` dicts; other
+    keys are dropped. A leading UTF-8 byte order mark, CRLF line endings
+    and blank lines are accepted. Raise ``DatasetFormatError`` listing the
+    first problem of every bad line; a file with any bad line yields no
+    conversations at all. Nothing else is raised, whatever the input.
+    """
+    if len(data) > max_bytes:
+        raise DatasetFormatError(
+            [LineError(0, f"the file is {len(data):,} bytes; the limit is {max_bytes:,}")]
+        )
+    if data.startswith(_BOM):
+        data = data[len(_BOM) :]
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        number = data.count(b"\n", 0, error.start) + 1
+        column = error.start - (data.rfind(b"\n", 0, error.start) + 1) + 1
+        raise DatasetFormatError(
+            [
+                LineError(
+                    number,
+                    f"not UTF-8 text (byte 0x{data[error.start]:02x} at byte column {column}); "
+                    "save the file as UTF-8",
+                )
+            ]
+        ) from None
+
+    conversations: list[list[dict[str, str]]] = []
+    errors: list[LineError] = []
+    examples = 0
+    # Split on "\n" only: str.splitlines() would also break at U+2028 and
+    # other separators that JSON strings may hold unescaped.
+    for number, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        examples += 1
+        if examples > max_examples:
+            errors.insert(0, LineError(0, f"the file has more than {max_examples:,} examples"))
+            break
+        conversation, problem = _example_parse(line.removesuffix("\r"))
+        if problem is not None:
+            errors.append(LineError(number, problem))
+        elif conversation is not None:
+            conversations.append(conversation)
+    if examples == 0:
+        errors.append(LineError(0, "the file has no examples"))
+    if errors:
+        raise DatasetFormatError(errors)
+    return conversations
+
+
+def jsonl_dump(conversations: Iterable[list[dict[str, str]]]) -> str:
+    """Return conversations as JSONL text that ``jsonl_parse`` reads back.
+
+    Write one compact object per line, non-ASCII characters as they are,
+    each line ending in a newline. Keep only ``role`` and ``content``.
+    """
+    lines = []
+    for conversation in conversations:
+        messages = [{"role": m["role"], "content": m["content"]} for m in conversation]
+        lines.append(
+            json.dumps({"messages": messages}, ensure_ascii=False, separators=(",", ":")) + "\n"
+        )
+    return "".join(lines)
+
+
+def split_indices(count: int, *, eval_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Split ``range(count)`` into shuffled train and eval indices.
+
+    The eval part gets ``round(count * eval_fraction)`` indices, at least
+    one when ``count >= 2`` and ``eval_fraction > 0``, and never all of
+    them: train keeps at least one whenever ``count >= 1``. The same
+    arguments give the same split; both parts come back sorted. Raise
+    ``ValueError`` unless ``0 <= eval_fraction < 1`` and ``count >= 0``.
+    """
+    if count < 0:
+        raise ValueError(f"count must be 0 or more (got {count})")
+    if not 0 <= eval_fraction < 1:
+        raise ValueError(f"eval_fraction must be at least 0 and below 1 (got {eval_fraction})")
+    size = round(count * eval_fraction)
+    if eval_fraction > 0 and count >= 2:
+        size = max(size, 1)
+    size = min(size, max(count - 1, 0))
+    order = list(range(count))
+    # Reproducible shuffling, not security: the seed is stored with the job.
+    random.Random(seed).shuffle(order)  # noqa: S311
+    return sorted(order[size:]), sorted(order[:size])

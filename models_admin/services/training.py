@@ -1,0 +1,415 @@
+"""Training jobs: creation with validated hyperparameters, the state
+changes the Celery task reports, checkpoints as candidate versions, and
+evaluation results."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.core.exceptions import ValidationError
+from django.db import connection, transaction
+from django.utils import timezone
+
+from models_admin.models import Dataset, ModelVersion, TrainingJob
+from models_admin.selectors import model_version_get_production
+from models_admin.services.model_versions import model_version_create
+
+logger = logging.getLogger(__name__)
+
+#: name: (type, default, minimum, maximum, which kinds)
+PARAMS: dict[str, tuple[type, Any, float, float, tuple[str, ...]]] = {
+    "learning_rate": (float, 1e-4, 1e-7, 1.0, ("finetune", "distill")),
+    "steps": (int, 60, 1, 1_000_000, ("finetune", "distill")),
+    "epochs": (float, 0.0, 0.0, 1000.0, ("finetune", "distill")),
+    "batch_size": (int, 4, 1, 512, ("finetune", "distill")),
+    "grad_accum": (int, 1, 1, 256, ("finetune", "distill")),
+    "max_length": (int, 256, 16, 32_768, ("finetune", "distill")),
+    "warmup_steps": (int, 5, 0, 100_000, ("finetune", "distill")),
+    "weight_decay": (float, 0.0, 0.0, 1.0, ("finetune", "distill")),
+    "seed": (int, 0, 0, 2**31 - 1, ("finetune", "distill")),
+    "checkpoint_every": (int, 20, 1, 1_000_000, ("finetune", "distill")),
+    "eval_every": (int, 20, 1, 1_000_000, ("finetune", "distill")),
+    "eval_examples": (int, 64, 1, 100_000, ("finetune", "distill")),
+    "lora": (bool, False, 0, 1, ("finetune",)),
+    "lora_r": (int, 8, 1, 256, ("finetune",)),
+    "lora_alpha": (int, 16, 1, 1024, ("finetune",)),
+    "student_layers": (int, 10, 1, 1000, ("distill",)),
+    "temperature": (float, 2.0, 0.1, 20.0, ("distill",)),
+    "alpha": (float, 0.5, 0.0, 1.0, ("distill",)),
+}
+
+
+def training_params_validate(*, kind: str, params: dict[str, Any] | None) -> dict[str, Any]:
+    """Fill defaults and check every value; raise ValidationError keyed by
+    the parameter's name."""
+    if kind not in TrainingJob.Kind.values:
+        raise ValidationError({"kind": [f"Unknown job kind {kind!r}: finetune or distill."]})
+    given = dict(params or {})
+    errors: dict[str, list[str]] = {}
+    clean: dict[str, Any] = {}
+    for name in given:
+        if name not in PARAMS or kind not in PARAMS[name][4]:
+            errors[name] = [f"Not a {kind} parameter."]
+    for name, (kind_type, default, low, high, kinds) in PARAMS.items():
+        if kind not in kinds:
+            continue
+        value = given.get(name, default)
+        if kind_type is bool:
+            if not isinstance(value, bool):
+                errors[name] = ["Must be true or false."]
+                continue
+        elif kind_type is int:
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or value != int(value)
+            ):
+                errors[name] = ["Must be a whole number."]
+                continue
+            value = int(value)
+        else:
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                errors[name] = ["Must be a number."]
+                continue
+            value = float(value)
+        if kind_type is not bool and not low <= value <= high:
+            errors[name] = [f"Must be between {low:g} and {high:g}."]
+            continue
+        clean[name] = value
+    if errors:
+        raise ValidationError(errors)
+    return clean
+
+
+def _steps(params: dict[str, Any], dataset: Dataset) -> int:
+    """``epochs`` (when above zero) decides the number of steps."""
+    if params.get("epochs"):
+        per_step = params["batch_size"] * params["grad_accum"]
+        train = max(int(dataset.stats.get("train") or 1), 1)
+        return max(round(params["epochs"] * train / per_step), 1)
+    return int(params["steps"])
+
+
+def _notify(job: TrainingJob, event_type: str, data: dict[str, Any]) -> None:
+    """Broadcast a job change to dashboards after the commit."""
+
+    def send() -> None:
+        layer = get_channel_layer()
+        if layer is None:
+            return
+        event = {"type": event_type, "job": job.pk, **data}
+        for group in ("training.jobs", f"training.job.{job.pk}"):
+            try:
+                async_to_sync(layer.group_send)(group, event)
+            except Exception:
+                logger.warning("Job notification to %s failed", group, exc_info=True)
+
+    transaction.on_commit(send)
+
+
+def training_job_create(
+    *,
+    kind: str,
+    dataset: Dataset,
+    base_version: ModelVersion | None = None,
+    student_version: ModelVersion | None = None,
+    params: dict[str, Any] | None = None,
+    user: AbstractBaseUser | None = None,
+) -> TrainingJob:
+    """Queue a fine-tune or distill job on the training queue. The base
+    (the model trained, or the teacher) defaults to production."""
+    clean = training_params_validate(kind=kind, params=params)
+    base_version = base_version or model_version_get_production()
+    if base_version is None:
+        raise ValidationError(
+            {"base_version": ["No model version is in production to start from."]}
+        )
+    if student_version is not None and kind != TrainingJob.Kind.DISTILL:
+        raise ValidationError({"student_version": ["Only a distill job has a student."]})
+    if not dataset.stats.get("train"):
+        raise ValidationError({"dataset": ["The dataset has no training examples."]})
+    clean["steps"] = _steps(clean, dataset)
+    job = TrainingJob(
+        kind=kind,
+        dataset=dataset,
+        base_version=base_version,
+        student_version=student_version,
+        params=clean,
+        progress={"step": 0, "total_steps": clean["steps"]},
+        created_by_id=user.pk if user is not None else None,
+    )
+    job.full_clean()
+    with transaction.atomic():
+        job.save()
+        _notify(job, "training.job", {"state": job.state})
+        if dataset.name not in base_version.metrics.get("eval_by_dataset", {}):
+            # The base measured on the same data is what the job is judged by.
+            transaction.on_commit(lambda: _evaluate_later(base_version.pk, dataset.pk))
+        transaction.on_commit(lambda: _enqueue(job.pk))
+    return job
+
+
+def _enqueue(job_id: int) -> None:
+    from models_admin.tasks import training_job_run_task
+
+    training_job_run_task.delay(job_id)
+
+
+def training_job_cancel(*, job: TrainingJob) -> TrainingJob:
+    """Stop the job at its next step; a queued job ends at once. The last
+    checkpoint stays."""
+    with transaction.atomic():
+        job = TrainingJob.objects.select_for_update().get(pk=job.pk)
+        if job.finished:
+            return job
+        job.cancel_requested = True
+        fields = ["cancel_requested"]
+        if job.state == TrainingJob.State.QUEUED:
+            job.state = TrainingJob.State.CANCELLED
+            job.finished_at = timezone.now()
+            fields += ["state", "finished_at"]
+        job.save(update_fields=fields)
+        _notify(job, "training.job", {"state": job.state})
+    return job
+
+
+def training_job_claim(*, job_id: int) -> TrainingJob | None:
+    """Take the job for this worker, or return None when there is nothing
+    to do: it finished, was cancelled, or another live worker runs it (its
+    heartbeat is fresher than the lease)."""
+    lease = timedelta(seconds=settings.TRAINING_LEASE_S)
+    with transaction.atomic():
+        job = TrainingJob.objects.select_for_update().filter(pk=job_id).first()
+        if job is None or job.finished:
+            return None
+        now = timezone.now()
+        if job.cancel_requested:
+            job.state = TrainingJob.State.CANCELLED
+            job.finished_at = now
+            job.save(update_fields=["state", "finished_at"])
+            return None
+        if (
+            job.state == TrainingJob.State.RUNNING
+            and job.heartbeat_at is not None
+            and now - job.heartbeat_at < lease
+        ):
+            return None
+        job.state = TrainingJob.State.RUNNING
+        job.attempts += 1
+        job.heartbeat_at = now
+        job.started_at = job.started_at or now
+        job.save(update_fields=["state", "attempts", "heartbeat_at", "started_at"])
+        _notify(job, "training.job", {"state": job.state})
+    return job
+
+
+def training_job_heartbeat(*, job_id: int) -> bool:
+    """Renew the lease; return True when cancellation was asked for."""
+    TrainingJob.objects.filter(pk=job_id).update(heartbeat_at=timezone.now())
+    return bool(
+        TrainingJob.objects.filter(pk=job_id).values_list("cancel_requested", flat=True).first()
+    )
+
+
+def training_job_progress(*, job_id: int, report: dict[str, Any]) -> None:
+    """Store one step's report and add it to the curves."""
+    with transaction.atomic():
+        job = TrainingJob.objects.select_for_update().get(pk=job_id)
+        job.progress = {**job.progress, **report}
+        point = {k: report[k] for k in ("step", "loss", "lr", "eval_loss") if k in report}
+        job.curve = [*job.curve, point]
+        job.heartbeat_at = timezone.now()
+        job.save(update_fields=["progress", "curve", "heartbeat_at"])
+        _notify(job, "training.progress", {"progress": job.progress})
+
+
+LOG_KEEP_CHARS = 50_000
+
+
+def training_job_log(*, job_id: int, line: str) -> None:
+    stamp = timezone.now().strftime("%Y-%m-%d %H:%M:%S")
+    with transaction.atomic():
+        job = TrainingJob.objects.select_for_update().get(pk=job_id)
+        job.log = (job.log + f"{stamp} {line}\n")[-LOG_KEEP_CHARS:]
+        job.save(update_fields=["log"])
+
+
+def training_job_finish(*, job_id: int, state: str, error: str = "") -> TrainingJob:
+    with transaction.atomic():
+        job = TrainingJob.objects.select_for_update().get(pk=job_id)
+        job.state = state
+        job.error = error[:5000]
+        job.finished_at = timezone.now()
+        job.save(update_fields=["state", "error", "finished_at"])
+        _notify(job, "training.job", {"state": job.state})
+    return job
+
+
+def training_checkpoint_register(
+    *, job: TrainingJob, step: int, folder: Path, metrics: dict[str, Any]
+) -> ModelVersion:
+    """Make a checkpoint a candidate version (once per folder) and queue
+    its evaluation."""
+    existing = ModelVersion.objects.filter(job=job, step=step).first()
+    if existing is not None:
+        return existing
+    kind = (
+        ModelVersion.Kind.DISTILL
+        if job.kind == TrainingJob.Kind.DISTILL
+        else ModelVersion.Kind.FINETUNE
+    )
+    with transaction.atomic():
+        version = model_version_create(
+            name=f"{job.base_version.name}-{job.kind}-{job.pk}-step{step}",
+            folder=folder,
+            kind=kind,
+            parent=job.base_version,
+            metrics={"training": metrics},
+            job=job,
+            step=step,
+            dataset=job.dataset,
+        )
+        _notify(job, "training.checkpoint", {"version": version.pk, "step": step})
+        transaction.on_commit(lambda: _evaluate_later(version.pk))
+    return version
+
+
+def _evaluate_later(version_id: int, dataset_id: int | None = None) -> None:
+    from models_admin.tasks import model_version_evaluate_task
+
+    model_version_evaluate_task.delay(version_id, dataset_id)
+
+
+def model_version_evaluation_store(
+    *, version: ModelVersion, metrics: dict[str, Any], answers: list[dict[str, str]]
+) -> ModelVersion:
+    version.metrics = {**version.metrics, **metrics}
+    version.answers = answers
+    version.evaluated_at = timezone.now()
+    version.save(update_fields=["metrics", "answers", "evaluated_at"])
+    return version
+
+
+def training_jobs_recover() -> list[int]:
+    """Queue again the jobs whose worker stopped heartbeating (a worker
+    that died mid-job); each resumes from its last checkpoint."""
+    stale = timezone.now() - timedelta(seconds=settings.TRAINING_LEASE_S)
+    ids = list(
+        TrainingJob.objects.filter(
+            state=TrainingJob.State.RUNNING, heartbeat_at__lt=stale
+        ).values_list("pk", flat=True)
+    )
+    for job_id in ids:
+        _enqueue(job_id)
+    return ids
+
+
+def _split(dataset: Dataset, split: str, limit: int | None = None) -> list[list[dict[str, str]]]:
+    from models_admin.models import DatasetExample
+
+    rows = DatasetExample.objects.filter(dataset=dataset, split=split).order_by("index")
+    if limit is not None:
+        rows = rows[:limit]
+    return [row.messages for row in rows]
+
+
+def training_job_run(*, job: TrainingJob) -> TrainingJob:
+    """Run a claimed job to its end (or its cancellation) in this process,
+    resuming from the job folder's last checkpoint when there is one."""
+    from models_admin.models import DatasetExample
+    from models_admin.training.loop import Hooks, TrainConfig, Trainer
+
+    params = dict(job.params)
+    params.pop("epochs", None)
+    config = TrainConfig(
+        kind=job.kind,
+        base_dir=job.base_version.path,
+        output_dir=job.folder,
+        train=_split(job.dataset, DatasetExample.Split.TRAIN),
+        eval=_split(job.dataset, DatasetExample.Split.EVAL),
+        student_dir=job.student_version.path if job.student_version else None,
+        **params,
+    )
+    cancel = threading.Event()
+    done = threading.Event()
+
+    def heartbeat() -> None:
+        # Steps can take longer than the lease on a small CPU; this thread
+        # keeps the claim fresh and notices a cancel between reports.
+        try:
+            while not done.wait(max(settings.TRAINING_LEASE_S / 4, 0.5)):
+                if training_job_heartbeat(job_id=job.pk):
+                    cancel.set()
+        finally:
+            connection.close()
+
+    def progress(report: dict[str, Any]) -> None:
+        training_job_progress(job_id=job.pk, report=report)
+        if training_job_heartbeat(job_id=job.pk):
+            cancel.set()
+
+    def checkpoint(step: int, folder: Path, metrics: dict[str, Any]) -> None:
+        training_checkpoint_register(job=job, step=step, folder=folder, metrics=metrics)
+
+    beat = threading.Thread(target=heartbeat, name=f"job-{job.pk}-heartbeat", daemon=True)
+    beat.start()
+    try:
+        outcome = Trainer(
+            config,
+            Hooks(
+                progress=progress,
+                checkpoint=checkpoint,
+                should_stop=cancel.is_set,
+                log=lambda line: training_job_log(job_id=job.pk, line=line),
+            ),
+        ).run()
+    finally:
+        done.set()
+        beat.join(timeout=10)
+    state = (
+        TrainingJob.State.COMPLETED
+        if outcome.state == "completed"
+        else TrainingJob.State.CANCELLED
+    )
+    return training_job_finish(job_id=job.pk, state=state)
+
+
+#: Eval examples an evaluation reads at most.
+EVAL_LIMIT = 200
+
+
+def model_version_evaluate(
+    *, version: ModelVersion, dataset: Dataset | None = None
+) -> ModelVersion:
+    """Measure a version on a dataset's eval split (its own by default):
+    eval loss, perplexity, decode speed, size, and answers to the fixed
+    prompts."""
+    from models_admin.demo_data import DEMO_SYSTEM_PROMPT, demo_prompts
+    from models_admin.models import DatasetExample
+    from models_admin.training.evaluate import evaluate
+
+    dataset = dataset or version.dataset
+    conversations = _split(dataset, DatasetExample.Split.EVAL, EVAL_LIMIT) if dataset else []
+    system = DEMO_SYSTEM_PROMPT if dataset and dataset.source == Dataset.Source.DEMO else ""
+    metrics, answers = evaluate(
+        version.path,
+        eval_conversations=conversations,
+        prompts=demo_prompts(),
+        system_prompt=system,
+    )
+    if dataset is not None:
+        metrics["eval_dataset"] = dataset.name
+        by_dataset = dict(version.metrics.get("eval_by_dataset", {}))
+        by_dataset[dataset.name] = {
+            k: metrics[k] for k in ("eval_loss", "perplexity") if k in metrics
+        }
+        metrics["eval_by_dataset"] = by_dataset
+    return model_version_evaluation_store(version=version, metrics=metrics, answers=answers)

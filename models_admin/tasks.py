@@ -1,0 +1,57 @@
+"""Celery tasks of the training queue. Each takes ids, fetches the rows and
+calls one service; a worker killed mid-job gets its task again (late
+acknowledgement) or, when a worker starts, stale jobs are queued again, and
+the job resumes from its last checkpoint."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import shared_task
+from celery.signals import worker_ready
+
+from models_admin.models import Dataset, ModelVersion, TrainingJob
+from models_admin.services.training import (
+    model_version_evaluate,
+    training_job_claim,
+    training_job_finish,
+    training_job_log,
+    training_job_run,
+    training_jobs_recover,
+)
+
+logger = logging.getLogger(__name__)
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True)
+def training_job_run_task(job_id: int) -> str:
+    job = training_job_claim(job_id=job_id)
+    if job is None:
+        return "skipped"
+    try:
+        return training_job_run(job=job).state
+    except Exception as exc:
+        # A job that fails on its own (bad data, a model that cannot load)
+        # fails once, with the reason; it is not retried forever.
+        logger.exception("Training job %s failed", job_id)
+        training_job_log(job_id=job_id, line=f"Failed: {exc}")
+        training_job_finish(job_id=job_id, state=TrainingJob.State.FAILED, error=str(exc))
+        return TrainingJob.State.FAILED
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True)
+def model_version_evaluate_task(version_id: int, dataset_id: int | None = None) -> str:
+    version = ModelVersion.objects.filter(pk=version_id).first()
+    if version is None:
+        return "missing"
+    dataset = Dataset.objects.filter(pk=dataset_id).first() if dataset_id else None
+    model_version_evaluate(version=version, dataset=dataset)
+    return "evaluated"
+
+
+@worker_ready.connect
+def _jobs_recover(**_kwargs: Any) -> None:
+    recovered = training_jobs_recover()
+    if recovered:
+        logger.info("Queued again training jobs %s whose worker stopped", recovered)

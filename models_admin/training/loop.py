@@ -1,0 +1,392 @@
+"""The training loop for fine-tune and distill jobs.
+
+A run owns one folder. Checkpoints are written there as
+``checkpoint-<step>/`` (a loadable transformers folder) through a temporary
+folder renamed into place, so a killed run never leaves half a checkpoint.
+The newest checkpoint also holds ``trainer_state.pt`` (optimizer, schedule,
+random state, LoRA adapter), from which a restarted run continues: the
+step numbers go on and the batches are the ones the first run would have
+seen.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import re
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers.utils import logging as hf_logging
+
+from models_admin.training.data import IGNORE, Encoded, batch_indices, collate, encode
+from models_admin.training.student import student_from_teacher
+
+logger = logging.getLogger(__name__)
+
+STATE_FILE = "trainer_state.pt"
+CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+
+
+@dataclass
+class TrainConfig:
+    kind: str  # "finetune" or "distill"
+    base_dir: Path  # the model trained, or the teacher
+    output_dir: Path
+    train: list[list[dict[str, str]]]
+    eval: list[list[dict[str, str]]]
+    student_dir: Path | None = None
+    learning_rate: float = 1e-4
+    steps: int = 60
+    batch_size: int = 4
+    grad_accum: int = 1
+    max_length: int = 256
+    warmup_steps: int = 5
+    weight_decay: float = 0.0
+    seed: int = 0
+    checkpoint_every: int = 20
+    eval_every: int = 20
+    eval_examples: int = 64
+    lora: bool = False
+    lora_r: int = 8
+    lora_alpha: int = 16
+    student_layers: int = 10
+    temperature: float = 2.0
+    alpha: float = 0.5
+
+
+@dataclass
+class Hooks:
+    """What the loop reports to, and asks, its caller."""
+
+    progress: Callable[[dict[str, Any]], None] = lambda report: None
+    checkpoint: Callable[[int, Path, dict[str, Any]], None] = lambda step, folder, metrics: None
+    should_stop: Callable[[], bool] = lambda: False
+    log: Callable[[str], None] = field(default=lambda line: logger.info("%s", line))
+
+
+@dataclass
+class Outcome:
+    state: str  # "completed" or "cancelled"
+    step: int
+
+
+def checkpoints(folder: Path) -> list[tuple[int, Path]]:
+    """The complete checkpoints in a run folder, oldest first."""
+    if not folder.is_dir():
+        return []
+    found = []
+    for child in folder.iterdir():
+        match = CHECKPOINT.match(child.name)
+        if match and (child / "config.json").is_file():
+            found.append((int(match.group(1)), child))
+    return sorted(found)
+
+
+def _resumable(folder: Path) -> tuple[int, Path] | None:
+    for step, path in reversed(checkpoints(folder)):
+        if (path / STATE_FILE).is_file():
+            return step, path
+    return None
+
+
+def _load(path: Path) -> Any:
+    model = AutoModelForCausalLM.from_pretrained(path, torch_dtype=torch.float32)
+    model.config.use_cache = False
+    return model
+
+
+def _schedule(config: TrainConfig) -> Callable[[int], float]:
+    """Linear warm-up, then cosine decay to a tenth of the peak."""
+
+    def factor(step: int) -> float:
+        if step < config.warmup_steps:
+            return (step + 1) / max(config.warmup_steps, 1)
+        span = max(config.steps - config.warmup_steps, 1)
+        progress = min((step - config.warmup_steps) / span, 1.0)
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def token_losses(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Summed cross-entropy over the labelled tokens and their count."""
+    shifted_logits = logits[:, :-1].reshape(-1, logits.size(-1))
+    shifted_labels = labels[:, 1:].reshape(-1)
+    total = F.cross_entropy(shifted_logits, shifted_labels, ignore_index=IGNORE, reduction="sum")
+    return total, int((shifted_labels != IGNORE).sum())
+
+
+def distill_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    temperature: float,
+    alpha: float,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """alpha * T^2 * KL(teacher || student at temperature T) + (1 - alpha)
+    * cross-entropy, both averaged over the assistant tokens."""
+    mask = labels[:, 1:] != IGNORE
+    count = int(mask.sum())
+    student = student_logits[:, :-1][mask] / temperature
+    teacher = teacher_logits[:, :-1][mask] / temperature
+    kl = F.kl_div(
+        F.log_softmax(student, dim=-1),
+        F.log_softmax(teacher, dim=-1),
+        log_target=True,
+        reduction="sum",
+    ) / max(count, 1)
+    ce_sum, _ = token_losses(student_logits, labels)
+    ce = ce_sum / max(count, 1)
+    loss = alpha * temperature**2 * kl + (1 - alpha) * ce
+    return loss, {"kl": float(kl.detach()), "ce": float(ce.detach())}
+
+
+@torch.no_grad()
+def eval_loss(model: Any, examples: list[Encoded], *, pad_id: int, batch_size: int = 8) -> float:
+    """Mean cross-entropy per assistant token (the training mask)."""
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    for start in range(0, len(examples), batch_size):
+        batch = collate(examples[start : start + batch_size], pad_id=pad_id)
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        loss_sum, n = token_losses(logits.float(), batch["labels"])
+        total += float(loss_sum)
+        count += n
+    if was_training:
+        model.train()
+    return total / max(count, 1)
+
+
+def _encode_all(
+    tokenizer: Any, conversations: list[list[dict[str, str]]], max_length: int
+) -> list[Encoded]:
+    encoded = [encode(tokenizer, messages, max_length=max_length) for messages in conversations]
+    return [item for item in encoded if item.trained_tokens > 0]
+
+
+class Trainer:
+    def __init__(self, config: TrainConfig, hooks: Hooks | None = None) -> None:
+        self.config = config
+        self.hooks = hooks or Hooks()
+
+    # --- set-up ------------------------------------------------------------
+
+    def _model_and_state(self) -> tuple[Any, Any, int, dict[str, Any] | None]:
+        """Return (trained model, teacher or None, first step, saved state)."""
+        config = self.config
+        teacher = None
+        if config.kind == "distill":
+            teacher = _load(config.base_dir)
+            teacher.eval()
+            for parameter in teacher.parameters():
+                parameter.requires_grad_(False)
+        resume = _resumable(config.output_dir)
+        if resume is not None:
+            step, path = resume
+            state = torch.load(path / STATE_FILE, map_location="cpu", weights_only=False)
+            self.hooks.log(f"Resuming from checkpoint {step}")
+            # A run killed between writing a checkpoint and reporting it
+            # reports it now (the caller's registration is idempotent).
+            metrics = {"eval_loss": state["eval_loss"]} if state.get("eval_loss") else {}
+            self.hooks.checkpoint(step, path, metrics)
+            if config.lora:
+                model = self._lora(_load(config.base_dir))
+                from peft import set_peft_model_state_dict
+
+                set_peft_model_state_dict(model, state["adapter"])
+            else:
+                model = _load(path)
+            return model, teacher, step, state
+        if config.kind == "distill":
+            if config.student_dir is not None:
+                model = _load(config.student_dir)
+            else:
+                model = student_from_teacher(teacher, layers=config.student_layers)
+                for parameter in model.parameters():
+                    parameter.requires_grad_(True)
+        else:
+            model = _load(config.base_dir)
+        if config.lora:
+            model = self._lora(model)
+        return model, teacher, 0, None
+
+    def _lora(self, model: Any) -> Any:
+        from peft import LoraConfig, get_peft_model
+
+        lora = LoraConfig(
+            r=self.config.lora_r,
+            lora_alpha=self.config.lora_alpha,
+            lora_dropout=0.0,
+            target_modules=[
+                "q_proj",
+                "k_proj",
+                "v_proj",
+                "o_proj",
+                "gate_proj",
+                "up_proj",
+                "down_proj",
+            ],
+            task_type="CAUSAL_LM",
+        )
+        return get_peft_model(model, lora)
+
+    # --- checkpoints ---------------------------------------------------------
+
+    def _save(self, step: int, model: Any, tokenizer: Any, state: dict[str, Any]) -> Path:
+        out = self.config.output_dir
+        final = out / f"checkpoint-{step}"
+        staging = out / f".checkpoint-{step}.tmp"
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        to_save = model
+        if self.config.lora:
+            # The candidate is a plain model: the adapter merged into a copy.
+            to_save = copy.deepcopy(model).merge_and_unload()
+        to_save.config.use_cache = True
+        to_save.save_pretrained(staging, safe_serialization=True)
+        to_save.config.use_cache = False
+        tokenizer.save_pretrained(staging)
+        torch.save(state, staging / STATE_FILE)
+        if final.exists():
+            shutil.rmtree(final)
+        staging.rename(final)
+        # Only the newest checkpoint keeps the (large) optimizer state.
+        for older_step, older in checkpoints(out):
+            if older_step != step:
+                (older / STATE_FILE).unlink(missing_ok=True)
+        return final
+
+    # --- the loop ------------------------------------------------------------
+
+    def run(self) -> Outcome:
+        config = self.config
+        config.output_dir.mkdir(parents=True, exist_ok=True)
+        hf_logging.disable_progress_bar()  # a job's log is its reports
+        for stale in config.output_dir.glob(".checkpoint-*.tmp"):
+            shutil.rmtree(stale, ignore_errors=True)
+        torch.manual_seed(config.seed)
+        tokenizer = AutoTokenizer.from_pretrained(config.base_dir)
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        train = _encode_all(tokenizer, config.train, config.max_length)
+        evaluation = _encode_all(tokenizer, config.eval[: config.eval_examples], config.max_length)
+        if not train:
+            raise ValueError("no training example has an assistant token within max_length")
+        model, teacher, start, state = self._model_and_state()
+        model.train()
+        parameters = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(
+            parameters, lr=config.learning_rate, weight_decay=config.weight_decay
+        )
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(config))
+        if state is not None:
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            torch.set_rng_state(state["rng"])
+        self.hooks.log(
+            f"{config.kind}: {len(train)} training and {len(evaluation)} eval examples, "
+            f"steps {start + 1}..{config.steps}, "
+            f"{sum(p.numel() for p in parameters):,} trainable parameters"
+        )
+        began = time.monotonic()
+        examples_seen = 0
+        last_eval: float | None = state.get("eval_loss") if state else None
+        step = start
+        while step < config.steps:
+            if self.hooks.should_stop():
+                self.hooks.log(f"Cancelled before step {step + 1}")
+                return Outcome("cancelled", step)
+            report = self._step(step, model, teacher, train, optimizer, pad_id)
+            scheduler.step()
+            step += 1
+            examples_seen += config.batch_size * config.grad_accum
+            elapsed = time.monotonic() - began
+            rate = examples_seen / elapsed if elapsed > 0 else 0.0
+            steps_left = config.steps - step
+            report.update(
+                step=step,
+                total_steps=config.steps,
+                lr=scheduler.get_last_lr()[0],
+                examples_per_s=round(rate, 3),
+                eta_s=round(steps_left * elapsed / (step - start), 1),
+            )
+            at_end = step == config.steps
+            if evaluation and (at_end or step % config.eval_every == 0):
+                last_eval = eval_loss(model, evaluation, pad_id=pad_id)
+                report["eval_loss"] = last_eval
+            self.hooks.progress(report)
+            if at_end or step % config.checkpoint_every == 0:
+                saved = {
+                    "step": step,
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "rng": torch.get_rng_state(),
+                    "eval_loss": last_eval,
+                }
+                if config.lora:
+                    from peft import get_peft_model_state_dict
+
+                    saved["adapter"] = get_peft_model_state_dict(model)
+                folder = self._save(step, model, tokenizer, saved)
+                metrics = {"train_loss": report["loss"]}
+                if last_eval is not None:
+                    metrics["eval_loss"] = last_eval
+                self.hooks.checkpoint(step, folder, metrics)
+        return Outcome("completed", step)
+
+    def _step(
+        self,
+        step: int,
+        model: Any,
+        teacher: Any,
+        train: list[Encoded],
+        optimizer: torch.optim.Optimizer,
+        pad_id: int,
+    ) -> dict[str, Any]:
+        config = self.config
+        totals: dict[str, float] = {}
+        for micro in range(config.grad_accum):
+            indices = batch_indices(
+                step=step * config.grad_accum + micro,
+                batch_size=config.batch_size,
+                count=len(train),
+                seed=config.seed,
+            )
+            batch = collate([train[i] for i in indices], pad_id=pad_id)
+            logits = model(
+                input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+            ).logits
+            if teacher is None:
+                loss_sum, count = token_losses(logits, batch["labels"])
+                loss = loss_sum / max(count, 1)
+                parts = {"loss": float(loss.detach())}
+            else:
+                with torch.no_grad():
+                    teacher_logits = teacher(
+                        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+                    ).logits
+                loss, parts = distill_loss(
+                    logits,
+                    teacher_logits,
+                    batch["labels"],
+                    temperature=config.temperature,
+                    alpha=config.alpha,
+                )
+                parts["loss"] = float(loss.detach())
+            (loss / config.grad_accum).backward()
+            for name, value in parts.items():
+                totals[name] = totals.get(name, 0.0) + value / config.grad_accum
+        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return {name: round(value, 5) for name, value in totals.items()}
