@@ -14,13 +14,14 @@ STAMP := $(VENV)/.installed
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 
-.PHONY: help install model migrate run test test-services lint chromium clean bench
+.PHONY: help install model migrate run test test-services lint chromium clean bench train-bench
 
 help:
 	@echo "make run            set up (first time) and start every process on http://127.0.0.1:8000"
 	@echo "make test           set up (first time) and run the whole test suite"
 	@echo "make test-services  the suite against PostgreSQL and Redis (TEST_DATABASE_URL, TEST_REDIS_URL)"
 	@echo "make bench          the engine against transformers generate (BENCH_ARGS=...)"
+	@echo "make train-bench    fine-tune and distill the default model on the demo data (TRAIN_BENCH_ARGS=...)"
 	@echo "make lint           ruff, mypy, Django's system checks and the migrations check"
 
 $(STAMP): pyproject.toml
@@ -76,3 +77,8 @@ clean:
 BENCH_ARGS ?=
 bench: install model
 	$(PY) -m inference.bench $(BENCH_ARGS)
+
+# Fine-tune and distill the default model on the demo dataset (about 30
+# minutes on 2 cores); TRAIN_BENCH_ARGS as for python -m models_admin.training.bench.
+train-bench: install model
+	$(PY) -m models_admin.training.bench $(TRAIN_BENCH_ARGS)

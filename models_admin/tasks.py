@@ -10,9 +10,11 @@ from typing import Any
 
 from celery import shared_task
 from celery.signals import worker_ready
+from django.conf import settings
 
 from models_admin.models import Dataset, ModelVersion, TrainingJob
 from models_admin.services.training import (
+    JobBusy,
     model_version_evaluate,
     training_job_claim,
     training_job_finish,
@@ -24,9 +26,15 @@ from models_admin.services.training import (
 logger = logging.getLogger(__name__)
 
 
-@shared_task(acks_late=True, reject_on_worker_lost=True)
-def training_job_run_task(job_id: int) -> str:
-    job = training_job_claim(job_id=job_id)
+@shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=None)
+def training_job_run_task(self: Any, job_id: int) -> str:
+    try:
+        job = training_job_claim(job_id=job_id)
+    except JobBusy:
+        # Another worker runs it, or ran it and died moments ago (a killed
+        # pool process gets its task back at once): look again once the
+        # lease has run out, so a dead worker's job is resumed.
+        raise self.retry(countdown=settings.TRAINING_LEASE_S) from None
     if job is None:
         return "skipped"
     try:

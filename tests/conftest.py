@@ -96,6 +96,15 @@ def redis_conn(redis_url: str):
     return redis_client()
 
 
+@pytest.fixture(autouse=True)
+def _empty_request_queue(redis_url: str) -> None:
+    """Start every test with no queued generation: requests that earlier
+    tests left unanswered would otherwise reach this test's workers first."""
+    from inference.connection import redis_client, requests_stream_key
+
+    redis_client().delete(requests_stream_key())
+
+
 @pytest.fixture(scope="session")
 def default_model_dir() -> Path | None:
     """The converted default model, when set-up has fetched it."""

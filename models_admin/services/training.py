@@ -123,9 +123,11 @@ def training_job_create(
     student_version: ModelVersion | None = None,
     params: dict[str, Any] | None = None,
     user: AbstractBaseUser | None = None,
+    enqueue: bool = True,
 ) -> TrainingJob:
-    """Queue a fine-tune or distill job on the training queue. The base
-    (the model trained, or the teacher) defaults to production."""
+    """Queue a fine-tune or distill job on the training queue (or leave it
+    for the caller to run, ``enqueue=False``). The base (the model trained,
+    or the teacher) defaults to production."""
     clean = training_params_validate(kind=kind, params=params)
     base_version = base_version or model_version_get_production()
     if base_version is None:
@@ -153,7 +155,8 @@ def training_job_create(
         if dataset.name not in base_version.metrics.get("eval_by_dataset", {}):
             # The base measured on the same data is what the job is judged by.
             transaction.on_commit(lambda: _evaluate_later(base_version.pk, dataset.pk))
-        transaction.on_commit(lambda: _enqueue(job.pk))
+        if enqueue:
+            transaction.on_commit(lambda: _enqueue(job.pk))
     return job
 
 
@@ -181,10 +184,14 @@ def training_job_cancel(*, job: TrainingJob) -> TrainingJob:
     return job
 
 
+class JobBusy(Exception):
+    """Another worker holds the job and its heartbeat is fresh."""
+
+
 def training_job_claim(*, job_id: int) -> TrainingJob | None:
     """Take the job for this worker, or return None when there is nothing
-    to do: it finished, was cancelled, or another live worker runs it (its
-    heartbeat is fresher than the lease)."""
+    left to do (it finished or was cancelled). Raise JobBusy when another
+    live worker runs it (its heartbeat is fresher than the lease)."""
     lease = timedelta(seconds=settings.TRAINING_LEASE_S)
     with transaction.atomic():
         job = TrainingJob.objects.select_for_update().filter(pk=job_id).first()
@@ -201,7 +208,7 @@ def training_job_claim(*, job_id: int) -> TrainingJob | None:
             and job.heartbeat_at is not None
             and now - job.heartbeat_at < lease
         ):
-            return None
+            raise JobBusy(f"job {job_id} is running elsewhere")
         job.state = TrainingJob.State.RUNNING
         job.attempts += 1
         job.heartbeat_at = now

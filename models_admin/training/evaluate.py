@@ -5,6 +5,7 @@ prompt set."""
 from __future__ import annotations
 
 import math
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -21,19 +22,23 @@ def folder_size(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
-def decode_speed(loaded: Any, *, tokens: int = 64, warmup: int = 8) -> float:
+def decode_speed(loaded: Any, *, tokens: int = 64, warmup: int = 8, runs: int = 3) -> float:
     """Tokens per second of one stream after the first few tokens, greedy,
-    with the end-of-sequence token ignored so every model decodes as many."""
+    with the end-of-sequence token ignored so every model decodes as many;
+    the median of a few runs, as a shared machine is noisy."""
     engine = Engine(loaded, slots=1, max_context=1024, speculative_tokens=0)
     params = SamplingParams(temperature=0.0, max_new_tokens=tokens + warmup, ignore_eos=True)
-    engine.submit("speed", messages=SPEED_PROMPT, params=params)
-    gaps: list[float] = []
-    while engine.has_work():
-        for event in engine.step():
-            if event.finished and event.token_gaps:
-                gaps = list(event.token_gaps)
-    measured = gaps[warmup:]
-    return len(measured) / sum(measured) if measured and sum(measured) > 0 else 0.0
+    rates = []
+    for run in range(runs):
+        engine.submit(f"speed-{run}", messages=SPEED_PROMPT, params=params)
+        gaps: list[float] = []
+        while engine.has_work():
+            for event in engine.step():
+                if event.finished and event.token_gaps:
+                    gaps = list(event.token_gaps)
+        measured = gaps[warmup:]
+        rates.append(len(measured) / sum(measured) if measured and sum(measured) > 0 else 0.0)
+    return statistics.median(rates)
 
 
 def evaluate(

@@ -99,7 +99,7 @@ def _resumable(folder: Path) -> tuple[int, Path] | None:
 
 
 def _load(path: Path) -> Any:
-    model = AutoModelForCausalLM.from_pretrained(path, torch_dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     model.config.use_cache = False
     return model
 

@@ -148,13 +148,12 @@ def test_a_new_user_chats_reloads_mid_stream_stops_and_switches_versions(
 
     # Phone width: the sidebar folds away behind its button.
     page.set_viewport_size({"width": 380, "height": 760})
-    assert (
-        not page.locator("#sidebar").is_visible()
-        or page.locator("#sidebar").bounding_box()["x"] < 0
-    )
+    sidebar_right = "() => document.getElementById('sidebar').getBoundingClientRect().right"
+    page.wait_for_function(f"() => ({sidebar_right})() <= 0")
     page.click("#sidebar-toggle")
-    page.wait_for_timeout(300)
-    assert page.locator("#sidebar").bounding_box()["x"] >= 0
+    page.wait_for_function(
+        "() => document.getElementById('sidebar').getBoundingClientRect().left >= 0"
+    )
     page.screenshot(path=str(artifacts_dir / "chat-phone.png"))
 
 

@@ -231,3 +231,25 @@ def test_job_parameters_are_validated_by_name(base_version, demo):
     job = training_job_create(kind="finetune", dataset=demo, params={"epochs": 2, "batch_size": 4})
     assert job.params["steps"] == round(2 * demo.stats["train"] / 4)
     training_job_cancel(job=job)
+
+
+def test_a_job_held_by_a_live_worker_is_taken_over_only_after_its_lease(
+    base_version, demo, settings
+):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from models_admin.services.training import JobBusy, training_job_claim
+
+    settings.TRAINING_LEASE_S = 60
+    job = training_job_create(kind="finetune", dataset=demo, params={"steps": 5}, enqueue=False)
+    assert training_job_claim(job_id=job.pk).attempts == 1
+    with pytest.raises(JobBusy):
+        training_job_claim(job_id=job.pk)
+    TrainingJob.objects.filter(pk=job.pk).update(
+        heartbeat_at=timezone.now() - timedelta(seconds=61)
+    )
+    assert training_job_claim(job_id=job.pk).attempts == 2
+    training_job_cancel(job=job)
+    assert training_job_claim(job_id=job.pk) is None

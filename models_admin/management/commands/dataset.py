@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from models_admin.dataset_format import DatasetFormatError
 from models_admin.models import Dataset
+from models_admin.selectors import dataset_preview
 from models_admin.services.datasets import (
     DEMO_NAME,
     dataset_demo_create,
@@ -45,6 +46,9 @@ class Command(BaseCommand):
         exported.add_argument("--source", choices=["chat", "widget", "api"], default="")
         exported.add_argument("--eval-fraction", type=float, default=0.1)
         sub.add_parser("list", help="list datasets with their statistics")
+        show = sub.add_parser("show", help="statistics and the first examples of a dataset")
+        show.add_argument("name")
+        show.add_argument("--examples", type=int, default=3)
 
     def handle(self, *args: Any, **options: Any) -> None:
         action = options["action"]
@@ -66,6 +70,14 @@ class Command(BaseCommand):
                     source=options["source"],
                     eval_fraction=options["eval_fraction"],
                 )
+            elif action == "show":
+                shown = Dataset.objects.filter(name=options["name"]).first()
+                if shown is None:
+                    raise CommandError(f"No dataset named {options['name']!r}.")
+                self.stdout.write(f"{shown.name} ({shown.source}): {json.dumps(shown.stats)}")
+                for example in dataset_preview(dataset=shown, limit=options["examples"]):
+                    self.stdout.write(json.dumps(example, ensure_ascii=False, indent=2))
+                return
             else:
                 for row in Dataset.objects.all():
                     self.stdout.write(f"{row.name}\t{row.source}\t{json.dumps(row.stats)}")

@@ -66,6 +66,7 @@ class Command(BaseCommand):
                 base_version=_version(options["base"]),
                 student_version=_version(options["student"]),
                 params=params,
+                enqueue=not options["inline"],
             )
         except ValidationError as exc:
             raise CommandError(

@@ -1,0 +1,204 @@
+"""Measure fine-tuning and distillation on the demo dataset.
+
+``python -m models_admin.training.bench`` (``make train-bench``) runs, in
+one process on the default model: the base model's eval loss; a fine-tune
+(wall time, eval loss, reduction from the base); then, with the
+fine-tuned model as the teacher, the layer-dropped student before training,
+a distillation (wall time, eval loss, share of the teacher-student gap
+recovered, decode speed against the teacher) and the same student trained
+with cross-entropy only for as many steps. It prints a
+table and writes JSON under ``var/bench/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from models_admin.dataset_format import split_indices
+from models_admin.demo_data import demo_conversations
+from models_admin.training.evaluate import evaluate
+from models_admin.training.loop import Hooks, TrainConfig, Trainer, checkpoints
+from models_admin.training.student import student_from_teacher
+
+
+def _eval(path: Path, conversations: list) -> dict[str, Any]:
+    metrics, _ = evaluate(path, eval_conversations=conversations, prompts=[])
+    return metrics
+
+
+def _train(config: TrainConfig) -> tuple[float, Path, list[dict[str, Any]]]:
+    reports: list[dict[str, Any]] = []
+
+    def show(report: dict[str, Any]) -> None:
+        reports.append(report)
+        print(
+            f"  step {report['step']}/{report['total_steps']} loss {report['loss']:.4f}"
+            + (f" eval {report['eval_loss']:.4f}" if "eval_loss" in report else ""),
+            flush=True,
+        )
+
+    started = time.monotonic()
+    Trainer(config, Hooks(progress=show, log=lambda line: print("  " + line, flush=True))).run()
+    elapsed = time.monotonic() - started
+    return elapsed, checkpoints(config.output_dir)[-1][1], reports
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, default=None, help="model folder (default model)")
+    parser.add_argument("--finetune-steps", type=int, default=40)
+    parser.add_argument("--finetune-lr", type=float, default=2e-4)
+    parser.add_argument("--distill-steps", type=int, default=60)
+    parser.add_argument("--distill-lr", type=float, default=3e-4)
+    parser.add_argument("--layers", type=int, default=10)
+    parser.add_argument("--temperature", type=float, default=2.0, help="distillation T")
+    parser.add_argument("--alpha", type=float, default=0.5, help="weight of the KL term")
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--skip", default="", help="comma list of: finetune, distill, ce")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model_dir = args.model
+    if model_dir is None:
+        import django
+
+        os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings")
+        django.setup()
+        from django.conf import settings
+
+        model_dir = Path(settings.DEFAULT_MODEL_DIR)
+    skip = {s for s in args.skip.split(",") if s}
+    conversations = demo_conversations()
+    train_idx, eval_idx = split_indices(len(conversations), eval_fraction=0.1, seed=0)
+    train = [conversations[i] for i in train_idx]
+    evaluation = [conversations[i] for i in eval_idx]
+    work = Path(tempfile.mkdtemp(prefix="train-bench-"))
+    results: dict[str, Any] = {
+        "model": str(model_dir),
+        "threads": torch.get_num_threads(),
+        "train_examples": len(train),
+        "eval_examples": len(evaluation),
+    }
+    try:
+        print(f"Base model {model_dir}", flush=True)
+        base = _eval(model_dir, evaluation)
+        results["base"] = base
+        print(
+            f"  eval loss {base['eval_loss']:.4f}, {base['tokens_per_s']:.1f} tokens/s", flush=True
+        )
+        common = {
+            "train": train,
+            "eval": evaluation,
+            "batch_size": args.batch_size,
+            "max_length": 256,
+        }
+
+        if "finetune" not in skip:
+            print(f"Fine-tune, {args.finetune_steps} steps", flush=True)
+            seconds, folder, _ = _train(
+                TrainConfig(
+                    kind="finetune",
+                    base_dir=model_dir,
+                    output_dir=work / "finetune",
+                    steps=args.finetune_steps,
+                    learning_rate=args.finetune_lr,
+                    checkpoint_every=args.finetune_steps,
+                    eval_every=args.finetune_steps,
+                    **common,
+                )
+            )
+            tuned = _eval(folder, evaluation)
+            results["finetune"] = {
+                "seconds": round(seconds, 1),
+                "steps": args.finetune_steps,
+                "eval_loss": tuned["eval_loss"],
+                "reduction": round(1 - tuned["eval_loss"] / base["eval_loss"], 4),
+            }
+
+        # The teacher is what a shop would distill: the fine-tuned model when
+        # there is one (the base knows nothing of the shop), else the base.
+        teacher_dir, teacher_metrics = model_dir, base
+        if "finetune" in results:
+            teacher_dir, teacher_metrics = folder, tuned
+        results["teacher"] = str(teacher_dir)
+        if "distill" not in skip or "ce" not in skip:
+            tokenizer = AutoTokenizer.from_pretrained(teacher_dir)
+            teacher = AutoModelForCausalLM.from_pretrained(teacher_dir, dtype=torch.float32)
+            student = student_from_teacher(teacher, layers=args.layers)
+            untrained_dir = work / "student-untrained"
+            student.save_pretrained(untrained_dir)
+            tokenizer.save_pretrained(untrained_dir)
+            del teacher, student
+            untrained = _eval(untrained_dir, evaluation)
+            results["student_untrained"] = untrained
+            print(
+                f"Student of {args.layers} layers before training: eval loss "
+                f"{untrained['eval_loss']:.4f}",
+                flush=True,
+            )
+            gap = untrained["eval_loss"] - teacher_metrics["eval_loss"]
+            for name, alpha in (("distill", args.alpha), ("ce", 0.0)):
+                if name in skip:
+                    continue
+                print(
+                    f"{'Distill' if alpha else 'Cross-entropy only'}, {args.distill_steps} steps",
+                    flush=True,
+                )
+                seconds, folder, _ = _train(
+                    TrainConfig(
+                        kind="distill",
+                        base_dir=teacher_dir,
+                        output_dir=work / name,
+                        steps=args.distill_steps,
+                        learning_rate=args.distill_lr,
+                        student_layers=args.layers,
+                        alpha=alpha,
+                        temperature=args.temperature,
+                        checkpoint_every=args.distill_steps,
+                        eval_every=args.distill_steps,
+                        **common,
+                    )
+                )
+                measured = _eval(folder, evaluation)
+                results[name] = {
+                    "seconds": round(seconds, 1),
+                    "steps": args.distill_steps,
+                    "eval_loss": measured["eval_loss"],
+                    "gap_recovered": round(
+                        (untrained["eval_loss"] - measured["eval_loss"]) / gap, 4
+                    )
+                    if gap > 0
+                    else None,
+                    "tokens_per_s": measured["tokens_per_s"],
+                    "speedup": round(
+                        measured["tokens_per_s"] / teacher_metrics["tokens_per_s"], 3
+                    ),
+                    "parameters": measured["parameters"],
+                }
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    print("\nResult")
+    for key, value in results.items():
+        print(f"  {key}: {json.dumps(value) if isinstance(value, dict) else value}")
+    out = Path("var/bench")
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"training-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.write_text(json.dumps(results, indent=2))
+    print(f"\nWritten to {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
