@@ -239,7 +239,7 @@ WEB_PORT = env_int("WEB_PORT", 8000, minimum=1)
 AUTHENTICATION_BACKENDS = [
     # First, so a locked-out login is refused before the password is checked.
     "axes.backends.AxesStandaloneBackend",
-    "django.contrib.auth.backends.ModelBackend",
+    "chat.backends.CaseInsensitiveModelBackend",
 ]
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "chat"

@@ -20,7 +20,7 @@ from chat.services.accounts import user_create, user_login_failures_clear
 
 # Two backends are configured (django-axes first), so login() must be told
 # which one vouched for the user; the session keeps it.
-_LOGIN_BACKEND = "django.contrib.auth.backends.ModelBackend"
+_LOGIN_BACKEND = "chat.backends.CaseInsensitiveModelBackend"
 
 
 def _next_url_safe(request: HttpRequest) -> str:

@@ -159,6 +159,18 @@ def test_login_with_the_right_password_logs_in_and_redirects_to_chat(client):
     assert _logged_in_as(client) == user.username
 
 
+def test_login_ignores_the_case_of_the_username_and_stays_logged_in(client):
+    """Usernames are unique regardless of case, so "ALICE" logs in Alice."""
+    UserFactory(username="Alice")
+
+    response = _login(client, "aLiCe")
+
+    assert response.status_code == 302
+    assert _logged_in_as(client) == "Alice"
+    # The session's backend resolves the user on the next request.
+    assert client.get(reverse("chat")).status_code == 200
+
+
 def test_login_with_a_wrong_password_shows_an_error(client):
     """A wrong password re-renders the form with a non-field error."""
     user = UserFactory()

@@ -19,7 +19,7 @@ def _answer_text(page) -> str:
     return page.locator(f"{ANSWER} .msg-body").last.inner_text()
 
 
-def _wait_text_longer_than(page, length: int, timeout: int = 60_000) -> None:
+def _wait_text_longer_than(page, length: int, timeout: int = 180_000) -> None:
     page.wait_for_function(
         """(length) => {
             const bodies = document.querySelectorAll('[data-testid=assistant-message] .msg-body');
@@ -31,7 +31,7 @@ def _wait_text_longer_than(page, length: int, timeout: int = 60_000) -> None:
     )
 
 
-def _wait_last_finished(page, timeout: int = 60_000) -> str:
+def _wait_last_finished(page, timeout: int = 180_000) -> str:
     """Wait until the last answer on the page is no longer being written;
     return its status."""
     page.wait_for_function(
@@ -72,7 +72,7 @@ def test_a_new_user_chats_reloads_mid_stream_stops_and_switches_versions(
     page.keyboard.press("Enter")
     page.wait_for_selector(ANSWER)
     page.wait_for_url(re.compile(r".*/c/\d+/$"))
-    page.wait_for_selector(FINISHED, timeout=60_000)
+    page.wait_for_selector(FINISHED, timeout=180_000)
     assert any(f["type"] == "generation.text" for f in socket_frames)
     first_answer = _answer_text(page)
     assert first_answer.strip()
@@ -169,7 +169,7 @@ def test_model_output_is_rendered_inert(stack, page):
         "<img src=x onerror=window.pwned=1> ![a](http://127.0.0.2:9/?q=secret)"
     )
     page.keyboard.press("Enter")
-    page.wait_for_selector(FINISHED, timeout=60_000)
+    page.wait_for_selector(FINISHED, timeout=180_000)
     assert page.evaluate("() => window.pwned") is None
     assert page.locator("#messages img").count() == 0
     assert "<img" in page.locator('[data-testid="user-message"] .msg-body').inner_text()
