@@ -40,12 +40,16 @@ class Conversation(models.Model):
     current_leaf = models.ForeignKey(
         "Message", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
+    # Marked for staff review, by a reviewer or a content filter rule.
+    flagged_at = models.DateTimeField(null=True, blank=True)
+    flag_reason = models.CharField(max_length=500, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         ordering = ["-updated_at", "-id"]
         indexes = [models.Index(fields=["user", "-updated_at"], name="conversation_user_recent")]
+        permissions = [("review_conversation", "Can read and curate users' conversations")]
 
     def __str__(self) -> str:
         return self.title or f"Conversation {self.pk}"

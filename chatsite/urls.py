@@ -3,6 +3,7 @@ from django.urls import include, path
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("dashboard/", include("models_admin.urls")),
     path("", include("inference.urls")),
     path("", include("chat.urls")),
 ]

@@ -59,6 +59,11 @@ def cancel_key(generation_id: str) -> str:
     return key("inference", "cancel", generation_id)
 
 
+def serving_epoch_key() -> str:
+    """A counter bumped whenever the versions in service change."""
+    return key("inference", "serving", "epoch")
+
+
 def worker_keys():
     from inference.worker import Keys
 
@@ -68,6 +73,7 @@ def worker_keys():
         generation=generation_key,
         cancel=cancel_key,
         metrics=worker_metrics_key,
+        serving_epoch=serving_epoch_key(),
         group=REQUESTS_GROUP,
         generation_ttl_s=GENERATION_TTL_S,
         generation_idle_ttl_s=GENERATION_IDLE_TTL_S,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,6 +116,9 @@ class LoadedModel:
         return ids
 
 
+_LOAD_LOCK = threading.Lock()
+
+
 def model_load(path: Path, *, device: str = "auto", dtype: str = "auto") -> LoadedModel:
     """Load weights and tokenizer from path, in eval mode, on the device."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -125,14 +129,18 @@ def model_load(path: Path, *, device: str = "auto", dtype: str = "auto") -> Load
     config = json.loads((path / "config.json").read_text())
     shape = (int(config.get("hidden_size", 576)), int(config.get("intermediate_size", 1536)))
     torch_dtype = dtype_resolve(dtype, target, shape)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(str(path))
-        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch_dtype)
-    except Exception as exc:
-        raise ModelLoadError(f"cannot load model folder {path}: {exc}") from exc
-    if not getattr(tokenizer, "chat_template", None):
-        raise ModelLoadError(f"model folder {path}: the tokenizer has no chat template")
-    model.to(target)  # type: ignore[arg-type]
+    # transformers builds models under process-wide patches (empty
+    # weights on the meta device): two loads in threads of one process
+    # would see each other's, so loads take turns.
+    with _LOAD_LOCK:
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(path))
+            model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch_dtype)
+        except Exception as exc:
+            raise ModelLoadError(f"cannot load model folder {path}: {exc}") from exc
+        if not getattr(tokenizer, "chat_template", None):
+            raise ModelLoadError(f"model folder {path}: the tokenizer has no chat template")
+        model.to(target)  # type: ignore[arg-type]
     model.eval()
     logger.info("Loaded %s on %s as %s", path, target, torch_dtype)
     return LoadedModel(

@@ -13,9 +13,13 @@ state with a TTL.
   request that cannot be continued ends with an error event.
 - SIGTERM: stop claiming, finish what runs within ``drain_timeout``, and
   leave the rest pending for another worker to continue.
-- Promotion: the worker loads the new production version beside the old
-  one; new requests go to the new engine, running ones finish on the old
-  one, which is freed once it is idle.
+- Promotion: the worker loads the new production version (and any canary
+  version) beside the old one in a background thread, so streams keep
+  flowing while it loads; new requests go to the new engine, running ones
+  finish on the old one, which is freed once it is idle. A request for a
+  version that is not loaded yet waits for it, still claimed by this
+  worker. A promotion bumps a Redis counter that workers check several
+  times a second; they also poll the database.
 - A model folder that cannot be loaded leaves the worker up and
   reporting ``error``.
 """
@@ -31,6 +35,8 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_done
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,6 +70,7 @@ class Keys:
     generation: Callable[[str], str]
     cancel: Callable[[str], str]
     metrics: Callable[[str], str] | None = None
+    serving_epoch: str | None = None
     group: str = "workers"
     generation_ttl_s: int = 3600
     generation_idle_ttl_s: int = 24 * 3600
@@ -96,6 +103,7 @@ class InferenceWorker:
         keys: Keys,
         production_version: Callable[[], VersionSpec | None],
         version_lookup: Callable[[int], VersionSpec | None] | None = None,
+        extra_versions: Callable[[], list[VersionSpec]] | None = None,
         output_filter_factory: Callable[[dict[str, Any]], OutputFilter | None] | None = None,
         on_finished: Callable[[str, dict[str, Any], str], None] | None = None,
         device: str = "auto",
@@ -120,6 +128,7 @@ class InferenceWorker:
         )
         self._production_version = production_version
         self._version_lookup = version_lookup
+        self._extra_versions = extra_versions
         self._output_filter_factory = output_filter_factory
         self._on_finished = on_finished
         self.device, self.dtype = device, dtype
@@ -142,6 +151,16 @@ class InferenceWorker:
         self.versions: dict[int, VersionSpec] = {}
         self.inflight: dict[str, _Inflight] = {}
         self._failed_version: VersionSpec | None = None
+        self._wanted: VersionSpec | None = None
+        self._wanted_extra: set[int] = set()
+        # Loads run one at a time beside the serving loop.
+        self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-load")
+        self._loads: dict[int, tuple[VersionSpec, Future[Engine]]] = {}
+        self._load_errors: dict[int, str] = {}
+        # Requests claimed for a version still loading: (entry id, fields).
+        self._parked: dict[int, list[tuple[str, dict[str, str]]]] = {}
+        self._epoch: str | None = None
+        self._last_epoch_check = 0.0
         self.stop_event = threading.Event()
         self.started_at = time.time()
         self.metrics = WorkerMetrics(self.worker_id)
@@ -167,11 +186,13 @@ class InferenceWorker:
             "model_version_id": self.version.id if self.version else None,
             "model_version": self.version.name if self.version else None,
             "loaded_versions": sorted(v.name for v in self.versions.values()),
+            "loading_versions": sorted(spec.name for spec, _f in self._loads.values()),
             "device": str(loaded.device) if loaded else None,
             "dtype": str(loaded.dtype).removeprefix("torch.") if loaded else None,
             "capacity": self.engine_options["slots"],
             "running": sum(e.running for e in self.engines.values()),
-            "queued": sum(e.queued for e in self.engines.values()),
+            "queued": sum(e.queued for e in self.engines.values())
+            + sum(len(p) for p in self._parked.values()),
             "started_at": self.started_at,
             "at": time.time(),
         }
@@ -207,76 +228,127 @@ class InferenceWorker:
 
     # --- models --------------------------------------------------------
 
-    def _engine_load(self, spec: VersionSpec) -> Engine:
+    def _engine_build(self, spec: VersionSpec) -> Engine:
         loaded = model_load(spec.path, device=self.device, dtype=self.dtype)
-        engine = Engine(loaded, **self.engine_options)
-        self.engines[spec.id] = engine
-        self.versions[spec.id] = spec
-        return engine
+        return Engine(loaded, **self.engine_options)
+
+    def _load_start(self, spec: VersionSpec) -> None:
+        """Load a version in the background unless loaded, loading or
+        known to fail."""
+        if spec.id in self.engines or spec.id in self._loads or spec.id in self._load_errors:
+            return
+        logger.info("Loading model version %s from %s", spec.name, spec.path)
+        self._loads[spec.id] = (spec, self._loader.submit(self._engine_build, spec))
+        self.heartbeat()
+
+    def loads_collect(self, wait: bool = False) -> None:
+        """Take in finished loads: serve a loaded production version,
+        start the requests that waited for a version, fail them if it
+        cannot be loaded."""
+        for version_id, (spec, future) in list(self._loads.items()):
+            if wait:
+                wait_done([future])
+            if not future.done():
+                continue
+            del self._loads[version_id]
+            try:
+                engine = future.result()
+            except Exception as exc:
+                message = str(exc) if isinstance(exc, ModelLoadError) else repr(exc)
+                logger.error("Model version %s cannot be loaded: %s", spec.name, message)
+                self._load_errors[version_id] = message
+                self._load_failed(spec, message)
+                continue
+            self.engines[version_id] = engine
+            self.versions[version_id] = spec
+            logger.info("Loaded model version %s", spec.name)
+            if self._wanted is not None and self._wanted.id == version_id:
+                self._serve(spec)
+            for entry_id, fields in self._parked.pop(version_id, []):
+                self._start(entry_id, fields)
+        if not self._loads and self.state == WorkerState.LOADING and self.version:
+            self._set_state(WorkerState.READY, "")
+
+    def _load_failed(self, spec: VersionSpec, message: str) -> None:
+        if self._wanted is not None and self._wanted.id == spec.id:
+            self._failed_version = spec
+            if self.version is None or self.version.id not in self.engines:
+                self.version = spec
+                self._set_state(WorkerState.ERROR, message)
+            else:
+                # Keep serving the old version rather than nothing.
+                self._set_state(WorkerState.READY, f"cannot load {spec.name}: {message}")
+        for entry_id, fields in self._parked.pop(spec.id, []):
+            self._start(entry_id, fields)  # ends with an error event
+
+    def _serve(self, spec: VersionSpec) -> None:
+        previous = self.version
+        self.version, self._failed_version = spec, None
+        self._set_state(WorkerState.READY, "")
+        logger.info(
+            "Serving model version %s from %s%s",
+            spec.name,
+            spec.path,
+            f" (was {previous.name})" if previous and previous != spec else "",
+        )
 
     def model_sync(self) -> None:
-        """Serve the production version; load it beside the old one."""
+        """Serve the production version, loading it (and the canary)
+        beside what runs."""
         try:
             wanted = self._production_version()
+            extra = self._extra_versions() if self._extra_versions else []
         except Exception:
-            logger.exception("Could not read the production model version")
+            logger.exception("Could not read the model versions in service")
             return
+        self._wanted = wanted
+        self._wanted_extra = {spec.id for spec in extra}
+        for spec in extra:
+            self._load_start(spec)
         if wanted is None:
             if not self.engines:
                 self._set_state(WorkerState.NO_MODEL, "no model version is in production")
             return
         if self.version == wanted and wanted.id in self.engines:
             return
-        if wanted == self._failed_version:
+        if wanted == self._failed_version or wanted.id in self._load_errors:
+            if self._failed_version != wanted:
+                self._load_failed(wanted, self._load_errors[wanted.id])
             return  # already reported; wait for a promotion to change it
-        if wanted.id not in self.engines:
+        if wanted.id in self.engines:
+            self._serve(wanted)
+            return
+        if self.version is None or self.version.id not in self.engines:
             self._set_state(WorkerState.LOADING, "")
-            try:
-                self._engine_load(wanted)
-            except ModelLoadError as exc:
-                logger.error("Model version %s cannot be loaded: %s", wanted.name, exc)
-                self._failed_version = wanted
-                if self.version is None or self.version.id not in self.engines:
-                    self.version = wanted
-                    self._set_state(WorkerState.ERROR, str(exc))
-                else:
-                    # Keep serving the old version rather than nothing.
-                    self._set_state(WorkerState.READY, f"cannot load {wanted.name}: {exc}")
-                return
-        previous = self.version
-        self.version, self._failed_version = wanted, None
-        self._set_state(WorkerState.READY, "")
-        logger.info(
-            "Serving model version %s from %s%s",
-            wanted.name,
-            wanted.path,
-            f" (was {previous.name})" if previous and previous != wanted else "",
-        )
+        self._load_start(wanted)
 
     def _engines_release_idle(self) -> None:
-        """Free engines of versions no longer in production once idle."""
+        """Free engines of versions no longer in service once idle."""
+        keep = set(self._wanted_extra) | set(self._parked)
+        if self.version:
+            keep.add(self.version.id)
         for version_id in list(self.engines):
-            if self.version and version_id == self.version.id:
+            if version_id in keep:
                 continue
             if not self.engines[version_id].has_work():
                 logger.info("Releasing model version %s", self.versions[version_id].name)
                 del self.engines[version_id]
                 del self.versions[version_id]
 
-    def _engine_for(self, version_id: int | None) -> tuple[VersionSpec, Engine]:
+    def _version_for(self, version_id: int | None) -> VersionSpec:
+        """The version a request asks for (None: production)."""
         if version_id is None or (self.version and version_id == self.version.id):
             if self.version is None or self.version.id not in self.engines:
                 raise RequestError("no model version is loaded")
-            return self.version, self.engines[self.version.id]
-        if version_id in self.engines:
-            return self.versions[version_id], self.engines[version_id]
+            return self.version
+        if version_id in self.versions:
+            return self.versions[version_id]
+        if version_id in self._loads:
+            return self._loads[version_id][0]
         spec = self._version_lookup(version_id) if self._version_lookup else None
         if spec is None:
             raise RequestError(f"unknown model version {version_id}")
-        try:
-            return spec, self._engine_load(spec)
-        except ModelLoadError as exc:
-            raise RequestError(f"model version {spec.name} cannot be loaded: {exc}") from None
+        return spec
 
     # --- requests ------------------------------------------------------
 
@@ -292,7 +364,10 @@ class InferenceWorker:
         if self.version is None or self.version.id not in self.engines:
             return 0
         engine = self.engines[self.version.id]
-        return max(engine.slots + max(engine.slots // 4, 1) - engine.running - engine.queued, 0)
+        parked = sum(len(p) for p in self._parked.values())
+        return max(
+            engine.slots + max(engine.slots // 4, 1) - engine.running - engine.queued - parked, 0
+        )
 
     def claim(self, block_ms: int | None) -> int:
         capacity = self._capacity()
@@ -339,6 +414,7 @@ class InferenceWorker:
     def renew(self) -> None:
         """Reset the idle time of the requests this worker runs."""
         entry_ids = [item.entry_id for item in self.inflight.values()]
+        entry_ids += [entry_id for parked in self._parked.values() for entry_id, _f in parked]
         if entry_ids:
             self.redis.xclaim(
                 self.keys.requests, self.keys.group, self.worker_id, 0, entry_ids, justid=True
@@ -352,6 +428,23 @@ class InferenceWorker:
             logger.error("Dropping malformed request %s", entry_id)
             self._retire(entry_id)
             return
+        version: VersionSpec | None = None
+        refusal: RequestError | None = None
+        try:
+            version = self._version_for(payload.get("model_version_id"))
+        except RequestError as exc:
+            refusal = exc
+        if version is not None:
+            load_error = self._load_errors.get(version.id)
+            if load_error is not None:
+                refusal = RequestError(
+                    f"model version {version.name} cannot be loaded: {load_error}"
+                )
+            elif version.id not in self.engines:
+                # Wait for the version, still claimed by this worker.
+                self._parked.setdefault(version.id, []).append((entry_id, fields))
+                self._load_start(version)
+                return
         gen_key = self.keys.generation(generation_id)
         # Continue after what an earlier worker already streamed, if any.
         previous = self.redis.xrange(gen_key, "-", "+")
@@ -361,10 +454,12 @@ class InferenceWorker:
             return
         streamed = "".join(e.text for e in events)
         next_seq = (events[-1].seq + 1) if events else 1
-        version = None
         try:
+            if refusal is not None:
+                raise refusal
+            assert version is not None
             params = SamplingParams.from_dict(payload.get("params"))
-            version, engine = self._engine_for(payload.get("model_version_id"))
+            engine = self.engines[version.id]
             prompt = engine.prompt_ids(payload.get("messages"))
             if streamed:
                 prompt += engine.tokenizer.encode(streamed, add_special_tokens=False)
@@ -378,16 +473,16 @@ class InferenceWorker:
             item = _Inflight(generation_id, entry_id, version, next_seq, text=[streamed])
             self.inflight[generation_id] = item
             engine.submit(generation_id, prompt=prompt, params=params, output_filter=output_filter)
-        except Exception as exc:
+        except Exception as failure:
             # Whatever the request holds (bad parameters, an unknown version,
             # a conversation the chat template rejects), it ends here with
             # an error event rather than coming back forever.
-            if not isinstance(exc, RequestError | SamplingError | TypeError):
+            if not isinstance(failure, RequestError | SamplingError | TypeError):
                 logger.exception("Request %s failed to start", generation_id)
             self.inflight.pop(generation_id, None)
             item = _Inflight(generation_id, entry_id, version or _NO_VERSION, next_seq)
-            self._publish(item, "error", error=str(exc), finish_reason="error")
-            self._complete(item, {"finish_reason": "error", "error": str(exc)})
+            self._publish(item, "error", error=str(failure), finish_reason="error")
+            self._complete(item, {"finish_reason": "error", "error": str(failure)})
             return
         self._publish(item, "start", model_version=version.name, worker=self.worker_id)
 
@@ -496,8 +591,24 @@ class InferenceWorker:
 
     # --- lifecycle -----------------------------------------------------
 
+    def _epoch_check(self, now: float) -> None:
+        """A promotion bumps the serving epoch: sync now, and try again
+        versions that failed to load."""
+        if self.keys.serving_epoch is None or now - self._last_epoch_check < 0.25:
+            return
+        self._last_epoch_check = now
+        epoch = self.redis.get(self.keys.serving_epoch)
+        if epoch != self._epoch:
+            if self._epoch is not None or epoch is not None:
+                self._load_errors.clear()
+                self._failed_version = None
+            self._epoch = epoch
+            self._last_sync = 0.0
+
     def _housekeeping(self) -> None:
         now = time.monotonic()
+        self._epoch_check(now)
+        self.loads_collect()
         if now - self._last_sync >= self.poll_interval:
             self._last_sync = now
             self.model_sync()
@@ -539,6 +650,8 @@ class InferenceWorker:
             self.state = WorkerState.STOPPING
             self.stop_event.set()
             beat.join(timeout=self.heartbeat_interval + 1)
+            # A load in progress finishes; none is left running behind.
+            self._loader.shutdown(wait=True, cancel_futures=True)
             self.heartbeat_clear()
             logger.info("Inference worker %s stopped", self.worker_id)
 

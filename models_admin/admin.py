@@ -1,6 +1,13 @@
 from django.contrib import admin
 
-from models_admin.models import Dataset, ModelVersion, Promotion, TrainingJob
+from models_admin.models import (
+    Canary,
+    Dataset,
+    ModelVersion,
+    Promotion,
+    ReviewEvent,
+    TrainingJob,
+)
 
 
 @admin.register(ModelVersion)
@@ -48,3 +55,28 @@ class TrainingJobAdmin(admin.ModelAdmin):
         "finished_at",
         "created_at",
     ]
+
+
+class _AuditAdmin(admin.ModelAdmin):
+    """Audit rows are written by services only and never edited."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Canary)
+class CanaryAdmin(_AuditAdmin):
+    list_display = ["version", "percent", "started_by", "started_at", "ended_at", "outcome"]
+    list_filter = ["outcome"]
+
+
+@admin.register(ReviewEvent)
+class ReviewEventAdmin(_AuditAdmin):
+    list_display = ["created_at", "staff", "action", "conversation", "detail"]
+    list_filter = ["action"]

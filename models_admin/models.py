@@ -3,6 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 
@@ -58,6 +59,9 @@ class ModelVersion(models.Model):
                 violation_error_message="Another model version is already in production.",
             ),
         ]
+        permissions = [
+            ("promote_modelversion", "Can promote, roll back and run canaries of model versions"),
+        ]
 
     def __str__(self) -> str:
         return self.name
@@ -94,6 +98,87 @@ class Promotion(models.Model):
     def __str__(self) -> str:
         source = self.from_version.name if self.from_version else "nothing"
         return f"{source} → {self.to_version.name}"
+
+
+class Canary(models.Model):
+    """A candidate version answering a share of conversations beside
+    production. A conversation's side is fixed by a hash of the canary and
+    conversation ids, so it stays put while the canary runs, and raising
+    the share only moves more conversations over."""
+
+    class Outcome(models.TextChoices):
+        PROMOTED = "promoted", "Promoted"
+        STOPPED = "stopped", "Stopped"
+
+    version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="canaries")
+    percent = models.PositiveSmallIntegerField(
+        validators=[MinValueValidator(1), MaxValueValidator(99)],
+        help_text="Share of conversations sent to the candidate, 1 to 99.",
+    )
+    note = models.TextField(blank=True)
+    started_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    started_at = models.DateTimeField(auto_now_add=True)
+    ended_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    ended_at = models.DateTimeField(null=True, blank=True)
+    outcome = models.CharField(max_length=10, choices=Outcome.choices, blank=True)
+
+    class Meta:
+        ordering = ["-started_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["ended_at"],
+                condition=Q(ended_at__isnull=True),
+                name="canary_one_active",
+                violation_error_message="Another canary is running; stop it first.",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.version.name} at {self.percent}%"
+
+    @property
+    def active(self) -> bool:
+        return self.ended_at is None
+
+
+class ReviewEvent(models.Model):
+    """Audit row: a staff member looked at or acted on a user's
+    conversation."""
+
+    class Action(models.TextChoices):
+        VIEW = "view", "Viewed"
+        FLAG = "flag", "Flagged"
+        UNFLAG = "unflag", "Unflagged"
+        DATASET_ADD = "dataset_add", "Added to a dataset"
+
+    staff = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    conversation = models.ForeignKey(
+        "chat.Conversation", null=True, on_delete=models.SET_NULL, related_name="review_events"
+    )
+    action = models.CharField(max_length=20, choices=Action.choices)
+    detail = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["conversation", "-created_at"], name="review_conv_time")]
+
+    def __str__(self) -> str:
+        return f"{self.staff} {self.action} conversation {self.conversation_id}"
 
 
 class Dataset(models.Model):
@@ -206,6 +291,7 @@ class TrainingJob(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        permissions = [("run_trainingjob", "Can start and cancel training jobs")]
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} job {self.pk}"

@@ -31,6 +31,7 @@ from inference.client import (
     workers_live_count,
 )
 from models_admin.models import ModelVersion
+from models_admin.selectors import model_version_route
 
 logger = logging.getLogger(__name__)
 
@@ -144,7 +145,11 @@ def _answer_queue(*, conversation: Conversation, answer: Message, messages: list
     def submit() -> None:
         try:
             generation_submit(
-                messages=messages, params=params, generation_id=generation_id, extra=extra
+                messages=messages,
+                params=params,
+                generation_id=generation_id,
+                model_version_id=answer.model_version_id,
+                extra=extra,
             )
         except Exception as exc:
             logger.exception("Queueing generation %s failed", generation_id)
@@ -245,6 +250,10 @@ def message_send(
 def _answer_create(
     *, conversation: Conversation, parent: Message, client_id: uuid.UUID | None = None
 ) -> Message:
+    # The version is chosen now (production, or the canary for its share
+    # of conversations) so a promotion after this commit changes only
+    # later turns.
+    version = model_version_route(conversation_id=conversation.pk)
     answer = Message(
         conversation=conversation,
         parent=parent,
@@ -252,6 +261,8 @@ def _answer_create(
         status=Message.Status.PENDING,
         client_id=client_id,
         generation_id=uuid.uuid4().hex,
+        model_version=version,
+        model_version_name=version.name if version else "",
     )
     answer.full_clean()
     answer.save()

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import random
 from datetime import datetime
 from typing import Any
 
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import Max
 
 from models_admin.dataset_format import jsonl_parse, split_indices
 from models_admin.demo_data import demo_conversations
@@ -40,6 +43,30 @@ def _token_counts(tokenizer: Any, messages: Conversation) -> tuple[int, int]:
 
     encoded = encode(tokenizer, messages, max_length=1_000_000)
     return len(encoded.input_ids), encoded.trained_tokens
+
+
+def _examples_build(
+    conversations: list[Conversation],
+    *,
+    start: int,
+    eval_offsets: set[int],
+    tokenizer: Any | None,
+) -> tuple[list[DatasetExample], int, int]:
+    """Unsaved examples numbered from start, with their split and token
+    counts; return them with the total and assistant token counts."""
+    rows = []
+    tokens = assistant_tokens = 0
+    for offset, messages in enumerate(conversations):
+        count = None
+        if tokenizer is not None:
+            count, trained = _token_counts(tokenizer, messages)
+            tokens += count
+            assistant_tokens += trained
+        split = DatasetExample.Split.EVAL if offset in eval_offsets else DatasetExample.Split.TRAIN
+        rows.append(
+            DatasetExample(index=start + offset, split=split, messages=messages, tokens=count)
+        )
+    return rows, tokens, assistant_tokens
 
 
 def dataset_create(
@@ -74,25 +101,9 @@ def dataset_create(
     )
     dataset.full_clean()
     tokenizer = _tokenizer()
-    eval_set = set(evaluation)
-    rows = []
-    tokens = assistant_tokens = 0
-    for index, messages in enumerate(conversations):
-        count = None
-        if tokenizer is not None:
-            count, trained = _token_counts(tokenizer, messages)
-            tokens += count
-            assistant_tokens += trained
-        rows.append(
-            DatasetExample(
-                index=index,
-                split=DatasetExample.Split.EVAL
-                if index in eval_set
-                else DatasetExample.Split.TRAIN,
-                messages=messages,
-                tokens=count,
-            )
-        )
+    rows, tokens, assistant_tokens = _examples_build(
+        conversations, start=0, eval_offsets=set(evaluation), tokenizer=tokenizer
+    )
     dataset.stats = {
         "examples": len(conversations),
         "train": len(train),
@@ -148,6 +159,53 @@ def dataset_demo_create(*, name: str = DEMO_NAME, count: int = 300) -> Dataset:
     )
 
 
+def conversation_training_messages(
+    *,
+    conversation: Any,
+    liked: set[int] | None = None,
+    thumbs_up_only: bool = False,
+    exclude_blocked: bool = True,
+) -> Conversation:
+    """Return a stored conversation's active path in the training format,
+    or an empty list when nothing in it can be trained on.
+
+    The path is cut before the first answer that did not finish cleanly
+    (stopped, failed, blocked) and, with ``thumbs_up_only``, after its last
+    answer rated up. ``liked`` holds the ids of messages rated up; without
+    it the conversation's own feedback is read.
+    """
+    from chat.models import Feedback, Message
+    from chat.selectors import thread_load
+
+    path = thread_load(conversation=conversation).path
+    if liked is None:
+        liked = set(
+            Feedback.objects.filter(
+                rating=Feedback.Rating.UP, message__conversation=conversation
+            ).values_list("message_id", flat=True)
+        )
+    messages: Conversation = []
+    if conversation.system_prompt.strip():
+        messages.append({"role": "system", "content": conversation.system_prompt})
+    keep_until = len(messages)
+    for message in path:
+        if message.role == Message.Role.ASSISTANT:
+            clean = message.status == Message.Status.DONE and message.content.strip()
+            if not clean or (exclude_blocked and message.status == Message.Status.BLOCKED):
+                break
+            messages.append({"role": "assistant", "content": message.content})
+            if not thumbs_up_only or message.pk in liked:
+                keep_until = len(messages)
+        else:
+            if messages and messages[-1]["role"] == "user":
+                break  # two questions in a row: the answer between failed
+            messages.append({"role": "user", "content": message.content})
+    messages = messages[:keep_until]
+    if not any(m["role"] == "assistant" for m in messages):
+        return []
+    return messages
+
+
 def dataset_export(
     *,
     name: str,
@@ -161,12 +219,11 @@ def dataset_export(
     seed: int = 0,
 ) -> Dataset:
     """Turn stored conversations into a dataset: each conversation's active
-    path, cut before the first answer that did not finish cleanly (stopped,
-    failed, blocked) and, with ``thumbs_up_only``, after its last answer
-    rated up; conversations left without an answer are skipped."""
+    path as ``conversation_training_messages`` cuts it; conversations left
+    without an answer, and flagged ones with ``exclude_flagged``, are
+    skipped."""
     from chat.models import Conversation as ChatConversation
-    from chat.models import Feedback, Message
-    from chat.selectors import thread_load
+    from chat.models import Feedback
 
     rows = ChatConversation.objects.all()
     if date_from is not None:
@@ -175,30 +232,21 @@ def dataset_export(
         rows = rows.filter(updated_at__lte=date_to)
     if source:
         rows = rows.filter(source=source)
+    if exclude_flagged:
+        # Marked for review by staff or a filter rule: not training data.
+        rows = rows.filter(flagged_at__isnull=True)
     liked = set(
         Feedback.objects.filter(rating=Feedback.Rating.UP).values_list("message_id", flat=True)
     )
     conversations: list[Conversation] = []
     for conversation in rows.order_by("pk").iterator():
-        path = thread_load(conversation=conversation).path
-        messages: Conversation = []
-        if conversation.system_prompt.strip():
-            messages.append({"role": "system", "content": conversation.system_prompt})
-        keep_until = len(messages)
-        for message in path:
-            if message.role == Message.Role.ASSISTANT:
-                clean = message.status == Message.Status.DONE and message.content.strip()
-                if not clean or (exclude_flagged and message.status == Message.Status.BLOCKED):
-                    break
-                messages.append({"role": "assistant", "content": message.content})
-                if not thumbs_up_only or message.pk in liked:
-                    keep_until = len(messages)
-            else:
-                if messages and messages[-1]["role"] == "user":
-                    break  # two questions in a row: the answer between failed
-                messages.append({"role": "user", "content": message.content})
-        messages = messages[:keep_until]
-        if any(m["role"] == "assistant" for m in messages):
+        messages = conversation_training_messages(
+            conversation=conversation,
+            liked=liked,
+            thumbs_up_only=thumbs_up_only,
+            exclude_blocked=exclude_flagged,
+        )
+        if messages:
             conversations.append(messages)
     filters = {
         "date_from": date_from.isoformat() if date_from else None,
@@ -216,3 +264,104 @@ def dataset_export(
         filters=filters,
         user=user,
     )
+
+
+def _dataset_lock(*, dataset: Dataset) -> Dataset:
+    """Lock the dataset row until the end of the caller's transaction, so
+    concurrent appends take consecutive indexes one after the other."""
+    return Dataset.objects.select_for_update().get(pk=dataset.pk)
+
+
+def _fingerprint(messages: Conversation) -> str:
+    return json.dumps(messages, sort_keys=True, ensure_ascii=False)
+
+
+def _append_eval_count(*, dataset: Dataset, existing_eval: int, total: int, added: int) -> int:
+    """How many of ``added`` new examples go to eval so that the whole
+    dataset keeps its eval fraction, with the same rounding as
+    ``split_indices``; examples already stored keep their split."""
+    fraction = dataset.eval_fraction
+    target = round(total * fraction)
+    if fraction > 0 and total >= 2:
+        target = max(target, 1)
+    target = min(target, max(total - 1, 0))
+    return min(max(target - existing_eval, 0), added)
+
+
+def dataset_append(
+    *,
+    dataset: Dataset,
+    conversations: list[Conversation],
+    skip_existing: bool = True,
+    filters: dict[str, Any] | None = None,
+) -> list[int]:
+    """Append examples to a dataset after its last index, all or nothing,
+    and update its statistics. Return the positions in ``conversations``
+    that were stored.
+
+    New examples go to eval so that the dataset as a whole keeps its eval
+    fraction; which ones is drawn from the dataset's seed and its size, so
+    the same append gives the same split. With ``skip_existing`` an example
+    whose messages the dataset already holds (or that appears twice in
+    ``conversations``) is stored once. ``filters`` is added to the
+    dataset's ``filters["additions"]`` to record where the examples came
+    from.
+    """
+    tokenizer = _tokenizer()
+    with transaction.atomic():
+        locked = _dataset_lock(dataset=dataset)
+        stored = DatasetExample.objects.filter(dataset=locked)
+        seen: set[str] = set()
+        if skip_existing:
+            seen = {_fingerprint(m) for m in stored.values_list("messages", flat=True)}
+        positions: list[int] = []
+        for position, messages in enumerate(conversations):
+            fingerprint = _fingerprint(messages)
+            if skip_existing and fingerprint in seen:
+                continue
+            seen.add(fingerprint)
+            positions.append(position)
+        if not positions:
+            return []
+        last = stored.aggregate(last=Max("index"))["last"]
+        start = 0 if last is None else last + 1
+        existing = stored.count()
+        existing_eval = stored.filter(split=DatasetExample.Split.EVAL).count()
+        eval_count = _append_eval_count(
+            dataset=locked,
+            existing_eval=existing_eval,
+            total=existing + len(positions),
+            added=len(positions),
+        )
+        order = list(range(len(positions)))
+        # Reproducible shuffling, not security, as in split_indices.
+        random.Random(f"{locked.seed}:{start}").shuffle(order)  # noqa: S311
+        rows, tokens, assistant_tokens = _examples_build(
+            [conversations[position] for position in positions],
+            start=start,
+            eval_offsets=set(order[:eval_count]),
+            tokenizer=tokenizer,
+        )
+        for row in rows:
+            row.dataset = locked
+        DatasetExample.objects.bulk_create(rows, batch_size=500)
+        stats = dict(locked.stats or {})
+        train_count = len(rows) - eval_count
+        stats["examples"] = existing + len(rows)
+        stats["train"] = existing - existing_eval + train_count
+        stats["eval"] = existing_eval + eval_count
+        stats["messages"] = (stats.get("messages") or 0) + sum(len(r.messages) for r in rows)
+        # Token totals stay known only while every example has been counted.
+        for key, added in (("tokens", tokens), ("assistant_tokens", assistant_tokens)):
+            known = tokenizer is not None and (existing == 0 or stats.get(key) is not None)
+            stats[key] = (stats.get(key) or 0) + added if known else None
+        locked.stats = stats
+        update = ["stats"]
+        if filters is not None:
+            locked.filters = dict(locked.filters or {})
+            locked.filters.setdefault("additions", []).append(filters)
+            update.append("filters")
+        locked.full_clean()
+        locked.save(update_fields=update)
+    dataset.stats, dataset.filters = locked.stats, locked.filters
+    return positions

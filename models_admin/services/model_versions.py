@@ -1,14 +1,22 @@
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
+import redis
 from django.conf import settings
-from django.contrib.auth.models import User
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.utils import timezone
 
-from models_admin.models import ModelVersion, Promotion
+from inference.connection import redis_client, serving_epoch_key
+from models_admin.models import Canary, ModelVersion, Promotion
 from models_admin.selectors import model_version_get_by_folder
+from models_admin.services.events import dashboard_notify
+
+logger = logging.getLogger(__name__)
 
 
 def _folder_for_storage(path: Path) -> str:
@@ -48,7 +56,8 @@ def model_version_create(
 
 
 def _production_lock() -> ModelVersion | None:
-    """Lock and return the production row; the caller holds a transaction."""
+    """Lock and return the production row; the caller holds a transaction.
+    Lock order: production, then the version promoted, then the canary."""
     return (
         ModelVersion.objects.select_for_update()
         .filter(state=ModelVersion.State.PRODUCTION)
@@ -56,29 +65,148 @@ def _production_lock() -> ModelVersion | None:
     )
 
 
+def _canary_lock() -> Canary | None:
+    """Lock and return the running canary; the caller holds a transaction."""
+    return Canary.objects.select_for_update().filter(ended_at__isnull=True).first()
+
+
+def serving_changed() -> None:
+    """After commit, tell inference workers to reload what they serve (they
+    also poll) and dashboards to refresh."""
+
+    def announce() -> None:
+        try:
+            redis_client().incr(serving_epoch_key())
+        except redis.RedisError as exc:
+            # Workers still notice within their poll interval.
+            logger.warning("Could not announce the serving change: %s", exc)
+            return
+        dashboard_notify(topic="versions", payload={"type": "versions.changed"})
+
+    transaction.on_commit(announce)
+
+
+def _pk(user: AbstractBaseUser | None) -> Any:
+    return user.pk if user is not None else None
+
+
+def _loadable_check(version: ModelVersion) -> None:
+    if not (version.path / "config.json").is_file():
+        raise ValidationError(
+            {"version": [f"{version.name} has no model files at {version.path}."]}
+        )
+
+
 @transaction.atomic
 def model_version_promote(
-    *, version: ModelVersion, by: User | None = None, note: str = ""
+    *, version: ModelVersion, by: AbstractBaseUser | None = None, note: str = ""
 ) -> Promotion | None:
     """Make version the one production version and record who did it.
 
-    Promoting the version already in production records nothing and
-    returns None.
+    Workers load it beside the old one: new turns go to it, running
+    answers finish on the old one. A canary of this version ends as
+    promoted. Promoting the version already in production records nothing
+    and returns None.
     """
     current = _production_lock()
     version = ModelVersion.objects.select_for_update().get(pk=version.pk)
     if current is not None and current.pk == version.pk:
         return None
+    _loadable_check(version)
     if current is not None:
         # Demote first: the database allows one production row at a time.
         current.state = ModelVersion.State.ARCHIVED
         current.save(update_fields=["state"])
     version.state = ModelVersion.State.PRODUCTION
     version.save(update_fields=["state"])
-    promotion = Promotion(from_version=current, to_version=version, by=by, note=note)
+    promotion = Promotion(
+        from_version=current, to_version=version, by_id=_pk(by), note=note.strip()[:5000]
+    )
     promotion.full_clean()
     promotion.save()
+    canary = _canary_lock()
+    if canary is not None and canary.version_id == version.pk:
+        _canary_end(canary, by=by, outcome=Canary.Outcome.PROMOTED)
+    serving_changed()
     return promotion
+
+
+@transaction.atomic
+def model_version_rollback(*, by: AbstractBaseUser | None = None, note: str = "") -> Promotion:
+    """Promote the version that production replaced last; raise
+    ValidationError when there is none."""
+    current = _production_lock()
+    last = (
+        Promotion.objects.select_related("from_version")
+        .filter(to_version=current, from_version__isnull=False)
+        .first()
+        if current is not None
+        else None
+    )
+    if last is None or last.from_version is None:
+        raise ValidationError("There is no earlier production version to roll back to.")
+    promotion = model_version_promote(
+        version=last.from_version,
+        by=by,
+        note=note.strip() or f"Rollback from {current.name if current else 'nothing'}",
+    )
+    assert promotion is not None  # a different version by construction
+    return promotion
+
+
+def _canary_end(canary: Canary, *, by: AbstractBaseUser | None, outcome: str) -> None:
+    canary.ended_at = timezone.now()
+    canary.ended_by_id = _pk(by)
+    canary.outcome = outcome
+    canary.save(update_fields=["ended_at", "ended_by", "outcome"])
+
+
+@transaction.atomic
+def canary_start(
+    *,
+    version: ModelVersion,
+    percent: int,
+    by: AbstractBaseUser | None = None,
+    note: str = "",
+) -> Canary:
+    """Send percent of conversations (sticky per conversation) to version.
+    A running canary of another version ends first; one of the same
+    version changes its share."""
+    current = _production_lock()
+    version = ModelVersion.objects.select_for_update().get(pk=version.pk)
+    if current is not None and current.pk == version.pk:
+        raise ValidationError({"version": [f"{version.name} is already in production."]})
+    if current is None:
+        raise ValidationError({"version": ["Nothing is in production to compare against."]})
+    _loadable_check(version)
+    running = _canary_lock()
+    if running is not None and running.version_id == version.pk:
+        running.percent = percent
+        running.full_clean()
+        running.save(update_fields=["percent"])
+        serving_changed()
+        return running
+    if running is not None:
+        _canary_end(running, by=by, outcome=Canary.Outcome.STOPPED)
+    canary = Canary(
+        version=version, percent=percent, started_by_id=_pk(by), note=note.strip()[:5000]
+    )
+    canary.full_clean()
+    canary.save()
+    serving_changed()
+    return canary
+
+
+@transaction.atomic
+def canary_stop(*, by: AbstractBaseUser | None = None) -> Canary | None:
+    """End the running canary: every conversation goes back to production.
+    Return it, or None when none was running."""
+    running = _canary_lock()
+    if running is None:
+        return None
+    _canary_end(running, by=by, outcome=Canary.Outcome.STOPPED)
+    serving_changed()
+    return running
 
 
 @transaction.atomic

@@ -10,8 +10,6 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
 from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.exceptions import ValidationError
@@ -20,6 +18,7 @@ from django.utils import timezone
 
 from models_admin.models import Dataset, ModelVersion, TrainingJob
 from models_admin.selectors import model_version_get_production
+from models_admin.services.events import dashboard_notify_on_commit
 from models_admin.services.model_versions import model_version_create
 
 logger = logging.getLogger(__name__)
@@ -99,20 +98,11 @@ def _steps(params: dict[str, Any], dataset: Dataset) -> int:
 
 
 def _notify(job: TrainingJob, event_type: str, data: dict[str, Any]) -> None:
-    """Broadcast a job change to dashboards after the commit."""
-
-    def send() -> None:
-        layer = get_channel_layer()
-        if layer is None:
-            return
-        event = {"type": event_type, "job": job.pk, **data}
-        for group in ("training.jobs", f"training.job.{job.pk}"):
-            try:
-                async_to_sync(layer.group_send)(group, event)
-            except Exception:
-                logger.warning("Job notification to %s failed", group, exc_info=True)
-
-    transaction.on_commit(send)
+    """Broadcast a job change to dashboards after the commit: on the topic
+    of all jobs and on the job's own."""
+    payload = {"type": event_type, "job": job.pk, **data}
+    dashboard_notify_on_commit(topic="jobs", payload=payload)
+    dashboard_notify_on_commit(topic=f"job.{job.pk}", payload=payload)
 
 
 def training_job_create(

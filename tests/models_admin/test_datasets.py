@@ -7,6 +7,7 @@ import uuid
 import pytest
 from django.core.exceptions import ValidationError
 from django.core.management import call_command
+from django.utils import timezone
 
 from chat.services.conversations import conversation_create
 from chat.services.messages import feedback_set, message_generation_finish, message_send
@@ -114,6 +115,12 @@ def test_export_takes_clean_answers_and_can_keep_only_liked_ones(production):
     ]
     assert liked_only.filters["thumbs_up_only"] is True
     assert not _export_or_none(name="api-only", source="api")
+    # A conversation flagged for review stays out unless asked for.
+    plain.flagged_at, plain.flag_reason = timezone.now(), "check the tone"
+    plain.save(update_fields=["flagged_at", "flag_reason"])
+    assert dataset_export(name="unflagged", eval_fraction=0.0).examples.count() == 2
+    with_flagged = dataset_export(name="flagged too", eval_fraction=0.0, exclude_flagged=False)
+    assert with_flagged.examples.count() == 3
 
 
 def test_the_dataset_command_imports_shows_and_reports_bad_lines(production, tmp_path, capsys):

@@ -65,6 +65,8 @@ def test_promoting_the_production_version_again_records_nothing():
 def test_registering_the_default_model_twice_changes_nothing(settings, tmp_path):
     settings.MODEL_DIR = tmp_path
     folder = tmp_path / "smollm2"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
     first = model_version_register(name="SmolLM2", folder=folder)
     second = model_version_register(name="SmolLM2", folder=folder)
     assert first.pk == second.pk

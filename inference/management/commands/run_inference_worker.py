@@ -12,7 +12,7 @@ from inference.connection import redis_client, worker_keys
 from inference.loading import threads_configure
 from inference.worker import InferenceWorker, VersionSpec
 from models_admin.models import ModelVersion
-from models_admin.selectors import model_version_get_production
+from models_admin.selectors import model_version_get_production, model_versions_serving
 
 
 def _spec(version: ModelVersion | None) -> VersionSpec | None:
@@ -24,6 +24,15 @@ def _spec(version: ModelVersion | None) -> VersionSpec | None:
 def _production_version() -> VersionSpec | None:
     close_old_connections()
     return _spec(model_version_get_production())
+
+
+def _extra_versions() -> list[VersionSpec]:
+    close_old_connections()
+    return [
+        spec
+        for version in model_versions_serving()
+        if version.state != ModelVersion.State.PRODUCTION and (spec := _spec(version))
+    ]
 
 
 def _generation_store(generation_id: str, final: dict[str, Any], text: str) -> None:
@@ -48,6 +57,7 @@ class Command(BaseCommand):
             keys=worker_keys(),
             production_version=_production_version,
             version_lookup=_version_lookup,
+            extra_versions=_extra_versions,
             device=settings.INFERENCE_DEVICE,
             dtype=settings.INFERENCE_DTYPE,
             slots=settings.INFERENCE_SLOTS,

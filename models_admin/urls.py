@@ -1,0 +1,16 @@
+"""The staff dashboard under ``/dashboard/``; each area keeps its own
+routes in its view module."""
+
+from django.urls import include, path
+
+from models_admin.views import jobs, overview, review, usage, versions
+
+app_name = "dashboard"
+
+urlpatterns = [
+    path("", include(overview.urlpatterns)),
+    path("usage/", include(usage.urlpatterns)),
+    path("versions/", include(versions.urlpatterns)),
+    path("training/", include(jobs.urlpatterns)),
+    path("conversations/", include(review.urlpatterns)),
+]

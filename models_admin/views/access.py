@@ -1,0 +1,68 @@
+"""Who may see the dashboard and act in it.
+
+Every dashboard view needs an active staff account; acting needs a
+permission as well (promoting, training, reviewing conversations). An
+anonymous visitor is sent to the login page; a signed-in user without
+the right gets a 403 page that says which right is missing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+from django.contrib.auth.views import redirect_to_login
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+
+#: permission codename: what it lets staff do, for the refusal page.
+PERMISSIONS = {
+    "models_admin.promote_modelversion": "promote, roll back and run canaries",
+    "models_admin.run_trainingjob": "start and cancel training jobs",
+    "chat.review_conversation": "read and curate users' conversations",
+}
+
+
+def _refuse(request: HttpRequest, reason: str) -> HttpResponse:
+    if request.accepts("text/html") and not request.path.startswith("/dashboard/api/"):
+        return render(request, "dashboard/refused.html", {"reason": reason}, status=403)
+    from django.http import JsonResponse
+
+    return JsonResponse({"error": reason}, status=403)
+
+
+def staff_required(view: Callable[..., Any]) -> Callable[..., Any]:
+    """Let active staff through; send others to log in or refuse them."""
+
+    @wraps(view)
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
+        user = request.user
+        if not user.is_authenticated:
+            return redirect_to_login(request.get_full_path())
+        if not (user.is_active and user.is_staff):
+            return _refuse(request, "The dashboard is for staff accounts.")
+        return view(request, *args, **kwargs)
+
+    return wrapper
+
+
+def permission_required(permission: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Staff with ``permission`` only (superusers have every permission)."""
+
+    def decorate(view: Callable[..., Any]) -> Callable[..., Any]:
+        @staff_required
+        @wraps(view)
+        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
+            if not request.user.has_perm(permission):
+                what = PERMISSIONS.get(permission, permission)
+                return _refuse(request, f"Your account may not {what} (needs {permission}).")
+            return view(request, *args, **kwargs)
+
+        return wrapper
+
+    return decorate
+
+
+def user_is_staff(user: Any) -> bool:
+    return bool(user.is_authenticated and user.is_active and user.is_staff)

@@ -1,0 +1,62 @@
+"""The dashboard's home: what serves (production, a canary), the workers,
+today's traffic, training jobs and the latest promotions; and the
+changing part of it as JSON for the page's live refresh."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
+from django.urls import path, reverse
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET
+
+from models_admin.selectors.usage import overview_figures, promotions_recent, serving_overview
+from models_admin.views.access import staff_required
+
+
+def _figures() -> dict[str, Any]:
+    figures = overview_figures()
+    for job in [*figures["jobs"]["active"], *figures["jobs"]["recent"]]:
+        job["url"] = reverse("dashboard:job", args=[job["id"]])
+    return figures
+
+
+def _with_percents(figures: dict[str, Any] | None) -> None:
+    """Add the rates as percentages, for the template."""
+    if figures is None:
+        return
+    for rate, percent in (("error_rate", "error_pct"), ("thumbs_up_rate", "thumbs_up_pct")):
+        figures[percent] = None if figures[rate] is None else figures[rate] * 100
+
+
+@staff_required
+@require_GET
+def home(request: HttpRequest) -> HttpResponse:
+    figures = _figures()
+    _with_percents(figures["today"])
+    if figures["comparison"] is not None:
+        _with_percents(figures["comparison"]["production"])
+        _with_percents(figures["comparison"]["canary"])
+    context = {
+        "section": "home",
+        "figures": figures,
+        "jobs": [*figures["jobs"]["active"], *figures["jobs"]["recent"]],
+        "promotions": promotions_recent(),
+        **serving_overview(),
+    }
+    return render(request, "dashboard/overview.html", context)
+
+
+@staff_required
+@never_cache
+@require_GET
+def home_data(request: HttpRequest) -> JsonResponse:
+    return JsonResponse(_figures())
+
+
+urlpatterns = [
+    path("", home, name="home"),
+    path("data.json", home_data, name="home-data"),
+]

@@ -1,0 +1,61 @@
+/* The dashboard's live channel: one socket to /ws/dashboard/ that
+ * subscribes to topics ("jobs", "job.<id>", "versions", "usage") and calls
+ * handlers with each notification's payload. It reconnects with backoff
+ * and subscribes again; pages re-read their figures on "reconnected",
+ * since notifications sent while it was away are not replayed.
+ *
+ *   DashboardSocket.on("job.5", (payload) => ...);
+ *   DashboardSocket.on("reconnected", () => refresh());
+ */
+(function () {
+  "use strict";
+  const handlers = new Map();
+  let socket = null;
+  let attempts = 0;
+  let everOpen = false;
+
+  function topics() {
+    return [...handlers.keys()].filter((t) => t !== "reconnected" && t !== "status");
+  }
+  function emit(topic, payload) {
+    (handlers.get(topic) || []).forEach((fn) => {
+      try { fn(payload); } catch (err) { console.error(err); }
+    });
+  }
+  function subscribe() {
+    if (socket && socket.readyState === WebSocket.OPEN) {
+      socket.send(JSON.stringify({ type: "subscribe", topics: topics() }));
+    }
+  }
+  function connect() {
+    const scheme = location.protocol === "https:" ? "wss" : "ws";
+    socket = new WebSocket(`${scheme}://${location.host}/ws/dashboard/`);
+    socket.addEventListener("open", () => {
+      attempts = 0;
+      subscribe();
+      emit("status", { connected: true });
+      if (everOpen) emit("reconnected", {});
+      everOpen = true;
+    });
+    socket.addEventListener("message", (event) => {
+      let frame;
+      try { frame = JSON.parse(event.data); } catch (_err) { return; }
+      if (frame.type === "event") emit(frame.topic, frame.payload || {});
+    });
+    socket.addEventListener("close", (event) => {
+      emit("status", { connected: false });
+      if (event.code === 4401 || event.code === 4403) return; // signed out or not staff
+      attempts += 1;
+      const delay = Math.min(30000, 500 * 2 ** Math.min(attempts, 6)) * (0.75 + Math.random() / 2);
+      setTimeout(connect, delay);
+    });
+  }
+
+  window.DashboardSocket = {
+    on(topic, fn) {
+      if (!handlers.has(topic)) handlers.set(topic, []);
+      handlers.get(topic).push(fn);
+      if (!socket) connect(); else subscribe();
+    },
+  };
+})();
