@@ -77,6 +77,7 @@ clean:
 BENCH_ARGS ?=
 bench: install model
 	$(PY) -m inference.bench $(BENCH_ARGS)
+	$(PY) -m inference.filter_bench $(FILTER_BENCH_ARGS)
 
 # Fine-tune and distill the default model on the demo dataset (about 30
 # minutes on 2 cores); TRAIN_BENCH_ARGS as for python -m models_admin.training.bench.

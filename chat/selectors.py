@@ -97,8 +97,9 @@ def thread_latest_leaf(*, thread: Thread, message_id: int) -> Message:
 
 def prompt_messages(*, thread: Thread, upto: Message) -> list[dict[str, str]]:
     """The chat messages the model sees for a new answer under ``upto``:
-    the system prompt, then the path to ``upto``. Answers that produced no
-    text (errors, blocked, stopped before a word) are left out."""
+    the system prompt, then the path to ``upto``. Blocked messages and
+    answers that produced no text (errors, stopped before a word) are left
+    out."""
     chain: list[Message] = []
     node: Message | None = upto
     while node is not None:
@@ -110,9 +111,10 @@ def prompt_messages(*, thread: Thread, upto: Message) -> list[dict[str, str]]:
     if system:
         prompt.append({"role": "system", "content": system})
     for message in chain:
+        if message.status == Message.Status.BLOCKED:
+            continue  # a blocked question or answer never reaches the model
         if message.role == Message.Role.ASSISTANT and (
-            message.status
-            in (Message.Status.PENDING, Message.Status.BLOCKED, Message.Status.ERROR)
+            message.status in (Message.Status.PENDING, Message.Status.ERROR)
             or not message.content.strip()
         ):
             continue

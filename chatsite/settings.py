@@ -330,3 +330,10 @@ TEST_RUNNER = "chatsite.test_runner.PytestTestRunner"
 # collectstatic fills STATIC_ROOT in production; in development WhiteNoise
 # serves from the app folders but still expects the root to exist.
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)
+
+# --- Content filter -------------------------------------------------------
+
+#: Shown instead of a blocked message or answer when its rule has no notice.
+FILTER_BLOCK_NOTICE = env_str(
+    "FILTER_BLOCK_NOTICE", "This message was blocked by a content rule of this site."
+)

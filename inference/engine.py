@@ -448,7 +448,12 @@ class Engine:
         request.drafts.observe(request.prompt, request.generated)
 
         if token in self.eos_ids and not request.params.ignore_eos:
-            events.append(self._finish(request, FinishReason.STOP))
+            # Release what the detokenizer, the stop strings and the output
+            # filter still hold: the answer ends here.
+            tail = request.stops.push(request.detok.flush())
+            if not request.stops.stopped:
+                tail += request.stops.flush()
+            self._emit(request, tail, events, final=True, reason=FinishReason.STOP)
             return True
         text = request.stops.push(request.detok.push(token))
         if request.stops.stopped:

@@ -93,6 +93,7 @@ class _Inflight:
     next_seq: int
     text: list[str] = field(default_factory=list)
     position: int | None = None
+    output_filter: Any = None
 
 
 class InferenceWorker:
@@ -470,7 +471,14 @@ class InferenceWorker:
             output_filter = (
                 self._output_filter_factory(payload) if self._output_filter_factory else None
             )
-            item = _Inflight(generation_id, entry_id, version, next_seq, text=[streamed])
+            item = _Inflight(
+                generation_id,
+                entry_id,
+                version,
+                next_seq,
+                text=[streamed],
+                output_filter=output_filter,
+            )
             self.inflight[generation_id] = item
             engine.submit(generation_id, prompt=prompt, params=params, output_filter=output_filter)
         except Exception as failure:
@@ -531,7 +539,15 @@ class InferenceWorker:
                 "model_version": item.version.name,
                 "model_version_id": item.version.id,
             }
+            report = getattr(item.output_filter, "report", None)
+            filtered = report() if report is not None else {}
+            if filtered.get("notice"):
+                final["notice"] = filtered["notice"]
             self._publish(item, "done", **final)
+            if filtered.get("hits"):
+                # Kept out of the stream that clients read: excerpts quote
+                # the filtered text.
+                final = {**final, "filter_hits": filtered["hits"]}
         self.inflight.pop(event.request_id, None)
         self.metrics.finished(
             finish_reason=final["finish_reason"],

@@ -1,7 +1,8 @@
 """The dashboard's WebSocket: live notifications for staff pages.
 
 Client frames: ``subscribe {topics: [...]}`` replaces the subscription
-set; topics are ``jobs``, ``job.<id>``, ``versions`` and ``usage``.
+set; topics are ``jobs``, ``job.<id>``, ``versions``, ``usage`` and
+``filters``.
 ``ping`` answers ``pong``. Server frames: ``event {topic, payload}``,
 ``subscribed {topics}`` and ``error {error}``.
 

@@ -206,3 +206,14 @@ def start_worker(redis_conn):
     for worker, thread in started:
         worker.stop()
         thread.join(timeout=30)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the real-browser tests last: Playwright's sync API keeps an event
+    loop running in the test thread until the session ends, and asyncio
+    tests after it could not start their own."""
+    browser = [item for item in items if item.get_closest_marker("e2e")]
+    if browser:
+        others = [item for item in items if not item.get_closest_marker("e2e")]
+        items[:] = [*others, *browser]

@@ -32,6 +32,7 @@ from inference.client import (
 )
 from models_admin.models import ModelVersion
 from models_admin.selectors import model_version_route
+from models_admin.services.filters import content_filter_input, filter_hits_record
 
 logger = logging.getLogger(__name__)
 
@@ -135,11 +136,31 @@ def _existing(conversation: Conversation, client_uuid: uuid.UUID) -> Sent | None
     return Sent(question=earlier, answer=answer, created=False)
 
 
+def _filter_hits_store(
+    *, hits: list[dict[str, Any]], scope: str, conversation: Conversation, message_id: int
+) -> None:
+    """Audit the hits; a flag marks the conversation for review."""
+    filter_hits_record(
+        hits=hits,
+        scope=scope,
+        surface=conversation.source,
+        conversation_id=conversation.pk,
+        message_id=message_id,
+        user_id=conversation.user_id,
+    )
+    flags = [hit for hit in hits if hit.get("action") == "flag"]
+    if flags and conversation.flagged_at is None:
+        names = ", ".join(sorted({str(hit.get("rule_name")) for hit in flags}))
+        Conversation.objects.filter(pk=conversation.pk, flagged_at__isnull=True).update(
+            flagged_at=timezone.now(), flag_reason=f"Content rule: {names}"[:500]
+        )
+
+
 def _answer_queue(*, conversation: Conversation, answer: Message, messages: list[dict]) -> None:
     """After commit, queue the generation; if the queue is unreachable, end
     the answer with an error instead of leaving it pending."""
     generation_id = str(answer.generation_id)
-    extra = {"conversation": conversation.pk, "message": answer.pk}
+    extra = {"conversation": conversation.pk, "message": answer.pk, "surface": conversation.source}
     params = _params(conversation)
 
     def submit() -> None:
@@ -197,6 +218,7 @@ def message_send(
     if earlier is not None:
         return earlier
     text = _content_check(content)
+    verdict = content_filter_input(text=text, surface=conversation.source)
     user_id = int(user.pk)
     try:
         with transaction.atomic():
@@ -223,19 +245,34 @@ def message_send(
                 conversation=locked,
                 parent=parent,
                 role=Message.Role.USER,
-                content=text,
+                # A mask changes what is stored, so what the model sees.
+                content=text if verdict.blocked else verdict.text,
+                status=Message.Status.BLOCKED if verdict.blocked else Message.Status.DONE,
                 client_id=client_uuid,
             )
             question.full_clean()
             question.save()
-            answer = _answer_create(conversation=locked, parent=question)
+            if verdict.blocked:
+                answer = _answer_blocked(
+                    conversation=locked, parent=question, notice=verdict.notice
+                )
+            else:
+                answer = _answer_create(conversation=locked, parent=question)
+            if verdict.hits:
+                _filter_hits_store(
+                    hits=[hit.as_dict() for hit in verdict.hits],
+                    scope="input",
+                    conversation=locked,
+                    message_id=question.pk,
+                )
             thread.messages[question.pk] = question
             messages = prompt_messages(thread=thread, upto=question)
             locked.current_leaf = answer
-            conversation_title_auto(conversation=locked, question=text)
+            conversation_title_auto(conversation=locked, question=question.content)
             locked.save(update_fields=["current_leaf", "title", "title_is_auto", "updated_at"])
             sent = Sent(question=question, answer=answer, created=True)
-            _answer_queue(conversation=locked, answer=answer, messages=messages)
+            if not verdict.blocked:
+                _answer_queue(conversation=locked, answer=answer, messages=messages)
             _announce(locked, sent)
     except IntegrityError:
         # The same client_id raced in from another socket: return its result.
@@ -263,6 +300,22 @@ def _answer_create(
         generation_id=uuid.uuid4().hex,
         model_version=version,
         model_version_name=version.name if version else "",
+    )
+    answer.full_clean()
+    answer.save()
+    return answer
+
+
+def _answer_blocked(*, conversation: Conversation, parent: Message, notice: str) -> Message:
+    """The answer to a blocked question: the notice; nothing is generated."""
+    answer = Message(
+        conversation=conversation,
+        parent=parent,
+        role=Message.Role.ASSISTANT,
+        status=Message.Status.BLOCKED,
+        content=notice,
+        finish_reason="content_filter",
+        finished_at=timezone.now(),
     )
     answer.full_clean()
     answer.save()
@@ -297,6 +350,10 @@ def message_regenerate(
             question = thread.messages[message.parent_id] if message.parent_id else None
             if question is None:
                 raise ChatError("invalid", "This answer has no question to answer again.")
+            if question.status == Message.Status.BLOCKED:
+                raise ChatError(
+                    "blocked", "This message was blocked by a content rule; it is not answered."
+                )
             answer = _answer_create(conversation=locked, parent=question, client_id=client_uuid)
             locked.current_leaf = answer
             locked.save(update_fields=["current_leaf", "updated_at"])
@@ -352,6 +409,9 @@ def message_generation_finish(
     """
     reason = str(final.get("finish_reason") or "stop")
     status = _STATUS_BY_REASON.get(reason, Message.Status.DONE)
+    if reason == "content_filter":
+        # The whole answer gives way to the notice, even what streamed.
+        text = str(final.get("notice") or settings.FILTER_BLOCK_NOTICE)
     usage = final.get("usage") or {}
     version_id = final.get("model_version_id")
     version = ModelVersion.objects.filter(pk=version_id).first() if version_id else None
@@ -381,6 +441,13 @@ def message_generation_finish(
         )
         if answer is None:
             return None
+        if final.get("filter_hits"):
+            _filter_hits_store(
+                hits=final["filter_hits"],
+                scope="output",
+                conversation=answer.conversation,
+                message_id=answer.pk,
+            )
         if updated:
             Conversation.objects.filter(pk=answer.conversation_id).update(
                 updated_at=timezone.now()

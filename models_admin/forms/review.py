@@ -9,6 +9,7 @@ from django import forms
 from django.contrib.auth import get_user_model
 
 from chat.models import Conversation
+from models_admin.forms.common import DateRangeForm
 from models_admin.models import Dataset, ReviewEvent
 from models_admin.selectors.review import (
     Feedbacks,
@@ -28,7 +29,7 @@ class _FilterForm(forms.Form):
         return self.cleaned_data
 
 
-class ReviewFilterForm(_FilterForm):
+class ReviewFilterForm(_FilterForm, DateRangeForm):
     """The list's filters, read from the query string; every field may be
     left empty."""
 
@@ -66,13 +67,6 @@ class ReviewFilterForm(_FilterForm):
         super().__init__(*args, **kwargs)
         source = cast(forms.ChoiceField, self.fields["source"])
         source.choices = [ANY, *review_source_choices()]
-
-    def clean(self) -> dict[str, Any]:
-        data = super().clean() or {}
-        start, end = data.get("date_from"), data.get("date_to")
-        if start and end and start > end:
-            self.add_error("date_to", "The end comes before the start.")
-        return data
 
     def selector_kwargs(self) -> dict[str, Any]:
         """The filters as arguments of ``conversations_for_review``; an

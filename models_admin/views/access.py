@@ -21,6 +21,9 @@ PERMISSIONS = {
     "models_admin.promote_modelversion": "promote, roll back and run canaries",
     "models_admin.run_trainingjob": "start and cancel training jobs",
     "chat.review_conversation": "read and curate users' conversations",
+    "models_admin.add_filterrule": "create or import content filter rules",
+    "models_admin.change_filterrule": "change or switch content filter rules",
+    "models_admin.delete_filterrule": "delete content filter rules",
 }
 
 

@@ -473,7 +473,9 @@
       );
     } else {
       fillAnswerBody(node, message);
-      const finished = message.status !== "pending";
+      // A blocked question's notice was written by no model: nothing to
+      // regenerate or rate.
+      const finished = message.status !== "pending" && !(message.status === "blocked" && !message.model_version);
       if (message.model_version) {
         actions.append(el("span", { class: "model-label", "data-testid": "model-label", text: message.model_version }));
       }

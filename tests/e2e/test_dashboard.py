@@ -176,5 +176,26 @@ def test_staff_promote_while_a_chat_streams_compare_and_roll_back(
     assert "Tell me a long story." in staff.get_by_test_id("active-path").inner_text()
     staff.screenshot(path=str(artifacts_dir / "dashboard-conversation.png"), full_page=True)
     assert ReviewEvent.objects.filter(staff__username="operator", action="view").count() == 1
+
+    # A filter rule made in the dashboard applies to the user's next message.
+    staff.goto(f"{base}/dashboard/filters/new/")
+    staff.fill('input[name="name"]', "Forbidden word")
+    staff.fill('textarea[name="keywords"]', "zylophin")
+    staff.fill('textarea[name="notice"]', "Let's keep this friendly.")
+    staff.get_by_test_id("save-rule").click()
+    staff.wait_for_selector('[data-testid="filter-rules"]')
+    assert "Forbidden word" in staff.get_by_test_id("filter-rules").inner_text()
+    staff.screenshot(path=str(artifacts_dir / "dashboard-filters.png"), full_page=True)
+    page.get_by_test_id("composer-input").fill("say z y l o p h i n")
+    page.keyboard.press("Enter")
+    page.wait_for_function(
+        "() => document.querySelectorAll('[data-testid=assistant-message]').length === 4"
+    )
+    assert _wait_last_finished(page) == "blocked"
+    assert "keep this friendly" in page.locator(f"{ANSWER} .msg-body").last.inner_text()
+    page.screenshot(path=str(artifacts_dir / "chat-blocked.png"))
+    staff.goto(f"{base}/dashboard/filters/hits/")
+    assert "Forbidden word" in staff.locator("table").last.inner_text()
+    staff.screenshot(path=str(artifacts_dir / "dashboard-filter-hits.png"), full_page=True)
     assert errors == []
     staff_context.close()

@@ -1,18 +1,25 @@
 from __future__ import annotations
 
+import logging
 import signal
 from typing import Any
 
+import redis
 from django.conf import settings
 from django.core.management.base import BaseCommand
 from django.db import close_old_connections
 
 from chat.services.messages import message_generation_finish
-from inference.connection import redis_client, worker_keys
+from inference.connection import filters_epoch_key, redis_client, worker_keys
+from inference.content_filter import RuleSet, StreamFilter
 from inference.loading import threads_configure
 from inference.worker import InferenceWorker, VersionSpec
 from models_admin.models import ModelVersion
 from models_admin.selectors import model_version_get_production, model_versions_serving
+from models_admin.selectors.filters import filter_specs
+from models_admin.services.filters import filter_hits_record
+
+logger = logging.getLogger(__name__)
 
 
 def _spec(version: ModelVersion | None) -> VersionSpec | None:
@@ -35,11 +42,56 @@ def _extra_versions() -> list[VersionSpec]:
     ]
 
 
+class _OutputRules:
+    """The output rules per surface, compiled once and reloaded when the
+    rules' epoch in Redis moves; each new request reads the epoch (one
+    small Redis read), so a change applies from the next request on."""
+
+    def __init__(self) -> None:
+        self.epoch: str | None = None
+        self.by_surface: dict[str, RuleSet] = {}
+
+    def filter_for(self, payload: dict[str, Any]) -> StreamFilter | None:
+        try:
+            client: Any = redis_client()
+            epoch = client.get(filters_epoch_key())
+        except redis.RedisError:
+            epoch = self.epoch
+        if epoch != self.epoch or not self.by_surface:
+            self.epoch = epoch
+            self._load()
+        rules = self.by_surface.get(str(payload.get("surface") or "chat"))
+        if rules is None:
+            rules = self.by_surface.get("chat")
+        return StreamFilter(rules) if rules else None
+
+    def _load(self) -> None:
+        close_old_connections()
+        specs = filter_specs()
+        self.by_surface = {
+            surface: RuleSet.from_specs(
+                specs,
+                scope="output",
+                surface=surface,
+                notice=settings.FILTER_BLOCK_NOTICE,
+                on_error=lambda spec, exc: logger.error(
+                    "Filter rule %s does not compile: %s", spec.get("name"), exc.message
+                ),
+            )
+            for surface in ("chat", "widget", "api")
+        }
+        logger.info("Loaded %d content filter rule(s)", len(specs))
+
+
 def _generation_store(generation_id: str, final: dict[str, Any], text: str) -> None:
     # Chat answers are stored by the chat app; a generation it does not know
-    # (a command-line ``ask``, a benchmark) is left alone.
+    # (a command-line ``ask``, a benchmark) is left alone but its filter
+    # hits are still kept.
     close_old_connections()
-    message_generation_finish(generation_id=generation_id, final=final, text=text)
+    answer = message_generation_finish(generation_id=generation_id, final=final, text=text)
+    hits = final.get("filter_hits")
+    if hits and answer is None:
+        filter_hits_record(hits=hits, scope="output", generation_id=generation_id)
 
 
 def _version_lookup(version_id: int) -> VersionSpec | None:
@@ -58,6 +110,7 @@ class Command(BaseCommand):
             production_version=_production_version,
             version_lookup=_version_lookup,
             extra_versions=_extra_versions,
+            output_filter_factory=_OutputRules().filter_for,
             device=settings.INFERENCE_DEVICE,
             dtype=settings.INFERENCE_DTYPE,
             slots=settings.INFERENCE_SLOTS,
