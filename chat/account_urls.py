@@ -1,11 +1,12 @@
 """Account URLs under ``/accounts/``: log in and out, sign up, change and
-reset the password."""
+reset the password, API keys."""
 
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
 from chat.forms import LoginForm, PasswordChangeForm, PasswordResetForm, SetPasswordForm
 from chat.views.accounts import PasswordResetConfirmView, signup
+from chat.views.api_keys import api_key_revoke_view, api_keys
 
 urlpatterns = [
     path(
@@ -71,4 +72,6 @@ urlpatterns = [
         ),
         name="password_reset_complete",
     ),
+    path("api-keys/", api_keys, name="api-keys"),
+    path("api-keys/<int:key_id>/revoke/", api_key_revoke_view, name="api-key-revoke"),
 ]

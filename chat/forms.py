@@ -82,3 +82,18 @@ class SetPasswordForm(auth_forms.SetPasswordForm):
         super().__init__(*args, **kwargs)
         self.fields["new_password1"].widget.attrs["autofocus"] = True
         _test_ids_set(self, "password-reset-confirm")
+
+
+class ApiKeyCreateForm(forms.Form):
+    """Name a new API key; ``api_key_create`` makes it."""
+
+    name = forms.CharField(
+        max_length=100,
+        label="Name",
+        help_text="What uses the key, e.g. “laptop script” or “staging app”.",
+        widget=forms.TextInput(attrs={"autocomplete": "off", "placeholder": "my-app"}),
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _test_ids_set(self, "api-key")

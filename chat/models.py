@@ -148,3 +148,90 @@ class Feedback(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_rating_display()} on message {self.message_id}"
+
+
+class ApiKey(models.Model):
+    """A user's key for the OpenAI-compatible API. Only a hash of the key
+    is stored; ``prefix`` (its first characters) names it in lists."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_keys"
+    )
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=16, unique=True)
+    key_hash = models.CharField(max_length=64)
+    rate_limit_per_minute = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Requests a minute; empty: the site default."
+    )
+    monthly_token_quota = models.PositiveBigIntegerField(
+        null=True,
+        blank=True,
+        help_text="Tokens in and out per calendar month; empty: the site default; 0: none.",
+    )
+    all_versions = models.BooleanField(
+        default=False, help_text="May use any model version, not only production."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None
+
+
+class ApiRequest(models.Model):
+    """One call of the chat completions API: who, which version, tokens,
+    timings and how it ended. Kept even when conversations are not."""
+
+    key = models.ForeignKey(
+        ApiKey, null=True, blank=True, on_delete=models.SET_NULL, related_name="requests"
+    )
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    model_version = models.ForeignKey(
+        "models_admin.ModelVersion",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    model_name = models.CharField(max_length=200, blank=True)
+    conversation = models.ForeignKey(
+        Conversation, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    generation_id = models.CharField(max_length=64, blank=True)
+    stream = models.BooleanField(default=False)
+    status_code = models.PositiveSmallIntegerField(default=200)
+    finish_reason = models.CharField(max_length=20, blank=True)
+    error = models.CharField(max_length=500, blank=True)
+    prompt_tokens = models.PositiveIntegerField(default=0)
+    completion_tokens = models.PositiveIntegerField(default=0)
+    ttft_s = models.FloatField(null=True, blank=True)
+    duration_s = models.FloatField(null=True, blank=True)
+    # The caller's own end-user id (the API's ``user`` field).
+    end_user = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["key", "created_at"], name="api_request_key_time"),
+            models.Index(fields=["created_at"], name="api_request_time"),
+        ]
+
+    def __str__(self) -> str:
+        return (
+            f"API request {self.pk} ({self.model_name}, {self.finish_reason or self.status_code})"
+        )

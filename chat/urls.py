@@ -1,6 +1,6 @@
 from django.urls import include, path
 
-from chat.views import api, pages
+from chat.views import api, openai_api, pages
 
 urlpatterns = [
     path("accounts/", include("chat.account_urls")),
@@ -24,4 +24,8 @@ urlpatterns = [
         name="api-conversation-export",
     ),
     path("api/messages/<int:message_id>/feedback/", api.message_feedback, name="api-feedback"),
+    # The OpenAI-compatible API: no trailing slashes, as its clients call it.
+    path("v1/models", openai_api.models, name="v1-models"),
+    path("v1/models/<path:model_id>", openai_api.models, name="v1-model"),
+    path("v1/chat/completions", openai_api.chat_completions, name="v1-chat-completions"),
 ]

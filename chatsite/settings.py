@@ -337,3 +337,16 @@ STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 FILTER_BLOCK_NOTICE = env_str(
     "FILTER_BLOCK_NOTICE", "This message was blocked by a content rule of this site."
 )
+
+# --- OpenAI-compatible API ------------------------------------------------
+
+#: Requests a minute per key, unless the key says otherwise.
+API_RATE_LIMIT_PER_MINUTE = env_int("API_RATE_LIMIT_PER_MINUTE", 60, minimum=1)
+#: Tokens (in and out) per key per calendar month; 0: no quota.
+API_MONTHLY_TOKEN_QUOTA = env_int("API_MONTHLY_TOKEN_QUOTA", 0, minimum=0)
+#: Store API calls as conversations (source "api") in the database.
+API_STORE_CONVERSATIONS = env_bool("API_STORE_CONVERSATIONS", True)
+#: Largest max_tokens an API call may ask for.
+API_MAX_TOKENS = env_int("API_MAX_TOKENS", 4096, minimum=1)
+#: Keys a user may hold at once.
+API_KEYS_PER_USER = env_int("API_KEYS_PER_USER", 20, minimum=1)

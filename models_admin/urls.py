@@ -3,7 +3,7 @@ routes in its view module."""
 
 from django.urls import include, path
 
-from models_admin.views import filters, jobs, overview, review, usage, versions
+from models_admin.views import api_keys, filters, jobs, overview, review, usage, versions
 
 app_name = "dashboard"
 
@@ -14,4 +14,5 @@ urlpatterns = [
     path("training/", include(jobs.urlpatterns)),
     path("conversations/", include(review.urlpatterns)),
     path("filters/", include(filters.urlpatterns)),
+    path("api/", include(api_keys.urlpatterns)),
 ]

@@ -24,11 +24,12 @@ PERMISSIONS = {
     "models_admin.add_filterrule": "create or import content filter rules",
     "models_admin.change_filterrule": "change or switch content filter rules",
     "models_admin.delete_filterrule": "delete content filter rules",
+    "chat.change_apikey": "change API key limits or revoke keys",
 }
 
 
 def _refuse(request: HttpRequest, reason: str) -> HttpResponse:
-    if request.accepts("text/html") and not request.path.startswith("/dashboard/api/"):
+    if request.accepts("text/html"):
         return render(request, "dashboard/refused.html", {"reason": reason}, status=403)
     from django.http import JsonResponse
 

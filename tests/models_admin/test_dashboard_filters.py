@@ -10,7 +10,6 @@ import re
 from datetime import timedelta
 
 import pytest
-from django.contrib.auth.models import Permission
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 from django.utils import timezone
@@ -20,6 +19,7 @@ from models_admin.models import FilterHit, FilterRule
 from models_admin.selectors.filters import filter_rules_export
 from models_admin.services.filters import filter_rule_save
 from tests.factories import UserFactory
+from tests.models_admin.conftest import grant
 
 pytestmark = pytest.mark.django_db
 
@@ -27,21 +27,10 @@ CATASTROPHIC = "(a+)+$"
 LUHN_CARD = "4111 1111 1111 1111"
 
 
-def _grant(user, *codenames):
-    user.user_permissions.add(*Permission.objects.filter(codename__in=codenames))
-
-
-@pytest.fixture
-def viewer(client):
-    user = UserFactory(username="viewer", is_staff=True)
-    client.force_login(user)
-    return user
-
-
 @pytest.fixture
 def editor(client):
     user = UserFactory(username="editor", is_staff=True)
-    _grant(user, "add_filterrule", "change_filterrule", "delete_filterrule", "view_filterrule")
+    grant(user, "add_filterrule", "change_filterrule", "delete_filterrule", "view_filterrule")
     client.force_login(user)
     return user
 
@@ -157,7 +146,7 @@ def test_staff_without_rights_cannot_create_edit_switch_delete_or_import(client,
 
 def test_adding_rules_does_not_allow_changing_or_deleting_them(client, rule):
     user = UserFactory(username="adder", is_staff=True)
-    _grant(user, "add_filterrule")
+    grant(user, "add_filterrule")
     client.force_login(user)
     page = client.get(reverse("dashboard:filters")).content.decode()
     assert 'data-testid="new-rule"' in page and f'data-testid="toggle-{rule.pk}"' not in page
@@ -331,7 +320,7 @@ def test_an_import_that_is_not_json_or_too_large_is_refused(client, editor):
 
 def test_replacing_on_import_needs_the_delete_permission(client, rule):
     user = UserFactory(username="adder", is_staff=True)
-    _grant(user, "add_filterrule")
+    grant(user, "add_filterrule")
     client.force_login(user)
     upload = SimpleUploadedFile("rules.json", json.dumps(filter_rules_export()).encode())
     response = client.post(reverse("dashboard:filters-import"), {"file": upload, "replace": "on"})
@@ -511,7 +500,7 @@ def test_hit_rows_escape_excerpts_and_link_conversations_for_reviewers(client, v
     assert review_url not in page
     assert reverse("dashboard:filter-edit", args=[rule.pk]) in page
 
-    _grant(viewer, "review_conversation")
+    grant(viewer, "review_conversation")
     page = client.get(reverse("dashboard:filter-hits")).content.decode()
     assert review_url in page
 

@@ -1,0 +1,413 @@
+"""Chat completions for the OpenAI-compatible API: request validation,
+input filter rules, storing the call as a conversation (unless turned
+off), queueing the generation, and recording usage per key."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from chat.models import ApiKey, ApiRequest, Conversation, Message
+from chat.services.conversations import conversation_title_auto
+from chat.services.messages import message_generation_finish
+from inference.client import generation_submit
+from models_admin.models import ModelVersion
+from models_admin.selectors import model_version_get_production
+from models_admin.services.filters import content_filter_input, filter_hits_record
+
+logger = logging.getLogger(__name__)
+
+#: Parameters of the chat completions API this server understands.
+KNOWN = {
+    "model",
+    "messages",
+    "temperature",
+    "top_p",
+    "max_tokens",
+    "max_completion_tokens",
+    "stop",
+    "seed",
+    "n",
+    "user",
+    "stream",
+    "stream_options",
+}
+#: OpenAI parameters this server does not offer, with why.
+UNSUPPORTED = {
+    "tools": "Tool calls are not supported.",
+    "tool_choice": "Tool calls are not supported.",
+    "functions": "Function calls are not supported.",
+    "function_call": "Function calls are not supported.",
+    "logprobs": "Log probabilities are not supported.",
+    "top_logprobs": "Log probabilities are not supported.",
+    "logit_bias": "logit_bias is not supported.",
+    "response_format": "Only plain text responses are supported.",
+    "audio": "Audio is not supported.",
+    "modalities": "Only text is supported.",
+    "prediction": "Predicted outputs are not supported.",
+}
+#: Accepted only at their neutral value.
+NEUTRAL = {"presence_penalty": 0, "frequency_penalty": 0, "parallel_tool_calls": None}
+#: Characters of all messages of one call together.
+MAX_PROMPT_CHARS = 200_000
+DEFAULT_ALIAS = "default"
+
+
+class ApiError(Exception):
+    """A refused call in OpenAI's error shape."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type
+        self.param = param
+        self.code = code
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+
+def _invalid(param: str, message: str) -> ApiError:
+    return ApiError(400, message, param=param, code="invalid_value")
+
+
+def api_models_for_key(*, key: ApiKey) -> list[ModelVersion]:
+    """The versions a key may call, production first."""
+    production = model_version_get_production()
+    versions = [production] if production is not None else []
+    if key.all_versions:
+        others = ModelVersion.objects.exclude(state=ModelVersion.State.ARCHIVED)
+        versions += [v for v in others.order_by("-created_at") if v not in versions]
+    return versions
+
+
+def _model(key: ApiKey, name: Any) -> ModelVersion:
+    if not isinstance(name, str) or not name.strip():
+        raise ApiError(400, "you must provide a model parameter", param="model", code=None)
+    allowed = api_models_for_key(key=key)
+    if name == DEFAULT_ALIAS and allowed:
+        return allowed[0]
+    for version in allowed:
+        if version.name == name:
+            return version
+    raise ApiError(
+        404,
+        f"The model `{name}` does not exist or you do not have access to it.",
+        param="model",
+        code="model_not_found",
+    )
+
+
+def _content(value: Any, param: str) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        parts = []
+        for index, part in enumerate(value):
+            if not isinstance(part, dict) or part.get("type") != "text":
+                raise _invalid(f"{param}[{index}]", "Only text content parts are supported.")
+            if not isinstance(part.get("text"), str):
+                raise _invalid(f"{param}[{index}].text", "A text part needs a string text.")
+            parts.append(part["text"])
+        return "".join(parts)
+    if value is None:
+        return ""
+    raise _invalid(param, "content must be a string or a list of text parts.")
+
+
+def _messages(value: Any) -> list[dict[str, str]]:
+    if not isinstance(value, list) or not value:
+        raise _invalid("messages", "messages must be a non-empty list.")
+    out = []
+    total = 0
+    for index, message in enumerate(value):
+        param = f"messages[{index}]"
+        if not isinstance(message, dict):
+            raise _invalid(param, "Each message is an object with a role and content.")
+        role = message.get("role")
+        if role == "developer":
+            role = "system"
+        if role not in ("system", "user", "assistant"):
+            raise _invalid(
+                f"{param}.role", f"Unsupported role {role!r}: system, user or assistant."
+            )
+        content = _content(message.get("content"), f"{param}.content")
+        total += len(content)
+        out.append({"role": role, "content": content})
+    if total > MAX_PROMPT_CHARS:
+        raise _invalid("messages", f"The messages are limited to {MAX_PROMPT_CHARS:,} characters.")
+    if not any(m["role"] == "user" for m in out):
+        raise _invalid("messages", "messages needs at least one user message.")
+    return out
+
+
+def _number(body: dict[str, Any], name: str, low: float, high: float, *, low_open: bool = False):
+    value = body.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _invalid(name, f"{name} must be a number.")
+    if value > high or value < low or (low_open and value == low):
+        bound = f"greater than {low}" if low_open else f"at least {low}"
+        raise _invalid(name, f"{name} must be {bound} and at most {high}; got {value}.")
+    return float(value)
+
+
+def _integer(body: dict[str, Any], name: str, low: int, high: int) -> int | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _invalid(name, f"{name} must be an integer.")
+    if not low <= value <= high:
+        raise _invalid(name, f"{name} must be between {low} and {high}; got {value}.")
+    return value
+
+
+@dataclass(frozen=True)
+class CompletionRequest:
+    version: ModelVersion
+    messages: list[dict[str, str]]
+    params: dict[str, Any]
+    stream: bool
+    include_usage: bool
+    end_user: str
+
+
+def completion_request_parse(*, key: ApiKey, body: Any) -> CompletionRequest:
+    """Check a chat completions body; raise ApiError naming the parameter."""
+    if not isinstance(body, dict):
+        raise ApiError(400, "The request body must be a JSON object.")
+    for name in body:
+        if name in UNSUPPORTED:
+            raise _invalid(name, UNSUPPORTED[name])
+        if name in NEUTRAL:
+            if body[name] not in (NEUTRAL[name], None):
+                raise _invalid(name, f"{name} is not supported; leave it out.")
+            continue
+        if name not in KNOWN:
+            raise ApiError(
+                400, f"Unrecognized request argument supplied: {name}", param=name, code=None
+            )
+    version = _model(key, body.get("model"))
+    messages = _messages(body.get("messages"))
+    n = _integer(body, "n", 1, 128)
+    if n not in (None, 1):
+        raise _invalid("n", "Only n=1 is supported.")
+    params: dict[str, Any] = {}
+    temperature = _number(body, "temperature", 0.0, 2.0)
+    if temperature is not None:
+        params["temperature"] = temperature
+    top_p = _number(body, "top_p", 0.0, 1.0, low_open=True)
+    if top_p is not None:
+        params["top_p"] = top_p
+    limit = settings.API_MAX_TOKENS
+    max_tokens = _integer(body, "max_completion_tokens", 1, limit) or _integer(
+        body, "max_tokens", 1, limit
+    )
+    params["max_new_tokens"] = max_tokens or min(1024, limit)
+    seed = _integer(body, "seed", -(2**63), 2**63 - 1)
+    if seed is not None:
+        params["seed"] = seed % 2**32
+    stop = body.get("stop")
+    if stop is not None:
+        stops = [stop] if isinstance(stop, str) else stop
+        if (
+            not isinstance(stops, list)
+            or len(stops) > 4
+            or not all(isinstance(s, str) and s for s in stops)
+        ):
+            raise _invalid("stop", "stop is a string or a list of up to 4 non-empty strings.")
+        params["stop"] = stops
+    stream = body.get("stream", False)
+    if stream is None:
+        stream = False
+    if not isinstance(stream, bool):
+        raise _invalid("stream", "stream must be true or false.")
+    options = body.get("stream_options")
+    include_usage = False
+    if options is not None:
+        if not stream:
+            raise _invalid("stream_options", "stream_options is only allowed with stream=true.")
+        if not isinstance(options, dict) or not isinstance(
+            options.get("include_usage", False), bool
+        ):
+            raise _invalid("stream_options", 'stream_options is {"include_usage": bool}.')
+        include_usage = bool(options.get("include_usage"))
+    end_user = body.get("user") or ""
+    if not isinstance(end_user, str) or len(end_user) > 200:
+        raise _invalid("user", "user is a string of at most 200 characters.")
+    return CompletionRequest(
+        version=version,
+        messages=messages,
+        params=params,
+        stream=stream,
+        include_usage=include_usage,
+        end_user=end_user,
+    )
+
+
+@dataclass(frozen=True)
+class Started:
+    generation_id: str
+    record_id: int
+    model: str
+
+
+def _filter_input(*, key: ApiKey, messages: list[dict[str, str]]) -> list[dict[str, str]]:
+    """Run the API's input rules on the callers' messages (not on answers
+    it sends back as history); raise ApiError for a block."""
+    out = []
+    for index, message in enumerate(messages):
+        if message["role"] == "assistant":
+            out.append(message)
+            continue
+        verdict = content_filter_input(text=message["content"], surface="api")
+        if verdict.hits:
+            filter_hits_record(
+                hits=[hit.as_dict() for hit in verdict.hits],
+                scope="input",
+                surface="api",
+                user_id=key.user_id,
+            )
+        if verdict.blocked:
+            raise ApiError(400, verdict.notice, param=f"messages[{index}]", code="content_filter")
+        out.append({**message, "content": verdict.text})
+    return out
+
+
+def _conversation_store(
+    *, key: ApiKey, request: CompletionRequest, messages: list[dict[str, str]], generation_id: str
+) -> tuple[Conversation, Message]:
+    conversation = Conversation(
+        user_id=key.user_id,
+        source=Conversation.Source.API,
+        temperature=request.params.get("temperature", 0.7),
+        top_p=request.params.get("top_p", 0.9),
+        max_tokens=request.params["max_new_tokens"],
+    )
+    conversation.save()
+    parent = None
+    for message in messages:
+        parent = Message.objects.create(
+            conversation=conversation,
+            parent=parent,
+            role=message["role"],
+            content=message["content"],
+        )
+    answer = Message.objects.create(
+        conversation=conversation,
+        parent=parent,
+        role=Message.Role.ASSISTANT,
+        status=Message.Status.PENDING,
+        generation_id=generation_id,
+        model_version=request.version,
+        model_version_name=request.version.name,
+    )
+    last_question = next(m["content"] for m in reversed(messages) if m["role"] == "user")
+    conversation.current_leaf = answer
+    conversation_title_auto(conversation=conversation, question=last_question)
+    conversation.save(update_fields=["current_leaf", "title", "title_is_auto", "updated_at"])
+    return conversation, answer
+
+
+def completion_start(*, key: ApiKey, request: CompletionRequest) -> Started:
+    """Filter, store (when configured) and queue one completion."""
+    messages = _filter_input(key=key, messages=request.messages)
+    generation_id = uuid.uuid4().hex
+    extra: dict[str, Any] = {"surface": "api"}
+    with transaction.atomic():
+        conversation = None
+        if settings.API_STORE_CONVERSATIONS:
+            conversation, answer = _conversation_store(
+                key=key, request=request, messages=messages, generation_id=generation_id
+            )
+            extra.update(conversation=conversation.pk, message=answer.pk)
+        record = ApiRequest.objects.create(
+            key=key,
+            user_id=key.user_id,
+            model_version=request.version,
+            model_name=request.version.name,
+            conversation=conversation,
+            generation_id=generation_id,
+            stream=request.stream,
+            end_user=request.end_user,
+        )
+        params = request.params
+
+        def submit() -> None:
+            try:
+                generation_submit(
+                    messages=messages,
+                    params=params,
+                    model_version_id=request.version.pk,
+                    generation_id=generation_id,
+                    extra=extra,
+                )
+            except Exception as exc:
+                logger.exception("Queueing API generation %s failed", generation_id)
+                final = {"finish_reason": "error", "error": "The model service is unreachable."}
+                message_generation_finish(generation_id=generation_id, final=final, text="")
+                completion_record(
+                    record_id=record.pk, final=final, ttft_s=None, duration_s=0.0,
+                    status_code=503, error=str(exc),
+                )  # fmt: skip
+                raise ApiError(
+                    503,
+                    "The model service is unreachable; try again shortly.",
+                    type="server_error",
+                    code="service_unavailable",
+                ) from None
+
+        transaction.on_commit(submit, robust=False)
+    return Started(generation_id=generation_id, record_id=record.pk, model=request.version.name)
+
+
+def completion_record(
+    *,
+    record_id: int,
+    final: dict[str, Any] | None,
+    ttft_s: float | None,
+    duration_s: float,
+    status_code: int = 200,
+    error: str = "",
+) -> None:
+    """Store how a call ended: finish reason and token counts."""
+    final = final or {}
+    usage = final.get("usage") or {}
+    ApiRequest.objects.filter(pk=record_id).update(
+        finish_reason=str(final.get("finish_reason") or "")[:20],
+        prompt_tokens=int(usage.get("prompt_tokens") or 0),
+        completion_tokens=int(usage.get("completion_tokens") or 0),
+        ttft_s=ttft_s,
+        duration_s=duration_s,
+        status_code=status_code,
+        error=error[:500],
+    )
+
+
+def api_request_count_today(*, key: ApiKey) -> int:
+    start = timezone.localtime().replace(hour=0, minute=0, second=0, microsecond=0)
+    return ApiRequest.objects.filter(key=key, created_at__gte=start).count()

@@ -1,0 +1,300 @@
+"""The OpenAI-compatible HTTP API under ``/v1/``: ``GET /v1/models``,
+``GET /v1/models/<id>`` and ``POST /v1/chat/completions`` (JSON, or
+server-sent events in OpenAI's chunk format ending with ``data: [DONE]``).
+
+Keys come as ``Authorization: Bearer sk-...``. Errors use OpenAI's shape
+``{"error": {"message", "type", "param", "code"}}`` with its statuses:
+401 for a bad or revoked key, 404 for an unknown model, 400 naming the
+parameter, 429 with ``Retry-After``. A client that goes away mid-answer
+cancels the generation in the engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.views.decorators.csrf import csrf_exempt
+
+from chat.models import ApiKey
+from chat.services.api_keys import ApiLimitError, api_key_authenticate, api_limits_check
+from chat.services.completions import (
+    ApiError,
+    CompletionRequest,
+    Started,
+    api_models_for_key,
+    completion_record,
+    completion_request_parse,
+    completion_start,
+)
+from inference.client import generation_cancel, generation_events, workers_live_count
+
+logger = logging.getLogger(__name__)
+
+#: Seconds without an event before a call gives up on the worker.
+IDLE_TIMEOUT_S = 120.0
+#: Largest request body.
+MAX_BODY_BYTES = 2_000_000
+
+
+def _error(error: ApiError, *, retry_after: int | None = None) -> JsonResponse:
+    response = JsonResponse(error.body(), status=error.status)
+    if retry_after is not None:
+        response["Retry-After"] = str(retry_after)
+    return response
+
+
+def _bearer(request: HttpRequest) -> str:
+    header = request.headers.get("Authorization", "")
+    scheme, _space, token = header.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
+
+
+async def _key(request: HttpRequest) -> ApiKey:
+    raw = _bearer(request)
+    key = await sync_to_async(api_key_authenticate)(raw=raw) if raw else None
+    if key is None:
+        shown = f"{raw[:6]}…{raw[-4:]}" if len(raw) > 12 else "(none)"
+        raise ApiError(
+            401,
+            f"Incorrect API key provided: {shown}. Create a key on your account's API keys page.",
+            code="invalid_api_key",
+        )
+    return key
+
+
+def _model_object(version: Any) -> dict[str, Any]:
+    return {
+        "id": version.name,
+        "object": "model",
+        "created": int(version.created_at.timestamp()),
+        "owned_by": "production" if version.state == "production" else version.state,
+    }
+
+
+@csrf_exempt
+async def models(request: HttpRequest, model_id: str | None = None) -> HttpResponse:
+    if request.method != "GET":
+        return _error(ApiError(405, "Use GET.", code="method_not_allowed"))
+    try:
+        key = await _key(request)
+    except ApiError as error:
+        return _error(error)
+    versions = await sync_to_async(api_models_for_key)(key=key)
+    if model_id is None:
+        return JsonResponse({"object": "list", "data": [_model_object(v) for v in versions]})
+    for version in versions:
+        if version.name == model_id:
+            return JsonResponse(_model_object(version))
+    return _error(
+        ApiError(
+            404,
+            f"The model `{model_id}` does not exist or you do not have access to it.",
+            param="model",
+            code="model_not_found",
+        )
+    )
+
+
+class _Call:
+    """One completion in flight: reads the generation's events and keeps
+    what the usage record needs."""
+
+    def __init__(self, started: Started, request: CompletionRequest) -> None:
+        self.started = started
+        self.request = request
+        self.began = time.monotonic()
+        self.first_text_at: float | None = None
+        self.final: dict[str, Any] | None = None
+        self.error = ""
+        self.created = int(time.time())
+        self.id = f"chatcmpl-{started.generation_id}"
+
+    async def events(self) -> AsyncIterator[tuple[str, Any]]:
+        """("text", str) pieces, then ("end", final data)."""
+        async for event in generation_events(
+            self.started.generation_id, idle_timeout_s=IDLE_TIMEOUT_S
+        ):
+            if event.type == "text" and event.text:
+                if self.first_text_at is None:
+                    self.first_text_at = time.monotonic()
+                yield "text", event.text
+            elif event.type == "done":
+                self.final = dict(event.data)
+                yield "end", self.final
+            elif event.type == "error":
+                self.final = {"finish_reason": "error", **event.data}
+                self.error = str(event.data.get("error") or "generation failed")
+                yield "end", self.final
+
+    async def record(self, *, status_code: int = 200) -> None:
+        ttft = self.first_text_at - self.began if self.first_text_at else None
+        await sync_to_async(completion_record)(
+            record_id=self.started.record_id,
+            final=self.final,
+            ttft_s=ttft,
+            duration_s=time.monotonic() - self.began,
+            status_code=status_code,
+            error=self.error,
+        )
+
+    def usage(self) -> dict[str, int]:
+        usage = (self.final or {}).get("usage") or {}
+        prompt, completion = (
+            int(usage.get("prompt_tokens") or 0),
+            int(usage.get("completion_tokens") or 0),
+        )
+        return {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+        }
+
+    def chunk(self, delta: dict[str, Any], finish_reason: str | None) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.started.model,
+            "system_fingerprint": None,
+            "choices": [
+                {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+            ],
+        }
+        if self.request.include_usage:
+            body["usage"] = None
+        return body
+
+
+def _finish_reason(final: dict[str, Any]) -> str:
+    reason = str(final.get("finish_reason") or "stop")
+    return reason if reason in ("stop", "length", "content_filter") else "stop"
+
+
+def _sse(data: Any) -> bytes:
+    return f"data: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+
+
+async def _stream(call: _Call) -> AsyncIterator[bytes]:
+    done = False
+    try:
+        yield _sse(call.chunk({"role": "assistant", "content": "", "refusal": None}, None))
+        async for kind, value in call.events():
+            if kind == "text":
+                yield _sse(call.chunk({"content": value}, None))
+                continue
+            done = True
+            if value.get("finish_reason") == "error":
+                error = ApiError(500, call.error, type="server_error", code="generation_failed")
+                yield _sse(error.body())
+            else:
+                yield _sse(call.chunk({}, _finish_reason(value)))
+                if call.request.include_usage:
+                    usage_chunk = call.chunk({}, None)
+                    usage_chunk["choices"] = []
+                    usage_chunk["usage"] = call.usage()
+                    yield _sse(usage_chunk)
+            yield b"data: [DONE]\n\n"
+            break
+    except TimeoutError:
+        done = True
+        call.error = "no answer from the model service in time"
+        error = ApiError(504, call.error, type="server_error", code="timeout")
+        yield _sse(error.body())
+        yield b"data: [DONE]\n\n"
+    finally:
+        if not done:
+            # The client went away: free the engine slot at once.
+            generation_cancel(call.started.generation_id)
+            call.final = call.final or {"finish_reason": "cancelled"}
+            call.error = call.error or "client disconnected"
+        await call.record(status_code=200 if not call.error or done else 499)
+
+
+async def _complete(call: _Call) -> HttpResponse:
+    text: list[str] = []
+    try:
+        async for kind, value in call.events():
+            if kind == "text":
+                text.append(value)
+    except TimeoutError:
+        call.error = "no answer from the model service in time"
+        await call.record(status_code=504)
+        return _error(ApiError(504, call.error, type="server_error", code="timeout"))
+    except asyncio.CancelledError:
+        generation_cancel(call.started.generation_id)
+        call.final = {"finish_reason": "cancelled"}
+        call.error = "client disconnected"
+        await call.record(status_code=499)
+        raise
+    final = call.final or {}
+    if final.get("finish_reason") == "error":
+        await call.record(status_code=500)
+        return _error(ApiError(500, call.error, type="server_error", code="generation_failed"))
+    await call.record()
+    reason = _finish_reason(final)
+    content = "".join(text)
+    if reason == "content_filter" and final.get("notice"):
+        content = str(final["notice"])
+    return JsonResponse(
+        {
+            "id": call.id,
+            "object": "chat.completion",
+            "created": call.created,
+            "model": call.started.model,
+            "system_fingerprint": None,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": content, "refusal": None},
+                    "logprobs": None,
+                    "finish_reason": reason,
+                }
+            ],
+            "usage": call.usage(),
+        }
+    )
+
+
+@csrf_exempt
+async def chat_completions(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
+    if request.method != "POST":
+        return _error(ApiError(405, "Use POST.", code="method_not_allowed"))
+    try:
+        key = await _key(request)
+        if len(request.body) > MAX_BODY_BYTES:
+            raise ApiError(413, f"The request body is limited to {MAX_BODY_BYTES:,} bytes.")
+        try:
+            body = json.loads(request.body or b"null")
+        except ValueError:
+            raise ApiError(400, "The request body is not valid JSON.") from None
+        parsed = await sync_to_async(completion_request_parse)(key=key, body=body)
+        await sync_to_async(api_limits_check)(key=key)
+        if await sync_to_async(workers_live_count)() == 0:
+            raise ApiError(
+                503,
+                "No inference worker is running; try again shortly.",
+                type="server_error",
+                code="service_unavailable",
+            )
+        started = await sync_to_async(completion_start)(key=key, request=parsed)
+    except ApiLimitError as limit:
+        return _error(
+            ApiError(429, limit.message, type="requests", code=limit.code),
+            retry_after=limit.retry_after,
+        )
+    except ApiError as error:
+        return _error(error)
+    call = _Call(started, parsed)
+    if not parsed.stream:
+        return await _complete(call)
+    response = StreamingHttpResponse(_stream(call), content_type="text/event-stream")
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"
+    return response

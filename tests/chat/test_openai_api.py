@@ -1,0 +1,350 @@
+"""The OpenAI-compatible API: the official ``openai`` client (sync and
+async, streaming and not) against a live Daphne server and a real worker;
+raw HTTP for keys, errors, limits and filters; a client that disconnects
+mid-stream frees the engine slot."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import threading
+import urllib.error
+import urllib.request
+
+import httpx
+import openai
+import pytest
+from django.test import Client
+
+from chat.models import ApiKey, ApiRequest, Conversation, Message
+from chat.services.api_keys import api_key_create, api_key_revoke
+from inference.management.commands.run_inference_worker import (
+    _extra_versions,
+    _generation_store,
+    _OutputRules,
+    _production_version,
+    _version_lookup,
+)
+from models_admin.models import FilterHit
+from models_admin.services import model_version_create, model_version_promote
+from models_admin.services.filters import filter_rule_save
+from tests.conftest import REPO_ROOT, child_env, database_url_for_children, free_port, wait_for
+from tests.conftest import worker_make as _worker_make
+from tests.factories import UserFactory
+
+
+def _post(client: Client, body, *, key: str | None = None, raw: bytes | None = None):
+    headers = {"HTTP_AUTHORIZATION": f"Bearer {key}"} if key else {}
+    return client.post(
+        "/v1/chat/completions",
+        data=raw if raw is not None else json.dumps(body),
+        content_type="application/json",
+        **headers,
+    )
+
+
+@pytest.fixture
+def version(tiny_model_dir):
+    version = model_version_create(name="tiny", folder=tiny_model_dir)
+    model_version_promote(version=version)
+    return version
+
+
+@pytest.fixture
+def secret(version):
+    _key, raw = api_key_create(user=UserFactory(), name="tests")
+    return raw
+
+
+ASK = {"model": "tiny", "messages": [{"role": "user", "content": "Hello"}], "max_tokens": 8}
+
+
+# --- raw HTTP: keys, validation, limits --------------------------------------
+
+
+@pytest.mark.django_db
+def test_a_missing_wrong_or_revoked_key_gets_401_in_openai_s_error_shape(client, secret):
+    for key in (None, "sk-wrong-key-0000000000000000", secret[:-2] + "xx"):
+        response = _post(client, ASK, key=key)
+        assert response.status_code == 401
+        error = response.json()["error"]
+        assert error["code"] == "invalid_api_key" and error["type"] == "invalid_request_error"
+        assert secret not in error["message"]
+    api_key_revoke(key=ApiKey.objects.get())
+    assert _post(client, ASK, key=secret).status_code == 401
+    assert client.get("/v1/models", HTTP_AUTHORIZATION=f"Bearer {secret}").status_code == 401
+
+
+@pytest.mark.django_db
+def test_the_key_is_stored_hashed_and_listed_by_prefix(secret):
+    key = ApiKey.objects.get()
+    assert secret.startswith("sk-") and secret.startswith(key.prefix)
+    assert secret not in (key.key_hash, key.prefix) and len(key.key_hash) == 64
+
+
+@pytest.mark.django_db
+def test_models_lists_what_the_key_may_use_production_first(client, secret, tiny_model_dir):
+    model_version_create(name="candidate", folder=tiny_model_dir)
+    listing = client.get("/v1/models", HTTP_AUTHORIZATION=f"Bearer {secret}").json()
+    assert [m["id"] for m in listing["data"]] == ["tiny"]
+    ApiKey.objects.update(all_versions=True)
+    listing = client.get("/v1/models", HTTP_AUTHORIZATION=f"Bearer {secret}").json()
+    assert [m["id"] for m in listing["data"]] == ["tiny", "candidate"]
+    one = client.get("/v1/models/candidate", HTTP_AUTHORIZATION=f"Bearer {secret}")
+    assert one.json()["object"] == "model"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("change", "status", "param"),
+    [
+        ({"model": "gpt-9"}, 404, "model"),
+        ({"model": None}, 400, "model"),
+        ({"messages": []}, 400, "messages"),
+        ({"messages": [{"role": "robot", "content": "x"}]}, 400, "messages[0].role"),
+        ({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, 400,
+         "messages[0].content[0]"),
+        ({"temperature": 3}, 400, "temperature"),
+        ({"temperature": "hot"}, 400, "temperature"),
+        ({"top_p": 0}, 400, "top_p"),
+        ({"max_tokens": 0}, 400, "max_tokens"),
+        ({"max_completion_tokens": 10**9}, 400, "max_completion_tokens"),
+        ({"n": 2}, 400, "n"),
+        ({"stop": ["a", "b", "c", "d", "e"]}, 400, "stop"),
+        ({"seed": 1.5}, 400, "seed"),
+        ({"stream_options": {"include_usage": True}}, 400, "stream_options"),
+        ({"tools": [{"type": "function"}]}, 400, "tools"),
+        ({"frequency_penalty": 1.2}, 400, "frequency_penalty"),
+        ({"unheard_of": 1}, 400, "unheard_of"),
+    ],
+)  # fmt: skip
+def test_bad_requests_get_400_or_404_naming_the_parameter(client, secret, change, status, param):
+    response = _post(client, {**ASK, **change}, key=secret)
+    assert response.status_code == status, response.json()
+    assert response.json()["error"]["param"] == param
+    assert not ApiRequest.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_body_that_is_not_json_gets_400(client, secret):
+    response = _post(client, None, key=secret, raw=b"{not json")
+    assert response.status_code == 400
+    assert "JSON" in response.json()["error"]["message"]
+
+
+@pytest.mark.django_db
+def test_the_rate_limit_answers_429_with_retry_after(client, secret):
+    ApiKey.objects.update(rate_limit_per_minute=1)
+    # The first call counts (and finds no worker); the second is over the limit.
+    assert _post(client, ASK, key=secret).status_code == 503
+    response = _post(client, ASK, key=secret)
+    assert response.status_code == 429
+    assert response.json()["error"]["code"] == "rate_limit_exceeded"
+    assert 1 <= int(response["Retry-After"]) <= 60
+
+
+@pytest.mark.django_db
+def test_a_spent_monthly_quota_answers_429_insufficient_quota(client, secret):
+    key = ApiKey.objects.get()
+    key.monthly_token_quota = 100
+    key.save()
+    ApiRequest.objects.create(key=key, user=key.user, prompt_tokens=60, completion_tokens=40)
+    response = _post(client, ASK, key=secret)
+    assert response.status_code == 429
+    assert response.json()["error"]["code"] == "insufficient_quota"
+
+
+@pytest.mark.django_db
+def test_without_a_worker_the_call_fails_fast_with_503(client, secret):
+    response = _post(client, ASK, key=secret)
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "service_unavailable"
+
+
+# --- a live server and a real worker -------------------------------------------
+
+
+@pytest.fixture
+def live(transactional_db, version, redis_conn, tmp_path):
+    """Daphne serving the project on the test database, and an inference
+    worker thread on the tiny model."""
+    worker = _worker_make(
+        redis_conn,
+        _production_version,
+        version_lookup=_version_lookup,
+        extra_versions=_extra_versions,
+        on_finished=_generation_store,
+        output_filter_factory=_OutputRules().filter_for,
+    )
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    port = free_port()
+    log = (tmp_path / "daphne.log").open("w")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "daphne", "--bind", "127.0.0.1", "--port", str(port),
+         "chatsite.asgi:application"],
+        cwd=REPO_ROOT,
+        env=child_env(DATABASE_URL=database_url_for_children(), DEBUG="false",
+                      SECRET_KEY="tests-only-secret-key-0123456789abcdef",
+                      ALLOWED_HOSTS="127.0.0.1"),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        try:
+            with urllib.request.urlopen(f"{base}/healthz", timeout=2):  # noqa: S310
+                return True
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            return False
+
+    try:
+        wait_for(up, timeout=60)
+        wait_for(lambda: worker.state == "ready", timeout=60)
+        _key, raw = api_key_create(user=UserFactory(), name="live")
+        yield {"base": base, "key": raw, "worker": worker}
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+        log.close()
+        worker.stop()
+        thread.join(timeout=30)
+
+
+def _client(live) -> openai.OpenAI:
+    return openai.OpenAI(base_url=live["base"] + "/v1", api_key=live["key"], max_retries=0)
+
+
+@pytest.mark.slow
+def test_the_official_client_sync_and_async_streaming_and_not(live):
+    client = _client(live)
+    assert [m.id for m in client.models.list()] == ["tiny"]
+
+    hello = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
+    completion = client.chat.completions.create(
+        model="tiny",
+        messages=hello,
+        max_tokens=12,
+        temperature=0,
+        seed=3,
+        user="customer-42",
+    )
+    choice = completion.choices[0]
+    assert choice.message.role == "assistant" and choice.message.content
+    assert choice.finish_reason in ("stop", "length")
+    assert completion.usage.completion_tokens >= 1
+    assert completion.usage.total_tokens == (
+        completion.usage.prompt_tokens + completion.usage.completion_tokens
+    )
+
+    chunks = list(
+        client.chat.completions.create(
+            model="tiny",
+            messages=hello,
+            max_completion_tokens=12,
+            temperature=0,
+            seed=3,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    assert chunks[0].choices[0].delta.role == "assistant"
+    streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert streamed == choice.message.content  # greedy: the same answer
+    finals = [
+        c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason
+    ]
+    assert finals == [choice.finish_reason]
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens >= 1
+
+    async def both_async() -> tuple[str, str]:
+        aclient = openai.AsyncOpenAI(
+            base_url=live["base"] + "/v1", api_key=live["key"], max_retries=0
+        )
+        plain = await aclient.chat.completions.create(
+            model="default", messages=hello, max_tokens=12,
+            temperature=0, seed=3,
+        )  # fmt: skip
+        stream = await aclient.chat.completions.create(
+            model="tiny", messages=hello, max_tokens=12,
+            temperature=0, seed=3, stream=True,
+        )  # fmt: skip
+        parts = [chunk.choices[0].delta.content or "" async for chunk in stream if chunk.choices]
+        await aclient.close()
+        return plain.choices[0].message.content, "".join(parts)
+
+    plain, streamed_async = asyncio.run(both_async())  # no loop runs in this thread
+    assert plain == streamed_async == choice.message.content
+
+    # Every call is recorded with its usage and stored as an API conversation.
+    records = list(ApiRequest.objects.order_by("pk"))
+    assert len(records) == 4 and all(r.completion_tokens >= 1 for r in records)
+    assert records[0].end_user == "customer-42" and records[1].stream
+    stored = Conversation.objects.filter(source=Conversation.Source.API)
+    assert stored.count() == 4
+    answers = Message.objects.filter(conversation__in=stored, role="assistant")
+    wait_for(lambda: not answers.filter(status="pending").exists())
+    assert set(answers.values_list("content", flat=True)) == {choice.message.content}
+
+
+@pytest.mark.slow
+def test_errors_come_back_as_the_client_s_exceptions(live):
+    client = _client(live)
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="gpt-9", messages=[{"role": "user", "content": "x"}])
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(
+            model="tiny", messages=[{"role": "user", "content": "x"}], temperature=5
+        )
+    assert caught.value.body["param"] == "temperature"
+    bad = openai.OpenAI(base_url=live["base"] + "/v1", api_key="sk-nope", max_retries=0)
+    with pytest.raises(openai.AuthenticationError):
+        bad.models.list()
+
+
+@pytest.mark.slow
+def test_filters_apply_to_the_api_and_content_filter_is_the_finish_reason(live):
+    filter_rule_save(
+        data={"name": "secret", "kind": "keywords", "keywords": "zylophin", "scope": "input"},
+        by=None,
+    )
+    client = _client(live)
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(
+            model="tiny", messages=[{"role": "user", "content": "say z y l o p h i n"}]
+        )
+    assert caught.value.body["code"] == "content_filter"
+    hit = FilterHit.objects.get()
+    assert (hit.surface, hit.scope) == ("api", "input")
+
+
+@pytest.mark.slow
+def test_a_client_that_disconnects_mid_stream_frees_the_engine_slot(live):
+    worker = live["worker"]
+    body = {**ASK, "max_tokens": 2000, "stream": True}
+    with (
+        httpx.Client(timeout=30) as http,
+        http.stream(
+            "POST",
+            live["base"] + "/v1/chat/completions",
+            json=body,
+            headers={"Authorization": f"Bearer {live['key']}"},
+        ) as response,
+    ):
+        assert response.status_code == 200
+        lines = response.iter_lines()
+        seen = [next(lines) for _ in range(6)]
+        assert any('"content"' in line for line in seen)
+        assert sum(e.running for e in worker.engines.values()) == 1
+    # The connection is closed: the worker stops the answer at once.
+    wait_for(lambda: sum(e.running for e in worker.engines.values()) == 0, timeout=30)
+    record = ApiRequest.objects.get()
+    wait_for(lambda: ApiRequest.objects.get().finish_reason != "", timeout=30)
+    record.refresh_from_db()
+    assert record.finish_reason == "cancelled"
+    answer = Message.objects.get(generation_id=record.generation_id)
+    wait_for(lambda: Message.objects.get(pk=answer.pk).status == "cancelled", timeout=30)
+    assert Message.objects.get(pk=answer.pk).completion_tokens < 2000
