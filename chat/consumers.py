@@ -29,6 +29,7 @@ import json
 import logging
 import time
 from typing import Any
+from urllib.parse import parse_qs
 
 from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
@@ -42,7 +43,9 @@ from chat.selectors import (
     conversation_get_for_user,
     message_get_for_user,
     message_serialize,
+    thread_load,
 )
+from chat.services import widget
 from chat.services.events import conversation_group, user_group
 from chat.services.messages import (
     ChatError,
@@ -140,14 +143,15 @@ def _regenerate(user: Any, content: dict[str, Any]) -> dict[str, Any]:
 
 
 def _sent_frame(conversation_id: int, sent: Any, client_id: Any) -> dict[str, Any]:
-    sent.answer.refresh_from_db()
+    if sent.answer is not None:
+        sent.answer.refresh_from_db()
     return {
         "type": "message.accepted",
         "client_id": str(client_id),
         "conversation": conversation_id,
         "created": sent.created,
         "question": message_serialize(sent.question) if sent.question else None,
-        "answer": message_serialize(sent.answer),
+        "answer": message_serialize(sent.answer) if sent.answer else None,
     }
 
 
@@ -209,24 +213,31 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             await self._error("flood", "Too many frames; slow down.")
             await self.close(code=CLOSE_POLICY)
             return
+        content = await self._frame_parse(text_data)
+        if content is not None:
+            await self.receive_json(content)
+
+    async def _frame_parse(self, text_data: str | None) -> dict[str, Any] | None:
+        """The frame as a JSON object, or None after telling the page why
+        not (closing the socket for an oversized one)."""
         if text_data is None:
             await self._error("invalid", "Frames are JSON text.")
-            return
+            return None
         if len(text_data.encode()) > settings.CHAT_MAX_FRAME_BYTES:
             await self._error(
                 "too_big", f"Frames are limited to {settings.CHAT_MAX_FRAME_BYTES:,} bytes."
             )
             await self.close(code=CLOSE_TOO_BIG)
-            return
+            return None
         try:
             content = json.loads(text_data)
         except ValueError:
             await self._error("bad_json", "The frame is not valid JSON.")
-            return
+            return None
         if not isinstance(content, dict):
             await self._error("bad_json", "A frame is a JSON object with a type.")
-            return
-        await self.receive_json(content)
+            return None
+        return content
 
     async def receive_json(self, content: dict[str, Any], **kwargs: Any) -> None:
         kind = content.get("type")
@@ -299,7 +310,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         await self._watch(frame["conversation"])
         await self.send_json(frame)
         answer = frame["answer"]
-        if answer["status"] == "pending":
+        if answer is not None and answer["status"] == "pending":
             await self._tail_for(answer["id"])
 
     async def _on_stop(self, content: dict[str, Any]) -> None:
@@ -309,8 +320,9 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
     async def message_created(self, event: dict[str, Any]) -> None:
         await self.send_json(event)
-        if event["conversation"] == self.conversation_id:
-            await self._tail_for(event["answer"]["id"])
+        answer = event.get("answer")
+        if event["conversation"] == self.conversation_id and answer is not None:
+            await self._tail_for(answer["id"])
 
     async def message_finished(self, event: dict[str, Any]) -> None:
         await self.send_json(event)
@@ -407,3 +419,208 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             answer = await _answer(message_id)
         if answer is not None:
             await self.send_json({"type": "message.finished", "answer": message_serialize(answer)})
+
+
+# --- the widget ---------------------------------------------------------------
+
+CLOSE_FORBIDDEN = 4403
+CLOSE_UNKNOWN = 4404
+
+
+@_db
+def _widget_site(key: Any, origin: Any) -> tuple[Any, int]:
+    site = widget.site_get_by_key(key=key)
+    if site is None:
+        return None, CLOSE_UNKNOWN
+    if not widget.origin_allowed(site=site, origin=origin):
+        return site, CLOSE_FORBIDDEN
+    return site, 0
+
+
+def _welcome_frame(visitor: Any, conversation: Any) -> dict[str, Any]:
+    site = visitor.site
+    thread = None
+    if conversation is not None:
+        loaded = thread_load(conversation=conversation)
+        thread = {
+            "conversation": {"id": conversation.pk, "title": conversation.title},
+            "messages": [message_serialize(m) for m in loaded.path],
+        }
+    return {
+        "type": "welcome",
+        "token": widget.visitor_token(visitor=visitor),
+        "visitor": {"id": visitor.pk, "identified": bool(visitor.external_id)},
+        "conversation": thread,
+        "handoff": widget.handoff_state(conversation=conversation),
+        "online": widget.site_online(site=site),
+        "offline_message": site.offline_message,
+    }
+
+
+@_db
+def _widget_hello(site: Any, token: Any) -> tuple[Any, dict[str, Any], list[tuple[int, str]]]:
+    visitor = widget.visitor_start(site=site, token=token)
+    conversation = widget.visitor_conversation(visitor=visitor)
+    running = []
+    if conversation is not None:
+        running = [
+            (m.pk, str(m.generation_id))
+            for m in conversation.messages.filter(status=Message.Status.PENDING).exclude(
+                generation_id=None
+            )
+        ]
+    return visitor, _welcome_frame(visitor, conversation), running
+
+
+@_db
+def _widget_identify(site: Any, visitor: Any, content: dict[str, Any]) -> tuple[Any, Any]:
+    visitor = widget.visitor_identify(
+        site=site, visitor=visitor, user_id=content.get("user"), signature=content.get("signature")
+    )
+    conversation = widget.visitor_conversation(visitor=visitor)
+    return visitor, _welcome_frame(visitor, conversation)
+
+
+@_db
+def _widget_reset(site: Any) -> tuple[Any, Any]:
+    visitor = widget.visitor_start(site=site, token=None)
+    return visitor, _welcome_frame(visitor, None)
+
+
+@_db
+def _widget_send(visitor: Any, content: dict[str, Any]) -> dict[str, Any]:
+    sent = widget.widget_message_send(
+        visitor=visitor, content=content.get("content"), client_id=content.get("client_id")
+    )
+    question = sent.question or sent.answer
+    conversation_id = question.conversation_id if question is not None else 0
+    return _sent_frame(conversation_id, sent, content.get("client_id"))
+
+
+@_db
+def _widget_stop(visitor: Any, message_id: Any) -> None:
+    widget.widget_generation_stop(visitor=visitor, message_id=message_id)
+
+
+@_db
+def _widget_handoff(visitor: Any) -> int:
+    return widget.handoff_request(visitor=visitor).pk
+
+
+@_db
+def _widget_email(visitor: Any, email: Any) -> None:
+    widget.visitor_email_leave(visitor=visitor, email=email)
+
+
+class WidgetConsumer(ChatConsumer):
+    """The widget frame's socket (``/ws/widget/?key=...&origin=...``).
+
+    The same live frames as the chat page; the visitor is named by a signed
+    token (``hello``), and the site key and the embedding origin are checked
+    against the site's allowlist on connect.
+    """
+
+    async def connect(self) -> None:
+        self.user = None
+        self.visitor: Any = None
+        self.tails = {}
+        self.conversation_id = None
+        self.bucket = FrameBucket(rate=5.0, burst=15.0)
+        self.groups_joined = []
+        query = parse_qs(self.scope.get("query_string", b"").decode())
+        key = (query.get("key") or [""])[0]
+        origin = (query.get("origin") or [""])[0]
+        self.site, refusal = await _widget_site(key, origin)
+        await self.accept()
+        if refusal:
+            message = (
+                f"Unknown widget key {key!r}."
+                if refusal == CLOSE_UNKNOWN
+                else f"The widget may not be embedded on {origin or 'this page'}."
+            )
+            await self.send_json({"type": "error", "code": "refused", "error": message})
+            await self.close(code=refusal)
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if self.site is None:
+            return
+        if not self.bucket.take():
+            await self._error("flood", "Too many frames; slow down.")
+            await self.close(code=CLOSE_POLICY)
+            return
+        content = await self._frame_parse(text_data)
+        if content is not None:
+            await self.receive_json(content)
+
+    async def receive_json(self, content: dict[str, Any], **kwargs: Any) -> None:
+        kind = content.get("type")
+        if kind == "hello":
+            handler: Any = self._on_hello
+        elif self.visitor is None:
+            await self._error("hello_first", "Say hello with your token first.")
+            return
+        else:
+            handler = {
+                "identify": self._on_identify,
+                "reset": self._on_reset,
+                "message.send": self._on_widget_send,
+                "generation.stop": self._on_widget_stop,
+                "handoff.request": self._on_handoff,
+                "email.leave": self._on_email,
+                "ping": self._on_ping,
+            }.get(kind if isinstance(kind, str) else "")
+        client_id = content.get("client_id")
+        if handler is None:
+            await self._error("unknown_type", f"Unknown frame type {kind!r}.", client_id)
+            return
+        try:
+            await handler(content)
+        except widget.WidgetError as exc:
+            await self._error(exc.code, exc.message, client_id)
+        except ChatError as exc:
+            await self.send_json({"type": "error", **exc.as_dict(), "client_id": client_id})
+        except Exception:
+            logger.exception("Widget frame %s failed", kind)
+            await self._error("internal", "Something went wrong; try again.", client_id)
+
+    async def _welcome(self, visitor: Any, frame: dict[str, Any]) -> None:
+        self.visitor = visitor
+        thread = frame.get("conversation")
+        if thread is not None:
+            await self._watch(thread["conversation"]["id"])
+        elif self.conversation_id is not None:
+            await self._leave(conversation_group(self.conversation_id))
+            self.conversation_id = None
+        await self.send_json(frame)
+
+    async def _on_hello(self, content: dict[str, Any]) -> None:
+        visitor, frame, running = await _widget_hello(self.site, content.get("token"))
+        await self._welcome(visitor, frame)
+        for message_id, generation_id in running:
+            self._tail_start(message_id, generation_id, 0, restart=True)
+
+    async def _on_identify(self, content: dict[str, Any]) -> None:
+        visitor, frame = await _widget_identify(self.site, self.visitor, content)
+        await self._welcome(visitor, frame)
+
+    async def _on_reset(self, content: dict[str, Any]) -> None:
+        visitor, frame = await _widget_reset(self.site)
+        await self._welcome(visitor, frame)
+
+    async def _on_widget_send(self, content: dict[str, Any]) -> None:
+        frame = await _widget_send(self.visitor, content)
+        await self._accepted(frame)
+
+    async def _on_widget_stop(self, content: dict[str, Any]) -> None:
+        await _widget_stop(self.visitor, content.get("message"))
+
+    async def _on_handoff(self, content: dict[str, Any]) -> None:
+        conversation_id = await _widget_handoff(self.visitor)
+        await self._watch(conversation_id)
+
+    async def _on_email(self, content: dict[str, Any]) -> None:
+        await _widget_email(self.visitor, content.get("email"))
+        await self.send_json({"type": "email.saved"})
+
+    async def handoff_changed(self, event: dict[str, Any]) -> None:
+        await self.send_json(event)

@@ -21,8 +21,30 @@ class Conversation(models.Model):
         WIDGET = "widget", "Widget"
         API = "api", "API"
 
+    class Handoff(models.TextChoices):
+        NONE = "none", "Bot"
+        REQUESTED = "requested", "Waiting for a person"
+        ACTIVE = "active", "With a person"
+        CLOSED = "closed", "Closed"
+
+    # A signed-in user's conversation, or a widget visitor's (then ``site``
+    # and ``visitor`` are set and ``user`` is empty).
     user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="conversations"
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="conversations",
+    )
+    site = models.ForeignKey(
+        "WidgetSite", null=True, blank=True, on_delete=models.CASCADE, related_name="conversations"
+    )
+    visitor = models.ForeignKey(
+        "WidgetVisitor",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="conversations",
     )
     title = models.CharField(max_length=200, blank=True)
     title_is_auto = models.BooleanField(default=True)
@@ -43,13 +65,37 @@ class Conversation(models.Model):
     # Marked for staff review, by a reviewer or a content filter rule.
     flagged_at = models.DateTimeField(null=True, blank=True)
     flag_reason = models.CharField(max_length=500, blank=True)
+    # Human handoff (widget conversations): while a person owns it, the
+    # model stays silent.
+    handoff = models.CharField(max_length=10, choices=Handoff.choices, default=Handoff.NONE)
+    handoff_at = models.DateTimeField(null=True, blank=True)
+    agent = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="handled_conversations",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         ordering = ["-updated_at", "-id"]
-        indexes = [models.Index(fields=["user", "-updated_at"], name="conversation_user_recent")]
-        permissions = [("review_conversation", "Can read and curate users' conversations")]
+        indexes = [
+            models.Index(fields=["user", "-updated_at"], name="conversation_user_recent"),
+            models.Index(fields=["handoff", "-updated_at"], name="conversation_handoff"),
+        ]
+        permissions = [
+            ("review_conversation", "Can read and curate users' conversations"),
+            ("answer_visitors", "Can take widget conversations and answer visitors"),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(user__isnull=False) | Q(visitor__isnull=False),
+                name="conversation_has_an_owner",
+                violation_error_message="A conversation belongs to a user or a visitor.",
+            ),
+        ]
 
     def __str__(self) -> str:
         return self.title or f"Conversation {self.pk}"
@@ -92,6 +138,14 @@ class Message(models.Model):
     )
     # Kept beside the key so the label survives a deleted version.
     model_version_name = models.CharField(max_length=200, blank=True)
+    # A staff member who wrote this answer by hand (widget handoff).
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
     finish_reason = models.CharField(max_length=20, blank=True)
     error = models.TextField(blank=True)
     prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
@@ -235,3 +289,84 @@ class ApiRequest(models.Model):
         return (
             f"API request {self.pk} ({self.model_name}, {self.finish_reason or self.status_code})"
         )
+
+
+class WidgetSite(models.Model):
+    """A website that embeds the chat widget: who may embed it, how it
+    looks and greets, what the model is told, and when people answer."""
+
+    class Position(models.TextChoices):
+        RIGHT = "right", "Bottom right"
+        LEFT = "left", "Bottom left"
+
+    name = models.CharField(max_length=200)
+    public_key = models.CharField(max_length=40, unique=True)
+    # One origin per line: https://shop.example or https://*.example.com
+    allowed_origins = models.TextField(max_length=10_000)
+    color = models.CharField(max_length=7, default="#2f6feb")
+    position = models.CharField(max_length=5, choices=Position.choices, default=Position.RIGHT)
+    title = models.CharField(max_length=100, default="Chat with us")
+    avatar_url = models.URLField(blank=True)
+    greeting = models.TextField(blank=True, max_length=2000)
+    # One suggested question per line.
+    suggestions = models.TextField(blank=True, max_length=2000)
+    system_prompt = models.TextField(blank=True, max_length=8000)
+    model_version = models.ForeignKey(
+        "models_admin.ModelVersion",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="Empty: the production version.",
+    )
+    # {"timezone": "Europe/Paris", "days": {"mon": [["09:00", "18:00"]], ...}};
+    # empty: always open.
+    business_hours = models.JSONField(default=dict, blank=True)
+    offline_message = models.TextField(
+        blank=True,
+        max_length=2000,
+        default="We are away right now. Leave your email and we will write back.",
+    )
+    messages_per_minute = models.PositiveIntegerField(default=10)
+    handoff_enabled = models.BooleanField(default=True)
+    identity_secret = models.CharField(max_length=64)
+    enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name", "id"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def origin_list(self) -> list[str]:
+        return [line.strip() for line in self.allowed_origins.splitlines() if line.strip()]
+
+    def suggestion_list(self) -> list[str]:
+        return [line.strip() for line in self.suggestions.splitlines() if line.strip()]
+
+
+class WidgetVisitor(models.Model):
+    """Someone chatting in a site's widget. Anonymous until the host page
+    identifies them with a signature from its server."""
+
+    site = models.ForeignKey(WidgetSite, on_delete=models.CASCADE, related_name="visitors")
+    token = models.UUIDField(unique=True)
+    external_id = models.CharField(max_length=200, blank=True)
+    email = models.EmailField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_seen_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-last_seen_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["site", "external_id"],
+                condition=~Q(external_id=""),
+                name="widget_visitor_identity_once",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.external_id or f"visitor {self.pk}"

@@ -128,6 +128,7 @@ def message_serialize(
     siblings = siblings or [message.pk]
     return {
         "id": message.pk,
+        "conversation": message.conversation_id,
         "parent": message.parent_id,
         "role": message.role,
         "content": message.content,
@@ -144,7 +145,16 @@ def message_serialize(
         "siblings": siblings,
         "sibling_index": siblings.index(message.pk) if message.pk in siblings else 0,
         "rating": rating,
+        "author": _author_name(message),
     }
+
+
+def _author_name(message: Message) -> str | None:
+    """The staff member who wrote an answer by hand, as visitors see them."""
+    if message.author_id is None:
+        return None
+    author = message.author
+    return (author.first_name or author.get_username()) if author is not None else None
 
 
 def conversation_serialize(conversation: Conversation) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 from django.urls import include, path
 
-from chat.views import api, openai_api, pages
+from chat.views import api, openai_api, pages, widget
 
 urlpatterns = [
     path("accounts/", include("chat.account_urls")),
@@ -24,6 +24,8 @@ urlpatterns = [
         name="api-conversation-export",
     ),
     path("api/messages/<int:message_id>/feedback/", api.message_feedback, name="api-feedback"),
+    path("widget/config/", widget.widget_config, name="widget-config"),
+    path("widget/frame/", widget.widget_frame, name="widget-frame"),
     # The OpenAI-compatible API: no trailing slashes, as its clients call it.
     path("v1/models", openai_api.models, name="v1-models"),
     path("v1/models/<path:model_id>", openai_api.models, name="v1-model"),

@@ -1,8 +1,10 @@
 """The dashboard's WebSocket: live notifications for staff pages.
 
 Client frames: ``subscribe {topics: [...]}`` replaces the subscription
-set; topics are ``jobs``, ``job.<id>``, ``versions``, ``usage`` and
-``filters``.
+set; topics are ``jobs``, ``job.<id>``, ``versions``, ``usage``,
+``filters``, ``inbox`` and, for staff who answer widget visitors,
+``conversation.<id>`` (that conversation's live messages and handoff
+changes).
 ``ping`` answers ``pong``. Server frames: ``event {topic, payload}``,
 ``subscribed {topics}`` and ``error {error}``.
 
@@ -16,8 +18,10 @@ import json
 import logging
 from typing import Any
 
+from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
+from chat.services.events import conversation_group
 from models_admin.services.events import dashboard_group
 
 logger = logging.getLogger(__name__)
@@ -33,6 +37,7 @@ class DashboardConsumer(AsyncJsonWebsocketConsumer):
     async def connect(self) -> None:
         user = self.scope.get("user")
         self.groups_joined: set[str] = set()
+        self.conversation_topics: dict[str, str] = {}
         if user is None or not user.is_authenticated:
             await self.close(code=CLOSE_UNAUTHENTICATED)
             return
@@ -81,9 +86,9 @@ class DashboardConsumer(AsyncJsonWebsocketConsumer):
         wanted: dict[str, str] = {}
         for topic in topics:
             try:
-                wanted[dashboard_group(str(topic))] = str(topic)
-            except ValueError:
-                await self.send_json({"type": "error", "error": f"Unknown topic {topic!r}."})
+                wanted[await self._group_for(str(topic))] = str(topic)
+            except ValueError as exc:
+                await self.send_json({"type": "error", "error": str(exc)})
                 return
         for group in self.groups_joined - wanted.keys():
             await self.channel_layer.group_discard(group, self.channel_name)
@@ -91,6 +96,45 @@ class DashboardConsumer(AsyncJsonWebsocketConsumer):
             await self.channel_layer.group_add(group, self.channel_name)
         self.groups_joined = set(wanted)
         await self.send_json({"type": "subscribed", "topics": sorted(wanted.values())})
+
+    async def _group_for(self, topic: str) -> str:
+        if topic.startswith("conversation."):
+            user = self.scope["user"]
+            allowed = await database_sync_to_async(user.has_perm)("chat.answer_visitors")
+            number = topic.removeprefix("conversation.")
+            if not allowed or not number.isdigit():
+                raise ValueError(f"Unknown topic {topic!r}.")
+            self.conversation_topics[conversation_group(int(number))] = topic
+            return conversation_group(int(number))
+        try:
+            return dashboard_group(topic)
+        except ValueError:
+            raise ValueError(f"Unknown topic {topic!r}.") from None
+
+    async def _conversation_event(self, event: dict[str, Any]) -> None:
+        group = conversation_group(int(event.get("conversation") or 0))
+        topic = self.conversation_topics.get(group)
+        if topic is not None:
+            await self.send_json({"type": "event", "topic": topic, "payload": event})
+
+    async def message_created(self, event: dict[str, Any]) -> None:
+        await self._conversation_event(event)
+
+    async def handoff_changed(self, event: dict[str, Any]) -> None:
+        await self._conversation_event(event)
+
+    async def message_finished(self, event: dict[str, Any]) -> None:
+        answer = event.get("answer") or {}
+        conversation = answer.get("conversation")
+        if conversation is None:
+            return
+        await self._conversation_event({**event, "conversation": conversation})
+
+    async def conversation_changed(self, event: dict[str, Any]) -> None:
+        return
+
+    async def conversations_changed(self, event: dict[str, Any]) -> None:
+        return
 
     async def dashboard_event(self, event: dict[str, Any]) -> None:
         await self.send_json(

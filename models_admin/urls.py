@@ -3,7 +3,17 @@ routes in its view module."""
 
 from django.urls import include, path
 
-from models_admin.views import api_keys, filters, jobs, overview, review, usage, versions
+from models_admin.views import (
+    api_keys,
+    filters,
+    inbox,
+    jobs,
+    overview,
+    review,
+    usage,
+    versions,
+    widget_sites,
+)
 
 app_name = "dashboard"
 
@@ -15,4 +25,6 @@ urlpatterns = [
     path("conversations/", include(review.urlpatterns)),
     path("filters/", include(filters.urlpatterns)),
     path("api/", include(api_keys.urlpatterns)),
+    path("widget/", include(widget_sites.urlpatterns)),
+    path("inbox/", include(inbox.urlpatterns)),
 ]

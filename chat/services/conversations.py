@@ -17,9 +17,11 @@ TITLE_WORDS = 8
 TITLE_CHARS = 60
 
 
-def conversations_changed(*, user_id: int) -> None:
-    """Tell every open page of the user to refresh its conversation list."""
-    notify_on_commit(user_group(user_id), {"type": "conversations.changed"})
+def conversations_changed(*, user_id: int | None) -> None:
+    """Tell every open page of the user to refresh its conversation list
+    (widget visitors have no user and no list)."""
+    if user_id is not None:
+        notify_on_commit(user_group(user_id), {"type": "conversations.changed"})
 
 
 def conversation_create(

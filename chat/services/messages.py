@@ -60,7 +60,7 @@ class Sent:
     ``client_id`` had been seen: nothing new was stored or queued."""
 
     question: Message | None
-    answer: Message
+    answer: Message | None  # None: a person owns the conversation
     created: bool
 
 
@@ -131,7 +131,7 @@ def _existing(conversation: Conversation, client_uuid: uuid.UUID) -> Sent | None
     if earlier.role == Message.Role.ASSISTANT:
         return Sent(question=None, answer=earlier, created=False)
     answer = earlier.children.order_by("created_at", "id").first()
-    if answer is None:
+    if answer is None and earlier.conversation.source != Conversation.Source.WIDGET:
         raise ChatError("invalid", "This client_id was used for another action.")
     return Sent(question=earlier, answer=answer, created=False)
 
@@ -191,7 +191,7 @@ def _announce(conversation: Conversation, sent: Sent) -> None:
     payload: dict[str, Any] = {
         "type": "message.created",
         "conversation": conversation.pk,
-        "answer": message_serialize(sent.answer),
+        "answer": message_serialize(sent.answer) if sent.answer else None,
         "question": message_serialize(sent.question) if sent.question else None,
     }
     notify_on_commit(conversation_group(conversation.pk), payload)
@@ -213,19 +213,41 @@ def message_send(
     which makes a new branch. A ``client_id`` seen before returns what it
     stored then and queues nothing.
     """
+    user_id = int(user.pk)
+    return question_send(
+        conversation=conversation,
+        content=content,
+        client_id=client_id,
+        parent_id=parent_id,
+        limits=lambda: _limits_check(user_id=user_id),
+    )
+
+
+def question_send(
+    *,
+    conversation: Conversation,
+    content: Any,
+    client_id: Any,
+    limits: Any,
+    parent_id: Any = _PARENT_UNSET,
+    answer: bool = True,
+) -> Sent:
+    """``message_send`` for any owner: ``limits`` raises ChatError when the
+    owner may not send now. With ``answer=False`` (a person owns a widget
+    conversation) the question is stored and nothing is generated; the
+    returned ``answer`` is then None."""
     client_uuid = _client_uuid(client_id)
     earlier = _existing(conversation, client_uuid)
     if earlier is not None:
         return earlier
     text = _content_check(content)
     verdict = content_filter_input(text=text, surface=conversation.source)
-    user_id = int(user.pk)
     try:
         with transaction.atomic():
             # The conversation row is the lock that orders concurrent
-            # sends in one conversation (and the limit counts per user).
+            # sends in one conversation (and the limit counts per owner).
             locked = Conversation.objects.select_for_update().get(pk=conversation.pk)
-            _limits_check(user_id=user_id)
+            limits()
             thread = thread_load(conversation=locked)
             if parent_id is _PARENT_UNSET:
                 parent = locked.current_leaf
@@ -235,7 +257,13 @@ def message_send(
                 parent = thread.messages.get(_int(parent_id))
                 if parent is None:
                     raise ChatError("not_found", "No such message.")
-            if parent is not None and parent.role != Message.Role.ASSISTANT:
+            # A widget conversation a person handled may hold questions in a
+            # row; elsewhere a question follows an answer.
+            if (
+                parent is not None
+                and parent.role != Message.Role.ASSISTANT
+                and locked.source != Conversation.Source.WIDGET
+            ):
                 raise ChatError("invalid", "A question follows an answer.")
             if parent is not None and parent.status == Message.Status.PENDING:
                 raise ChatError(
@@ -252,12 +280,15 @@ def message_send(
             )
             question.full_clean()
             question.save()
+            reply: Message | None
             if verdict.blocked:
-                answer = _answer_blocked(
+                reply = _answer_blocked(
                     conversation=locked, parent=question, notice=verdict.notice
                 )
+            elif answer:
+                reply = _answer_create(conversation=locked, parent=question)
             else:
-                answer = _answer_create(conversation=locked, parent=question)
+                reply = None
             if verdict.hits:
                 _filter_hits_store(
                     hits=[hit.as_dict() for hit in verdict.hits],
@@ -267,12 +298,12 @@ def message_send(
                 )
             thread.messages[question.pk] = question
             messages = prompt_messages(thread=thread, upto=question)
-            locked.current_leaf = answer
+            locked.current_leaf = reply or question
             conversation_title_auto(conversation=locked, question=question.content)
             locked.save(update_fields=["current_leaf", "title", "title_is_auto", "updated_at"])
-            sent = Sent(question=question, answer=answer, created=True)
-            if not verdict.blocked:
-                _answer_queue(conversation=locked, answer=answer, messages=messages)
+            sent = Sent(question=question, answer=reply, created=True)
+            if reply is not None and reply.status == Message.Status.PENDING:
+                _answer_queue(conversation=locked, answer=reply, messages=messages)
             _announce(locked, sent)
     except IntegrityError:
         # The same client_id raced in from another socket: return its result.

@@ -25,6 +25,9 @@ PERMISSIONS = {
     "models_admin.change_filterrule": "change or switch content filter rules",
     "models_admin.delete_filterrule": "delete content filter rules",
     "chat.change_apikey": "change API key limits or revoke keys",
+    "chat.add_widgetsite": "create widget sites",
+    "chat.change_widgetsite": "change widget sites or rotate their identity secret",
+    "chat.answer_visitors": "take widget conversations and answer visitors",
 }
 
 

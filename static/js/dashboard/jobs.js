@@ -12,33 +12,7 @@
 
   // --- helpers -------------------------------------------------------------
 
-  /* Call an async fn at most once per `wait` ms however often the returned
-   * function is called: the first call runs at once, later ones fold into
-   * one trailing run, and runs never overlap. */
-  function throttle(fn, wait) {
-    let last = 0;
-    let timer = null;
-    let running = false;
-    let again = false;
-    async function run() {
-      if (running) { again = true; return; }
-      running = true;
-      last = Date.now();
-      try {
-        await fn();
-      } catch (err) {
-        console.error(err);
-      } finally {
-        running = false;
-        if (again) { again = false; schedule(); }
-      }
-    }
-    function schedule() {
-      if (timer) return;
-      timer = setTimeout(() => { timer = null; run(); }, Math.max(0, last + wait - Date.now()));
-    }
-    return schedule;
-  }
+  const throttle = DashboardSocket.throttle;
 
   async function getJSON(url) {
     const response = await fetch(url, {

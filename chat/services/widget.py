@@ -1,0 +1,439 @@
+"""The customer-service widget: sites and their allowed origins, visitors
+and their signed tokens, identity verification, messages from visitors,
+and the handoff to a person."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+import uuid
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.core import signing
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
+from django.db import transaction
+from django.utils import timezone
+
+from chat.models import Conversation, Message, WidgetSite, WidgetVisitor
+from chat.services.events import conversation_group, notify_on_commit
+from chat.services.messages import ChatError, Sent, generation_stop, question_send
+from models_admin.services.events import dashboard_notify_on_commit
+
+#: scheme://host[:port], the host possibly "*." and a domain.
+_ORIGIN = re.compile(
+    r"^(https?)://(\*\.)?([a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9-]+)*)(:\d{1,5})?$"
+)
+_SIGNED_AS = "chat.widget.visitor"
+_DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_TIME = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
+#: A visitor's messages a minute count over this window.
+_WINDOW = timedelta(minutes=1)
+
+
+class WidgetError(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+# --- sites --------------------------------------------------------------------
+
+
+def origins_clean(text: str) -> str:
+    """One origin per line, lower-cased; raise ValidationError naming every
+    line that is not ``https://host[:port]`` or ``https://*.domain``."""
+    lines = [line.strip().lower().rstrip("/") for line in text.splitlines() if line.strip()]
+    bad = [line for line in lines if not _ORIGIN.match(line)]
+    if bad:
+        raise ValidationError(
+            {
+                "allowed_origins": [
+                    f"Not an origin: {line!r} (write https://shop.example or "
+                    "https://*.example.com, one per line)."
+                    for line in bad
+                ]
+            }
+        )
+    if not lines:
+        raise ValidationError({"allowed_origins": ["List at least one origin."]})
+    return "\n".join(dict.fromkeys(lines))
+
+
+def origin_allowed(*, site: WidgetSite, origin: str | None) -> bool:
+    """Whether a page at origin may embed the site's widget: an exact
+    match, or a subdomain of a ``*.`` entry (not the bare domain)."""
+    if not origin:
+        return False
+    origin = origin.strip().lower().rstrip("/")
+    match = _ORIGIN.match(origin)
+    if match is None or match.group(2):
+        return False
+    for allowed in site.origin_list():
+        allowed = allowed.lower()
+        if origin == allowed:
+            return True
+        if "://*." in allowed:
+            scheme, rest = allowed.split("://*.", 1)
+            domain, _colon, port = rest.partition(":")
+            o_scheme, o_rest = origin.split("://", 1)
+            o_host, _c, o_port = o_rest.partition(":")
+            if o_scheme == scheme and o_port == port and o_host.endswith("." + domain):
+                return True
+    return False
+
+
+def business_hours_clean(value: Any) -> dict[str, Any]:
+    """``{"timezone": "Europe/Paris", "days": {"mon": [["09:00", "18:00"]]}}``
+    or {} for always open; raise ValidationError saying what is wrong."""
+    if not value:
+        return {}
+    if not isinstance(value, dict):
+        raise ValidationError({"business_hours": ["Business hours are an object."]})
+    try:
+        ZoneInfo(str(value.get("timezone") or "UTC"))
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValidationError(
+            {"business_hours": [f"Unknown time zone {value.get('timezone')!r}."]}
+        ) from None
+    days = value.get("days") or {}
+    if not isinstance(days, dict) or set(days) - set(_DAYS):
+        raise ValidationError({"business_hours": [f"Days are {', '.join(_DAYS)}."]})
+    for day, spans in days.items():
+        for span in spans if isinstance(spans, list) else [None]:
+            if (
+                not isinstance(span, list | tuple)
+                or len(span) != 2
+                or not all(isinstance(t, str) and _TIME.match(t) for t in span)
+                or span[0] >= span[1]
+            ):
+                raise ValidationError(
+                    {"business_hours": [f'{day}: each span is ["HH:MM", "HH:MM"], start first.']}
+                )
+    return {"timezone": str(value.get("timezone") or "UTC"), "days": days}
+
+
+def site_online(*, site: WidgetSite, now: datetime | None = None) -> bool:
+    """Whether people answer now (always, without business hours)."""
+    hours = site.business_hours or {}
+    if not hours.get("days"):
+        return True
+    zone = ZoneInfo(hours.get("timezone") or "UTC")
+    local = (now or timezone.now()).astimezone(zone)
+    clock = local.strftime("%H:%M")
+    spans = hours["days"].get(_DAYS[local.weekday()], [])
+    return any(start <= clock < end for start, end in spans)
+
+
+def widget_site_save(*, data: dict[str, Any], site: WidgetSite | None = None) -> WidgetSite:
+    """Create a site (with a new public key and identity secret) or change
+    one; raise ValidationError keyed by field."""
+    site = site or WidgetSite(
+        public_key="wk_" + secrets.token_urlsafe(18), identity_secret=secrets.token_hex(32)
+    )
+    for name, value in data.items():
+        if name in ("public_key", "identity_secret", "id", "pk"):
+            continue
+        setattr(site, name, value)
+    site.allowed_origins = origins_clean(site.allowed_origins or "")
+    site.business_hours = business_hours_clean(site.business_hours)
+    if not re.match(r"^#[0-9a-fA-F]{6}$", site.color or ""):
+        raise ValidationError({"color": ["A colour is #RRGGBB."]})
+    site.full_clean()
+    site.save()
+    return site
+
+
+def widget_site_secret_rotate(*, site: WidgetSite) -> WidgetSite:
+    """A new identity secret: signatures made with the old one stop working."""
+    site.identity_secret = secrets.token_hex(32)
+    site.save(update_fields=["identity_secret", "updated_at"])
+    return site
+
+
+def site_get_by_key(*, key: Any) -> WidgetSite | None:
+    if not isinstance(key, str) or not key:
+        return None
+    return WidgetSite.objects.filter(public_key=key, enabled=True).first()
+
+
+def identity_signature(*, site: WidgetSite, user_id: str) -> str:
+    """What the host's server sends with identify(): HMAC-SHA256 of the
+    user id with the site's identity secret, in hex."""
+    return hmac.new(site.identity_secret.encode(), user_id.encode(), hashlib.sha256).hexdigest()
+
+
+# --- visitors -----------------------------------------------------------------
+
+
+def visitor_token(*, visitor: WidgetVisitor) -> str:
+    return signing.dumps({"s": visitor.site_id, "v": str(visitor.token)}, salt=_SIGNED_AS)
+
+
+def visitor_start(*, site: WidgetSite, token: Any) -> WidgetVisitor:
+    """The visitor a token names on this site, or a new anonymous one (a
+    token that is forged, expired or from another site starts afresh)."""
+    if isinstance(token, str) and token:
+        try:
+            data = signing.loads(token, salt=_SIGNED_AS)
+        except signing.BadSignature:
+            data = None
+        if isinstance(data, dict) and data.get("s") == site.pk:
+            visitor = WidgetVisitor.objects.filter(site=site, token=str(data.get("v"))).first()
+            if visitor is not None:
+                WidgetVisitor.objects.filter(pk=visitor.pk).update(last_seen_at=timezone.now())
+                return visitor
+    return WidgetVisitor.objects.create(site=site, token=uuid.uuid4())
+
+
+@transaction.atomic
+def visitor_identify(
+    *, site: WidgetSite, visitor: WidgetVisitor, user_id: Any, signature: Any
+) -> WidgetVisitor:
+    """Link the visitor to the host's user when the signature is right: the
+    user's visitor (from any device) takes over this one's conversations.
+    A wrong signature raises WidgetError and changes nothing."""
+    if not isinstance(user_id, str | int) or not str(user_id).strip() or len(str(user_id)) > 200:
+        raise WidgetError("identity", "identify() needs a user id.")
+    user_id = str(user_id).strip()
+    expected = identity_signature(site=site, user_id=user_id)
+    if not isinstance(signature, str) or not hmac.compare_digest(expected, signature.lower()):
+        raise WidgetError("identity", "The identity signature does not match; still anonymous.")
+    known = (
+        WidgetVisitor.objects.select_for_update().filter(site=site, external_id=user_id).first()
+    )
+    if known is None:
+        visitor.external_id = user_id
+        visitor.save(update_fields=["external_id", "last_seen_at"])
+        return visitor
+    if known.pk != visitor.pk and not visitor.external_id:
+        Conversation.objects.filter(visitor=visitor).update(visitor=known)
+    return known
+
+
+def visitor_conversation(*, visitor: WidgetVisitor) -> Conversation | None:
+    """The visitor's current conversation (the latest not closed)."""
+    return (
+        Conversation.objects.filter(visitor=visitor)
+        .exclude(handoff=Conversation.Handoff.CLOSED)
+        .order_by("-updated_at", "-id")
+        .first()
+    )
+
+
+def _conversation_for_send(visitor: WidgetVisitor) -> Conversation:
+    conversation = visitor_conversation(visitor=visitor)
+    if conversation is not None:
+        return conversation
+    site = visitor.site
+    conversation = Conversation(
+        visitor=visitor,
+        site=site,
+        source=Conversation.Source.WIDGET,
+        system_prompt=site.system_prompt,
+    )
+    conversation.full_clean()
+    conversation.save()
+    return conversation
+
+
+def _visitor_limits(visitor: WidgetVisitor) -> None:
+    limit = visitor.site.messages_per_minute
+    recent = Message.objects.filter(
+        conversation__visitor=visitor,
+        role=Message.Role.USER,
+        created_at__gte=timezone.now() - _WINDOW,
+    ).count()
+    if recent >= limit:
+        raise ChatError(
+            "rate_limited",
+            f"You can send {limit} messages a minute; wait a moment.",
+            retry_after=60.0,
+        )
+
+
+def widget_message_send(*, visitor: WidgetVisitor, content: Any, client_id: Any) -> Sent:
+    """A visitor's message: answered by the model, or only stored while a
+    person owns (or was asked to own) the conversation."""
+    conversation = _conversation_for_send(visitor)
+    with_person = conversation.handoff in (
+        Conversation.Handoff.REQUESTED,
+        Conversation.Handoff.ACTIVE,
+    )
+    sent = question_send(
+        conversation=conversation,
+        content=content,
+        client_id=client_id,
+        limits=lambda: _visitor_limits(visitor),
+        answer=not with_person,
+    )
+    if with_person and sent.created:
+        dashboard_notify_on_commit(
+            topic="inbox", payload={"type": "inbox.message", "conversation": conversation.pk}
+        )
+    return sent
+
+
+def widget_generation_stop(*, visitor: WidgetVisitor, message_id: Any) -> bool:
+    message = Message.objects.filter(
+        pk=message_id if isinstance(message_id, int) else -1, conversation__visitor=visitor
+    ).first()
+    if message is None:
+        raise ChatError("not_found", "No such message.")
+    return generation_stop(message=message)
+
+
+# --- handoff ------------------------------------------------------------------
+
+
+def handoff_state(*, conversation: Conversation | None) -> dict[str, Any]:
+    if conversation is None:
+        return {"state": Conversation.Handoff.NONE, "agent": None}
+    agent = conversation.agent
+    name = (agent.first_name or agent.get_username()) if agent is not None else None
+    return {"state": conversation.handoff, "agent": name}
+
+
+def _handoff_announce(conversation: Conversation) -> None:
+    state = handoff_state(conversation=conversation)
+    site = conversation.site
+    notify_on_commit(
+        conversation_group(conversation.pk),
+        {
+            "type": "handoff.changed",
+            "conversation": conversation.pk,
+            **state,
+            "online": site_online(site=site) if site else True,
+            "offline_message": site.offline_message if site else "",
+        },
+    )
+    dashboard_notify_on_commit(
+        topic="inbox",
+        payload={"type": "inbox.changed", "conversation": conversation.pk, **state},
+    )
+
+
+def _locked(conversation: Conversation) -> Conversation:
+    return (
+        Conversation.objects.select_for_update()
+        .select_related("agent", "site")
+        .get(pk=conversation.pk)
+    )
+
+
+@transaction.atomic
+def handoff_request(*, visitor: WidgetVisitor) -> Conversation:
+    """The visitor asks for a person. Outside business hours the request
+    stands (staff see it later) and the visitor is shown the offline
+    message and may leave an email."""
+    site = visitor.site
+    if not site.handoff_enabled:
+        raise ChatError("handoff_off", "This site does not offer a person to talk to.")
+    conversation = _locked(_conversation_for_send(visitor))
+    if conversation.handoff in (Conversation.Handoff.NONE, Conversation.Handoff.CLOSED):
+        conversation.handoff = Conversation.Handoff.REQUESTED
+        conversation.handoff_at = timezone.now()
+        conversation.save(update_fields=["handoff", "handoff_at", "updated_at"])
+    _handoff_announce(conversation)
+    return conversation
+
+
+@transaction.atomic
+def visitor_email_leave(*, visitor: WidgetVisitor, email: Any) -> WidgetVisitor:
+    try:
+        validate_email(email)
+    except (ValidationError, TypeError):
+        raise ChatError("invalid", "Write a valid email address.") from None
+    visitor.email = str(email).strip()
+    visitor.save(update_fields=["email", "last_seen_at"])
+    conversation = visitor_conversation(visitor=visitor)
+    if conversation is not None:
+        dashboard_notify_on_commit(
+            topic="inbox", payload={"type": "inbox.email", "conversation": conversation.pk}
+        )
+    return visitor
+
+
+@transaction.atomic
+def handoff_take(*, conversation: Conversation, agent: AbstractBaseUser) -> Conversation:
+    """A staff member takes the conversation: the model stays silent and
+    the visitor sees who joined."""
+    conversation = _locked(conversation)
+    if conversation.visitor_id is None:
+        raise ChatError("invalid", "Only widget conversations are handed to a person.")
+    if conversation.handoff == Conversation.Handoff.CLOSED:
+        raise ChatError(
+            "invalid", "The conversation is closed; the visitor's next message opens a new one."
+        )
+    conversation.handoff = Conversation.Handoff.ACTIVE
+    conversation.agent_id = agent.pk
+    conversation.handoff_at = timezone.now()
+    conversation.save(update_fields=["handoff", "agent", "handoff_at", "updated_at"])
+    conversation.refresh_from_db()
+    _handoff_announce(conversation)
+    return conversation
+
+
+@transaction.atomic
+def agent_reply(*, conversation: Conversation, agent: AbstractBaseUser, content: Any) -> Message:
+    """A staff member's answer, shown to the visitor at once."""
+    conversation = _locked(conversation)
+    if conversation.handoff != Conversation.Handoff.ACTIVE or conversation.agent_id != agent.pk:
+        raise ChatError("invalid", "Take the conversation before replying.")
+    if not isinstance(content, str) or not content.strip():
+        raise ChatError("empty", "Write a reply first.")
+    reply = Message(
+        conversation=conversation,
+        parent=conversation.current_leaf,
+        role=Message.Role.ASSISTANT,
+        status=Message.Status.DONE,
+        content=content.strip()[:16_000],
+        author_id=agent.pk,
+        finished_at=timezone.now(),
+    )
+    reply.full_clean()
+    reply.save()
+    conversation.current_leaf = reply
+    conversation.save(update_fields=["current_leaf", "updated_at"])
+    from chat.selectors import message_serialize
+
+    notify_on_commit(
+        conversation_group(conversation.pk),
+        {
+            "type": "message.created",
+            "conversation": conversation.pk,
+            "question": None,
+            "answer": message_serialize(reply),
+        },
+    )
+    dashboard_notify_on_commit(
+        topic="inbox", payload={"type": "inbox.message", "conversation": conversation.pk}
+    )
+    return reply
+
+
+@transaction.atomic
+def handoff_release(*, conversation: Conversation) -> Conversation:
+    """Back to the assistant."""
+    conversation = _locked(conversation)
+    conversation.handoff = Conversation.Handoff.NONE
+    conversation.agent = None
+    conversation.save(update_fields=["handoff", "agent", "updated_at"])
+    _handoff_announce(conversation)
+    return conversation
+
+
+@transaction.atomic
+def handoff_close(*, conversation: Conversation) -> Conversation:
+    """End the conversation; the visitor's next message starts a new one."""
+    conversation = _locked(conversation)
+    conversation.handoff = Conversation.Handoff.CLOSED
+    conversation.save(update_fields=["handoff", "updated_at"])
+    _handoff_announce(conversation)
+    return conversation

@@ -1,0 +1,92 @@
+"""The widget's HTTP side: the configuration ``embed.js`` reads (CORS for
+allowed origins only) and the page inside the iframe (framable only by
+the site's allowed origins)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
+from django.urls import reverse
+from django.views.decorators.cache import never_cache
+from django.views.decorators.clickjacking import xframe_options_exempt
+from django.views.decorators.http import require_GET
+
+from chat.models import WidgetSite
+from chat.services.widget import origin_allowed, site_get_by_key, site_online
+
+
+def _site_and_origin(key: Any, origin: Any) -> tuple[WidgetSite | None, int, str]:
+    site = site_get_by_key(key=key)
+    if site is None:
+        return None, 404, f"Unknown widget key {key!r}."
+    if not origin_allowed(site=site, origin=origin):
+        return (
+            site,
+            403,
+            f"This widget may not be embedded on {origin or 'this page'}; add the origin to "
+            "the site's allowed origins in the dashboard.",
+        )
+    return site, 200, ""
+
+
+@never_cache
+@require_GET
+def widget_config(request: HttpRequest) -> JsonResponse:
+    key = request.GET.get("key")
+    origin = request.headers.get("Origin")
+    site, status, error = _site_and_origin(key, origin)
+    if site is None or status != 200:
+        # No CORS header: the embedding page cannot read this, and its
+        # script reports the failure in the console.
+        response = JsonResponse({"error": error}, status=status)
+        response["Vary"] = "Origin"
+        return response
+    frame = request.build_absolute_uri(reverse("widget-frame")) + f"?key={site.public_key}"
+    response = JsonResponse(
+        {
+            "key": site.public_key,
+            "title": site.title,
+            "color": site.color,
+            "position": site.position,
+            "avatar_url": site.avatar_url,
+            "frame_url": frame,
+        }
+    )
+    response["Access-Control-Allow-Origin"] = origin or ""
+    response["Vary"] = "Origin"
+    return response
+
+
+@never_cache
+@require_GET
+@xframe_options_exempt
+def widget_frame(request: HttpRequest) -> HttpResponse:
+    key = request.GET.get("key")
+    origin = request.GET.get("origin")
+    site, status, error = _site_and_origin(key, origin)
+    if site is None or status != 200:
+        response = render(request, "widget/refused.html", {"error": error}, status=status)
+        response["Content-Security-Policy"] = "frame-ancestors 'none'"
+        return response
+    config = {
+        "key": site.public_key,
+        "title": site.title,
+        "greeting": site.greeting,
+        "suggestions": site.suggestion_list(),
+        "color": site.color,
+        "position": site.position,
+        "avatar_url": site.avatar_url,
+        "handoff_enabled": site.handoff_enabled,
+        "online": site_online(site=site),
+        "offline_message": site.offline_message,
+        "host_origin": origin,
+        "ws_path": "/ws/widget/",
+        "max_message_chars": settings.CHAT_MAX_MESSAGE_CHARS,
+    }
+    response = render(request, "widget/frame.html", {"site": site, "config": config})
+    # Only the site's own pages may frame this one.
+    response["Content-Security-Policy"] = "frame-ancestors " + " ".join(site.origin_list())
+    return response

@@ -1,0 +1,874 @@
+/* The chat inside the widget's iframe: the visitor's conversation, live
+ * answers over the widget socket, and the handoff to a person.
+ *
+ * The host page (embed.js) is reached by postMessage only, always with its
+ * origin named and checked: it hands over the stored visitor token and the
+ * identity in "init", and keeps the token that "welcome" returns. The
+ * socket says hello with that token; after a reconnect the server replays
+ * running answers from their start, so a pending answer's text is reset
+ * and rebuilt, each event numbered so none is shown twice.
+ */
+(function () {
+  "use strict";
+
+  const FLUSH_MS = 50; // at most ~20 DOM updates a second while streaming
+  const PING_MS = 25000;
+  const NOTE_MS = 8000;
+  const BACKOFF_MIN_MS = 500;
+  const BACKOFF_MAX_MS = 15000;
+  const INIT_WAIT_MS = 5000;
+  const HANDOFF_STATES = ["none", "requested", "active", "closed"];
+  // A visitor asking for a human gets a button that offers one.
+  const WANTS_PERSON =
+    /\b(humans?|person|agents?|representatives?|operators?|real people|someone real)\b/i;
+
+  const $ = (id) => document.getElementById(id);
+  const els = {
+    app: $("widget"),
+    messages: $("messages"),
+    status: $("status"),
+    handoff: $("handoff"),
+    close: $("close"),
+    emailForm: $("email-form"),
+    email: $("email"),
+    emailError: $("email-error"),
+    emailSend: $("email-send"),
+    composer: $("composer"),
+    input: $("input"),
+    send: $("send"),
+    stop: $("stop"),
+  };
+  const config = JSON.parse($("widget-config").textContent);
+  const hostOrigin =
+    config.host_origin || new URLSearchParams(location.search).get("origin") || "";
+  const embedded = window.parent !== window;
+  const maxChars = Number(config.max_message_chars) || 0;
+
+  const state = {
+    started: false,
+    connected: false,
+    fatal: false,
+    token: null,
+    reportedToken: null, // what the host page has stored
+    identity: null, // {user, signature} waiting to be verified
+    identitySent: false,
+    resetPending: false, // a reset the server has not seen yet
+    conversation: null,
+    messages: [], // ordered by id
+    streams: new Map(), // answer id -> {text, seq, note}
+    dirty: new Set(),
+    flushTimer: null,
+    lastFlush: 0,
+    pending: new Map(), // client_id -> frame, until accepted or refused
+    handoff: { state: "none", agent: null },
+    handoffAsked: false,
+    emailSent: null, // {client_id, email} until saved or refused
+    hostOpen: true,
+    unread: 0,
+    wantFocus: false,
+  };
+
+  // --- helpers ---------------------------------------------------------
+
+  function el(tag, attrs, ...children) {
+    const node = document.createElement(tag);
+    for (const [name, value] of Object.entries(attrs || {})) {
+      if (value === null || value === undefined || value === false) continue;
+      if (name === "text") node.textContent = value;
+      else if (name.startsWith("on")) node.addEventListener(name.slice(2), value);
+      else node.setAttribute(name, value === true ? "" : value);
+    }
+    for (const child of children) if (child) node.append(child);
+    return node;
+  }
+
+  function uuid() {
+    if (window.crypto && crypto.randomUUID) return crypto.randomUUID();
+    const b = crypto.getRandomValues(new Uint8Array(16));
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    const h = Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+    return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+  }
+
+  // Sanitized HTML from ChatMarkdown only; plain text when it is missing.
+  function setMarkdown(node, text) {
+    if (window.ChatMarkdown) node.innerHTML = window.ChatMarkdown.render(text);
+    else node.textContent = text;
+  }
+
+  // Black or white, whichever contrasts more with the colour (WCAG
+  // relative luminance).
+  function textOn(hex) {
+    const channel = (i) => {
+      const c = parseInt(hex.slice(i, i + 2), 16) / 255;
+      return c <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4;
+    };
+    const lum = 0.2126 * channel(1) + 0.7152 * channel(3) + 0.0722 * channel(5);
+    return (lum + 0.05) / 0.05 >= 1.05 / (lum + 0.05) ? "#000000" : "#ffffff";
+  }
+
+  function applyColors() {
+    const color = /^#[0-9a-f]{6}$/i.test(config.color || "") ? config.color : "#2f6feb";
+    const root = document.documentElement.style;
+    root.setProperty("--brand", color);
+    root.setProperty("--on-brand", textOn(color));
+  }
+
+  // --- the host page -----------------------------------------------------
+
+  function toHost(message) {
+    if (!embedded || !hostOrigin) return;
+    try {
+      window.parent.postMessage(Object.assign({ chatWidget: 1 }, message), hostOrigin);
+    } catch (_error) {
+      /* not a valid origin: the server would have refused the page */
+    }
+  }
+
+  function validIdentity(value) {
+    return (
+      !!value &&
+      typeof value === "object" &&
+      typeof value.user === "string" &&
+      typeof value.signature === "string" &&
+      value.user !== ""
+    );
+  }
+
+  function onHostMessage(event) {
+    if (event.source !== window.parent || event.origin !== hostOrigin) return;
+    const data = event.data;
+    if (!data || typeof data !== "object" || data.chatWidget !== 1) return;
+    switch (data.type) {
+      case "init": {
+        const token = typeof data.token === "string" && data.token.length <= 1000 ? data.token : null;
+        start(token, validIdentity(data.identity) ? data.identity : null);
+        return;
+      }
+      case "identify":
+        if (validIdentity(data)) identify({ user: data.user, signature: data.signature });
+        return;
+      case "reset":
+        resetVisitor();
+        return;
+      case "opened":
+        state.hostOpen = true;
+        if (state.unread) {
+          // Hidden, the list could not scroll to what arrived meanwhile.
+          scrollToBottom(true);
+          state.unread = 0;
+          toHost({ type: "unread", count: 0 });
+        }
+        focusComposer();
+        return;
+      case "closed":
+        state.hostOpen = false;
+        return;
+      default:
+        return;
+    }
+  }
+
+  function start(token, identity) {
+    if (state.started) return;
+    state.started = true;
+    state.token = token;
+    state.reportedToken = token;
+    state.identity = identity;
+    socket.connect();
+  }
+
+  function identify(identity) {
+    state.identity = identity;
+    state.identitySent = false;
+    if (state.connected) sendIdentity();
+  }
+
+  function sendIdentity() {
+    const { user, signature } = state.identity;
+    state.identitySent = socket.send({ type: "identify", user, signature });
+  }
+
+  function resetVisitor() {
+    // The host page has forgotten the token already.
+    state.token = null;
+    state.reportedToken = null;
+    state.identity = null;
+    state.identitySent = false;
+    state.conversation = null;
+    state.messages = [];
+    state.streams.clear();
+    state.pending.clear();
+    state.handoff = { state: "none", agent: null };
+    state.handoffAsked = false;
+    state.emailSent = null;
+    state.unread = 0;
+    els.emailForm.hidden = true;
+    renderThread();
+    // Without a connection, the next hello (with no token) starts afresh.
+    state.resetPending = !socket.send({ type: "reset" });
+  }
+
+  function focusComposer() {
+    if (els.input.disabled) {
+      state.wantFocus = true;
+      els.messages.focus({ preventScroll: true });
+    } else {
+      state.wantFocus = false;
+      els.input.focus({ preventScroll: true });
+    }
+  }
+
+  // --- the socket ----------------------------------------------------------
+
+  const socket = {
+    ws: null,
+    helloToken: null,
+    attempt: 0,
+    pingTimer: null,
+    retryTimer: null,
+    connect() {
+      clearTimeout(this.retryTimer);
+      const scheme = location.protocol === "https:" ? "wss" : "ws";
+      const query = `key=${encodeURIComponent(config.key)}&origin=${encodeURIComponent(hostOrigin)}`;
+      let ws;
+      try {
+        ws = new WebSocket(`${scheme}://${location.host}${config.ws_path || "/ws/widget/"}?${query}`);
+      } catch (_error) {
+        this.retry();
+        return;
+      }
+      this.ws = ws;
+      ws.addEventListener("open", () => {
+        this.helloToken = state.token;
+        ws.send(JSON.stringify({ type: "hello", token: state.token }));
+        this.pingTimer = setInterval(() => this.send({ type: "ping" }), PING_MS);
+      });
+      ws.addEventListener("message", (event) => {
+        if (ws !== this.ws) return;
+        let frame;
+        try {
+          frame = JSON.parse(event.data);
+        } catch (_error) {
+          return;
+        }
+        if (frame && typeof frame === "object") handleFrame(frame);
+      });
+      ws.addEventListener("close", (event) => {
+        if (ws !== this.ws) return;
+        clearInterval(this.pingTimer);
+        this.ws = null;
+        state.identitySent = false;
+        setConnected(false);
+        if (event.code === 4403 || event.code === 4404) {
+          state.fatal = true;
+          setConnection(
+            event.code === 4403
+              ? "This chat is not available on this website."
+              : "This chat is no longer available."
+          );
+          return;
+        }
+        this.retry();
+      });
+    },
+    retry() {
+      setConnection("Reconnecting…");
+      // Exponential backoff with jitter, so visitors of a restarted server
+      // do not all come back at the same moment.
+      const ceiling = Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * 2 ** this.attempt);
+      this.attempt += 1;
+      this.retryTimer = setTimeout(() => this.connect(), ceiling / 2 + (Math.random() * ceiling) / 2);
+    },
+    reconnectNow() {
+      if (this.ws || state.fatal || !state.started) return;
+      this.attempt = 0;
+      this.connect();
+    },
+    send(frame) {
+      if (state.connected && this.ws && this.ws.readyState === WebSocket.OPEN) {
+        this.ws.send(JSON.stringify(frame));
+        return true;
+      }
+      return false;
+    },
+  };
+
+  // --- status line -------------------------------------------------------
+
+  let connectionNote = "Connecting…";
+  let flashNote = "";
+  let flashTimer = null;
+
+  function renderStatus() {
+    const text = connectionNote || flashNote;
+    els.status.textContent = text;
+    els.status.hidden = !text;
+    els.status.classList.toggle("problem", !!connectionNote || state.fatal);
+  }
+
+  function setConnection(text) {
+    connectionNote = text;
+    renderStatus();
+  }
+
+  function flash(text) {
+    flashNote = text;
+    clearTimeout(flashTimer);
+    flashTimer = setTimeout(() => {
+      flashNote = "";
+      renderStatus();
+    }, NOTE_MS);
+    renderStatus();
+  }
+
+  function setConnected(connected) {
+    state.connected = connected;
+    els.app.dataset.connected = connected ? "yes" : "no";
+    els.input.disabled = !connected;
+    els.send.disabled = !connected;
+    els.stop.disabled = !connected;
+    updateHandoffButton();
+    if (connected) {
+      setConnection("");
+      if (state.wantFocus && state.hostOpen) focusComposer();
+    }
+  }
+
+  // --- frames from the server ----------------------------------------------
+
+  function handleFrame(frame) {
+    switch (frame.type) {
+      case "welcome":
+        return onWelcome(frame);
+      case "message.accepted":
+        return onAccepted(frame);
+      case "message.created":
+        return onCreated(frame);
+      case "generation.queued":
+      case "generation.start":
+      case "generation.text":
+        return onGenerationEvent(frame);
+      case "generation.waiting":
+        if (Number.isInteger(frame.message) && typeof frame.reason === "string") {
+          setStreamNote(frame.message, frame.reason);
+        }
+        return;
+      case "message.finished":
+        return onFinished(frame.answer);
+      case "handoff.changed":
+        return setHandoff(frame, true);
+      case "email.saved":
+        return onEmailSaved();
+      case "error":
+        return onError(frame);
+      default:
+        return;
+    }
+  }
+
+  function validMessage(message) {
+    return (
+      !!message &&
+      typeof message === "object" &&
+      Number.isInteger(message.id) &&
+      (message.role === "user" || message.role === "assistant")
+    );
+  }
+
+  function onWelcome(frame) {
+    socket.attempt = 0;
+    if (state.resetPending) {
+      state.resetPending = false;
+      if (socket.helloToken !== null) {
+        // The hello went out before the reset: this is the forgotten
+        // visitor; the answer to the reset is the welcome to show.
+        socket.ws.send(JSON.stringify({ type: "reset" }));
+        return;
+      }
+    }
+    if (typeof frame.token === "string" && frame.token) state.token = frame.token;
+    if (state.token !== state.reportedToken) {
+      state.reportedToken = state.token;
+      toHost({ type: "token", token: state.token });
+    }
+    const thread = frame.conversation && typeof frame.conversation === "object" ? frame.conversation : null;
+    state.conversation = thread && thread.conversation ? thread.conversation.id : null;
+    state.messages = (thread && Array.isArray(thread.messages) ? thread.messages : [])
+      .filter(validMessage)
+      .sort((a, b) => a.id - b.id);
+    // Running answers are streamed again from their start.
+    state.streams.clear();
+    state.dirty.clear();
+    for (const message of state.messages) {
+      if (message.status === "pending") ensureStream(message.id);
+    }
+    state.handoff = { state: "none", agent: null };
+    setHandoff(Object.assign({ online: frame.online }, frame.handoff || {}), false);
+    renderThread();
+    setConnected(true);
+    if (state.identity) {
+      if (state.identitySent) {
+        // This welcome answers the identify frame.
+        state.identity = null;
+        state.identitySent = false;
+      } else {
+        sendIdentity();
+      }
+    }
+    for (const sent of state.pending.values()) socket.send(sent);
+  }
+
+  function onAccepted(frame) {
+    const sent = state.pending.get(frame.client_id);
+    state.pending.delete(frame.client_id);
+    if (Number.isInteger(frame.conversation)) state.conversation = frame.conversation;
+    const question = validMessage(frame.question) ? frame.question : null;
+    if (question) placeMessage(question);
+    if (validMessage(frame.answer)) placeMessage(frame.answer);
+    if (sent && question) offerPersonIfAsked(question);
+    updateComposer();
+    scrollToBottom(true);
+  }
+
+  function onCreated(frame) {
+    if (Number.isInteger(frame.conversation)) state.conversation = frame.conversation;
+    if (validMessage(frame.question)) placeMessage(frame.question);
+    const answer = validMessage(frame.answer) ? frame.answer : null;
+    if (answer) {
+      const known = messageById(answer.id);
+      placeMessage(answer);
+      if (!known && answer.status !== "pending") countUnread(answer);
+    }
+    updateComposer();
+    scrollToBottom(false);
+  }
+
+  function ensureStream(id) {
+    if (!state.streams.has(id)) state.streams.set(id, { text: "", seq: 0, note: "" });
+    return state.streams.get(id);
+  }
+
+  function onGenerationEvent(frame) {
+    if (!Number.isInteger(frame.message) || !Number.isInteger(frame.seq)) return;
+    const stream = ensureStream(frame.message);
+    if (frame.seq <= stream.seq) return; // shown already
+    stream.seq = frame.seq;
+    if (frame.type === "generation.text") {
+      if (typeof frame.text !== "string") return;
+      stream.text += frame.text;
+      stream.note = "";
+    } else if (frame.type === "generation.queued") {
+      stream.note = Number.isInteger(frame.position)
+        ? `Waiting in line: position ${frame.position}`
+        : "Waiting in line…";
+    } else {
+      stream.note = "Writing…";
+    }
+    state.dirty.add(frame.message);
+    scheduleFlush();
+  }
+
+  function setStreamNote(id, note) {
+    ensureStream(id).note = note;
+    state.dirty.add(id);
+    scheduleFlush();
+  }
+
+  function onFinished(answer) {
+    if (!validMessage(answer)) return;
+    state.streams.delete(answer.id);
+    state.dirty.delete(answer.id);
+    const index = state.messages.findIndex((m) => m.id === answer.id);
+    const wasPending = index === -1 || state.messages[index].status === "pending";
+    if (index === -1) placeMessage(answer);
+    else {
+      state.messages[index] = Object.assign({}, state.messages[index], answer);
+      const node = nodeFor(answer.id);
+      if (node) node.replaceWith(messageNode(state.messages[index]));
+    }
+    if (wasPending) countUnread(answer);
+    updateComposer();
+    scrollToBottom(false);
+  }
+
+  function countUnread(answer) {
+    if (state.hostOpen || answer.status === "cancelled") return;
+    state.unread += 1;
+    toHost({ type: "unread", count: state.unread });
+  }
+
+  function onError(frame) {
+    const sent = frame.client_id ? state.pending.get(frame.client_id) : null;
+    if (sent) {
+      state.pending.delete(frame.client_id);
+      if (sent.type === "message.send" && !els.input.value) {
+        els.input.value = sent.content; // keep what the visitor wrote
+        autosize();
+      }
+    }
+    const text = typeof frame.error === "string" && frame.error ? frame.error : "Something went wrong.";
+    if (frame.code === "identity") {
+      // The visitor stays anonymous; the host page's developer should know.
+      state.identity = null;
+      state.identitySent = false;
+      console.warn(`Chat widget: ${text}`);
+      return;
+    }
+    if (state.emailSent && frame.client_id === state.emailSent.client_id) {
+      state.emailSent = null;
+      showEmailForm(text);
+      return;
+    }
+    flash(text);
+    updateComposer();
+  }
+
+  // --- handoff -------------------------------------------------------------
+
+  function setHandoff(frame, announce) {
+    const next = HANDOFF_STATES.includes(frame.state) ? frame.state : state.handoff.state;
+    const agent = typeof frame.agent === "string" && frame.agent ? frame.agent : null;
+    const previous = state.handoff;
+    state.handoff = { state: next, agent };
+    if (announce && (next !== previous.state || agent !== previous.agent)) {
+      if (next === "requested") addNote("Waiting for a person…");
+      else if (next === "active") addNote(`${agent || "A person"} joined the conversation`);
+      else if (next === "closed") addNote("Closed");
+      else if (previous.state !== "none") addNote("The conversation is back with the assistant");
+    }
+    if (announce && state.handoffAsked && frame.online === false && next !== "active") {
+      state.handoffAsked = false;
+      const away = typeof frame.offline_message === "string" && frame.offline_message;
+      addNote(away || config.offline_message || "Nobody is available right now.", "offline");
+      showEmailForm("");
+    } else if (next === "active") {
+      state.handoffAsked = false;
+    }
+    updateHandoffButton();
+  }
+
+  function updateHandoffButton() {
+    if (!els.handoff) return;
+    const busy = state.handoff.state === "requested" || state.handoff.state === "active";
+    els.handoff.hidden = busy;
+    els.handoff.disabled = !state.connected;
+  }
+
+  function requestHandoff() {
+    if (!socket.send({ type: "handoff.request" })) {
+      flash("Not connected. Try again in a moment.");
+      return;
+    }
+    state.handoffAsked = true;
+    for (const offer of els.messages.querySelectorAll(".offer")) offer.remove();
+  }
+
+  function offerPersonIfAsked(question) {
+    if (!els.handoff || !WANTS_PERSON.test(question.content || "")) return;
+    if (state.handoff.state === "requested" || state.handoff.state === "active") return;
+    const node = nodeFor(question.id);
+    if (!node) return;
+    const offer = el(
+      "div",
+      { class: "note offer", "data-testid": "widget-handoff-offer" },
+      el("span", { text: "Would you like to talk to a person?" }),
+      el("button", {
+        type: "button",
+        class: "button small",
+        "data-testid": "widget-handoff-offer-button",
+        text: "Talk to a person",
+        onclick: requestHandoff,
+      })
+    );
+    node.after(offer);
+  }
+
+  function showEmailForm(error) {
+    els.emailForm.hidden = false;
+    els.emailSend.disabled = false;
+    els.emailError.textContent = error;
+    els.emailError.hidden = !error;
+    els.email.setAttribute("aria-invalid", error ? "true" : "false");
+    if (error) els.email.focus();
+  }
+
+  function leaveEmail(event) {
+    event.preventDefault();
+    const email = els.email.value.trim();
+    els.email.value = email;
+    if (!email || !els.email.checkValidity() || !/^[^\s@]+@[^\s@]+\.[^\s@]+$/.test(email)) {
+      showEmailForm("Enter a valid email address, like name@example.com.");
+      return;
+    }
+    const frame = { type: "email.leave", email, client_id: uuid() };
+    if (!socket.send(frame)) {
+      showEmailForm("Not connected. Try again in a moment.");
+      return;
+    }
+    state.emailSent = { client_id: frame.client_id, email };
+    els.emailSend.disabled = true;
+  }
+
+  function onEmailSaved() {
+    els.emailSend.disabled = false;
+    if (!state.emailSent) return;
+    const { email } = state.emailSent;
+    state.emailSent = null;
+    els.emailForm.hidden = true;
+    els.email.value = "";
+    addNote(`Thank you! We will write to you at ${email}.`, "thanks");
+    focusComposer();
+  }
+
+  // --- rendering -----------------------------------------------------------
+
+  function messageById(id) {
+    return state.messages.find((m) => m.id === id) || null;
+  }
+
+  function nodeFor(id) {
+    return els.messages.querySelector(`.msg[data-message-id="${id}"]`);
+  }
+
+  function statusNote(message) {
+    const stream = state.streams.get(message.id);
+    switch (message.status) {
+      case "pending":
+        return (stream && stream.note) || (stream && stream.text ? "" : "Waiting for an answer…");
+      case "cancelled":
+        return "Stopped";
+      case "error":
+        return message.error || "The answer failed.";
+      case "blocked":
+        return "Blocked by a content rule";
+      default:
+        return "";
+    }
+  }
+
+  function fillAnswer(node, message) {
+    const pending = message.status === "pending";
+    const stream = state.streams.get(message.id);
+    const text = pending ? (stream ? stream.text : "") : message.content || "";
+    setMarkdown(node.querySelector(".bubble"), text);
+    const note = node.querySelector(".msg-note");
+    note.textContent = statusNote(message);
+    note.hidden = !note.textContent;
+    node.dataset.status = message.status;
+    // Screen readers announce the answer once it is complete.
+    node.setAttribute("aria-busy", pending ? "true" : "false");
+    node.classList.toggle("streaming", pending);
+    node.classList.toggle("failed", message.status === "error" || message.status === "blocked");
+  }
+
+  function messageNode(message) {
+    if (message.role === "user") {
+      return el(
+        "div",
+        { class: "msg user", "data-message-id": message.id, "data-testid": "widget-question" },
+        el("div", { class: "bubble", text: message.content || "" })
+      );
+    }
+    const author = typeof message.author === "string" && message.author ? message.author : "";
+    const node = el(
+      "div",
+      {
+        class: author ? "msg bot staff" : "msg bot",
+        "data-message-id": message.id,
+        "data-testid": "widget-answer",
+        "data-status": message.status,
+      },
+      author
+        ? el("p", { class: "author", "data-testid": "widget-author", text: `${author} (support)` })
+        : null,
+      el("div", { class: "bubble markdown" }),
+      el("p", { class: "msg-note", hidden: true })
+    );
+    fillAnswer(node, message);
+    return node;
+  }
+
+  function placeMessage(message) {
+    const index = state.messages.findIndex((m) => m.id === message.id);
+    if (index !== -1) return;
+    const after = state.messages.findIndex((m) => m.id > message.id);
+    if (after === -1) state.messages.push(message);
+    else state.messages.splice(after, 0, message);
+    if (message.status === "pending") ensureStream(message.id);
+    const node = messageNode(message);
+    const next = after === -1 ? null : nodeFor(state.messages[after + 1].id);
+    if (next) next.before(node);
+    else els.messages.append(node);
+    els.messages.classList.add("started");
+  }
+
+  function addNote(text, kind) {
+    const nearBottom = isNearBottom();
+    els.messages.append(
+      el("p", { class: `note${kind ? ` ${kind}` : ""}`, "data-testid": "widget-note", text })
+    );
+    if (nearBottom) scrollToBottom(true);
+  }
+
+  function greetingNodes() {
+    const nodes = [];
+    if (config.greeting) {
+      const bubble = el("div", { class: "bubble markdown" });
+      setMarkdown(bubble, config.greeting);
+      nodes.push(el("div", { class: "msg bot greeting", "data-testid": "widget-greeting" }, bubble));
+    }
+    const suggestions = Array.isArray(config.suggestions) ? config.suggestions : [];
+    if (suggestions.length) {
+      const list = el("div", { class: "suggestions", role: "group", "aria-label": "Suggested questions" });
+      for (const text of suggestions.slice(0, 6)) {
+        if (typeof text !== "string" || !text.trim()) continue;
+        list.append(
+          el("button", {
+            type: "button",
+            class: "suggestion",
+            "data-testid": "widget-suggestion",
+            text,
+            onclick: () => sendMessage(text),
+          })
+        );
+      }
+      nodes.push(list);
+    }
+    return nodes;
+  }
+
+  function renderThread() {
+    const fragment = document.createDocumentFragment();
+    fragment.append(...greetingNodes());
+    for (const message of state.messages) fragment.append(messageNode(message));
+    els.messages.replaceChildren(fragment);
+    els.messages.classList.toggle("started", state.messages.length > 0);
+    if (window.ChatMarkdown) window.ChatMarkdown.enhance(els.messages);
+    updateComposer();
+    scrollToBottom(true);
+  }
+
+  function scheduleFlush() {
+    if (state.flushTimer) return;
+    const wait = Math.max(0, FLUSH_MS - (performance.now() - state.lastFlush));
+    state.flushTimer = setTimeout(flush, wait);
+  }
+
+  function flush() {
+    state.flushTimer = null;
+    state.lastFlush = performance.now();
+    const nearBottom = isNearBottom();
+    for (const id of state.dirty) {
+      const node = nodeFor(id);
+      const message = messageById(id);
+      if (node && message) fillAnswer(node, message);
+    }
+    state.dirty.clear();
+    if (nearBottom) scrollToBottom(true);
+  }
+
+  function isNearBottom() {
+    const box = els.messages;
+    return box.scrollHeight - box.scrollTop - box.clientHeight < 80;
+  }
+
+  function scrollToBottom(force) {
+    if (force || isNearBottom()) els.messages.scrollTop = els.messages.scrollHeight;
+  }
+
+  function runningAnswer() {
+    for (let i = state.messages.length - 1; i >= 0; i -= 1) {
+      const message = state.messages[i];
+      if (message.role === "assistant" && message.status === "pending" && !message.author) {
+        return message;
+      }
+    }
+    return null;
+  }
+
+  function updateComposer() {
+    const running = runningAnswer();
+    els.stop.hidden = !running;
+    els.send.hidden = !!running;
+  }
+
+  // --- actions -----------------------------------------------------------
+
+  function sendMessage(content) {
+    if (!content.trim()) return false;
+    if (!state.connected) {
+      flash("Not connected. Your message is kept; send it when the connection is back.");
+      return false;
+    }
+    if (runningAnswer()) {
+      flash("Wait for the answer to finish, or stop it, before sending.");
+      return false;
+    }
+    if (maxChars && content.length > maxChars) {
+      flash(`Messages are limited to ${maxChars.toLocaleString()} characters.`);
+      return false;
+    }
+    const frame = { type: "message.send", content, client_id: uuid() };
+    state.pending.set(frame.client_id, frame);
+    socket.send(frame);
+    return true;
+  }
+
+  function sendFromComposer() {
+    if (sendMessage(els.input.value)) {
+      els.input.value = "";
+      autosize();
+    }
+  }
+
+  function stopAnswer() {
+    const running = runningAnswer();
+    if (!running) return;
+    if (socket.send({ type: "generation.stop", message: running.id })) {
+      setStreamNote(running.id, "Stopping…");
+    }
+  }
+
+  function autosize() {
+    els.input.style.height = "auto";
+    els.input.style.height = `${Math.min(els.input.scrollHeight, 128)}px`;
+  }
+
+  // --- wiring --------------------------------------------------------------
+
+  applyColors();
+  renderThread();
+  renderStatus();
+
+  els.composer.addEventListener("submit", (event) => {
+    event.preventDefault();
+    sendFromComposer();
+  });
+  els.input.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+      event.preventDefault();
+      sendFromComposer();
+    }
+  });
+  els.input.addEventListener("input", autosize);
+  els.stop.addEventListener("click", stopAnswer);
+  els.close.addEventListener("click", () => toHost({ type: "close" }));
+  if (els.handoff) els.handoff.addEventListener("click", requestHandoff);
+  els.emailForm.addEventListener("submit", leaveEmail);
+  document.addEventListener("keydown", (event) => {
+    if (event.key === "Escape" && !event.defaultPrevented) toHost({ type: "close" });
+  });
+  window.addEventListener("message", onHostMessage);
+  window.addEventListener("online", () => socket.reconnectNow());
+
+  if (embedded) {
+    toHost({ type: "ready" });
+    // A host page that never answers (no embed.js) still gets a chat,
+    // without a remembered visitor.
+    setTimeout(() => start(null, null), INIT_WAIT_MS);
+  } else {
+    start(null, null);
+  }
+})();

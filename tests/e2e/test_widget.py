@@ -1,0 +1,145 @@
+"""The widget in a real browser: a host page on another origin embeds the
+script, a visitor chats and finds the conversation again after a reload,
+a page on a disallowed origin gets no widget and its socket is refused,
+staff answer a handoff live from a second browser context, and messages
+from foreign origins are ignored."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import threading
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.contrib.auth.hashers import PBKDF2PasswordHasher
+from django.contrib.auth.models import Permission
+
+from chat.services.widget import widget_site_save
+from tests.conftest import free_port
+
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
+
+PASSWORD = "a long passphrase for staff"
+
+
+@pytest.fixture
+def host_pages(tmp_path, stack):
+    """Serve one host page on two origins (two ports of 127.0.0.1)."""
+    (tmp_path / "index.html").write_text(
+        "<!doctype html><html><head><title>Fernhollow shop</title></head><body>"
+        "<h1>Fernhollow shop</h1><p>Welcome to our shop.</p>"
+        f'<script src="{stack["base"]}/static/widget/embed.js" data-site="KEY" async></script>'
+        "</body></html>"
+    )
+    servers = []
+    for _ in range(2):
+        handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+    yield tmp_path, [f"http://127.0.0.1:{s.server_address[1]}" for s in servers]
+    for server in servers:
+        server.shutdown()
+
+
+def _page_with_key(folder, key: str) -> None:
+    page = folder / "index.html"
+    page.write_text(page.read_text().replace('data-site="KEY"', f'data-site="{key}"'))
+
+
+def test_a_visitor_chats_comes_back_and_talks_to_a_person(
+    stack, browser, host_pages, artifacts_dir
+):
+    folder, (allowed, foreign) = host_pages
+    site = widget_site_save(
+        data={
+            "name": "Fernhollow",
+            "allowed_origins": allowed,
+            "greeting": "Hi! Ask me about orders and returns.",
+            "suggestions": "Where is my order?\nHow do returns work?",
+        }
+    )
+    _page_with_key(folder, site.public_key)
+
+    context = browser.new_context(viewport={"width": 1200, "height": 900})
+    visitor = context.new_page()
+    console: list[str] = []
+    visitor.on("console", lambda m: console.append(m.text) if m.type == "error" else None)
+    visitor.goto(allowed)
+    visitor.get_by_test_id("widget-launcher").click()
+    frame = visitor.frame_locator('[data-testid="widget-container"] iframe')
+    frame.get_by_test_id("widget-input").fill("Where is my order 1234?")
+    frame.get_by_test_id("widget-send").click()
+    answer = frame.locator('[data-testid="widget-answer"][data-status="done"]').last
+    answer.wait_for(timeout=180_000)
+    first_answer = answer.inner_text()
+    assert first_answer.strip()
+    visitor.screenshot(path=str(artifacts_dir / "widget-answer.png"))
+
+    # A reload (a new page load): the same conversation is there.
+    visitor.reload()
+    visitor.get_by_test_id("widget-launcher").click()
+    frame = visitor.frame_locator('[data-testid="widget-container"] iframe')
+    frame.locator('[data-testid="widget-question"]').first.wait_for(timeout=60_000)
+    assert "Where is my order 1234?" in frame.get_by_test_id("widget-messages").inner_text()
+
+    # A message from this page itself is not from the frame: no badge.
+    visitor.evaluate(
+        "window.postMessage({chatWidget: 1, type: 'unread', count: 7}, location.origin)"
+    )
+    visitor.wait_for_timeout(300)
+    assert visitor.get_by_test_id("widget-unread").count() == 0 or not (
+        visitor.get_by_test_id("widget-unread").is_visible()
+    )
+
+    # The visitor asks for a person; staff take it from the inbox.
+    frame.get_by_test_id("widget-handoff").click()
+    agent = get_user_model().objects.create_user("anna", "anna@example.com", first_name="Anna")
+    agent.password = PBKDF2PasswordHasher().encode(PASSWORD, PBKDF2PasswordHasher().salt())
+    agent.is_staff = True
+    agent.save()
+    agent.user_permissions.add(Permission.objects.get(codename="answer_visitors"))
+    staff_context = browser.new_context(viewport={"width": 1300, "height": 900})
+    staff = staff_context.new_page()
+    staff.goto(stack["base"] + "/accounts/login/")
+    staff.fill('input[name="username"]', "anna")
+    staff.fill('input[name="password"]', PASSWORD)
+    staff.get_by_test_id("login-submit").click()
+    staff.wait_for_url(stack["base"] + "/")
+    staff.goto(stack["base"] + "/dashboard/inbox/")
+    staff.get_by_test_id("inbox").locator('a[href^="/dashboard/inbox/"]').first.click()
+    staff.get_by_test_id("take").click()
+    frame.get_by_test_id("widget-messages").get_by_text("Anna joined").wait_for(timeout=30_000)
+    staff.get_by_test_id("reply-form").locator("textarea").fill(
+        "Hello, this is Anna from the shop."
+    )
+    staff.get_by_test_id("send").click()
+    frame.get_by_text("Hello, this is Anna from the shop.").wait_for(timeout=30_000)
+    staff.screenshot(path=str(artifacts_dir / "dashboard-inbox.png"), full_page=True)
+    visitor.screenshot(path=str(artifacts_dir / "widget-handoff.png"))
+    staff_context.close()
+
+    # A page on an origin that is not allowed gets no widget, a console
+    # message saying why, and a refused socket.
+    other = context.new_page()
+    other_console: list[str] = []
+    other.on("console", lambda m: other_console.append(m.text) if m.type == "error" else None)
+    other.goto(foreign)
+    other.wait_for_timeout(1500)
+    assert other.get_by_test_id("widget-launcher").count() == 0
+    assert any("Chat widget" in text and site.public_key in text for text in other_console)
+    ws_base = stack["base"].replace("http://", "ws://")
+    closed = other.evaluate(
+        """([url]) => new Promise((resolve) => {
+            const ws = new WebSocket(url);
+            let welcomed = false;
+            ws.onopen = () => ws.send(JSON.stringify({type: "hello", token: null}));
+            ws.onmessage = (e) => { if (JSON.parse(e.data).type === "welcome") welcomed = true; };
+            ws.onclose = (e) => resolve({code: e.code, welcomed});
+        })""",
+        [f"{ws_base}/ws/widget/?key={site.public_key}&origin={foreign}"],
+    )
+    assert not closed["welcomed"] and closed["code"] != 1000
+    assert not [text for text in console if "Chat widget" in text]
+    context.close()
