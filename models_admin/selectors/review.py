@@ -14,7 +14,7 @@ from django.db.models import Count, IntegerField, OuterRef, Q, QuerySet, Subquer
 from django.db.models.functions import Coalesce
 from django.http import Http404
 
-from chat.models import Conversation, Feedback, Message
+from chat.models import Conversation, Feedback, Message, WidgetSite
 from chat.selectors import Thread, thread_load
 from models_admin.models import Dataset, ReviewEvent
 
@@ -36,16 +36,22 @@ def review_source_choices() -> list[tuple[str, str]]:
     """Values of the source filter, each understood by
     ``conversations_for_review(source=...)``.
 
-    A value is a conversation source (``chat``, ``widget``, ``api``);
-    narrower values name their kind before a colon (a widget site would be
-    ``site:<id>``) and get their own branch in ``_source_q``.
+    A value is a conversation source (``chat``, ``widget``, ``api``) or a
+    widget site (``site:<id>``).
     """
-    return list(Conversation.Source.choices)
+    sites = [
+        (f"site:{pk}", f"Widget: {name}")
+        for pk, name in WidgetSite.objects.order_by("name").values_list("pk", "name")
+    ]
+    return [*Conversation.Source.choices, *sites]
 
 
 def _source_q(source: str) -> Q:
     if source in Conversation.Source.values:
         return Q(source=source)
+    kind, _colon, number = source.partition(":")
+    if kind == "site" and number.isdigit():
+        return Q(site_id=int(number))
     raise ValueError(f"unknown source filter {source!r}")
 
 
@@ -81,7 +87,7 @@ def conversations_for_review(
     messages = Message.objects.filter(conversation=OuterRef("pk"))
     ratings = Feedback.objects.filter(message__conversation=OuterRef("pk"))
     by_conversation = "message__conversation_id"
-    rows = Conversation.objects.select_related("user").annotate(
+    rows = Conversation.objects.select_related("user", "visitor", "site").annotate(
         message_count=_count(messages, group="conversation_id"),
         thumbs_up=_count(ratings.filter(rating=Feedback.Rating.UP), group=by_conversation),
         thumbs_down=_count(ratings.filter(rating=Feedback.Rating.DOWN), group=by_conversation),
@@ -139,7 +145,7 @@ def conversations_review_page(*, rows: QuerySet[Conversation], page: Any = 1) ->
 def conversation_review_get(*, pk: Any) -> Conversation:
     """Return any user's conversation for review or raise Http404."""
     try:
-        return Conversation.objects.select_related("user").get(pk=int(pk))
+        return Conversation.objects.select_related("user", "visitor", "site").get(pk=int(pk))
     except (Conversation.DoesNotExist, TypeError, ValueError, OverflowError):
         raise Http404("No such conversation.") from None
 

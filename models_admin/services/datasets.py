@@ -214,6 +214,7 @@ def dataset_export(
     date_to: datetime | None = None,
     thumbs_up_only: bool = False,
     source: str = "",
+    site_id: int | None = None,
     exclude_flagged: bool = True,
     eval_fraction: float = 0.1,
     seed: int = 0,
@@ -232,6 +233,8 @@ def dataset_export(
         rows = rows.filter(updated_at__lte=date_to)
     if source:
         rows = rows.filter(source=source)
+    if site_id is not None:
+        rows = rows.filter(site_id=site_id)
     if exclude_flagged:
         # Marked for review by staff or a filter rule: not training data.
         rows = rows.filter(flagged_at__isnull=True)
@@ -253,6 +256,7 @@ def dataset_export(
         "date_to": date_to.isoformat() if date_to else None,
         "thumbs_up_only": thumbs_up_only,
         "source": source or None,
+        "site": site_id,
         "exclude_flagged": exclude_flagged,
     }
     return dataset_create(

@@ -304,3 +304,36 @@ async def test_frames_before_hello_and_malformed_frames_get_errors():
     await communicator.send_json_to({"type": "identify", "user": "u1", "signature": "bad"})
     assert (await communicator.receive_json_from())["code"] == "identity"
     await communicator.disconnect()
+
+
+@pytest.mark.django_db
+def test_widget_conversations_show_in_review_usage_and_exports(client, tiny_model_dir):
+    from django.contrib.auth.models import Permission
+
+    from models_admin.services.datasets import dataset_export
+
+    site = _site()
+    visitor = visitor_start(site=site, token=None)
+    conversation = Conversation.objects.create(site=site, visitor=visitor, source="widget")
+    question = Message.objects.create(conversation=conversation, role="user", content="Hours?")
+    conversation.current_leaf = Message.objects.create(
+        conversation=conversation,
+        parent=question,
+        role="assistant",
+        content="Nine to six.",
+        prompt_tokens=5,
+        completion_tokens=4,
+    )
+    conversation.save()
+    staff = UserFactory(is_staff=True)
+    staff.user_permissions.add(Permission.objects.get(codename="review_conversation"))
+    client.force_login(staff)
+    listing = client.get("/dashboard/conversations/", {"source": f"site:{site.pk}"})
+    assert listing.status_code == 200 and f"visitor {visitor.pk}" in listing.content.decode()
+    assert client.get(f"/dashboard/conversations/{conversation.pk}/").status_code == 200
+    assert client.get("/dashboard/usage/").status_code == 200
+    assert client.get("/dashboard/").status_code == 200
+    exported = dataset_export(name="widget", site_id=site.pk, eval_fraction=0.0)
+    assert [e.messages for e in exported.examples.all()] == [
+        [{"role": "user", "content": "Hours?"}, {"role": "assistant", "content": "Nine to six."}]
+    ]

@@ -44,6 +44,7 @@ class Command(BaseCommand):
         exported.add_argument("--to", dest="date_to", type=_date)
         exported.add_argument("--thumbs-up-only", action="store_true")
         exported.add_argument("--source", choices=["chat", "widget", "api"], default="")
+        exported.add_argument("--site", type=int, default=None, help="a widget site's id")
         exported.add_argument("--eval-fraction", type=float, default=0.1)
         sub.add_parser("list", help="list datasets with their statistics")
         show = sub.add_parser("show", help="statistics and the first examples of a dataset")
@@ -68,6 +69,7 @@ class Command(BaseCommand):
                     date_to=options["date_to"],
                     thumbs_up_only=options["thumbs_up_only"],
                     source=options["source"],
+                    site_id=options["site"],
                     eval_fraction=options["eval_fraction"],
                 )
             elif action == "show":
