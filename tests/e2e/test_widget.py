@@ -129,6 +129,9 @@ def test_a_visitor_chats_comes_back_and_talks_to_a_person(
     other.wait_for_timeout(1500)
     assert other.get_by_test_id("widget-launcher").count() == 0
     assert any("Chat widget" in text and site.public_key in text for text in other_console)
+    # The widget socket checks the embedding origin against the site's
+    # list (tried from a page of this server, which the socket accepts).
+    other.goto(stack["base"] + "/healthz")
     ws_base = stack["base"].replace("http://", "ws://")
     closed = other.evaluate(
         """([url]) => new Promise((resolve) => {
@@ -140,6 +143,38 @@ def test_a_visitor_chats_comes_back_and_talks_to_a_person(
         })""",
         [f"{ws_base}/ws/widget/?key={site.public_key}&origin={foreign}"],
     )
-    assert not closed["welcomed"] and closed["code"] != 1000
+    assert closed == {"code": 4403, "welcomed": False}
     assert not [text for text in console if "Chat widget" in text]
+
+    # The frame ignores messages from any origin but its host page's: a
+    # foreign page that opens it cannot reset the visitor.
+    foreign_page = context.new_page()
+    foreign_page.goto(foreign + "/missing.html")
+    with context.expect_page() as opened:
+        foreign_page.evaluate(
+            "([url]) => { window.popup = window.open(url); }",
+            [f"{stack['base']}/widget/frame/?key={site.public_key}&origin={allowed}"],
+        )
+    popup = opened.value
+    sent: list[str] = []
+    popup.on("websocket", lambda ws: ws.on("framesent", lambda payload: sent.append(payload)))
+    popup.get_by_test_id("widget-input").wait_for()
+    popup.wait_for_timeout(6000)  # the frame gives its host 5 s to answer "ready"
+    foreign_page.evaluate(
+        "([target]) => window.popup.postMessage({chatWidget: 1, type: 'reset'}, target)",
+        [stack["base"]],
+    )
+    popup.wait_for_timeout(1000)
+    assert any('"hello"' in frame for frame in sent)  # connected, listening
+    assert not any('"reset"' in frame for frame in sent)
+
+    # Phones: the open widget fills the screen.
+    phone = browser.new_context(viewport={"width": 390, "height": 740})
+    small = phone.new_page()
+    small.goto(allowed)
+    small.get_by_test_id("widget-launcher").click()
+    box = small.get_by_test_id("widget-container").bounding_box()
+    assert box["width"] >= 380 and box["height"] >= 700
+    small.screenshot(path=str(artifacts_dir / "widget-phone.png"))
+    phone.close()
     context.close()
