@@ -254,12 +254,17 @@ class Rule:
     whole_word: bool = True
     validate: Callable[[str], bool] | None = None
     pii: bool = False
+    site: int | None = None  # a widget site's id, for rules of one site
 
     @property
     def on_skeleton(self) -> bool:
         return self.kind == "keywords"
 
-    def applies(self, *, scope: str, surface: str) -> bool:
+    def applies(self, *, scope: str, surface: str, site: int | None = None) -> bool:
+        """Whether the rule runs on this text: its scope, its surface and,
+        for a rule tied to one widget site, that site."""
+        if self.site is not None and self.site != site:
+            return False
         return self.scope in (scope, "both") and self.surface in ("all", surface)
 
     def mask(self, matched: str) -> str:
@@ -311,6 +316,7 @@ def rule_compile(spec: dict[str, Any]) -> Rule:
         keywords=tuple(dict.fromkeys(forms)),
         whole_word=bool(spec.get("whole_word", True)),
         validate=validate,
+        site=spec.get("site"),
         pii=kind == "preset",
     )
 
@@ -476,6 +482,7 @@ class RuleSet:
         scope: str,
         surface: str,
         notice: str,
+        site: int | None = None,
         on_error: Callable[[dict[str, Any], RuleError], None] | None = None,
     ) -> RuleSet:
         """Compile the specs that apply; a spec that does not compile is
@@ -488,7 +495,7 @@ class RuleSet:
                 if on_error is not None:
                     on_error(spec, exc)
                 continue
-            if rule.applies(scope=scope, surface=surface):
+            if rule.applies(scope=scope, surface=surface, site=site):
                 rules.append(rule)
         return cls(rules, notice=notice)
 

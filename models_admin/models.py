@@ -361,6 +361,14 @@ class FilterRule(models.Model):
         help_text="What people see instead of a blocked message; empty: the site default.",
     )
     surface = models.CharField(max_length=10, choices=Surface.choices, default=Surface.ALL)
+    site = models.ForeignKey(
+        "chat.WidgetSite",
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="filter_rules",
+        help_text="Only this widget site's conversations.",
+    )
     priority = models.IntegerField(default=100, help_text="Lower runs first.")
     enabled = models.BooleanField(default=True)
     created_by = models.ForeignKey(
@@ -389,6 +397,13 @@ class FilterRule(models.Model):
     def clean(self) -> None:
         from inference.content_filter import RuleError, rule_compile
 
+        if self.site_id is not None and self.surface not in (
+            self.Surface.ALL,
+            self.Surface.WIDGET,
+        ):
+            raise ValidationError(
+                {"site": ["A rule for one widget site applies to the widget surface."]}
+            )
         try:
             rule_compile(self.spec())
         except RuleError as exc:
@@ -412,6 +427,7 @@ class FilterRule(models.Model):
             "mask_with": self.mask_with,
             "notice": self.notice,
             "surface": self.surface,
+            "site": self.site_id,
             "priority": self.priority,
         }
 

@@ -160,7 +160,12 @@ def _answer_queue(*, conversation: Conversation, answer: Message, messages: list
     """After commit, queue the generation; if the queue is unreachable, end
     the answer with an error instead of leaving it pending."""
     generation_id = str(answer.generation_id)
-    extra = {"conversation": conversation.pk, "message": answer.pk, "surface": conversation.source}
+    extra = {
+        "conversation": conversation.pk,
+        "message": answer.pk,
+        "surface": conversation.source,
+        "site": conversation.site_id,
+    }
     params = _params(conversation)
 
     def submit() -> None:
@@ -241,7 +246,9 @@ def question_send(
     if earlier is not None:
         return earlier
     text = _content_check(content)
-    verdict = content_filter_input(text=text, surface=conversation.source)
+    verdict = content_filter_input(
+        text=text, surface=conversation.source, site_id=conversation.site_id
+    )
     try:
         with transaction.atomic():
             # The conversation row is the lock that orders concurrent
@@ -319,9 +326,13 @@ def _answer_create(
     *, conversation: Conversation, parent: Message, client_id: uuid.UUID | None = None
 ) -> Message:
     # The version is chosen now (production, or the canary for its share
-    # of conversations) so a promotion after this commit changes only
-    # later turns.
-    version = model_version_route(conversation_id=conversation.pk)
+    # of conversations, or the one a widget site is pinned to) so a
+    # promotion after this commit changes only later turns.
+    site = conversation.site if conversation.site_id else None
+    if site is not None and site.model_version_id:
+        version = site.model_version
+    else:
+        version = model_version_route(conversation_id=conversation.pk)
     answer = Message(
         conversation=conversation,
         parent=parent,

@@ -32,6 +32,11 @@ _ORIGIN = re.compile(
 _SIGNED_AS = "chat.widget.visitor"
 _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _TIME = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
+#: Added to a site's system prompt when people can take over.
+HANDOFF_HINT = (
+    "If you cannot answer a question from what you know, say so plainly and offer to "
+    'connect the visitor with a person from the team: they can press "Talk to a person".'
+)
 #: A visitor's messages a minute count over this window.
 _WINDOW = timedelta(minutes=1)
 
@@ -232,11 +237,15 @@ def _conversation_for_send(visitor: WidgetVisitor) -> Conversation:
     if conversation is not None:
         return conversation
     site = visitor.site
+    prompt = site.system_prompt.strip()
+    if site.handoff_enabled:
+        # The widget shows a "Talk to a person" button; the model points to it.
+        prompt = f"{prompt}\n\n{HANDOFF_HINT}" if prompt else HANDOFF_HINT
     conversation = Conversation(
         visitor=visitor,
         site=site,
         source=Conversation.Source.WIDGET,
-        system_prompt=site.system_prompt,
+        system_prompt=prompt[:8000],
     )
     conversation.full_clean()
     conversation.save()

@@ -14,6 +14,7 @@ from typing import Any, cast
 from django import forms
 from django.core.exceptions import ValidationError
 
+from chat.models import WidgetSite
 from inference.content_filter import PRESETS
 from models_admin.forms.common import DateRangeForm
 from models_admin.models import FilterRule
@@ -140,6 +141,13 @@ class FilterRuleForm(forms.Form):
         choices=FilterRule.Surface.choices,
         initial=FilterRule.Surface.ALL,
         help_text="Where the rule applies: the main chat, the embeddable widget, the API.",
+    )
+    site = forms.ModelChoiceField(
+        queryset=WidgetSite.objects.order_by("name"),
+        required=False,
+        empty_label="Every site",
+        label="Widget site",
+        help_text="For the widget: only this site's conversations.",
     )
     priority = forms.IntegerField(
         initial=100,

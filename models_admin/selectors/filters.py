@@ -23,7 +23,8 @@ def filter_rules_export() -> list[dict[str, Any]]:
 
     out = []
     for rule in FilterRule.objects.order_by("priority", "id"):
-        data = {name: getattr(rule, name) for name in RULE_FIELDS}
+        data = {name: getattr(rule, name) for name in RULE_FIELDS if name != "site"}
+        data["site"] = rule.site_id
         data["keywords"] = rule.keyword_list()
         out.append(data)
     return out

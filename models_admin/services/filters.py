@@ -34,6 +34,7 @@ RULE_FIELDS = (
     "mask_with",
     "notice",
     "surface",
+    "site",
     "priority",
     "enabled",
 )
@@ -63,6 +64,8 @@ def _assign(rule: FilterRule, data: dict[str, Any]) -> None:
     for name, value in data.items():
         if name == "keywords" and isinstance(value, list):
             value = "\n".join(str(v) for v in value)
+        if name == "site":
+            name = "site_id" if not hasattr(value, "pk") else "site"
         setattr(rule, name, value)
 
 
@@ -129,12 +132,14 @@ def filter_rules_import(
     return built
 
 
-def content_filter_input(*, text: str, surface: str) -> Verdict:
-    """Run the input rules of a surface (chat, widget, api) on a message."""
+def content_filter_input(*, text: str, surface: str, site_id: int | None = None) -> Verdict:
+    """Run the input rules of a surface (chat, widget, api), and of a
+    widget site, on a message."""
     rules = RuleSet.from_specs(
         filter_specs(),
         scope="input",
         surface=surface,
+        site=site_id,
         notice=settings.FILTER_BLOCK_NOTICE,
         on_error=lambda spec, exc: logger.error(
             "Filter rule %s does not compile: %s", spec.get("name"), exc.message

@@ -215,3 +215,22 @@ def test_a_blocked_question_cannot_be_regenerated():
             client_id=uuid.uuid4(),
         )
     assert caught.value.code == "blocked"
+
+
+@pytest.mark.django_db
+def test_a_rule_for_one_widget_site_applies_there_only():
+    from chat.services.widget import visitor_start, widget_message_send, widget_site_save
+
+    shop = widget_site_save(data={"name": "Shop", "allowed_origins": "https://shop.example"})
+    other = widget_site_save(data={"name": "Other", "allowed_origins": "https://other.example"})
+    _rule(action="mask", scope="input", surface="widget", site=shop.pk)
+    with pytest.raises(ValidationError, match="widget surface"):
+        _rule(name="chat only", surface="chat", site=shop.pk)
+    masked = widget_message_send(
+        visitor=visitor_start(site=shop, token=None), content="zylophin?", client_id=uuid.uuid4()
+    )
+    kept = widget_message_send(
+        visitor=visitor_start(site=other, token=None), content="zylophin?", client_id=uuid.uuid4()
+    )
+    assert (masked.question.content, kept.question.content) == ("********?", "zylophin?")
+    assert _send(UserFactory(), "zylophin?").question.content == "zylophin?"

@@ -43,13 +43,15 @@ def _extra_versions() -> list[VersionSpec]:
 
 
 class _OutputRules:
-    """The output rules per surface, compiled once and reloaded when the
-    rules' epoch in Redis moves; each new request reads the epoch (one
-    small Redis read), so a change applies from the next request on."""
+    """The output rules per surface and widget site, compiled on first use
+    and dropped when the rules' epoch in Redis moves; each new request
+    reads the epoch (one small Redis read), so a change applies from the
+    next request on."""
 
     def __init__(self) -> None:
         self.epoch: str | None = None
-        self.by_surface: dict[str, RuleSet] = {}
+        self.specs: list[dict[str, Any]] | None = None
+        self.compiled: dict[tuple[str, int | None], RuleSet] = {}
 
     def filter_for(self, payload: dict[str, Any]) -> StreamFilter | None:
         try:
@@ -57,30 +59,28 @@ class _OutputRules:
             epoch = client.get(filters_epoch_key())
         except redis.RedisError:
             epoch = self.epoch
-        if epoch != self.epoch or not self.by_surface:
+        if epoch != self.epoch or self.specs is None:
             self.epoch = epoch
-            self._load()
-        rules = self.by_surface.get(str(payload.get("surface") or "chat"))
+            close_old_connections()
+            self.specs = filter_specs()
+            self.compiled = {}
+            logger.info("Loaded %d content filter rule(s)", len(self.specs))
+        surface = str(payload.get("surface") or "chat")
+        site = payload.get("site") if isinstance(payload.get("site"), int) else None
+        rules = self.compiled.get((surface, site))
         if rules is None:
-            rules = self.by_surface.get("chat")
-        return StreamFilter(rules) if rules else None
-
-    def _load(self) -> None:
-        close_old_connections()
-        specs = filter_specs()
-        self.by_surface = {
-            surface: RuleSet.from_specs(
-                specs,
+            rules = RuleSet.from_specs(
+                self.specs,
                 scope="output",
                 surface=surface,
+                site=site,
                 notice=settings.FILTER_BLOCK_NOTICE,
                 on_error=lambda spec, exc: logger.error(
                     "Filter rule %s does not compile: %s", spec.get("name"), exc.message
                 ),
             )
-            for surface in ("chat", "widget", "api")
-        }
-        logger.info("Loaded %d content filter rule(s)", len(specs))
+            self.compiled[(surface, site)] = rules
+        return StreamFilter(rules) if rules else None
 
 
 def _generation_store(generation_id: str, final: dict[str, Any], text: str) -> None:
