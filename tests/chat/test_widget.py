@@ -337,3 +337,18 @@ def test_widget_conversations_show_in_review_usage_and_exports(client, tiny_mode
     assert [e.messages for e in exported.examples.all()] == [
         [{"role": "user", "content": "Hours?"}, {"role": "assistant", "content": "Nine to six."}]
     ]
+
+
+@pytest.mark.django_db
+def test_a_site_pinned_to_a_version_answers_with_it(django_capture_on_commit_callbacks):
+    from tests.factories import ModelVersionFactory
+
+    production, pinned = ModelVersionFactory(), ModelVersionFactory()
+    model_version_promote(version=production)
+    site = _site(model_version=pinned)
+    with django_capture_on_commit_callbacks(execute=False):
+        sent = widget_message_send(
+            visitor=visitor_start(site=site, token=None), content="Hi", client_id=uuid.uuid4()
+        )
+    assert sent.answer.model_version == pinned
+    assert "Talk to a person" in sent.answer.conversation.system_prompt
