@@ -170,7 +170,7 @@ def test_canary_routing_is_sticky_and_raising_the_share_keeps_its_conversations(
     candidate = ModelVersionFactory()
     model_version_promote(version=production)
     canary = canary_start(version=candidate, percent=25, note="try it")
-    ids = range(1, 801)
+    ids = range(1, 401)
     routed = {c: model_version_route(conversation_id=c) for c in ids}
     assert routed == {c: model_version_route(conversation_id=c) for c in ids}  # sticky
     on_canary = {c for c, v in routed.items() if v == candidate}
