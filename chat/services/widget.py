@@ -329,8 +329,10 @@ def _handoff_announce(conversation: Conversation) -> None:
 
 
 def _locked(conversation: Conversation) -> Conversation:
+    """Lock the conversation row (only it: PostgreSQL refuses FOR UPDATE
+    on the nullable side of the outer joins select_related makes)."""
     return (
-        Conversation.objects.select_for_update()
+        Conversation.objects.select_for_update(of=("self",))
         .select_related("agent", "site")
         .get(pk=conversation.pk)
     )
