@@ -15,6 +15,8 @@ page watching the conversation), ``generation.queued {message, seq,
 position}``, ``generation.start {message, seq, model_version}``,
 ``generation.text {message, seq, text}``, ``message.finished {answer}``
 (the stored answer), ``generation.waiting {message, reason}``,
+``generation.reset {message, reason}`` (events were lost in transit: forget
+the text shown and take it again from seq 1),
 ``conversation.changed``, ``conversations.changed``, ``pong`` and
 ``error {code, error, client_id?}``.
 
@@ -54,7 +56,14 @@ from chat.services.messages import (
     message_regenerate,
     message_send,
 )
-from inference.client import generation_events, generation_replay, workers_live_count
+from inference.client import (
+    REDIS_DOWN,
+    StreamBroken,
+    StreamUnavailable,
+    generation_events,
+    generation_replay,
+    workers_live_count,
+)
 from inference.protocol import StreamEvent
 
 logger = logging.getLogger(__name__)
@@ -70,6 +79,9 @@ WAIT_NOTICE_S = 15.0
 #: Seconds the worker gets to store a final answer before a socket that
 #: read the final event stores it from the stream itself.
 STORE_GRACE_S = 1.0
+#: Replays from the start a tail may do before it waits for the stored
+#: answer instead.
+MAX_RESETS = 2
 
 
 class FrameBucket:
@@ -354,10 +366,17 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
     async def _tail(self, message_id: int, generation_id: str, after: int) -> None:
         """Forward the answer's events after ``after``, then the stored
-        answer. Tell the page when nothing arrives for a while, and why."""
+        answer. Tell the page when nothing arrives for a while, and why;
+        when the stream lost events, have the page start again from the
+        first one."""
+        resets = 0
         try:
             while True:
                 try:
+                    if resets > MAX_RESETS:
+                        # The stream keeps breaking: poll the stored answer.
+                        await asyncio.sleep(WAIT_NOTICE_S / 5)
+                        raise TimeoutError("waiting for the stored answer")
                     async for event in generation_events(
                         generation_id, after_seq=after, idle_timeout_s=WAIT_NOTICE_S
                     ):
@@ -366,7 +385,18 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
                             await self._finished(message_id, generation_id, event)
                             return
                         await self._forward(message_id, event)
-                except TimeoutError:
+                except StreamBroken as exc:
+                    logger.warning("Answer %s: %s; replaying it", message_id, exc)
+                    resets += 1
+                    after = 0
+                    await self.send_json(
+                        {
+                            "type": "generation.reset",
+                            "message": message_id,
+                            "reason": "Part of the answer was lost in transit; reloading it.",
+                        }
+                    )
+                except TimeoutError as exc:
                     answer = await _answer(message_id)
                     if answer is None:
                         return
@@ -375,12 +405,18 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
                             {"type": "message.finished", "answer": message_serialize(answer)}
                         )
                         return
-                    live = await sync_to_async(workers_live_count)()
-                    reason = (
-                        "No model worker is running; the message waits in the queue."
-                        if live == 0
-                        else "Still waiting for the model."
-                    )
+                    try:
+                        live = await sync_to_async(workers_live_count)()
+                    except REDIS_DOWN:
+                        live = -1
+                    if isinstance(exc, StreamUnavailable) or live < 0:
+                        reason = "The message service is unreachable; reconnecting…"
+                    else:
+                        reason = (
+                            "No model worker is running; the message waits in the queue."
+                            if live == 0
+                            else "Still waiting for the model."
+                        )
                     await self.send_json(
                         {"type": "generation.waiting", "message": message_id, "reason": reason}
                     )

@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 logger = logging.getLogger(__name__)
 
@@ -70,7 +72,13 @@ class EmbeddedRedis:
         return f"unix://{self.socket_path}"
 
     def _answers(self) -> bool:
-        client = redis.Redis(unix_socket_path=str(self.socket_path), socket_timeout=1)
+        # One try: a stale socket refuses at once, and retrying with
+        # backoff would hold up the start for seconds.
+        client = redis.Redis(
+            unix_socket_path=str(self.socket_path),
+            socket_timeout=1,
+            retry=Retry(NoBackoff(), 0),
+        )
         try:
             return bool(client.ping())
         except (redis.ConnectionError, redis.TimeoutError, OSError):

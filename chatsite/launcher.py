@@ -1,18 +1,19 @@
 """Start every process of the platform on one machine: ``make run``.
 
 Checks the web port and Redis first, starts the embedded Redis when
-``REDIS_URL`` is unset, then runs the Procfile with honcho. Ctrl-C (or
-SIGTERM) stops every process, the embedded Redis last, and leaves none
-behind. Exits non-zero with a one-line reason when it cannot start.
+``REDIS_URL`` is unset, then runs the Procfile under the supervisor in
+``chatsite.supervisor``, which starts again any process that dies, the
+embedded Redis included. Ctrl-C (or SIGTERM) stops every process, the
+embedded Redis last, and leaves none behind; so does the launcher's own
+death, through each child's death signal. Exits non-zero with a one-line
+reason when it cannot start.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import signal
 import socket
-import subprocess
 import sys
 from pathlib import Path
 
@@ -56,16 +57,16 @@ def redis_check(url: str) -> None:
         client.close()
 
 
-def _honcho() -> str:
-    beside = Path(sys.executable).with_name("honcho")
-    return str(beside) if beside.exists() else "honcho"
-
-
 def run(procfile: Path, *, check_port: bool = True) -> int:
     from django.conf import settings
 
     from chatsite.embedded_redis import EmbeddedRedis, EmbeddedRedisError
+    from chatsite.supervisor import ProcfileError, Supervisor, procfile_parse
 
+    try:
+        entries = procfile_parse(procfile)
+    except ProcfileError as exc:
+        raise LaunchError(str(exc)) from None
     if check_port:
         port_check(settings.WEB_HOST, settings.WEB_PORT)
 
@@ -80,55 +81,36 @@ def run(procfile: Path, *, check_port: bool = True) -> int:
         except EmbeddedRedisError as exc:
             raise LaunchError(str(exc)) from None
 
-    env = dict(os.environ)
-    env.update(
-        REDIS_URL=redis_url,
-        WEB_HOST=settings.WEB_HOST,
-        WEB_PORT=str(settings.WEB_PORT),
-        PYTHONUNBUFFERED="1",
-    )
-    # Children find the project's executables (daphne, celery) on PATH.
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-
-    host = settings.WEB_HOST if ":" not in settings.WEB_HOST else f"[{settings.WEB_HOST}]"
-    print(
-        f"\n  Chat platform starting on http://{host}:{settings.WEB_PORT}/\n"
-        f"  Redis: {'embedded, ' + redis_url if embedded else 'REDIS_URL'}\n"
-        "  Create a staff user:  .venv/bin/python manage.py createsuperuser\n"
-        "  Stop everything:      Ctrl-C\n",
-        flush=True,
-    )
-
-    # The environment is complete already (the settings read .env); honcho
-    # reading .env again would override what the launcher set.
-    command = [_honcho(), "start", "--no-colour", "--env", os.devnull]
-    command += ["-f", str(procfile), "-d", str(procfile.parent)]
-    honcho = subprocess.Popen(command, env=env)
-
-    stopped_by_signal = False
-
-    def forward(signum: int, _frame: object) -> None:
-        nonlocal stopped_by_signal
-        stopped_by_signal = True
-        # Ctrl-C in a terminal reaches honcho through the process group too;
-        # a signal sent to the launcher alone must still stop everything,
-        # and a second SIGTERM to a stopping honcho is harmless.
-        if honcho.poll() is None:
-            honcho.send_signal(signal.SIGTERM)
-
-    signal.signal(signal.SIGINT, forward)
-    signal.signal(signal.SIGTERM, forward)
+    # From here on, whatever ends the run (a Ctrl-C before the supervisor
+    # takes the signals over included) stops the embedded Redis last.
     try:
-        code = honcho.wait()
+        env = dict(os.environ)
+        env.update(
+            REDIS_URL=redis_url,
+            WEB_HOST=settings.WEB_HOST,
+            WEB_PORT=str(settings.WEB_PORT),
+            PYTHONUNBUFFERED="1",
+        )
+        # Children find the project's executables (daphne, celery) on PATH.
+        env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+
+        host = settings.WEB_HOST if ":" not in settings.WEB_HOST else f"[{settings.WEB_HOST}]"
+        print(
+            f"\n  Chat platform starting on http://{host}:{settings.WEB_PORT}/\n"
+            f"  Redis: {'embedded, ' + redis_url if embedded else 'REDIS_URL'}\n"
+            "  Create a staff user:  .venv/bin/python manage.py createsuperuser\n"
+            "  Stop everything:      Ctrl-C\n",
+            flush=True,
+        )
+
+        supervisor = Supervisor(entries, env=env, cwd=procfile.parent, embedded=embedded)
+        supervisor.run()
     finally:
-        if honcho.poll() is None:
-            honcho.terminate()
-            honcho.wait()
         if embedded is not None:
             embedded.stop()
     print("  All processes stopped.", flush=True)
-    # Stopping on request is a clean exit; a process that died is not.
-    return 0 if stopped_by_signal else code
+    # The supervisor returns only when asked to stop: a clean exit.
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

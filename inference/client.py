@@ -9,12 +9,14 @@ number it delivered sees nothing twice and misses nothing.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import redis
 import redis.asyncio as aioredis
 from django.conf import settings
 
@@ -25,7 +27,7 @@ from inference.connection import (
     requests_stream_key,
     worker_heartbeat_pattern,
 )
-from inference.protocol import StreamEvent, event_decode
+from inference.protocol import StreamEvent, event_decode, event_encode
 from inference.sampling import SamplingParams
 
 #: A cancel flag outlives any generation that could still read it.
@@ -75,25 +77,62 @@ def _events(response: list[Any]) -> Iterator[StreamEvent]:
             yield event_decode(entry_id, fields)
 
 
+class StreamBroken(Exception):
+    """The stream no longer continues what this reader delivered: events
+    were lost (Redis dropped its tail and another worker rewrote it). Read
+    the generation again from the start."""
+
+
+class StreamUnavailable(TimeoutError):
+    """Redis stayed unreachable for the whole idle timeout."""
+
+
+#: What a Redis outage raises.
+REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError)
+
+
+def _stream_check(event: StreamEvent, last: int, writer: str, entry_at: Any) -> None:
+    """Raise StreamBroken unless event follows the event last (written by
+    writer) without a gap. entry_at(seq) returns the stream's entry at seq
+    now, to tell a worker taking over (it kept the earlier entries) from a
+    stream rewritten after a loss."""
+    if event.seq != last + 1:
+        raise StreamBroken(f"expected event {last + 1}, got {event.seq}")
+    if writer and event.writer and event.writer != writer and last > 0:
+        entry = entry_at(last)
+        if entry is None or entry.writer != writer:
+            raise StreamBroken(f"event {last} was rewritten")
+
+
 def generation_events_sync(
     generation_id: str, *, after_seq: int = 0, timeout_s: float = 300.0
 ) -> Iterator[StreamEvent]:
     """Blocking reader, for commands and tests. Raise TimeoutError when
-    nothing arrives for timeout_s."""
+    nothing arrives for timeout_s; ride out Redis outages meanwhile."""
     client: Any = redis_client()
     key = generation_key(generation_id)
-    last = f"0-{after_seq}"
+    last, writer = after_seq, ""
     idle_since = time.monotonic()
+
+    def entry_at(seq: int) -> StreamEvent | None:
+        found = client.xrange(key, f"0-{seq}", f"0-{seq}")
+        return event_decode(*found[0]) if found else None
+
     while True:
-        # Short blocks stay under the client's socket timeout.
-        response = client.xread({key: last}, block=1000, count=100)
+        try:
+            # Short blocks stay under the client's socket timeout.
+            response = client.xread({key: f"0-{last}"}, block=1000, count=100)
+        except REDIS_DOWN:
+            response = None
+            time.sleep(0.2)
         if not response:
             if time.monotonic() - idle_since > timeout_s:
                 raise TimeoutError(f"no event for generation {generation_id} in {timeout_s}s")
             continue
         idle_since = time.monotonic()
         for event in _events(response):
-            last = f"0-{event.seq}"
+            _stream_check(event, last, writer, entry_at)
+            last, writer = event.seq, event.writer
             yield event
             if event.final:
                 return
@@ -103,23 +142,60 @@ async def generation_events(
     generation_id: str, *, after_seq: int = 0, idle_timeout_s: float = 300.0
 ) -> AsyncIterator[StreamEvent]:
     """Yield the events of a generation after after_seq, ending with the
-    final one. Raise TimeoutError when nothing arrives for idle_timeout_s."""
-    # One connection per reader: asyncio connections belong to one loop.
-    client: Any = aioredis.Redis.from_url(settings.REDIS_URL, decode_responses=True)
+    final one. Reconnect through Redis outages; raise TimeoutError when
+    nothing arrives for idle_timeout_s (StreamUnavailable when Redis was
+    away), StreamBroken when the stream stops continuing what was read."""
     key = generation_key(generation_id)
-    last = f"0-{after_seq}"
+    last, writer = after_seq, ""
+    client: Any = None
+    backoff = 0.1
+    idle_since = time.monotonic()
+    outage: BaseException | None = None
+
+    async def entry_at(seq: int) -> StreamEvent | None:
+        found = await client.xrange(key, f"0-{seq}", f"0-{seq}")
+        return event_decode(*found[0]) if found else None
+
     try:
         while True:
-            response = await client.xread({key: last}, block=int(idle_timeout_s * 1000), count=100)
-            if not response:
+            left = idle_timeout_s - (time.monotonic() - idle_since)
+            if left <= 0:
+                if outage is not None:
+                    raise StreamUnavailable(f"Redis unreachable: {outage}") from outage
                 raise TimeoutError(f"no event for generation {generation_id} in {idle_timeout_s}s")
-            for event in _events(response):
-                last = f"0-{event.seq}"
-                yield event
-                if event.final:
-                    return
+            try:
+                if client is None:
+                    # One connection per reader: asyncio connections belong
+                    # to one loop.
+                    client = aioredis.Redis.from_url(
+                        settings.REDIS_URL, decode_responses=True, socket_connect_timeout=3
+                    )
+                response = await client.xread(
+                    {key: f"0-{last}"}, block=max(int(left * 1000), 1), count=100
+                )
+                backoff, outage = 0.1, None
+                events = list(_events(response or []))
+                if events:
+                    idle_since = time.monotonic()
+                for event in events:
+                    entry = None
+                    if writer and event.writer and event.writer != writer and last > 0:
+                        entry = await entry_at(last)
+                    _stream_check(event, last, writer, lambda _seq, e=entry: e)
+                    last, writer = event.seq, event.writer
+                    yield event
+                    if event.final:
+                        return
+            except REDIS_DOWN as exc:
+                outage = exc
+                if client is not None:
+                    await client.aclose()
+                    client = None
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
     finally:
-        await client.aclose()
+        if client is not None:
+            await client.aclose()
 
 
 def generation_replay(generation_id: str) -> tuple[str, StreamEvent | None]:
@@ -130,6 +206,23 @@ def generation_replay(generation_id: str) -> tuple[str, StreamEvent | None]:
     events = [event_decode(entry_id, fields) for entry_id, fields in entries]
     final = events[-1] if events and events[-1].final else None
     return "".join(event.text for event in events), final
+
+
+def generation_fail_if_unknown(generation_id: str, *, error: str) -> bool:
+    """End a generation that Redis has no trace of with an error event, so
+    its readers stop waiting. Return False when its stream exists (a
+    worker runs it); a worker that claims it later sees the final event
+    and drops it."""
+    client: Any = redis_client()
+    try:
+        client.xadd(
+            generation_key(generation_id),
+            event_encode("error", error=error, finish_reason="error"),
+            id="0-1",
+        )
+    except redis.ResponseError:
+        return False
+    return True
 
 
 def workers_live_count() -> int:

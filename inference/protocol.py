@@ -13,6 +13,10 @@ it delivered. Events (field ``event``, JSON):
 - ``{"type": "done", "finish_reason", "usage", "timings", "model_version"}``;
 - ``{"type": "error", "error": "...", "finish_reason": "error"}``.
 
+Each entry also carries ``w``, a mark of the worker run that wrote it: a
+reader that sees the mark change checks that the stream still continues
+what it delivered (another worker took over, or Redis lost its tail).
+
 ``done`` and ``error`` are final. The engine's output filters run before
 text is appended, so no reader ever sees filtered text.
 """
@@ -31,6 +35,7 @@ class StreamEvent:
     seq: int
     type: str
     data: dict[str, Any]
+    writer: str = ""
 
     @property
     def final(self) -> bool:
@@ -50,7 +55,12 @@ def event_encode(event_type: str, **data: Any) -> dict[str, str]:
 
 def event_decode(entry_id: str, fields: dict[str, str]) -> StreamEvent:
     body = json.loads(fields["event"])
-    return StreamEvent(seq=int(entry_id.split("-", 1)[1]), type=body.pop("type"), data=body)
+    return StreamEvent(
+        seq=int(entry_id.split("-", 1)[1]),
+        type=body.pop("type"),
+        data=body,
+        writer=fields.get("w", ""),
+    )
 
 
 def seq_of(entry_id: str) -> int:

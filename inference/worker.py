@@ -11,6 +11,14 @@ state with a TTL.
   after ``claim_timeout`` seconds, which continues the answer from the
   text already streamed, with the sequence numbers following on. A
   request that cannot be continued ends with an error event.
+- Redis outages: events are numbered and logged by the worker before they
+  are written, so a failed write loses nothing. While Redis is away the
+  engine keeps generating; once it answers again (or comes back as a new
+  server, noticed by its run id) the worker recreates its consumer group,
+  rewrites every event a stream lacks, and completes what it held back.
+  After a restart that lost data, one worker hands the generations whose
+  request vanished to ``on_redis_restart`` (they end with an error rather
+  than wait forever).
 - SIGTERM: stop claiming, finish what runs within ``drain_timeout``, and
   leave the rest pending for another worker to continue.
 - Promotion: the worker loads the new production version (and any canary
@@ -46,10 +54,18 @@ import redis
 from inference.engine import Engine, Event, OutputFilter, RequestError
 from inference.loading import LoadedModel, ModelLoadError, model_load
 from inference.metrics import WorkerMetrics
-from inference.protocol import event_decode, event_encode
+from inference.protocol import FINAL_TYPES, event_decode, event_encode, seq_of
 from inference.sampling import SamplingError, SamplingParams
 
 logger = logging.getLogger(__name__)
+
+#: What a Redis outage raises; anything else from Redis is a bug or a reply.
+REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError)
+#: Seconds between checks that Redis is the same server (its run id).
+RUN_ID_CHECK_S = 1.0
+#: Seconds after a Redis restart before lost requests are looked for, so
+#: that every worker has rewritten the streams it holds.
+RESTART_SETTLE_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -94,6 +110,24 @@ class _Inflight:
     text: list[str] = field(default_factory=list)
     position: int | None = None
     output_filter: Any = None
+    #: This worker's mark on the events it writes (field ``w``).
+    writer: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    #: Every event of the stream, earlier workers' included: (seq, fields).
+    log: list[tuple[int, dict[str, str]]] = field(default_factory=list)
+    #: The highest sequence number known to be in Redis.
+    published: int = 0
+    #: The first sequence number this worker writes.
+    first_own: int = 1
+
+    @property
+    def unpublished(self) -> list[tuple[int, dict[str, str]]]:
+        return [(seq, fields) for seq, fields in self.log if seq > self.published]
+
+    @property
+    def final_logged(self) -> bool:
+        if not self.log:
+            return False
+        return json.loads(self.log[-1][1]["event"]).get("type") in FINAL_TYPES
 
 
 class InferenceWorker:
@@ -107,6 +141,7 @@ class InferenceWorker:
         extra_versions: Callable[[], list[VersionSpec]] | None = None,
         output_filter_factory: Callable[[dict[str, Any]], OutputFilter | None] | None = None,
         on_finished: Callable[[str, dict[str, Any], str], None] | None = None,
+        on_redis_restart: Callable[[list[str]], None] | None = None,
         device: str = "auto",
         dtype: str = "auto",
         slots: int = 32,
@@ -168,6 +203,18 @@ class InferenceWorker:
         self._last_sync = 0.0
         self._last_renew = 0.0
         self._last_reclaim = 0.0
+        self.on_redis_restart = on_redis_restart
+        # Redis outages: whether the last call failed, the server's run id,
+        # finished generations whose events are not all written yet, and
+        # requests to acknowledge once Redis answers.
+        self._redis_lost = False
+        self._run_id: str | None = None
+        self._last_run_id_check = 0.0
+        self._backlog: dict[str, _Inflight] = {}
+        self._retire_later: list[str] = []
+        self._restart_recovery_at: float | None = None
+        self._restart_run_id: str | None = None
+        self._heartbeat_failing = False
 
     # --- heartbeat -----------------------------------------------------
 
@@ -209,7 +256,11 @@ class InferenceWorker:
                 pipe.set(self.keys.metrics(self.worker_id), self.metrics.exposition(), px=ttl_ms)
             pipe.execute()
         except redis.RedisError as exc:
-            logger.warning("Heartbeat to Redis failed: %s", exc)
+            if not self._heartbeat_failing:
+                logger.warning("Heartbeat to Redis failed: %s", exc)
+            self._heartbeat_failing = True
+        else:
+            self._heartbeat_failing = False
 
     def _heartbeat_loop(self) -> None:
         while not self.stop_event.wait(self.heartbeat_interval):
@@ -376,13 +427,20 @@ class InferenceWorker:
             if block_ms:
                 self.stop_event.wait(block_ms / 1000)
             return 0
-        response = self.redis.xreadgroup(
-            self.keys.group,
-            self.worker_id,
-            {self.keys.requests: ">"},
-            count=capacity,
-            block=block_ms,
-        )
+        try:
+            response = self.redis.xreadgroup(
+                self.keys.group,
+                self.worker_id,
+                {self.keys.requests: ">"},
+                count=capacity,
+                block=block_ms,
+            )
+        except redis.ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            # Redis came back without the group (a restart that lost data).
+            self.group_ensure()
+            return 0
         claimed = 0
         for _stream, entries in response or []:
             for entry_id, fields in entries:
@@ -455,6 +513,7 @@ class InferenceWorker:
             return
         streamed = "".join(e.text for e in events)
         next_seq = (events[-1].seq + 1) if events else 1
+        log = [(seq_of(eid), dict(f)) for eid, f in previous]
         try:
             if refusal is not None:
                 raise refusal
@@ -478,6 +537,9 @@ class InferenceWorker:
                 next_seq,
                 text=[streamed],
                 output_filter=output_filter,
+                log=log,
+                published=next_seq - 1,
+                first_own=next_seq,
             )
             self.inflight[generation_id] = item
             engine.submit(generation_id, prompt=prompt, params=params, output_filter=output_filter)
@@ -488,26 +550,53 @@ class InferenceWorker:
             if not isinstance(failure, RequestError | SamplingError | TypeError):
                 logger.exception("Request %s failed to start", generation_id)
             self.inflight.pop(generation_id, None)
-            item = _Inflight(generation_id, entry_id, version or _NO_VERSION, next_seq)
+            item = _Inflight(
+                generation_id,
+                entry_id,
+                version or _NO_VERSION,
+                next_seq,
+                log=log,
+                published=next_seq - 1,
+                first_own=next_seq,
+            )
             self._publish(item, "error", error=str(failure), finish_reason="error")
             self._complete(item, {"finish_reason": "error", "error": str(failure)})
             return
         self._publish(item, "start", model_version=version.name, worker=self.worker_id)
 
     def _publish(self, item: _Inflight, event_type: str, **data: Any) -> bool:
-        """Append one event with the next sequence number."""
+        """Log one event with the next sequence number and write it (with
+        any the stream still lacks). Return False when another worker has
+        taken the generation over."""
+        fields = event_encode(event_type, **data)
+        fields["w"] = item.writer
+        item.log.append((item.next_seq, fields))
+        item.next_seq += 1
+        return self._flush(item)
+
+    def _flush(self, item: _Inflight) -> bool:
+        """Write the logged events Redis lacks, in order. While Redis is
+        away they wait in the log; return False only when another worker
+        owns the stream."""
+        pending = item.unpublished
+        if not pending or self._redis_lost:
+            return True
         key = self.keys.generation(item.generation_id)
         try:
             pipe = self.redis.pipeline(transaction=False)
-            pipe.xadd(key, event_encode(event_type, **data), id=f"0-{item.next_seq}")
-            ttl = self.keys.generation_ttl_s if event_type in ("done", "error") else None
+            for seq, fields in pending:
+                pipe.xadd(key, fields, id=f"0-{seq}")
+            ttl = self.keys.generation_ttl_s if item.final_logged else None
             pipe.expire(key, ttl or self.keys.generation_idle_ttl_s)
             pipe.execute()
         except redis.ResponseError as exc:
             # Another worker wrote this sequence number: it owns the stream.
             logger.warning("Generation %s taken over elsewhere: %s", item.generation_id, exc)
             return False
-        item.next_seq += 1
+        except REDIS_DOWN as exc:
+            self._redis_lost_mark(exc)
+            return True
+        item.published = pending[-1][0]
         return True
 
     def _deliver(self, event: Event) -> None:
@@ -560,15 +649,29 @@ class InferenceWorker:
 
     def _retire(self, entry_id: str) -> None:
         """Acknowledge a request and remove it: the stream holds only
-        unfinished work."""
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.xack(self.keys.requests, self.keys.group, entry_id)
-        pipe.xdel(self.keys.requests, entry_id)
-        pipe.execute()
+        unfinished work. While Redis is away, do it once it is back."""
+        if self._redis_lost:
+            self._retire_later.append(entry_id)
+            return
+        try:
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.xack(self.keys.requests, self.keys.group, entry_id)
+            pipe.xdel(self.keys.requests, entry_id)
+            pipe.execute()
+        except REDIS_DOWN as exc:
+            self._redis_lost_mark(exc)
+            self._retire_later.append(entry_id)
 
     def _complete(self, item: _Inflight, final: dict[str, Any]) -> None:
+        if item.unpublished:
+            # Written once Redis is back, with the request acknowledged then.
+            self._backlog[item.generation_id] = item
         self._retire(item.entry_id)
-        self.redis.delete(self.keys.cancel(item.generation_id))
+        if not self._redis_lost:
+            try:
+                self.redis.delete(self.keys.cancel(item.generation_id))
+            except REDIS_DOWN as exc:
+                self._redis_lost_mark(exc)
         if self._on_finished is not None:
             try:
                 self._on_finished(item.generation_id, final, "".join(item.text))
@@ -605,6 +708,110 @@ class InferenceWorker:
             self._positions_publish()
         return busy
 
+    # --- Redis outages ----------------------------------------------------
+
+    def _redis_lost_mark(self, exc: BaseException) -> None:
+        if not self._redis_lost:
+            logger.error("Redis unreachable; holding events until it is back: %s", exc)
+        self._redis_lost = True
+
+    def redis_check(self) -> bool:
+        """Notice an outage ending or a new Redis server (its run id moved)
+        and recover; return whether Redis is usable now."""
+        now = time.monotonic()
+        if not self._redis_lost and now - self._last_run_id_check < RUN_ID_CHECK_S:
+            return True
+        self._last_run_id_check = now
+        try:
+            run_id = str(self.redis.info("server").get("run_id", ""))
+        except REDIS_DOWN as exc:
+            self._redis_lost_mark(exc)
+            return False
+        restarted = self._run_id is not None and run_id != self._run_id
+        if self._redis_lost or restarted:
+            try:
+                self._recover(restarted=restarted, run_id=run_id)
+            except REDIS_DOWN as exc:
+                self._redis_lost_mark(exc)
+                return False
+        self._run_id = run_id
+        return True
+
+    def _recover(self, *, restarted: bool, run_id: str) -> None:
+        """Bring Redis back in step with this worker: the consumer group,
+        every stream this worker writes, the acknowledgements it owes."""
+        self._redis_lost = False
+        self.group_ensure()
+        items = [*self.inflight.values(), *self._backlog.values()]
+        rewritten = 0
+        for item in items:
+            rewritten += self._resync(item)
+        for entry_id in self._retire_later[:]:
+            self._retire(entry_id)
+            if self._redis_lost:
+                raise redis.ConnectionError("Redis went away again")
+            self._retire_later.remove(entry_id)
+        self._backlog = {g: i for g, i in self._backlog.items() if i.unpublished}
+        if self._redis_lost:
+            raise redis.ConnectionError("Redis went away again")
+        self._epoch = None
+        self._last_sync = 0.0
+        if restarted:
+            self._restart_recovery_at = time.monotonic() + RESTART_SETTLE_S
+            self._restart_run_id = run_id
+        logger.warning(
+            "Redis is back%s; %d event(s) rewritten in %d stream(s)",
+            " as a new server" if restarted else "",
+            rewritten,
+            len(items),
+        )
+
+    def _resync(self, item: _Inflight) -> int:
+        """Rewrite the events of item's stream that Redis lacks; drop the
+        item when another worker has written past it. Return how many."""
+        key = self.keys.generation(item.generation_id)
+        last = self.redis.xrevrange(key, "+", "-", count=1)
+        last_seq = seq_of(last[0][0]) if last else 0
+        foreign = bool(last) and last[0][1].get("w") != item.writer
+        if last_seq >= item.next_seq or (foreign and last_seq >= item.first_own):
+            logger.warning("Generation %s continued elsewhere meanwhile", item.generation_id)
+            self._drop(item)
+            return 0
+        item.published = last_seq
+        count = len(item.unpublished)
+        if not self._flush(item):
+            self._drop(item)
+            return 0
+        return count
+
+    def _drop(self, item: _Inflight) -> None:
+        self._backlog.pop(item.generation_id, None)
+        if self.inflight.pop(item.generation_id, None) is not None:
+            engine = self.engines.get(item.version.id)
+            if engine is not None:
+                engine.cancel(item.generation_id)
+
+    def _restart_recovery(self) -> None:
+        """After a Redis restart, once every worker had time to rewrite its
+        streams, let one worker hand on the requests that were lost."""
+        if self._restart_recovery_at is None or time.monotonic() < self._restart_recovery_at:
+            return
+        self._restart_recovery_at = None
+        if self.on_redis_restart is None:
+            return
+        lock = self.keys.requests + f":recovered:{self._restart_run_id}"
+        if not self.redis.set(lock, self.worker_id, nx=True, ex=3600):
+            return  # another worker does it
+        waiting = {
+            str(json.loads(fields.get("payload") or "{}").get("id"))
+            for _eid, fields in self.redis.xrange(self.keys.requests, "-", "+")
+            if fields
+        }
+        try:
+            self.on_redis_restart(sorted(waiting))
+        except Exception:
+            logger.exception("Handing on requests lost in a Redis restart failed")
+
     # --- lifecycle -----------------------------------------------------
 
     def _epoch_check(self, now: float) -> None:
@@ -637,11 +844,24 @@ class InferenceWorker:
             self.reclaim()
 
     def run_once(self, block_ms: int | None = None) -> bool:
-        """One iteration of the main loop (tests drive it directly)."""
-        self._housekeeping()
-        self.cancels_apply()
+        """One iteration of the main loop (tests drive it directly). While
+        Redis is away the engine keeps stepping; its events wait."""
+        usable = self.redis_check()
+        if usable:
+            try:
+                self._housekeeping()
+                self.cancels_apply()
+                self._restart_recovery()
+            except REDIS_DOWN as exc:
+                self._redis_lost_mark(exc)
         busy = self.step()
-        self.claim(None if busy else block_ms)
+        if not self._redis_lost:
+            try:
+                self.claim(None if busy else block_ms)
+            except REDIS_DOWN as exc:
+                self._redis_lost_mark(exc)
+        elif not busy:
+            self.stop_event.wait(0.2)
         return busy
 
     def run(self) -> None:
@@ -654,9 +874,9 @@ class InferenceWorker:
             while not self.stop_event.is_set():
                 try:
                     self.run_once(block_ms=200)
-                except redis.ConnectionError as exc:
-                    logger.error("Redis unreachable, retrying: %s", exc)
-                    self.stop_event.wait(1.0)
+                except REDIS_DOWN as exc:
+                    self._redis_lost_mark(exc)
+                    self.stop_event.wait(0.5)
                 except Exception:
                     # A bug must not take the worker down with every stream.
                     logger.exception("Inference worker loop failed; continuing")
@@ -677,12 +897,20 @@ class InferenceWorker:
         self.state = WorkerState.STOPPING
         deadline = time.monotonic() + self.drain_timeout
         while self.inflight and time.monotonic() < deadline:
-            self.cancels_apply()
+            try:
+                if self.redis_check():
+                    self.cancels_apply()
+                    if time.monotonic() - self._last_renew >= self.heartbeat_interval:
+                        self._last_renew = time.monotonic()
+                        self.renew()
+            except REDIS_DOWN as exc:
+                self._redis_lost_mark(exc)
             if not self.step():
                 break
-            if time.monotonic() - self._last_renew >= self.heartbeat_interval:
-                self._last_renew = time.monotonic()
-                self.renew()
+        while self._backlog and time.monotonic() < deadline and not self.redis_check():
+            self.stop_event.wait(0.5)
+        if self._backlog:
+            logger.error("Redis stayed away: %d stream(s) left unwritten", len(self._backlog))
         if self.inflight:
             logger.warning("Leaving %d request(s) to other workers", len(self.inflight))
 

@@ -26,6 +26,7 @@ from chat.services.conversations import conversation_title_auto, conversations_c
 from chat.services.events import conversation_group, notify_on_commit
 from inference.client import (
     generation_cancel,
+    generation_fail_if_unknown,
     generation_replay,
     generation_submit,
     workers_live_count,
@@ -500,6 +501,36 @@ def message_generation_finish(
             )
             conversations_changed(user_id=answer.conversation.user_id)
     return answer
+
+
+#: What an answer whose request a Redis restart lost ends with.
+LOST_REQUEST_ERROR = "The message queue restarted and lost this request. Send it again."
+
+
+def generations_end_lost(*, waiting: set[str], before: Any) -> int:
+    """End the pending answers created before ``before`` whose request is
+    neither waiting in the queue (``waiting``: generation ids) nor running
+    (its stream exists): a Redis restart lost them, and without this they
+    would wait forever. Return how many were ended."""
+    pending = Message.objects.filter(status=Message.Status.PENDING, created_at__lt=before).exclude(
+        generation_id=None
+    )
+    ended = 0
+    for generation_id in pending.values_list("generation_id", flat=True).iterator():
+        generation_id = str(generation_id)
+        if generation_id in waiting:
+            continue
+        if not generation_fail_if_unknown(generation_id, error=LOST_REQUEST_ERROR):
+            continue
+        message_generation_finish(
+            generation_id=generation_id,
+            final={"finish_reason": "error", "error": LOST_REQUEST_ERROR},
+            text="",
+        )
+        ended += 1
+    if ended:
+        logger.warning("Ended %d answer(s) whose request a Redis restart lost", ended)
+    return ended
 
 
 def feedback_set(

@@ -223,6 +223,10 @@
         return onGenerationEvent(frame);
       case "generation.waiting":
         return setNote(frame.message, frame.reason);
+      case "generation.reset":
+        // Events were lost in transit: the server replays from the start.
+        state.streams.set(frame.message, { text: "", seq: 0, note: "" });
+        return setNote(frame.message, frame.reason);
       case "message.finished":
         return onFinished(frame.answer);
       case "conversation.changed":

@@ -355,6 +355,13 @@
           setStreamNote(frame.message, frame.reason);
         }
         return;
+      case "generation.reset":
+        // Events were lost in transit: the server replays from the start.
+        if (Number.isInteger(frame.message)) {
+          state.streams.set(frame.message, { text: "", seq: 0, note: "" });
+          setStreamNote(frame.message, typeof frame.reason === "string" ? frame.reason : "");
+        }
+        return;
       case "message.finished":
         return onFinished(frame.answer);
       case "handoff.changed":

@@ -2,14 +2,16 @@ from __future__ import annotations
 
 import logging
 import signal
+from datetime import timedelta
 from typing import Any
 
 import redis
 from django.conf import settings
 from django.core.management.base import BaseCommand
 from django.db import close_old_connections
+from django.utils import timezone
 
-from chat.services.messages import message_generation_finish
+from chat.services.messages import generations_end_lost, message_generation_finish
 from inference.connection import filters_epoch_key, redis_client, worker_keys
 from inference.content_filter import RuleSet, StreamFilter
 from inference.loading import threads_configure
@@ -94,6 +96,14 @@ def _generation_store(generation_id: str, final: dict[str, Any], text: str) -> N
         filter_hits_record(hits=hits, scope="output", generation_id=generation_id)
 
 
+def _requests_lost(waiting: list[str]) -> None:
+    # Answers created since the restart have their request queued or
+    # running; older ones that have neither were lost with Redis.
+    close_old_connections()
+    before = timezone.now() - timedelta(seconds=10)
+    generations_end_lost(waiting=set(waiting), before=before)
+
+
 def _version_lookup(version_id: int) -> VersionSpec | None:
     close_old_connections()
     return _spec(ModelVersion.objects.filter(pk=version_id).first())
@@ -123,6 +133,7 @@ class Command(BaseCommand):
             claim_timeout=settings.INFERENCE_CLAIM_TIMEOUT,
             drain_timeout=settings.INFERENCE_DRAIN_TIMEOUT,
             on_finished=_generation_store,
+            on_redis_restart=_requests_lost,
         )
 
         def stop(signum: int, _frame: object) -> None:

@@ -1,0 +1,245 @@
+"""Redis restarted under running streams: a private redis-server is killed
+and started again while a worker generates and a reader tails; nothing is
+lost or repeated, and what cannot be continued ends with an error."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import redis
+from django.conf import settings
+from django.utils import timezone
+
+from chat.models import Conversation, Message
+from chat.services.messages import LOST_REQUEST_ERROR
+from chatsite.embedded_redis import EmbeddedRedis
+from inference.client import (
+    StreamBroken,
+    generation_cancel,
+    generation_events,
+    generation_events_sync,
+    generation_submit,
+)
+from inference.connection import generation_key
+from inference.management.commands.run_inference_worker import _requests_lost
+from inference.protocol import event_encode
+from inference.worker import InferenceWorker, VersionSpec, WorkerState
+from tests.conftest import _redis_settings_apply, wait_for, worker_make
+from tests.factories import UserFactory
+
+LONG = {"temperature": 0, "max_new_tokens": 800}
+
+
+class Server:
+    """A redis-server of the test's own that can be killed and restarted."""
+
+    def __init__(self, directory: Path) -> None:
+        self.redis = EmbeddedRedis(directory, directory / "r.sock")
+        self.directory = directory
+
+    def start(self) -> None:
+        self.redis.start()
+
+    def kill(self, *, lose_data: bool) -> None:
+        process = self.redis.process
+        assert process is not None
+        process.kill()
+        process.wait()
+        self.redis.process = None
+        if lose_data:
+            for leftover in self.directory.glob("appendonly*"):
+                if leftover.is_dir():
+                    for part in leftover.iterdir():
+                        part.unlink()
+                    leftover.rmdir()
+                else:
+                    leftover.unlink()
+
+
+@pytest.fixture
+def server(tmp_path):
+    session_url, session_prefix = settings.REDIS_URL, settings.REDIS_KEY_PREFIX
+    instance = Server(tmp_path / "redis")
+    instance.start()
+    _redis_settings_apply(instance.redis.url, session_prefix)
+    yield instance
+    instance.redis.stop()
+    _redis_settings_apply(session_url, session_prefix)
+
+
+@pytest.fixture
+def run_worker(server, tiny_model_dir):
+    """A worker thread on the private server, recording what it stores."""
+    started: list[tuple[InferenceWorker, threading.Thread]] = []
+
+    def start(**options) -> tuple[InferenceWorker, dict]:
+        stored: dict = {}
+        client = redis.Redis.from_url(
+            server.redis.url, decode_responses=True, socket_timeout=5, socket_connect_timeout=1
+        )
+        worker = worker_make(
+            client,
+            lambda: VersionSpec(1, "tiny", tiny_model_dir),
+            on_finished=lambda gid, final, text: stored.__setitem__(gid, (final, text)),
+            **options,
+        )
+        thread = threading.Thread(target=worker.run, daemon=True)
+        thread.start()
+        started.append((worker, thread))
+        wait_for(lambda: worker.state == WorkerState.READY)
+        return worker, stored
+
+    yield start
+    for worker, thread in started:
+        worker.stop()
+        thread.join(timeout=30)
+
+
+def _ask() -> list[dict[str, str]]:
+    return [{"role": "user", "content": "Tell me a long story"}]
+
+
+async def _read(generation_id: str, texts_before_kill: int, kill) -> list:
+    """Tail a generation; call kill() once texts_before_kill pieces came."""
+    events = []
+    killed = False
+    async for event in generation_events(generation_id, idle_timeout_s=60):
+        events.append(event)
+        if not killed and sum(1 for e in events if e.type == "text") >= texts_before_kill:
+            killed = True
+            await asyncio.to_thread(kill)
+    assert killed, "the answer ended before Redis could be restarted"
+    return events
+
+
+def _restart(server: Server, *, lose_data: bool, worker: InferenceWorker):
+    def kill() -> None:
+        server.kill(lose_data=lose_data)
+        # The worker keeps generating while Redis is away.
+        wait_for(lambda: worker._redis_lost, timeout=30)
+        server.start()
+
+    return kill
+
+
+def _assert_whole(events: list, stored_text: str) -> None:
+    assert [e.seq for e in events] == list(range(1, len(events) + 1)), "no gap, no repeat"
+    assert events[-1].type == "done"
+    assert "".join(e.text for e in events) == stored_text
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("lose_data", [False, True], ids=["kept-data", "lost-data"])
+async def test_a_redis_restart_mid_stream_loses_and_repeats_nothing(server, run_worker, lose_data):
+    worker, stored = run_worker(slots=2)
+    generation_id = generation_submit(messages=_ask(), params=LONG)
+    kill = _restart(server, lose_data=lose_data, worker=worker)
+    events = await _read(generation_id, 20, kill)
+
+    wait_for(lambda: generation_id in stored)
+    final, text = stored[generation_id]
+    assert final["finish_reason"] == "length"
+    _assert_whole(events, text)
+    # The stream in Redis is whole too: a page reloaded now replays it all.
+    replayed = list(generation_events_sync(generation_id, timeout_s=10))
+    assert [e.seq for e in replayed] == [e.seq for e in events]
+    assert "".join(e.text for e in replayed) == text
+    # The worker still claims new work on the restarted server.
+    later = generation_submit(messages=_ask(), params={"temperature": 0, "max_new_tokens": 8})
+    assert list(generation_events_sync(later, timeout_s=60))[-1].type == "done"
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_a_request_lost_with_redis_data_ends_with_an_error(server, run_worker, monkeypatch):
+    monkeypatch.setattr("inference.worker.RESTART_SETTLE_S", 0.5)
+    worker, stored = run_worker(slots=1, on_redis_restart=_requests_lost)
+    worker.on_redis_restart = _requests_lost
+    user = UserFactory()
+    conversation = Conversation.objects.create(user=user, title="lost")
+    running = generation_submit(messages=_ask(), params=LONG)
+    wait_for(lambda: running in worker.inflight)
+    # A second answer waits in the queue behind the running one (capacity
+    # counts one queued request per slot): fill it, then one more.
+    queued = [generation_submit(messages=_ask(), params=LONG) for _ in range(2)]
+    answers = [
+        Message.objects.create(
+            conversation=conversation,
+            role=Message.Role.ASSISTANT,
+            status=Message.Status.PENDING,
+            generation_id=generation_id,
+        )
+        for generation_id in queued
+    ]
+    Message.objects.filter(pk__in=[a.pk for a in answers]).update(
+        created_at=timezone.now() - timedelta(minutes=1)
+    )
+    waiting = queued[-1]
+    assert waiting not in worker.inflight
+
+    server.kill(lose_data=True)
+    wait_for(lambda: worker._redis_lost, timeout=30)
+    server.start()
+
+    # The running answer completes; the one Redis forgot ends with a
+    # clear error instead of waiting forever, and its readers hear it.
+    wait_for(lambda: running in stored, timeout=120)
+    lost = Message.objects.get(generation_id=waiting)
+    wait_for(lambda: Message.objects.get(pk=lost.pk).status != Message.Status.PENDING)
+    lost.refresh_from_db()
+    assert lost.status == Message.Status.ERROR
+    assert lost.error == LOST_REQUEST_ERROR
+    events = list(generation_events_sync(waiting, timeout_s=10))
+    assert events[-1].type == "error"
+    for generation_id in queued:
+        generation_cancel(generation_id)
+
+
+async def test_a_reader_notices_a_stream_rewritten_after_a_loss(redis_conn):
+    """Redis lost the stream's tail and another worker continued from what
+    was left: the reader must not splice the two answers together."""
+    generation_id = "rewritten-" + timezone.now().strftime("%H%M%S%f")
+    key = generation_key(generation_id)
+
+    def write(seq: int, text: str, writer: str) -> None:
+        fields = event_encode("text", text=text)
+        fields["w"] = writer
+        redis_conn.xadd(key, fields, id=f"0-{seq}")
+
+    for seq in range(1, 6):
+        write(seq, f"a{seq} ", "first")
+    seen = []
+    with pytest.raises(StreamBroken):
+        async for event in generation_events(generation_id, idle_timeout_s=10):
+            seen.append(event.seq)
+            if event.seq == 5:
+                # Lost: 4 and 5. A new worker continues after 3.
+                redis_conn.delete(key)
+                for seq in range(1, 4):
+                    write(seq, f"a{seq} ", "first")
+                for seq in range(4, 8):
+                    write(seq, f"b{seq} ", "second")
+    assert seen == [1, 2, 3, 4, 5]
+    redis_conn.delete(key)
+
+
+async def test_a_reader_follows_a_worker_that_took_over(redis_conn):
+    """A new writer that kept every earlier event is a takeover, not a
+    loss: the reader goes on."""
+    generation_id = "takeover-" + timezone.now().strftime("%H%M%S%f")
+    key = generation_key(generation_id)
+    for seq in range(1, 4):
+        redis_conn.xadd(key, {**event_encode("text", text=f"{seq}"), "w": "first"}, id=f"0-{seq}")
+    for seq in range(4, 6):
+        redis_conn.xadd(key, {**event_encode("text", text=f"{seq}"), "w": "second"}, id=f"0-{seq}")
+    redis_conn.xadd(key, {**event_encode("done", finish_reason="stop"), "w": "second"}, id="0-6")
+    events = [event async for event in generation_events(generation_id, idle_timeout_s=10)]
+    assert [e.seq for e in events] == [1, 2, 3, 4, 5, 6]
+    assert json.loads(json.dumps([e.text for e in events])) == ["1", "2", "3", "4", "5", ""]
+    redis_conn.delete(key)
