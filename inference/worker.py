@@ -7,9 +7,10 @@ with a sequence number, checks cancel flags every step and heartbeats its
 state with a TTL.
 
 - Crash safety: a worker renews its claim on the requests it is running;
-  one that stops renewing (killed, frozen) loses them to another worker
-  after ``claim_timeout`` seconds, which continues the answer from the
-  text already streamed, with the sequence numbers following on. A
+  one whose heartbeat expires (killed) loses them to another worker at
+  once, and one that stops renewing (frozen) after ``claim_timeout``
+  seconds; the other worker continues the answer from the text already
+  streamed, with the sequence numbers following on. A
   request that cannot be continued ends with an error event.
 - Redis outages: events are numbered and logged by the worker before they
   are written, so a failed write loses nothing. While Redis is away the
@@ -203,6 +204,7 @@ class InferenceWorker:
         self._last_sync = 0.0
         self._last_renew = 0.0
         self._last_reclaim = 0.0
+        self._last_orphans = 0.0
         self.on_redis_restart = on_redis_restart
         # Redis outages: whether the last call failed, the server's run id,
         # finished generations whose events are not all written yet, and
@@ -469,6 +471,42 @@ class InferenceWorker:
             logger.warning("Continuing request %s from a worker that stopped", entry_id)
             self._start(entry_id, fields)
         return len(entries)
+
+    def reclaim_orphans(self) -> int:
+        """Take over at once the requests of workers whose heartbeat has
+        expired (killed, crashed): no need to wait out claim_timeout."""
+        if self._capacity() <= 0:
+            return 0
+        summary = self.redis.xpending(self.keys.requests, self.keys.group)
+        taken = 0
+        for consumer in summary.get("consumers") or []:
+            name = consumer["name"]
+            if name == self.worker_id or self.redis.exists(self.keys.heartbeat(name)):
+                continue
+            capacity = self._capacity()
+            if capacity <= 0:
+                break
+            pending = self.redis.xpending_range(
+                self.keys.requests, self.keys.group, "-", "+", capacity, consumername=name
+            )
+            ids = [entry["message_id"] for entry in pending]
+            if not ids:
+                continue
+            # min_idle_time guards against a claim racing another worker's.
+            claimed = self.redis.xclaim(
+                self.keys.requests, self.keys.group, self.worker_id, 1000, ids
+            )
+            for entry_id, fields in claimed:
+                if not fields:
+                    self._retire(entry_id)
+                    continue
+                logger.warning("Continuing request %s of stopped worker %s", entry_id, name)
+                self._start(entry_id, fields)
+                taken += 1
+            if len(claimed) == len(ids) == int(consumer["pending"]):
+                # Nothing of it is left: forget the dead consumer.
+                self.redis.xgroup_delconsumer(self.keys.requests, self.keys.group, name)
+        return taken
 
     def renew(self) -> None:
         """Reset the idle time of the requests this worker runs."""
@@ -839,6 +877,9 @@ class InferenceWorker:
         if now - self._last_renew >= min(self.heartbeat_interval, self.claim_timeout / 3):
             self._last_renew = now
             self.renew()
+        if now - self._last_orphans >= self.heartbeat_interval and not self.stop_event.is_set():
+            self._last_orphans = now
+            self.reclaim_orphans()
         if now - self._last_reclaim >= self.claim_timeout / 2 and not self.stop_event.is_set():
             self._last_reclaim = now
             self.reclaim()

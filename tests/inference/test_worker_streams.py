@@ -139,6 +139,7 @@ def test_a_killed_worker_s_generation_is_continued_by_another(
         INFERENCE_SLOTS="2",
         INFERENCE_CLAIM_TIMEOUT="2",
         INFERENCE_HEARTBEAT_INTERVAL="0.3",
+        INFERENCE_HEARTBEAT_TTL="1.5",
     )
     doomed = subprocess.Popen(
         [sys.executable, "manage.py", "run_inference_worker"],
@@ -162,7 +163,9 @@ def test_a_killed_worker_s_generation_is_continued_by_another(
         if doomed.poll() is None:
             doomed.kill()
     spec = VersionSpec(version.pk, "tiny", tiny_model_dir)
-    start_worker(lambda: spec, claim_timeout=2.0)
+    # A claim timeout longer than the test: the takeover comes from the
+    # dead worker's expired heartbeat.
+    start_worker(lambda: spec, claim_timeout=3600.0)
     events = list(generation_events_sync(generation_id, timeout_s=120))
     assert events[-1].type in ("done", "error")
     assert [e.seq for e in events] == list(range(1, len(events) + 1))
