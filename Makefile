@@ -14,7 +14,7 @@ STAMP := $(VENV)/.installed
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 
-.PHONY: help install model migrate run test test-services lint chromium clean bench train-bench
+.PHONY: help install model migrate run test test-services lint chromium clean bench train-bench soak
 
 help:
 	@echo "make run            set up (first time) and start every process on http://127.0.0.1:8000"
@@ -22,6 +22,7 @@ help:
 	@echo "make test-services  the suite against PostgreSQL and Redis (TEST_DATABASE_URL, TEST_REDIS_URL)"
 	@echo "make bench          the engine against transformers generate (BENCH_ARGS=...)"
 	@echo "make train-bench    fine-tune and distill the default model on the demo data (TRAIN_BENCH_ARGS=...)"
+	@echo "make soak           500 idle chat sockets and 64 streaming chats against a stack of its own (SOAK_ARGS=...)"
 	@echo "make lint           ruff, mypy, Django's system checks and the migrations check"
 
 $(STAMP): pyproject.toml
@@ -49,7 +50,8 @@ chromium:
 	@if command -v chromium >/dev/null 2>&1; then exit 0; fi; \
 	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 		echo "Installing Debian's chromium for the browser tests..."; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+		dpkg --configure -a >/dev/null 2>&1 || true; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --fix-broken chromium >/dev/null; \
 	else \
 		echo "error: the browser tests need Chromium at /usr/bin/chromium."; \
 		echo "       Install it (Debian/Ubuntu: sudo apt-get install chromium) and run make test again."; \
@@ -83,3 +85,9 @@ bench: install model
 # minutes on 2 cores); TRAIN_BENCH_ARGS as for python -m models_admin.training.bench.
 train-bench: install model
 	$(PY) -m models_admin.training.bench $(TRAIN_BENCH_ARGS)
+
+# Hold idle chat sockets and run streaming chats against a stack of its own
+# (a tiny model); SOAK_ARGS as for python -m chat.soak.
+SOAK_ARGS ?=
+soak: install model
+	$(PY) -m chat.soak $(SOAK_ARGS)

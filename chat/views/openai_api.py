@@ -33,7 +33,12 @@ from chat.services.completions import (
     completion_request_parse,
     completion_start,
 )
-from inference.client import generation_cancel, generation_events, workers_live_count
+from inference.client import (
+    StreamBroken,
+    generation_cancel,
+    generation_events,
+    workers_live_count,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -116,8 +121,25 @@ class _Call:
         self.created = int(time.time())
         self.id = f"chatcmpl-{started.generation_id}"
 
-    async def events(self) -> AsyncIterator[tuple[str, Any]]:
-        """("text", str) pieces, then ("end", final data)."""
+    async def events(self, *, replay: bool = False) -> AsyncIterator[tuple[str, Any]]:
+        """("text", str) pieces, then ("end", final data). When the stream
+        lost events in transit: with replay, ("reset", None) and every piece
+        again from the start; without, an error end."""
+        while True:
+            try:
+                async for item in self._events():
+                    yield item
+                return
+            except StreamBroken as broken:
+                logger.warning("Completion %s: %s", self.id, broken)
+                if not replay:
+                    self.error = "the answer's stream lost events in transit"
+                    self.final = {"finish_reason": "error", "error": self.error}
+                    yield "end", self.final
+                    return
+                yield "reset", None
+
+    async def _events(self) -> AsyncIterator[tuple[str, Any]]:
         async for event in generation_events(
             self.started.generation_id, idle_timeout_s=IDLE_TIMEOUT_S
         ):
@@ -220,9 +242,11 @@ async def _stream(call: _Call) -> AsyncIterator[bytes]:
 async def _complete(call: _Call) -> HttpResponse:
     text: list[str] = []
     try:
-        async for kind, value in call.events():
+        async for kind, value in call.events(replay=True):
             if kind == "text":
                 text.append(value)
+            elif kind == "reset":
+                text.clear()
     except TimeoutError:
         call.error = "no answer from the model service in time"
         await call.record(status_code=504)

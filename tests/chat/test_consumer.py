@@ -208,6 +208,43 @@ async def test_a_reconnecting_page_resumes_after_its_last_number_with_nothing_re
     await socket.disconnect()
 
 
+async def test_a_stream_rewritten_after_a_loss_is_replayed_from_the_start(
+    user, conversation, redis_conn
+):
+    """Redis lost the stream's tail and another worker wrote a different
+    continuation: the page is told to start again, and gets the new
+    stream whole, not the two answers spliced."""
+    answer = await _pending_answer(user, conversation)
+    key = generation_key(answer.generation_id)
+
+    def entry(seq: int, kind: str, writer: str, **data) -> None:
+        redis_conn.xadd(key, {**event_encode(kind, **data), "w": writer}, id=f"0-{seq}")
+
+    add = sync_to_async(entry)
+    await add(1, "start", "first", model_version="tiny")
+    for seq, piece in enumerate(["Red ", "green ", "blue"], start=2):
+        await add(seq, "text", "first", text=piece)
+    socket = await _connect(user)
+    await socket.send_json_to({"type": "conversation.open", "conversation": conversation.pk})
+    await _until(socket, lambda f: f.get("seq") == 4)
+    # The tail (3, 4) is lost; a second worker continues after 2.
+    await sync_to_async(redis_conn.delete)(key)
+    await add(1, "start", "first", model_version="tiny")
+    await add(2, "text", "first", text="Red ")
+    await add(3, "start", "second", model_version="tiny")
+    for seq, piece in enumerate(["yellow ", "white"], start=4):
+        await add(seq, "text", "second", text=piece)
+    await add(6, "done", "second", finish_reason="stop")
+    frames = await _until(socket, lambda f: f["type"] == "message.finished")
+    kinds = [f["type"] for f in frames]
+    assert "generation.reset" in kinds
+    replayed = frames[kinds.index("generation.reset") + 1 :]
+    texts = [f["text"] for f in replayed if f["type"] == "generation.text"]
+    assert texts == ["Red ", "yellow ", "white"]
+    assert _finished(frames)["content"] == "Red yellow white"
+    await socket.disconnect()
+
+
 async def test_stop_keeps_the_partial_answer(user, conversation, worker):
     await sync_to_async(conversation_update)(conversation=conversation, max_tokens=400)
     socket = await _connect(user)
