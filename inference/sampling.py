@@ -82,6 +82,11 @@ class SamplingParams:
         return self.temperature == 0.0
 
 
+#: How many of the most likely tokens top-p looks at first.
+NUCLEUS_FIRST_K = 64
+NUCLEUS_WIDER_K = 1024
+
+
 class Sampler:
     """Pick the next token for one request from its logits row."""
 
@@ -103,25 +108,51 @@ class Sampler:
         logits.scatter_(0, seen, picked)
         return logits
 
-    def _probs(self, logits: torch.Tensor) -> torch.Tensor:
+    def nucleus(self, logits: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """The tokens that may be picked and their probabilities (summing to
+        1): the top_k most likely, then the smallest prefix of those whose
+        mass reaches top_p. ids is None when every token may be picked.
+
+        Top-p looks at the most likely tokens first and widens only when
+        they do not hold top_p of the mass, so a peaked distribution costs
+        a small top-k instead of a sort of the whole vocabulary."""
         params = self.params
-        logits = logits.float() / params.temperature
-        if params.top_k > 0 and params.top_k < logits.shape[-1]:
-            threshold = torch.topk(logits, params.top_k).values[-1]
-            logits = logits.masked_fill(logits < threshold, float("-inf"))
+        probs = torch.softmax(logits.float() / params.temperature, dim=-1)
+        vocab = probs.shape[-1]
+        limit = params.top_k if 0 < params.top_k < vocab else vocab
+        if limit == vocab and params.top_p >= 1.0:
+            return None, probs
+        if limit < vocab:
+            values, ids = torch.topk(probs, limit)
+            values = values / values.sum()
+        else:
+            k = min(NUCLEUS_FIRST_K, vocab)
+            while True:
+                values, ids = torch.topk(probs, k)
+                if k >= vocab or float(values.sum()) >= params.top_p:
+                    break
+                # Then a wider look, then everything (a sort's cost).
+                k = min(NUCLEUS_WIDER_K, vocab) if k < NUCLEUS_WIDER_K else vocab
         if params.top_p < 1.0:
-            sorted_logits, order = torch.sort(logits, descending=True)
-            probs = torch.softmax(sorted_logits, dim=-1)
             # Keep the smallest prefix whose mass reaches top_p (at least one).
-            drop = probs.cumsum(dim=-1) - probs >= params.top_p
-            sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
-            logits = torch.full_like(logits, float("-inf")).scatter(0, order, sorted_logits)
-        return torch.softmax(logits, dim=-1)
+            keep = int(((values.cumsum(dim=-1) - values) < params.top_p).sum())
+            values, ids = values[: max(keep, 1)], ids[: max(keep, 1)]
+        return ids, values / values.sum()
+
+    def _probs(self, logits: torch.Tensor) -> torch.Tensor:
+        """The nucleus as a distribution over the whole vocabulary."""
+        ids, values = self.nucleus(logits)
+        if ids is None:
+            return values
+        zeros = torch.zeros(logits.shape[-1], dtype=values.dtype, device=values.device)
+        return zeros.scatter(0, ids, values)
 
     def sample(self, logits: torch.Tensor) -> int:
         if self.params.greedy:
             return int(torch.argmax(logits))
-        return int(torch.multinomial(self._probs(logits), 1, generator=self.generator))
+        ids, values = self.nucleus(logits)
+        picked = torch.multinomial(values, 1, generator=self.generator)
+        return int(ids[picked]) if ids is not None else int(picked)
 
     def verify(self, logits: torch.Tensor, draft: int) -> tuple[int, bool]:
         """Check a drafted token: return the token to keep and whether it

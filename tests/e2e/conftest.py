@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import functools
+import http.server
 import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -16,12 +19,17 @@ from pathlib import Path
 
 import psutil
 import pytest
+from django.contrib.auth import get_user_model
+from django.contrib.auth.hashers import PBKDF2PasswordHasher
 
 from models_admin.services import model_version_promote, model_version_register
 from tests.conftest import REPO_ROOT, database_url_for_children, free_port
 
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[2] / "var" / "test-artifacts"
+
+#: The password of the staff accounts the tests sign in with.
+STAFF_PASSWORD = "a long passphrase for staff"
 
 # Playwright's sync API keeps an event loop running in the test thread;
 # the ORM calls these tests make are ordinary blocking ones.
@@ -133,3 +141,59 @@ def stack(transactional_db, tiny_model_dir, tmp_path, settings):
     yield {"base": base, "process": process, "log": log_path}
     stack_stop(process)
     log.close()
+
+
+def signup(page, base: str, username: str) -> None:
+    """Sign a new user up through the page; end on the chat page."""
+    page.goto(base + "/accounts/signup/")
+    page.get_by_test_id("signup-username").fill(username)
+    page.get_by_test_id("signup-password1").fill("a long passphrase for tests")
+    page.get_by_test_id("signup-password2").fill("a long passphrase for tests")
+    page.get_by_test_id("signup-submit").click()
+    page.wait_for_url(base + "/")
+
+
+def staff_superuser_create(username: str):
+    """A superuser who can sign in to the stack with STAFF_PASSWORD. The
+    stack hashes with the production hashers, not the tests' fast one."""
+    user = get_user_model().objects.create_superuser(username, f"{username}@example.com")
+    user.password = PBKDF2PasswordHasher().encode(STAFF_PASSWORD, PBKDF2PasswordHasher().salt())
+    user.save(update_fields=["password"])
+    return user
+
+
+def staff_login(page, base: str, username: str) -> None:
+    """Sign in with STAFF_PASSWORD; end on the chat page."""
+    page.goto(base + "/accounts/login/")
+    page.fill('input[name="username"]', username)
+    page.fill('input[name="password"]', STAFF_PASSWORD)
+    page.get_by_test_id("login-submit").click()
+    page.wait_for_url(base + "/")
+
+
+@pytest.fixture
+def host_pages(tmp_path, stack):
+    """Serve one host page on two origins (two ports of 127.0.0.1); yield
+    its folder and the two origins. The page embeds the widget with the
+    key KEY, which host_page_set_key replaces."""
+    (tmp_path / "index.html").write_text(
+        "<!doctype html><html><head><title>Fernhollow shop</title></head><body>"
+        "<h1>Fernhollow shop</h1><p>Welcome to our shop.</p>"
+        f'<script src="{stack["base"]}/static/widget/embed.js" data-site="KEY" async></script>'
+        "</body></html>"
+    )
+    servers = []
+    for _ in range(2):
+        handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+    yield tmp_path, [f"http://127.0.0.1:{s.server_address[1]}" for s in servers]
+    for server in servers:
+        server.shutdown()
+
+
+def host_page_set_key(folder: Path, key: str) -> None:
+    """Make the host page in folder embed the widget of the site key."""
+    page = folder / "index.html"
+    page.write_text(page.read_text().replace('data-site="KEY"', f'data-site="{key}"'))

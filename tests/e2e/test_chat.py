@@ -9,6 +9,8 @@ import re
 
 import pytest
 
+from tests.e2e.conftest import signup
+
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
 ANSWER = '[data-testid="assistant-message"]'
@@ -45,15 +47,6 @@ def _wait_last_finished(page, timeout: int = 180_000) -> str:
     return page.locator(ANSWER).last.get_attribute("data-status")
 
 
-def _signup(page, base: str, username: str) -> None:
-    page.goto(base + "/accounts/signup/")
-    page.get_by_test_id("signup-username").fill(username)
-    page.get_by_test_id("signup-password1").fill("a long passphrase for tests")
-    page.get_by_test_id("signup-password2").fill("a long passphrase for tests")
-    page.get_by_test_id("signup-submit").click()
-    page.wait_for_url(base + "/")
-
-
 def test_a_new_user_chats_reloads_mid_stream_stops_and_switches_versions(
     stack, page, artifacts_dir
 ):
@@ -64,7 +57,7 @@ def test_a_new_user_chats_reloads_mid_stream_stops_and_switches_versions(
         ws.on("framereceived", lambda payload: socket_frames.append(json.loads(payload)))
 
     page.on("websocket", watch)
-    _signup(page, base, "newcomer")
+    signup(page, base, "newcomer")
     page.screenshot(path=str(artifacts_dir / "chat-empty.png"))
 
     # First message: tokens arrive and the answer is stored.
@@ -162,7 +155,7 @@ def test_model_output_is_rendered_inert(stack, page):
     text, fetches nothing and runs nothing (the rendering itself is tested
     in test_markdown_render; this checks the page wires it in)."""
     base = stack["base"]
-    _signup(page, base, "cautious")
+    signup(page, base, "cautious")
     requested: list[str] = []
     page.on("request", lambda request: requested.append(request.url))
     page.get_by_test_id("composer-input").fill(

@@ -9,25 +9,14 @@ from __future__ import annotations
 import re
 
 import pytest
-from django.contrib.auth import get_user_model
-from django.contrib.auth.hashers import PBKDF2PasswordHasher
 
 from models_admin.models import Dataset, ModelVersion, Promotion, ReviewEvent
 from models_admin.services import model_version_create
 from models_admin.services.datasets import dataset_create
-from tests.e2e.test_chat import ANSWER, _signup, _wait_last_finished, _wait_text_longer_than
+from tests.e2e.conftest import signup, staff_login, staff_superuser_create
+from tests.e2e.test_chat import ANSWER, _wait_last_finished, _wait_text_longer_than
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
-
-PASSWORD = "a long passphrase for staff"
-
-
-def _login(page, base: str, username: str) -> None:
-    page.goto(base + "/accounts/login/")
-    page.fill('input[name="username"]', username)
-    page.fill('input[name="password"]', PASSWORD)
-    page.get_by_test_id("login-submit").click()
-    page.wait_for_url(base + "/")
 
 
 def _no_page_errors(page) -> list[str]:
@@ -42,13 +31,10 @@ def test_staff_promote_while_a_chat_streams_compare_and_roll_back(
 ):
     base = stack["base"]
     candidate = model_version_create(name="tiny-b", folder=tiny_model_dir)
-    operator = get_user_model().objects.create_superuser("operator", "op@example.com")
-    # The stack hashes with the production hashers, not the tests' fast one.
-    operator.password = PBKDF2PasswordHasher().encode(PASSWORD, PBKDF2PasswordHasher().salt())
-    operator.save(update_fields=["password"])
+    staff_superuser_create("operator")
 
     # A user chats; staff get the promotion ready in the dashboard.
-    _signup(page, base, "chatter")
+    signup(page, base, "chatter")
     page.get_by_test_id("composer-input").fill("Hi!")
     page.keyboard.press("Enter")
     assert _wait_last_finished(page) == "done"
@@ -60,7 +46,7 @@ def test_staff_promote_while_a_chat_streams_compare_and_roll_back(
     staff_context = browser.new_context(viewport={"width": 1400, "height": 1000})
     staff = staff_context.new_page()
     errors = _no_page_errors(staff)
-    _login(staff, base, "operator")
+    staff_login(staff, base, "operator")
     staff.get_by_test_id("dashboard-link").click()
     staff.wait_for_selector('[data-testid="overview-production"]')
     assert "tiny" in staff.get_by_test_id("overview-production").inner_text()

@@ -6,46 +6,15 @@ from foreign origins are ignored."""
 
 from __future__ import annotations
 
-import functools
-import http.server
-import threading
-
 import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.hashers import PBKDF2PasswordHasher
 from django.contrib.auth.models import Permission
 
 from chat.services.widget import widget_site_save
-from tests.conftest import free_port
+from tests.e2e.conftest import STAFF_PASSWORD, host_page_set_key
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
-
-PASSWORD = "a long passphrase for staff"
-
-
-@pytest.fixture
-def host_pages(tmp_path, stack):
-    """Serve one host page on two origins (two ports of 127.0.0.1)."""
-    (tmp_path / "index.html").write_text(
-        "<!doctype html><html><head><title>Fernhollow shop</title></head><body>"
-        "<h1>Fernhollow shop</h1><p>Welcome to our shop.</p>"
-        f'<script src="{stack["base"]}/static/widget/embed.js" data-site="KEY" async></script>'
-        "</body></html>"
-    )
-    servers = []
-    for _ in range(2):
-        handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), handler)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        servers.append(server)
-    yield tmp_path, [f"http://127.0.0.1:{s.server_address[1]}" for s in servers]
-    for server in servers:
-        server.shutdown()
-
-
-def _page_with_key(folder, key: str) -> None:
-    page = folder / "index.html"
-    page.write_text(page.read_text().replace('data-site="KEY"', f'data-site="{key}"'))
 
 
 def test_a_visitor_chats_comes_back_and_talks_to_a_person(
@@ -60,7 +29,7 @@ def test_a_visitor_chats_comes_back_and_talks_to_a_person(
             "suggestions": "Where is my order?\nHow do returns work?",
         }
     )
-    _page_with_key(folder, site.public_key)
+    host_page_set_key(folder, site.public_key)
 
     context = browser.new_context(viewport={"width": 1200, "height": 900})
     visitor = context.new_page()
@@ -96,7 +65,7 @@ def test_a_visitor_chats_comes_back_and_talks_to_a_person(
     # The visitor asks for a person; staff take it from the inbox.
     frame.get_by_test_id("widget-handoff").click()
     agent = get_user_model().objects.create_user("anna", "anna@example.com", first_name="Anna")
-    agent.password = PBKDF2PasswordHasher().encode(PASSWORD, PBKDF2PasswordHasher().salt())
+    agent.password = PBKDF2PasswordHasher().encode(STAFF_PASSWORD, PBKDF2PasswordHasher().salt())
     agent.is_staff = True
     agent.save()
     agent.user_permissions.add(Permission.objects.get(codename="answer_visitors"))
@@ -104,7 +73,7 @@ def test_a_visitor_chats_comes_back_and_talks_to_a_person(
     staff = staff_context.new_page()
     staff.goto(stack["base"] + "/accounts/login/")
     staff.fill('input[name="username"]', "anna")
-    staff.fill('input[name="password"]', PASSWORD)
+    staff.fill('input[name="password"]', STAFF_PASSWORD)
     staff.get_by_test_id("login-submit").click()
     staff.wait_for_url(stack["base"] + "/")
     staff.goto(stack["base"] + "/dashboard/inbox/")
