@@ -34,6 +34,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from asgiref.sync import sync_to_async
+from autobahn.exception import Disconnected
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
@@ -184,7 +185,21 @@ def _store_from_stream(generation_id: str) -> None:
         message_generation_finish(generation_id=generation_id, final=final.data, text=text)
 
 
-class ChatConsumer(AsyncJsonWebsocketConsumer):
+class SocketConsumer(AsyncJsonWebsocketConsumer):
+    """A JSON socket whose sends to a connection the client is closing are
+    dropped rather than raised: a notification that races a disconnect
+    must not end the consumer with an error in the server log."""
+
+    async def send(
+        self, text_data: str | None = None, bytes_data: bytes | None = None, close: bool = False
+    ) -> None:
+        try:
+            await super().send(text_data=text_data, bytes_data=bytes_data, close=close)
+        except Disconnected:
+            logger.debug("Dropped a frame to a closing socket")
+
+
+class ChatConsumer(SocketConsumer):
     async def connect(self) -> None:
         self.user = self.scope.get("user")
         self.tails: dict[int, asyncio.Task[None]] = {}

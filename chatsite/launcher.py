@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import socket
 import sys
 from pathlib import Path
@@ -57,6 +58,25 @@ def redis_check(url: str) -> None:
         client.close()
 
 
+#: The open-files limit the processes get when the system allows it: each
+#: WebSocket holds a file descriptor in the web process.
+OPEN_FILES_WANTED = 65536
+
+
+def open_files_raise() -> int:
+    """Raise the soft open-files limit towards the hard one (children
+    inherit it); return the soft limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    ceiling = OPEN_FILES_WANTED if hard == resource.RLIM_INFINITY else min(hard, OPEN_FILES_WANTED)
+    if soft != resource.RLIM_INFINITY and soft < ceiling:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (ceiling, hard))
+            soft = ceiling
+        except (ValueError, OSError):
+            pass
+    return soft
+
+
 def run(procfile: Path, *, check_port: bool = True) -> int:
     from django.conf import settings
 
@@ -67,6 +87,7 @@ def run(procfile: Path, *, check_port: bool = True) -> int:
         entries = procfile_parse(procfile)
     except ProcfileError as exc:
         raise LaunchError(str(exc)) from None
+    open_files_raise()
     if check_port:
         port_check(settings.WEB_HOST, settings.WEB_PORT)
 

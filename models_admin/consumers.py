@@ -19,8 +19,8 @@ import logging
 from typing import Any
 
 from channels.db import database_sync_to_async
-from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
+from chat.consumers import SocketConsumer
 from chat.services.events import conversation_group
 from models_admin.services.events import dashboard_group
 
@@ -33,7 +33,7 @@ MAX_FRAME_BYTES = 4096
 MAX_TOPICS = 32
 
 
-class DashboardConsumer(AsyncJsonWebsocketConsumer):
+class DashboardConsumer(SocketConsumer):
     async def connect(self) -> None:
         user = self.scope.get("user")
         self.groups_joined: set[str] = set()

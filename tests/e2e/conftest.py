@@ -79,7 +79,7 @@ def get_json(url: str) -> tuple[int, dict]:
 
 
 def stack_stop(process: subprocess.Popen) -> None:
-    """Stop the launcher and everything it started. honcho runs each
+    """Stop the launcher and everything it started. The launcher runs each
     process in a group of its own, so killing the launcher's group alone
     would leave the web server and the worker running."""
     if process.poll() is not None:
