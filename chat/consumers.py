@@ -240,25 +240,28 @@ class ChatConsumer(SocketConsumer):
             await self._error("flood", "Too many frames; slow down.")
             await self.close(code=CLOSE_POLICY)
             return
-        content = await self._frame_parse(text_data)
+        content = await self._frame_parse(text_data, bytes_data)
         if content is not None:
             await self.receive_json(content)
 
-    async def _frame_parse(self, text_data: str | None) -> dict[str, Any] | None:
+    async def _frame_parse(
+        self, text_data: str | None, bytes_data: bytes | None = None
+    ) -> dict[str, Any] | None:
         """The frame as a JSON object, or None after telling the page why
         not (closing the socket for an oversized one)."""
-        if text_data is None:
-            await self._error("invalid", "Frames are JSON text.")
-            return None
-        if len(text_data.encode()) > settings.CHAT_MAX_FRAME_BYTES:
+        size = len(text_data.encode()) if text_data is not None else len(bytes_data or b"")
+        if size > settings.CHAT_MAX_FRAME_BYTES:
             await self._error(
                 "too_big", f"Frames are limited to {settings.CHAT_MAX_FRAME_BYTES:,} bytes."
             )
             await self.close(code=CLOSE_TOO_BIG)
             return None
+        if text_data is None:
+            await self._error("invalid", "Frames are JSON text.")
+            return None
         try:
             content = json.loads(text_data)
-        except ValueError:
+        except (ValueError, RecursionError):
             await self._error("bad_json", "The frame is not valid JSON.")
             return None
         if not isinstance(content, dict):
@@ -599,7 +602,7 @@ class WidgetConsumer(ChatConsumer):
             await self._error("flood", "Too many frames; slow down.")
             await self.close(code=CLOSE_POLICY)
             return
-        content = await self._frame_parse(text_data)
+        content = await self._frame_parse(text_data, bytes_data)
         if content is not None:
             await self.receive_json(content)
 

@@ -19,9 +19,11 @@ import logging
 from typing import Any
 
 from channels.db import database_sync_to_async
+from django.http import Http404
 
-from chat.consumers import SocketConsumer
+from chat.consumers import CLOSE_POLICY, FrameBucket, SocketConsumer
 from chat.services.events import conversation_group
+from models_admin.selectors.inbox import inbox_conversation_get
 from models_admin.services.events import dashboard_group
 
 logger = logging.getLogger(__name__)
@@ -33,11 +35,21 @@ MAX_FRAME_BYTES = 4096
 MAX_TOPICS = 32
 
 
+@database_sync_to_async
+def _inbox_has(conversation_id: str) -> bool:
+    try:
+        inbox_conversation_get(pk=conversation_id)
+    except Http404:
+        return False
+    return True
+
+
 class DashboardConsumer(SocketConsumer):
     async def connect(self) -> None:
         user = self.scope.get("user")
         self.groups_joined: set[str] = set()
         self.conversation_topics: dict[str, str] = {}
+        self.bucket = FrameBucket(rate=10.0, burst=30.0)
         if user is None or not user.is_authenticated:
             await self.close(code=CLOSE_UNAUTHENTICATED)
             return
@@ -52,15 +64,20 @@ class DashboardConsumer(SocketConsumer):
         self.groups_joined = set()
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
-        if bytes_data is not None or text_data is None:
-            await self.send_json({"type": "error", "error": "Frames are JSON text."})
+        if not self.bucket.take():
+            await self.send_json({"type": "error", "error": "Too many frames; slow down."})
+            await self.close(code=CLOSE_POLICY)
             return
-        if len(text_data) > MAX_FRAME_BYTES:
+        size = len(text_data.encode()) if text_data is not None else len(bytes_data or b"")
+        if size > MAX_FRAME_BYTES:
             await self.close(code=CLOSE_TOO_BIG)
+            return
+        if text_data is None:
+            await self.send_json({"type": "error", "error": "Frames are JSON text."})
             return
         try:
             content = json.loads(text_data)
-        except ValueError:
+        except (ValueError, RecursionError):
             await self.send_json({"type": "error", "error": "Frames are JSON objects."})
             return
         if not isinstance(content, dict):
@@ -102,7 +119,9 @@ class DashboardConsumer(SocketConsumer):
             user = self.scope["user"]
             allowed = await database_sync_to_async(user.has_perm)("chat.answer_visitors")
             number = topic.removeprefix("conversation.")
-            if not allowed or not number.isdigit():
+            # Only widget conversations are the inbox's: a member's private
+            # chat is refused exactly like a missing one.
+            if not allowed or not number.isdigit() or not await _inbox_has(number):
                 raise ValueError(f"Unknown topic {topic!r}.")
             self.conversation_topics[conversation_group(int(number))] = topic
             return conversation_group(int(number))

@@ -9,18 +9,25 @@ same way the settings do (pytest-django creates the test database).
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 import pytest
 from django.conf import settings
 
 from chatsite.embedded_redis import EmbeddedRedis
 from chatsite.redis_url import celery_redis_url
-from inference.connection import worker_keys
+from inference.connection import redis_client, worker_heartbeat_pattern, worker_keys
+from inference.selectors import worker_heartbeats_list
 from inference.worker import InferenceWorker, WorkerState
 from tests.tiny_models import tiny_llama_save
 
@@ -34,7 +41,7 @@ def _redis_settings_apply(url: str, prefix: str) -> None:
     settings.REDIS_KEY_PREFIX = prefix
     settings.CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "BACKEND": "chatsite.channel_layer.ResilientRedisChannelLayer",
             "CONFIG": {"hosts": [{"address": url}], "prefix": f"{prefix}asgi"},
         }
     }
@@ -206,6 +213,116 @@ def start_worker(redis_conn):
     for worker, thread in started:
         worker.stop()
         thread.join(timeout=30)
+
+
+class WorkerProcess:
+    """A ``run_inference_worker`` process a test started, and its log."""
+
+    def __init__(self, process: subprocess.Popen, log: Path) -> None:
+        self.process = process
+        self.log = log
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+@pytest.fixture
+def worker_process(tmp_path):
+    """Start ``manage.py run_inference_worker`` processes on the test
+    database and this session's Redis, each waited for until it serves its
+    production version; stop them at the end. Call it with environment
+    overrides (``MODEL_DIR`` for one); it returns a WorkerProcess."""
+    started: list[tuple[WorkerProcess, IO[str]]] = []
+
+    def start(**env: str) -> WorkerProcess:
+        log_path = tmp_path / f"worker-{len(started)}.log"
+        log = log_path.open("w")
+        process = subprocess.Popen(
+            [sys.executable, "manage.py", "run_inference_worker"],
+            cwd=REPO_ROOT,
+            env=child_env(DATABASE_URL=database_url_for_children(), **env),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        worker = WorkerProcess(process, log_path)
+        started.append((worker, log))
+
+        def serving() -> bool:
+            if process.poll() is not None:
+                raise AssertionError(f"the worker exited:\n{worker.log_text()[-4000:]}")
+            beats = worker_heartbeats_list(
+                client=redis_client(), pattern=worker_heartbeat_pattern()
+            )
+            return any(
+                b.get("pid") == process.pid and b.get("state") == WorkerState.READY for b in beats
+            )
+
+        try:
+            wait_for(serving, timeout=120)
+        except AssertionError as failure:
+            raise AssertionError(f"{failure}\n{worker.log_text()[-4000:]}") from None
+        return worker
+
+    yield start
+    for worker, log in started:
+        process = worker.process
+        if process.poll() is None:
+            # A test may have paused it; a paused process ignores SIGTERM.
+            process.send_signal(signal.SIGCONT)
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        log.close()
+
+
+@pytest.fixture
+def web_process(tmp_path):
+    """Start Daphne serving the project on the test database and this
+    session's Redis, each waited for until ``/healthz`` answers; kill any
+    still running at the end. Call it with the port and environment
+    overrides; it returns the process (its log is ``web-N.log`` in the
+    test's tmp_path)."""
+    started: list[tuple[subprocess.Popen, IO[str]]] = []
+
+    def start(port: int, **env: str) -> subprocess.Popen:
+        log_path = tmp_path / f"web-{len(started)}.log"
+        log = log_path.open("w")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "daphne", "--bind", "127.0.0.1", "--port", str(port),
+             "chatsite.asgi:application"],
+            cwd=REPO_ROOT,
+            env=child_env(DATABASE_URL=database_url_for_children(), **env),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        started.append((process, log))
+
+        def up() -> bool:
+            if process.poll() is not None:
+                raise AssertionError(f"the web server exited:\n{log_path.read_text()[-4000:]}")
+            try:
+                url = f"http://127.0.0.1:{port}/healthz"
+                with urllib.request.urlopen(url, timeout=2):
+                    return True
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                return False
+
+        wait_for(up, timeout=90)
+        return process
+
+    yield start
+    for process, log in started:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        log.close()
 
 
 @pytest.hookimpl(trylast=True)

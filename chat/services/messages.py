@@ -109,6 +109,11 @@ def _limits_check(*, user_id: int) -> None:
 def _content_check(content: Any) -> str:
     if not isinstance(content, str) or not content.strip():
         raise ChatError("empty", "Write a message first.")
+    try:
+        content.encode("utf-8")
+    except UnicodeEncodeError:
+        # A lone surrogate: valid JSON, but no text a database can store.
+        raise ChatError("invalid", "The message is not valid Unicode text.") from None
     limit = settings.CHAT_MAX_MESSAGE_CHARS
     if len(content) > limit:
         raise ChatError(
@@ -368,7 +373,7 @@ def _answer_blocked(*, conversation: Conversation, parent: Message, notice: str)
 def _int(value: Any) -> int:
     try:
         return int(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise ChatError("invalid", "Message ids are integers.") from None
 
 
@@ -542,7 +547,7 @@ def feedback_set(
         raise ChatError("invalid", "Feedback goes on finished answers.")
     try:
         rating = int(rating)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise ChatError("invalid", "rating must be 1, -1 or 0.") from None
     if rating not in (1, -1, 0):
         raise ChatError("invalid", "rating must be 1, -1 or 0.")

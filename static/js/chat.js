@@ -149,6 +149,7 @@
     ws: null,
     backoff: 500,
     pingTimer: null,
+    opened: false,
     connect() {
       const scheme = location.protocol === "https:" ? "wss" : "ws";
       const ws = new WebSocket(`${scheme}://${location.host}/ws/chat/`);
@@ -160,6 +161,13 @@
         this.pingTimer = setInterval(() => this.send({ type: "ping" }), PING_MS);
         openConversationOnSocket();
         for (const frame of state.pendingActions.values()) this.send(frame);
+        if (this.opened) {
+          // Back after a drop: what finished or changed meanwhile was
+          // announced to nobody, so fetch it.
+          reloadThread();
+          scheduleListRefresh();
+        }
+        this.opened = true;
       });
       ws.addEventListener("message", (event) => {
         let frame;
