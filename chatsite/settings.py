@@ -3,7 +3,8 @@
 Every variable is documented in ``.env.example``. The defaults are the
 embedded default: SQLite under ``var/``, the embedded Redis started by the
 launcher, the model on the CPU. Production sets ``DEBUG=false``,
-``SECRET_KEY``, ``ALLOWED_HOSTS``, ``DATABASE_URL`` and ``REDIS_URL``.
+``SECRET_KEY``, ``ALLOWED_HOSTS``, ``BEHIND_TLS_PROXY`` (or the TLS
+variables), ``DATABASE_URL`` and ``REDIS_URL``.
 """
 
 from __future__ import annotations
@@ -76,6 +77,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Above WhiteNoise, so HTML it serves from static/ gets the policy too.
+    "chatsite.security.content_security_policy_middleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -155,7 +158,7 @@ REDIS_KEY_PREFIX = env_str("REDIS_KEY_PREFIX", "chatsite:")
 
 CHANNEL_LAYERS = {
     "default": {
-        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "BACKEND": "chatsite.channel_layer.ResilientRedisChannelLayer",
         "CONFIG": {
             "hosts": [{"address": REDIS_URL}],
             "prefix": f"{REDIS_KEY_PREFIX}asgi",
@@ -295,16 +298,46 @@ STORAGES = {
 
 # --- Security -------------------------------------------------------------
 
+
+def _env_flag(name: str, default: bool) -> bool:
+    # Empty means the default here, as .env.example documents.
+    return env_bool(name, default) if env_str(name).strip() else default
+
+
+# With DEBUG off the site is taken to be served over HTTPS: cookies are
+# sent over TLS only. BEHIND_TLS_PROXY (a proxy in front terminates TLS and
+# sets X-Forwarded-Proto) also turns on the redirect to HTTPS and HSTS, so
+# that `manage.py check --deploy` passes; each can be set on its own.
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
-SESSION_COOKIE_HTTPONLY = True
-SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
-SESSION_COOKIE_SECURE = env_bool("SECURE_COOKIES", not DEBUG)
-CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
-SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0, minimum=0)
-if env_bool("BEHIND_TLS_PROXY", False):
+BEHIND_TLS_PROXY = _env_flag("BEHIND_TLS_PROXY", False)
+if BEHIND_TLS_PROXY:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_SSL_REDIRECT = _env_flag("SECURE_SSL_REDIRECT", BEHIND_TLS_PROXY)
+# Load balancers and Prometheus probe these over plain HTTP from inside.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+# A year, the least the browsers' preload lists accept. Browsers remember
+# it: a site that goes back to plain HTTP stays unreachable that long, so
+# set SECURE_HSTS_SECONDS=300 for a first deployment and raise it once
+# HTTPS is known to work.
+SECURE_HSTS_SECONDS = env_int(
+    "SECURE_HSTS_SECONDS", 31_536_000 if SECURE_SSL_REDIRECT else 0, minimum=0
+)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = _env_flag("SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
+SECURE_HSTS_PRELOAD = _env_flag("SECURE_HSTS_PRELOAD", False)
+SESSION_COOKIE_SECURE = _env_flag("SECURE_COOKIES", not DEBUG)
+CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+SESSION_COOKIE_HTTPONLY = True
+# The pages' scripts read the CSRF token from its cookie; HttpOnly on it
+# would protect nothing (the token is in every form too).
+CSRF_COOKIE_HTTPONLY = False
+SESSION_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_SAMESITE = "Lax"
+# Being on the browsers' preload list is a commitment made by submitting
+# the domain, not a setting; check --deploy need not ask for it.
+SILENCED_SYSTEM_CHECKS = [] if SECURE_HSTS_PRELOAD else ["security.W021"]
 
 # --- Logging --------------------------------------------------------------
 

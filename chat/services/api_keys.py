@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 import time
 from datetime import timedelta
@@ -25,6 +26,10 @@ from inference.connection import redis_client
 KEY_PREFIX = "sk-"
 #: Characters of a key kept in clear to name it ("sk-" and 8 more).
 PREFIX_LENGTH = len(KEY_PREFIX) + 8
+#: What a key can look like: the prefix, then URL-safe base64. Anything
+#: else is refused before the database sees it (PostgreSQL rejects a NUL
+#: byte in a query with an error, not a miss).
+KEY_SHAPE = re.compile(r"sk-[A-Za-z0-9_-]{8,120}")
 #: How often last_used_at is written for a busy key.
 LAST_USED_EVERY = timedelta(seconds=60)
 
@@ -78,7 +83,7 @@ def api_key_revoke(*, key: ApiKey) -> ApiKey:
 def api_key_authenticate(*, raw: str) -> ApiKey | None:
     """The active key for a secret, or None; the comparison takes the same
     time whether the prefix exists or not."""
-    if not raw.startswith(KEY_PREFIX) or len(raw) < PREFIX_LENGTH + 8:
+    if KEY_SHAPE.fullmatch(raw) is None or len(raw) < PREFIX_LENGTH + 8:
         return None
     key = (
         ApiKey.objects.select_related("user")

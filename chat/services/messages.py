@@ -114,6 +114,8 @@ def _content_check(content: Any) -> str:
     except UnicodeEncodeError:
         # A lone surrogate: valid JSON, but no text a database can store.
         raise ChatError("invalid", "The message is not valid Unicode text.") from None
+    if "\x00" in content:
+        raise ChatError("invalid", "Messages may not contain NUL characters.")
     limit = settings.CHAT_MAX_MESSAGE_CHARS
     if len(content) > limit:
         raise ChatError(

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 from functools import wraps
 from typing import Any, cast
 
@@ -29,6 +28,7 @@ from chat.services.conversations import (
     conversation_update,
 )
 from chat.services.messages import ChatError, feedback_set
+from chat.views.body import BodyError, json_body
 
 MAX_BODY_BYTES = 64_000
 SETTINGS_FIELDS = ("title", "system_prompt", "temperature", "top_p", "max_tokens")
@@ -66,14 +66,13 @@ def _me(request: HttpRequest) -> AbstractBaseUser:
 
 
 def _body(request: HttpRequest) -> dict[str, Any]:
-    if len(request.body) > MAX_BODY_BYTES:
-        raise ChatError("too_big", "The request body is too large.")
-    if not request.body:
-        return {}
     try:
-        data = json.loads(request.body)
-    except ValueError:
-        raise ChatError("bad_json", "The body is not valid JSON.") from None
+        data = json_body(request, max_bytes=MAX_BODY_BYTES)
+    except BodyError as exc:
+        code = {413: "too_big", 415: "bad_json"}.get(exc.status, "bad_json")
+        raise ChatError(code, exc.message) from None
+    if data is None:
+        return {}
     if not isinstance(data, dict):
         raise ChatError("bad_json", "The body is a JSON object.")
     return data

@@ -33,6 +33,7 @@ from chat.services.completions import (
     completion_request_parse,
     completion_start,
 )
+from chat.views.body import BodyError, json_body
 from inference.client import (
     StreamBroken,
     generation_cancel,
@@ -292,12 +293,10 @@ async def chat_completions(request: HttpRequest) -> HttpResponse | StreamingHttp
         return _error(ApiError(405, "Use POST.", code="method_not_allowed"))
     try:
         key = await _key(request)
-        if len(request.body) > MAX_BODY_BYTES:
-            raise ApiError(413, f"The request body is limited to {MAX_BODY_BYTES:,} bytes.")
         try:
-            body = json.loads(request.body or b"null")
-        except ValueError:
-            raise ApiError(400, "The request body is not valid JSON.") from None
+            body = json_body(request, max_bytes=MAX_BODY_BYTES)
+        except BodyError as exc:
+            raise ApiError(exc.status, exc.message) from None
         parsed = await sync_to_async(completion_request_parse)(key=key, body=body)
         await sync_to_async(api_limits_check)(key=key)
         if await sync_to_async(workers_live_count)() == 0:

@@ -5,6 +5,7 @@ the site's allowed origins)."""
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -87,6 +88,11 @@ def widget_frame(request: HttpRequest) -> HttpResponse:
         "max_message_chars": settings.CHAT_MAX_MESSAGE_CHARS,
     }
     response = render(request, "widget/frame.html", {"site": site, "config": config})
-    # Only the site's own pages may frame this one.
-    response["Content-Security-Policy"] = "frame-ancestors " + " ".join(site.origin_list())
+    # Only the site's own pages may frame this one; its avatar may come
+    # from its own host (the rest of the policy is the site-wide one).
+    policy = "frame-ancestors " + " ".join(site.origin_list())
+    avatar = urlsplit(site.avatar_url or "")
+    if avatar.scheme in ("http", "https") and avatar.netloc:
+        policy += f"; img-src 'self' data: {avatar.scheme}://{avatar.netloc}"
+    response["Content-Security-Policy"] = policy
     return response

@@ -13,7 +13,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Max
 
-from models_admin.dataset_format import jsonl_parse, split_indices
+from models_admin.dataset_format import DatasetFormatError, LineError, jsonl_parse, split_indices
 from models_admin.demo_data import demo_conversations
 from models_admin.models import Dataset, DatasetExample
 from models_admin.selectors import model_version_get_production
@@ -120,6 +120,22 @@ def dataset_create(
     return dataset
 
 
+def _nul_lines(data: bytes, conversations: list[Conversation]) -> list[LineError]:
+    """Return the lines whose messages hold a NUL character, which JSON
+    may spell (``\\u0000``) but PostgreSQL cannot store.
+
+    ``jsonl_parse`` accepted the file, so its n-th non-blank line is the
+    n-th conversation.
+    """
+    text = data.decode("utf-8-sig")
+    numbers = [number for number, line in enumerate(text.split("\n"), start=1) if line.strip()]
+    return [
+        LineError(number, "a message holds a NUL character (\\u0000), which cannot be stored")
+        for number, messages in zip(numbers, conversations, strict=True)
+        if any("\x00" in message["content"] for message in messages)
+    ]
+
+
 def dataset_upload(
     *,
     name: str,
@@ -132,6 +148,9 @@ def dataset_upload(
     """Store an uploaded JSONL file. Raise DatasetFormatError naming every
     bad line; nothing is stored from a file that fails."""
     conversations = jsonl_parse(data)
+    unstorable = _nul_lines(data, conversations)
+    if unstorable:
+        raise DatasetFormatError(unstorable)
     return dataset_create(
         name=name,
         conversations=conversations,

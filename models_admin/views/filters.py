@@ -26,6 +26,7 @@ from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from chat.views.body import BodyError, json_body
 from models_admin.forms.filters import (
     TEST_TEXT_MAX_CHARS,
     FilterHitFilterForm,
@@ -303,12 +304,10 @@ def filter_test(request: HttpRequest) -> HttpResponse:
                 "default_notice": settings.FILTER_BLOCK_NOTICE,
             },
         )
-    if len(request.body) > TEST_BODY_MAX_BYTES:
-        return _json_error("The request is too large.", status=413)
     try:
-        body = json.loads(request.body or b"null")
-    except ValueError:
-        return _json_error("The body is not JSON.")
+        body = json_body(request, max_bytes=TEST_BODY_MAX_BYTES)
+    except BodyError as exc:
+        return _json_error(exc.message, status=exc.status)
     if not isinstance(body, dict):
         return _json_error("The body must be a JSON object.")
     return _test_run(body)

@@ -39,6 +39,7 @@ from django.urls import path, reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from chat.views.body import BodyError, json_body
 from inference.client import (
     generation_cancel,
     generation_events,
@@ -67,6 +68,9 @@ from models_admin.services.model_versions import (
 from models_admin.views.access import permission_required, staff_required, user_is_staff
 
 logger = logging.getLogger(__name__)
+
+#: Largest body of a compare question.
+ASK_BODY_MAX_BYTES = 256_000
 
 PROMOTE = "models_admin.promote_modelversion"
 #: How long the "ask all" stream waits for a version's next event.
@@ -800,9 +804,9 @@ async def compare_ask(request: HttpRequest) -> HttpResponseBase:
         response["Allow"] = "POST"
         return response
     try:
-        body = json.loads(request.body or b"null")
-    except ValueError:
-        return _json_error("The body is not JSON.")
+        body = json_body(request, max_bytes=ASK_BODY_MAX_BYTES)
+    except BodyError as exc:
+        return _json_error(exc.message, status=exc.status)
     if not isinstance(body, dict):
         return _json_error("The body must be a JSON object.")
     runs = await sync_to_async(_ask_submit)(body)
