@@ -27,6 +27,7 @@ channel layer: every socket tails it from its last sequence number.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -171,6 +172,10 @@ def _sent_frame(conversation_id: int, sent: Any, client_id: Any) -> dict[str, An
 @_db
 def _stop(user: Any, message_id: Any) -> None:
     generation_stop(message=message_get_for_user(user=user, message_id=message_id))
+
+
+#: Off the shared thread: Redis retries must not hold up other sockets.
+_workers_live = sync_to_async(workers_live_count, thread_sensitive=False)
 
 
 @_db
@@ -423,11 +428,11 @@ class ChatConsumer(SocketConsumer):
                             {"type": "message.finished", "answer": message_serialize(answer)}
                         )
                         return
-                    try:
-                        live = await sync_to_async(workers_live_count)()
-                    except REDIS_DOWN:
-                        live = -1
-                    if isinstance(exc, StreamUnavailable) or live < 0:
+                    live = -1
+                    if not isinstance(exc, StreamUnavailable):
+                        with contextlib.suppress(*REDIS_DOWN):
+                            live = await _workers_live()
+                    if live < 0:
                         reason = "The message service is unreachable; reconnecting…"
                     else:
                         reason = (

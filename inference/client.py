@@ -21,6 +21,7 @@ import redis.asyncio as aioredis
 from django.conf import settings
 
 from inference.connection import (
+    GENERATION_TTL_S,
     cancel_key,
     generation_key,
     redis_client,
@@ -122,20 +123,22 @@ def generation_events_sync(
         try:
             # Short blocks stay under the client's socket timeout.
             response = client.xread({key: f"0-{last}"}, block=1000, count=100)
+            events = list(_events(response or []))
+            if events:
+                idle_since = time.monotonic()
+            for event in events:
+                entry = None
+                if writer and event.writer and event.writer != writer and last > 0:
+                    entry = entry_at(last)
+                _stream_check(event, last, writer, lambda _seq, e=entry: e)
+                last, writer = event.seq, event.writer
+                yield event
+                if event.final:
+                    return
         except REDIS_DOWN:
-            response = None
             time.sleep(0.2)
-        if not response:
-            if time.monotonic() - idle_since > timeout_s:
-                raise TimeoutError(f"no event for generation {generation_id} in {timeout_s}s")
-            continue
-        idle_since = time.monotonic()
-        for event in _events(response):
-            _stream_check(event, last, writer, entry_at)
-            last, writer = event.seq, event.writer
-            yield event
-            if event.final:
-                return
+        if time.monotonic() - idle_since > timeout_s:
+            raise TimeoutError(f"no event for generation {generation_id} in {timeout_s}s")
 
 
 async def generation_events(
@@ -170,8 +173,11 @@ async def generation_events(
                     client = aioredis.Redis.from_url(
                         settings.REDIS_URL, decode_responses=True, socket_connect_timeout=3
                     )
-                response = await client.xread(
-                    {key: f"0-{last}"}, block=max(int(left * 1000), 1), count=100
+                # A frozen server or a silent network would block past the
+                # idle timeout: bound the wait.
+                response = await asyncio.wait_for(
+                    client.xread({key: f"0-{last}"}, block=max(int(left * 1000), 1), count=100),
+                    timeout=left + 5,
                 )
                 backoff, outage = 0.1, None
                 events = list(_events(response or []))
@@ -186,7 +192,7 @@ async def generation_events(
                     yield event
                     if event.final:
                         return
-            except REDIS_DOWN as exc:
+            except (TimeoutError, *REDIS_DOWN) as exc:
                 outage = exc
                 if client is not None:
                     await client.aclose()
@@ -214,14 +220,12 @@ def generation_fail_if_unknown(generation_id: str, *, error: str) -> bool:
     worker runs it); a worker that claims it later sees the final event
     and drops it."""
     client: Any = redis_client()
+    key = generation_key(generation_id)
     try:
-        client.xadd(
-            generation_key(generation_id),
-            event_encode("error", error=error, finish_reason="error"),
-            id="0-1",
-        )
+        client.xadd(key, event_encode("error", error=error, finish_reason="error"), id="0-1")
     except redis.ResponseError:
         return False
+    client.expire(key, GENERATION_TTL_S)
     return True
 
 

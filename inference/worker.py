@@ -35,6 +35,7 @@ state with a TTL.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import json
 import logging
@@ -51,6 +52,8 @@ from pathlib import Path
 from typing import Any
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from inference.engine import Engine, Event, OutputFilter, RequestError
 from inference.loading import LoadedModel, ModelLoadError, model_load
@@ -64,9 +67,28 @@ logger = logging.getLogger(__name__)
 REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError)
 #: Seconds between checks that Redis is the same server (its run id).
 RUN_ID_CHECK_S = 1.0
-#: Seconds after a Redis restart before lost requests are looked for, so
-#: that every worker has rewritten the streams it holds.
+#: How long a dead consumer with nothing pending stays in the group.
+CONSUMER_FORGET_MS = 3600 * 1000
+#: Seconds after a Redis restart before lost requests are looked for, at
+#: least; workers also list what they run in their heartbeats.
 RESTART_SETTLE_S = 5.0
+
+#: Append events to a generation's stream only if its last entry is the one
+#: the writer last wrote (ARGV[1]), or rewrite the whole stream (ARGV[2] =
+#: "rewrite") if its last entry is still ARGV[1]; all or nothing. Returns
+#: {"ok"} or {"moved", top}. ARGV[3] is the TTL; then seq, event, writer.
+_STREAM_WRITE = """
+local top = 0
+local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+if #last > 0 then top = tonumber(string.match(last[1][1], '%-(%d+)$')) end
+if top ~= tonumber(ARGV[1]) then return {'moved', top} end
+if ARGV[2] == 'rewrite' then redis.call('DEL', KEYS[1]) end
+for i = 4, #ARGV, 3 do
+  redis.call('XADD', KEYS[1], '0-' .. ARGV[i], 'event', ARGV[i + 1], 'w', ARGV[i + 2])
+end
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return {'ok', 0}
+"""
 
 
 @dataclass(frozen=True)
@@ -122,7 +144,8 @@ class _Inflight:
 
     @property
     def unpublished(self) -> list[tuple[int, dict[str, str]]]:
-        return [(seq, fields) for seq, fields in self.log if seq > self.published]
+        start = bisect.bisect_right(self.log, self.published, key=lambda entry: entry[0])
+        return self.log[start:]
 
     @property
     def final_logged(self) -> bool:
@@ -199,13 +222,21 @@ class InferenceWorker:
         self._epoch: str | None = None
         self._last_epoch_check = 0.0
         self.stop_event = threading.Event()
+        self._beat_stop = threading.Event()
         self.started_at = time.time()
         self.metrics = WorkerMetrics(self.worker_id)
         self._last_sync = 0.0
         self._last_renew = 0.0
         self._last_reclaim = 0.0
         self._last_orphans = 0.0
+        self._reclaim_cursor = "0-0"
+        # No takeover of other workers' requests until their heartbeats
+        # have had time to come back after an outage.
+        self._orphans_after = 0.0
+        self._last_consumers_prune = 0.0
         self.on_redis_restart = on_redis_restart
+        self._script = self.redis.register_script(_STREAM_WRITE)
+        self._probe: Any = None
         # Redis outages: whether the last call failed, the server's run id,
         # finished generations whose events are not all written yet, and
         # requests to acknowledge once Redis answers.
@@ -245,7 +276,20 @@ class InferenceWorker:
             + sum(len(p) for p in self._parked.values()),
             "started_at": self.started_at,
             "at": time.time(),
+            # What this worker holds, so a recovery after a Redis restart
+            # does not take it for lost.
+            "generations": sorted(self.inflight) + self._parked_ids(),
         }
+
+    def _parked_ids(self) -> list[str]:
+        ids = []
+        for parked in list(self._parked.values()):
+            for _entry_id, fields in parked:
+                try:
+                    ids.append(str(json.loads(fields["payload"])["id"]))
+                except (KeyError, TypeError, ValueError):
+                    continue
+        return ids
 
     def heartbeat(self) -> None:
         payload = self.heartbeat_payload()
@@ -265,7 +309,9 @@ class InferenceWorker:
             self._heartbeat_failing = False
 
     def _heartbeat_loop(self) -> None:
-        while not self.stop_event.wait(self.heartbeat_interval):
+        # Beats on through the drain after stop(): a worker finishing its
+        # streams must not look dead to the others.
+        while not self._beat_stop.wait(self.heartbeat_interval):
             self.heartbeat()
 
     def heartbeat_clear(self) -> None:
@@ -460,10 +506,13 @@ class InferenceWorker:
             self.keys.group,
             self.worker_id,
             min_idle_time=int(self.claim_timeout * 1000),
-            start_id="0-0",
+            start_id=self._reclaim_cursor,
             count=self._capacity(),
         )
-        entries = response[1]
+        # Go on from where the scan stopped next time: a long pending list
+        # is covered a page at a time.
+        self._reclaim_cursor = str(response[0] or "0-0")
+        entries = [(entry_id, fields) for entry_id, fields in response[1] if entry_id]
         for entry_id, fields in entries:
             if fields is None:  # deleted from the stream meanwhile
                 self._retire(entry_id)
@@ -475,7 +524,7 @@ class InferenceWorker:
     def reclaim_orphans(self) -> int:
         """Take over at once the requests of workers whose heartbeat has
         expired (killed, crashed): no need to wait out claim_timeout."""
-        if self._capacity() <= 0:
+        if self._capacity() <= 0 or time.monotonic() < self._orphans_after:
             return 0
         summary = self.redis.xpending(self.keys.requests, self.keys.group)
         taken = 0
@@ -492,21 +541,38 @@ class InferenceWorker:
             ids = [entry["message_id"] for entry in pending]
             if not ids:
                 continue
-            # min_idle_time guards against a claim racing another worker's.
+            # An entry renewed within a heartbeat TTL belongs to a live
+            # worker whatever its heartbeat key says.
             claimed = self.redis.xclaim(
-                self.keys.requests, self.keys.group, self.worker_id, 1000, ids
+                self.keys.requests,
+                self.keys.group,
+                self.worker_id,
+                int(self.heartbeat_ttl * 1000),
+                ids,
             )
             for entry_id, fields in claimed:
+                if not entry_id:
+                    continue
                 if not fields:
                     self._retire(entry_id)
                     continue
                 logger.warning("Continuing request %s of stopped worker %s", entry_id, name)
                 self._start(entry_id, fields)
                 taken += 1
-            if len(claimed) == len(ids) == int(consumer["pending"]):
-                # Nothing of it is left: forget the dead consumer.
-                self.redis.xgroup_delconsumer(self.keys.requests, self.keys.group, name)
         return taken
+
+    def consumers_prune(self) -> None:
+        """Forget consumers of the group that are dead, own nothing and
+        have been idle an hour (each worker run is a new consumer)."""
+        for consumer in self.redis.xinfo_consumers(self.keys.requests, self.keys.group):
+            name = consumer["name"]
+            if (
+                int(consumer.get("pending") or 0) == 0
+                and int(consumer.get("idle") or 0) > CONSUMER_FORGET_MS
+                and name != self.worker_id
+                and not self.redis.exists(self.keys.heartbeat(name))
+            ):
+                self.redis.xgroup_delconsumer(self.keys.requests, self.keys.group, name)
 
     def renew(self) -> None:
         """Reset the idle time of the requests this worker runs."""
@@ -619,23 +685,39 @@ class InferenceWorker:
         pending = item.unpublished
         if not pending or self._redis_lost:
             return True
-        key = self.keys.generation(item.generation_id)
         try:
-            pipe = self.redis.pipeline(transaction=False)
-            for seq, fields in pending:
-                pipe.xadd(key, fields, id=f"0-{seq}")
-            ttl = self.keys.generation_ttl_s if item.final_logged else None
-            pipe.expire(key, ttl or self.keys.generation_idle_ttl_s)
-            pipe.execute()
+            moved = self._stream_write(item, pending, expected=item.published)
+            if moved is not None:
+                # The stream is not where this worker left it: another
+                # worker wrote to it, or Redis lost or rewrote its tail.
+                return self._resync(item) >= 0
         except redis.ResponseError as exc:
-            # Another worker wrote this sequence number: it owns the stream.
-            logger.warning("Generation %s taken over elsewhere: %s", item.generation_id, exc)
-            return False
+            # Out of memory, read-only, a failed append-only file: an outage
+            # as far as this worker is concerned; the events wait.
+            self._redis_lost_mark(exc)
+            return True
         except REDIS_DOWN as exc:
             self._redis_lost_mark(exc)
             return True
         item.published = pending[-1][0]
         return True
+
+    def _stream_write(
+        self,
+        item: _Inflight,
+        entries: list[tuple[int, dict[str, str]]],
+        *,
+        expected: int,
+        rewrite: bool = False,
+    ) -> int | None:
+        """Write entries if the stream still ends at expected (all or
+        nothing); return None, or the sequence number it ends at."""
+        ttl = self.keys.generation_ttl_s if item.final_logged else self.keys.generation_idle_ttl_s
+        args: list[Any] = [expected, "rewrite" if rewrite else "append", ttl]
+        for seq, fields in entries:
+            args += [seq, fields["event"], fields.get("w", "")]
+        status, top = self._script(keys=[self.keys.generation(item.generation_id)], args=args)
+        return None if status == "ok" else int(top)
 
     def _deliver(self, event: Event) -> None:
         item = self.inflight.get(event.request_id)
@@ -657,7 +739,7 @@ class InferenceWorker:
         final: dict[str, Any]
         if event.error:
             final = {"finish_reason": "error", "error": event.error}
-            self._publish(item, "error", **final)
+            owned = self._publish(item, "error", **final)
         else:
             final = {
                 "finish_reason": event.finish_reason,
@@ -670,12 +752,15 @@ class InferenceWorker:
             filtered = report() if report is not None else {}
             if filtered.get("notice"):
                 final["notice"] = filtered["notice"]
-            self._publish(item, "done", **final)
+            owned = self._publish(item, "done", **final)
             if filtered.get("hits"):
                 # Kept out of the stream that clients read: excerpts quote
                 # the filtered text.
                 final = {**final, "filter_hits": filtered["hits"]}
         self.inflight.pop(event.request_id, None)
+        if not owned:
+            # Another worker runs it now: it acknowledges and stores it.
+            return
         self.metrics.finished(
             finish_reason=final["finish_reason"],
             prompt_tokens=event.prompt_tokens,
@@ -761,7 +846,10 @@ class InferenceWorker:
             return True
         self._last_run_id_check = now
         try:
-            run_id = str(self.redis.info("server").get("run_id", ""))
+            # While Redis is away, probe without the client's retries so
+            # the engine keeps stepping between probes.
+            client = self._probe_client() if self._redis_lost else self.redis
+            run_id = str(client.info("server").get("run_id", ""))
         except REDIS_DOWN as exc:
             self._redis_lost_mark(exc)
             return False
@@ -775,6 +863,22 @@ class InferenceWorker:
         self._run_id = run_id
         return True
 
+    def _probe_client(self) -> Any:
+        if self._probe is None:
+            pool = self.redis.connection_pool
+            self._probe = redis.Redis(
+                connection_pool=redis.ConnectionPool(
+                    connection_class=pool.connection_class,
+                    **{
+                        **pool.connection_kwargs,
+                        "retry": Retry(NoBackoff(), 0),
+                        "socket_timeout": 2,
+                        "socket_connect_timeout": 2,
+                    },
+                )
+            )
+        return self._probe
+
     def _recover(self, *, restarted: bool, run_id: str) -> None:
         """Bring Redis back in step with this worker: the consumer group,
         every stream this worker writes, the acknowledgements it owes."""
@@ -783,19 +887,24 @@ class InferenceWorker:
         items = [*self.inflight.values(), *self._backlog.values()]
         rewritten = 0
         for item in items:
-            rewritten += self._resync(item)
-        for entry_id in self._retire_later[:]:
-            self._retire(entry_id)
+            rewritten += max(self._resync(item), 0)
+        while self._retire_later:
+            self._retire(self._retire_later.pop())
             if self._redis_lost:
                 raise redis.ConnectionError("Redis went away again")
-            self._retire_later.remove(entry_id)
         self._backlog = {g: i for g, i in self._backlog.items() if i.unpublished}
         if self._redis_lost:
             raise redis.ConnectionError("Redis went away again")
         self._epoch = None
         self._last_sync = 0.0
+        # Beat now, and let the other workers beat before taking over
+        # anything of theirs: every heartbeat key may have expired.
+        self.heartbeat()
+        self._orphans_after = time.monotonic() + self.heartbeat_ttl
         if restarted:
-            self._restart_recovery_at = time.monotonic() + RESTART_SETTLE_S
+            self._restart_recovery_at = time.monotonic() + max(
+                RESTART_SETTLE_S, self.heartbeat_ttl
+            )
             self._restart_run_id = run_id
         logger.warning(
             "Redis is back%s; %d event(s) rewritten in %d stream(s)",
@@ -811,19 +920,32 @@ class InferenceWorker:
         last = self.redis.xrevrange(key, "+", "-", count=1)
         last_seq = seq_of(last[0][0]) if last else 0
         foreign = bool(last) and last[0][1].get("w") != item.writer
-        if last_seq >= item.next_seq or (foreign and last_seq >= item.first_own):
+        foreign_final = foreign and event_decode(*last[0]).final
+        taken = foreign and (last_seq >= item.first_own or foreign_final)
+        if last_seq >= item.next_seq or taken:
             logger.warning("Generation %s continued elsewhere meanwhile", item.generation_id)
             self._drop(item)
+            return -1
+        whole = last_seq == 0 or int(self.redis.xlen(key)) == last_seq
+        if whole:
+            item.published = last_seq
+            entries, rewrite = item.unpublished, False
+        else:
+            # A hole (Redis lost entries under later ones): write the whole
+            # stream again from the log, which holds every event.
+            entries, rewrite = item.log, True
+        if not entries:
             return 0
-        item.published = last_seq
-        count = len(item.unpublished)
-        if not self._flush(item):
-            self._drop(item)
-            return 0
-        return count
+        moved = self._stream_write(item, entries, expected=last_seq, rewrite=rewrite)
+        if moved is not None:
+            return self._resync(item)  # it moved again meanwhile
+        item.published = entries[-1][0]
+        return len(entries)
 
     def _drop(self, item: _Inflight) -> None:
         self._backlog.pop(item.generation_id, None)
+        if item.entry_id in self._retire_later:
+            self._retire_later.remove(item.entry_id)
         if self.inflight.pop(item.generation_id, None) is not None:
             engine = self.engines.get(item.version.id)
             if engine is not None:
@@ -840,15 +962,21 @@ class InferenceWorker:
         lock = self.keys.requests + f":recovered:{self._restart_run_id}"
         if not self.redis.set(lock, self.worker_id, nx=True, ex=3600):
             return  # another worker does it
-        waiting = {
-            str(json.loads(fields.get("payload") or "{}").get("id"))
-            for _eid, fields in self.redis.xrange(self.keys.requests, "-", "+")
-            if fields
-        }
         try:
-            self.on_redis_restart(sorted(waiting))
+            held: set[str] = set()
+            for _eid, fields in self.redis.xrange(self.keys.requests, "-", "+"):
+                try:
+                    held.add(str(json.loads(fields["payload"])["id"]))
+                except (KeyError, TypeError, ValueError):
+                    continue
+            for key in self.redis.scan_iter(match=self.keys.heartbeat("*"), count=200):
+                beat = self.redis.get(key)
+                if beat:
+                    held.update(str(g) for g in json.loads(beat).get("generations") or [])
+            self.on_redis_restart(sorted(held))
         except Exception:
             logger.exception("Handing on requests lost in a Redis restart failed")
+            self.redis.delete(lock)  # let the next worker that notices retry
 
     # --- lifecycle -----------------------------------------------------
 
@@ -880,6 +1008,9 @@ class InferenceWorker:
         if now - self._last_orphans >= self.heartbeat_interval and not self.stop_event.is_set():
             self._last_orphans = now
             self.reclaim_orphans()
+        if now - self._last_consumers_prune >= 600:
+            self._last_consumers_prune = now
+            self.consumers_prune()
         if now - self._last_reclaim >= self.claim_timeout / 2 and not self.stop_event.is_set():
             self._last_reclaim = now
             self.reclaim()
@@ -895,6 +1026,10 @@ class InferenceWorker:
                 self._restart_recovery()
             except REDIS_DOWN as exc:
                 self._redis_lost_mark(exc)
+            except redis.ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                self.group_ensure()  # a restart not noticed yet
         busy = self.step()
         if not self._redis_lost:
             try:
@@ -926,6 +1061,7 @@ class InferenceWorker:
         finally:
             self.state = WorkerState.STOPPING
             self.stop_event.set()
+            self._beat_stop.set()
             beat.join(timeout=self.heartbeat_interval + 1)
             # A load in progress finishes; none is left running behind.
             self._loader.shutdown(wait=True, cancel_futures=True)

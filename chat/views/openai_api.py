@@ -45,6 +45,9 @@ logger = logging.getLogger(__name__)
 
 #: Seconds without an event before a call gives up on the worker.
 IDLE_TIMEOUT_S = 120.0
+#: Times a call without streaming reads a broken stream again from the
+#: start before it gives up with an error.
+MAX_REPLAYS = 2
 #: Largest request body.
 MAX_BODY_BYTES = 2_000_000
 
@@ -126,6 +129,7 @@ class _Call:
         """("text", str) pieces, then ("end", final data). When the stream
         lost events in transit: with replay, ("reset", None) and every piece
         again from the start; without, an error end."""
+        replays = 0
         while True:
             try:
                 async for item in self._events():
@@ -133,7 +137,8 @@ class _Call:
                 return
             except StreamBroken as broken:
                 logger.warning("Completion %s: %s", self.id, broken)
-                if not replay:
+                replays += 1
+                if not replay or replays > MAX_REPLAYS:
                     self.error = "the answer's stream lost events in transit"
                     self.final = {"finish_reason": "error", "error": self.error}
                     yield "end", self.final

@@ -16,6 +16,7 @@ from channels.testing import WebsocketCommunicator
 from django.conf import settings
 
 from chat.services.conversations import conversation_create, conversation_update
+from chat.services.events import conversation_group
 from chat.services.messages import message_generation_finish
 from chatsite.asgi import application
 from inference.worker import VersionSpec, WorkerState
@@ -71,7 +72,8 @@ async def _socket(user) -> WebsocketCommunicator:
     return communicator
 
 
-async def test_an_answer_streams_whole_through_a_redis_restart(server, worker):
+@pytest.mark.parametrize("lose_data", [False, True], ids=["kept-data", "lost-data"])
+async def test_an_answer_streams_whole_through_a_redis_restart(server, worker, lose_data):
     user = await sync_to_async(UserFactory)()
     conversation = await sync_to_async(conversation_create)(user=user)
     await sync_to_async(conversation_update)(
@@ -101,13 +103,22 @@ async def test_an_answer_streams_whole_through_a_redis_restart(server, worker):
             shown[frame["seq"]] = frame["text"]
             if len(shown) >= 20 and not restarted:
                 restarted = True
-                await asyncio.to_thread(server.kill, lose_data=False)
+                await asyncio.to_thread(server.kill, lose_data=lose_data)
                 await asyncio.to_thread(wait_for, lambda: worker._redis_lost)
                 await asyncio.to_thread(server.start)
         elif frame["type"] == "message.finished":
             finished = frame["answer"]
         elif frame["type"] == "error":
             raise AssertionError(f"error frame: {frame}")
+    # The socket is still in its conversation's group, even after a Redis
+    # that forgot every group: a change made elsewhere reaches it.
+    await channel_layers["default"].group_send(
+        conversation_group(conversation.pk),
+        {"type": "conversation.changed", "conversation": conversation.pk},
+    )
+    changed = await page.receive_json_from(timeout=TIMEOUT)
+    while changed["type"] != "conversation.changed":
+        changed = await page.receive_json_from(timeout=TIMEOUT)
     await page.disconnect()
     assert restarted, "the answer ended before Redis could be restarted"
     assert finished["status"] == "done"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import uuid
 from datetime import timedelta
 from pathlib import Path
 
@@ -243,3 +244,117 @@ async def test_a_reader_follows_a_worker_that_took_over(redis_conn):
     assert [e.seq for e in events] == [1, 2, 3, 4, 5, 6]
     assert json.loads(json.dumps([e.text for e in events])) == ["1", "2", "3", "4", "5", ""]
     redis_conn.delete(key)
+
+
+# --- the worker's stream writes, driven directly --------------------------
+
+
+def _writer(redis_conn):
+    from inference.worker import _Inflight
+
+    worker = worker_make(redis_conn, lambda: None)
+
+    def item(generation_id: str, **fields) -> _Inflight:
+        made = _Inflight(generation_id, "0-1", VersionSpec(1, "tiny", Path()), 1, **fields)
+        worker.inflight[generation_id] = made
+        return made
+
+    return worker, item
+
+
+def _lose(redis_conn, generation_id: str, *seqs: int) -> None:
+    """Drop entries as a Redis restart does: the stream comes back as if
+    they had never been written (XDEL alone keeps the last id)."""
+    key = generation_key(generation_id)
+    entries = redis_conn.xrange(key, "-", "+")
+    kept = [(e, f) for e, f in entries if int(e.split("-")[1]) not in seqs]
+    redis_conn.delete(key)
+    for entry_id, fields in kept:
+        redis_conn.xadd(key, fields, id=entry_id)
+
+
+def _stream(redis_conn, generation_id: str) -> list:
+    from inference.protocol import event_decode
+
+    entries = redis_conn.xrange(generation_key(generation_id), "-", "+")
+    return [event_decode(entry_id, fields) for entry_id, fields in entries]
+
+
+def test_a_stream_that_lost_its_tail_is_written_again_before_the_next_event(redis_conn):
+    """Redis came back without the last events (a quick restart that the
+    client's retries hid): the next write notices and restores them."""
+    worker, item = _writer(redis_conn)
+    generation_id = "tail-" + uuid.uuid4().hex
+    running = item(generation_id)
+    for n in range(1, 6):
+        assert worker._publish(running, "text", text=f"{n} ")
+    _lose(redis_conn, generation_id, 4, 5)
+    assert worker._publish(running, "text", text="6 ")
+    events = _stream(redis_conn, generation_id)
+    assert [e.seq for e in events] == [1, 2, 3, 4, 5, 6]
+    assert "".join(e.text for e in events) == "1 2 3 4 5 6 "
+    redis_conn.delete(generation_key(generation_id))
+
+
+def test_a_hole_in_a_stream_is_filled_from_the_worker_s_log(redis_conn):
+    worker, item = _writer(redis_conn)
+    generation_id = "hole-" + uuid.uuid4().hex
+    running = item(generation_id)
+    for n in range(1, 6):
+        worker._publish(running, "text", text=f"{n} ")
+    _lose(redis_conn, generation_id, 3)
+    assert worker._resync(running) == 5
+    events = _stream(redis_conn, generation_id)
+    assert [e.seq for e in events] == [1, 2, 3, 4, 5]
+    assert "".join(e.text for e in events) == "1 2 3 4 5 "
+    redis_conn.delete(generation_key(generation_id))
+
+
+def test_a_worker_whose_answer_another_continued_drops_it_without_splicing(redis_conn):
+    """Two workers believe they own one answer (one was taken for dead):
+    the first to write after the other's last event keeps it, all or
+    nothing, and the other stops."""
+    first, first_item = _writer(redis_conn)
+    second, second_item = _writer(redis_conn)
+    generation_id = "both-" + uuid.uuid4().hex
+    a = first_item(generation_id)
+    for n in range(1, 4):
+        first._publish(a, "text", text=f"a{n} ")
+    # The second continues from what it read (seq 1-3).
+    log = [(seq, fields) for seq, fields in a.log]
+    b = second_item(generation_id, log=log, published=3, first_own=4)
+    b.next_seq = 4
+    assert second._publish(b, "start", model_version="tiny")
+    assert second._publish(b, "text", text="b5 ")
+    # The first still holds events it generated meanwhile.
+    assert not first._publish(a, "text", text="a4 ")
+    assert generation_id not in first.inflight
+    events = _stream(redis_conn, generation_id)
+    assert [e.seq for e in events] == [1, 2, 3, 4, 5]
+    assert [e.text for e in events] == ["a1 ", "a2 ", "a3 ", "", "b5 "]
+    redis_conn.delete(generation_key(generation_id))
+
+
+def test_a_recovered_worker_does_not_write_after_an_error_that_ended_the_answer(redis_conn):
+    """A restart recovery ended an answer it took for lost; the worker
+    that comes back late with events for it drops them."""
+    worker, item = _writer(redis_conn)
+    generation_id = "ended-" + uuid.uuid4().hex
+    running = item(generation_id, first_own=3, published=0)
+    running.next_seq = 3
+    running.log = [
+        (1, {**event_encode("start", model_version="tiny"), "w": "earlier"}),
+        (2, {**event_encode("text", text="Hi"), "w": "earlier"}),
+    ]
+    worker._publish(running, "text", text=" there")  # Redis had lost it all
+    redis_conn.delete(generation_key(generation_id))
+    redis_conn.xadd(
+        generation_key(generation_id),
+        {**event_encode("error", error="lost", finish_reason="error")},
+        id="0-1",
+    )
+    running.published = 3
+    assert not worker._publish(running, "text", text="!")
+    events = _stream(redis_conn, generation_id)
+    assert [e.type for e in events] == ["error"]
+    redis_conn.delete(generation_key(generation_id))
