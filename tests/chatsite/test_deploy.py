@@ -29,6 +29,8 @@ _CLEARED = (
     "DEBUG", "SECRET_KEY", "ALLOWED_HOSTS", "DATABASE_URL", "VAR_DIR", "BEHIND_TLS_PROXY",
     "SECURE_SSL_REDIRECT", "SECURE_HSTS_SECONDS", "SECURE_HSTS_INCLUDE_SUBDOMAINS",
     "SECURE_HSTS_PRELOAD", "SECURE_COOKIES",
+    # The browser tests set it for the test process; no deployment does.
+    "DJANGO_ALLOW_ASYNC_UNSAFE",
 )  # fmt: skip
 
 #: A row of each kind the URLs name (the CSRF tests' fixture).

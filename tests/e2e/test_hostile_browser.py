@@ -8,6 +8,7 @@ its embedding page only and speaks to that page's origin only."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -166,12 +167,18 @@ def _assert_inert(scope, selector: str, shown: list[str]) -> None:
     assert scope.evaluate("() => window.__pwned") is None
     assert scope.evaluate("() => window.__hostile") == []
     bodies = scope.locator(selector)
+    # Titles and list entries arrive a moment after the answer: wait for
+    # the text (bounded), then check it.
+    deadline = time.monotonic() + 30
+    text = "\n".join(bodies.all_inner_texts())
+    while not all(piece in text for piece in shown) and time.monotonic() < deadline:
+        scope.wait_for_timeout(200)
+        text = "\n".join(bodies.all_inner_texts())
     assert bodies.count() > 0
     offences = scope.evaluate(
         "(s) => [...document.querySelectorAll(s)].flatMap(window.__offences)", selector
     )
     assert offences == []
-    text = "\n".join(bodies.all_inner_texts())
     for piece in shown:
         assert piece in text
 
