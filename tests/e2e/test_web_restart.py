@@ -12,7 +12,7 @@ import pytest
 from django.contrib.auth.hashers import PBKDF2PasswordHasher
 
 from chat.models import Message
-from inference.client import generation_events_sync
+from inference.client import generation_events_sync, generation_replay
 from inference.connection import generation_key, redis_client
 from inference.protocol import event_decode
 from models_admin.services import model_version_register
@@ -145,10 +145,10 @@ def test_a_web_restart_mid_answer_reconnects_and_shows_the_answer_once(
             os.kill(worker.process.pid, signal.SIGSTOP)
             break
     assert _stream_is_running(generation_id), "the worker finished before it was paused"
-    page.wait_for_function(
-        "() => [...document.querySelectorAll('[data-testid=assistant-message] .msg-body')]"
-        ".pop().textContent.trim().length > 0"
-    )
+    # The worker may have written a few more pieces before it stopped: let
+    # the page show everything streamed so far.
+    streamed, _final = generation_replay(generation_id)
+    wait_for(lambda: _answer_text(page) == streamed.strip())
     shown_before = _answer_text(page)
 
     os.kill(web.pid, signal.SIGKILL)
