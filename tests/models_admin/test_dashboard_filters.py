@@ -402,7 +402,8 @@ def test_rules_for_another_scope_or_surface_do_not_run(client, viewer):
 def test_the_test_panel_refuses_bad_requests(client, viewer):
     url = reverse("dashboard:filter-test")
     response = client.post(url, data="{not json", content_type="application/json")
-    assert response.status_code == 400 and response.json()["error"] == "The body is not valid JSON."
+    assert response.status_code == 400
+    assert response.json()["error"] == "The body is not valid JSON."
     response = client.post(url, data="[]", content_type="application/json")
     assert response.status_code == 400
     too_long = _test_post(client, {"text": "x" * 20_001, "scope": "input", "surface": "chat"})
