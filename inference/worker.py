@@ -244,6 +244,7 @@ class InferenceWorker:
         self._run_id: str | None = None
         self._last_run_id_check = 0.0
         self._backlog: dict[str, _Inflight] = {}
+        self._unstarted: list[tuple[str, dict[str, str]]] = []
         self._retire_later: list[str] = []
         self._restart_recovery_at: float | None = None
         self._restart_run_id: str | None = None
@@ -464,7 +465,7 @@ class InferenceWorker:
         if self.version is None or self.version.id not in self.engines:
             return 0
         engine = self.engines[self.version.id]
-        parked = sum(len(p) for p in self._parked.values())
+        parked = sum(len(p) for p in self._parked.values()) + len(self._unstarted)
         return max(
             engine.slots + max(engine.slots // 4, 1) - engine.running - engine.queued - parked, 0
         )
@@ -578,6 +579,7 @@ class InferenceWorker:
         """Reset the idle time of the requests this worker runs."""
         entry_ids = [item.entry_id for item in self.inflight.values()]
         entry_ids += [entry_id for parked in self._parked.values() for entry_id, _f in parked]
+        entry_ids += [entry_id for entry_id, _fields in self._unstarted]
         if entry_ids:
             self.redis.xclaim(
                 self.keys.requests, self.keys.group, self.worker_id, 0, entry_ids, justid=True
@@ -610,7 +612,13 @@ class InferenceWorker:
                 return
         gen_key = self.keys.generation(generation_id)
         # Continue after what an earlier worker already streamed, if any.
-        previous = self.redis.xrange(gen_key, "-", "+")
+        try:
+            previous = self.redis.xrange(gen_key, "-", "+")
+        except REDIS_DOWN as exc:
+            # Still claimed by this worker (renewed): started once Redis is back.
+            self._redis_lost_mark(exc)
+            self._unstarted.append((entry_id, fields))
+            return
         events = [event_decode(eid, f) for eid, f in previous]
         if events and events[-1].final:
             self._retire(entry_id)
@@ -893,6 +901,9 @@ class InferenceWorker:
             if self._redis_lost:
                 raise redis.ConnectionError("Redis went away again")
         self._backlog = {g: i for g, i in self._backlog.items() if i.unpublished}
+        unstarted, self._unstarted = self._unstarted, []
+        for entry_id, fields in unstarted:
+            self._start(entry_id, fields)
         if self._redis_lost:
             raise redis.ConnectionError("Redis went away again")
         self._epoch = None

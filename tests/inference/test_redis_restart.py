@@ -358,3 +358,28 @@ def test_a_recovered_worker_does_not_write_after_an_error_that_ended_the_answer(
     events = _stream(redis_conn, generation_id)
     assert [e.type for e in events] == ["error"]
     redis_conn.delete(generation_key(generation_id))
+
+
+def test_a_request_claimed_as_redis_went_away_starts_once_it_is_back(server):
+    """Redis failed between claiming a request and reading its stream: the
+    request stays this worker's and starts when Redis answers again."""
+    client = redis.Redis.from_url(server.redis.url, decode_responses=True, socket_timeout=5)
+    worker = worker_make(client, lambda: None)
+    worker.group_ensure()
+    generation_id = generation_submit(messages=_ask(), params={"max_new_tokens": 4})
+    response = client.xreadgroup(
+        worker.keys.group, worker.worker_id, {worker.keys.requests: ">"}, count=1
+    )
+    [(entry_id, fields)] = response[0][1]
+    server.kill(lose_data=False)
+    worker._start(entry_id, fields)
+    assert worker._redis_lost and worker._unstarted == [(entry_id, fields)]
+    server.start()
+    assert worker.redis_check()
+    # No model is loaded, so it starts and at once ends with an error
+    # event, which readers see, and the request is acknowledged.
+    events = list(generation_events_sync(generation_id, timeout_s=10))
+    assert [e.type for e in events] == ["error"]
+    assert "no model version is loaded" in events[0].data["error"]
+    assert worker._unstarted == []
+    assert client.xlen(worker.keys.requests) == 0
