@@ -44,3 +44,15 @@ def test_samples_come_only_from_the_nucleus():
     sampler = Sampler(SamplingParams(temperature=1.0, top_p=0.9, seed=5), torch.device("cpu"))
     picked = {sampler.sample(logits) for _ in range(200)}
     assert picked <= {3, 7} and 3 in picked
+
+
+@pytest.mark.parametrize("top_p", [1.0, 0.9])
+def test_samples_follow_the_nucleus_distribution(top_p):
+    logits = torch.full((2000,), -30.0)
+    logits[[10, 20, 30, 40]] = torch.tensor([2.0, 1.5, 1.0, 0.0])
+    sampler = Sampler(SamplingParams(temperature=1.0, top_p=top_p, seed=11), torch.device("cpu"))
+    want = sampler._probs(logits)
+    counts = torch.zeros(2000)
+    for _ in range(20_000):
+        counts[sampler.sample(logits)] += 1
+    assert torch.allclose(counts / counts.sum(), want, atol=0.01)
