@@ -177,6 +177,9 @@ def live(transactional_db, version, redis_conn, tmp_path):
         extra_versions=_extra_versions,
         on_finished=_generation_store,
         output_filter_factory=_OutputRules().filter_for,
+        # Room for long answers, so that one still runs when a test
+        # disconnects from it.
+        max_context=2048,
     )
     thread = threading.Thread(target=worker.run, daemon=True)
     thread.start()
