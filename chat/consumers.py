@@ -238,8 +238,12 @@ class ChatConsumer(SocketConsumer):
 
     # --- frames from the page ---------------------------------------------
 
+    def _accepting(self) -> bool:
+        """Whether frames are read at all (a refused socket is closing)."""
+        return bool(self.user and self.user.is_authenticated)
+
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
-        if not self.user or not self.user.is_authenticated:
+        if not self._accepting():
             return
         if not self.bucket.take():
             await self._error("flood", "Too many frames; slow down.")
@@ -274,15 +278,19 @@ class ChatConsumer(SocketConsumer):
             return None
         return content
 
-    async def receive_json(self, content: dict[str, Any], **kwargs: Any) -> None:
-        kind = content.get("type")
-        handler = {
+    def _handlers(self) -> dict[str, Any]:
+        """The frame types this socket takes, with their handlers."""
+        return {
             "conversation.open": self._on_open,
             "message.send": self._on_send,
             "message.regenerate": self._on_regenerate,
             "generation.stop": self._on_stop,
             "ping": self._on_ping,
-        }.get(kind if isinstance(kind, str) else "")
+        }
+
+    async def receive_json(self, content: dict[str, Any], **kwargs: Any) -> None:
+        kind = content.get("type")
+        handler = self._handlers().get(kind if isinstance(kind, str) else "")
         client_id = content.get("client_id")
         if handler is None:
             await self._error("unknown_type", f"Unknown frame type {kind!r}.", client_id)
@@ -291,10 +299,12 @@ class ChatConsumer(SocketConsumer):
             await handler(content)
         except Http404 as exc:
             await self._error("not_found", str(exc) or "Not found.", client_id)
+        except widget.WidgetError as exc:
+            await self._error(exc.code, exc.message, client_id)
         except ChatError as exc:
             await self.send_json({"type": "error", **exc.as_dict(), "client_id": client_id})
         except Exception:
-            logger.exception("Chat frame %s failed", kind)
+            logger.exception("%s frame %s failed", type(self).__name__, kind)
             await self._error("internal", "Something went wrong; try again.", client_id)
 
     async def _error(self, code: str, message: str, client_id: Any = None) -> None:
@@ -600,47 +610,26 @@ class WidgetConsumer(ChatConsumer):
             await self.send_json({"type": "error", "code": "refused", "error": message})
             await self.close(code=refusal)
 
-    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
-        if self.site is None:
-            return
-        if not self.bucket.take():
-            await self._error("flood", "Too many frames; slow down.")
-            await self.close(code=CLOSE_POLICY)
-            return
-        content = await self._frame_parse(text_data, bytes_data)
-        if content is not None:
-            await self.receive_json(content)
+    def _accepting(self) -> bool:
+        return self.site is not None
+
+    def _handlers(self) -> dict[str, Any]:
+        return {
+            "hello": self._on_hello,
+            "identify": self._on_identify,
+            "reset": self._on_reset,
+            "message.send": self._on_widget_send,
+            "generation.stop": self._on_widget_stop,
+            "handoff.request": self._on_handoff,
+            "email.leave": self._on_email,
+            "ping": self._on_ping,
+        }
 
     async def receive_json(self, content: dict[str, Any], **kwargs: Any) -> None:
-        kind = content.get("type")
-        if kind == "hello":
-            handler: Any = self._on_hello
-        elif self.visitor is None:
+        if content.get("type") != "hello" and self.visitor is None:
             await self._error("hello_first", "Say hello with your token first.")
             return
-        else:
-            handler = {
-                "identify": self._on_identify,
-                "reset": self._on_reset,
-                "message.send": self._on_widget_send,
-                "generation.stop": self._on_widget_stop,
-                "handoff.request": self._on_handoff,
-                "email.leave": self._on_email,
-                "ping": self._on_ping,
-            }.get(kind if isinstance(kind, str) else "")
-        client_id = content.get("client_id")
-        if handler is None:
-            await self._error("unknown_type", f"Unknown frame type {kind!r}.", client_id)
-            return
-        try:
-            await handler(content)
-        except widget.WidgetError as exc:
-            await self._error(exc.code, exc.message, client_id)
-        except ChatError as exc:
-            await self.send_json({"type": "error", **exc.as_dict(), "client_id": client_id})
-        except Exception:
-            logger.exception("Widget frame %s failed", kind)
-            await self._error("internal", "Something went wrong; try again.", client_id)
+        await super().receive_json(content)
 
     async def _welcome(self, visitor: Any, frame: dict[str, Any]) -> None:
         self.visitor = visitor

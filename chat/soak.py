@@ -50,6 +50,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 from websockets.protocol import State
 
+from inference.convert import random_llama_save
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings")
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -106,33 +108,10 @@ def tiny_model_build(*, destination: Path, tokenizer_dir: Path) -> Path:
         raise SoakError(
             f"no tokenizer at {tokenizer_dir}: run `make model` first, or pass --model FOLDER"
         )
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
-    eos = tokenizer.eos_token_id
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=2048,
-        bos_token_id=tokenizer.bos_token_id if tokenizer.bos_token_id is not None else eos,
-        eos_token_id=eos,
-        pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos,
-        tie_word_embeddings=True,
-        # Wider than the default 0.02 so sampling spreads over many tokens
-        # and an answer rarely ends early: the soak wants full-length streams.
-        initializer_range=0.3,
-    )
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(config)
-    destination.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(destination, safe_serialization=True)
-    tokenizer.save_pretrained(destination)
-    return destination
+    return random_llama_save(destination=destination, tokenizer=tokenizer)
 
 
 # --- the stack ----------------------------------------------------------------

@@ -14,6 +14,7 @@ thread that forked it, and a fork from a single thread runs its
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import ctypes
 import functools
@@ -160,7 +161,7 @@ class _Stream:
         os.set_blocking(pipe.fileno(), False)
 
 
-class _Unit:
+class _Unit(abc.ABC):
     """A supervised process: started, watched, and started again."""
 
     def __init__(self, name: str) -> None:
@@ -170,9 +171,9 @@ class _Unit:
         # When set, the unit is down and starts again at this time.
         self.restart_at: float | None = None
 
+    @abc.abstractmethod
     def returncode(self) -> int | None:
         """Return the exit status once the process has ended, else None."""
-        raise NotImplementedError
 
 
 class _Child(_Unit):

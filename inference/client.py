@@ -92,17 +92,21 @@ class StreamUnavailable(TimeoutError):
 REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError)
 
 
-def _stream_check(event: StreamEvent, last: int, writer: str, entry_at: Any) -> None:
+def _writer_changed(event: StreamEvent, last: int, writer: str) -> bool:
+    """Whether event has another writer than the event last (by writer):
+    then the stream's entry at last must be read to check it."""
+    return bool(writer and event.writer and event.writer != writer and last > 0)
+
+
+def _stream_check(event: StreamEvent, last: int, writer: str, entry: StreamEvent | None) -> None:
     """Raise StreamBroken unless event follows the event last (written by
-    writer) without a gap. entry_at(seq) returns the stream's entry at seq
-    now, to tell a worker taking over (it kept the earlier entries) from a
-    stream rewritten after a loss."""
+    writer) without a gap. entry is the stream's entry at last as it is
+    now, read when the writer changed: it tells a worker taking over (it
+    kept the earlier entries) from a stream rewritten after a loss."""
     if event.seq != last + 1:
         raise StreamBroken(f"expected event {last + 1}, got {event.seq}")
-    if writer and event.writer and event.writer != writer and last > 0:
-        entry = entry_at(last)
-        if entry is None or entry.writer != writer:
-            raise StreamBroken(f"event {last} was rewritten")
+    if _writer_changed(event, last, writer) and (entry is None or entry.writer != writer):
+        raise StreamBroken(f"event {last} was rewritten")
 
 
 def generation_events_sync(
@@ -127,10 +131,8 @@ def generation_events_sync(
             if events:
                 idle_since = time.monotonic()
             for event in events:
-                entry = None
-                if writer and event.writer and event.writer != writer and last > 0:
-                    entry = entry_at(last)
-                _stream_check(event, last, writer, lambda _seq, e=entry: e)
+                entry = entry_at(last) if _writer_changed(event, last, writer) else None
+                _stream_check(event, last, writer, entry)
                 last, writer = event.seq, event.writer
                 yield event
                 if event.final:
@@ -184,10 +186,9 @@ async def generation_events(
                 if events:
                     idle_since = time.monotonic()
                 for event in events:
-                    entry = None
-                    if writer and event.writer and event.writer != writer and last > 0:
-                        entry = await entry_at(last)
-                    _stream_check(event, last, writer, lambda _seq, e=entry: e)
+                    changed = _writer_changed(event, last, writer)
+                    entry = await entry_at(last) if changed else None
+                    _stream_check(event, last, writer, entry)
                     last, writer = event.seq, event.writer
                     yield event
                     if event.final:

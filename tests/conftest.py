@@ -334,3 +334,52 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     if browser:
         others = [item for item in items if not item.get_closest_marker("e2e")]
         items[:] = [*others, *browser]
+
+
+# --- a Redis a test may kill -----------------------------------------------
+
+
+class RestartableRedis:
+    """A redis-server of the test's own, killed and started again at will
+    (append-only file on, like the embedded default)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.redis = EmbeddedRedis(directory, directory / "r.sock")
+        self.directory = directory
+
+    def start(self) -> None:
+        self.redis.start()
+
+    def kill(self, *, lose_data: bool) -> None:
+        """kill -9 the server; with lose_data, its files go too, so it
+        comes back empty."""
+        process = self.redis.process
+        assert process is not None
+        process.kill()
+        process.wait()
+        self.redis.process = None
+        if lose_data:
+            for leftover in self.directory.glob("appendonly*"):
+                if leftover.is_dir():
+                    for part in leftover.iterdir():
+                        part.unlink()
+                    leftover.rmdir()
+                else:
+                    leftover.unlink()
+
+
+@pytest.fixture
+def restartable_redis(tmp_path):
+    """Point the settings (streams, channel layer, Celery) at a private
+    RestartableRedis for one test."""
+    from channels.layers import channel_layers
+
+    session_url, prefix = settings.REDIS_URL, settings.REDIS_KEY_PREFIX
+    instance = RestartableRedis(tmp_path / "redis")
+    instance.start()
+    _redis_settings_apply(instance.redis.url, prefix)
+    channel_layers.backends.clear()
+    yield instance
+    instance.redis.stop()
+    _redis_settings_apply(session_url, prefix)
+    channel_layers.backends.clear()

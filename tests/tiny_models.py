@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from inference.convert import random_llama_save
+
 CHATML_TEMPLATE = (
     "{% for message in messages %}"
     "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
@@ -62,33 +64,12 @@ def tiny_llama_save(
     destination: Path, *, default_model_dir: Path | None = None, seed: int = 0, layers: int = 2
 ) -> Path:
     """Save a randomly initialised llama with a real tokenizer to destination."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    tokenizer = tokenizer_load(default_model_dir)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=layers,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=2048,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
-        pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=True,
-        # Larger random weights than the default 0.02 give varied, peaked
-        # next-token distributions, so greedy outputs do not collapse into
-        # one repeated token and comparisons between decoders mean something.
-        initializer_range=0.3,
+    return random_llama_save(
+        destination=destination,
+        tokenizer=tokenizer_load(default_model_dir),
+        seed=seed,
+        layers=layers,
     )
-    torch.manual_seed(seed)
-    model = LlamaForCausalLM(config)
-    destination.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(destination, safe_serialization=True)
-    tokenizer.save_pretrained(destination)
-    return destination
 
 
 def chain_llama_save(

@@ -21,24 +21,15 @@ from chat.services.messages import message_generation_finish
 from chatsite.asgi import application
 from inference.worker import VersionSpec, WorkerState
 from tests.chat.test_consumer import TIMEOUT, _session_cookie
-from tests.conftest import _redis_settings_apply, wait_for, worker_make
+from tests.conftest import wait_for, worker_make
 from tests.factories import UserFactory
-from tests.inference.test_redis_restart import Server
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
 
 
 @pytest.fixture
-def server(tmp_path):
-    session_url, prefix = settings.REDIS_URL, settings.REDIS_KEY_PREFIX
-    instance = Server(tmp_path / "redis")
-    instance.start()
-    _redis_settings_apply(instance.redis.url, prefix)
-    channel_layers.backends.clear()
-    yield instance
-    instance.redis.stop()
-    _redis_settings_apply(session_url, prefix)
-    channel_layers.backends.clear()
+def server(restartable_redis):
+    return restartable_redis
 
 
 @pytest.fixture

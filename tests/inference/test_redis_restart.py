@@ -13,12 +13,10 @@ from pathlib import Path
 
 import pytest
 import redis
-from django.conf import settings
 from django.utils import timezone
 
 from chat.models import Conversation, Message
 from chat.services.messages import LOST_REQUEST_ERROR
-from chatsite.embedded_redis import EmbeddedRedis
 from inference.client import (
     StreamBroken,
     generation_cancel,
@@ -30,47 +28,15 @@ from inference.connection import generation_key
 from inference.management.commands.run_inference_worker import _requests_lost
 from inference.protocol import event_encode
 from inference.worker import InferenceWorker, VersionSpec, WorkerState
-from tests.conftest import _redis_settings_apply, wait_for, worker_make
+from tests.conftest import RestartableRedis, wait_for, worker_make
 from tests.factories import UserFactory
 
 LONG = {"temperature": 0, "max_new_tokens": 800}
 
 
-class Server:
-    """A redis-server of the test's own that can be killed and restarted."""
-
-    def __init__(self, directory: Path) -> None:
-        self.redis = EmbeddedRedis(directory, directory / "r.sock")
-        self.directory = directory
-
-    def start(self) -> None:
-        self.redis.start()
-
-    def kill(self, *, lose_data: bool) -> None:
-        process = self.redis.process
-        assert process is not None
-        process.kill()
-        process.wait()
-        self.redis.process = None
-        if lose_data:
-            for leftover in self.directory.glob("appendonly*"):
-                if leftover.is_dir():
-                    for part in leftover.iterdir():
-                        part.unlink()
-                    leftover.rmdir()
-                else:
-                    leftover.unlink()
-
-
 @pytest.fixture
-def server(tmp_path):
-    session_url, session_prefix = settings.REDIS_URL, settings.REDIS_KEY_PREFIX
-    instance = Server(tmp_path / "redis")
-    instance.start()
-    _redis_settings_apply(instance.redis.url, session_prefix)
-    yield instance
-    instance.redis.stop()
-    _redis_settings_apply(session_url, session_prefix)
+def server(restartable_redis):
+    return restartable_redis
 
 
 @pytest.fixture
@@ -118,7 +84,7 @@ async def _read(generation_id: str, texts_before_kill: int, kill) -> list:
     return events
 
 
-def _restart(server: Server, *, lose_data: bool, worker: InferenceWorker):
+def _restart(server: RestartableRedis, *, lose_data: bool, worker: InferenceWorker):
     def kill() -> None:
         server.kill(lose_data=lose_data)
         # The worker keeps generating while Redis is away.
