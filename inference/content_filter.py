@@ -26,7 +26,9 @@ term split across tokens is never shown.
 
 from __future__ import annotations
 
+import bisect
 import functools
+import json
 import re
 import unicodedata
 from collections.abc import Callable, Iterable
@@ -35,8 +37,12 @@ from typing import Any
 
 import regex
 
-#: Seconds one regular expression may run on one text.
+#: Seconds one regular expression may run on a text of up to
+#: REGEX_TIMEOUT_CHARS characters; a longer text gets proportionally more
+#: (a pattern that passed the backtracking check runs in linear time, so
+#: a fixed limit would block long, harmless texts).
 REGEX_TIMEOUT_S = 0.02
+REGEX_TIMEOUT_CHARS = 16_000
 #: Seconds a pattern may take on the probe texts when it is saved.
 PATTERN_CHECK_TIMEOUT_S = 0.05
 #: Text a stream filter may hold back before it lets the oldest go.
@@ -45,6 +51,9 @@ MAX_HOLD_CHARS = 1000
 CONTEXT_CHARS = 48
 #: Characters shown on each side of a match in an audit excerpt.
 EXCERPT_CHARS = 60
+#: Hits one text (or one answer) adds to the audit; masking and blocking
+#: still apply to every match, only the record stops.
+MAX_HITS = 50
 
 KINDS = ("keywords", "regex", "preset")
 SCOPES = ("input", "output", "both")
@@ -380,40 +389,80 @@ _TOKEN = re.compile(r"[^ ]+")
 class _KeywordIndex:
     """Every keyword rule's canonical forms, found by dictionary look-ups
     on the words of a canonical skeleton rather than one pattern each:
-    the cost hardly grows with the number of rules."""
+    the cost hardly grows with the number of rules.
+
+    The work is linear in the length of the text: no look-up reaches
+    further than the longest keyword, and a stretch of text is only
+    extended while it still spells the beginning of some keyword.
+    """
 
     def __init__(self, rules: list[Rule]) -> None:
         self.whole: dict[str, list[Rule]] = {}
         self.inside: dict[str, list[Rule]] = {}
         self.prefixes: set[str] = set()
+        #: Beginnings of the one-word whole-word forms, for letters
+        #: written apart.
+        self.run_prefixes: set[str] = set()
         self.longest_words = 1
+        self.longest_form = 0
         for rule in rules:
             for form in rule.keywords:
                 target = self.whole if rule.whole_word else self.inside
                 target.setdefault(form, []).append(rule)
                 self.longest_words = max(self.longest_words, form.count(" ") + 1)
+                self.longest_form = max(self.longest_form, len(form))
                 spaced = [form, " ".join(form)] if " " not in form and len(form) >= 3 else [form]
                 for spelling in spaced:
                     self.prefixes.update(spelling[:n] for n in range(1, len(spelling) + 1))
+                if rule.whole_word and " " not in form:
+                    self.run_prefixes.update(form[:n] for n in range(1, len(form) + 1))
         self.longest_prefix = max((len(p) for p in self.prefixes), default=0)
 
     def __bool__(self) -> bool:
         return bool(self.whole or self.inside)
 
+    def _phrases(self, canon: str, words: list[tuple[int, int]]) -> list[tuple[Rule, int, int]]:
+        """Whole-word keywords and phrases: spans of whole words."""
+        spans: list[tuple[Rule, int, int]] = []
+        longest = self.longest_form
+        for i, (start, _end) in enumerate(words):
+            for n in range(self.longest_words):
+                if i + n >= len(words):
+                    break
+                end = words[i + n][1]
+                if end - start > longest:
+                    break
+                for rule in self.whole.get(canon[start:end], ()):
+                    spans.append((rule, start, end))
+        return spans
+
+    def _run(self, canon: str, run: list[tuple[int, int]]) -> list[tuple[Rule, int, int]]:
+        """Letters written apart ("b a d"): a run of one-letter words read
+        as one word, in which any stretch of three letters or more may be
+        a whole-word keyword ("a z y l o p h i n" holds one)."""
+        spans: list[tuple[Rule, int, int]] = []
+        joined = "".join(canon[start] for start, _end in run)
+        prefixes = self.run_prefixes
+        for first in range(len(joined) - 2):
+            last = first + 1
+            # Only as long as the stretch still begins some keyword.
+            while last <= len(joined) and joined[first:last] in prefixes:
+                if last - first >= 3:
+                    for rule in self.whole.get(joined[first:last], ()):
+                        spans.append((rule, run[first][0], run[last - 1][1]))
+                last += 1
+        for form, rules in self.inside.items():
+            at = joined.find(form)
+            while at != -1:
+                spans.extend((r, run[at][0], run[at + len(form) - 1][1]) for r in rules)
+                at = joined.find(form, at + 1)
+        return spans
+
     def find(self, canon: str, *, partial: bool) -> tuple[list[tuple[Rule, int, int]], int | None]:
         """Return (rule, start, end) spans in canon and, with partial, the
         earliest position a keyword may still be in progress from."""
-        spans: list[tuple[Rule, int, int]] = []
         words = [(m.start(), m.end()) for m in _TOKEN.finditer(canon)]
-        for i, (start, _end) in enumerate(words):
-            for n in range(1, self.longest_words + 1):
-                if i + n > len(words):
-                    break
-                end = words[i + n - 1][1]
-                for rule in self.whole.get(canon[start:end], ()):
-                    spans.append((rule, start, end))
-        # Letters written apart ("b a d"): a run of one-letter words is read
-        # as one word, whole for whole-word keywords.
+        spans = self._phrases(canon, words)
         i = 0
         last_run_start = None
         while i < len(words):
@@ -423,19 +472,7 @@ class _KeywordIndex:
             if j == len(words) and j > i:
                 last_run_start = words[i][0]
             if j - i >= 3:
-                joined = "".join(canon[words[k][0]] for k in range(i, j))
-                # Any stretch of the run: "a z y l o p h i n" holds one.
-                for first in range(len(joined) - 2):
-                    for last in range(first + 3, len(joined) + 1):
-                        for rule in self.whole.get(joined[first:last], ()):
-                            spans.append((rule, words[i + first][0], words[i + last - 1][1]))
-                for form, rules in self.inside.items():
-                    at = joined.find(form)
-                    while at != -1:
-                        spans.extend(
-                            (r, words[i + at][0], words[i + at + len(form) - 1][1]) for r in rules
-                        )
-                        at = joined.find(form, at + 1)
+                spans.extend(self._run(canon, words[i:j]))
             i = max(j, i + 1)
         for form, rules in self.inside.items():
             at = canon.find(form)
@@ -465,6 +502,34 @@ class _KeywordIndex:
         return spans, hold
 
 
+@functools.lru_cache(maxsize=4096)
+def _rule_compile_key(key: str) -> Rule | RuleError:
+    try:
+        return rule_compile(json.loads(key))
+    except RuleError as exc:
+        return exc
+
+
+def _rule_compile_cached(spec: dict[str, Any]) -> Rule | RuleError:
+    """rule_compile, remembered by the spec's content: a message must not
+    pay for compiling (and probing) every rule again."""
+    try:
+        key = json.dumps(spec, sort_keys=True)
+    except (TypeError, ValueError):
+        key = ""
+    if not key:
+        try:
+            return rule_compile(spec)
+        except RuleError as exc:
+            return exc
+    return _rule_compile_key(key)
+
+
+@functools.lru_cache(maxsize=64)
+def _rule_set_cached(rules: tuple[Rule, ...], notice: str) -> RuleSet:
+    return RuleSet(rules, notice=notice)
+
+
 class RuleSet:
     """The rules for one scope and surface, in priority order."""
 
@@ -489,15 +554,14 @@ class RuleSet:
         skipped and reported to on_error."""
         rules = []
         for spec in specs:
-            try:
-                rule = rule_compile(spec)
-            except RuleError as exc:
+            compiled = _rule_compile_cached(spec)
+            if isinstance(compiled, RuleError):
                 if on_error is not None:
-                    on_error(spec, exc)
+                    on_error(spec, compiled)
                 continue
-            if rule.applies(scope=scope, surface=surface, site=site):
-                rules.append(rule)
-        return cls(rules, notice=notice)
+            if compiled.applies(scope=scope, surface=surface, site=site):
+                rules.append(compiled)
+        return _rule_set_cached(tuple(rules), notice)
 
     def __bool__(self) -> bool:
         return bool(self.rules)
@@ -524,10 +588,11 @@ class RuleSet:
                 start, end = origin[first], origin[last - 1] + 1
                 if start >= start_at:
                     found.append(Match(rule, start, end, text[start:end]))
+        timeout = REGEX_TIMEOUT_S * max(1.0, (len(text) - start_at) / REGEX_TIMEOUT_CHARS)
         for rule in self._others:
             try:
                 for m in rule.compiled.finditer(
-                    text, pos=start_at, partial=partial, timeout=REGEX_TIMEOUT_S
+                    text, pos=start_at, partial=partial, timeout=timeout
                 ):
                     start, end = m.start(), m.end()
                     if partial and (m.partial or end == len(text)):
@@ -560,11 +625,38 @@ def _resolve(matches: list[Match]) -> list[Match]:
         matches,
         key=lambda m: (_ACTION_RANK[m.rule.action], m.rule.priority, m.start, m.start - m.end),
     )
+    # The kept spans, sorted and disjoint, so each candidate is checked
+    # against its two neighbours only.
+    starts: list[int] = []
+    ends: list[int] = []
+    timed_out: list[Match] = []
     kept: list[Match] = []
     for match in ordered:
-        if match.timed_out or all(match.end <= k.start or match.start >= k.end for k in kept):
+        if match.timed_out:
+            timed_out.append(match)
             kept.append(match)
+            continue
+        if any(match.start < t.end and t.start < match.end for t in timed_out):
+            continue
+        at = bisect.bisect_right(starts, match.start)
+        if at > 0 and ends[at - 1] > match.start:
+            continue
+        if at < len(starts) and starts[at] < match.end:
+            continue
+        starts.insert(at, match.start)
+        ends.insert(at, match.end)
+        kept.append(match)
     return sorted(kept, key=lambda m: m.start)
+
+
+def _nearby(matches: list[Match], starts: list[int], match: Match) -> list[Match]:
+    """The matches of a sorted list close enough to show in match's
+    excerpt (the ones a span that overlaps others could reach too)."""
+    low = bisect.bisect_left(starts, match.start - EXCERPT_CHARS)
+    high = bisect.bisect_right(starts, match.end + EXCERPT_CHARS)
+    # Kept matches do not overlap: of those starting further left, only
+    # the last can reach into the excerpt.
+    return matches[max(low - 1, 0) : high]
 
 
 @dataclass
@@ -581,12 +673,20 @@ class Verdict:
         return any(hit.action == "flag" for hit in self.hits)
 
 
-def _verdict(text: str, matches: list[Match], *, default_notice: str) -> Verdict:
-    hits = [
+def _hits(text: str, matches: list[Match], *, limit: int = MAX_HITS) -> list[Hit]:
+    """The audit rows of the first ``limit`` matches (sorted by start)."""
+    starts = [m.start for m in matches]
+    return [
         Hit(m.rule.id, m.rule.name, "block" if m.timed_out else m.rule.action,
-            excerpt(text, m, matches), m.timed_out)
-        for m in matches
+            excerpt(text, m, _nearby(matches, starts, m)), m.timed_out)
+        for m in matches[:limit]
     ]  # fmt: skip
+
+
+def _verdict(
+    text: str, matches: list[Match], *, default_notice: str, hit_limit: int = MAX_HITS
+) -> Verdict:
+    hits = _hits(text, matches, limit=hit_limit)
     blocking = [m for m in matches if m.timed_out or m.rule.action == "block"]
     if blocking:
         notice = blocking[0].rule.notice or default_notice
@@ -645,10 +745,16 @@ class StreamFilter:
         ready = [m for m in matches if m.end <= hold]
         released = buffer[base:hold]
         shifted = [Match(m.rule, m.start - base, m.end - base, m.text, m.timed_out) for m in ready]
-        verdict = _verdict(released, shifted, default_notice=self.rules.notice)
+        verdict = _verdict(
+            released,
+            shifted,
+            default_notice=self.rules.notice,
+            hit_limit=max(MAX_HITS - len(self.hits), 0),
+        )
         # Excerpts take their context from the whole buffer.
-        for hit, match in zip(verdict.hits, ready, strict=True):
-            hit.excerpt = excerpt(buffer[:hold], match, ready)
+        starts = [m.start for m in ready]
+        for hit, match in zip(verdict.hits, ready, strict=False):
+            hit.excerpt = excerpt(buffer[:hold], match, _nearby(ready, starts, match))
         self.hits.extend(verdict.hits)
         if verdict.blocked:
             self.blocked = True

@@ -5,8 +5,13 @@ default model's tokenizer when it is present, else 4-character pieces)
 through a ``StreamFilter`` and times every ``push``: with no rules (the
 baseline, in the same process) and with 200 rules (150 keyword lists of
 5 to 10 words, 40 regular expressions and 10 presets). Target: the added
-latency per token has a p50 under 1 ms. Prints a table and writes JSON
-under ``var/bench/``. Run with ``make bench`` or
+latency per token has a p50 under 1 ms.
+
+Then checks whole hostile texts of 16k and 200k characters (letters
+written apart, a keyword's beginning spelled apart again and again, one
+endless word, digits for the presets, keyword soup) with the same 200
+rules, in ms per text: the matcher is linear, so 200k costs about 12x
+16k. Prints tables and writes JSON under ``var/bench/``. Run with ``make bench`` or
 ``python -m inference.filter_bench --help``.
 """
 
@@ -100,6 +105,37 @@ def _percentiles(values: list[float]) -> dict[str, float]:
     }
 
 
+def hostile_texts(specs: list[dict[str, Any]], size: int) -> dict[str, str]:
+    """Texts built to make a keyword matcher work hard, size characters each."""
+    keyword = next(s for s in specs if s["kind"] == "keywords")["keywords"][0]
+    words = [k for s in specs if s["kind"] == "keywords" for k in s["keywords"]]
+    soup = " ".join(words[i % len(words)] for i in range(size // 4))
+    spaced = " ".join(keyword[:-1]) + " "
+    return {
+        "letters apart": ("a b " * size)[:size],
+        "keyword start apart": (spaced * (size // len(spaced) + 1))[:size],
+        "one word": "a" * size,
+        "digits": ("1 2 " * size)[:size],
+        "keyword soup": soup[:size],
+    }
+
+
+def hostile_timings(
+    rules: Any, specs: list[dict[str, Any]], sizes: list[int], repeat: int = 3
+) -> list[dict[str, Any]]:
+    """The best of ``repeat`` whole-text checks of each hostile text, in ms."""
+    rows = []
+    for size in sizes:
+        for shape, text in hostile_texts(specs, size).items():
+            best = float("inf")
+            for _ in range(repeat):
+                started = time.perf_counter()
+                rules.check(text)
+                best = min(best, time.perf_counter() - started)
+            rows.append({"shape": shape, "chars": size, "ms": best * 1000})
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     import django
 
@@ -114,6 +150,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--answers", type=int, default=200, help="demo answers streamed")
     parser.add_argument("--model", type=Path, default=None, help="tokenizer folder")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--hostile-sizes", default="16000,200000", help="hostile text sizes, comma-separated"
+    )
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
 
@@ -140,7 +179,25 @@ def main(argv: list[str] | None = None) -> int:
     verdict = "met" if added < TARGET_P50_MS else "NOT met"
     print(f"added p50 per token: {added:.3f} ms ({ratio:.1f}x the no-rule baseline); "
           f"target < {TARGET_P50_MS} ms: {verdict}")  # fmt: skip
+    specs = rule_specs(args.rules, seed=args.seed)
+    for spec in specs:
+        spec["scope"] = "both"
+    input_rules = RuleSet.from_specs(specs, scope="input", surface="chat", notice="Blocked.")
+    sizes = [int(size) for size in args.hostile_sizes.split(",") if size.strip()]
+    hostile = hostile_timings(input_rules, specs, sizes)
+    hostile_base = hostile_timings(baseline_rules, specs, sizes, repeat=1)
+    print(f"\nhostile whole texts, {len(input_rules.rules)} rules (ms per text)")
+    print(f"{'text':22} {'chars':>8} {'no rules':>9} {'rules':>9}")
+    for row, base in zip(hostile, hostile_base, strict=True):
+        print(f"{row['shape']:22} {row['chars']:8,} {base['ms']:9.1f} {row['ms']:9.1f}")
+    if len(sizes) >= 2:
+        small = sum(r["ms"] for r in hostile if r["chars"] == sizes[0])
+        large = sum(r["ms"] for r in hostile if r["chars"] == sizes[-1])
+        print(f"{sizes[-1]:,} vs {sizes[0]:,} characters: {large / small:.1f}x the time "
+              f"for {sizes[-1] / sizes[0]:.1f}x the text")  # fmt: skip
     report = {
+        "hostile": hostile,
+        "hostile_no_rules": hostile_base,
         "tokens": tokens,
         "answers": len(answers),
         "rules": len(rules.rules),

@@ -254,6 +254,9 @@ def question_send(
     if earlier is not None:
         return earlier
     text = _content_check(content)
+    # The filter is the costly part of a send: refuse over-limit senders
+    # before it runs (and again under the lock, where it counts).
+    limits()
     verdict = content_filter_input(
         text=text, surface=conversation.source, site_id=conversation.site_id
     )
