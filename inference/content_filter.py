@@ -114,9 +114,32 @@ def _fold(char: str) -> str:
     return "".join(out)
 
 
+#: The skeleton of one ASCII character: letters lower-cased, digits and
+#: leet symbols kept, everything else a separator.
+_ASCII_FOLD = str.maketrans(
+    {
+        chr(code): (
+            chr(code).lower() if chr(code).isalnum() or chr(code) in _LEET_SYMBOLS else " "
+        )
+        for code in range(128)
+    }
+)
+_INNER_AT_WORD_END = re.compile(r"[!|](?![a-z0-9])")
+_SKELETON_CHAR = re.compile(r"[^ ]| +")
+
+
+def _skeleton_ascii(text: str) -> tuple[str, list[int]]:
+    """``skeleton`` for ASCII text, the same result without a Python step
+    for every character."""
+    folded = _INNER_AT_WORD_END.sub(" ", text.translate(_ASCII_FOLD))
+    return re.sub(" +", " ", folded), [m.start() for m in _SKELETON_CHAR.finditer(folded)]
+
+
 def skeleton(text: str) -> tuple[str, list[int]]:
     """Return the skeleton of text and, for each of its characters, the
     index of the character of text it came from."""
+    if text.isascii():
+        return _skeleton_ascii(text)
     chars: list[str] = []
     origin: list[int] = []
     last = len(text) - 1
@@ -625,26 +648,14 @@ def _resolve(matches: list[Match]) -> list[Match]:
         matches,
         key=lambda m: (_ACTION_RANK[m.rule.action], m.rule.priority, m.start, m.start - m.end),
     )
-    # The kept spans, sorted and disjoint, so each candidate is checked
-    # against its two neighbours only.
-    starts: list[int] = []
-    ends: list[int] = []
-    timed_out: list[Match] = []
+    # One byte a character, set where a kept match lies: a candidate is
+    # checked, and a kept one marked, over its own span only.
+    covered = bytearray(max((m.end for m in matches), default=0))
     kept: list[Match] = []
     for match in ordered:
-        if match.timed_out:
-            timed_out.append(match)
-            kept.append(match)
+        if not match.timed_out and covered.find(1, match.start, match.end) != -1:
             continue
-        if any(match.start < t.end and t.start < match.end for t in timed_out):
-            continue
-        at = bisect.bisect_right(starts, match.start)
-        if at > 0 and ends[at - 1] > match.start:
-            continue
-        if at < len(starts) and starts[at] < match.end:
-            continue
-        starts.insert(at, match.start)
-        ends.insert(at, match.end)
+        covered[match.start : match.end] = b"\x01" * (match.end - match.start)
         kept.append(match)
     return sorted(kept, key=lambda m: m.start)
 

@@ -8,7 +8,8 @@ baseline, in the same process) and with 200 rules (150 keyword lists of
 latency per token has a p50 under 1 ms.
 
 Then checks whole hostile texts of 16k and 200k characters (letters
-written apart, a keyword's beginning spelled apart again and again, one
+written apart, Cyrillic look-alikes written apart, a keyword's
+beginning spelled apart again and again, one
 endless word, digits for the presets, keyword soup) with the same 200
 rules, in ms per text: the matcher is linear, so 200k costs about 12x
 16k. Prints tables and writes JSON under ``var/bench/``. Run with ``make bench`` or
@@ -113,6 +114,7 @@ def hostile_texts(specs: list[dict[str, Any]], size: int) -> dict[str, str]:
     spaced = " ".join(keyword[:-1]) + " "
     return {
         "letters apart": ("a b " * size)[:size],
+        "look-alikes apart": ("\u0430 \u0432 " * size)[:size],
         "keyword start apart": (spaced * (size // len(spaced) + 1))[:size],
         "one word": "a" * size,
         "digits": ("1 2 " * size)[:size],

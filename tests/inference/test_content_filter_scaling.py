@@ -137,3 +137,15 @@ def test_a_flood_of_matches_is_masked_whole_and_audited_in_part():
     shown = "".join(stream.push("ab " * 100).text for _ in range(100)) + stream.finish().text
     assert shown == "** " * 10_000
     assert len(stream.hits) == MAX_HITS
+
+
+def test_ascii_text_gets_the_same_skeleton_as_the_general_path():
+    """ASCII text takes a faster path; it must spell the skeleton the same
+    (a leading "é" forces the general path without changing the rest)."""
+    rng = random.Random(3)
+    alphabet = [chr(code) for code in range(128)]
+    for _ in range(5_000):
+        pool = alphabet if rng.random() < 0.3 else list("ab !|  .-1@$Z")
+        text = "".join(rng.choice(pool) for _ in range(rng.randint(0, 24)))
+        letters, origin = skeleton("é" + text)
+        assert skeleton(text) == (letters[1:], [at - 1 for at in origin[1:]]), repr(text)
