@@ -8,11 +8,11 @@ baseline, in the same process) and with 200 rules (150 keyword lists of
 latency per token has a p50 under 1 ms.
 
 Then checks whole hostile texts of 16k and 200k characters (letters
-written apart, Cyrillic look-alikes written apart, a keyword's
-beginning spelled apart again and again, one
-endless word, digits for the presets, keyword soup) with the same 200
-rules, in ms per text: the matcher is linear, so 200k costs about 12x
-16k. Prints tables and writes JSON under ``var/bench/``. Run with ``make bench`` or
+written apart, Cyrillic look-alikes written apart, a keyword's beginning
+spelled apart again and again, one endless word, digits for the presets,
+keyword soup) with the same 200 rules, in ms per text: the matcher is
+linear, so 200k costs about 12x 16k. Prints tables and writes JSON under
+``var/bench/``. Run with ``make bench`` or
 ``python -m inference.filter_bench --help``.
 """
 
