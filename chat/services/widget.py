@@ -11,6 +11,7 @@ import secrets
 import uuid
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from django.conf import settings
@@ -50,6 +51,12 @@ _WINDOW = timedelta(minutes=1)
 #: the hex of an HMAC-SHA256.
 _USER_ID_MAX = 200
 _SIGNATURE = re.compile(r"[0-9a-fA-F]{64}")
+#: A host name: dot-separated labels of letters, digits and inner hyphens.
+_HOST = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*")
+#: Characters an avatar URL never needs and a policy header must not get:
+#: whitespace, directive and source separators, quotes, markup.
+_AVATAR_FORBIDDEN = re.compile(r"[\s;,'\"<>\\`]")
+_AVATAR_MAX = 200
 #: Longer visitor tokens are not ours and are not even unsigned.
 _TOKEN_MAX = 500
 
@@ -149,6 +156,47 @@ def site_online(*, site: WidgetSite, now: datetime | None = None) -> bool:
     return any(start <= clock < end for start, end in spans)
 
 
+def avatar_origin(url: Any) -> str | None:
+    """Return ``scheme://host[:port]`` of an avatar URL fit for the frame's
+    Content-Security-Policy, or None for an empty or unfit one: another
+    scheme, user info, a host that is not a plain name, a bad port, or a
+    character that could end a directive or a source."""
+    if not isinstance(url, str) or not url or len(url) > _AVATAR_MAX:
+        return None
+    if _AVATAR_FORBIDDEN.search(url) or not url.isprintable():
+        return None
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None
+    host = parts.hostname or ""
+    if parts.scheme not in ("http", "https") or "@" in parts.netloc:
+        return None
+    if not _HOST.fullmatch(host) or not url.lower().startswith(f"{parts.scheme}://"):
+        return None
+    return f"{parts.scheme}://{host}" + (f":{port}" if port is not None else "")
+
+
+def avatar_url_clean(value: Any) -> str:
+    """An avatar URL as stored: empty, or an http(s) URL without user
+    info, whitespace, ``;``, ``,`` or quotes (it goes into the frame's
+    policy). Raise ValidationError otherwise."""
+    url = (value or "").strip() if isinstance(value, str) else value
+    if url == "":
+        return ""
+    if avatar_origin(url) is None:
+        raise ValidationError(
+            {
+                "avatar_url": [
+                    "Avatar URL: write an http:// or https:// address of a picture, "
+                    "without a user name, spaces, quotes, ';' or ','."
+                ]
+            }
+        )
+    return str(url)
+
+
 def widget_site_save(*, data: dict[str, Any], site: WidgetSite | None = None) -> WidgetSite:
     """Create a site (with a new public key and identity secret) or change
     one; raise ValidationError keyed by field."""
@@ -161,6 +209,7 @@ def widget_site_save(*, data: dict[str, Any], site: WidgetSite | None = None) ->
         setattr(site, name, value)
     site.allowed_origins = origins_clean(site.allowed_origins or "")
     site.business_hours = business_hours_clean(site.business_hours)
+    site.avatar_url = avatar_url_clean(site.avatar_url)
     if not re.match(r"^#[0-9a-fA-F]{6}$", site.color or ""):
         raise ValidationError({"color": ["A colour is #RRGGBB."]})
     site.full_clean()

@@ -12,7 +12,7 @@ from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.core.exceptions import ValidationError
 
-from chat.models import Conversation, Message, WidgetVisitor
+from chat.models import Conversation, Message, WidgetSite, WidgetVisitor
 from chat.services.widget import (
     WidgetError,
     agent_reply,
@@ -136,6 +136,47 @@ def test_only_allowed_origins_may_frame_the_widget_page(client):
     assert csp_parse(refused["Content-Security-Policy"])["frame-ancestors"] == ["'none'"]
     # Every other page still refuses to be framed.
     assert client.get("/accounts/login/")["X-Frame-Options"] == "DENY"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "avatar",
+    [
+        "https://x;script-src *@evil.example/a.png",
+        "https://x;script-src:*@evil.example/a.png",
+        "https://cdn.example;script-src:*/a.png",
+        "https://cdn.example,evil.example/a.png",
+        "https://cdn.example:99999/a.png",
+        "https://cdn.exa'mple/a.png",
+    ],
+)
+def test_an_avatar_saved_before_validation_adds_nothing_to_the_frame_policy(client, avatar):
+    site = _site()
+    WidgetSite.objects.filter(pk=site.pk).update(avatar_url=avatar)
+    frame = client.get(
+        "/widget/frame/", {"key": site.public_key, "origin": "https://shop.example"}
+    )
+    assert frame.status_code == 200
+    header = frame["Content-Security-Policy"]
+    policy = csp_parse(header)
+    assert "evil.example" not in header and "*" not in policy["script-src"]
+    assert policy["img-src"] == ["'self'", "data:"]
+    assert policy["frame-ancestors"] == [
+        "https://shop.example",
+        "https://*.brand.example",
+        "http://127.0.0.1:8123",
+    ]
+    assert avatar not in frame.content.decode()
+
+
+@pytest.mark.django_db
+def test_a_valid_avatar_adds_only_its_origin_to_the_frame_policy(client):
+    site = _site(avatar_url="https://cdn.example:8443/img/a.png?v=2")
+    frame = client.get(
+        "/widget/frame/", {"key": site.public_key, "origin": "https://shop.example"}
+    )
+    policy = csp_parse(frame["Content-Security-Policy"])
+    assert policy["img-src"] == ["'self'", "data:", "https://cdn.example:8443"]
 
 
 @pytest.mark.django_db
