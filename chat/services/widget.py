@@ -57,7 +57,7 @@ _HOST = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9]
 #: whitespace, directive and source separators, quotes, markup.
 _AVATAR_FORBIDDEN = re.compile(r"[\s;,'\"<>\\`]")
 _AVATAR_MAX = 200
-#: Longer visitor tokens are not ours and are not even unsigned.
+#: Longer visitor tokens are not ours; they are refused unread.
 _TOKEN_MAX = 500
 
 
