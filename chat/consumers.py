@@ -528,9 +528,11 @@ def _welcome_frame(visitor: Any, conversation: Any) -> dict[str, Any]:
 
 @_db
 def _widget_hello(
-    site: Any, token: Any, address: Any
+    site: Any, content: dict[str, Any], address: Any
 ) -> tuple[Any, dict[str, Any], list[tuple[int, str]]]:
-    visitor = widget.visitor_start(site=site, token=token, address=address)
+    if content.get("revoke"):
+        widget.visitor_token_revoke(site=site, token=content["revoke"])
+    visitor = widget.visitor_start(site=site, token=content.get("token"), address=address)
     conversation = widget.visitor_conversation(visitor=visitor)
     running = []
     if conversation is not None:
@@ -590,8 +592,10 @@ class WidgetConsumer(ChatConsumer):
     """The widget frame's socket (``/ws/widget/?key=...&origin=...``).
 
     The same live frames as the chat page; the visitor is named by a signed
-    token (``hello``), and the site key and the embedding origin are checked
-    against the site's allowlist on connect.
+    token (``hello {token, revoke?}``; ``revoke`` names a token the host
+    page's reset() forgot while no frame was connected), and the site key
+    and the embedding origin are checked against the site's allowlist on
+    connect.
     """
 
     async def connect(self) -> None:
@@ -649,9 +653,7 @@ class WidgetConsumer(ChatConsumer):
         await self.send_json(frame)
 
     async def _on_hello(self, content: dict[str, Any]) -> None:
-        visitor, frame, running = await _widget_hello(
-            self.site, content.get("token"), self.address
-        )
+        visitor, frame, running = await _widget_hello(self.site, content, self.address)
         await self._welcome(visitor, frame)
         for message_id, generation_id in running:
             self._tail_start(message_id, generation_id, 0, restart=True)

@@ -285,26 +285,44 @@ def _visitor_create(*, site: WidgetSite, address: Any) -> WidgetVisitor:
     return WidgetVisitor.objects.create(site=site, token=uuid.uuid4())
 
 
+def _token_named(*, site: WidgetSite, token: Any) -> str | None:
+    """The visitor ``token`` a visitor token of this site names, or None for
+    one that is malformed, forged, expired or from another site."""
+    if not isinstance(token, str) or not 0 < len(token) <= _TOKEN_MAX:
+        return None
+    try:
+        data = signing.loads(
+            token, salt=_SIGNED_AS, max_age=timedelta(days=settings.WIDGET_VISITOR_TOKEN_DAYS)
+        )
+    except signing.BadSignature:
+        return None
+    if not isinstance(data, dict) or data.get("s") != site.pk:
+        return None
+    return str(data.get("v"))
+
+
 def visitor_start(*, site: WidgetSite, token: Any, address: Any = None) -> WidgetVisitor:
     """The visitor a token names on this site, or a new anonymous one (a
     token that is forged, expired, revoked or from another site starts
     afresh). A new visitor counts against its client ``address``; raise
     ChatError ``rate_limited`` when the address made too many."""
-    if isinstance(token, str) and 0 < len(token) <= _TOKEN_MAX:
-        try:
-            data = signing.loads(
-                token,
-                salt=_SIGNED_AS,
-                max_age=timedelta(days=settings.WIDGET_VISITOR_TOKEN_DAYS),
-            )
-        except signing.BadSignature:
-            data = None
-        if isinstance(data, dict) and data.get("s") == site.pk:
-            visitor = WidgetVisitor.objects.filter(site=site, token=str(data.get("v"))).first()
-            if visitor is not None:
-                WidgetVisitor.objects.filter(pk=visitor.pk).update(last_seen_at=timezone.now())
-                return visitor
+    named = _token_named(site=site, token=token)
+    if named is not None:
+        visitor = WidgetVisitor.objects.filter(site=site, token=named).first()
+        if visitor is not None:
+            WidgetVisitor.objects.filter(pk=visitor.pk).update(last_seen_at=timezone.now())
+            return visitor
     return _visitor_create(site=site, address=address)
+
+
+def visitor_token_revoke(*, site: WidgetSite, token: Any) -> bool:
+    """Revoke every token of the visitor ``token`` names (the host page
+    reset the widget while no frame was connected to do it). Return
+    whether a visitor's tokens were revoked."""
+    named = _token_named(site=site, token=token)
+    if named is None:
+        return False
+    return WidgetVisitor.objects.filter(site=site, token=named).update(token=uuid.uuid4()) > 0
 
 
 @transaction.atomic

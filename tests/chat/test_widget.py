@@ -533,3 +533,21 @@ async def test_reset_revokes_the_old_token_and_its_conversation_stays_out_of_rea
     again = await communicator.receive_json_from(timeout=TIMEOUT)
     assert again["visitor"]["id"] == fresh["visitor"]["id"]
     await communicator.disconnect()
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.asyncio
+async def test_a_token_the_host_forgot_offline_is_revoked_by_the_next_hello():
+    site = await sync_to_async(_site)()
+    communicator, _ = await _connect(site.public_key)
+    first = await _hello(communicator)
+    await communicator.disconnect()
+    # The host page's reset() ran with no frame connected: its next frame
+    # says hello without a token and names the forgotten one.
+    communicator, _ = await _connect(site.public_key)
+    await communicator.send_json_to({"type": "hello", "token": None, "revoke": first["token"]})
+    fresh = await communicator.receive_json_from(timeout=TIMEOUT)
+    assert fresh["visitor"]["id"] != first["visitor"]["id"]
+    stale = await _hello(communicator, first["token"])
+    assert stale["visitor"]["id"] not in (first["visitor"]["id"], fresh["visitor"]["id"])
+    await communicator.disconnect()
