@@ -543,8 +543,12 @@ def _welcome_frame(visitor: Any, conversation: Any) -> dict[str, Any]:
 
 
 @_db
-def _widget_hello(site: Any, token: Any) -> tuple[Any, dict[str, Any], list[tuple[int, str]]]:
-    visitor = widget.visitor_start(site=site, token=token)
+def _widget_hello(
+    site: Any, content: dict[str, Any], address: Any
+) -> tuple[Any, dict[str, Any], list[tuple[int, str]]]:
+    if content.get("revoke"):
+        widget.visitor_token_revoke(site=site, token=content["revoke"])
+    visitor = widget.visitor_start(site=site, token=content.get("token"), address=address)
     conversation = widget.visitor_conversation(visitor=visitor)
     running = []
     if conversation is not None:
@@ -567,15 +571,18 @@ def _widget_identify(site: Any, visitor: Any, content: dict[str, Any]) -> tuple[
 
 
 @_db
-def _widget_reset(site: Any) -> tuple[Any, Any]:
-    visitor = widget.visitor_start(site=site, token=None)
+def _widget_reset(site: Any, visitor: Any, address: Any) -> tuple[Any, Any]:
+    visitor = widget.visitor_reset(site=site, visitor=visitor, address=address)
     return visitor, _welcome_frame(visitor, None)
 
 
 @_db_apart
-def _widget_send(visitor: Any, content: dict[str, Any]) -> dict[str, Any]:
+def _widget_send(visitor: Any, content: dict[str, Any], address: Any) -> dict[str, Any]:
     sent = widget.widget_message_send(
-        visitor=visitor, content=content.get("content"), client_id=content.get("client_id")
+        visitor=visitor,
+        content=content.get("content"),
+        client_id=content.get("client_id"),
+        address=address,
     )
     question = sent.question or sent.answer
     conversation_id = question.conversation_id if question is not None else 0
@@ -601,8 +608,10 @@ class WidgetConsumer(ChatConsumer):
     """The widget frame's socket (``/ws/widget/?key=...&origin=...``).
 
     The same live frames as the chat page; the visitor is named by a signed
-    token (``hello``), and the site key and the embedding origin are checked
-    against the site's allowlist on connect.
+    token (``hello {token, revoke?}``; ``revoke`` names a token the host
+    page's reset() forgot while no frame was connected), and the site key
+    and the embedding origin are checked against the site's allowlist on
+    connect.
     """
 
     async def connect(self) -> None:
@@ -612,6 +621,8 @@ class WidgetConsumer(ChatConsumer):
         self.conversation_id = None
         self.bucket = FrameBucket(rate=5.0, burst=15.0)
         self.groups_joined = []
+        # The caps per client address count by it.
+        self.address = (self.scope.get("client") or [None])[0]
         query = parse_qs(self.scope.get("query_string", b"").decode())
         key = (query.get("key") or [""])[0]
         origin = (query.get("origin") or [""])[0]
@@ -658,7 +669,7 @@ class WidgetConsumer(ChatConsumer):
         await self.send_json(frame)
 
     async def _on_hello(self, content: dict[str, Any]) -> None:
-        visitor, frame, running = await _widget_hello(self.site, content.get("token"))
+        visitor, frame, running = await _widget_hello(self.site, content, self.address)
         await self._welcome(visitor, frame)
         for message_id, generation_id in running:
             self._tail_start(message_id, generation_id, 0, restart=True)
@@ -668,11 +679,11 @@ class WidgetConsumer(ChatConsumer):
         await self._welcome(visitor, frame)
 
     async def _on_reset(self, content: dict[str, Any]) -> None:
-        visitor, frame = await _widget_reset(self.site)
+        visitor, frame = await _widget_reset(self.site, self.visitor, self.address)
         await self._welcome(visitor, frame)
 
     async def _on_widget_send(self, content: dict[str, Any]) -> None:
-        frame = await _widget_send(self.visitor, content)
+        frame = await _widget_send(self.visitor, content, self.address)
         await self._accepted(frame)
 
     async def _on_widget_stop(self, content: dict[str, Any]) -> None:

@@ -226,6 +226,25 @@ CHAT_MAX_FRAME_BYTES = env_int("CHAT_MAX_FRAME_BYTES", 64_000, minimum=1024)
 # concurrency limit (a generation that never reported back).
 CHAT_GENERATION_STALE_S = env_int("CHAT_GENERATION_STALE_S", 900, minimum=10)
 
+# --- Widget ----------------------------------------------------------------
+
+# Days a widget visitor token stays valid; every page load renews it.
+WIDGET_VISITOR_TOKEN_DAYS = env_int("WIDGET_VISITOR_TOKEN_DAYS", 30, minimum=1)
+# Caps over all visitors of one client address and of one site, counted
+# in Redis so every web process sees the same totals. Each refusal names
+# the limit.
+WIDGET_MESSAGES_PER_MINUTE_PER_ADDRESS = env_int(
+    "WIDGET_MESSAGES_PER_MINUTE_PER_ADDRESS", 30, minimum=1
+)
+WIDGET_MESSAGES_PER_MINUTE_PER_SITE = env_int(
+    "WIDGET_MESSAGES_PER_MINUTE_PER_SITE", 600, minimum=1
+)
+WIDGET_VISITORS_PER_HOUR_PER_ADDRESS = env_int(
+    "WIDGET_VISITORS_PER_HOUR_PER_ADDRESS", 30, minimum=1
+)
+WIDGET_GENERATIONS_PER_ADDRESS = env_int("WIDGET_GENERATIONS_PER_ADDRESS", 3, minimum=1)
+WIDGET_GENERATIONS_PER_SITE = env_int("WIDGET_GENERATIONS_PER_SITE", 50, minimum=1)
+
 # --- Training -------------------------------------------------------------
 
 # Seconds without a heartbeat after which a running job counts as orphaned

@@ -11,18 +11,26 @@ import secrets
 import uuid
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.core import signing
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from chat.models import Conversation, Message, WidgetSite, WidgetVisitor
 from chat.services.events import conversation_group, notify_on_commit
 from chat.services.messages import ChatError, Sent, generation_stop, question_send
+from chat.services.widget_limits import (
+    widget_answer_running,
+    widget_message_limits_check,
+    widget_visitor_limits_check,
+)
 from models_admin.services.events import dashboard_notify_on_commit
 
 #: scheme://host[:port], the host possibly "*." and a domain.
@@ -39,6 +47,18 @@ HANDOFF_HINT = (
 )
 #: A visitor's messages a minute count over this window.
 _WINDOW = timedelta(minutes=1)
+#: What identify() takes: a user id of at most this many characters, and
+#: the hex of an HMAC-SHA256.
+_USER_ID_MAX = 200
+_SIGNATURE = re.compile(r"[0-9a-fA-F]{64}")
+#: A host name: dot-separated labels of letters, digits and inner hyphens.
+_HOST = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*")
+#: Characters an avatar URL never needs and a policy header must not get:
+#: whitespace, directive and source separators, quotes, markup.
+_AVATAR_FORBIDDEN = re.compile(r"[\s;,'\"<>\\`]")
+_AVATAR_MAX = 200
+#: Longer visitor tokens are not ours; they are refused unread.
+_TOKEN_MAX = 500
 
 
 class WidgetError(Exception):
@@ -136,6 +156,47 @@ def site_online(*, site: WidgetSite, now: datetime | None = None) -> bool:
     return any(start <= clock < end for start, end in spans)
 
 
+def avatar_origin(url: Any) -> str | None:
+    """Return ``scheme://host[:port]`` of an avatar URL fit for the frame's
+    Content-Security-Policy, or None for an empty or unfit one: another
+    scheme, user info, a host that is not a plain name, a bad port, or a
+    character that could end a directive or a source."""
+    if not isinstance(url, str) or not url or len(url) > _AVATAR_MAX:
+        return None
+    if _AVATAR_FORBIDDEN.search(url) or not url.isprintable():
+        return None
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None
+    host = parts.hostname or ""
+    if parts.scheme not in ("http", "https") or "@" in parts.netloc:
+        return None
+    if not _HOST.fullmatch(host) or not url.lower().startswith(f"{parts.scheme}://"):
+        return None
+    return f"{parts.scheme}://{host}" + (f":{port}" if port is not None else "")
+
+
+def avatar_url_clean(value: Any) -> str:
+    """An avatar URL as stored: empty, or an http(s) URL without user
+    info, whitespace, ``;``, ``,`` or quotes (it goes into the frame's
+    policy). Raise ValidationError otherwise."""
+    url = (value or "").strip() if isinstance(value, str) else value
+    if url == "":
+        return ""
+    if avatar_origin(url) is None:
+        raise ValidationError(
+            {
+                "avatar_url": [
+                    "Avatar URL: write an http:// or https:// address of a picture, "
+                    "without a user name, spaces, quotes, ';' or ','."
+                ]
+            }
+        )
+    return str(url)
+
+
 def widget_site_save(*, data: dict[str, Any], site: WidgetSite | None = None) -> WidgetSite:
     """Create a site (with a new public key and identity secret) or change
     one; raise ValidationError keyed by field."""
@@ -148,6 +209,7 @@ def widget_site_save(*, data: dict[str, Any], site: WidgetSite | None = None) ->
         setattr(site, name, value)
     site.allowed_origins = origins_clean(site.allowed_origins or "")
     site.business_hours = business_hours_clean(site.business_hours)
+    site.avatar_url = avatar_url_clean(site.avatar_url)
     if not re.match(r"^#[0-9a-fA-F]{6}$", site.color or ""):
         raise ValidationError({"color": ["A colour is #RRGGBB."]})
     site.full_clean()
@@ -174,52 +236,139 @@ def identity_signature(*, site: WidgetSite, user_id: str) -> str:
     return hmac.new(site.identity_secret.encode(), user_id.encode(), hashlib.sha256).hexdigest()
 
 
+def _user_id_clean(user_id: Any) -> str:
+    """Return the host's user id as text: a string of printable characters
+    or an integer, at most ``_USER_ID_MAX`` characters. Raise WidgetError
+    for anything else."""
+    refused = WidgetError(
+        "identity", f"identify() needs a user id: text or a number, at most {_USER_ID_MAX} long."
+    )
+    # bool is an int, but JSON true is no user id.
+    if isinstance(user_id, bool) or not isinstance(user_id, str | int):
+        raise refused
+    if isinstance(user_id, int):
+        # str() of a huge int raises ValueError; the bound comes first.
+        if abs(user_id) >= 10**_USER_ID_MAX:
+            raise refused
+        text = str(user_id)
+    else:
+        if len(user_id) > _USER_ID_MAX:
+            raise refused
+        text = user_id.strip()
+    # Control characters (NUL among them) and lone surrogates cannot be
+    # stored everywhere or encoded for the signature.
+    if not text or not text.isprintable():
+        raise refused
+    return text
+
+
+def _signature_matches(*, site: WidgetSite, user_id: str, signature: Any) -> bool:
+    if not isinstance(signature, str) or not _SIGNATURE.fullmatch(signature):
+        return False
+    expected = identity_signature(site=site, user_id=user_id)
+    # compare_digest on str raises TypeError for non-ASCII; bytes never do.
+    return hmac.compare_digest(expected.encode(), signature.lower().encode())
+
+
 # --- visitors -----------------------------------------------------------------
 
 
 def visitor_token(*, visitor: WidgetVisitor) -> str:
+    """A signed, timestamped token naming the visitor. It is valid for
+    ``WIDGET_VISITOR_TOKEN_DAYS`` and only while the visitor keeps its
+    ``token`` (``visitor_reset`` replaces it)."""
     return signing.dumps({"s": visitor.site_id, "v": str(visitor.token)}, salt=_SIGNED_AS)
 
 
-def visitor_start(*, site: WidgetSite, token: Any) -> WidgetVisitor:
-    """The visitor a token names on this site, or a new anonymous one (a
-    token that is forged, expired or from another site starts afresh)."""
-    if isinstance(token, str) and token:
-        try:
-            data = signing.loads(token, salt=_SIGNED_AS)
-        except signing.BadSignature:
-            data = None
-        if isinstance(data, dict) and data.get("s") == site.pk:
-            visitor = WidgetVisitor.objects.filter(site=site, token=str(data.get("v"))).first()
-            if visitor is not None:
-                WidgetVisitor.objects.filter(pk=visitor.pk).update(last_seen_at=timezone.now())
-                return visitor
+def _visitor_create(*, site: WidgetSite, address: Any) -> WidgetVisitor:
+    widget_visitor_limits_check(address=address)
     return WidgetVisitor.objects.create(site=site, token=uuid.uuid4())
+
+
+def _token_named(*, site: WidgetSite, token: Any) -> str | None:
+    """The visitor ``token`` a visitor token of this site names, or None for
+    one that is malformed, forged, expired or from another site."""
+    if not isinstance(token, str) or not 0 < len(token) <= _TOKEN_MAX:
+        return None
+    try:
+        data = signing.loads(
+            token, salt=_SIGNED_AS, max_age=timedelta(days=settings.WIDGET_VISITOR_TOKEN_DAYS)
+        )
+    except signing.BadSignature:
+        return None
+    if not isinstance(data, dict) or data.get("s") != site.pk:
+        return None
+    return str(data.get("v"))
+
+
+def visitor_start(*, site: WidgetSite, token: Any, address: Any = None) -> WidgetVisitor:
+    """The visitor a token names on this site, or a new anonymous one (a
+    token that is forged, expired, revoked or from another site starts
+    afresh). A new visitor counts against its client ``address``; raise
+    ChatError ``rate_limited`` when the address made too many."""
+    named = _token_named(site=site, token=token)
+    if named is not None:
+        visitor = WidgetVisitor.objects.filter(site=site, token=named).first()
+        if visitor is not None:
+            WidgetVisitor.objects.filter(pk=visitor.pk).update(last_seen_at=timezone.now())
+            return visitor
+    return _visitor_create(site=site, address=address)
+
+
+def visitor_token_revoke(*, site: WidgetSite, token: Any) -> bool:
+    """Revoke every token of the visitor ``token`` names (the host page
+    reset the widget while no frame was connected to do it). Return
+    whether a visitor's tokens were revoked."""
+    named = _token_named(site=site, token=token)
+    if named is None:
+        return False
+    return WidgetVisitor.objects.filter(site=site, token=named).update(token=uuid.uuid4()) > 0
+
+
+@transaction.atomic
+def visitor_reset(*, site: WidgetSite, visitor: WidgetVisitor, address: Any) -> WidgetVisitor:
+    """Revoke every token of the visitor and start a new anonymous one.
+    The old visitor keeps its conversations, out of reach of its tokens;
+    an identified visitor is reached again only through identify()."""
+    WidgetVisitor.objects.filter(pk=visitor.pk, site=site).update(token=uuid.uuid4())
+    return _visitor_create(site=site, address=address)
 
 
 @transaction.atomic
 def visitor_identify(
     *, site: WidgetSite, visitor: WidgetVisitor, user_id: Any, signature: Any
 ) -> WidgetVisitor:
-    """Link the visitor to the host's user when the signature is right: the
-    user's visitor (from any device) takes over this one's conversations.
-    A wrong signature raises WidgetError and changes nothing."""
-    if not isinstance(user_id, str | int) or not str(user_id).strip() or len(str(user_id)) > 200:
-        raise WidgetError("identity", "identify() needs a user id.")
-    user_id = str(user_id).strip()
-    expected = identity_signature(site=site, user_id=user_id)
-    if not isinstance(signature, str) or not hmac.compare_digest(expected, signature.lower()):
+    """Link the visitor to the host's user when the signature is right.
+
+    An anonymous visitor becomes the user's visitor, or hands its
+    conversations to the visitor the user already has (from any device).
+    A visitor identified as someone else is left as it is: the user gets
+    their own visitor, existing or new. A malformed user id or a wrong
+    signature raises WidgetError and changes nothing.
+    """
+    user_id = _user_id_clean(user_id)
+    if not _signature_matches(site=site, user_id=user_id, signature=signature):
         raise WidgetError("identity", "The identity signature does not match; still anonymous.")
-    known = (
-        WidgetVisitor.objects.select_for_update().filter(site=site, external_id=user_id).first()
+    # Both rows locked in one query, in id order, so concurrent calls
+    # take the locks in the same order.
+    rows = list(
+        WidgetVisitor.objects.select_for_update()
+        .filter(Q(pk=visitor.pk) | Q(site=site, external_id=user_id))
+        .order_by("pk")
     )
-    if known is None:
-        visitor.external_id = user_id
-        visitor.save(update_fields=["external_id", "last_seen_at"])
-        return visitor
-    if known.pk != visitor.pk and not visitor.external_id:
-        Conversation.objects.filter(visitor=visitor).update(visitor=known)
-    return known
+    current = next((row for row in rows if row.pk == visitor.pk), visitor)
+    known = next((row for row in rows if row.external_id == user_id), None)
+    if known is not None:
+        if known.pk != current.pk and not current.external_id:
+            Conversation.objects.filter(visitor=current).update(visitor=known)
+        return known
+    if current.external_id:
+        # Someone else's visitor: relabelling it would hand them the
+        # other person's conversations.
+        return WidgetVisitor.objects.create(site=site, token=uuid.uuid4(), external_id=user_id)
+    current.external_id = user_id
+    current.save(update_fields=["external_id", "last_seen_at"])
+    return current
 
 
 def visitor_conversation(*, visitor: WidgetVisitor) -> Conversation | None:
@@ -267,21 +416,32 @@ def _visitor_limits(visitor: WidgetVisitor) -> None:
         )
 
 
-def widget_message_send(*, visitor: WidgetVisitor, content: Any, client_id: Any) -> Sent:
+def widget_message_send(
+    *, visitor: WidgetVisitor, content: Any, client_id: Any, address: Any = None
+) -> Sent:
     """A visitor's message: answered by the model, or only stored while a
-    person owns (or was asked to own) the conversation."""
+    person owns (or was asked to own) the conversation. It counts against
+    the visitor's limit and the caps of its client ``address`` and site;
+    raise ChatError ``rate_limited`` naming the one reached."""
     conversation = _conversation_for_send(visitor)
     with_person = conversation.handoff in (
         Conversation.Handoff.REQUESTED,
         Conversation.Handoff.ACTIVE,
     )
+
+    def limits() -> None:
+        _visitor_limits(visitor)
+        widget_message_limits_check(site=visitor.site, address=address, answer=not with_person)
+
     sent = question_send(
         conversation=conversation,
         content=content,
         client_id=client_id,
-        limits=lambda: _visitor_limits(visitor),
+        limits=limits,
         answer=not with_person,
     )
+    if sent.created and sent.answer is not None and sent.answer.status == Message.Status.PENDING:
+        widget_answer_running(address=address, message_id=sent.answer.pk)
     if with_person and sent.created:
         dashboard_notify_on_commit(
             topic="inbox", payload={"type": "inbox.message", "conversation": conversation.pk}

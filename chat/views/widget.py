@@ -5,7 +5,6 @@ the site's allowed origins)."""
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -16,7 +15,7 @@ from django.views.decorators.clickjacking import xframe_options_exempt
 from django.views.decorators.http import require_GET
 
 from chat.models import WidgetSite
-from chat.services.widget import origin_allowed, site_get_by_key, site_online
+from chat.services.widget import avatar_origin, origin_allowed, site_get_by_key, site_online
 
 
 def _site_and_origin(key: Any, origin: Any) -> tuple[WidgetSite | None, int, str]:
@@ -52,7 +51,7 @@ def widget_config(request: HttpRequest) -> JsonResponse:
             "title": site.title,
             "color": site.color,
             "position": site.position,
-            "avatar_url": site.avatar_url,
+            "avatar_url": site.avatar_url if avatar_origin(site.avatar_url) else "",
             "frame_url": frame,
         }
     )
@@ -72,6 +71,9 @@ def widget_frame(request: HttpRequest) -> HttpResponse:
         response = render(request, "widget/refused.html", {"error": error}, status=status)
         response["Content-Security-Policy"] = "frame-ancestors 'none'"
         return response
+    # A site saved before avatar URLs were checked may hold one that is
+    # unfit for the policy; it is then not shown at all.
+    avatar = avatar_origin(site.avatar_url)
     config = {
         "key": site.public_key,
         "title": site.title,
@@ -79,7 +81,7 @@ def widget_frame(request: HttpRequest) -> HttpResponse:
         "suggestions": site.suggestion_list(),
         "color": site.color,
         "position": site.position,
-        "avatar_url": site.avatar_url,
+        "avatar_url": site.avatar_url if avatar else "",
         "handoff_enabled": site.handoff_enabled,
         "online": site_online(site=site),
         "offline_message": site.offline_message,
@@ -91,8 +93,7 @@ def widget_frame(request: HttpRequest) -> HttpResponse:
     # Only the site's own pages may frame this one; its avatar may come
     # from its own host (the rest of the policy is the site-wide one).
     policy = "frame-ancestors " + " ".join(site.origin_list())
-    avatar = urlsplit(site.avatar_url or "")
-    if avatar.scheme in ("http", "https") and avatar.netloc:
-        policy += f"; img-src 'self' data: {avatar.scheme}://{avatar.netloc}"
+    if avatar:
+        policy += f"; img-src 'self' data: {avatar}"
     response["Content-Security-Policy"] = policy
     return response

@@ -303,7 +303,11 @@ class FilterImportForm(forms.Form):
 
 class FilterHitFilterForm(DateRangeForm):
     """The hit list's filters, read from the query string; every field may
-    be left empty."""
+    be left empty.
+
+    ``excerpts=False`` (staff without the review right) leaves out the
+    search in the excerpts: its answers would tell what users wrote.
+    """
 
     rule = forms.ChoiceField(label="Rule", required=False)
     action = forms.ChoiceField(
@@ -324,11 +328,13 @@ class FilterHitFilterForm(DateRangeForm):
         widget=forms.TextInput(attrs={"type": "search", "placeholder": "in the excerpt"}),
     )
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, excerpts: bool = True, **kwargs: Any) -> None:
         kwargs.setdefault("label_suffix", "")
         super().__init__(*args, **kwargs)
         rule = cast(forms.ChoiceField, self.fields["rule"])
         rule.choices = [ANY, *filter_hit_rule_choices()]
+        if not excerpts:
+            del self.fields["q"]
 
     def selector_kwargs(self) -> dict[str, Any]:
         """The filters as arguments of ``filter_hits_list``; an invalid one

@@ -81,12 +81,17 @@ def filter_hits_list(
     date_from: date | None = None,
     date_to: date | None = None,
     query: str = "",
+    excerpts: bool = True,
 ) -> QuerySet[FilterHit]:
     """Hits newest first. ``rule_id`` keeps one rule's hits; ``rule_name``
     the hits of a deleted rule of that name; ``query`` matches part of the
     excerpt, ignoring case; the dates bound the day of the hit, both
-    included."""
+    included. With ``excerpts=False`` the excerpts are neither read nor
+    searched (``query`` is ignored)."""
     rows = FilterHit.objects.select_related("rule", "user")
+    if not excerpts:
+        rows = rows.defer("excerpt")
+        query = ""
     if rule_id is not None:
         rows = rows.filter(rule_id=rule_id)
     elif rule_name:

@@ -13,7 +13,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from chat.models import Conversation, Feedback
-from models_admin.models import Dataset, ReviewEvent
+from models_admin.models import Dataset, FilterHit, ReviewEvent
 from models_admin.services.datasets import (
     conversation_training_messages,
     dataset_append,
@@ -38,9 +38,38 @@ def review_event_record(
     if len(detail) > _DETAIL_CHARS:
         detail = detail[: _DETAIL_CHARS - 1] + "…"
     event = ReviewEvent(staff_id=staff.pk, conversation=conversation, action=action, detail=detail)
-    event.full_clean()
+    # The column takes no conversation (a view of API hits that were not
+    # stored as one), though the field is not blank=True.
+    event.full_clean(exclude=["conversation"] if conversation is None else None)
     event.save()
     return event
+
+
+def filter_hit_excerpts_viewed(
+    *, staff: AbstractBaseUser, hits: Iterable[FilterHit]
+) -> list[ReviewEvent]:
+    """Record that ``staff`` read the excerpts of ``hits``: one view per
+    conversation, naming the hits, and one for the hits of no
+    conversation (API calls that were not stored)."""
+    by_conversation: dict[int | None, list[int]] = {}
+    for hit in hits:
+        by_conversation.setdefault(hit.conversation_id, []).append(hit.pk)
+    conversations = Conversation.objects.in_bulk([pk for pk in by_conversation if pk is not None])
+    events = []
+    with transaction.atomic():
+        for conversation_id, hit_ids in by_conversation.items():
+            numbers = ", ".join(f"#{pk}" for pk in sorted(hit_ids))
+            events.append(
+                review_event_record(
+                    staff=staff,
+                    conversation=conversations.get(conversation_id)
+                    if conversation_id is not None
+                    else None,
+                    action=ReviewEvent.Action.VIEW,
+                    detail=f"filter hit excerpts {numbers}",
+                )
+            )
+    return events
 
 
 def conversation_flag(

@@ -52,6 +52,7 @@ from models_admin.services.filters import (
     filter_rule_save,
     filter_rules_import,
 )
+from models_admin.services.review import filter_hit_excerpts_viewed
 from models_admin.views.access import permission_required, staff_required
 
 logger = logging.getLogger(__name__)
@@ -377,10 +378,15 @@ def filters_import(request: HttpRequest) -> HttpResponse:
 @staff_required
 @require_GET
 def filter_hits(request: HttpRequest) -> HttpResponse:
-    """Every hit, newest first, filtered; with per-rule totals."""
-    filters = FilterHitFilterForm(request.GET or None)
-    rows = filter_hits_list(**filters.selector_kwargs())
+    """Every hit, newest first, filtered; with per-rule totals. The
+    excerpts (users' words) are for staff with the review right, and
+    each page of them is a view in the review log."""
+    can_review = request.user.has_perm(REVIEW)
+    filters = FilterHitFilterForm(request.GET or None, excerpts=can_review)
+    rows = filter_hits_list(**filters.selector_kwargs(), excerpts=can_review)
     page = filter_hits_page(rows=rows, page=request.GET.get("page"))
+    if can_review and page.object_list:
+        filter_hit_excerpts_viewed(staff=_staff(request), hits=page.object_list)
     return render(
         request,
         "dashboard/filters/hits.html",
@@ -390,7 +396,7 @@ def filter_hits(request: HttpRequest) -> HttpResponse:
             "page": page,
             "totals": filter_hit_totals(rows=rows),
             "query": _query_without_page(request),
-            "can_review": request.user.has_perm(REVIEW),
+            "can_review": can_review,
         },
     )
 

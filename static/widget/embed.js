@@ -24,6 +24,9 @@
   const key = script.getAttribute("data-site") || "";
   const server = new URL(script.src, location.href).origin;
   const storageKey = `chatWidget:${key}:token`;
+  // A token reset() forgot while no frame was there to revoke it: the next
+  // frame names it in its hello, and the server revokes it.
+  const revokeKey = `chatWidget:${key}:revoke`;
   const SVG = "http://www.w3.org/2000/svg";
 
   const listeners = { ready: [], open: [], close: [], unread: [] };
@@ -67,6 +70,23 @@
     try {
       if (token) localStorage.setItem(storageKey, token);
       else localStorage.removeItem(storageKey);
+    } catch (_error) {
+      /* storage blocked */
+    }
+  }
+
+  function revokeRead() {
+    try {
+      return localStorage.getItem(revokeKey);
+    } catch (_error) {
+      return null;
+    }
+  }
+
+  function revokeWrite(token) {
+    try {
+      if (token) localStorage.setItem(revokeKey, token);
+      else localStorage.removeItem(revokeKey);
     } catch (_error) {
       /* storage blocked */
     }
@@ -177,8 +197,11 @@ max-height:none;border-radius:0}}
     switch (data.type) {
       case "ready":
         frameReady = true;
-        post({ type: "init", token: tokenRead(), identity });
+        post({ type: "init", token: tokenRead(), revoke: revokeRead(), identity });
         post({ type: isOpen ? "opened" : "closed" });
+        return;
+      case "revoked":
+        revokeWrite(null);
         return;
       case "token":
         if (data.token === null || (typeof data.token === "string" && data.token.length <= 1000)) {
@@ -255,10 +278,12 @@ max-height:none;border-radius:0}}
 
   function reset() {
     identity = null;
+    const forgotten = tokenRead();
     tokenWrite(null);
     unread = 0;
     if (config) labelLauncher();
-    post({ type: "reset" });
+    if (iframe && frameReady) post({ type: "reset" });
+    else if (forgotten) revokeWrite(forgotten);
   }
 
   function on(event, fn) {

@@ -53,6 +53,7 @@
     identity: null, // {user, signature} waiting to be verified
     identitySent: false,
     resetPending: false, // a reset the server has not seen yet
+    revoke: null, // a forgotten token the next hello asks the server to revoke
     conversation: null,
     messages: [], // ordered by id
     streams: new Map(), // answer id -> {text, seq, note}
@@ -143,7 +144,8 @@
     switch (data.type) {
       case "init": {
         const token = typeof data.token === "string" && data.token.length <= 1000 ? data.token : null;
-        start(token, validIdentity(data.identity) ? data.identity : null);
+        const revoke = typeof data.revoke === "string" && data.revoke.length <= 1000 ? data.revoke : null;
+        start(token, validIdentity(data.identity) ? data.identity : null, revoke);
         return;
       }
       case "identify":
@@ -170,10 +172,11 @@
     }
   }
 
-  function start(token, identity) {
+  function start(token, identity, revoke) {
     if (state.started) return;
     state.started = true;
     state.token = token;
+    state.revoke = revoke;
     state.reportedToken = token;
     state.identity = identity;
     socket.connect();
@@ -192,6 +195,7 @@
 
   function resetVisitor() {
     // The host page has forgotten the token already.
+    const forgotten = state.token;
     state.token = null;
     state.reportedToken = null;
     state.identity = null;
@@ -208,6 +212,8 @@
     renderThread();
     // Without a connection, the next hello (with no token) starts afresh.
     state.resetPending = !socket.send({ type: "reset" });
+    // Offline, the next hello names the forgotten token for the server to revoke.
+    if (state.resetPending && forgotten) state.revoke = forgotten;
   }
 
   function focusComposer() {
@@ -225,6 +231,7 @@
   const socket = {
     ws: null,
     helloToken: null,
+    helloRevoke: null,
     attempt: 0,
     pingTimer: null,
     retryTimer: null,
@@ -242,7 +249,10 @@
       this.ws = ws;
       ws.addEventListener("open", () => {
         this.helloToken = state.token;
-        ws.send(JSON.stringify({ type: "hello", token: state.token }));
+        this.helloRevoke = state.revoke;
+        const hello = { type: "hello", token: state.token };
+        if (state.revoke) hello.revoke = state.revoke;
+        ws.send(JSON.stringify(hello));
         this.pingTimer = setInterval(() => this.send({ type: "ping" }), PING_MS);
       });
       ws.addEventListener("message", (event) => {
@@ -394,6 +404,10 @@
         socket.ws.send(JSON.stringify({ type: "reset" }));
         return;
       }
+    }
+    if (socket.helloRevoke && socket.helloRevoke === state.revoke) {
+      state.revoke = null;
+      toHost({ type: "revoked" });
     }
     if (typeof frame.token === "string" && frame.token) state.token = frame.token;
     if (state.token !== state.reportedToken) {

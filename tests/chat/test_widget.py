@@ -12,7 +12,7 @@ from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.core.exceptions import ValidationError
 
-from chat.models import Conversation, Message, WidgetVisitor
+from chat.models import Conversation, Message, WidgetSite, WidgetVisitor
 from chat.services.widget import (
     WidgetError,
     agent_reply,
@@ -136,6 +136,47 @@ def test_only_allowed_origins_may_frame_the_widget_page(client):
     assert csp_parse(refused["Content-Security-Policy"])["frame-ancestors"] == ["'none'"]
     # Every other page still refuses to be framed.
     assert client.get("/accounts/login/")["X-Frame-Options"] == "DENY"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "avatar",
+    [
+        "https://x;script-src *@evil.example/a.png",
+        "https://x;script-src:*@evil.example/a.png",
+        "https://cdn.example;script-src:*/a.png",
+        "https://cdn.example,evil.example/a.png",
+        "https://cdn.example:99999/a.png",
+        "https://cdn.exa'mple/a.png",
+    ],
+)
+def test_an_avatar_saved_before_validation_adds_nothing_to_the_frame_policy(client, avatar):
+    site = _site()
+    WidgetSite.objects.filter(pk=site.pk).update(avatar_url=avatar)
+    frame = client.get(
+        "/widget/frame/", {"key": site.public_key, "origin": "https://shop.example"}
+    )
+    assert frame.status_code == 200
+    header = frame["Content-Security-Policy"]
+    policy = csp_parse(header)
+    assert "evil.example" not in header and "*" not in policy["script-src"]
+    assert policy["img-src"] == ["'self'", "data:"]
+    assert policy["frame-ancestors"] == [
+        "https://shop.example",
+        "https://*.brand.example",
+        "http://127.0.0.1:8123",
+    ]
+    assert avatar not in frame.content.decode()
+
+
+@pytest.mark.django_db
+def test_a_valid_avatar_adds_only_its_origin_to_the_frame_policy(client):
+    site = _site(avatar_url="https://cdn.example:8443/img/a.png?v=2")
+    frame = client.get(
+        "/widget/frame/", {"key": site.public_key, "origin": "https://shop.example"}
+    )
+    policy = csp_parse(frame["Content-Security-Policy"])
+    assert policy["img-src"] == ["'self'", "data:", "https://cdn.example:8443"]
 
 
 @pytest.mark.django_db
@@ -355,3 +396,158 @@ def test_a_site_pinned_to_a_version_answers_with_it(django_capture_on_commit_cal
         )
     assert sent.answer.model_version == pinned
     assert "Talk to a person" in sent.answer.conversation.system_prompt
+
+
+# --- identity and tokens ---------------------------------------------------------
+
+
+async def _hello(communicator, token=None) -> dict:
+    await communicator.send_json_to({"type": "hello", "token": token})
+    welcome = await communicator.receive_json_from(timeout=TIMEOUT)
+    assert welcome["type"] == "welcome", welcome
+    return welcome
+
+
+@pytest.mark.django_db
+def test_identifying_an_identified_visitor_as_someone_else_starts_another_visitor():
+    site = _site()
+    device = visitor_start(site=site, token=None)
+    Conversation.objects.create(site=site, visitor=device, source="widget")
+    x = visitor_identify(
+        site=site,
+        visitor=device,
+        user_id="customer-x",
+        signature=identity_signature(site=site, user_id="customer-x"),
+    )
+    y = visitor_identify(
+        site=site,
+        visitor=x,
+        user_id="customer-y",
+        signature=identity_signature(site=site, user_id="customer-y"),
+    )
+    x.refresh_from_db()
+    assert x.external_id == "customer-x" and Conversation.objects.filter(visitor=x).count() == 1
+    assert y != x and y.external_id == "customer-y"
+    assert not Conversation.objects.filter(visitor=y).exists()
+    # Back to X on the same device: X's own visitor, Y keeps nothing of X's.
+    again = visitor_identify(
+        site=site,
+        visitor=y,
+        user_id="customer-x",
+        signature=identity_signature(site=site, user_id="customer-x"),
+    )
+    assert again == x and Conversation.objects.filter(visitor=x).count() == 1
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("user_id", "signature"),
+    [
+        ("customer-7", "é" * 64),  # non-ASCII signature
+        ("customer-7", "\ud800"),  # a lone surrogate
+        ("customer-7", "a" * 100_000),  # a huge signature
+        ("customer-7", 12345),
+        ("customer-7", None),
+        ("\ud800", "0" * 64),  # a user id that cannot be encoded
+        ("cust\x00omer", "0" * 64),  # a NUL the database may refuse
+        ("x" * 100_000, "0" * 64),
+        (True, "0" * 64),  # JSON true is not the user id 1
+        (["customer-7"], "0" * 64),
+        ({"id": 1}, "0" * 64),
+        (1.5, "0" * 64),
+    ],
+)
+def test_identify_refuses_malformed_inputs_clearly(user_id, signature):
+    site = _site()
+    visitor = visitor_start(site=site, token=None)
+    with pytest.raises(WidgetError) as caught:
+        visitor_identify(site=site, visitor=visitor, user_id=user_id, signature=signature)
+    assert caught.value.code == "identity"
+    visitor.refresh_from_db()
+    assert visitor.external_id == ""
+
+
+@pytest.mark.django_db
+def test_identify_takes_an_integer_user_id_and_an_upper_case_signature():
+    site = _site()
+    visitor = visitor_start(site=site, token=None)
+    signature = identity_signature(site=site, user_id="42").upper()
+    known = visitor_identify(site=site, visitor=visitor, user_id=42, signature=signature)
+    assert known.external_id == "42"
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.asyncio
+async def test_a_non_ascii_identity_signature_is_refused_and_the_socket_goes_on():
+    site = await sync_to_async(_site)()
+    communicator, _ = await _connect(site.public_key)
+    await _hello(communicator)
+    await communicator.send_json_to({"type": "identify", "user": "u1", "signature": "ü" * 64})
+    refused = await communicator.receive_json_from(timeout=TIMEOUT)
+    assert refused["code"] == "identity", refused
+    await communicator.send_json_to({"type": "ping"})
+    assert (await communicator.receive_json_from(timeout=TIMEOUT))["type"] == "pong"
+    await communicator.disconnect()
+
+
+@pytest.mark.django_db
+def test_a_visitor_token_expires(settings):
+    from datetime import timedelta
+    from unittest import mock
+
+    from django.utils import timezone as django_timezone
+
+    settings.WIDGET_VISITOR_TOKEN_DAYS = 30
+    site = _site()
+    visitor = visitor_start(site=site, token=None)
+    token = visitor_token(visitor=visitor)
+    assert visitor_start(site=site, token=token) == visitor
+    later = django_timezone.now() + timedelta(days=31)
+    with mock.patch("time.time", return_value=later.timestamp()):
+        assert visitor_start(site=site, token=token) != visitor
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.asyncio
+async def test_reset_revokes_the_old_token_and_its_conversation_stays_out_of_reach():
+    site = await sync_to_async(_site)()
+    communicator, _ = await _connect(site.public_key)
+    first = await _hello(communicator)
+    visitor = await sync_to_async(WidgetVisitor.objects.get)(pk=first["visitor"]["id"])
+    await sync_to_async(Conversation.objects.create)(
+        site=site, visitor=visitor, source="widget", title="private"
+    )
+    await communicator.send_json_to({"type": "reset"})
+    fresh = await communicator.receive_json_from(timeout=TIMEOUT)
+    assert fresh["type"] == "welcome" and fresh["visitor"]["id"] != first["visitor"]["id"]
+    await communicator.disconnect()
+
+    # The token from before the reset (a copy kept by someone else) opens
+    # nothing of the old visitor.
+    communicator, _ = await _connect(site.public_key)
+    stale = await _hello(communicator, first["token"])
+    assert stale["visitor"]["id"] not in (first["visitor"]["id"], fresh["visitor"]["id"])
+    assert stale["conversation"] is None
+    # The new token still works.
+    await communicator.send_json_to({"type": "hello", "token": fresh["token"]})
+    again = await communicator.receive_json_from(timeout=TIMEOUT)
+    assert again["visitor"]["id"] == fresh["visitor"]["id"]
+    await communicator.disconnect()
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.asyncio
+async def test_a_token_the_host_forgot_offline_is_revoked_by_the_next_hello():
+    site = await sync_to_async(_site)()
+    communicator, _ = await _connect(site.public_key)
+    first = await _hello(communicator)
+    await communicator.disconnect()
+    # The host page's reset() ran with no frame connected: its next frame
+    # says hello without a token and names the forgotten one.
+    communicator, _ = await _connect(site.public_key)
+    await communicator.send_json_to({"type": "hello", "token": None, "revoke": first["token"]})
+    fresh = await communicator.receive_json_from(timeout=TIMEOUT)
+    assert fresh["visitor"]["id"] != first["visitor"]["id"]
+    stale = await _hello(communicator, first["token"])
+    assert stale["visitor"]["id"] not in (first["visitor"]["id"], fresh["visitor"]["id"])
+    await communicator.disconnect()

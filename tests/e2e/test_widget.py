@@ -11,7 +11,8 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.hashers import PBKDF2PasswordHasher
 from django.contrib.auth.models import Permission
 
-from chat.services.widget import widget_site_save
+from chat.models import WidgetVisitor
+from chat.services.widget import visitor_start, widget_site_save
 from tests.e2e.conftest import STAFF_PASSWORD, host_page_set_key
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
@@ -146,4 +147,37 @@ def test_a_visitor_chats_comes_back_and_talks_to_a_person(
     assert box["width"] >= 380 and box["height"] >= 700
     small.screenshot(path=str(artifacts_dir / "widget-phone.png"))
     phone.close()
+    context.close()
+
+
+def test_a_reset_before_the_widget_opens_revokes_the_forgotten_token(stack, browser, host_pages):
+    """A logout page calls ChatWidget.reset() without ever opening the
+    widget: the next frame names the forgotten token and the server revokes
+    it, so a copy of it opens nothing."""
+    folder, (allowed, _foreign) = host_pages
+    site = widget_site_save(data={"name": "Fernhollow", "allowed_origins": allowed})
+    host_page_set_key(folder, site.public_key)
+    token_key = f"chatWidget:{site.public_key}:token"
+    revoke_key = f"chatWidget:{site.public_key}:revoke"
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(allowed)
+    page.get_by_test_id("widget-launcher").click()
+    page.wait_for_function("([k]) => !!localStorage.getItem(k)", arg=[token_key])
+    old = page.evaluate("([k]) => localStorage.getItem(k)", [token_key])
+    first = WidgetVisitor.objects.get(site=site)
+
+    page.reload()
+    page.wait_for_function("() => window.ChatWidget && window.ChatWidget.loaded")
+    page.evaluate("() => window.ChatWidget.reset()")
+    assert page.evaluate("([k]) => localStorage.getItem(k)", [token_key]) is None
+    assert page.evaluate("([k]) => localStorage.getItem(k)", [revoke_key]) == old
+
+    page.get_by_test_id("widget-launcher").click()
+    page.wait_for_function(
+        "([t, r, old]) => localStorage.getItem(r) === null"
+        " && !!localStorage.getItem(t) && localStorage.getItem(t) !== old",
+        arg=[token_key, revoke_key, old],
+    )
+    assert visitor_start(site=site, token=old) != first
     context.close()

@@ -15,7 +15,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from chat.models import Conversation
-from models_admin.models import FilterHit, FilterRule
+from models_admin.models import FilterHit, FilterRule, ReviewEvent
 from models_admin.selectors.filters import filter_rules_export
 from models_admin.services.filters import filter_rule_save
 from tests.factories import UserFactory
@@ -457,6 +457,7 @@ def _hit(rule, **fields):
 
 
 def test_the_hits_page_filters_and_counts_by_rule(client, viewer, rule):
+    grant(viewer, "review_conversation")  # excerpts and their search need it
     cards = _rule(name="Cards", kind="preset", preset="card", action="mask")
     _hit(rule, excerpt="you «badword»")
     _hit(rule, excerpt="another «badword»", scope="output", surface="widget")
@@ -497,13 +498,50 @@ def test_hit_rows_escape_excerpts_and_link_conversations_for_reviewers(client, v
     _hit(rule, excerpt="<script>alert(1)</script> «badword»", conversation=conversation)
     review_url = reverse("dashboard:conversation-review", args=[conversation.pk])
     page = client.get(reverse("dashboard:filter-hits")).content.decode()
-    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "<script>alert" not in page
     assert review_url not in page
     assert reverse("dashboard:filter-edit", args=[rule.pk]) in page
 
     grant(viewer, "review_conversation")
     page = client.get(reverse("dashboard:filter-hits")).content.decode()
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "<script>alert" not in page
     assert review_url in page
+
+
+def test_excerpts_need_the_review_right_and_each_view_is_in_the_review_log(client, viewer, rule):
+    someone = Conversation.objects.create(user=UserFactory(username="someone"))
+    other = Conversation.objects.create(user=UserFactory(username="other"))
+    _hit(rule, excerpt="my card is «secret-one»", conversation=someone)
+    _hit(rule, excerpt="and «secret-two»", conversation=someone)
+    _hit(rule, excerpt="then «secret-three»", conversation=other)
+    _hit(rule, excerpt="an API call «secret-four»")
+    url = reverse("dashboard:filter-hits")
+
+    # Without the review right: every hit, none of the users' words, and
+    # the excerpt search cannot be used to guess them.
+    response = client.get(url)
+    page = response.content.decode()
+    assert "secret" not in page
+    assert page.count("data-hit=") == 4
+    assert "excerpt-hidden" in page
+    assert 'name="q"' not in page
+    probe = client.get(url, {"q": "secret-one"}).content.decode()
+    assert probe.count("data-hit=") == 4 and "secret" not in probe
+    assert not ReviewEvent.objects.exists()
+
+    # With it: the words, and one view per conversation in the review log.
+    grant(viewer, "review_conversation")
+    page = client.get(url).content.decode()
+    for word in ("secret-one", "secret-two", "secret-three", "secret-four"):
+        assert word in page
+    views = ReviewEvent.objects.filter(action=ReviewEvent.Action.VIEW, staff=viewer)
+    assert sorted(views.values_list("conversation_id", flat=True), key=str) == sorted(
+        [someone.pk, other.pk, None], key=str
+    )
+    assert all("filter hit" in event.detail for event in views)
+    searched = client.get(url, {"q": "secret-three"}).content.decode()
+    assert searched.count("data-hit=") == 1
+    latest = ReviewEvent.objects.filter(action=ReviewEvent.Action.VIEW, staff=viewer)
+    assert latest.count() == 4 and latest.first().conversation_id == other.pk
 
 
 def test_the_rule_list_shows_hit_counts_and_the_last_hit(client, viewer, rule):

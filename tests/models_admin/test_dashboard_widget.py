@@ -213,6 +213,37 @@ def test_origins_that_are_not_origins_are_refused_inline(client, editor, origin)
     assert not WidgetSite.objects.exists()
 
 
+@pytest.mark.parametrize(
+    "avatar",
+    [
+        "https://x;script-src *@evil.example/a.png",
+        "https://x;script-src:*@evil.example/a.png",
+        "https://user:pass@cdn.example/a.png",
+        "https://cdn.example/a.png;script-src",
+        "https://cdn.example/a,b.png",
+        "https://cdn.example/a'.png",
+        'https://cdn.example/a".png',
+        "https://cdn.example/a b.png",
+        "javascript:alert(1)",
+        "data:image/png;base64,AAAA",
+        "ftp://cdn.example/a.png",
+        "//cdn.example/a.png",
+    ],
+)
+def test_avatar_urls_that_could_reach_the_frame_policy_are_refused_inline(client, editor, avatar):
+    response = client.post(NEW, _form(avatar_url=avatar))
+    assert response.status_code == 400
+    field = html.unescape(_field_html(response.content.decode(), "avatar_url"))
+    assert "without a user name, spaces, quotes" in field
+    assert not WidgetSite.objects.exists()
+
+
+def test_a_plain_avatar_url_is_kept(client, editor):
+    response = client.post(NEW, _form(avatar_url="https://cdn.example:8443/img/a.png?v=2"))
+    assert response.status_code == 302
+    assert WidgetSite.objects.get().avatar_url == "https://cdn.example:8443/img/a.png?v=2"
+
+
 def test_a_site_needs_at_least_one_origin(client, editor):
     response = client.post(NEW, _form(allowed_origins="  \n"))
     assert response.status_code == 400
