@@ -5,6 +5,7 @@ off), queueing the generation, and recording usage per key."""
 from __future__ import annotations
 
 import logging
+import math
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +18,7 @@ from chat.models import ApiKey, ApiRequest, Conversation, Message
 from chat.services.conversations import conversation_title_auto
 from chat.services.messages import message_generation_finish
 from inference.client import generation_submit
+from inference.sampling import MAX_STOP_LENGTH, SamplingError, SamplingParams
 from models_admin.models import ModelVersion
 from models_admin.selectors import model_version_get_production
 from models_admin.services.filters import content_filter_input, filter_hits_record
@@ -37,8 +39,12 @@ KNOWN = {
     "user",
     "stream",
     "stream_options",
+    "store",
+    "metadata",
+    "parallel_tool_calls",
 }
-#: OpenAI parameters this server does not offer, with why.
+#: OpenAI parameters this server does not offer, with why; each is still
+#: accepted at its neutral value (client wrappers send those by default).
 UNSUPPORTED = {
     "tools": "Tool calls are not supported.",
     "tool_choice": "Tool calls are not supported.",
@@ -51,9 +57,27 @@ UNSUPPORTED = {
     "audio": "Audio is not supported.",
     "modalities": "Only text is supported.",
     "prediction": "Predicted outputs are not supported.",
+    "presence_penalty": "presence_penalty is not supported; leave it out.",
+    "frequency_penalty": "frequency_penalty is not supported; leave it out.",
 }
-#: Accepted only at their neutral value.
-NEUTRAL = {"presence_penalty": 0, "frequency_penalty": 0, "parallel_tool_calls": None}
+#: The values of unsupported parameters that change nothing.
+NEUTRAL: dict[str, tuple[Any, ...]] = {
+    "tools": ([],),
+    "tool_choice": ("none",),
+    "functions": ([],),
+    "function_call": ("none",),
+    "logprobs": (False,),
+    "top_logprobs": (0,),
+    "logit_bias": ({},),
+    "response_format": ({"type": "text"},),
+    "modalities": (["text"],),
+    "presence_penalty": (0,),
+    "frequency_penalty": (0,),
+}
+#: Keys and characters of the ``metadata`` object, as OpenAI bounds them.
+METADATA_KEYS = 16
+METADATA_KEY_CHARS = 64
+METADATA_VALUE_CHARS = 512
 #: Characters of all messages of one call together.
 MAX_PROMPT_CHARS = 200_000
 DEFAULT_ALIAS = "default"
@@ -160,6 +184,9 @@ def _messages(value: Any) -> list[dict[str, str]]:
         raise _invalid("messages", f"The messages are limited to {MAX_PROMPT_CHARS:,} characters.")
     if not any(m["role"] == "user" for m in out):
         raise _invalid("messages", "messages needs at least one user message.")
+    for index, message in enumerate(out):
+        if message["role"] == "user" and not message["content"].strip():
+            raise _invalid(f"messages[{index}].content", "A user message needs some text.")
     return out
 
 
@@ -169,6 +196,8 @@ def _number(body: dict[str, Any], name: str, low: float, high: float, *, low_ope
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise _invalid(name, f"{name} must be a number.")
+    if not math.isfinite(value):
+        raise _invalid(name, f"{name} must be a finite number; got {value}.")
     if value > high or value < low or (low_open and value == low):
         bound = f"greater than {low}" if low_open else f"at least {low}"
         raise _invalid(name, f"{name} must be {bound} and at most {high}; got {value}.")
@@ -186,6 +215,51 @@ def _integer(body: dict[str, Any], name: str, low: int, high: int) -> int | None
     return value
 
 
+def _non_finite(value: Any) -> bool:
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            return True
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
+def _same(value: Any, neutral: Any) -> bool:
+    # 0 == False in Python: a neutral value matches only its own kind.
+    def kind(item: Any) -> type:
+        return float if type(item) in (int, float) else type(item)
+
+    return kind(value) is kind(neutral) and value == neutral
+
+
+def _flags_check(body: dict[str, Any]) -> None:
+    """Check the parameters accepted and ignored: ``store``,
+    ``parallel_tool_calls`` and ``metadata``."""
+    for name in ("store", "parallel_tool_calls"):
+        if body.get(name) is not None and not isinstance(body[name], bool):
+            raise _invalid(name, f"{name} must be true or false.")
+    metadata = body.get("metadata")
+    if metadata is None:
+        return
+    if not isinstance(metadata, dict) or len(metadata) > METADATA_KEYS:
+        raise _invalid("metadata", f"metadata is an object of up to {METADATA_KEYS} keys.")
+    for key, value in metadata.items():
+        if (
+            len(key) > METADATA_KEY_CHARS
+            or not isinstance(value, str)
+            or len(value) > METADATA_VALUE_CHARS
+        ):
+            raise _invalid(
+                "metadata",
+                f"metadata maps keys of up to {METADATA_KEY_CHARS} characters to strings of "
+                f"up to {METADATA_VALUE_CHARS}.",
+            )
+
+
 @dataclass(frozen=True)
 class CompletionRequest:
     version: ModelVersion
@@ -200,17 +274,20 @@ def completion_request_parse(*, key: ApiKey, body: Any) -> CompletionRequest:
     """Check a chat completions body; raise ApiError naming the parameter."""
     if not isinstance(body, dict):
         raise ApiError(400, "The request body must be a JSON object.")
-    for name in body:
+    for name, value in body.items():
+        if _non_finite(value):
+            # Python's json reads NaN and Infinity literals, which no
+            # parameter can mean.
+            raise _invalid(name, f"{name} holds NaN or Infinity, which is not a JSON number.")
         if name in UNSUPPORTED:
+            if value is None or any(_same(value, neutral) for neutral in NEUTRAL.get(name, ())):
+                continue
             raise _invalid(name, UNSUPPORTED[name])
-        if name in NEUTRAL:
-            if body[name] not in (NEUTRAL[name], None):
-                raise _invalid(name, f"{name} is not supported; leave it out.")
-            continue
         if name not in KNOWN:
             raise ApiError(
                 400, f"Unrecognized request argument supplied: {name}", param=name, code=None
             )
+    _flags_check(body)
     version = _model(key, body.get("model"))
     messages = _messages(body.get("messages"))
     n = _integer(body, "n", 1, 128)
@@ -237,10 +314,20 @@ def completion_request_parse(*, key: ApiKey, body: Any) -> CompletionRequest:
         if (
             not isinstance(stops, list)
             or len(stops) > 4
-            or not all(isinstance(s, str) and s for s in stops)
+            or not all(isinstance(s, str) and 0 < len(s) <= MAX_STOP_LENGTH for s in stops)
         ):
-            raise _invalid("stop", "stop is a string or a list of up to 4 non-empty strings.")
+            raise _invalid(
+                "stop",
+                f"stop is a string or a list of up to 4 strings of 1 to {MAX_STOP_LENGTH} "
+                "characters.",
+            )
         params["stop"] = stops
+    try:
+        SamplingParams.from_dict(params)
+    except SamplingError as exc:
+        # The bounds above should catch everything first; this keeps a
+        # refusal by the worker's own rules a 400 rather than a queue error.
+        raise _invalid("messages", str(exc)) from None
     stream = body.get("stream", False)
     if stream is None:
         stream = False

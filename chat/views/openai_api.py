@@ -12,19 +12,23 @@ cancels the generation in the engine.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.http.response import HttpResponseBase
 from django.views.decorators.csrf import csrf_exempt
 
 from chat.models import ApiKey
 from chat.services.api_keys import ApiLimitError, api_key_authenticate, api_limits_check
 from chat.services.completions import (
+    DEFAULT_ALIAS,
     ApiError,
     CompletionRequest,
     Started,
@@ -52,11 +56,46 @@ MAX_REPLAYS = 2
 MAX_BODY_BYTES = 2_000_000
 
 
+#: Statuses a retry may cure: OpenAI's clients retry these unless told not to.
+RETRYABLE = {408, 409, 429, 500, 502, 503, 504}
+#: 429 codes that the same call cannot get past by waiting a moment.
+FINAL_429_CODES = {"insufficient_quota"}
+
+
 def _error(error: ApiError, *, retry_after: int | None = None) -> JsonResponse:
     response = JsonResponse(error.body(), status=error.status)
     if retry_after is not None:
         response["Retry-After"] = str(retry_after)
+    if error.status not in RETRYABLE or error.code in FINAL_429_CODES:
+        # The official clients retry 429s and 5xx three times by default;
+        # a refusal that waiting cannot change says so.
+        response["x-should-retry"] = "false"
     return response
+
+
+def _api_view(view: Callable[..., Awaitable[HttpResponseBase]]) -> Callable[..., Any]:
+    """Give every response an ``X-Request-Id`` and turn an unexpected
+    failure into a 500 in OpenAI's error shape instead of a traceback."""
+
+    @functools.wraps(view)
+    async def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        request_id = f"req_{uuid.uuid4().hex}"
+        response: HttpResponseBase
+        try:
+            response = await view(request, *args, **kwargs)
+        except Exception:
+            logger.exception("API request %s failed", request_id)
+            response = _error(
+                ApiError(
+                    500,
+                    f"The server had an error processing the request ({request_id}).",
+                    type="server_error",
+                )
+            )
+        response["X-Request-Id"] = request_id
+        return response
+
+    return csrf_exempt(wrapped)
 
 
 def _bearer(request: HttpRequest) -> str:
@@ -87,7 +126,7 @@ def _model_object(version: Any) -> dict[str, Any]:
     }
 
 
-@csrf_exempt
+@_api_view
 async def models(request: HttpRequest, model_id: str | None = None) -> HttpResponse:
     if request.method != "GET":
         return _error(ApiError(405, "Use GET.", code="method_not_allowed"))
@@ -98,6 +137,10 @@ async def models(request: HttpRequest, model_id: str | None = None) -> HttpRespo
     versions = await sync_to_async(api_models_for_key)(key=key)
     if model_id is None:
         return JsonResponse({"object": "list", "data": [_model_object(v) for v in versions]})
+    if model_id == DEFAULT_ALIAS and versions:
+        # The alias that completions accept names the version behind it.
+        return JsonResponse({**_model_object(versions[0]), "id": DEFAULT_ALIAS,
+                             "root": versions[0].name})  # fmt: skip
     for version in versions:
         if version.name == model_id:
             return JsonResponse(_model_object(version))
@@ -292,7 +335,24 @@ async def _complete(call: _Call) -> HttpResponse:
     )
 
 
-@csrf_exempt
+@_api_view
+async def not_found(request: HttpRequest, path: str = "") -> HttpResponse:
+    """Any other path under ``/v1/``: 404 in OpenAI's shape, not a page;
+    without a valid key, 401 as on every other path."""
+    try:
+        await _key(request)
+    except ApiError as error:
+        return _error(error)
+    return _error(
+        ApiError(
+            404,
+            f"Invalid URL ({request.method} {request.path}).",
+            code="unknown_url",
+        )
+    )
+
+
+@_api_view
 async def chat_completions(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
     if request.method != "POST":
         return _error(ApiError(405, "Use POST.", code="method_not_allowed"))
