@@ -127,7 +127,9 @@ def api_limits_check(*, key: ApiKey) -> None:
     limit = key.rate_limit_per_minute or settings.API_RATE_LIMIT_PER_MINUTE
     now = time.time()
     window = int(now // 60)
-    counter = redis_key("api", "rate", str(key.pk), str(window))
+    # The prefix, not the id: ids come back after a database reset, and
+    # a new key must not inherit an old one's count.
+    counter = redis_key("api", "rate", key.prefix, str(window))
     try:
         client: Any = redis_client()
         pipe = client.pipeline(transaction=False)

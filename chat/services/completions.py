@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from chat.models import ApiKey, ApiRequest, Conversation, Message
 from chat.services.conversations import conversation_title_auto
+from chat.services.limits import user_generation_check
 from chat.services.messages import message_generation_finish
 from inference.client import generation_submit
 from inference.sampling import MAX_STOP_LENGTH, SamplingError, SamplingParams
@@ -421,11 +422,14 @@ def _conversation_store(
 
 
 def completion_start(*, key: ApiKey, request: CompletionRequest) -> Started:
-    """Filter, store (when configured) and queue one completion."""
+    """Filter, store (when configured) and queue one completion; raise
+    LimitError when the user's answers at once or a minute are spent."""
     messages = _filter_input(key=key, messages=request.messages)
     generation_id = uuid.uuid4().hex
     extra: dict[str, Any] = {"surface": "api"}
     with transaction.atomic():
+        # Counted with the user's chat answers, under the user's row lock.
+        user_generation_check(user_id=key.user_id, lock=True)
         conversation = None
         if settings.API_STORE_CONVERSATIONS:
             conversation, answer = _conversation_store(

@@ -37,6 +37,7 @@ from chat.services.completions import (
     completion_request_parse,
     completion_start,
 )
+from chat.services.limits import LimitError, user_generation_check
 from chat.views.body import BodyError, json_body
 from inference.client import (
     StreamBroken,
@@ -56,6 +57,14 @@ MAX_REPLAYS = 2
 MAX_BODY_BYTES = 2_000_000
 
 
+#: The API's codes for the user's limits (shared with the chat page).
+USER_LIMIT_CODES = {
+    "rate_limited": "rate_limit_exceeded",
+    "too_many_running": "too_many_concurrent_requests",
+}
+#: Retry-After when the user's answers at once are spent: a guess, since
+#: it depends on when one of them ends.
+RUNNING_RETRY_AFTER_S = 5
 #: Statuses a retry may cure: OpenAI's clients retry these unless told not to.
 RETRYABLE = {408, 409, 429, 500, 502, 503, 504}
 #: 429 codes that the same call cannot get past by waiting a moment.
@@ -364,6 +373,9 @@ async def chat_completions(request: HttpRequest) -> HttpResponse | StreamingHttp
             raise ApiError(exc.status, exc.message) from None
         parsed = await sync_to_async(completion_request_parse)(key=key, body=body)
         await sync_to_async(api_limits_check)(key=key)
+        # Before the worker check, so that a refusal does not depend on it;
+        # completion_start checks again under the user's lock.
+        await sync_to_async(user_generation_check)(user_id=key.user_id)
         if await sync_to_async(workers_live_count)() == 0:
             raise ApiError(
                 503,
@@ -376,6 +388,13 @@ async def chat_completions(request: HttpRequest) -> HttpResponse | StreamingHttp
         return _error(
             ApiError(429, limit.message, type="requests", code=limit.code),
             retry_after=limit.retry_after,
+        )
+    except LimitError as limit:
+        code = USER_LIMIT_CODES.get(limit.code, limit.code)
+        wait = limit.retry_after if limit.retry_after is not None else RUNNING_RETRY_AFTER_S
+        return _error(
+            ApiError(429, limit.message, type="requests", code=code),
+            retry_after=max(1, round(wait)),
         )
     except ApiError as error:
         return _error(error)
