@@ -227,6 +227,13 @@ def api_keys_totals(
     return {**counts, "month": _with_tokens(month)}
 
 
+def api_owner_tokens_month(*, key: ApiKey, now: datetime | None = None) -> int:
+    """Tokens in and out of the key owner's calls this month through all
+    their keys, revoked ones included: what the key's quota counts."""
+    calls = ApiRequest.objects.filter(user_id=key.user_id)
+    return _with_tokens(calls.aggregate(**_figures("", api_month_start(now=now))))["tokens"]
+
+
 def api_key_usage(*, key: ApiKey, now: datetime | None = None) -> dict[str, dict[str, int]]:
     """The key's calls this month and in all: requests, tokens_in,
     tokens_out, tokens (in and out) and errors."""
