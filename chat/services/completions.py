@@ -399,11 +399,15 @@ def _conversation_store(
     conversation.save()
     parent = None
     for message in messages:
+        supplied = message["role"] == Message.Role.ASSISTANT
         parent = Message.objects.create(
             conversation=conversation,
             parent=parent,
             role=message["role"],
             content=message["content"],
+            # The caller wrote these "answers": no version's work, never
+            # training data nor a version's usage.
+            status=Message.Status.SUPPLIED if supplied else Message.Status.DONE,
         )
     answer = Message.objects.create(
         conversation=conversation,

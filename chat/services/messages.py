@@ -519,8 +519,11 @@ def feedback_set(
 ) -> Feedback | None:
     """Record thumbs up (1) or down (-1) with an optional reason; rating 0
     removes the user's feedback."""
-    if message.role != Message.Role.ASSISTANT or message.status == Message.Status.PENDING:
-        raise ChatError("invalid", "Feedback goes on finished answers.")
+    if message.role != Message.Role.ASSISTANT or message.status in (
+        Message.Status.PENDING,
+        Message.Status.SUPPLIED,
+    ):
+        raise ChatError("invalid", "Feedback goes on finished answers of a model.")
     try:
         rating = int(rating)
     except (TypeError, ValueError, OverflowError):
