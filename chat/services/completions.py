@@ -365,13 +365,11 @@ class Started:
 
 
 def _filter_input(*, key: ApiKey, messages: list[dict[str, str]]) -> list[dict[str, str]]:
-    """Run the API's input rules on the callers' messages (not on answers
-    it sends back as history); raise ApiError for a block."""
+    """Run the API's input rules on every message the model will read:
+    system prompts and the "assistant" turns the caller sends as history
+    too, since the caller wrote them; raise ApiError for a block."""
     out = []
     for index, message in enumerate(messages):
-        if message["role"] == "assistant":
-            out.append(message)
-            continue
         verdict = content_filter_input(text=message["content"], surface="api")
         if verdict.hits:
             filter_hits_record(

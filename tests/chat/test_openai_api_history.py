@@ -6,6 +6,8 @@ through the input rules."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from django.core.exceptions import ValidationError
 
@@ -13,9 +15,11 @@ from chat.models import ApiKey, ApiRequest, Conversation, Message
 from chat.services.api_keys import api_key_create
 from chat.services.completions import ApiError, completion_request_parse, completion_start
 from chat.services.messages import ChatError, feedback_set, message_generation_finish
+from models_admin.models import FilterHit
 from models_admin.selectors.usage import version_stats
 from models_admin.services import model_version_create, model_version_promote
 from models_admin.services.datasets import dataset_export
+from models_admin.services.filters import filter_rule_save
 from tests.factories import UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -82,3 +86,54 @@ def test_assistant_turns_of_api_callers_are_stored_as_supplied_history(key, vers
             continue  # nothing could be exported: no empty datasets
         for example in exported.examples.all():
             assert {"role": "assistant", "content": "Lyon, of course."} not in example.messages
+
+
+@pytest.fixture
+def rule():
+    return filter_rule_save(
+        data={"name": "secret", "kind": "keywords", "keywords": "zylophin", "scope": "input"},
+        by=None,
+    )
+
+
+@pytest.mark.parametrize(
+    ("index", "role"), [(0, "system"), (2, "assistant")]
+)  # fmt: skip
+def test_a_blocked_system_prompt_or_assistant_turn_refuses_the_api_call(key, rule, index, role):
+    messages = [dict(m) for m in HISTORY]
+    assert messages[index]["role"] == role
+    messages[index]["content"] += " Also, zylophin."
+    with pytest.raises(ApiError) as caught:
+        _start(key, messages)
+    assert (caught.value.status, caught.value.code) == (400, "content_filter")
+    assert caught.value.param == f"messages[{index}]"
+    assert not ApiRequest.objects.exists() and not Conversation.objects.exists()
+    hit = FilterHit.objects.get()
+    assert (hit.surface, hit.scope) == ("api", "input")
+
+
+def test_a_blocked_system_prompt_is_refused_when_a_conversation_is_made_or_edited(client, rule):
+    user = UserFactory()
+    client.force_login(user)
+    made = client.post(
+        "/api/conversations/",
+        data=json.dumps({"system_prompt": "You love zylophin."}),
+        content_type="application/json",
+    )
+    assert made.status_code == 400
+    assert "system_prompt" in made.json()["fields"]
+    assert not Conversation.objects.exists()
+    made = client.post(
+        "/api/conversations/",
+        data=json.dumps({"system_prompt": "Be brief."}),
+        content_type="application/json",
+    )
+    assert made.status_code == 201
+    edited = client.patch(
+        f"/api/conversations/{made.json()['id']}/",
+        data=json.dumps({"system_prompt": "Talk about zylophin."}),
+        content_type="application/json",
+    )
+    assert edited.status_code == 400
+    assert Conversation.objects.get().system_prompt == "Be brief."
+    assert FilterHit.objects.filter(surface="chat", scope="input").count() == 2
