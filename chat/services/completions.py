@@ -15,7 +15,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from chat.models import ApiKey, ApiRequest, Conversation, Message
-from chat.services.conversations import conversation_title_auto
+from chat.services.conversations import conversation_title_auto, conversations_room_left
 from chat.services.limits import user_generation_check
 from chat.services.messages import message_generation_finish
 from inference.client import generation_submit
@@ -362,6 +362,7 @@ class Started:
     generation_id: str
     record_id: int
     model: str
+    stored: bool = False
 
 
 def _filter_input(*, key: ApiKey, messages: list[dict[str, str]]) -> list[dict[str, str]]:
@@ -433,7 +434,9 @@ def completion_start(*, key: ApiKey, request: CompletionRequest) -> Started:
         # Counted with the user's chat answers, under the user's row lock.
         user_generation_check(user_id=key.user_id, lock=True)
         conversation = None
-        if settings.API_STORE_CONVERSATIONS:
+        # Past the user's conversation cap the call is still answered and
+        # its usage recorded; only the conversation is not kept.
+        if settings.API_STORE_CONVERSATIONS and conversations_room_left(user_id=key.user_id):
             conversation, answer = _conversation_store(
                 key=key, request=request, messages=messages, generation_id=generation_id
             )
@@ -475,7 +478,12 @@ def completion_start(*, key: ApiKey, request: CompletionRequest) -> Started:
                 ) from None
 
         transaction.on_commit(submit, robust=False)
-    return Started(generation_id=generation_id, record_id=record.pk, model=request.version.name)
+    return Started(
+        generation_id=generation_id,
+        record_id=record.pk,
+        model=request.version.name,
+        stored=conversation is not None,
+    )
 
 
 def completion_record(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.db import transaction
@@ -69,9 +70,27 @@ def conversation_create(
         conversation.max_tokens = max_tokens
     conversation.full_clean()
     with transaction.atomic():
+        conversations_room_check(user_id=int(user.pk))
         conversation.save()
         conversations_changed(user_id=int(user.pk))
     return conversation
+
+
+def conversations_room_left(*, user_id: int) -> bool:
+    """Whether the user may hold one more conversation
+    (``CHAT_MAX_CONVERSATIONS_PER_USER``, every source counted)."""
+    held = Conversation.objects.filter(user_id=user_id).count()
+    return held < settings.CHAT_MAX_CONVERSATIONS_PER_USER
+
+
+def conversations_room_check(*, user_id: int) -> None:
+    """Raise ValidationError when the user holds as many conversations as
+    ``CHAT_MAX_CONVERSATIONS_PER_USER`` allows."""
+    if not conversations_room_left(user_id=user_id):
+        limit = settings.CHAT_MAX_CONVERSATIONS_PER_USER
+        raise ValidationError(
+            f"You can keep {limit:,} conversations; delete some to start a new one."
+        )
 
 
 _UNSET: Any = object()

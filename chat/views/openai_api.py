@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.http.response import HttpResponseBase
 from django.views.decorators.csrf import csrf_exempt
@@ -362,7 +363,7 @@ async def not_found(request: HttpRequest, path: str = "") -> HttpResponse:
 
 
 @_api_view
-async def chat_completions(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
+async def chat_completions(request: HttpRequest) -> HttpResponseBase:
     if request.method != "POST":
         return _error(ApiError(405, "Use POST.", code="method_not_allowed"))
     try:
@@ -399,9 +400,14 @@ async def chat_completions(request: HttpRequest) -> HttpResponse | StreamingHttp
     except ApiError as error:
         return _error(error)
     call = _Call(started, parsed)
+    response: HttpResponseBase
     if not parsed.stream:
-        return await _complete(call)
-    response = StreamingHttpResponse(_stream(call), content_type="text/event-stream")
-    response["Cache-Control"] = "no-cache"
-    response["X-Accel-Buffering"] = "no"
+        response = await _complete(call)
+    else:
+        response = StreamingHttpResponse(_stream(call), content_type="text/event-stream")
+        response["Cache-Control"] = "no-cache"
+        response["X-Accel-Buffering"] = "no"
+    if settings.API_STORE_CONVERSATIONS and not started.stored:
+        # The user holds CHAT_MAX_CONVERSATIONS_PER_USER conversations.
+        response["x-conversation-stored"] = "false"
     return response
