@@ -495,17 +495,38 @@ def completion_record(
     status_code: int = 200,
     error: str = "",
 ) -> None:
-    """Store how a call ended: finish reason and token counts."""
+    """Store how a call ended: finish reason and token counts. A call
+    whose client went away has no counts here; the worker's own record of
+    the generation (``completion_usage_store``) keeps them."""
     final = final or {}
     usage = final.get("usage") or {}
-    ApiRequest.objects.filter(pk=record_id).update(
-        finish_reason=str(final.get("finish_reason") or "")[:20],
+    fields: dict[str, Any] = {
+        "finish_reason": str(final.get("finish_reason") or "")[:20],
+        "ttft_s": ttft_s,
+        "duration_s": duration_s,
+        "status_code": status_code,
+        "error": error[:500],
+    }
+    if usage:
+        fields["prompt_tokens"] = int(usage.get("prompt_tokens") or 0)
+        fields["completion_tokens"] = int(usage.get("completion_tokens") or 0)
+    ApiRequest.objects.filter(pk=record_id).update(**fields)
+
+
+def completion_usage_store(*, generation_id: str, final: dict[str, Any]) -> int:
+    """Store the token counts of a finished generation on its API call,
+    whether or not the caller stayed to read them (the monthly quota
+    counts what was generated); an unfinished record gets the finish
+    reason too, so it no longer counts as running. Return how many calls
+    matched (0 for a chat answer)."""
+    usage = final.get("usage") or {}
+    if not generation_id or not usage:
+        return 0
+    calls = ApiRequest.objects.filter(generation_id=generation_id)
+    calls.filter(finish_reason="").update(finish_reason=str(final.get("finish_reason") or "")[:20])
+    return calls.update(
         prompt_tokens=int(usage.get("prompt_tokens") or 0),
         completion_tokens=int(usage.get("completion_tokens") or 0),
-        ttft_s=ttft_s,
-        duration_s=duration_s,
-        status_code=status_code,
-        error=error[:500],
     )
 
 

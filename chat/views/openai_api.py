@@ -46,6 +46,7 @@ from inference.client import (
     generation_events,
     workers_live_count,
 )
+from inference.protocol import StreamEvent
 
 logger = logging.getLogger(__name__)
 
@@ -177,6 +178,43 @@ class _Call:
         self.error = ""
         self.created = int(time.time())
         self.id = f"chatcmpl-{started.generation_id}"
+        # The stream opened by ``opening`` and the event it read first.
+        self._source: AsyncIterator[StreamEvent] | None = None
+        self._first: StreamEvent | None = None
+
+    async def opening(self) -> ApiError | None:
+        """Wait until the worker starts the generation or refuses it, so
+        that a refusal the caller can act on (a prompt longer than the
+        context) is an error status before any byte of an answer. Return
+        that refusal, or None to go on reading."""
+        source = generation_events(self.started.generation_id, idle_timeout_s=IDLE_TIMEOUT_S)
+        try:
+            first = await anext(source)
+        except (StopAsyncIteration, StreamBroken):
+            # Read again from the start by ``events``.
+            return None
+        except asyncio.CancelledError:
+            generation_cancel(self.started.generation_id)
+            self.final = {"finish_reason": "cancelled"}
+            self.error = "client disconnected"
+            await self.record(status_code=499)
+            raise
+        except TimeoutError:
+            self.error = "no answer from the model service in time"
+            await self.record(status_code=504)
+            return ApiError(504, self.error, type="server_error", code="timeout")
+        if first.type == "error" and first.data.get("code") == "context_length_exceeded":
+            self.final = {"finish_reason": "error", **first.data}
+            self.error = str(first.data.get("error") or "")
+            await self.record(status_code=400)
+            return ApiError(
+                400,
+                f"This model's context is too short for these messages: {self.error}.",
+                param="messages",
+                code="context_length_exceeded",
+            )
+        self._source, self._first = source, first
+        return None
 
     async def events(self, *, replay: bool = False) -> AsyncIterator[tuple[str, Any]]:
         """("text", str) pieces, then ("end", final data). When the stream
@@ -199,20 +237,32 @@ class _Call:
                 yield "reset", None
 
     async def _events(self) -> AsyncIterator[tuple[str, Any]]:
-        async for event in generation_events(
-            self.started.generation_id, idle_timeout_s=IDLE_TIMEOUT_S
-        ):
-            if event.type == "text" and event.text:
-                if self.first_text_at is None:
-                    self.first_text_at = time.monotonic()
-                yield "text", event.text
-            elif event.type == "done":
-                self.final = dict(event.data)
-                yield "end", self.final
-            elif event.type == "error":
-                self.final = {"finish_reason": "error", **event.data}
-                self.error = str(event.data.get("error") or "generation failed")
-                yield "end", self.final
+        source, first = self._source, self._first
+        self._source = self._first = None
+        if source is None:
+            source = generation_events(self.started.generation_id, idle_timeout_s=IDLE_TIMEOUT_S)
+        if first is not None:
+            for item in self._translate(first):
+                yield item
+        async for event in source:
+            for item in self._translate(event):
+                yield item
+
+    def _translate(self, event: StreamEvent) -> list[tuple[str, Any]]:
+        """What a generation event means for the answer: text, the end, or
+        nothing (a start)."""
+        if event.type == "text" and event.text:
+            if self.first_text_at is None:
+                self.first_text_at = time.monotonic()
+            return [("text", event.text)]
+        if event.type == "done":
+            self.final = dict(event.data)
+            return [("end", self.final)]
+        if event.type == "error":
+            self.final = {"finish_reason": "error", **event.data}
+            self.error = str(event.data.get("error") or "generation failed")
+            return [("end", self.final)]
+        return []
 
     async def record(self, *, status_code: int = 200) -> None:
         ttft = self.first_text_at - self.began if self.first_text_at else None
@@ -400,6 +450,9 @@ async def chat_completions(request: HttpRequest) -> HttpResponseBase:
     except ApiError as error:
         return _error(error)
     call = _Call(started, parsed)
+    refused = await call.opening()
+    if refused is not None:
+        return _error(refused)
     response: HttpResponseBase
     if not parsed.stream:
         response = await _complete(call)
