@@ -268,7 +268,9 @@ class _Call:
         ttft = self.first_text_at - self.began if self.first_text_at else None
         await sync_to_async(completion_record)(
             record_id=self.started.record_id,
-            final=self.final,
+            # A call that ends without the worker's word (a timeout) is
+            # over all the same: it no longer counts as running.
+            final=self.final or {"finish_reason": "error"},
             ttft_s=ttft,
             duration_s=time.monotonic() - self.began,
             status_code=status_code,
