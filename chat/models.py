@@ -115,6 +115,9 @@ class Message(models.Model):
         CANCELLED = "cancelled", "Stopped"
         ERROR = "error", "Error"
         BLOCKED = "blocked", "Blocked"
+        # An "assistant" turn an API caller sent as history: text the
+        # caller wrote, not an answer of any model version.
+        SUPPLIED = "supplied", "Supplied by the API caller"
 
     conversation = models.ForeignKey(
         Conversation, on_delete=models.CASCADE, related_name="messages"
@@ -225,6 +228,10 @@ class ApiKey(models.Model):
     all_versions = models.BooleanField(
         default=False, help_text="May use any model version, not only production."
     )
+    # When staff last set this key's limits. A new key of the same user
+    # starts with the limits last set on any of their keys, revoked ones
+    # included, so that minting a key does not escape them.
+    limits_set_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)

@@ -10,10 +10,10 @@ from typing import Any
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import AnonymousUser
 from django.core.paginator import Page, Paginator
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 from django.http import Http404
 
-from chat.models import Conversation, Feedback, Message
+from chat.models import ApiRequest, Conversation, Feedback, Message
 
 CONVERSATIONS_PER_PAGE = 30
 
@@ -220,16 +220,28 @@ def conversation_export_markdown(*, thread: Thread) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
+def _answers_generated(*, user_id: int) -> QuerySet[Message]:
+    # API calls stored as conversations are counted once, by their record.
+    return Message.objects.filter(
+        conversation__user_id=user_id, role=Message.Role.ASSISTANT
+    ).exclude(conversation__source=Conversation.Source.API)
+
+
 def generations_running_count(*, user_id: int, since: Any) -> int:
-    return Message.objects.filter(
-        conversation__user_id=user_id,
-        role=Message.Role.ASSISTANT,
-        status=Message.Status.PENDING,
-        created_at__gte=since,
-    ).count()
+    """The user's answers being generated, on the chat page and through
+    the API, started after ``since``."""
+    chat = _answers_generated(user_id=user_id).filter(
+        status=Message.Status.PENDING, created_at__gte=since
+    )
+    api = ApiRequest.objects.filter(user_id=user_id, finish_reason="", created_at__gte=since)
+    return chat.count() + api.count()
 
 
-def generations_started_count(*, user_id: int, since: Any) -> int:
-    return Message.objects.filter(
-        conversation__user_id=user_id, role=Message.Role.ASSISTANT, created_at__gte=since
-    ).count()
+def generations_started_times(*, user_id: int, since: Any) -> list[Any]:
+    """When each of the user's answers started after ``since``, on the chat
+    page and through the API."""
+    chat = _answers_generated(user_id=user_id).filter(created_at__gte=since)
+    api = ApiRequest.objects.filter(user_id=user_id, created_at__gte=since)
+    return list(chat.values_list("created_at", flat=True)) + list(
+        api.values_list("created_at", flat=True)
+    )

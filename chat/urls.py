@@ -1,4 +1,4 @@
-from django.urls import include, path
+from django.urls import include, path, re_path
 
 from chat.views import api, openai_api, pages, widget
 
@@ -30,4 +30,5 @@ urlpatterns = [
     path("v1/models", openai_api.models, name="v1-models"),
     path("v1/models/<path:model_id>", openai_api.models, name="v1-model"),
     path("v1/chat/completions", openai_api.chat_completions, name="v1-chat-completions"),
+    re_path(r"^v1/(?P<path>.*)$", openai_api.not_found, name="v1-not-found"),
 ]

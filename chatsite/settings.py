@@ -225,6 +225,10 @@ CHAT_MAX_FRAME_BYTES = env_int("CHAT_MAX_FRAME_BYTES", 64_000, minimum=1024)
 # Answers still pending after this many seconds no longer count against the
 # concurrency limit (a generation that never reported back).
 CHAT_GENERATION_STALE_S = env_int("CHAT_GENERATION_STALE_S", 900, minimum=10)
+# Conversations one user may hold, on the chat page and stored API calls
+# together. Past it the chat page refuses new ones; API calls still run
+# but are no longer stored as conversations (usage is still recorded).
+CHAT_MAX_CONVERSATIONS_PER_USER = env_int("CHAT_MAX_CONVERSATIONS_PER_USER", 10_000, minimum=1)
 
 # --- Widget ----------------------------------------------------------------
 

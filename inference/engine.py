@@ -52,7 +52,16 @@ class FinishReason:
 
 
 class RequestError(ValueError):
-    """A request cannot be served as given; the message says why."""
+    """A request cannot be served as given; the message says why, and
+    ``code`` names the reason for clients that act on it."""
+
+    code = ""
+
+
+class ContextLengthError(RequestError):
+    """The prompt leaves no room for an answer in the context."""
+
+    code = "context_length_exceeded"
 
 
 @dataclass
@@ -229,7 +238,7 @@ class Engine:
         if not prompt:
             raise RequestError("the prompt is empty")
         if len(prompt) >= self.max_context:
-            raise RequestError(
+            raise ContextLengthError(
                 f"the prompt is {len(prompt)} tokens; the context holds {self.max_context} "
                 "and the answer needs at least one more: shorten the conversation"
             )

@@ -671,8 +671,14 @@ class InferenceWorker:
                 published=next_seq - 1,
                 first_own=next_seq,
             )
-            self._publish(item, "error", error=str(failure), finish_reason="error")
-            self._complete(item, {"finish_reason": "error", "error": str(failure)})
+            final = {"finish_reason": "error", "error": str(failure)}
+            code = getattr(failure, "code", "")
+            if code:
+                # Lets the API answer a prompt too long for the context
+                # with a 400 before it sends anything.
+                final["code"] = code
+            self._publish(item, "error", **final)
+            self._complete(item, final)
             return
         self._publish(item, "start", model_version=version.name, worker=self.worker_id)
 

@@ -59,9 +59,16 @@ def api_key_create(*, user: AbstractBaseUser, name: str) -> tuple[ApiKey, str]:
         raise ValidationError(
             {"name": [f"You can hold {settings.API_KEYS_PER_USER} keys; revoke one first."]}
         )
+    inherited = api_key_limits_inherited(user_id=int(user.pk))
     for _attempt in range(5):
         raw = KEY_PREFIX + secrets.token_urlsafe(32)
-        key = ApiKey(user_id=user.pk, name=name, prefix=raw[:PREFIX_LENGTH], key_hash=_hash(raw))
+        key = ApiKey(
+            user_id=user.pk,
+            name=name,
+            prefix=raw[:PREFIX_LENGTH],
+            key_hash=_hash(raw),
+            **inherited,
+        )
         key.full_clean(exclude=["prefix"])
         try:
             with transaction.atomic():
@@ -70,6 +77,25 @@ def api_key_create(*, user: AbstractBaseUser, name: str) -> tuple[ApiKey, str]:
             continue  # the same prefix twice: draw again
         return key, raw
     raise RuntimeError("could not draw a unique key prefix")
+
+
+#: The limits staff set on a key, which the user's next keys start with.
+INHERITED_FIELDS = ("rate_limit_per_minute", "monthly_token_quota", "all_versions")
+
+
+def api_key_limits_inherited(*, user_id: int) -> dict[str, Any]:
+    """The limits a new key of the user starts with: those staff set last
+    on any of the user's keys, revoked ones included (empty when staff
+    never set any). Revoking a key and minting another keeps them."""
+    source = (
+        ApiKey.objects.filter(user_id=user_id, limits_set_at__isnull=False)
+        .order_by("-limits_set_at", "-pk")
+        .first()
+    )
+    if source is None:
+        return {}
+    inherited = {name: getattr(source, name) for name in INHERITED_FIELDS}
+    return {**inherited, "limits_set_at": source.limits_set_at}
 
 
 def api_key_revoke(*, key: ApiKey) -> ApiKey:
@@ -104,8 +130,10 @@ def _month_start() -> Any:
     return now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
 
 
-def api_key_tokens_this_month(*, key: ApiKey) -> int:
-    used = ApiRequest.objects.filter(key=key, created_at__gte=_month_start()).aggregate(
+def api_user_tokens_this_month(*, user_id: int) -> int:
+    """Tokens in and out of the user's calls this calendar month, through
+    every key they held, revoked ones included."""
+    used = ApiRequest.objects.filter(user_id=user_id, created_at__gte=_month_start()).aggregate(
         total=Sum(F("prompt_tokens") + F("completion_tokens"))
     )["total"]
     return int(used or 0)
@@ -113,21 +141,25 @@ def api_key_tokens_this_month(*, key: ApiKey) -> int:
 
 def api_limits_check(*, key: ApiKey) -> None:
     """Count this call against the key's per-minute limit and check its
-    monthly quota; raise ApiLimitError when either is spent."""
+    monthly quota against what its owner used this month through all their
+    keys; raise ApiLimitError when either is spent."""
     quota = (
         key.monthly_token_quota
         if key.monthly_token_quota is not None
         else settings.API_MONTHLY_TOKEN_QUOTA
     )
-    if quota and api_key_tokens_this_month(key=key) >= quota:
+    if quota and api_user_tokens_this_month(user_id=key.user_id) >= quota:
         raise ApiLimitError(
             "insufficient_quota",
-            f"This key has used its {quota:,} tokens for this month.",
+            f"This account has used this key's {quota:,} tokens for this month "
+            "(all its keys count).",
         )
     limit = key.rate_limit_per_minute or settings.API_RATE_LIMIT_PER_MINUTE
     now = time.time()
     window = int(now // 60)
-    counter = redis_key("api", "rate", str(key.pk), str(window))
+    # The prefix, not the id: ids come back after a database reset, and
+    # a new key must not inherit an old one's count.
+    counter = redis_key("api", "rate", key.prefix, str(window))
     try:
         client: Any = redis_client()
         pipe = client.pipeline(transaction=False)

@@ -5,6 +5,7 @@ off), queueing the generation, and recording usage per key."""
 from __future__ import annotations
 
 import logging
+import math
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -14,9 +15,11 @@ from django.db import transaction
 from django.utils import timezone
 
 from chat.models import ApiKey, ApiRequest, Conversation, Message
-from chat.services.conversations import conversation_title_auto
+from chat.services.conversations import conversation_title_auto, conversations_room_left
+from chat.services.limits import user_generation_check
 from chat.services.messages import message_generation_finish
 from inference.client import generation_submit
+from inference.sampling import MAX_STOP_LENGTH, SamplingError, SamplingParams
 from models_admin.models import ModelVersion
 from models_admin.selectors import model_version_get_production
 from models_admin.services.filters import content_filter_input, filter_hits_record
@@ -37,8 +40,12 @@ KNOWN = {
     "user",
     "stream",
     "stream_options",
+    "store",
+    "metadata",
+    "parallel_tool_calls",
 }
-#: OpenAI parameters this server does not offer, with why.
+#: OpenAI parameters this server does not offer, with why; each is still
+#: accepted at its neutral value (client wrappers send those by default).
 UNSUPPORTED = {
     "tools": "Tool calls are not supported.",
     "tool_choice": "Tool calls are not supported.",
@@ -51,9 +58,27 @@ UNSUPPORTED = {
     "audio": "Audio is not supported.",
     "modalities": "Only text is supported.",
     "prediction": "Predicted outputs are not supported.",
+    "presence_penalty": "presence_penalty is not supported; leave it out.",
+    "frequency_penalty": "frequency_penalty is not supported; leave it out.",
 }
-#: Accepted only at their neutral value.
-NEUTRAL = {"presence_penalty": 0, "frequency_penalty": 0, "parallel_tool_calls": None}
+#: The values of unsupported parameters that change nothing.
+NEUTRAL: dict[str, tuple[Any, ...]] = {
+    "tools": ([],),
+    "tool_choice": ("none",),
+    "functions": ([],),
+    "function_call": ("none",),
+    "logprobs": (False,),
+    "top_logprobs": (0,),
+    "logit_bias": ({},),
+    "response_format": ({"type": "text"},),
+    "modalities": (["text"],),
+    "presence_penalty": (0,),
+    "frequency_penalty": (0,),
+}
+#: Keys and characters of the ``metadata`` object, as OpenAI bounds them.
+METADATA_KEYS = 16
+METADATA_KEY_CHARS = 64
+METADATA_VALUE_CHARS = 512
 #: Characters of all messages of one call together.
 MAX_PROMPT_CHARS = 200_000
 DEFAULT_ALIAS = "default"
@@ -160,6 +185,9 @@ def _messages(value: Any) -> list[dict[str, str]]:
         raise _invalid("messages", f"The messages are limited to {MAX_PROMPT_CHARS:,} characters.")
     if not any(m["role"] == "user" for m in out):
         raise _invalid("messages", "messages needs at least one user message.")
+    for index, message in enumerate(out):
+        if message["role"] == "user" and not message["content"].strip():
+            raise _invalid(f"messages[{index}].content", "A user message needs some text.")
     return out
 
 
@@ -169,6 +197,8 @@ def _number(body: dict[str, Any], name: str, low: float, high: float, *, low_ope
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise _invalid(name, f"{name} must be a number.")
+    if not math.isfinite(value):
+        raise _invalid(name, f"{name} must be a finite number; got {value}.")
     if value > high or value < low or (low_open and value == low):
         bound = f"greater than {low}" if low_open else f"at least {low}"
         raise _invalid(name, f"{name} must be {bound} and at most {high}; got {value}.")
@@ -186,6 +216,51 @@ def _integer(body: dict[str, Any], name: str, low: int, high: int) -> int | None
     return value
 
 
+def _non_finite(value: Any) -> bool:
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            return True
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
+def _same(value: Any, neutral: Any) -> bool:
+    # 0 == False in Python: a neutral value matches only its own kind.
+    def kind(item: Any) -> type:
+        return float if type(item) in (int, float) else type(item)
+
+    return kind(value) is kind(neutral) and value == neutral
+
+
+def _flags_check(body: dict[str, Any]) -> None:
+    """Check the parameters accepted and ignored: ``store``,
+    ``parallel_tool_calls`` and ``metadata``."""
+    for name in ("store", "parallel_tool_calls"):
+        if body.get(name) is not None and not isinstance(body[name], bool):
+            raise _invalid(name, f"{name} must be true or false.")
+    metadata = body.get("metadata")
+    if metadata is None:
+        return
+    if not isinstance(metadata, dict) or len(metadata) > METADATA_KEYS:
+        raise _invalid("metadata", f"metadata is an object of up to {METADATA_KEYS} keys.")
+    for key, value in metadata.items():
+        if (
+            len(key) > METADATA_KEY_CHARS
+            or not isinstance(value, str)
+            or len(value) > METADATA_VALUE_CHARS
+        ):
+            raise _invalid(
+                "metadata",
+                f"metadata maps keys of up to {METADATA_KEY_CHARS} characters to strings of "
+                f"up to {METADATA_VALUE_CHARS}.",
+            )
+
+
 @dataclass(frozen=True)
 class CompletionRequest:
     version: ModelVersion
@@ -200,17 +275,20 @@ def completion_request_parse(*, key: ApiKey, body: Any) -> CompletionRequest:
     """Check a chat completions body; raise ApiError naming the parameter."""
     if not isinstance(body, dict):
         raise ApiError(400, "The request body must be a JSON object.")
-    for name in body:
+    for name, value in body.items():
+        if _non_finite(value):
+            # Python's json reads NaN and Infinity literals, which no
+            # parameter can mean.
+            raise _invalid(name, f"{name} holds NaN or Infinity, which is not a JSON number.")
         if name in UNSUPPORTED:
+            if value is None or any(_same(value, neutral) for neutral in NEUTRAL.get(name, ())):
+                continue
             raise _invalid(name, UNSUPPORTED[name])
-        if name in NEUTRAL:
-            if body[name] not in (NEUTRAL[name], None):
-                raise _invalid(name, f"{name} is not supported; leave it out.")
-            continue
         if name not in KNOWN:
             raise ApiError(
                 400, f"Unrecognized request argument supplied: {name}", param=name, code=None
             )
+    _flags_check(body)
     version = _model(key, body.get("model"))
     messages = _messages(body.get("messages"))
     n = _integer(body, "n", 1, 128)
@@ -237,10 +315,20 @@ def completion_request_parse(*, key: ApiKey, body: Any) -> CompletionRequest:
         if (
             not isinstance(stops, list)
             or len(stops) > 4
-            or not all(isinstance(s, str) and s for s in stops)
+            or not all(isinstance(s, str) and 0 < len(s) <= MAX_STOP_LENGTH for s in stops)
         ):
-            raise _invalid("stop", "stop is a string or a list of up to 4 non-empty strings.")
+            raise _invalid(
+                "stop",
+                f"stop is a string or a list of up to 4 strings of 1 to {MAX_STOP_LENGTH} "
+                "characters.",
+            )
         params["stop"] = stops
+    try:
+        SamplingParams.from_dict(params)
+    except SamplingError as exc:
+        # The bounds above should catch everything first; this keeps a
+        # refusal by the worker's own rules a 400 rather than a queue error.
+        raise _invalid("messages", str(exc)) from None
     stream = body.get("stream", False)
     if stream is None:
         stream = False
@@ -274,16 +362,15 @@ class Started:
     generation_id: str
     record_id: int
     model: str
+    stored: bool = False
 
 
 def _filter_input(*, key: ApiKey, messages: list[dict[str, str]]) -> list[dict[str, str]]:
-    """Run the API's input rules on the callers' messages (not on answers
-    it sends back as history); raise ApiError for a block."""
+    """Run the API's input rules on every message the model will read:
+    system prompts and the "assistant" turns the caller sends as history
+    too, since the caller wrote them; raise ApiError for a block."""
     out = []
     for index, message in enumerate(messages):
-        if message["role"] == "assistant":
-            out.append(message)
-            continue
         verdict = content_filter_input(text=message["content"], surface="api")
         if verdict.hits:
             filter_hits_record(
@@ -311,11 +398,15 @@ def _conversation_store(
     conversation.save()
     parent = None
     for message in messages:
+        supplied = message["role"] == Message.Role.ASSISTANT
         parent = Message.objects.create(
             conversation=conversation,
             parent=parent,
             role=message["role"],
             content=message["content"],
+            # The caller wrote these "answers": no version's work, never
+            # training data nor a version's usage.
+            status=Message.Status.SUPPLIED if supplied else Message.Status.DONE,
         )
     answer = Message.objects.create(
         conversation=conversation,
@@ -334,13 +425,18 @@ def _conversation_store(
 
 
 def completion_start(*, key: ApiKey, request: CompletionRequest) -> Started:
-    """Filter, store (when configured) and queue one completion."""
+    """Filter, store (when configured) and queue one completion; raise
+    LimitError when the user's answers at once or a minute are spent."""
     messages = _filter_input(key=key, messages=request.messages)
     generation_id = uuid.uuid4().hex
     extra: dict[str, Any] = {"surface": "api"}
     with transaction.atomic():
+        # Counted with the user's chat answers, under the user's row lock.
+        user_generation_check(user_id=key.user_id, lock=True)
         conversation = None
-        if settings.API_STORE_CONVERSATIONS:
+        # Past the user's conversation cap the call is still answered and
+        # its usage recorded; only the conversation is not kept.
+        if settings.API_STORE_CONVERSATIONS and conversations_room_left(user_id=key.user_id):
             conversation, answer = _conversation_store(
                 key=key, request=request, messages=messages, generation_id=generation_id
             )
@@ -382,7 +478,12 @@ def completion_start(*, key: ApiKey, request: CompletionRequest) -> Started:
                 ) from None
 
         transaction.on_commit(submit, robust=False)
-    return Started(generation_id=generation_id, record_id=record.pk, model=request.version.name)
+    return Started(
+        generation_id=generation_id,
+        record_id=record.pk,
+        model=request.version.name,
+        stored=conversation is not None,
+    )
 
 
 def completion_record(
@@ -394,17 +495,38 @@ def completion_record(
     status_code: int = 200,
     error: str = "",
 ) -> None:
-    """Store how a call ended: finish reason and token counts."""
+    """Store how a call ended: finish reason and token counts. A call
+    whose client went away has no counts here; the worker's own record of
+    the generation (``completion_usage_store``) keeps them."""
     final = final or {}
     usage = final.get("usage") or {}
-    ApiRequest.objects.filter(pk=record_id).update(
-        finish_reason=str(final.get("finish_reason") or "")[:20],
+    fields: dict[str, Any] = {
+        "finish_reason": str(final.get("finish_reason") or "")[:20],
+        "ttft_s": ttft_s,
+        "duration_s": duration_s,
+        "status_code": status_code,
+        "error": error[:500],
+    }
+    if usage:
+        fields["prompt_tokens"] = int(usage.get("prompt_tokens") or 0)
+        fields["completion_tokens"] = int(usage.get("completion_tokens") or 0)
+    ApiRequest.objects.filter(pk=record_id).update(**fields)
+
+
+def completion_usage_store(*, generation_id: str, final: dict[str, Any]) -> int:
+    """Store the token counts of a finished generation on its API call,
+    whether or not the caller stayed to read them (the monthly quota
+    counts what was generated); an unfinished record gets the finish
+    reason too, so it no longer counts as running. Return how many calls
+    matched (0 for a chat answer)."""
+    usage = final.get("usage") or {}
+    if not generation_id or not usage:
+        return 0
+    calls = ApiRequest.objects.filter(generation_id=generation_id)
+    calls.filter(finish_reason="").update(finish_reason=str(final.get("finish_reason") or "")[:20])
+    return calls.update(
         prompt_tokens=int(usage.get("prompt_tokens") or 0),
         completion_tokens=int(usage.get("completion_tokens") or 0),
-        ttft_s=ttft_s,
-        duration_s=duration_s,
-        status_code=status_code,
-        error=error[:500],
     )
 
 

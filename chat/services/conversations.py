@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
+from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from chat.models import Conversation, Message
 from chat.selectors import thread_latest_leaf, thread_load
 from chat.services.events import conversation_group, notify_on_commit, user_group
 from inference.client import generation_cancel
+from models_admin.services.filters import content_filter_input, filter_hits_record
 
 #: Words an automatic title keeps from the first question.
 TITLE_WORDS = 8
@@ -22,6 +25,25 @@ def conversations_changed(*, user_id: int | None) -> None:
     (widget visitors have no user and no list)."""
     if user_id is not None:
         notify_on_commit(user_group(user_id), {"type": "conversations.changed"})
+
+
+def _system_prompt_filter(*, text: str, user_id: int | None, surface: str) -> str:
+    """Run the input rules on a system prompt, which the model reads before
+    every turn: a block refuses it (ValidationError naming the field), a
+    mask changes what is stored."""
+    if not text.strip():
+        return text
+    verdict = content_filter_input(text=text, surface=surface)
+    if verdict.hits:
+        filter_hits_record(
+            hits=[hit.as_dict() for hit in verdict.hits],
+            scope="input",
+            surface=surface,
+            user_id=user_id,
+        )
+    if verdict.blocked:
+        raise ValidationError({"system_prompt": [verdict.notice]})
+    return verdict.text
 
 
 def conversation_create(
@@ -37,7 +59,9 @@ def conversation_create(
     conversation = Conversation(
         user_id=user.pk, title=title.strip(), title_is_auto=not title.strip(), source=source
     )
-    conversation.system_prompt = system_prompt
+    conversation.system_prompt = _system_prompt_filter(
+        text=system_prompt, user_id=int(user.pk), surface=source
+    )
     if temperature is not None:
         conversation.temperature = temperature
     if top_p is not None:
@@ -46,9 +70,27 @@ def conversation_create(
         conversation.max_tokens = max_tokens
     conversation.full_clean()
     with transaction.atomic():
+        conversations_room_check(user_id=int(user.pk))
         conversation.save()
         conversations_changed(user_id=int(user.pk))
     return conversation
+
+
+def conversations_room_left(*, user_id: int) -> bool:
+    """Whether the user may hold one more conversation
+    (``CHAT_MAX_CONVERSATIONS_PER_USER``, every source counted)."""
+    held = Conversation.objects.filter(user_id=user_id).count()
+    return held < settings.CHAT_MAX_CONVERSATIONS_PER_USER
+
+
+def conversations_room_check(*, user_id: int) -> None:
+    """Raise ValidationError when the user holds as many conversations as
+    ``CHAT_MAX_CONVERSATIONS_PER_USER`` allows."""
+    if not conversations_room_left(user_id=user_id):
+        limit = settings.CHAT_MAX_CONVERSATIONS_PER_USER
+        raise ValidationError(
+            f"You can keep {limit:,} conversations; delete some to start a new one."
+        )
 
 
 _UNSET: Any = object()
@@ -64,8 +106,14 @@ def conversation_update(
     max_tokens: int = _UNSET,
 ) -> Conversation:
     """Change the given fields; raise ValidationError naming a field out of
-    bounds."""
+    bounds or a system prompt a content rule blocks."""
     fields: list[str] = []
+    if system_prompt is not _UNSET and system_prompt != conversation.system_prompt:
+        system_prompt = _system_prompt_filter(
+            text=str(system_prompt),
+            user_id=conversation.user_id,
+            surface=conversation.source,
+        )
     if title is not _UNSET:
         conversation.title = str(title).strip()[:200]
         conversation.title_is_auto = not conversation.title

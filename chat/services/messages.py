@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
@@ -16,14 +15,13 @@ from django.utils import timezone
 
 from chat.models import Conversation, Feedback, Message
 from chat.selectors import (
-    generations_running_count,
-    generations_started_count,
     message_serialize,
     prompt_messages,
     thread_load,
 )
 from chat.services.conversations import conversation_title_auto, conversations_changed
 from chat.services.events import conversation_group, notify_on_commit
+from chat.services.limits import LimitError, user_generation_check
 from inference.client import (
     generation_cancel,
     generation_fail_if_unknown,
@@ -76,34 +74,10 @@ def _client_uuid(client_id: Any) -> uuid.UUID:
 
 
 def _limits_check(*, user_id: int) -> None:
-    now = timezone.now()
-    per_minute = settings.CHAT_MESSAGES_PER_MINUTE
-    started = generations_started_count(user_id=user_id, since=now - timedelta(minutes=1))
-    if started >= per_minute:
-        oldest = (
-            Message.objects.filter(
-                conversation__user_id=user_id,
-                role=Message.Role.ASSISTANT,
-                created_at__gte=now - timedelta(minutes=1),
-            )
-            .order_by("created_at")
-            .values_list("created_at", flat=True)
-            .first()
-        )
-        wait = 60.0 - (now - oldest).total_seconds() if oldest else 60.0
-        raise ChatError(
-            "rate_limited",
-            f"You can send {per_minute} messages a minute. Try again in {max(1, round(wait))} s.",
-            retry_after=max(wait, 1.0),
-        )
-    running_limit = settings.CHAT_MAX_CONCURRENT_GENERATIONS
-    stale = now - timedelta(seconds=settings.CHAT_GENERATION_STALE_S)
-    if generations_running_count(user_id=user_id, since=stale) >= running_limit:
-        raise ChatError(
-            "too_many_running",
-            f"At most {running_limit} answers can be generated at once. "
-            "Wait for one to finish or stop it.",
-        )
+    try:
+        user_generation_check(user_id=user_id, lock=True)
+    except LimitError as limit:
+        raise ChatError(limit.code, limit.message, retry_after=limit.retry_after) from None
 
 
 def _content_check(content: Any) -> str:
@@ -548,8 +522,11 @@ def feedback_set(
 ) -> Feedback | None:
     """Record thumbs up (1) or down (-1) with an optional reason; rating 0
     removes the user's feedback."""
-    if message.role != Message.Role.ASSISTANT or message.status == Message.Status.PENDING:
-        raise ChatError("invalid", "Feedback goes on finished answers.")
+    if message.role != Message.Role.ASSISTANT or message.status in (
+        Message.Status.PENDING,
+        Message.Status.SUPPLIED,
+    ):
+        raise ChatError("invalid", "Feedback goes on finished answers of a model.")
     try:
         rating = int(rating)
     except (TypeError, ValueError, OverflowError):

@@ -12,19 +12,24 @@ cancels the generation in the engine.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.http.response import HttpResponseBase
 from django.views.decorators.csrf import csrf_exempt
 
 from chat.models import ApiKey
 from chat.services.api_keys import ApiLimitError, api_key_authenticate, api_limits_check
 from chat.services.completions import (
+    DEFAULT_ALIAS,
     ApiError,
     CompletionRequest,
     Started,
@@ -33,6 +38,7 @@ from chat.services.completions import (
     completion_request_parse,
     completion_start,
 )
+from chat.services.limits import LimitError, user_generation_check
 from chat.views.body import BodyError, json_body
 from inference.client import (
     StreamBroken,
@@ -40,6 +46,7 @@ from inference.client import (
     generation_events,
     workers_live_count,
 )
+from inference.protocol import StreamEvent
 
 logger = logging.getLogger(__name__)
 
@@ -52,11 +59,54 @@ MAX_REPLAYS = 2
 MAX_BODY_BYTES = 2_000_000
 
 
+#: The API's codes for the user's limits (shared with the chat page).
+USER_LIMIT_CODES = {
+    "rate_limited": "rate_limit_exceeded",
+    "too_many_running": "too_many_concurrent_requests",
+}
+#: Retry-After when the user's answers at once are spent: a guess, since
+#: it depends on when one of them ends.
+RUNNING_RETRY_AFTER_S = 5
+#: Statuses a retry may cure: OpenAI's clients retry these unless told not to.
+RETRYABLE = {408, 409, 429, 500, 502, 503, 504}
+#: 429 codes that the same call cannot get past by waiting a moment.
+FINAL_429_CODES = {"insufficient_quota"}
+
+
 def _error(error: ApiError, *, retry_after: int | None = None) -> JsonResponse:
     response = JsonResponse(error.body(), status=error.status)
     if retry_after is not None:
         response["Retry-After"] = str(retry_after)
+    if error.status not in RETRYABLE or error.code in FINAL_429_CODES:
+        # The official clients retry 429s and 5xx three times by default;
+        # a refusal that waiting cannot change says so.
+        response["x-should-retry"] = "false"
     return response
+
+
+def _api_view(view: Callable[..., Awaitable[HttpResponseBase]]) -> Callable[..., Any]:
+    """Give every response an ``X-Request-Id`` and turn an unexpected
+    failure into a 500 in OpenAI's error shape instead of a traceback."""
+
+    @functools.wraps(view)
+    async def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        request_id = f"req_{uuid.uuid4().hex}"
+        response: HttpResponseBase
+        try:
+            response = await view(request, *args, **kwargs)
+        except Exception:
+            logger.exception("API request %s failed", request_id)
+            response = _error(
+                ApiError(
+                    500,
+                    f"The server had an error processing the request ({request_id}).",
+                    type="server_error",
+                )
+            )
+        response["X-Request-Id"] = request_id
+        return response
+
+    return csrf_exempt(wrapped)
 
 
 def _bearer(request: HttpRequest) -> str:
@@ -87,7 +137,7 @@ def _model_object(version: Any) -> dict[str, Any]:
     }
 
 
-@csrf_exempt
+@_api_view
 async def models(request: HttpRequest, model_id: str | None = None) -> HttpResponse:
     if request.method != "GET":
         return _error(ApiError(405, "Use GET.", code="method_not_allowed"))
@@ -98,6 +148,10 @@ async def models(request: HttpRequest, model_id: str | None = None) -> HttpRespo
     versions = await sync_to_async(api_models_for_key)(key=key)
     if model_id is None:
         return JsonResponse({"object": "list", "data": [_model_object(v) for v in versions]})
+    if model_id == DEFAULT_ALIAS and versions:
+        # The alias that completions accept names the version behind it.
+        return JsonResponse({**_model_object(versions[0]), "id": DEFAULT_ALIAS,
+                             "root": versions[0].name})  # fmt: skip
     for version in versions:
         if version.name == model_id:
             return JsonResponse(_model_object(version))
@@ -124,6 +178,43 @@ class _Call:
         self.error = ""
         self.created = int(time.time())
         self.id = f"chatcmpl-{started.generation_id}"
+        # The stream opened by ``opening`` and the event it read first.
+        self._source: AsyncIterator[StreamEvent] | None = None
+        self._first: StreamEvent | None = None
+
+    async def opening(self) -> ApiError | None:
+        """Wait until the worker starts the generation or refuses it, so
+        that a refusal the caller can act on (a prompt longer than the
+        context) is an error status before any byte of an answer. Return
+        that refusal, or None to go on reading."""
+        source = generation_events(self.started.generation_id, idle_timeout_s=IDLE_TIMEOUT_S)
+        try:
+            first = await anext(source)
+        except (StopAsyncIteration, StreamBroken):
+            # Read again from the start by ``events``.
+            return None
+        except asyncio.CancelledError:
+            generation_cancel(self.started.generation_id)
+            self.final = {"finish_reason": "cancelled"}
+            self.error = "client disconnected"
+            await self.record(status_code=499)
+            raise
+        except TimeoutError:
+            self.error = "no answer from the model service in time"
+            await self.record(status_code=504)
+            return ApiError(504, self.error, type="server_error", code="timeout")
+        if first.type == "error" and first.data.get("code") == "context_length_exceeded":
+            self.final = {"finish_reason": "error", **first.data}
+            self.error = str(first.data.get("error") or "")
+            await self.record(status_code=400)
+            return ApiError(
+                400,
+                f"This model's context is too short for these messages: {self.error}.",
+                param="messages",
+                code="context_length_exceeded",
+            )
+        self._source, self._first = source, first
+        return None
 
     async def events(self, *, replay: bool = False) -> AsyncIterator[tuple[str, Any]]:
         """("text", str) pieces, then ("end", final data). When the stream
@@ -146,26 +237,40 @@ class _Call:
                 yield "reset", None
 
     async def _events(self) -> AsyncIterator[tuple[str, Any]]:
-        async for event in generation_events(
-            self.started.generation_id, idle_timeout_s=IDLE_TIMEOUT_S
-        ):
-            if event.type == "text" and event.text:
-                if self.first_text_at is None:
-                    self.first_text_at = time.monotonic()
-                yield "text", event.text
-            elif event.type == "done":
-                self.final = dict(event.data)
-                yield "end", self.final
-            elif event.type == "error":
-                self.final = {"finish_reason": "error", **event.data}
-                self.error = str(event.data.get("error") or "generation failed")
-                yield "end", self.final
+        source, first = self._source, self._first
+        self._source = self._first = None
+        if source is None:
+            source = generation_events(self.started.generation_id, idle_timeout_s=IDLE_TIMEOUT_S)
+        if first is not None:
+            for item in self._translate(first):
+                yield item
+        async for event in source:
+            for item in self._translate(event):
+                yield item
+
+    def _translate(self, event: StreamEvent) -> list[tuple[str, Any]]:
+        """What a generation event means for the answer: text, the end, or
+        nothing (a start)."""
+        if event.type == "text" and event.text:
+            if self.first_text_at is None:
+                self.first_text_at = time.monotonic()
+            return [("text", event.text)]
+        if event.type == "done":
+            self.final = dict(event.data)
+            return [("end", self.final)]
+        if event.type == "error":
+            self.final = {"finish_reason": "error", **event.data}
+            self.error = str(event.data.get("error") or "generation failed")
+            return [("end", self.final)]
+        return []
 
     async def record(self, *, status_code: int = 200) -> None:
         ttft = self.first_text_at - self.began if self.first_text_at else None
         await sync_to_async(completion_record)(
             record_id=self.started.record_id,
-            final=self.final,
+            # A call that ends without the worker's word (a timeout) is
+            # over all the same: it no longer counts as running.
+            final=self.final or {"finish_reason": "error"},
             ttft_s=ttft,
             duration_s=time.monotonic() - self.began,
             status_code=status_code,
@@ -292,8 +397,25 @@ async def _complete(call: _Call) -> HttpResponse:
     )
 
 
-@csrf_exempt
-async def chat_completions(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
+@_api_view
+async def not_found(request: HttpRequest, path: str = "") -> HttpResponse:
+    """Any other path under ``/v1/``: 404 in OpenAI's shape, not a page;
+    without a valid key, 401 as on every other path."""
+    try:
+        await _key(request)
+    except ApiError as error:
+        return _error(error)
+    return _error(
+        ApiError(
+            404,
+            f"Invalid URL ({request.method} {request.path}).",
+            code="unknown_url",
+        )
+    )
+
+
+@_api_view
+async def chat_completions(request: HttpRequest) -> HttpResponseBase:
     if request.method != "POST":
         return _error(ApiError(405, "Use POST.", code="method_not_allowed"))
     try:
@@ -304,6 +426,9 @@ async def chat_completions(request: HttpRequest) -> HttpResponse | StreamingHttp
             raise ApiError(exc.status, exc.message) from None
         parsed = await sync_to_async(completion_request_parse)(key=key, body=body)
         await sync_to_async(api_limits_check)(key=key)
+        # Before the worker check, so that a refusal does not depend on it;
+        # completion_start checks again under the user's lock.
+        await sync_to_async(user_generation_check)(user_id=key.user_id)
         if await sync_to_async(workers_live_count)() == 0:
             raise ApiError(
                 503,
@@ -317,12 +442,27 @@ async def chat_completions(request: HttpRequest) -> HttpResponse | StreamingHttp
             ApiError(429, limit.message, type="requests", code=limit.code),
             retry_after=limit.retry_after,
         )
+    except LimitError as limit:
+        code = USER_LIMIT_CODES.get(limit.code, limit.code)
+        wait = limit.retry_after if limit.retry_after is not None else RUNNING_RETRY_AFTER_S
+        return _error(
+            ApiError(429, limit.message, type="requests", code=code),
+            retry_after=max(1, round(wait)),
+        )
     except ApiError as error:
         return _error(error)
     call = _Call(started, parsed)
+    refused = await call.opening()
+    if refused is not None:
+        return _error(refused)
+    response: HttpResponseBase
     if not parsed.stream:
-        return await _complete(call)
-    response = StreamingHttpResponse(_stream(call), content_type="text/event-stream")
-    response["Cache-Control"] = "no-cache"
-    response["X-Accel-Buffering"] = "no"
+        response = await _complete(call)
+    else:
+        response = StreamingHttpResponse(_stream(call), content_type="text/event-stream")
+        response["Cache-Control"] = "no-cache"
+        response["X-Accel-Buffering"] = "no"
+    if settings.API_STORE_CONVERSATIONS and not started.stored:
+        # The user holds CHAT_MAX_CONVERSATIONS_PER_USER conversations.
+        response["x-conversation-stored"] = "false"
     return response

@@ -89,8 +89,9 @@ class ApiKeyLimitsForm(forms.Form):
         quota_text = f"{quota:,}" if quota else "no quota"
         self.fields["rate_limit_per_minute"].help_text = f"Empty: the site default ({rate:,})."
         self.fields["monthly_token_quota"].help_text = (
-            f"Tokens in and out per calendar month; 0: no quota; empty: the site default "
-            f"({quota_text})."
+            f"Tokens in and out per calendar month through all the owner's keys, revoked "
+            f"ones included; 0: no quota; empty: the site default ({quota_text}). The "
+            f"owner's next keys start with the limits saved here."
         )
         for field in self.fields.values():
             field.widget.attrs.setdefault("autocomplete", "off")

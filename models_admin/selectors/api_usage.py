@@ -18,7 +18,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import AnonymousUser
 from django.core.paginator import Page, Paginator
-from django.db.models import Count, F, Q, QuerySet, Sum
+from django.db.models import Count, F, OuterRef, Q, QuerySet, Subquery, Sum
 from django.db.models.functions import TruncDate
 from django.http import Http404
 from django.utils import timezone
@@ -97,9 +97,17 @@ def _key_annotations(*, since: datetime) -> dict[str, Any]:
 
 
 def _with_usage(keys: QuerySet[ApiKey], *, since: datetime) -> QuerySet[ApiKey]:
+    # What the quota counts: the owner's tokens through all their keys.
+    owner_month = (
+        ApiRequest.objects.filter(user_id=OuterRef("user_id"), created_at__gte=since)
+        .values("user_id")
+        .annotate(tokens=Sum(F("prompt_tokens") + F("completion_tokens")))
+        .values("tokens")
+    )
     return keys.annotate(**_key_annotations(since=since)).annotate(
         tokens_month=F("tokens_in_month") + F("tokens_out_month"),
         tokens_total=F("tokens_in_total") + F("tokens_out_total"),
+        owner_tokens_month=Subquery(owner_month),
     )
 
 
@@ -118,12 +126,14 @@ def _key_row(key: ApiKey) -> dict[str, Any]:
     limits = api_key_limits(key=key)
     month = _usage_of(key, "month")
     quota = limits["monthly_token_quota"]
+    owner_tokens = int(getattr(key, "owner_tokens_month", None) or 0)
     return {
         "key": key,
         "limits": limits,
         "month": month,
         "total": _usage_of(key, "total"),
-        "quota_used_pct": 100 * month["tokens"] / quota if quota else None,
+        # Of the quota, which counts the owner's tokens through all keys.
+        "quota_used_pct": 100 * owner_tokens / quota if quota else None,
     }
 
 
@@ -225,6 +235,13 @@ def api_keys_totals(
     calls = ApiRequest.objects.filter(key__in=keys.values("pk"))
     month = calls.aggregate(**_figures("", api_month_start(now=now)))
     return {**counts, "month": _with_tokens(month)}
+
+
+def api_owner_tokens_month(*, key: ApiKey, now: datetime | None = None) -> int:
+    """Tokens in and out of the key owner's calls this month through all
+    their keys, revoked ones included: what the key's quota counts."""
+    calls = ApiRequest.objects.filter(user_id=key.user_id)
+    return _with_tokens(calls.aggregate(**_figures("", api_month_start(now=now))))["tokens"]
 
 
 def api_key_usage(*, key: ApiKey, now: datetime | None = None) -> dict[str, dict[str, int]]:

@@ -114,7 +114,7 @@ def version_stats(
     an entry; a version without answers has zero counts and None rates."""
     answers = Message.objects.filter(
         role=Message.Role.ASSISTANT, model_version_id__in=version_ids
-    ).exclude(status=Message.Status.PENDING)
+    ).exclude(status__in=[Message.Status.PENDING, Message.Status.SUPPLIED])
     if since is not None:
         answers = answers.filter(created_at__gte=since)
     if until is not None:
@@ -235,7 +235,7 @@ def _answers(
         role=Message.Role.ASSISTANT,
         created_at__gte=window.start,
         created_at__lt=window.end,
-    ).exclude(status=Message.Status.PENDING)
+    ).exclude(status__in=[Message.Status.PENDING, Message.Status.SUPPLIED])
     if version_id is not None:
         answers = answers.filter(model_version_id=version_id)
     if source:
@@ -445,7 +445,7 @@ def usage_by_hour(*, hours: int = 24, now: datetime | None = None) -> list[dict[
     ]
     answers = Message.objects.filter(
         role=Message.Role.ASSISTANT, created_at__gte=starts[0], created_at__lte=now
-    ).exclude(status=Message.Status.PENDING)
+    ).exclude(status__in=[Message.Status.PENDING, Message.Status.SUPPLIED])
     grouped = (
         answers.annotate(hour=TruncHour("created_at", tzinfo=tz))
         .values("hour")

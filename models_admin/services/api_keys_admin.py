@@ -8,6 +8,7 @@ import logging
 
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.exceptions import ValidationError
+from django.utils import timezone
 
 from chat.models import ApiKey
 from chat.services.api_keys import api_key_revoke
@@ -28,7 +29,8 @@ def api_key_limits_set(
     """Set the key's limits: requests a minute (None: the site default),
     tokens a month (None: the site default; 0: no quota) and whether it
     may call every version that is not archived. The key's calls see the
-    change from their next request on."""
+    change from their next request on, and the user's next keys start with
+    these limits (``api_key_limits_inherited``)."""
     if rate_limit_per_minute is not None and rate_limit_per_minute < 1:
         # The API reads 0 as "the default"; refuse it rather than let a
         # limit of zero quietly mean sixty.
@@ -39,13 +41,14 @@ def api_key_limits_set(
     key.rate_limit_per_minute = rate_limit_per_minute
     key.monthly_token_quota = monthly_token_quota
     key.all_versions = all_versions
+    key.limits_set_at = timezone.now()
     try:
         key.full_clean()
     except ValidationError:
         for name, value in before.items():
             setattr(key, name, value)
         raise
-    key.save(update_fields=LIMIT_FIELDS)
+    key.save(update_fields=[*LIMIT_FIELDS, "limits_set_at"])
     logger.info(
         "%s set the limits of API key %s (%s) from %s to %s",
         by,

@@ -209,6 +209,8 @@ def conversation_training_messages(
     keep_until = len(messages)
     for message in path:
         if message.role == Message.Role.ASSISTANT:
+            # Only a version's finished answer: a stopped, failed or blocked
+            # one, or text an API caller supplied as history, ends the path.
             clean = message.status == Message.Status.DONE and message.content.strip()
             if not clean or (exclude_blocked and message.status == Message.Status.BLOCKED):
                 break

@@ -31,6 +31,7 @@ from models_admin.selectors.api_usage import (
     api_keys_list,
     api_keys_page,
     api_keys_totals,
+    api_owner_tokens_month,
 )
 from models_admin.services.api_keys_admin import api_key_admin_revoke, api_key_limits_set
 from models_admin.views.access import permission_required, staff_required
@@ -89,6 +90,7 @@ def _detail_page(
     }
     limits = api_key_limits(key=key)
     usage = api_key_usage(key=key)
+    owner_tokens = api_owner_tokens_month(key=key)
     quota = limits["monthly_token_quota"]
     return render(
         request,
@@ -98,7 +100,10 @@ def _detail_page(
             "key": key,
             "limits": limits,
             "usage": usage,
-            "quota_used_pct": 100 * usage["month"]["tokens"] / quota if quota else None,
+            "owner_tokens_month": owner_tokens,
+            # Limits that came with the key: staff set them on an earlier one.
+            "limits_carried": key.limits_set_at is not None and key.limits_set_at < key.created_at,
+            "quota_used_pct": 100 * owner_tokens / quota if quota else None,
             "days": list(reversed(days)),
             "usage_days": USAGE_DAYS,
             "chart": chart,

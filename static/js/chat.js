@@ -377,6 +377,8 @@
         return "Error";
       case "blocked":
         return "Blocked by a content rule";
+      case "supplied":
+        return "Written by the API caller, not a model";
       default:
         return "";
     }
@@ -485,9 +487,12 @@
       );
     } else {
       fillAnswerBody(node, message);
-      // A blocked question's notice was written by no model: nothing to
-      // regenerate or rate.
-      const finished = message.status !== "pending" && !(message.status === "blocked" && !message.model_version);
+      // A blocked question's notice and an API caller's own "answer" were
+      // written by no model: nothing to regenerate or rate.
+      const finished =
+        message.status !== "pending" &&
+        message.status !== "supplied" &&
+        !(message.status === "blocked" && !message.model_version);
       if (message.model_version) {
         actions.append(el("span", { class: "model-label", "data-testid": "model-label", text: message.model_version }));
       }

@@ -184,7 +184,8 @@ def test_each_key_shows_this_months_usage_limits_and_state(client, alice, settin
     assert busy_cells[6] == ["42", "requests/min", "no", "monthly", "quota"]
     assert busy_cells[7] == ["active"]
     capped_cells = _cells(_row(content, capped))
-    assert capped_cells[4] == ["1"] and capped_cells[5][:2] == ["500", "50"]
+    # The quota counts all of alice's keys: 157 + 500 of 1,000 tokens.
+    assert capped_cells[4] == ["1"] and capped_cells[5][:2] == ["500", "66"]
     assert capped_cells[6] == [
         "5",
         "requests/min",

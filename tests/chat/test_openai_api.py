@@ -351,3 +351,30 @@ def test_a_client_that_disconnects_mid_stream_frees_the_engine_slot(live):
     answer = Message.objects.get(generation_id=record.generation_id)
     wait_for(lambda: Message.objects.get(pk=answer.pk).status == "cancelled", timeout=30)
     assert Message.objects.get(pk=answer.pk).completion_tokens < 2000
+    # What was generated before the client left counts against the quota.
+    wait_for(lambda: ApiRequest.objects.get().completion_tokens > 0, timeout=30)
+    record.refresh_from_db()
+    assert record.prompt_tokens > 0
+    assert record.completion_tokens == Message.objects.get(pk=answer.pk).completion_tokens
+
+
+@pytest.mark.slow
+def test_a_prompt_longer_than_the_context_is_a_400_before_any_byte(live):
+    """As vLLM answers it: 400 ``context_length_exceeded``, streaming or
+    not, and the official client does not retry it."""
+    long = [{"role": "user", "content": "hello " * 3000}]  # the context holds 2048
+    with pytest.raises(openai.BadRequestError) as caught:
+        _client(live).chat.completions.create(model="tiny", messages=long, max_tokens=4)
+    assert caught.value.body["code"] == "context_length_exceeded"
+    assert caught.value.body["param"] == "messages"
+    with httpx.Client(timeout=60) as http:
+        response = http.post(
+            live["base"] + "/v1/chat/completions",
+            json={"model": "tiny", "messages": long, "stream": True},
+            headers={"Authorization": f"Bearer {live['key']}"},
+        )
+    assert response.status_code == 400
+    assert response.headers["content-type"] == "application/json"
+    assert response.json()["error"]["code"] == "context_length_exceeded"
+    assert [r.status_code for r in ApiRequest.objects.all()] == [400, 400]
+    assert not any(e.running for e in live["worker"].engines.values())

@@ -45,6 +45,7 @@ EXEMPT = {
     "v1-models": "OpenAI-compatible API: a bearer API key, never the session cookie",
     "v1-model": "OpenAI-compatible API: a bearer API key, never the session cookie",
     "v1-chat-completions": "OpenAI-compatible API: a bearer API key, never the session cookie",
+    "v1-not-found": "OpenAI-compatible API: answers 404 to every method, changes nothing",
 }
 
 
@@ -215,6 +216,7 @@ def url_values(rows: dict[str, Any]) -> Callable[[str, list[str], Any], dict[str
         "api-conversation-export": {"conversation_id": rows["conversation"].pk, "fmt": "md"},
         "api-feedback": {"message_id": rows["answer"].pk},
         "v1-model": {"model_id": rows["version"].name},
+        "v1-not-found": {"path": "embeddings"},
         "admin:auth_user_password_change": {"id": root.pk},
         "admin:view_on_site": {
             "content_type_id": ContentType.objects.get_for_model(root).pk,

@@ -10,12 +10,14 @@ import re
 from datetime import timedelta
 
 import pytest
+from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
 from chat.models import ApiKey, ApiRequest
-from chat.services.api_keys import api_key_authenticate, api_key_create
+from chat.services.api_keys import api_key_authenticate, api_key_create, api_key_revoke
 from models_admin.selectors.api_usage import api_month_start
+from models_admin.services import model_version_create, model_version_promote
 from tests.factories import UserFactory
 from tests.models_admin.conftest import grant
 
@@ -367,3 +369,57 @@ def test_staff_with_the_permission_revoke_a_key(client, manager):
     again = client.post(revoke, follow=True).content.decode()
     assert "already revoked" in again
     assert client.get(revoke).status_code == 405
+
+
+def _ask(client, secret):
+    return client.post(
+        "/v1/chat/completions",
+        data=json.dumps({"model": "tiny", "messages": [{"role": "user", "content": "Hi"}]}),
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {secret}",
+    )
+
+
+@pytest.fixture
+def tiny(tiny_model_dir):
+    version = model_version_create(name="tiny", folder=tiny_model_dir)
+    model_version_promote(version=version)
+    return version
+
+
+def test_limits_staff_set_survive_revoking_the_key_and_minting_another(client, manager, key, tiny):
+    limits = reverse("dashboard:api-key-admin-limits", args=[key.pk])
+    client.post(limits, {"rate_limit_per_minute": "3", "monthly_token_quota": "1000"})
+    _call(key, prompt=600, completion=400)
+    api_key_revoke(key=key)
+    fresh, secret = api_key_create(user=key.user, name="carol's new app")
+    assert (fresh.rate_limit_per_minute, fresh.monthly_token_quota) == (3, 1000)
+    response = _ask(Client(), secret)
+    assert response.status_code == 429
+    assert response.json()["error"]["code"] == "insufficient_quota"
+    # The dashboard shows where the limits came from and what counts.
+    page = client.get(reverse("dashboard:api-key-admin", args=[fresh.pk])).content.decode()
+    assert 'data-testid="limits-carried"' in page
+    owner = re.search(r'data-testid="owner-tokens-month">(.*?)<', page).group(1)
+    assert _words(owner) == ["1,000"]
+    # Staff loosen the new key: the owner's next key starts with that.
+    client.post(
+        reverse("dashboard:api-key-admin-limits", args=[fresh.pk]),
+        {"rate_limit_per_minute": "30", "monthly_token_quota": "0"},
+    )
+    api_key_revoke(key=fresh)
+    third, _secret = api_key_create(user=key.user, name="third")
+    assert (third.rate_limit_per_minute, third.monthly_token_quota) == (30, 0)
+
+
+def test_the_monthly_quota_counts_every_key_of_the_user(client, key, tiny, settings):
+    settings.API_MONTHLY_TOKEN_QUOTA = 100
+    _call(key, prompt=70, completion=30)
+    api_key_revoke(key=key)
+    _fresh, secret = api_key_create(user=key.user, name="again")
+    response = _ask(client, secret)
+    assert response.status_code == 429
+    assert response.json()["error"]["code"] == "insufficient_quota"
+    # Another user's keys are not affected.
+    _other, other_secret = api_key_create(user=UserFactory(), name="other")
+    assert _ask(client, other_secret).json()["error"]["code"] == "service_unavailable"

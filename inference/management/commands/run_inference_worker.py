@@ -11,6 +11,7 @@ from django.core.management.base import BaseCommand
 from django.db import close_old_connections
 from django.utils import timezone
 
+from chat.services.completions import completion_usage_store
 from chat.services.messages import generations_end_lost, message_generation_finish
 from inference.connection import filters_epoch_key, redis_client, worker_keys
 from inference.content_filter import RuleSet, StreamFilter
@@ -91,6 +92,8 @@ def _generation_store(generation_id: str, final: dict[str, Any], text: str) -> N
     # hits are still kept.
     close_old_connections()
     answer = message_generation_finish(generation_id=generation_id, final=final, text=text)
+    # An API call's tokens count even when its caller closed the stream.
+    completion_usage_store(generation_id=generation_id, final=final)
     hits = final.get("filter_hits")
     if hits and answer is None:
         filter_hits_record(hits=hits, scope="output", generation_id=generation_id)
