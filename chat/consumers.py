@@ -39,9 +39,10 @@ from autobahn.exception import Disconnected
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
-from django.db import close_old_connections, connections
+from django.db import close_old_connections
 from django.http import Http404
 
+from chat.db import db_apart
 from chat.models import Message
 from chat.selectors import (
     conversation_get_for_user,
@@ -115,22 +116,6 @@ def _db(fn: Any) -> Any:
     return database_sync_to_async(call)
 
 
-def _db_apart(fn: Any) -> Any:
-    """Like ``_db``, on a thread of its own rather than the one thread that
-    every socket's database calls share: sends run the content filter,
-    whose work on a long message must not hold up the other sockets."""
-
-    def call(*args: Any, **kwargs: Any) -> Any:
-        close_old_connections()
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            # The pool's threads come and go; their connections must not.
-            connections.close_all()
-
-    return sync_to_async(call, thread_sensitive=False)
-
-
 @_db
 def _open(user: Any, conversation_id: Any) -> list[tuple[int, str]]:
     conversation = conversation_get_for_user(user=user, conversation_id=conversation_id)
@@ -142,7 +127,7 @@ def _open(user: Any, conversation_id: Any) -> list[tuple[int, str]]:
     ]
 
 
-@_db_apart
+@db_apart
 def _send(user: Any, content: dict[str, Any]) -> dict[str, Any]:
     conversation = conversation_get_for_user(
         user=user, conversation_id=content.get("conversation")
@@ -576,7 +561,7 @@ def _widget_reset(site: Any, visitor: Any, address: Any) -> tuple[Any, Any]:
     return visitor, _welcome_frame(visitor, None)
 
 
-@_db_apart
+@db_apart
 def _widget_send(visitor: Any, content: dict[str, Any], address: Any) -> dict[str, Any]:
     sent = widget.widget_message_send(
         visitor=visitor,

@@ -98,6 +98,36 @@ def _content_check(content: Any) -> str:
     return content.strip()
 
 
+def _system_prompt_now(*, conversation: Conversation) -> str | None:
+    """The member's system prompt as today's input rules let the model read
+    it (rules may have changed since it was saved): masked where a rule
+    masks; a block refuses the turn. None when there is none to check (a
+    widget's comes from its site's staff)."""
+    text = conversation.system_prompt.strip()
+    if not text or conversation.source == Conversation.Source.WIDGET:
+        return None
+    verdict = content_filter_input(text=text, surface=conversation.source)
+    if verdict.blocked:
+        filter_hits_record(
+            hits=[hit.as_dict() for hit in verdict.hits],
+            scope="input",
+            surface=conversation.source,
+            conversation_id=conversation.pk,
+            user_id=conversation.user_id,
+        )
+        raise ChatError(
+            "blocked",
+            "This conversation's system prompt is blocked by a content rule; change it to go on.",
+        )
+    return verdict.text
+
+
+def _system_prompt_use(messages: list[dict], system_prompt: str | None) -> list[dict]:
+    if system_prompt is not None and messages and messages[0]["role"] == "system":
+        return [{"role": "system", "content": system_prompt}, *messages[1:]]
+    return messages
+
+
 def _params(conversation: Conversation) -> dict[str, Any]:
     return {
         "temperature": conversation.temperature,
@@ -234,6 +264,7 @@ def question_send(
     verdict = content_filter_input(
         text=text, surface=conversation.source, site_id=conversation.site_id
     )
+    system_prompt = _system_prompt_now(conversation=conversation)
     try:
         with transaction.atomic():
             # The conversation row is the lock that orders concurrent
@@ -289,7 +320,9 @@ def question_send(
                     message_id=question.pk,
                 )
             thread.messages[question.pk] = question
-            messages = prompt_messages(thread=thread, upto=question)
+            messages = _system_prompt_use(
+                prompt_messages(thread=thread, upto=question), system_prompt
+            )
             locked.current_leaf = reply or question
             conversation_title_auto(conversation=locked, question=question.content)
             locked.save(update_fields=["current_leaf", "title", "title_is_auto", "updated_at"])
@@ -367,6 +400,7 @@ def message_regenerate(
         return earlier
     if message.conversation_id != conversation.pk or message.role != Message.Role.ASSISTANT:
         raise ChatError("invalid", "Only answers can be regenerated.")
+    system_prompt = _system_prompt_now(conversation=conversation)
     try:
         with transaction.atomic():
             locked = Conversation.objects.select_for_update().get(pk=conversation.pk)
@@ -388,7 +422,9 @@ def message_regenerate(
             _answer_queue(
                 conversation=locked,
                 answer=answer,
-                messages=prompt_messages(thread=thread, upto=question),
+                messages=_system_prompt_use(
+                    prompt_messages(thread=thread, upto=question), system_prompt
+                ),
             )
             _announce(locked, sent)
     except IntegrityError:

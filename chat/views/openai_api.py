@@ -26,6 +26,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpRe
 from django.http.response import HttpResponseBase
 from django.views.decorators.csrf import csrf_exempt
 
+from chat.db import db_apart
 from chat.models import ApiKey
 from chat.services.api_keys import ApiLimitError, api_key_authenticate, api_limits_check
 from chat.services.completions import (
@@ -436,7 +437,8 @@ async def chat_completions(request: HttpRequest) -> HttpResponseBase:
                 type="server_error",
                 code="service_unavailable",
             )
-        started = await sync_to_async(completion_start)(key=key, request=parsed)
+        # Apart from the shared thread: it runs the content filter.
+        started = await db_apart(completion_start)(key=key, request=parsed)
     except ApiLimitError as limit:
         return _error(
             ApiError(429, limit.message, type="requests", code=limit.code),

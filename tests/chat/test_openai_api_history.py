@@ -7,6 +7,7 @@ through the input rules."""
 from __future__ import annotations
 
 import json
+import uuid
 
 import pytest
 from django.core.exceptions import ValidationError
@@ -14,7 +15,14 @@ from django.core.exceptions import ValidationError
 from chat.models import ApiKey, ApiRequest, Conversation, Message
 from chat.services.api_keys import api_key_create
 from chat.services.completions import ApiError, completion_request_parse, completion_start
-from chat.services.messages import ChatError, feedback_set, message_generation_finish
+from chat.services.conversations import conversation_create
+from chat.services.messages import (
+    ChatError,
+    feedback_set,
+    message_generation_finish,
+    message_send,
+)
+from inference.connection import requests_stream_key
 from models_admin.models import FilterHit
 from models_admin.selectors.usage import version_stats
 from models_admin.services import model_version_create, model_version_promote
@@ -137,3 +145,37 @@ def test_a_blocked_system_prompt_is_refused_when_a_conversation_is_made_or_edite
     assert edited.status_code == 400
     assert Conversation.objects.get().system_prompt == "Be brief."
     assert FilterHit.objects.filter(surface="chat", scope="input").count() == 2
+
+
+def test_a_system_prompt_saved_before_a_rule_is_checked_again_on_every_turn(
+    redis_conn, django_capture_on_commit_callbacks
+):
+    """Rules made after a system prompt was saved still apply to what the
+    model reads: a mask changes the queued prompt, a block refuses the
+    turn with nothing stored."""
+    redis_conn.delete(requests_stream_key())
+    user = UserFactory()
+    conversation = conversation_create(user=user, system_prompt="You love zylophin and qorbex.")
+    filter_rule_save(
+        data={"name": "mask", "kind": "keywords", "keywords": "qorbex", "scope": "input",
+              "action": "mask", "mask_with": "[x]"},
+        by=None,
+    )  # fmt: skip
+    with django_capture_on_commit_callbacks(execute=True):
+        message_send(user=user, conversation=conversation, content="Hi", client_id=uuid.uuid4())
+    [(_id, fields)] = redis_conn.xrange(requests_stream_key(), "-", "+")
+    assert json.loads(fields["payload"])["messages"][0] == {
+        "role": "system",
+        "content": "You love zylophin and [x].",
+    }
+    Message.objects.filter(conversation=conversation).update(status=Message.Status.DONE)
+    filter_rule_save(
+        data={"name": "secret", "kind": "keywords", "keywords": "zylophin", "scope": "input"},
+        by=None,
+    )
+    stored = Message.objects.count()
+    with pytest.raises(ChatError) as caught:
+        message_send(user=user, conversation=conversation, content="Again", client_id=uuid.uuid4())
+    assert caught.value.code == "blocked"
+    assert Message.objects.count() == stored
+    assert FilterHit.objects.filter(conversation_id=conversation.pk, surface="chat").exists()
