@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,9 +74,9 @@ def _client_uuid(client_id: Any) -> uuid.UUID:
         raise ChatError("invalid", "client_id must be a UUID.") from None
 
 
-def _limits_check(*, user_id: int) -> None:
+def _limits_check(*, user_id: int, lock: bool = True) -> None:
     try:
-        user_generation_check(user_id=user_id, lock=True)
+        user_generation_check(user_id=user_id, lock=lock)
     except LimitError as limit:
         raise ChatError(limit.code, limit.message, retry_after=limit.retry_after) from None
 
@@ -236,6 +237,7 @@ def message_send(
         content=content,
         client_id=client_id,
         parent_id=parent_id,
+        limits_early=lambda: _limits_check(user_id=user_id, lock=False),
         limits=lambda: _limits_check(user_id=user_id),
     )
 
@@ -245,22 +247,25 @@ def question_send(
     conversation: Conversation,
     content: Any,
     client_id: Any,
-    limits: Any,
+    limits_early: Callable[[], None] | None = None,
+    limits: Callable[[], None] | None = None,
     parent_id: Any = _PARENT_UNSET,
     answer: bool = True,
 ) -> Sent:
-    """``message_send`` for any owner: ``limits`` raises ChatError when the
-    owner may not send now. With ``answer=False`` (a person owns a widget
-    conversation) the question is stored and nothing is generated; the
-    returned ``answer`` is then None."""
+    """``message_send`` for any owner. ``limits_early`` raises ChatError
+    when the owner may not send now, before the input filter runs (the
+    costly part of a send); ``limits`` does so again under the
+    conversation's lock, where the new answer is counted. With
+    ``answer=False`` (a person owns a widget conversation) the question is
+    stored and nothing is generated; the returned ``answer`` is then
+    None."""
     client_uuid = _client_uuid(client_id)
     earlier = _existing(conversation, client_uuid)
     if earlier is not None:
         return earlier
     text = _content_check(content)
-    # The filter is the costly part of a send: refuse over-limit senders
-    # before it runs (and again under the lock, where it counts).
-    limits()
+    if limits_early is not None:
+        limits_early()
     verdict = content_filter_input(
         text=text, surface=conversation.source, site_id=conversation.site_id
     )
@@ -270,7 +275,8 @@ def question_send(
             # The conversation row is the lock that orders concurrent
             # sends in one conversation (and the limit counts per owner).
             locked = Conversation.objects.select_for_update().get(pk=conversation.pk)
-            limits()
+            if limits is not None:
+                limits()
             thread = thread_load(conversation=locked)
             if parent_id is _PARENT_UNSET:
                 parent = locked.current_leaf

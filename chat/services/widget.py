@@ -437,7 +437,9 @@ def widget_message_send(
         conversation=conversation,
         content=content,
         client_id=client_id,
-        limits=limits,
+        # Counted once, before the filter: the caps are windows in Redis,
+        # not rows the conversation's lock would order.
+        limits_early=limits,
         answer=not with_person,
     )
     if sent.created and sent.answer is not None and sent.answer.status == Message.Status.PENDING:
