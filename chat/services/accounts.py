@@ -7,6 +7,8 @@ from django.contrib.auth import password_validation
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 
+from chat.backends import username_key
+
 EMAIL_TAKEN_MESSAGE = "An account with this email address already exists."
 
 
@@ -52,4 +54,4 @@ def user_create(*, username: str, password: str, email: str = "") -> User:
 def user_login_failures_clear(*, user: User) -> None:
     """Forget the failed logins recorded for user's username from every
     address, lifting any lockout on it."""
-    axes_reset(username=user.get_username())
+    axes_reset(username=username_key(user.get_username()))

@@ -239,6 +239,22 @@ def test_login_locks_out_after_the_failure_limit_even_with_the_right_password(cl
     assert _logged_in_as(client) is None
 
 
+def test_the_lockout_counts_every_case_of_a_username_as_one(client):
+    """Failures spelt "alice", "Alice", "ALICE"... add up to one lockout,
+    which holds for every spelling; a variant's login cannot lift it."""
+    user = UserFactory(username="alice")
+    spellings = ["Alice", "ALICE", "aLiCe", "alicE", "ALIce", "alIce"]
+    for attempt in range(settings.AXES_FAILURE_LIMIT):
+        last_failure = _login(client, spellings[attempt % len(spellings)], "wrong password")
+
+    assert last_failure.status_code == 429
+    for spelling in ("alice", "Alice", "ALICE"):
+        response = _login(client, spelling)
+        assert response.status_code == 429, spelling
+    assert _logged_in_as(client) is None
+    assert user.username == "alice"
+
+
 def test_locked_out_page_does_not_reveal_whether_the_username_exists(client):
     """A real and a made-up username get the same page, naming neither."""
     UserFactory(username="realperson")
