@@ -5,13 +5,17 @@ user's row raise the same ``Http404``."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from importlib import import_module
 from typing import Any
 
+from django.conf import settings
+from django.contrib.auth import HASH_SESSION_KEY, SESSION_KEY, get_user_model
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import AnonymousUser
 from django.core.paginator import Page, Paginator
 from django.db.models import Q
 from django.http import Http404
+from django.utils.crypto import constant_time_compare
 
 from chat.models import Conversation, Feedback, Message
 
@@ -233,3 +237,19 @@ def generations_started_count(*, user_id: int, since: Any) -> int:
     return Message.objects.filter(
         conversation__user_id=user_id, role=Message.Role.ASSISTANT, created_at__gte=since
     ).count()
+
+
+def session_user_valid(*, session_key: str | None, user_id: int) -> bool:
+    """Whether the session still logs in user_id: it exists, names that
+    active user, and carries the hash of the user's current password."""
+    if not session_key:
+        return False
+    engine = import_module(settings.SESSION_ENGINE)
+    data = engine.SessionStore(session_key).load()
+    if str(data.get(SESSION_KEY)) != str(user_id):
+        return False
+    user = get_user_model()._default_manager.filter(pk=user_id, is_active=True).first()
+    if user is None:
+        return False
+    stored = data.get(HASH_SESSION_KEY) or ""
+    return constant_time_compare(stored, user.get_session_auth_hash())

@@ -57,6 +57,7 @@ class DashboardConsumer(SocketConsumer):
             await self.close(code=CLOSE_FORBIDDEN)
             return
         await self.accept()
+        await self._account_watch(user)
 
     async def disconnect(self, code: int) -> None:
         for group in self.groups_joined:
@@ -64,6 +65,8 @@ class DashboardConsumer(SocketConsumer):
         self.groups_joined = set()
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if self.account_closed:
+            return
         if not self.bucket.take():
             await self.send_json({"type": "error", "error": "Too many frames; slow down."})
             await self.close(code=CLOSE_POLICY)
