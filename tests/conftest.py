@@ -113,6 +113,17 @@ def _empty_request_queue(redis_url: str) -> None:
     redis_client().delete(requests_stream_key())
 
 
+@pytest.fixture(autouse=True)
+def _no_signups_counted(redis_url: str) -> None:
+    """Start every test with no signup counted against any address: the
+    test client and browsers all sign up from 127.0.0.1."""
+    from inference.connection import key, redis_client
+
+    client = redis_client()
+    for counter in client.scan_iter(match=key("signups", "*"), count=500):
+        client.delete(counter)
+
+
 @pytest.fixture(scope="session")
 def default_model_dir() -> Path | None:
     """The converted default model, when set-up has fetched it."""

@@ -49,6 +49,21 @@ def _logged_in_as(client: Client) -> str | None:
 # --- Signup ------------------------------------------------------------------
 
 
+def test_signups_are_bounded_per_client_address_per_hour(settings):
+    """Past SIGNUPS_PER_ADDRESS_PER_HOUR accounts from one address, the form
+    says why with 429 and creates nothing; another address still signs up."""
+    settings.SIGNUPS_PER_ADDRESS_PER_HOUR = 2
+    for name in ("first", "second"):
+        assert _signup(Client(REMOTE_ADDR="203.0.113.7"), name).status_code == 302
+
+    refused = _signup(Client(REMOTE_ADDR="203.0.113.7"), "third")
+
+    assert refused.status_code == 429
+    assert "Too many accounts were created from your address" in refused.content.decode()
+    assert not User.objects.filter(username="third").exists()
+    assert _signup(Client(REMOTE_ADDR="198.51.100.8"), "fourth").status_code == 302
+
+
 def test_signup_creates_the_user_logs_them_in_and_redirects_to_chat(client):
     """A valid signup creates the account, logs it in and goes to ``/``."""
     response = _signup(client, "newcomer", email="New@Example.COM")
