@@ -86,6 +86,9 @@ CLOSE_UNAUTHENTICATED = 4401
 #: The user holds CHAT_MAX_SOCKETS_PER_USER sockets already.
 CLOSE_TOO_MANY = 4429
 
+#: Seconds between a signed-in socket's renewals of its slot and checks of
+#: its session.
+SESSION_RECHECK_S = SOCKET_SLOT_TTL_S / 3
 #: Seconds without an event before the page is told why it waits.
 WAIT_NOTICE_S = 15.0
 #: Seconds the worker gets to store a final answer before a socket that
@@ -266,10 +269,25 @@ class SocketConsumer(AsyncJsonWebsocketConsumer):
         return True
 
     async def _slot_renew_loop(self) -> None:
+        """Renew the socket's slot and, on the same beat, check its session:
+        one that expired or was deleted without a logout (clearsessions,
+        an admin) closes the socket too."""
         while self.account_user_id is not None:
-            await asyncio.sleep(SOCKET_SLOT_TTL_S / 3)
+            await asyncio.sleep(SESSION_RECHECK_S)
+            user_id = self.account_user_id
+            if user_id is None or self.account_closed:
+                return
             with contextlib.suppress(*REDIS_DOWN):
-                await _slot_renew(user_id=self.account_user_id, channel=self.channel_name)
+                await _slot_renew(user_id=user_id, channel=self.channel_name)
+            try:
+                valid = await _session_valid(self._session_key(), user_id)
+            except Exception:
+                # A database away for a moment is no reason to drop sockets.
+                logger.warning("Session check of user %s failed", user_id, exc_info=True)
+                continue
+            if not valid:
+                await self._session_close()
+                return
 
     async def websocket_disconnect(self, message: dict[str, Any]) -> None:
         user_id, self.account_user_id = self.account_user_id, None

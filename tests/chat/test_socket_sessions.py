@@ -9,8 +9,10 @@ import pytest
 from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.conf import settings as django_settings
+from django.contrib.sessions.models import Session
 from django.test import Client
 
+from chat import consumers
 from chatsite.asgi import application
 from tests.factories import UserFactory
 
@@ -62,7 +64,7 @@ async def _close_code(socket: WebsocketCommunicator) -> int:
     raise AssertionError("the socket stayed open")
 
 
-async def _alive(socket: WebsocketCommunicator, kind: str = "chat") -> None:
+async def _alive(socket: WebsocketCommunicator) -> None:
     await socket.send_json_to({"type": "ping"})
     frame = await socket.receive_json_from(timeout=TIMEOUT)
     assert frame["type"] == "pong", frame
@@ -117,4 +119,22 @@ async def test_a_user_holds_at_most_the_socket_limit_and_a_closed_one_frees_its_
     held.append(await _chat(session))
     await _alive(held[-1])
     for socket in [*held, other_socket]:
+        await socket.disconnect()
+
+
+async def test_a_session_deleted_without_a_logout_closes_its_sockets(monkeypatch):
+    """A session that ends without a logout (expired and cleared, deleted
+    by an administrator) closes its sockets at the next periodic check;
+    the user's other sessions keep theirs."""
+    monkeypatch.setattr(consumers, "SESSION_RECHECK_S", 0.2)
+    user = await sync_to_async(UserFactory)()
+    doomed, kept = await _session(user), await _session(user)
+    doomed_socket, kept_socket = await _chat(doomed), await _chat(kept)
+    key = doomed.cookies[django_settings.SESSION_COOKIE_NAME].value
+
+    await sync_to_async(Session.objects.filter(session_key=key).delete)()
+
+    assert await _close_code(doomed_socket) == 4401
+    await _alive(kept_socket)
+    for socket in (doomed_socket, kept_socket):
         await socket.disconnect()
