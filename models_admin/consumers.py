@@ -9,7 +9,9 @@ changes).
 ``subscribed {topics}`` and ``error {error}``.
 
 Only active staff connect; others are closed with 4401 (not signed in)
-or 4403 (not staff).
+or 4403 (not staff). A socket closes with 4401 when its session logs out
+or ends, or the password changes, and with 4429 past the user's socket
+limit (see ``chat.consumers.SocketConsumer``).
 """
 
 from __future__ import annotations
