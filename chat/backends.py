@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.backends import ModelBackend
 from django.http import HttpRequest
@@ -38,3 +40,24 @@ class CaseInsensitiveModelBackend(ModelBackend):
         if user.check_password(password) and self.user_can_authenticate(user):
             return user
         return None
+
+
+def username_key(username: str) -> str:
+    """Return the form of a username that login treats as the same one:
+    NFKC-normalized, as the forms store it, and lower-cased."""
+    return unicodedata.normalize("NFKC", username).lower()
+
+
+def login_username_key(request: HttpRequest | None, credentials: dict[str, Any] | None) -> str:
+    """Return the username django-axes counts failures under
+    (``AXES_USERNAME_CALLABLE``): every spelling that logs into one account
+    shares one count, and one's success lifts the lock of all."""
+    # django-axes fills in its defaults when it loads.
+    field = getattr(settings, "AXES_USERNAME_FORM_FIELD", "username")
+    if credentials:
+        raw = credentials.get(field)
+    elif request is not None:
+        raw = getattr(request, "data", request.POST).get(field)
+    else:
+        raw = None
+    return username_key(raw) if isinstance(raw, str) else ""

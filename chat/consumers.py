@@ -48,6 +48,7 @@ from chat.selectors import (
     conversation_get_for_user,
     message_get_for_user,
     message_serialize,
+    session_user_valid,
     thread_load,
 )
 from chat.services import widget
@@ -58,6 +59,13 @@ from chat.services.messages import (
     message_generation_finish,
     message_regenerate,
     message_send,
+)
+from chat.services.sessions import (
+    SOCKET_SLOT_TTL_S,
+    auth_group,
+    socket_slot_release,
+    socket_slot_renew,
+    socket_slot_take,
 )
 from inference.client import (
     REDIS_DOWN,
@@ -76,7 +84,12 @@ logger = logging.getLogger(__name__)
 CLOSE_POLICY = 1008
 CLOSE_TOO_BIG = 1009
 CLOSE_UNAUTHENTICATED = 4401
+#: The user holds CHAT_MAX_SOCKETS_PER_USER sockets already.
+CLOSE_TOO_MANY = 4429
 
+#: Seconds between a signed-in socket's renewals of its slot and checks of
+#: its session.
+SESSION_RECHECK_S = SOCKET_SLOT_TTL_S / 3
 #: Seconds without an event before the page is told why it waits.
 WAIT_NOTICE_S = 15.0
 #: Seconds the worker gets to store a final answer before a socket that
@@ -191,10 +204,29 @@ def _store_from_stream(generation_id: str) -> None:
         message_generation_finish(generation_id=generation_id, final=final.data, text=text)
 
 
+_slot_take = sync_to_async(socket_slot_take, thread_sensitive=False)
+_slot_renew = sync_to_async(socket_slot_renew, thread_sensitive=False)
+_slot_release = sync_to_async(socket_slot_release, thread_sensitive=False)
+
+
+@_db
+def _session_valid(session_key: str | None, user_id: int) -> bool:
+    return session_user_valid(session_key=session_key, user_id=user_id)
+
+
 class SocketConsumer(AsyncJsonWebsocketConsumer):
     """A JSON socket whose sends to a connection the client is closing are
     dropped rather than raised: a notification that races a disconnect
-    must not end the consumer with an error in the server log."""
+    must not end the consumer with an error in the server log.
+
+    A signed-in user's socket (``_account_watch``) lives only as long as
+    its session: it closes with 4401 when the session logs out or the
+    password changes, and counts against the user's socket limit.
+    """
+
+    account_user_id: int | None = None
+    account_closed = False
+    slot_renewer: asyncio.Task[None] | None = None
 
     async def send(
         self, text_data: str | None = None, bytes_data: bytes | None = None, close: bool = False
@@ -203,6 +235,94 @@ class SocketConsumer(AsyncJsonWebsocketConsumer):
             await super().send(text_data=text_data, bytes_data=bytes_data, close=close)
         except Disconnected:
             logger.debug("Dropped a frame to a closing socket")
+
+    def _session_key(self) -> str | None:
+        session = self.scope.get("session")
+        return session.session_key if session is not None else None
+
+    async def _account_watch(self, user: Any) -> bool:
+        """Tie this accepted socket to the user's session and take one of
+        the user's socket slots; return False after closing the socket
+        (4429) when the user holds too many."""
+        limit = settings.CHAT_MAX_SOCKETS_PER_USER
+        try:
+            taken = await _slot_take(user_id=user.pk, channel=self.channel_name, limit=limit)
+        except REDIS_DOWN:
+            # The channel layer waits for Redis anyway; counting resumes
+            # with the next socket.
+            logger.warning("Socket count unavailable for user %s", user.pk, exc_info=True)
+            taken = True
+        if not taken:
+            self.account_closed = True
+            await self.send_json(
+                {
+                    "type": "error",
+                    "code": "too_many_sockets",
+                    "error": f"At most {limit} connections at once; close another tab first.",
+                    "fatal": True,
+                }
+            )
+            await self.close(code=CLOSE_TOO_MANY)
+            return False
+        self.account_user_id = user.pk
+        await self.channel_layer.group_add(auth_group(user.pk), self.channel_name)
+        self.slot_renewer = asyncio.ensure_future(self._slot_renew_loop())
+        return True
+
+    async def _slot_renew_loop(self) -> None:
+        """Renew the socket's slot and, on the same beat, check its session:
+        one that expired or was deleted without a logout (clearsessions,
+        an admin) closes the socket too."""
+        while self.account_user_id is not None:
+            await asyncio.sleep(SESSION_RECHECK_S)
+            user_id = self.account_user_id
+            if user_id is None or self.account_closed:
+                return
+            with contextlib.suppress(*REDIS_DOWN):
+                await _slot_renew(user_id=user_id, channel=self.channel_name)
+            try:
+                valid = await _session_valid(self._session_key(), user_id)
+            except Exception:
+                # A database away for a moment is no reason to drop sockets.
+                logger.warning("Session check of user %s failed", user_id, exc_info=True)
+                continue
+            if not valid:
+                await self._session_close()
+                return
+
+    async def websocket_disconnect(self, message: dict[str, Any]) -> None:
+        user_id, self.account_user_id = self.account_user_id, None
+        if user_id is not None:
+            if self.slot_renewer is not None:
+                self.slot_renewer.cancel()
+            await self.channel_layer.group_discard(auth_group(user_id), self.channel_name)
+            with contextlib.suppress(*REDIS_DOWN):
+                await _slot_release(user_id=user_id, channel=self.channel_name)
+        await super().websocket_disconnect(message)
+
+    async def _session_close(self) -> None:
+        self.account_closed = True
+        await self.send_json(
+            {
+                "type": "error",
+                "code": "auth",
+                "error": "Your session has ended; log in again.",
+                "fatal": True,
+            }
+        )
+        await self.close(code=CLOSE_UNAUTHENTICATED)
+
+    async def session_end(self, event: dict[str, Any]) -> None:
+        """The session that logged out: close its sockets."""
+        if not self.account_closed and event.get("session") == self._session_key():
+            await self._session_close()
+
+    async def session_check(self, event: dict[str, Any]) -> None:
+        """The password changed: close unless the session still holds."""
+        if self.account_closed or self.account_user_id is None:
+            return
+        if not await _session_valid(self._session_key(), self.account_user_id):
+            await self._session_close()
 
 
 class ChatConsumer(SocketConsumer):
@@ -218,6 +338,8 @@ class ChatConsumer(SocketConsumer):
                 {"type": "error", "code": "auth", "error": "Log in to chat.", "fatal": True}
             )
             await self.close(code=CLOSE_UNAUTHENTICATED)
+            return
+        if not await self._account_watch(self.user):
             return
         await self._join(user_group(self.user.pk))
         await self.send_json({"type": "hello", "user": self.user.get_username()})
@@ -241,7 +363,7 @@ class ChatConsumer(SocketConsumer):
 
     def _accepting(self) -> bool:
         """Whether frames are read at all (a refused socket is closing)."""
-        return bool(self.user and self.user.is_authenticated)
+        return bool(self.user and self.user.is_authenticated) and not self.account_closed
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         if not self._accepting():

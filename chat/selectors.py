@@ -5,13 +5,17 @@ user's row raise the same ``Http404``."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from importlib import import_module
 from typing import Any
 
+from django.conf import settings
+from django.contrib.auth import HASH_SESSION_KEY, SESSION_KEY, get_user_model
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import AnonymousUser
 from django.core.paginator import Page, Paginator
 from django.db.models import Q, QuerySet
 from django.http import Http404
+from django.utils.crypto import constant_time_compare
 
 from chat.models import ApiRequest, Conversation, Feedback, Message
 
@@ -245,3 +249,19 @@ def generations_started_times(*, user_id: int, since: Any) -> list[Any]:
     return list(chat.values_list("created_at", flat=True)) + list(
         api.values_list("created_at", flat=True)
     )
+
+
+def session_user_valid(*, session_key: str | None, user_id: int) -> bool:
+    """Whether the session still logs in user_id: it exists, names that
+    active user, and carries the hash of the user's current password."""
+    if not session_key:
+        return False
+    engine = import_module(settings.SESSION_ENGINE)
+    data = engine.SessionStore(session_key).load()
+    if str(data.get(SESSION_KEY)) != str(user_id):
+        return False
+    user = get_user_model()._default_manager.filter(pk=user_id, is_active=True).first()
+    if user is None:
+        return False
+    stored = data.get(HASH_SESSION_KEY) or ""
+    return constant_time_compare(stored, user.get_session_auth_hash())

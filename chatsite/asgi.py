@@ -1,4 +1,9 @@
-"""ASGI entry point: HTTP through Django, WebSockets under ``/ws/``."""
+"""ASGI entry point: HTTP through Django, WebSockets under ``/ws/``.
+
+Outermost, the client's address is resolved from trusted proxies' headers;
+HTTP bodies are then capped and WebSocket origins checked before Django or a
+consumer sees the connection.
+"""
 
 import os
 
@@ -11,16 +16,23 @@ django_asgi_app = get_asgi_application()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
 from chat.routing import websocket_urlpatterns as chat_routes  # noqa: E402
+from chatsite.bodies import BodyLimitMiddleware  # noqa: E402
+from chatsite.daphne_patches import daphne_patches_apply  # noqa: E402
+from chatsite.origins import SiteOriginValidator  # noqa: E402
+from chatsite.proxies import TrustedProxyMiddleware  # noqa: E402
 from models_admin.routing import websocket_urlpatterns as dashboard_routes  # noqa: E402
 
-application = ProtocolTypeRouter(
-    {
-        "http": django_asgi_app,
-        "websocket": AllowedHostsOriginValidator(
-            AuthMiddlewareStack(URLRouter([*chat_routes, *dashboard_routes]))
-        ),
-    }
+daphne_patches_apply()
+
+application = TrustedProxyMiddleware(
+    ProtocolTypeRouter(
+        {
+            "http": BodyLimitMiddleware(django_asgi_app),
+            "websocket": SiteOriginValidator(
+                AuthMiddlewareStack(URLRouter([*chat_routes, *dashboard_routes]))
+            ),
+        }
+    )
 )

@@ -9,6 +9,7 @@ variables), ``DATABASE_URL`` and ``REDIS_URL``.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 from pathlib import Path
@@ -225,6 +226,9 @@ CHAT_MAX_FRAME_BYTES = env_int("CHAT_MAX_FRAME_BYTES", 64_000, minimum=1024)
 # Answers still pending after this many seconds no longer count against the
 # concurrency limit (a generation that never reported back).
 CHAT_GENERATION_STALE_S = env_int("CHAT_GENERATION_STALE_S", 900, minimum=10)
+# WebSockets (chat and dashboard) one user may hold open at once.
+CHAT_MAX_SOCKETS_PER_USER = env_int("CHAT_MAX_SOCKETS_PER_USER", 20, minimum=1)
+
 # Conversations one user may hold, on the chat page and stored API calls
 # together. Past it the chat page refuses new ones; API calls still run
 # but are no longer stored as conversations (usage is still recorded).
@@ -259,6 +263,29 @@ TRAINING_LEASE_S = env_float("TRAINING_LEASE_S", 120.0)
 
 WEB_HOST = env_str("WEB_HOST", "127.0.0.1")
 WEB_PORT = env_int("WEB_PORT", 8000, minimum=1)
+# Addresses or networks (CIDR) of the reverse proxies in front of the web
+# process. Only a connection from one of them may name the client with
+# X-Forwarded-For (and the scheme with X-Forwarded-Proto); empty: nobody.
+TRUSTED_PROXIES = env_list("TRUSTED_PROXIES", [])
+
+
+def _networks_check(name: str, entries: list[str]) -> None:
+    for entry in entries:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise ImproperlyConfigured(
+                f"{name} lists addresses or networks (CIDR), got {entry!r}"
+            ) from None
+
+
+_networks_check("TRUSTED_PROXIES", TRUSTED_PROXIES)
+# The largest request body in bytes, refused with 413 before any view runs;
+# paths under a prefix of HTTP_BODY_LIMITS get that prefix's cap instead
+# (the dataset upload takes files of up to 50 MB).
+HTTP_MAX_BODY_BYTES = env_int("HTTP_MAX_BODY_BYTES", 2_500_000, minimum=1024)
+HTTP_MAX_UPLOAD_BYTES = env_int("HTTP_MAX_UPLOAD_BYTES", 52_000_000, minimum=1024)
+HTTP_BODY_LIMITS = {"/dashboard/training/": HTTP_MAX_UPLOAD_BYTES}
 
 # --- Auth, i18n, static ---------------------------------------------------
 
@@ -278,7 +305,13 @@ AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
 AXES_VERBOSE = False
-AXES_IPWARE_PROXY_COUNT = env_int("PROXY_COUNT", 0, minimum=0)
+# The address chatsite.proxies resolved (X-Forwarded-For only from
+# TRUSTED_PROXIES) and the username as login matches it (case ignored), so
+# neither a forged header nor "Alice" for "alice" starts a fresh count.
+AXES_CLIENT_IP_CALLABLE = "chatsite.proxies.request_client_address"
+AXES_USERNAME_CALLABLE = "chat.backends.login_username_key"
+# Accounts one client address may create per hour.
+SIGNUPS_PER_ADDRESS_PER_HOUR = env_int("SIGNUPS_PER_ADDRESS_PER_HOUR", 5, minimum=1)
 
 # Password reset mails go to the console unless SMTP is configured.
 EMAIL_HOST = env_str("EMAIL_HOST")
@@ -341,6 +374,12 @@ if BEHIND_TLS_PROXY:
 SECURE_SSL_REDIRECT = _env_flag("SECURE_SSL_REDIRECT", BEHIND_TLS_PROXY)
 # Load balancers and Prometheus probe these over plain HTTP from inside.
 SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$", r"^metrics$"]
+# /readyz and /metrics answer a request bearing MONITORING_TOKEN
+# (Authorization: Bearer ...) or coming from MONITORING_ALLOWED_IPS
+# (addresses or CIDR networks); /healthz answers anyone.
+MONITORING_TOKEN = env_str("MONITORING_TOKEN")
+MONITORING_ALLOWED_IPS = env_list("MONITORING_ALLOWED_IPS", ["127.0.0.1", "::1"])
+_networks_check("MONITORING_ALLOWED_IPS", MONITORING_ALLOWED_IPS)
 # A year, the least the browsers' preload lists accept. Browsers remember
 # it: a site that goes back to plain HTTP stays unreachable that long, so
 # set SECURE_HSTS_SECONDS=300 for a first deployment and raise it once

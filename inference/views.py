@@ -1,6 +1,18 @@
+"""Health and metrics endpoints.
+
+``/healthz`` answers anyone. ``/readyz`` and ``/metrics`` name workers,
+versions and errors, so they answer only a request bearing
+``MONITORING_TOKEN`` (``Authorization: Bearer ...``) or one from
+``MONITORING_ALLOWED_IPS`` (loopback by default).
+"""
+
 from __future__ import annotations
 
+import functools
+import secrets
 import time
+from collections.abc import Callable
+from typing import Any
 
 import redis
 from django.db import DatabaseError, connection
@@ -8,11 +20,45 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
+from chatsite.proxies import address_in
 from chatsite.redis_url import redis_url_display
 from inference.connection import redis_client, worker_heartbeat_pattern, worker_metrics_pattern
 from inference.metrics import merged_exposition
 from inference.selectors import worker_heartbeats_list, worker_metrics_list
 from inference.worker import WorkerState
+
+
+def monitoring_allowed(request: HttpRequest) -> bool:
+    """Whether request bears the monitoring token or comes from an allowed
+    address (the client address resolved from trusted proxies)."""
+    from django.conf import settings
+
+    token = settings.MONITORING_TOKEN
+    scheme, _, offered = request.headers.get("Authorization", "").partition(" ")
+    if (
+        token
+        and scheme.lower() == "bearer"
+        and secrets.compare_digest(offered.strip().encode(), token.encode())
+    ):
+        return True
+    return address_in(request.META.get("REMOTE_ADDR"), settings.MONITORING_ALLOWED_IPS)
+
+
+def monitoring_only(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """Answer 401 (naming the Bearer scheme) to requests that
+    ``monitoring_allowed`` refuses, before the view runs."""
+
+    @functools.wraps(view)
+    def guarded(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if not monitoring_allowed(request):
+            response = JsonResponse(
+                {"error": "Monitoring endpoints need the monitoring token."}, status=401
+            )
+            response["WWW-Authenticate"] = 'Bearer realm="monitoring"'
+            return response
+        return view(request, *args, **kwargs)
+
+    return guarded
 
 
 @never_cache
@@ -68,6 +114,7 @@ def _redis_and_workers_check() -> tuple[dict, dict]:
 
 @never_cache
 @require_GET
+@monitoring_only
 def readyz(request: HttpRequest) -> JsonResponse:
     """Database, Redis and at least one ready inference worker; 503 if not."""
     database = _database_check()
@@ -81,6 +128,7 @@ def readyz(request: HttpRequest) -> JsonResponse:
 
 @never_cache
 @require_GET
+@monitoring_only
 def metrics(request: HttpRequest) -> HttpResponse:
     """Prometheus exposition of every live inference worker."""
     from prometheus_client import CONTENT_TYPE_LATEST

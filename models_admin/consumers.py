@@ -9,7 +9,9 @@ changes).
 ``subscribed {topics}`` and ``error {error}``.
 
 Only active staff connect; others are closed with 4401 (not signed in)
-or 4403 (not staff).
+or 4403 (not staff). A socket closes with 4401 when its session logs out
+or ends, or the password changes, and with 4429 past the user's socket
+limit (see ``chat.consumers.SocketConsumer``).
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ class DashboardConsumer(SocketConsumer):
             await self.close(code=CLOSE_FORBIDDEN)
             return
         await self.accept()
+        await self._account_watch(user)
 
     async def disconnect(self, code: int) -> None:
         for group in self.groups_joined:
@@ -64,6 +67,8 @@ class DashboardConsumer(SocketConsumer):
         self.groups_joined = set()
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if self.account_closed:
+            return
         if not self.bucket.take():
             await self.send_json({"type": "error", "error": "Too many frames; slow down."})
             await self.close(code=CLOSE_POLICY)

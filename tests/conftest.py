@@ -9,6 +9,7 @@ same way the settings do (pytest-django creates the test database).
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -110,6 +111,17 @@ def _empty_request_queue(redis_url: str) -> None:
     from inference.connection import redis_client, requests_stream_key
 
     redis_client().delete(requests_stream_key())
+
+
+@pytest.fixture(autouse=True)
+def _no_signups_counted(redis_url: str) -> None:
+    """Start every test with no signup counted against any address: the
+    test client and browsers all sign up from 127.0.0.1."""
+    from inference.connection import key, redis_client
+
+    client = redis_client()
+    for counter in client.scan_iter(match=key("signups", "*"), count=500):
+        client.delete(counter)
 
 
 @pytest.fixture(scope="session")
@@ -278,11 +290,23 @@ def worker_process(tmp_path):
         log.close()
 
 
+def web_command(port: int) -> list[str]:
+    """The Procfile's ``web`` command, as ``make run`` starts it, on
+    127.0.0.1:port with this interpreter's Daphne."""
+    from chatsite.supervisor import procfile_parse
+
+    entry = next(e for e in procfile_parse(REPO_ROOT / "Procfile") if e.name == "web")
+    words = shlex.split(entry.command.replace("$WEB_HOST", "127.0.0.1"))
+    words = [str(port) if word == "$WEB_PORT" else word for word in words]
+    assert words[0] == "daphne", entry.command
+    return [sys.executable, "-m", "daphne", *words[1:]]
+
+
 @pytest.fixture
 def web_process(tmp_path):
-    """Start Daphne serving the project on the test database and this
-    session's Redis, each waited for until ``/healthz`` answers; kill any
-    still running at the end. Call it with the port and environment
+    """Start Daphne (the Procfile's command) serving the project on the
+    test database and this session's Redis, each waited for until
+    ``/healthz`` answers; kill any still running at the end. Call it with the port and environment
     overrides; it returns the process (its log is ``web-N.log`` in the
     test's tmp_path)."""
     started: list[tuple[subprocess.Popen, IO[str]]] = []
@@ -291,8 +315,7 @@ def web_process(tmp_path):
         log_path = tmp_path / f"web-{len(started)}.log"
         log = log_path.open("w")
         process = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "--bind", "127.0.0.1", "--port", str(port),
-             "chatsite.asgi:application"],
+            web_command(port),
             cwd=REPO_ROOT,
             env=child_env(DATABASE_URL=database_url_for_children(), **env),
             stdout=log,

@@ -1,13 +1,51 @@
-"""Account writes: creating users and lifting login lockouts."""
+"""Account writes: creating users, bounding signups per address and lifting
+login lockouts."""
 
 from __future__ import annotations
 
+import logging
+
+import redis
 from axes.utils import reset as axes_reset
+from django.conf import settings
 from django.contrib.auth import password_validation
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 
+from chat.backends import username_key
+from inference.connection import key, redis_client
+
+logger = logging.getLogger(__name__)
+
 EMAIL_TAKEN_MESSAGE = "An account with this email address already exists."
+SIGNUP_WINDOW_S = 3600
+
+
+def signup_key(address: str) -> str:
+    return key("signups", address)
+
+
+def signup_slot_take(*, address: str | None) -> bool:
+    """Count one signup from address; return False, counting nothing, when
+    the address made ``SIGNUPS_PER_ADDRESS_PER_HOUR`` in the hour since its
+    first counted one."""
+    if not address:
+        return True
+    counter = signup_key(address)
+    client = redis_client()
+    try:
+        pipe = client.pipeline(transaction=True)
+        # The window starts with the first signup; INCR keeps its expiry.
+        pipe.set(counter, 0, ex=SIGNUP_WINDOW_S, nx=True)
+        pipe.incr(counter)
+        _, count = pipe.execute()
+        if count > settings.SIGNUPS_PER_ADDRESS_PER_HOUR:
+            client.decr(counter)
+            return False
+    except (redis.ConnectionError, redis.TimeoutError):
+        # Signing up needs the database, not Redis: let it through.
+        logger.warning("Signup count unavailable for %s", address, exc_info=True)
+    return True
 
 
 def user_create(*, username: str, password: str, email: str = "") -> User:
@@ -52,4 +90,4 @@ def user_create(*, username: str, password: str, email: str = "") -> User:
 def user_login_failures_clear(*, user: User) -> None:
     """Forget the failed logins recorded for user's username from every
     address, lifting any lockout on it."""
-    axes_reset(username=user.get_username())
+    axes_reset(username=username_key(user.get_username()))

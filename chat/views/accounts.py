@@ -16,7 +16,11 @@ from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_http_methods
 
 from chat.forms import SignupForm
-from chat.services.accounts import user_create, user_login_failures_clear
+from chat.services.accounts import signup_slot_take, user_create, user_login_failures_clear
+
+SIGNUP_LIMIT_MESSAGE = (
+    "Too many accounts were created from your address in the last hour; try again later."
+)
 
 # Two backends are configured (django-axes first), so login() must be told
 # which one vouched for the user; the session keeps it.
@@ -43,6 +47,11 @@ def signup(request: HttpRequest) -> HttpResponse:
     if request.user.is_authenticated:
         return redirect(next_url or settings.LOGIN_REDIRECT_URL)
     form = SignupForm(request.POST if request.method == "POST" else None)
+    if form.is_valid() and not signup_slot_take(address=request.META.get("REMOTE_ADDR")):
+        form.add_error(None, SIGNUP_LIMIT_MESSAGE)
+        return render(
+            request, "registration/signup.html", {"form": form, "next": next_url}, status=429
+        )
     if form.is_valid():
         try:
             user = user_create(

@@ -184,6 +184,11 @@
           setConnection("Logged out. Log in again to chat.");
           return;
         }
+        if (event.code === 4429) {
+          // Reconnecting would be refused again until another tab closes.
+          setConnection("Too many open connections: close another tab, then reload.");
+          return;
+        }
         setConnection("Connection lost. Reconnecting…");
         setTimeout(() => this.connect(), this.backoff);
         this.backoff = Math.min(this.backoff * 2, 8000);

@@ -49,6 +49,21 @@ def _logged_in_as(client: Client) -> str | None:
 # --- Signup ------------------------------------------------------------------
 
 
+def test_signups_are_bounded_per_client_address_per_hour(settings):
+    """Past SIGNUPS_PER_ADDRESS_PER_HOUR accounts from one address, the form
+    says why with 429 and creates nothing; another address still signs up."""
+    settings.SIGNUPS_PER_ADDRESS_PER_HOUR = 2
+    for name in ("first", "second"):
+        assert _signup(Client(REMOTE_ADDR="203.0.113.7"), name).status_code == 302
+
+    refused = _signup(Client(REMOTE_ADDR="203.0.113.7"), "third")
+
+    assert refused.status_code == 429
+    assert "Too many accounts were created from your address" in refused.content.decode()
+    assert not User.objects.filter(username="third").exists()
+    assert _signup(Client(REMOTE_ADDR="198.51.100.8"), "fourth").status_code == 302
+
+
 def test_signup_creates_the_user_logs_them_in_and_redirects_to_chat(client):
     """A valid signup creates the account, logs it in and goes to ``/``."""
     response = _signup(client, "newcomer", email="New@Example.COM")
@@ -237,6 +252,22 @@ def test_login_locks_out_after_the_failure_limit_even_with_the_right_password(cl
     assert "registration/locked_out.html" in [t.name for t in response.templates]
     assert not response.wsgi_request.user.is_authenticated
     assert _logged_in_as(client) is None
+
+
+def test_the_lockout_counts_every_case_of_a_username_as_one(client):
+    """Failures spelt "alice", "Alice", "ALICE"... add up to one lockout,
+    which holds for every spelling; a variant's login cannot lift it."""
+    user = UserFactory(username="alice")
+    spellings = ["Alice", "ALICE", "aLiCe", "alicE", "ALIce", "alIce"]
+    for attempt in range(settings.AXES_FAILURE_LIMIT):
+        last_failure = _login(client, spellings[attempt % len(spellings)], "wrong password")
+
+    assert last_failure.status_code == 429
+    for spelling in ("alice", "Alice", "ALICE"):
+        response = _login(client, spelling)
+        assert response.status_code == 429, spelling
+    assert _logged_in_as(client) is None
+    assert user.username == "alice"
 
 
 def test_locked_out_page_does_not_reveal_whether_the_username_exists(client):

@@ -258,6 +258,33 @@ async def test_a_missing_or_foreign_origin_is_refused_on_every_route(route, site
         await socket.disconnect()
 
 
+@pytest.mark.parametrize("route", ["chat", "widget", "dashboard"])
+async def test_another_port_or_scheme_of_the_same_host_is_refused_on_every_route(
+    route, site, staff, settings
+):
+    """Scheme, host and port must all match the site's origin (or one of
+    CSRF_TRUSTED_ORIGINS): a page on another port or over another scheme
+    of the same host cannot open a socket with the user's cookie."""
+    settings.CSRF_TRUSTED_ORIGINS = ["https://chat.example.com"]
+    path = {"chat": "/ws/chat/", "widget": _widget_path(site), "dashboard": "/ws/dashboard/"}[
+        route
+    ]
+    for origin in (
+        b"http://localhost:8080",
+        b"https://localhost",
+        b"ws://localhost",
+        b"http://chat.example.com",
+        b"https://chat.example.com:8443",
+    ):
+        socket, connected = await _open(path, user=staff, origin=origin)
+        assert not connected, origin
+        await socket.disconnect()
+    for origin in (b"http://localhost:80", b"https://chat.example.com"):
+        socket, connected = await _open(path, user=staff, origin=origin)
+        assert connected, origin
+        await socket.disconnect()
+
+
 # --- other people's ids --------------------------------------------------------
 
 

@@ -44,7 +44,8 @@
     });
     socket.addEventListener("close", (event) => {
       emit("status", { connected: false });
-      if (event.code === 4401 || event.code === 4403) return; // signed out or not staff
+      // Signed out, not staff, or too many sockets open: retrying would not help.
+      if (event.code === 4401 || event.code === 4403 || event.code === 4429) return;
       attempts += 1;
       const delay = Math.min(30000, 500 * 2 ** Math.min(attempts, 6)) * (0.75 + Math.random() / 2);
       setTimeout(connect, delay);
