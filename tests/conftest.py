@@ -105,6 +105,16 @@ def redis_conn(redis_url: str):
 
 
 @pytest.fixture(autouse=True)
+def _fresh_channel_layer() -> None:
+    """Give every test a channel layer of its own: each asyncio test runs
+    its own event loop, and a layer that a finished test's sockets were
+    still receiving on keeps state (a receive lock) bound to that loop."""
+    from channels.layers import channel_layers
+
+    channel_layers.backends.clear()
+
+
+@pytest.fixture(autouse=True)
 def _empty_request_queue(redis_url: str) -> None:
     """Start every test with no queued generation: requests that earlier
     tests left unanswered would otherwise reach this test's workers first."""
