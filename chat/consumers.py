@@ -227,6 +227,9 @@ class SocketConsumer(AsyncJsonWebsocketConsumer):
     account_user_id: int | None = None
     account_closed = False
     slot_renewer: asyncio.Task[None] | None = None
+    #: Set once the server closed the socket: frames still queued are
+    #: dropped unread.
+    closing = False
 
     async def send(
         self, text_data: str | None = None, bytes_data: bytes | None = None, close: bool = False
@@ -235,6 +238,20 @@ class SocketConsumer(AsyncJsonWebsocketConsumer):
             await super().send(text_data=text_data, bytes_data=bytes_data, close=close)
         except Disconnected:
             logger.debug("Dropped a frame to a closing socket")
+
+    async def send_json(self, content: Any, close: bool = False) -> None:
+        # The base class's send_json goes past send() above.
+        try:
+            await super().send_json(content, close=close)
+        except Disconnected:
+            logger.debug("Dropped a frame to a closing socket")
+
+    async def close(self, code: int | bool | None = None, reason: str | None = None) -> None:
+        self.closing = True
+        try:
+            await super().close(code=code, reason=reason)
+        except Disconnected:
+            logger.debug("Closed a socket that was closing already")
 
     def _session_key(self) -> str | None:
         session = self.scope.get("session")
@@ -366,7 +383,7 @@ class ChatConsumer(SocketConsumer):
         return bool(self.user and self.user.is_authenticated) and not self.account_closed
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
-        if not self._accepting():
+        if self.closing or not self._accepting():
             return
         if not self.bucket.take():
             await self._error("flood", "Too many frames; slow down.")

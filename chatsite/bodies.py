@@ -39,7 +39,15 @@ def _declared_length(scope: dict[str, Any]) -> int | None:
 def too_large_body(limit: int) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
     """Return the status, headers and body of the answer to a body past
     limit."""
-    body = json.dumps({"error": f"The request body is limited to {limit:,} bytes."}).encode()
+    # In the OpenAI API's error shape, which the API's clients parse; a
+    # page's script reads error.message alike.
+    error = {
+        "message": f"The request body is limited to {limit:,} bytes.",
+        "type": "invalid_request_error",
+        "param": None,
+        "code": "request_too_large",
+    }
+    body = json.dumps({"error": error}).encode()
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),

@@ -37,7 +37,9 @@ async def test_a_body_without_a_length_is_cut_off_at_the_cap_with_413(settings):
     await BodyLimitMiddleware(app)(scope, receive, send)
 
     assert sent[0]["status"] == 413
-    assert json.loads(sent[1]["body"]) == {"error": "The request body is limited to 10,000 bytes."}
+    error = json.loads(sent[1]["body"])["error"]
+    assert error["message"] == "The request body is limited to 10,000 bytes."
+    assert error["code"] == "request_too_large"
     assert len(sent) == 2
     assert seen[-1]["type"] == "http.disconnect"
     assert sum(len(m.get("body", b"")) for m in seen) <= 10_000
