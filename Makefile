@@ -69,7 +69,7 @@ test-services: install chromium
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy chatsite chat models_admin inference
+	$(VENV)/bin/mypy chatsite chat models_admin inference tools
 	$(PY) manage.py check
 	$(PY) manage.py makemigrations --check --dry-run
 
@@ -78,16 +78,16 @@ clean:
 
 BENCH_ARGS ?=
 bench: install model
-	$(PY) -m inference.bench $(BENCH_ARGS)
-	$(PY) -m inference.filter_bench $(FILTER_BENCH_ARGS)
+	$(PY) -m tools.engine_bench $(BENCH_ARGS)
+	$(PY) -m tools.filter_bench $(FILTER_BENCH_ARGS)
 
 # Fine-tune and distill the default model on the demo dataset (about 30
-# minutes on 2 cores); TRAIN_BENCH_ARGS as for python -m models_admin.training.bench.
+# minutes on 2 cores); TRAIN_BENCH_ARGS as for python -m tools.train_bench.
 train-bench: install model
-	$(PY) -m models_admin.training.bench $(TRAIN_BENCH_ARGS)
+	$(PY) -m tools.train_bench $(TRAIN_BENCH_ARGS)
 
 # Hold idle chat sockets and run streaming chats against a stack of its own
-# (a tiny model); SOAK_ARGS as for python -m chat.soak.
+# (a tiny model); SOAK_ARGS as for python -m tools.soak.
 SOAK_ARGS ?=
 soak: install model
-	$(PY) -m chat.soak $(SOAK_ARGS)
+	$(PY) -m tools.soak $(SOAK_ARGS)

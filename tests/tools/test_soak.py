@@ -20,7 +20,7 @@ def test_soak_streams_every_answer_whole_and_keeps_idle_sockets_open(
     streamed text is the stored answer, every idle socket stays open, and
     the stack it started stops cleanly."""
     report_path = tmp_path / "soak.json"
-    command = [sys.executable, "-m", "chat.soak", "--idle", "20", "--streams", "4"]
+    command = [sys.executable, "-m", "tools.soak", "--idle", "20", "--streams", "4"]
     command += ["--max-tokens", "8", "--duration", "3", "--json", str(report_path)]
     if default_model_dir is None:
         # Without the default model there is no tokenizer to build on.

@@ -9,7 +9,7 @@ Same model, dtype, threads and prompts for every system:
 Output lengths come from a capped exponential distribution; a share of
 prompts is long (~1.5k tokens); in C a share of requests is cancelled
 mid-stream. Prints a table and writes JSON under ``var/bench/``. Run with
-``make bench`` or ``python -m inference.bench --help``.
+``make bench`` or ``python -m tools.engine_bench --help``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Soak test of the chat socket: ``make soak`` or ``python -m chat.soak``.
+"""Soak test of the chat socket: ``make soak`` or ``python -m tools.soak``.
 
 By default start a stack of its own exactly as ``make run`` does
 (``python -m chatsite.launcher``) in a temporary ``VAR_DIR`` (fresh SQLite,
@@ -1080,7 +1080,7 @@ def _credentials(path: Path | None) -> list[tuple[str, str]]:
 
 def parser_build() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m chat.soak", description=__doc__.splitlines()[0] if __doc__ else None
+        prog="python -m tools.soak", description=__doc__.splitlines()[0] if __doc__ else None
     )
     parser.add_argument("--idle", type=int, default=500, help="idle sockets held open (500)")
     parser.add_argument("--streams", type=int, default=64, help="concurrent chats (64)")

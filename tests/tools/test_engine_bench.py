@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 
-from inference import bench
+from tools import engine_bench
 
 
 def test_the_benchmark_reports_every_system_with_ratios(tiny_model_dir, tmp_path):
     out = tmp_path / "bench.json"
-    code = bench.main(
+    code = engine_bench.main(
         [
             "--model", str(tiny_model_dir), "--dtype", "float32", "--device", "cpu",
             "--concurrency", "1,3", "--mean-tokens", "8", "--cap", "16",

@@ -1,6 +1,6 @@
 """Measure fine-tuning and distillation on the demo dataset.
 
-``python -m models_admin.training.bench`` (``make train-bench``) runs, in
+``python -m tools.train_bench`` (``make train-bench``) runs, in
 one process on the default model: the base model's eval loss; a fine-tune
 (wall time, eval loss, reduction from the base); then, with the
 fine-tuned model as the teacher, the layer-dropped student before training,

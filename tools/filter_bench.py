@@ -13,7 +13,7 @@ spelled apart again and again, one endless word, digits for the presets,
 keyword soup) with the same 200 rules, in ms per text: the matcher is
 linear, so 200k costs about 12x 16k. Prints tables and writes JSON under
 ``var/bench/``. Run with ``make bench`` or
-``python -m inference.filter_bench --help``.
+``python -m tools.filter_bench --help``.
 """
 
 from __future__ import annotations
