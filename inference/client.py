@@ -28,8 +28,7 @@ from inference.connection import (
     requests_stream_key,
     worker_heartbeat_pattern,
 )
-from inference.protocol import StreamEvent, event_decode, event_encode
-from inference.sampling import SamplingParams
+from inference.protocol import SamplingParams, StreamEvent, event_decode, event_encode
 
 #: A cancel flag outlives any generation that could still read it.
 CANCEL_TTL_S = 3600

@@ -713,6 +713,14 @@ def _verdict(
     return Verdict(text="".join(out), hits=hits)
 
 
+@dataclass
+class FilterResult:
+    """What an output filter lets through now; ``block`` ends the answer."""
+
+    text: str
+    block: bool = False
+
+
 class StreamFilter:
     """The output filter of one generation (``inference.engine.OutputFilter``).
 
@@ -727,16 +735,14 @@ class StreamFilter:
         self.blocked = False
         self.notice = ""
 
-    def push(self, text: str) -> Any:
+    def push(self, text: str) -> FilterResult:
         self.pending += text
         return self._release(final=False)
 
-    def finish(self) -> Any:
+    def finish(self) -> FilterResult:
         return self._release(final=True)
 
-    def _release(self, *, final: bool) -> Any:
-        from inference.engine import FilterResult
-
+    def _release(self, *, final: bool) -> FilterResult:
         if self.blocked:
             return FilterResult("", block=True)
         if not self.pending:

@@ -32,10 +32,12 @@ from typing import Any, Protocol
 
 import torch
 
+from inference.content_filter import FilterResult
 from inference.detokenize import IncrementalDetokenizer, StopMatcher
 from inference.kv_cache import SlotKVCache
 from inference.loading import LoadedModel
-from inference.sampling import Sampler, SamplingError, SamplingParams
+from inference.protocol import SamplingError, SamplingParams
+from inference.sampling import Sampler
 from inference.speculative import PromptLookup
 
 logger = logging.getLogger(__name__)
@@ -62,12 +64,6 @@ class ContextLengthError(RequestError):
     """The prompt leaves no room for an answer in the context."""
 
     code = "context_length_exceeded"
-
-
-@dataclass
-class FilterResult:
-    text: str
-    block: bool = False
 
 
 class OutputFilter(Protocol):

@@ -1,86 +1,11 @@
-"""Per-request sampling parameters and the sampler. No Django here."""
+"""The sampler: the next token for one request from its logits. No Django
+here; the parameters it follows live in ``inference.protocol``."""
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
-from typing import Any
-
 import torch
 
-MAX_STOP_STRINGS = 8
-MAX_STOP_LENGTH = 64
-
-
-class SamplingError(ValueError):
-    """A sampling parameter is out of range; the message names it."""
-
-
-@dataclass(frozen=True)
-class SamplingParams:
-    temperature: float = 0.7
-    top_p: float = 0.95
-    top_k: int = 0
-    repetition_penalty: float = 1.0
-    seed: int | None = None
-    max_new_tokens: int = 512
-    stop: tuple[str, ...] = field(default_factory=tuple)
-    #: Generate exactly max_new_tokens, ignoring end-of-sequence (benchmarks).
-    ignore_eos: bool = False
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any] | None) -> SamplingParams:
-        """Build and validate parameters from untrusted input."""
-        data = dict(data or {})
-        unknown = set(data) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise SamplingError(f"unknown sampling parameter(s): {', '.join(sorted(unknown))}")
-        stop = data.pop("stop", ())
-        if isinstance(stop, str):
-            stop = (stop,)
-        if not isinstance(stop, list | tuple) or not all(isinstance(s, str) for s in stop):
-            raise SamplingError("stop must be a string or a list of strings")
-        try:
-            params = cls(stop=tuple(stop), **data)
-        except TypeError as exc:
-            raise SamplingError(str(exc)) from None
-        params.validate()
-        return params
-
-    def validate(self) -> None:
-        def number(name: str, value: Any, low: float, high: float) -> None:
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise SamplingError(f"{name} must be a number")
-            if not math.isfinite(value) or not low <= value <= high:
-                raise SamplingError(f"{name} must be between {low} and {high}, got {value}")
-
-        number("temperature", self.temperature, 0.0, 5.0)
-        number("top_p", self.top_p, 0.0, 1.0)
-        if self.top_p == 0.0:
-            raise SamplingError("top_p must be greater than 0")
-        number("repetition_penalty", self.repetition_penalty, 0.1, 10.0)
-        if isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or self.top_k < 0:
-            raise SamplingError("top_k must be a whole number, 0 or more (0 turns it off)")
-        if (
-            isinstance(self.max_new_tokens, bool)
-            or not isinstance(self.max_new_tokens, int)
-            or self.max_new_tokens < 1
-        ):
-            raise SamplingError("max_new_tokens must be a whole number, 1 or more")
-        if self.seed is not None and (
-            isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0
-        ):
-            raise SamplingError("seed must be a whole number, 0 or more")
-        if len(self.stop) > MAX_STOP_STRINGS:
-            raise SamplingError(f"stop takes at most {MAX_STOP_STRINGS} strings")
-        for text in self.stop:
-            if not text or len(text) > MAX_STOP_LENGTH:
-                raise SamplingError(f"each stop string must be 1 to {MAX_STOP_LENGTH} characters")
-
-    @property
-    def greedy(self) -> bool:
-        return self.temperature == 0.0
-
+from inference.protocol import SamplingParams
 
 #: How many of the most likely tokens top-p looks at first.
 NUCLEUS_FIRST_K = 64

@@ -58,8 +58,14 @@ from redis.retry import Retry
 from inference.engine import Engine, Event, OutputFilter, RequestError
 from inference.loading import LoadedModel, ModelLoadError, model_load
 from inference.metrics import WorkerMetrics
-from inference.protocol import FINAL_TYPES, event_decode, event_encode, seq_of
-from inference.sampling import SamplingError, SamplingParams
+from inference.protocol import (
+    FINAL_TYPES,
+    SamplingError,
+    SamplingParams,
+    event_decode,
+    event_encode,
+    seq_of,
+)
 
 logger = logging.getLogger(__name__)
 

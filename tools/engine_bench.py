@@ -29,7 +29,7 @@ from transformers import LogitsProcessor, LogitsProcessorList
 from inference.detokenize import REPLACEMENT
 from inference.engine import Engine
 from inference.loading import LoadedModel, model_load, threads_configure
-from inference.sampling import SamplingParams
+from inference.protocol import SamplingParams
 
 QUESTIONS = [
     "What is the capital of France?",

@@ -31,7 +31,6 @@ from inference.connection import (
     worker_heartbeat_pattern,
 )
 from inference.selectors import worker_heartbeats_list
-from inference.worker import WorkerState
 from models_admin.models import ModelVersion, Promotion, TrainingJob
 from models_admin.selectors.model_versions import canary_get_active, model_version_get_production
 
@@ -504,6 +503,10 @@ def live_load(*, client: Any = None, now: datetime | None = None) -> dict[str, A
     (sorted by id), with their running, queued and capacity summed. When
     Redis cannot be reached, ``redis_ok`` is False, ``redis_error`` says
     why, ``queue_length`` is None and there are no workers."""
+    # Not at module level: inference.worker loads torch, which importing
+    # this module must not.
+    from inference.worker import WorkerState
+
     now = now or timezone.now()
     pending = Message.objects.filter(
         role=Message.Role.ASSISTANT,

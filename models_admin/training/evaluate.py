@@ -11,7 +11,7 @@ from typing import Any
 
 from inference.engine import Engine, chat_answer
 from inference.loading import model_load
-from inference.sampling import SamplingParams
+from inference.protocol import SamplingParams
 from models_admin.training.data import encode
 from models_admin.training.loop import eval_loss
 

@@ -46,8 +46,7 @@ from inference.client import (
     generation_submit,
     workers_live_count,
 )
-from inference.protocol import StreamEvent
-from inference.sampling import SamplingError
+from inference.protocol import SamplingError, StreamEvent
 from models_admin.forms.versions import (
     CanaryForm,
     CompareAskForm,

@@ -8,7 +8,7 @@ import pytest
 from inference.detokenize import MAX_HOLD_TOKENS, REPLACEMENT, IncrementalDetokenizer, StopMatcher
 from inference.engine import Engine
 from inference.loading import model_load
-from inference.sampling import SamplingParams
+from inference.protocol import SamplingParams
 from tests.tiny_models import tokenizer_load
 
 TEXT = "Grüße aus Köln! 日本語のテキスト 🙂👍🏽 naïve café — ça va?"

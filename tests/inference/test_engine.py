@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from inference.engine import Engine, FilterResult, FinishReason, RequestError
+from inference.content_filter import FilterResult
+from inference.engine import Engine, FinishReason, RequestError
 from inference.loading import model_load
-from inference.sampling import SamplingError, SamplingParams
+from inference.protocol import SamplingError, SamplingParams
 
 GREEDY = SamplingParams(temperature=0.0, max_new_tokens=12)
 

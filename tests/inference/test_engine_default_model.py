@@ -8,7 +8,7 @@ import torch
 
 from inference.engine import Engine
 from inference.loading import model_load
-from inference.sampling import SamplingParams
+from inference.protocol import SamplingParams
 
 pytestmark = pytest.mark.slow
 

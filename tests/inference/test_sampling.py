@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from inference.sampling import Sampler, SamplingParams
+from inference.protocol import SamplingParams
+from inference.sampling import Sampler
 
 
 def _reference(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor:
