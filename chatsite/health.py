@@ -1,4 +1,4 @@
-"""Health and metrics endpoints.
+"""Health and metrics endpoints of the web process.
 
 ``/healthz`` answers anyone. ``/readyz`` and ``/metrics`` name workers,
 versions and errors, so they answer only a request bearing
@@ -25,7 +25,6 @@ from chatsite.redis_url import redis_url_display
 from inference.connection import redis_client, worker_heartbeat_pattern, worker_metrics_pattern
 from inference.metrics import merged_exposition
 from inference.selectors import worker_heartbeats_list, worker_metrics_list
-from inference.worker import WorkerState
 
 
 def monitoring_allowed(request: HttpRequest) -> bool:
@@ -79,6 +78,10 @@ def _database_check() -> dict:
 
 def _redis_and_workers_check() -> tuple[dict, dict]:
     from django.conf import settings
+
+    # Not at module level: inference.worker loads torch, which importing
+    # this module must not.
+    from inference.worker import WorkerState
 
     client = redis_client()
     try:
