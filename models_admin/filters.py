@@ -192,27 +192,28 @@ class _CompiledRules:
     shared by its threads."""
 
     def __init__(self) -> None:
-        self.epoch: str | None = None
-        self.book: RuleBook | None = None
+        # The epoch and its book in one attribute, replaced whole, so a
+        # thread never pairs one epoch with another's book.
+        self.current: tuple[str, RuleBook] | None = None
         self._lock = threading.Lock()
 
     def at(self, epoch: str) -> RuleBook:
         """The rules compiled at epoch; compile them when the epoch is not
         the one they were compiled at."""
-        book = self.book
-        if book is not None and self.epoch == epoch:
-            return book
-        with self._lock:
-            if self.book is None or self.epoch != epoch:
-                # Read after the epoch, the rules are at least as new as it
-                # says: a book is never kept for an epoch older than itself.
-                specs = filter_specs()
-                self.book = RuleBook(
-                    specs, notice=settings.FILTER_BLOCK_NOTICE, on_error=_compile_error_log
-                )
-                self.epoch = epoch
-                logger.info("Compiled %d content filter rule(s)", len(specs))
-            return self.book
+        current = self.current
+        if current is None or current[0] != epoch:
+            with self._lock:
+                current = self.current
+                if current is None or current[0] != epoch:
+                    # Read after the epoch, the rules are at least as new
+                    # as it says: no book is kept for an older epoch.
+                    specs = filter_specs()
+                    book = RuleBook(
+                        specs, notice=settings.FILTER_BLOCK_NOTICE, on_error=_compile_error_log
+                    )
+                    current = self.current = (epoch, book)
+                    logger.info("Compiled %d content filter rule(s)", len(specs))
+        return current[1]
 
 
 _compiled = _CompiledRules()
@@ -237,10 +238,10 @@ def content_filter_output(payload: dict[str, Any]) -> StreamFilter | None:
     try:
         book = _compiled.at(filter_rules_epoch())
     except DatabaseError as exc:
-        if _compiled.book is None:
+        if _compiled.current is None:
             raise
         logger.warning("Could not read the filter rules, using the last ones: %s", exc)
-        book = _compiled.book
+        book = _compiled.current[1]
     surface = str(payload.get("surface") or "chat")
     site = payload.get("site") if isinstance(payload.get("site"), int) else None
     return book.stream(surface=surface, site=site)
