@@ -59,11 +59,6 @@ def cancel_key(generation_id: str) -> str:
     return key("inference", "cancel", generation_id)
 
 
-def filters_epoch_key() -> str:
-    """A counter bumped whenever content filter rules change."""
-    return key("filters", "epoch")
-
-
 def serving_epoch_key() -> str:
     """A counter bumped whenever the versions in service change."""
     return key("inference", "serving", "epoch")

@@ -18,6 +18,9 @@ Regular expressions run on the text as written, with the ``regex``
 module's time limit; one that runs out of time fails closed (it counts as
 a match that blocks) and the caller logs it.
 
+A ``RuleBook`` compiles a site's rules once; keep it while the rules stay
+the same, so a message pays for matching only, never for compiling.
+
 ``StreamFilter`` filters streamed output: it holds back only text that may
 still turn out to be part of a match (a partial match at the end of what
 arrived, or a complete one that the next piece could extend), so a banned
@@ -28,7 +31,6 @@ from __future__ import annotations
 
 import bisect
 import functools
-import json
 import re
 import unicodedata
 from collections.abc import Callable, Iterable
@@ -525,34 +527,6 @@ class _KeywordIndex:
         return spans, hold
 
 
-@functools.lru_cache(maxsize=4096)
-def _rule_compile_key(key: str) -> Rule | RuleError:
-    try:
-        return rule_compile(json.loads(key))
-    except RuleError as exc:
-        return exc
-
-
-def _rule_compile_cached(spec: dict[str, Any]) -> Rule | RuleError:
-    """rule_compile, remembered by the spec's content: a message must not
-    pay for compiling (and probing) every rule again."""
-    try:
-        key = json.dumps(spec, sort_keys=True)
-    except (TypeError, ValueError):
-        key = ""
-    if not key:
-        try:
-            return rule_compile(spec)
-        except RuleError as exc:
-            return exc
-    return _rule_compile_key(key)
-
-
-@functools.lru_cache(maxsize=64)
-def _rule_set_cached(rules: tuple[Rule, ...], notice: str) -> RuleSet:
-    return RuleSet(rules, notice=notice)
-
-
 class RuleSet:
     """The rules for one scope and surface, in priority order."""
 
@@ -573,18 +547,10 @@ class RuleSet:
         site: int | None = None,
         on_error: Callable[[dict[str, Any], RuleError], None] | None = None,
     ) -> RuleSet:
-        """Compile the specs that apply; a spec that does not compile is
-        skipped and reported to on_error."""
-        rules = []
-        for spec in specs:
-            compiled = _rule_compile_cached(spec)
-            if isinstance(compiled, RuleError):
-                if on_error is not None:
-                    on_error(spec, compiled)
-                continue
-            if compiled.applies(scope=scope, surface=surface, site=site):
-                rules.append(compiled)
-        return _rule_set_cached(tuple(rules), notice)
+        """Compile the specs that apply (see ``RuleBook``); a spec that does
+        not compile is skipped and reported to on_error."""
+        book = RuleBook(specs, notice=notice, on_error=on_error)
+        return book.rule_set(scope=scope, surface=surface, site=site)
 
     def __bool__(self) -> bool:
         return bool(self.rules)
@@ -636,6 +602,66 @@ class RuleSet:
         """Filter a whole text (an incoming message)."""
         matches, _hold = self.scan(text)
         return _verdict(text, matches, default_notice=self.notice)
+
+
+class RuleBook:
+    """Every rule of a site, compiled once from plain specs
+    (``FilterRule.spec()``), and the rule set (keyword index and regular
+    expressions) of each scope, surface and widget site, built on first
+    use and kept. A book never changes: build a new one when the rules do.
+    """
+
+    def __init__(
+        self,
+        specs: Iterable[dict[str, Any]],
+        *,
+        notice: str,
+        on_error: Callable[[dict[str, Any], RuleError], None] | None = None,
+    ) -> None:
+        """Compile every spec; one that does not compile is left out and
+        reported to on_error. ``notice`` is what a block shows when its
+        rule has no notice of its own."""
+        self.notice = notice
+        self.rules: list[Rule] = []
+        for spec in specs:
+            try:
+                self.rules.append(rule_compile(spec))
+            except RuleError as exc:
+                if on_error is not None:
+                    on_error(spec, exc)
+        self._sets: dict[tuple[str, str, int | None], RuleSet] = {}
+        #: Rule sets by the positions of their rules: scopes, surfaces and
+        #: sites that run the same rules share one keyword index.
+        self._shared: dict[tuple[int, ...], RuleSet] = {}
+
+    def rule_set(self, *, scope: str, surface: str, site: int | None = None) -> RuleSet:
+        """The rules that run on a text of this scope and surface (and
+        widget site)."""
+        key = (scope, surface, site)
+        rules = self._sets.get(key)
+        if rules is None:
+            # Threads that race here build equal sets; either one will do.
+            chosen = tuple(
+                i
+                for i, rule in enumerate(self.rules)
+                if rule.applies(scope=scope, surface=surface, site=site)
+            )
+            rules = self._shared.get(chosen)
+            if rules is None:
+                rules = RuleSet([self.rules[i] for i in chosen], notice=self.notice)
+                self._shared[chosen] = rules
+            self._sets[key] = rules
+        return rules
+
+    def check(self, text: str, *, surface: str, site: int | None = None) -> Verdict:
+        """Filter an incoming text with the input rules."""
+        return self.rule_set(scope="input", surface=surface, site=site).check(text)
+
+    def stream(self, *, surface: str, site: int | None = None) -> StreamFilter | None:
+        """The output filter of one answer; None when no output rule
+        applies."""
+        rules = self.rule_set(scope="output", surface=surface, site=site)
+        return StreamFilter(rules) if rules else None
 
 
 _ACTION_RANK = {"block": 0, "mask": 1, "flag": 2}

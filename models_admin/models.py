@@ -432,6 +432,26 @@ class FilterRule(models.Model):
         }
 
 
+class FilterRulesEpoch(models.Model):
+    """The one row whose token changes, in the same transaction, whenever
+    any content filter rule does: every process keeps its compiled rules
+    while the token it compiled them at is still the current one."""
+
+    #: The only row's primary key.
+    ROW = 1
+
+    token = models.CharField(max_length=32)
+    changed_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(id=1), name="filter_rules_epoch_one_row"),
+        ]
+
+    def __str__(self) -> str:
+        return self.token
+
+
 class FilterHit(models.Model):
     """Audit row: a rule matched a message or an answer."""
 

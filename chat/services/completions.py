@@ -20,9 +20,9 @@ from chat.services.limits import user_generation_check
 from chat.services.messages import message_generation_finish
 from inference.client import generation_submit
 from inference.protocol import MAX_STOP_LENGTH, SamplingError, SamplingParams
+from models_admin.filters import content_filter_input, filter_hits_record
 from models_admin.models import ModelVersion
 from models_admin.selectors import model_version_get_production
-from models_admin.services.filters import content_filter_input, filter_hits_record
 
 logger = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from chat.models import Conversation, Message
 from chat.selectors import thread_latest_leaf, thread_load
 from chat.services.events import conversation_group, notify_on_commit, user_group
 from inference.client import generation_cancel
-from models_admin.services.filters import content_filter_input, filter_hits_record
+from models_admin.filters import content_filter_input, filter_hits_record
 
 #: Words an automatic title keeps from the first question.
 TITLE_WORDS = 8

@@ -30,9 +30,9 @@ from inference.client import (
     generation_submit,
     workers_live_count,
 )
+from models_admin.filters import content_filter_input, filter_hits_record
 from models_admin.models import ModelVersion
 from models_admin.selectors import model_version_route
-from models_admin.services.filters import content_filter_input, filter_hits_record
 
 logger = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ from django.db.models import Count, Q, QuerySet
 from django.http import Http404
 
 from inference.content_filter import Match, RuleError, RuleSet
+from models_admin.filters import filter_hit_counts
 from models_admin.models import FilterHit, FilterRule
-from models_admin.selectors.filters import filter_hit_counts
 
 HITS_PER_PAGE = 50
 #: Names of deleted rules the hit filter offers at most.

@@ -27,6 +27,14 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from chat.views.body import BodyError, json_body
+from models_admin.filters import (
+    filter_rule_delete,
+    filter_rule_enable,
+    filter_rule_save,
+    filter_rules_export,
+    filter_rules_import,
+    filter_specs,
+)
 from models_admin.forms.filters import (
     TEST_TEXT_MAX_CHARS,
     FilterHitFilterForm,
@@ -44,13 +52,6 @@ from models_admin.selectors.filter_audit import (
     filter_rule_get,
     filter_rule_hit_count,
     filter_rules_overview,
-)
-from models_admin.selectors.filters import filter_rules_export, filter_specs
-from models_admin.services.filters import (
-    filter_rule_delete,
-    filter_rule_enable,
-    filter_rule_save,
-    filter_rules_import,
 )
 from models_admin.services.review import filter_hit_excerpts_viewed
 from models_admin.views.access import permission_required, staff_required

@@ -23,13 +23,12 @@ from chat.services.api_keys import api_key_create, api_key_revoke
 from inference.management.commands.run_inference_worker import (
     _extra_versions,
     _generation_store,
-    _OutputRules,
     _production_version,
     _version_lookup,
 )
+from models_admin.filters import content_filter_output, filter_rule_save
 from models_admin.models import FilterHit
 from models_admin.services import model_version_create, model_version_promote
-from models_admin.services.filters import filter_rule_save
 from tests.conftest import REPO_ROOT, child_env, database_url_for_children, free_port, wait_for
 from tests.conftest import worker_make as _worker_make
 from tests.factories import UserFactory
@@ -176,7 +175,7 @@ def live(transactional_db, version, redis_conn, tmp_path):
         version_lookup=_version_lookup,
         extra_versions=_extra_versions,
         on_finished=_generation_store,
-        output_filter_factory=_OutputRules().filter_for,
+        output_filter_factory=content_filter_output,
         # Room for long answers, so that one still runs when a test
         # disconnects from it.
         max_context=2048,

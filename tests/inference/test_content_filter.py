@@ -12,6 +12,7 @@ import regex
 from inference.content_filter import (
     REGEX_TIMEOUT_S,
     Rule,
+    RuleBook,
     RuleError,
     RuleSet,
     StreamFilter,
@@ -161,6 +162,31 @@ def test_scope_and_surface_select_rules():
     assert not RuleSet.from_specs([widget_input], scope="output", surface="widget", notice="")
     assert not RuleSet.from_specs([widget_input], scope="input", surface="chat", notice="")
     assert RuleSet.from_specs([widget_input], scope="input", surface="widget", notice="")
+
+
+def test_a_book_compiles_each_rule_once_and_shares_equal_rule_sets():
+    """Scopes, surfaces and sites that run the same rules share one rule
+    set; a site with a rule of its own gets its own; a spec that does not
+    compile is reported once and left out."""
+    everywhere = {"id": 1, "name": "w", "kind": "keywords", "keywords": ["zap"], "action": "mask"}
+    shop = {**everywhere, "id": 2, "keywords": ["zip"], "surface": "widget", "site": 7}
+    broken = {"id": 3, "name": "broken", "kind": "regex", "pattern": "("}
+    errors: list = []
+    book = RuleBook(
+        [everywhere, shop, broken],
+        notice="Blocked here.",
+        on_error=lambda spec, exc: errors.append((spec["id"], exc.field)),
+    )
+    assert errors == [(3, "pattern")]
+    chat = book.rule_set(scope="input", surface="chat")
+    assert book.rule_set(scope="output", surface="chat") is chat
+    assert book.rule_set(scope="input", surface="widget", site=8) is chat
+    assert book.rule_set(scope="input", surface="widget", site=7) is not chat
+    assert book.check("zap zip", surface="widget", site=7).text == "*** ***"
+    assert book.check("zap zip", surface="widget", site=8).text == "*** zip"
+    stream = book.stream(surface="api")
+    assert stream is not None and stream.push("zap ").text + stream.finish().text == "*** "
+    assert RuleBook([shop], notice="").stream(surface="chat") is None
 
 
 def test_rules_that_do_not_compile_name_the_field():

@@ -15,9 +15,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from chat.models import Conversation
+from models_admin.filters import filter_rule_save, filter_rules_export
 from models_admin.models import FilterHit, FilterRule, ReviewEvent
-from models_admin.selectors.filters import filter_rules_export
-from models_admin.services.filters import filter_rule_save
 from tests.factories import UserFactory
 from tests.models_admin.conftest import grant
 

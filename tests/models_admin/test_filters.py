@@ -19,17 +19,17 @@ from inference.connection import requests_stream_key
 from inference.management.commands.run_inference_worker import (
     _extra_versions,
     _generation_store,
-    _OutputRules,
     _production_version,
     _version_lookup,
 )
-from models_admin.models import FilterHit, FilterRule
-from models_admin.services import model_version_create, model_version_promote
-from models_admin.services.filters import (
+from models_admin.filters import (
+    content_filter_output,
     filter_rule_enable,
     filter_rule_save,
     filter_rules_import,
 )
+from models_admin.models import FilterHit, FilterRule
+from models_admin.services import model_version_create, model_version_promote
 from tests.conftest import wait_for, worker_make
 from tests.factories import UserFactory
 from tests.tiny_models import chain_llama_save
@@ -136,7 +136,7 @@ def filtering_worker(redis_conn, forced_model):
         version_lookup=_version_lookup,
         extra_versions=_extra_versions,
         on_finished=_generation_store,
-        output_filter_factory=_OutputRules().filter_for,
+        output_filter_factory=content_filter_output,
     )
     thread = threading.Thread(target=worker.run, daemon=True)
     thread.start()

@@ -5,7 +5,6 @@ import signal
 from datetime import timedelta
 from typing import Any
 
-import redis
 from django.conf import settings
 from django.core.management.base import BaseCommand
 from django.db import close_old_connections
@@ -13,14 +12,12 @@ from django.utils import timezone
 
 from chat.services.completions import completion_usage_store
 from chat.services.messages import generations_end_lost, message_generation_finish
-from inference.connection import filters_epoch_key, redis_client, worker_keys
-from inference.content_filter import RuleSet, StreamFilter
+from inference.connection import redis_client, worker_keys
 from inference.loading import threads_configure
 from inference.worker import InferenceWorker, VersionSpec
+from models_admin.filters import content_filter_output, filter_hits_record
 from models_admin.models import ModelVersion
 from models_admin.selectors import model_version_get_production, model_versions_serving
-from models_admin.selectors.filters import filter_specs
-from models_admin.services.filters import filter_hits_record
 
 logger = logging.getLogger(__name__)
 
@@ -43,47 +40,6 @@ def _extra_versions() -> list[VersionSpec]:
         for version in model_versions_serving()
         if version.state != ModelVersion.State.PRODUCTION and (spec := _spec(version))
     ]
-
-
-class _OutputRules:
-    """The output rules per surface and widget site, compiled on first use
-    and dropped when the rules' epoch in Redis moves; each new request
-    reads the epoch (one small Redis read), so a change applies from the
-    next request on."""
-
-    def __init__(self) -> None:
-        self.epoch: str | None = None
-        self.specs: list[dict[str, Any]] | None = None
-        self.compiled: dict[tuple[str, int | None], RuleSet] = {}
-
-    def filter_for(self, payload: dict[str, Any]) -> StreamFilter | None:
-        try:
-            client: Any = redis_client()
-            epoch = client.get(filters_epoch_key())
-        except redis.RedisError:
-            epoch = self.epoch
-        if epoch != self.epoch or self.specs is None:
-            self.epoch = epoch
-            close_old_connections()
-            self.specs = filter_specs()
-            self.compiled = {}
-            logger.info("Loaded %d content filter rule(s)", len(self.specs))
-        surface = str(payload.get("surface") or "chat")
-        site = payload.get("site") if isinstance(payload.get("site"), int) else None
-        rules = self.compiled.get((surface, site))
-        if rules is None:
-            rules = RuleSet.from_specs(
-                self.specs,
-                scope="output",
-                surface=surface,
-                site=site,
-                notice=settings.FILTER_BLOCK_NOTICE,
-                on_error=lambda spec, exc: logger.error(
-                    "Filter rule %s does not compile: %s", spec.get("name"), exc.message
-                ),
-            )
-            self.compiled[(surface, site)] = rules
-        return StreamFilter(rules) if rules else None
 
 
 def _generation_store(generation_id: str, final: dict[str, Any], text: str) -> None:
@@ -123,7 +79,7 @@ class Command(BaseCommand):
             production_version=_production_version,
             version_lookup=_version_lookup,
             extra_versions=_extra_versions,
-            output_filter_factory=_OutputRules().filter_for,
+            output_filter_factory=content_filter_output,
             device=settings.INFERENCE_DEVICE,
             dtype=settings.INFERENCE_DTYPE,
             slots=settings.INFERENCE_SLOTS,

@@ -1,22 +1,29 @@
-"""Content filter rules: saving, importing and deleting them (every change
-reaches the inference workers within seconds), checking incoming
-messages, and recording every hit."""
+"""Content filter rules: saving, importing and deleting them, reading
+them and their hits, and running them on incoming messages and streamed
+answers, every hit recorded.
+
+Every rule change moves the rules' epoch (``FilterRulesEpoch``) in its
+own transaction. A process compiles the enabled rules into one
+``RuleBook`` and keeps it while the epoch stays where it was: a check
+costs one primary-key read and the matching, and a change applies from
+the next check on, in every web process and inference worker.
+"""
 
 from __future__ import annotations
 
 import logging
+import secrets
+import threading
 from typing import Any
 
-import redis
 from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import DatabaseError, transaction
+from django.db.models import Count, Max
 
-from inference.connection import filters_epoch_key, redis_client
-from inference.content_filter import RuleSet, Verdict
-from models_admin.models import FilterHit, FilterRule
-from models_admin.selectors.filters import filter_specs
+from inference.content_filter import RuleBook, RuleError, StreamFilter, Verdict
+from models_admin.models import FilterHit, FilterRule, FilterRulesEpoch
 from models_admin.services.events import dashboard_notify_on_commit
 
 logger = logging.getLogger(__name__)
@@ -40,16 +47,15 @@ RULE_FIELDS = (
 )
 
 
+# --- changes -----------------------------------------------------------------
+
+
 def filter_rules_changed() -> None:
-    """After commit, tell workers and web processes to reload the rules."""
-
-    def announce() -> None:
-        try:
-            redis_client().incr(filters_epoch_key())
-        except redis.RedisError as exc:
-            logger.warning("Could not announce the rule change: %s", exc)
-
-    transaction.on_commit(announce)
+    """Move the rules' epoch in the caller's transaction, so it commits
+    (or not) with the change; open dashboards refresh after commit."""
+    FilterRulesEpoch.objects.update_or_create(
+        pk=FilterRulesEpoch.ROW, defaults={"token": secrets.token_hex(16)}
+    )
     dashboard_notify_on_commit(topic="filters", payload={"type": "filters.changed"})
 
 
@@ -132,26 +138,113 @@ def filter_rules_import(
     return built
 
 
+# --- reads -------------------------------------------------------------------
+
+
+def filter_specs(*, enabled_only: bool = True) -> list[dict[str, Any]]:
+    """Every rule as the matcher takes it, in priority order."""
+    rules = FilterRule.objects.order_by("priority", "id")
+    if enabled_only:
+        rules = rules.filter(enabled=True)
+    return [rule.spec() for rule in rules]
+
+
+def filter_rules_export() -> list[dict[str, Any]]:
+    """Every rule as JSON-ready data that ``filter_rules_import`` takes."""
+    out = []
+    for rule in FilterRule.objects.order_by("priority", "id"):
+        data = {name: getattr(rule, name) for name in RULE_FIELDS if name != "site"}
+        data["site"] = rule.site_id
+        data["keywords"] = rule.keyword_list()
+        out.append(data)
+    return out
+
+
+def filter_hit_counts() -> dict[int, dict[str, Any]]:
+    """Per rule id: hits and the time of the latest."""
+    rows = (
+        FilterHit.objects.filter(rule__isnull=False)
+        .values("rule_id")
+        .annotate(hits=Count("id"), last=Max("created_at"))
+    )
+    return {row["rule_id"]: {"hits": row["hits"], "last": row["last"]} for row in rows}
+
+
+def filter_rules_epoch() -> str:
+    """The rules' epoch: one primary-key read ("" before any change)."""
+    token = (
+        FilterRulesEpoch.objects.filter(pk=FilterRulesEpoch.ROW)
+        .values_list("token", flat=True)
+        .first()
+    )
+    return token or ""
+
+
+# --- running the rules ------------------------------------------------------
+
+
+def _compile_error_log(spec: dict[str, Any], exc: RuleError) -> None:
+    logger.error("Filter rule %s does not compile: %s", spec.get("name"), exc.message)
+
+
+class _CompiledRules:
+    """The enabled rules of this process, compiled at one epoch and
+    shared by its threads."""
+
+    def __init__(self) -> None:
+        # The epoch and its book in one attribute, replaced whole, so a
+        # thread never pairs one epoch with another's book.
+        self.current: tuple[str, RuleBook] | None = None
+        self._lock = threading.Lock()
+
+    def at(self, epoch: str) -> RuleBook:
+        """The rules compiled at epoch; compile them when the epoch is not
+        the one they were compiled at."""
+        current = self.current
+        if current is None or current[0] != epoch:
+            with self._lock:
+                current = self.current
+                if current is None or current[0] != epoch:
+                    # Read after the epoch, the rules are at least as new
+                    # as it says: no book is kept for an older epoch.
+                    specs = filter_specs()
+                    book = RuleBook(
+                        specs, notice=settings.FILTER_BLOCK_NOTICE, on_error=_compile_error_log
+                    )
+                    current = self.current = (epoch, book)
+                    logger.info("Compiled %d content filter rule(s)", len(specs))
+        return current[1]
+
+
+_compiled = _CompiledRules()
+
+
 def content_filter_input(*, text: str, surface: str, site_id: int | None = None) -> Verdict:
     """Run the input rules of a surface (chat, widget, api), and of a
     widget site, on a message."""
-    rules = RuleSet.from_specs(
-        filter_specs(),
-        scope="input",
-        surface=surface,
-        site=site_id,
-        notice=settings.FILTER_BLOCK_NOTICE,
-        on_error=lambda spec, exc: logger.error(
-            "Filter rule %s does not compile: %s", spec.get("name"), exc.message
-        ),
-    )
-    if not rules:
-        return Verdict(text=text)
-    verdict = rules.check(text)
+    verdict = _compiled.at(filter_rules_epoch()).check(text, surface=surface, site=site_id)
     for hit in verdict.hits:
         if hit.timed_out:
             logger.error("Filter rule %s ran out of time; the message was blocked", hit.rule_name)
     return verdict
+
+
+def content_filter_output(payload: dict[str, Any]) -> StreamFilter | None:
+    """The output filter of one generation request (the worker's
+    ``output_filter_factory``): the output rules of the request's surface
+    and widget site, or None when none applies. A rule change applies from
+    the next request on; while the database does not answer, the rules
+    compiled last go on running."""
+    try:
+        book = _compiled.at(filter_rules_epoch())
+    except DatabaseError as exc:
+        if _compiled.current is None:
+            raise
+        logger.warning("Could not read the filter rules, using the last ones: %s", exc)
+        book = _compiled.current[1]
+    surface = str(payload.get("surface") or "chat")
+    site = payload.get("site") if isinstance(payload.get("site"), int) else None
+    return book.stream(surface=surface, site=site)
 
 
 def filter_hits_record(
