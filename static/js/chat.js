@@ -9,9 +9,8 @@
 (function () {
   "use strict";
 
-  const FLUSH_MS = 50; // at most ~20 DOM updates a second while streaming
-  const PING_MS = 25000;
   const BANNER_MS = 8000;
+  const { el, setMarkdown } = window.ChatUI;
 
   const $ = (id) => document.getElementById(id);
   const els = {
@@ -44,14 +43,26 @@
   const config = JSON.parse($("chat-config").textContent);
   const initial = JSON.parse($("chat-initial").textContent);
 
+  const view = window.ChatUI.scroller(els.messages, 120);
+  const composer = window.ChatUI.composer(els.composer, els.input, {
+    maxHeight: 240,
+    onSend: sendMessage,
+  });
+  const streams = window.ChatStream.streams({
+    waiting: "Waiting for the model…",
+    notes: {
+      queued: (frame) => `Queued: position ${frame.position}`,
+      start: (frame) => (frame.model_version ? `Writing with ${frame.model_version}…` : "Writing…"),
+    },
+    // A gap: ask for everything after the last number shown.
+    onGap: openConversationOnSocket,
+    render: renderStreams,
+  });
+
   const state = {
     conversation: null, // {id, title, ...}
     path: [], // messages on the active path, root first
-    streams: new Map(), // answer id -> {text, seq, note}
-    dirty: new Set(), // answer ids whose text changed since the last flush
-    flushTimer: null,
-    lastFlush: 0,
-    pendingActions: new Map(), // client_id -> frame, until accepted or refused
+    streams,
     listPage: 1,
     listQuery: "",
   };
@@ -90,27 +101,6 @@
     return data;
   }
 
-  function uuid() {
-    if (window.crypto && crypto.randomUUID) return crypto.randomUUID();
-    const b = crypto.getRandomValues(new Uint8Array(16));
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    const h = [...b].map((x) => x.toString(16).padStart(2, "0")).join("");
-    return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
-  }
-
-  function el(tag, attrs, ...children) {
-    const node = document.createElement(tag);
-    for (const [name, value] of Object.entries(attrs || {})) {
-      if (value === null || value === undefined || value === false) continue;
-      if (name === "text") node.textContent = value;
-      else if (name.startsWith("on")) node.addEventListener(name.slice(2), value);
-      else node.setAttribute(name, value === true ? "" : value);
-    }
-    for (const child of children) if (child) node.append(child);
-    return node;
-  }
-
   let bannerTimer = null;
   function showError(message) {
     els.banner.textContent = message;
@@ -119,13 +109,6 @@
     bannerTimer = setTimeout(() => {
       els.banner.hidden = true;
     }, BANNER_MS);
-  }
-
-  function renderMarkdown(text) {
-    if (window.ChatMarkdown) return window.ChatMarkdown.render(text);
-    const div = document.createElement("div");
-    div.textContent = text;
-    return div.innerHTML;
   }
 
   function copy(text, button) {
@@ -145,63 +128,43 @@
 
   // --- the socket ------------------------------------------------------
 
-  const socket = {
-    ws: null,
-    backoff: 500,
-    pingTimer: null,
-    opened: false,
-    connect() {
-      const scheme = location.protocol === "https:" ? "wss" : "ws";
-      const ws = new WebSocket(`${scheme}://${location.host}/ws/chat/`);
-      this.ws = ws;
-      setConnection("Connecting…");
-      ws.addEventListener("open", () => {
-        this.backoff = 500;
-        setConnection("");
-        this.pingTimer = setInterval(() => this.send({ type: "ping" }), PING_MS);
-        openConversationOnSocket();
-        for (const frame of state.pendingActions.values()) this.send(frame);
-        if (this.opened) {
-          // Back after a drop: what finished or changed meanwhile was
-          // announced to nobody, so fetch it.
-          reloadThread();
-          scheduleListRefresh();
-        }
-        this.opened = true;
-      });
-      ws.addEventListener("message", (event) => {
-        let frame;
-        try {
-          frame = JSON.parse(event.data);
-        } catch (_err) {
-          return;
-        }
-        handleFrame(frame);
-      });
-      ws.addEventListener("close", (event) => {
-        clearInterval(this.pingTimer);
-        if (event.code === 4401) {
-          setConnection("Logged out. Log in again to chat.");
-          return;
-        }
-        if (event.code === 4429) {
-          // Reconnecting would be refused again until another tab closes.
-          setConnection("Too many open connections: close another tab, then reload.");
-          return;
-        }
-        setConnection("Connection lost. Reconnecting…");
-        setTimeout(() => this.connect(), this.backoff);
-        this.backoff = Math.min(this.backoff * 2, 8000);
-      });
+  const socket = window.ChatStream.connection({
+    path: "/ws/chat/",
+    backoff: { minMs: 500, maxMs: 8000, jitter: false },
+    notes: {
+      connecting: "Connecting…",
+      retrying: "Connection lost. Reconnecting…",
+      closed: {
+        4401: "Logged out. Log in again to chat.",
+        // Reconnecting would be refused again until another tab closes.
+        4429: "Too many open connections: close another tab, then reload.",
+      },
     },
-    send(frame) {
-      if (this.ws && this.ws.readyState === WebSocket.OPEN) {
-        this.ws.send(JSON.stringify(frame));
-        return true;
+    onStatus: setConnection,
+    onOpen(reopened) {
+      socket.resetBackoff();
+      setConnection("");
+      openConversationOnSocket();
+      socket.resendActions();
+      if (reopened) {
+        // Back after a drop: what finished or changed meanwhile was
+        // announced to nobody, so fetch it.
+        reloadThread();
+        scheduleListRefresh();
       }
-      return false;
     },
-  };
+    streams,
+    frames: {
+      "message.accepted": onAccepted,
+      "message.created": onCreated,
+      "message.finished": (frame) => onFinished(frame.answer),
+      "conversation.changed": (frame) => {
+        if (state.conversation && frame.conversation === state.conversation.id) reloadThread();
+      },
+      "conversations.changed": scheduleListRefresh,
+      error: onError,
+    },
+  });
 
   function setConnection(text) {
     els.connection.textContent = text;
@@ -210,65 +173,28 @@
 
   function openConversationOnSocket() {
     if (!state.conversation) return;
-    const after = {};
-    for (const [id, stream] of state.streams) after[id] = stream.seq;
-    socket.send({ type: "conversation.open", conversation: state.conversation.id, after });
+    socket.send({
+      type: "conversation.open",
+      conversation: state.conversation.id,
+      after: streams.positions(),
+    });
   }
 
   function action(frame) {
-    frame.client_id = frame.client_id || uuid();
-    state.pendingActions.set(frame.client_id, frame);
-    if (!socket.send(frame)) setConnection("Offline: your message is sent when the connection is back.");
+    if (!socket.action(frame)) setConnection("Offline: your message is sent when the connection is back.");
     return frame.client_id;
   }
 
   // --- frames from the server ---------------------------------------------
 
-  function handleFrame(frame) {
-    switch (frame.type) {
-      case "message.accepted":
-        return onAccepted(frame);
-      case "message.created":
-        return onCreated(frame);
-      case "generation.text":
-      case "generation.queued":
-      case "generation.start":
-        return onGenerationEvent(frame);
-      case "generation.waiting":
-        return setNote(frame.message, frame.reason);
-      case "generation.reset":
-        // Events were lost in transit: the server replays from the start.
-        state.streams.set(frame.message, { text: "", seq: 0, note: "" });
-        return setNote(frame.message, frame.reason);
-      case "message.finished":
-        return onFinished(frame.answer);
-      case "conversation.changed":
-        if (state.conversation && frame.conversation === state.conversation.id) reloadThread();
-        return;
-      case "conversations.changed":
-        return scheduleListRefresh();
-      case "error":
-        return onError(frame);
-      default:
-        return;
-    }
-  }
-
   function onError(frame) {
-    if (frame.client_id && state.pendingActions.has(frame.client_id)) {
-      const sent = state.pendingActions.get(frame.client_id);
-      state.pendingActions.delete(frame.client_id);
-      if (sent.type === "message.send" && !els.input.value) {
-        els.input.value = sent.content; // keep what the user wrote
-        autosize();
-      }
-    }
+    composer.restore(socket.settle(frame.client_id)); // keep what the user wrote
     showError(frame.error || "Something went wrong.");
     updateComposer();
   }
 
   function onAccepted(frame) {
-    state.pendingActions.delete(frame.client_id);
+    socket.settle(frame.client_id);
     if (!state.conversation || frame.conversation !== state.conversation.id) return;
     placeNewMessages(frame.question, frame.answer);
   }
@@ -286,53 +212,19 @@
       : false;
     if (continues) {
       state.path.push(question, answer);
-      ensureStream(answer.id);
+      streams.ensure(answer.id);
       renderThread();
-      scrollToBottom(true);
+      view.toBottom(true);
     } else {
       // An edit, a regenerated answer or a change made in another tab:
       // the server knows the new active path.
-      ensureStream(answer.id);
+      streams.ensure(answer.id);
       reloadThread();
     }
   }
 
-  function ensureStream(id) {
-    if (!state.streams.has(id)) state.streams.set(id, { text: "", seq: 0, note: "Waiting for the model…" });
-    return state.streams.get(id);
-  }
-
-  function onGenerationEvent(frame) {
-    const stream = ensureStream(frame.message);
-    if (frame.seq <= stream.seq) return; // seen already
-    if (frame.seq > stream.seq + 1) {
-      // A gap: ask for everything after the last number shown.
-      openConversationOnSocket();
-      return;
-    }
-    stream.seq = frame.seq;
-    if (frame.type === "generation.text") {
-      stream.text += frame.text;
-      stream.note = "";
-    } else if (frame.type === "generation.queued") {
-      stream.note = `Queued: position ${frame.position}`;
-    } else if (frame.type === "generation.start") {
-      stream.note = frame.model_version ? `Writing with ${frame.model_version}…` : "Writing…";
-      stream.version = frame.model_version;
-    }
-    state.dirty.add(frame.message);
-    scheduleFlush();
-  }
-
-  function setNote(id, note) {
-    ensureStream(id).note = note;
-    state.dirty.add(id);
-    scheduleFlush();
-  }
-
   function onFinished(answer) {
-    state.streams.delete(answer.id);
-    state.dirty.delete(answer.id);
+    streams.remove(answer.id);
     const index = state.path.findIndex((m) => m.id === answer.id);
     if (index === -1) return;
     const previous = state.path[index];
@@ -347,31 +239,13 @@
 
   // --- rendering -------------------------------------------------------
 
-  function scheduleFlush() {
-    if (state.flushTimer) return;
-    const wait = Math.max(0, FLUSH_MS - (performance.now() - state.lastFlush));
-    state.flushTimer = setTimeout(flush, wait);
-  }
-
-  function flush() {
-    state.flushTimer = null;
-    state.lastFlush = performance.now();
-    const nearBottom = isNearBottom();
-    for (const id of state.dirty) {
+  function renderStreams(ids) {
+    const nearBottom = view.isNearBottom();
+    for (const id of ids) {
       const node = els.messages.querySelector(`[data-message-id="${id}"]`);
       if (node) fillAnswerBody(node, state.path.find((m) => m.id === id));
     }
-    state.dirty.clear();
-    if (nearBottom) scrollToBottom(false);
-  }
-
-  function isNearBottom() {
-    const box = els.messages;
-    return box.scrollHeight - box.scrollTop - box.clientHeight < 120;
-  }
-
-  function scrollToBottom(force) {
-    if (force || isNearBottom()) els.messages.scrollTop = els.messages.scrollHeight;
+    if (nearBottom) view.toBottom(false);
   }
 
   function statusLabel(message) {
@@ -393,10 +267,10 @@
     if (!message) return;
     const body = node.querySelector(".msg-body");
     const note = node.querySelector(".msg-note");
-    const stream = state.streams.get(message.id);
+    const stream = streams.get(message.id);
     const pending = message.status === "pending";
     const text = pending ? (stream ? stream.text : "") : message.content;
-    body.innerHTML = renderMarkdown(text);
+    setMarkdown(body, text);
     node.classList.toggle("streaming", pending);
     let noteText = "";
     if (pending && stream) noteText = stream.note || "";
@@ -534,7 +408,7 @@
   }
 
   function currentText(message) {
-    const stream = state.streams.get(message.id);
+    const stream = streams.get(message.id);
     return message.status === "pending" && stream ? stream.text : message.content;
   }
 
@@ -584,11 +458,11 @@
     state.conversation = data.conversation;
     state.path = data.messages;
     for (const message of state.path) {
-      if (message.status === "pending") ensureStream(message.id);
+      if (message.status === "pending") streams.ensure(message.id);
     }
     renderHeader();
     renderThread();
-    if (scroll) scrollToBottom(true);
+    if (scroll) view.toBottom(true);
   }
 
   let reloadToken = 0;
@@ -598,9 +472,7 @@
     try {
       const data = await api("GET", `/api/conversations/${state.conversation.id}/`);
       if (token !== reloadToken) return;
-      const nearBottom = isNearBottom();
-      applyThread(data);
-      if (nearBottom) scrollToBottom(true);
+      view.follow(() => applyThread(data));
     } catch (error) {
       if (error.status === 404) {
         showError("This conversation was deleted.");
@@ -612,7 +484,7 @@
   async function openConversation(id, { push } = { push: true }) {
     try {
       const data = await api("GET", `/api/conversations/${id}/`);
-      state.streams.clear();
+      streams.clear();
       applyThread(data, { scroll: true });
       if (push) history.pushState({ conversation: id }, "", `/c/${id}/`);
       openConversationOnSocket();
@@ -626,7 +498,7 @@
   function goToNewChat(push = true) {
     state.conversation = null;
     state.path = [];
-    state.streams.clear();
+    streams.clear();
     renderHeader();
     renderThread();
     if (push) history.pushState({}, "", "/");
@@ -659,7 +531,7 @@
       }
     }
     els.input.value = "";
-    autosize();
+    composer.autosize();
     action({ type: "message.send", conversation: state.conversation.id, content });
   }
 
@@ -667,7 +539,7 @@
     const running = runningAnswer();
     if (!running) return;
     socket.send({ type: "generation.stop", message: running.id });
-    setNote(running.id, "Stopping…");
+    streams.setNote(running.id, "Stopping…");
   }
 
   function regenerate(message) {
@@ -827,26 +699,8 @@
     els.sidebarToggle.setAttribute("aria-expanded", "false");
   }
 
-  // --- composer ------------------------------------------------------------
-
-  function autosize() {
-    els.input.style.height = "auto";
-    els.input.style.height = `${Math.min(els.input.scrollHeight, 240)}px`;
-  }
-
   // --- wiring --------------------------------------------------------------
 
-  els.composer.addEventListener("submit", (event) => {
-    event.preventDefault();
-    sendMessage();
-  });
-  els.input.addEventListener("keydown", (event) => {
-    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
-      event.preventDefault();
-      sendMessage();
-    }
-  });
-  els.input.addEventListener("input", autosize);
   document.addEventListener("keydown", (event) => {
     if (event.key === "Escape" && !document.querySelector("dialog[open]") && runningAnswer()) {
       event.preventDefault();

@@ -11,8 +11,6 @@
 (function () {
   "use strict";
 
-  const FLUSH_MS = 50; // at most ~20 DOM updates a second while streaming
-  const PING_MS = 25000;
   const NOTE_MS = 8000;
   const BACKOFF_MIN_MS = 500;
   const BACKOFF_MAX_MS = 15000;
@@ -21,6 +19,8 @@
   // A visitor asking for a human gets a button that offers one.
   const WANTS_PERSON =
     /\b(humans?|person|agents?|representatives?|operators?|real people|someone real)\b/i;
+
+  const { el, setMarkdown } = window.ChatUI;
 
   const $ = (id) => document.getElementById(id);
   const els = {
@@ -54,13 +54,10 @@
     identitySent: false,
     resetPending: false, // a reset the server has not seen yet
     revoke: null, // a forgotten token the next hello asks the server to revoke
+    helloToken: null, // what the last hello said
+    helloRevoke: null,
     conversation: null,
     messages: [], // ordered by id
-    streams: new Map(), // answer id -> {text, seq, note}
-    dirty: new Set(),
-    flushTimer: null,
-    lastFlush: 0,
-    pending: new Map(), // client_id -> frame, until accepted or refused
     handoff: { state: "none", agent: null },
     handoffAsked: false,
     emailSent: null, // {client_id, email} until saved or refused
@@ -69,34 +66,30 @@
     wantFocus: false,
   };
 
+  const view = window.ChatUI.scroller(els.messages, 80);
+  const composer = window.ChatUI.composer(els.composer, els.input, {
+    maxHeight: 128,
+    onSend: sendFromComposer,
+  });
+  const streams = window.ChatStream.streams({
+    notes: {
+      queued: (frame) =>
+        Number.isInteger(frame.position)
+          ? `Waiting in line: position ${frame.position}`
+          : "Waiting in line…",
+      start: () => "Writing…",
+    },
+    render: (ids) =>
+      view.follow(() => {
+        for (const id of ids) {
+          const node = nodeFor(id);
+          const message = messageById(id);
+          if (node && message) fillAnswer(node, message);
+        }
+      }),
+  });
+
   // --- helpers ---------------------------------------------------------
-
-  function el(tag, attrs, ...children) {
-    const node = document.createElement(tag);
-    for (const [name, value] of Object.entries(attrs || {})) {
-      if (value === null || value === undefined || value === false) continue;
-      if (name === "text") node.textContent = value;
-      else if (name.startsWith("on")) node.addEventListener(name.slice(2), value);
-      else node.setAttribute(name, value === true ? "" : value);
-    }
-    for (const child of children) if (child) node.append(child);
-    return node;
-  }
-
-  function uuid() {
-    if (window.crypto && crypto.randomUUID) return crypto.randomUUID();
-    const b = crypto.getRandomValues(new Uint8Array(16));
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    const h = Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
-    return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
-  }
-
-  // Sanitized HTML from ChatMarkdown only; plain text when it is missing.
-  function setMarkdown(node, text) {
-    if (window.ChatMarkdown) node.innerHTML = window.ChatMarkdown.render(text);
-    else node.textContent = text;
-  }
 
   // Black or white, whichever contrasts more with the colour (WCAG
   // relative luminance).
@@ -158,7 +151,7 @@
         state.hostOpen = true;
         if (state.unread) {
           // Hidden, the list could not scroll to what arrived meanwhile.
-          scrollToBottom(true);
+          view.toBottom(true);
           state.unread = 0;
           toHost({ type: "unread", count: 0 });
         }
@@ -202,8 +195,8 @@
     state.identitySent = false;
     state.conversation = null;
     state.messages = [];
-    state.streams.clear();
-    state.pending.clear();
+    streams.clear();
+    socket.forgetActions();
     state.handoff = { state: "none", agent: null };
     state.handoffAsked = false;
     state.emailSent = null;
@@ -228,82 +221,45 @@
 
   // --- the socket ----------------------------------------------------------
 
-  const socket = {
-    ws: null,
-    helloToken: null,
-    helloRevoke: null,
-    attempt: 0,
-    pingTimer: null,
-    retryTimer: null,
-    connect() {
-      clearTimeout(this.retryTimer);
-      const scheme = location.protocol === "https:" ? "wss" : "ws";
-      const query = `key=${encodeURIComponent(config.key)}&origin=${encodeURIComponent(hostOrigin)}`;
-      let ws;
-      try {
-        ws = new WebSocket(`${scheme}://${location.host}${config.ws_path || "/ws/widget/"}?${query}`);
-      } catch (_error) {
-        this.retry();
-        return;
-      }
-      this.ws = ws;
-      ws.addEventListener("open", () => {
-        this.helloToken = state.token;
-        this.helloRevoke = state.revoke;
-        const hello = { type: "hello", token: state.token };
-        if (state.revoke) hello.revoke = state.revoke;
-        ws.send(JSON.stringify(hello));
-        this.pingTimer = setInterval(() => this.send({ type: "ping" }), PING_MS);
-      });
-      ws.addEventListener("message", (event) => {
-        if (ws !== this.ws) return;
-        let frame;
-        try {
-          frame = JSON.parse(event.data);
-        } catch (_error) {
-          return;
-        }
-        if (frame && typeof frame === "object") handleFrame(frame);
-      });
-      ws.addEventListener("close", (event) => {
-        if (ws !== this.ws) return;
-        clearInterval(this.pingTimer);
-        this.ws = null;
-        state.identitySent = false;
-        setConnected(false);
-        if (event.code === 4403 || event.code === 4404) {
-          state.fatal = true;
-          setConnection(
-            event.code === 4403
-              ? "This chat is not available on this website."
-              : "This chat is no longer available."
-          );
-          return;
-        }
-        this.retry();
-      });
+  const query = `key=${encodeURIComponent(config.key)}&origin=${encodeURIComponent(hostOrigin)}`;
+  const connection = window.ChatStream.connection({
+    path: `${config.ws_path || "/ws/widget/"}?${query}`,
+    backoff: { minMs: BACKOFF_MIN_MS, maxMs: BACKOFF_MAX_MS, jitter: true },
+    notes: {
+      retrying: "Reconnecting…",
+      closed: {
+        4403: "This chat is not available on this website.",
+        4404: "This chat is no longer available.",
+      },
     },
-    retry() {
-      setConnection("Reconnecting…");
-      // Exponential backoff with jitter, so visitors of a restarted server
-      // do not all come back at the same moment.
-      const ceiling = Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * 2 ** this.attempt);
-      this.attempt += 1;
-      this.retryTimer = setTimeout(() => this.connect(), ceiling / 2 + (Math.random() * ceiling) / 2);
+    onStatus: setConnection,
+    onOpen() {
+      state.helloToken = state.token;
+      state.helloRevoke = state.revoke;
+      const hello = { type: "hello", token: state.token };
+      if (state.revoke) hello.revoke = state.revoke;
+      connection.send(hello);
     },
-    reconnectNow() {
-      if (this.ws || state.fatal || !state.started) return;
-      this.attempt = 0;
-      this.connect();
+    streams,
+    frames: {
+      welcome: onWelcome,
+      "message.accepted": onAccepted,
+      "message.created": onCreated,
+      "message.finished": (frame) => onFinished(frame.answer),
+      "handoff.changed": (frame) => setHandoff(frame, true),
+      "email.saved": onEmailSaved,
+      error: onError,
     },
-    send(frame) {
-      if (state.connected && this.ws && this.ws.readyState === WebSocket.OPEN) {
-        this.ws.send(JSON.stringify(frame));
-        return true;
-      }
-      return false;
+    onClose(_event, final) {
+      state.identitySent = false;
+      if (final) state.fatal = true;
+      setConnected(false);
     },
-  };
+  });
+  // Until the server welcomes the visitor, only hello and reset go out.
+  const socket = Object.assign({}, connection, {
+    send: (frame) => state.connected && connection.send(frame),
+  });
 
   // --- status line -------------------------------------------------------
 
@@ -348,43 +304,6 @@
 
   // --- frames from the server ----------------------------------------------
 
-  function handleFrame(frame) {
-    switch (frame.type) {
-      case "welcome":
-        return onWelcome(frame);
-      case "message.accepted":
-        return onAccepted(frame);
-      case "message.created":
-        return onCreated(frame);
-      case "generation.queued":
-      case "generation.start":
-      case "generation.text":
-        return onGenerationEvent(frame);
-      case "generation.waiting":
-        if (Number.isInteger(frame.message) && typeof frame.reason === "string") {
-          setStreamNote(frame.message, frame.reason);
-        }
-        return;
-      case "generation.reset":
-        // Events were lost in transit: the server replays from the start.
-        if (Number.isInteger(frame.message)) {
-          state.streams.set(frame.message, { text: "", seq: 0, note: "" });
-          setStreamNote(frame.message, typeof frame.reason === "string" ? frame.reason : "");
-        }
-        return;
-      case "message.finished":
-        return onFinished(frame.answer);
-      case "handoff.changed":
-        return setHandoff(frame, true);
-      case "email.saved":
-        return onEmailSaved();
-      case "error":
-        return onError(frame);
-      default:
-        return;
-    }
-  }
-
   function validMessage(message) {
     return (
       !!message &&
@@ -395,17 +314,17 @@
   }
 
   function onWelcome(frame) {
-    socket.attempt = 0;
+    socket.resetBackoff();
     if (state.resetPending) {
       state.resetPending = false;
-      if (socket.helloToken !== null) {
+      if (state.helloToken !== null) {
         // The hello went out before the reset: this is the forgotten
         // visitor; the answer to the reset is the welcome to show.
-        socket.ws.send(JSON.stringify({ type: "reset" }));
+        connection.send({ type: "reset" });
         return;
       }
     }
-    if (socket.helloRevoke && socket.helloRevoke === state.revoke) {
+    if (state.helloRevoke && state.helloRevoke === state.revoke) {
       state.revoke = null;
       toHost({ type: "revoked" });
     }
@@ -420,10 +339,9 @@
       .filter(validMessage)
       .sort((a, b) => a.id - b.id);
     // Running answers are streamed again from their start.
-    state.streams.clear();
-    state.dirty.clear();
+    streams.clear();
     for (const message of state.messages) {
-      if (message.status === "pending") ensureStream(message.id);
+      if (message.status === "pending") streams.ensure(message.id);
     }
     state.handoff = { state: "none", agent: null };
     setHandoff(Object.assign({ online: frame.online }, frame.handoff || {}), false);
@@ -438,19 +356,18 @@
         sendIdentity();
       }
     }
-    for (const sent of state.pending.values()) socket.send(sent);
+    socket.resendActions();
   }
 
   function onAccepted(frame) {
-    const sent = state.pending.get(frame.client_id);
-    state.pending.delete(frame.client_id);
+    const sent = socket.settle(frame.client_id);
     if (Number.isInteger(frame.conversation)) state.conversation = frame.conversation;
     const question = validMessage(frame.question) ? frame.question : null;
     if (question) placeMessage(question);
     if (validMessage(frame.answer)) placeMessage(frame.answer);
     if (sent && question) offerPersonIfAsked(question);
     updateComposer();
-    scrollToBottom(true);
+    view.toBottom(true);
   }
 
   function onCreated(frame) {
@@ -463,44 +380,12 @@
       if (!known && answer.status !== "pending") countUnread(answer);
     }
     updateComposer();
-    scrollToBottom(false);
-  }
-
-  function ensureStream(id) {
-    if (!state.streams.has(id)) state.streams.set(id, { text: "", seq: 0, note: "" });
-    return state.streams.get(id);
-  }
-
-  function onGenerationEvent(frame) {
-    if (!Number.isInteger(frame.message) || !Number.isInteger(frame.seq)) return;
-    const stream = ensureStream(frame.message);
-    if (frame.seq <= stream.seq) return; // shown already
-    stream.seq = frame.seq;
-    if (frame.type === "generation.text") {
-      if (typeof frame.text !== "string") return;
-      stream.text += frame.text;
-      stream.note = "";
-    } else if (frame.type === "generation.queued") {
-      stream.note = Number.isInteger(frame.position)
-        ? `Waiting in line: position ${frame.position}`
-        : "Waiting in line…";
-    } else {
-      stream.note = "Writing…";
-    }
-    state.dirty.add(frame.message);
-    scheduleFlush();
-  }
-
-  function setStreamNote(id, note) {
-    ensureStream(id).note = note;
-    state.dirty.add(id);
-    scheduleFlush();
+    view.toBottom(false);
   }
 
   function onFinished(answer) {
     if (!validMessage(answer)) return;
-    state.streams.delete(answer.id);
-    state.dirty.delete(answer.id);
+    streams.remove(answer.id);
     const index = state.messages.findIndex((m) => m.id === answer.id);
     const wasPending = index === -1 || state.messages[index].status === "pending";
     if (index === -1) placeMessage(answer);
@@ -511,7 +396,7 @@
     }
     if (wasPending) countUnread(answer);
     updateComposer();
-    scrollToBottom(false);
+    view.toBottom(false);
   }
 
   function countUnread(answer) {
@@ -521,14 +406,7 @@
   }
 
   function onError(frame) {
-    const sent = frame.client_id ? state.pending.get(frame.client_id) : null;
-    if (sent) {
-      state.pending.delete(frame.client_id);
-      if (sent.type === "message.send" && !els.input.value) {
-        els.input.value = sent.content; // keep what the visitor wrote
-        autosize();
-      }
-    }
+    composer.restore(socket.settle(frame.client_id)); // keep what the visitor wrote
     const text = typeof frame.error === "string" && frame.error ? frame.error : "Something went wrong.";
     if (frame.code === "identity") {
       // The visitor stays anonymous; the host page's developer should know.
@@ -623,7 +501,7 @@
       showEmailForm("Enter a valid email address, like name@example.com.");
       return;
     }
-    const frame = { type: "email.leave", email, client_id: uuid() };
+    const frame = { type: "email.leave", email, client_id: window.ChatStream.clientId() };
     if (!socket.send(frame)) {
       showEmailForm("Not connected. Try again in a moment.");
       return;
@@ -654,7 +532,7 @@
   }
 
   function statusNote(message) {
-    const stream = state.streams.get(message.id);
+    const stream = streams.get(message.id);
     switch (message.status) {
       case "pending":
         return (stream && stream.note) || (stream && stream.text ? "" : "Waiting for an answer…");
@@ -671,7 +549,7 @@
 
   function fillAnswer(node, message) {
     const pending = message.status === "pending";
-    const stream = state.streams.get(message.id);
+    const stream = streams.get(message.id);
     const text = pending ? (stream ? stream.text : "") : message.content || "";
     setMarkdown(node.querySelector(".bubble"), text);
     const note = node.querySelector(".msg-note");
@@ -717,7 +595,7 @@
     const after = state.messages.findIndex((m) => m.id > message.id);
     if (after === -1) state.messages.push(message);
     else state.messages.splice(after, 0, message);
-    if (message.status === "pending") ensureStream(message.id);
+    if (message.status === "pending") streams.ensure(message.id);
     const node = messageNode(message);
     const next = after === -1 ? null : nodeFor(state.messages[after + 1].id);
     if (next) next.before(node);
@@ -726,11 +604,11 @@
   }
 
   function addNote(text, kind) {
-    const nearBottom = isNearBottom();
-    els.messages.append(
-      el("p", { class: `note${kind ? ` ${kind}` : ""}`, "data-testid": "widget-note", text })
+    view.follow(() =>
+      els.messages.append(
+        el("p", { class: `note${kind ? ` ${kind}` : ""}`, "data-testid": "widget-note", text })
+      )
     );
-    if (nearBottom) scrollToBottom(true);
   }
 
   function greetingNodes() {
@@ -768,35 +646,7 @@
     els.messages.classList.toggle("started", state.messages.length > 0);
     if (window.ChatMarkdown) window.ChatMarkdown.enhance(els.messages);
     updateComposer();
-    scrollToBottom(true);
-  }
-
-  function scheduleFlush() {
-    if (state.flushTimer) return;
-    const wait = Math.max(0, FLUSH_MS - (performance.now() - state.lastFlush));
-    state.flushTimer = setTimeout(flush, wait);
-  }
-
-  function flush() {
-    state.flushTimer = null;
-    state.lastFlush = performance.now();
-    const nearBottom = isNearBottom();
-    for (const id of state.dirty) {
-      const node = nodeFor(id);
-      const message = messageById(id);
-      if (node && message) fillAnswer(node, message);
-    }
-    state.dirty.clear();
-    if (nearBottom) scrollToBottom(true);
-  }
-
-  function isNearBottom() {
-    const box = els.messages;
-    return box.scrollHeight - box.scrollTop - box.clientHeight < 80;
-  }
-
-  function scrollToBottom(force) {
-    if (force || isNearBottom()) els.messages.scrollTop = els.messages.scrollHeight;
+    view.toBottom(true);
   }
 
   function runningAnswer() {
@@ -831,16 +681,14 @@
       flash(`Messages are limited to ${maxChars.toLocaleString()} characters.`);
       return false;
     }
-    const frame = { type: "message.send", content, client_id: uuid() };
-    state.pending.set(frame.client_id, frame);
-    socket.send(frame);
+    socket.action({ type: "message.send", content });
     return true;
   }
 
   function sendFromComposer() {
     if (sendMessage(els.input.value)) {
       els.input.value = "";
-      autosize();
+      composer.autosize();
     }
   }
 
@@ -848,13 +696,8 @@
     const running = runningAnswer();
     if (!running) return;
     if (socket.send({ type: "generation.stop", message: running.id })) {
-      setStreamNote(running.id, "Stopping…");
+      streams.setNote(running.id, "Stopping…");
     }
-  }
-
-  function autosize() {
-    els.input.style.height = "auto";
-    els.input.style.height = `${Math.min(els.input.scrollHeight, 128)}px`;
   }
 
   // --- wiring --------------------------------------------------------------
@@ -863,17 +706,6 @@
   renderThread();
   renderStatus();
 
-  els.composer.addEventListener("submit", (event) => {
-    event.preventDefault();
-    sendFromComposer();
-  });
-  els.input.addEventListener("keydown", (event) => {
-    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
-      event.preventDefault();
-      sendFromComposer();
-    }
-  });
-  els.input.addEventListener("input", autosize);
   els.stop.addEventListener("click", stopAnswer);
   els.close.addEventListener("click", () => toHost({ type: "close" }));
   if (els.handoff) els.handoff.addEventListener("click", requestHandoff);

@@ -17,6 +17,10 @@ ROOT = Path(__file__).resolve().parents[2]
 EMBED = ROOT / "static" / "widget" / "embed.js"
 FRAME_JS = ROOT / "static" / "widget" / "frame.js"
 FRAME_CSS = ROOT / "static" / "widget" / "frame.css"
+CHAT_UI_JS = ROOT / "static" / "js" / "chat_ui.js"
+STREAM_JS = ROOT / "static" / "js" / "stream_client.js"
+#: The frame's own scripts, in the order its page loads them.
+FRAME_SCRIPTS = ("js/markdown.js", "js/chat_ui.js", "js/stream_client.js", "widget/frame.js")
 
 EMBED_MAX_GZIPPED_BYTES = 15_000
 SANITIZED = re.compile(r"(?:window\.)?ChatMarkdown\.render\(")
@@ -162,11 +166,15 @@ def test_post_message_check_catches_wildcards_and_literals():
     assert _unsafe_post_messages("w.postMessage(Object.assign({ a: 1 }, m), frameOrigin);") == []
 
 
-def test_frame_writes_html_only_from_the_markdown_sanitizer():
-    """Message text becomes HTML only through ChatMarkdown.render."""
-    source = _read(FRAME_JS)
-    assert re.search(r"\.innerHTML\s*=\s*window\.ChatMarkdown\.render\(", source)
-    assert _unsanitized_html_sinks(source) == []
+@pytest.mark.parametrize(
+    "path", [FRAME_JS, CHAT_UI_JS, STREAM_JS], ids=["frame", "chat_ui", "stream_client"]
+)
+def test_frame_writes_html_only_from_the_markdown_sanitizer(path):
+    """Message text becomes HTML only through ChatMarkdown.render, which
+    the frame reaches through ChatUI.setMarkdown."""
+    assert _unsanitized_html_sinks(_read(path)) == []
+    assert re.search(r"\.innerHTML\s*=\s*window\.ChatMarkdown\.render\(", _read(CHAT_UI_JS))
+    assert "setMarkdown(" in _strip_comments(_read(FRAME_JS))
 
 
 def test_embed_builds_its_dom_without_html_strings():
@@ -287,8 +295,11 @@ def test_frame_page_renders_its_parts_and_config():
     assert "<b>desk</b>" not in page  # the title is escaped
     data = re.search(r'<script id="widget-config" type="application/json">(.*?)</script>', page)
     assert data and json.loads(data.group(1)) == config
-    for script in ("markdown-it.min.js", "purify.min.js", "js/markdown.js", "widget/frame.js"):
+    for script in ("markdown-it.min.js", "purify.min.js", *FRAME_SCRIPTS):
         assert script in page
+    # The frame's script uses the shared ones, so they load before it.
+    order = [page.index(f"/static/{script}") for script in FRAME_SCRIPTS]
+    assert order == sorted(order)
     assert 'src="https://cdn.example.com/a.png"' in page
 
 
