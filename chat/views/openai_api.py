@@ -211,6 +211,7 @@ class _Call:
             and first.type == "error"
             and first.data.get("code") == "context_length_exceeded"
         ):
+            await self.follower.aclose()
             self.final = {"finish_reason": "error", **first.data}
             self.error = str(first.data.get("error") or "")
             await self.record(status_code=400)
