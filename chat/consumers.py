@@ -56,7 +56,6 @@ from chat.services.events import conversation_group, user_group
 from chat.services.messages import (
     ChatError,
     generation_stop,
-    message_generation_finish,
     message_regenerate,
     message_send,
 )
@@ -67,14 +66,8 @@ from chat.services.sessions import (
     socket_slot_renew,
     socket_slot_take,
 )
-from inference.client import (
-    REDIS_DOWN,
-    StreamBroken,
-    StreamUnavailable,
-    generation_events,
-    generation_replay,
-    workers_live_count,
-)
+from chat.streams import GenerationFollower, Reset, Stored, Waiting
+from inference.client import REDIS_DOWN
 from inference.protocol import StreamEvent
 
 logger = logging.getLogger(__name__)
@@ -92,9 +85,6 @@ CLOSE_TOO_MANY = 4429
 SESSION_RECHECK_S = SOCKET_SLOT_TTL_S / 3
 #: Seconds without an event before the page is told why it waits.
 WAIT_NOTICE_S = 15.0
-#: Seconds the worker gets to store a final answer before a socket that
-#: read the final event stores it from the stream itself.
-STORE_GRACE_S = 1.0
 #: Replays from the start a tail may do before it waits for the stored
 #: answer instead.
 MAX_RESETS = 2
@@ -188,20 +178,9 @@ def _stop(user: Any, message_id: Any) -> None:
     generation_stop(message=message_get_for_user(user=user, message_id=message_id))
 
 
-#: Off the shared thread: Redis retries must not hold up other sockets.
-_workers_live = sync_to_async(workers_live_count, thread_sensitive=False)
-
-
 @_db
 def _answer(message_id: int) -> Message | None:
     return Message.objects.filter(pk=message_id).first()
-
-
-@_db
-def _store_from_stream(generation_id: str) -> None:
-    text, final = generation_replay(generation_id)
-    if final is not None:
-        message_generation_finish(generation_id=generation_id, final=final.data, text=text)
 
 
 _slot_take = sync_to_async(socket_slot_take, thread_sensitive=False)
@@ -542,57 +521,21 @@ class ChatConsumer(SocketConsumer):
         answer. Tell the page when nothing arrives for a while, and why;
         when the stream lost events, have the page start again from the
         first one."""
-        resets = 0
+        follower = GenerationFollower(
+            generation_id,
+            after_seq=after,
+            idle_timeout_s=WAIT_NOTICE_S,
+            waiting=True,
+            max_resets=MAX_RESETS,
+            message_id=message_id,
+        )
         try:
-            while True:
-                try:
-                    if resets > MAX_RESETS:
-                        # The stream keeps breaking: poll the stored answer.
-                        await asyncio.sleep(WAIT_NOTICE_S / 5)
-                        raise TimeoutError("waiting for the stored answer")
-                    async for event in generation_events(
-                        generation_id, after_seq=after, idle_timeout_s=WAIT_NOTICE_S
-                    ):
-                        after = event.seq
-                        if event.final:
-                            await self._finished(message_id, generation_id, event)
-                            return
-                        await self._forward(message_id, event)
-                except StreamBroken as exc:
-                    logger.warning("Answer %s: %s; replaying it", message_id, exc)
-                    resets += 1
-                    after = 0
-                    await self.send_json(
-                        {
-                            "type": "generation.reset",
-                            "message": message_id,
-                            "reason": "Part of the answer was lost in transit; reloading it.",
-                        }
-                    )
-                except TimeoutError as exc:
-                    answer = await _answer(message_id)
-                    if answer is None:
-                        return
-                    if answer.status != Message.Status.PENDING:
-                        await self.send_json(
-                            {"type": "message.finished", "answer": message_serialize(answer)}
-                        )
-                        return
-                    live = -1
-                    if not isinstance(exc, StreamUnavailable):
-                        with contextlib.suppress(*REDIS_DOWN):
-                            live = await _workers_live()
-                    if live < 0:
-                        reason = "The message service is unreachable; reconnecting…"
+            async with follower:
+                async for item in follower:
+                    if isinstance(item, StreamEvent):
+                        await self._forward(message_id, item)
                     else:
-                        reason = (
-                            "No model worker is running; the message waits in the queue."
-                            if live == 0
-                            else "Still waiting for the model."
-                        )
-                    await self.send_json(
-                        {"type": "generation.waiting", "message": message_id, "reason": reason}
-                    )
+                        await self.send_json(_notice_frame(message_id, item))
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -614,20 +557,25 @@ class ChatConsumer(SocketConsumer):
             return
         await self.send_json(frame)
 
-    async def _finished(self, message_id: int, generation_id: str, event: StreamEvent) -> None:
-        deadline = time.monotonic() + STORE_GRACE_S
-        answer = await _answer(message_id)
-        while answer is not None and answer.status == Message.Status.PENDING:
-            if time.monotonic() > deadline:
-                # The worker could not store it (its database was away):
-                # store it from the stream, which holds every piece.
-                await _store_from_stream(generation_id)
-                answer = await _answer(message_id)
-                break
-            await asyncio.sleep(0.05)
-            answer = await _answer(message_id)
-        if answer is not None:
-            await self.send_json({"type": "message.finished", "answer": message_serialize(answer)})
+
+def _notice_frame(message_id: int, notice: Reset | Waiting | Stored) -> dict[str, Any]:
+    if isinstance(notice, Stored):
+        return {"type": "message.finished", "answer": message_serialize(notice.answer)}
+    if isinstance(notice, Reset):
+        return {
+            "type": "generation.reset",
+            "message": message_id,
+            "reason": "Part of the answer was lost in transit; reloading it.",
+        }
+    return {"type": "generation.waiting", "message": message_id, "reason": _waiting_reason(notice)}
+
+
+def _waiting_reason(waiting: Waiting) -> str:
+    if waiting.workers is None:
+        return "The message service is unreachable; reconnecting…"
+    if waiting.workers == 0:
+        return "No model worker is running; the message waits in the queue."
+    return "Still waiting for the model."
 
 
 # --- the widget ---------------------------------------------------------------

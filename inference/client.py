@@ -13,7 +13,7 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, Iterator
 from typing import Any
 
 import redis
@@ -144,7 +144,7 @@ def generation_events_sync(
 
 async def generation_events(
     generation_id: str, *, after_seq: int = 0, idle_timeout_s: float = 300.0
-) -> AsyncIterator[StreamEvent]:
+) -> AsyncGenerator[StreamEvent, None]:
     """Yield the events of a generation after after_seq, ending with the
     final one. Reconnect through Redis outages; raise TimeoutError when
     nothing arrives for idle_timeout_s (StreamUnavailable when Redis was

@@ -40,13 +40,9 @@ from chat.services.completions import (
     completion_start,
 )
 from chat.services.limits import LimitError, user_generation_check
+from chat.streams import CancelPolicy, GenerationFollower, Notice, Reset
 from chat.views.body import BodyError, json_body
-from inference.client import (
-    StreamBroken,
-    generation_cancel,
-    generation_events,
-    workers_live_count,
-)
+from inference.client import StreamBroken, workers_live_count
 from inference.protocol import StreamEvent
 
 logger = logging.getLogger(__name__)
@@ -179,32 +175,43 @@ class _Call:
         self.error = ""
         self.created = int(time.time())
         self.id = f"chatcmpl-{started.generation_id}"
-        # The stream opened by ``opening`` and the event it read first.
-        self._source: AsyncIterator[StreamEvent] | None = None
-        self._first: StreamEvent | None = None
+        # A client that goes away mid-answer frees the engine slot at once.
+        # Without streaming, a stream that lost events is read again from
+        # the start; a stream already sent in part cannot be taken back.
+        self.follower = GenerationFollower(
+            started.generation_id,
+            idle_timeout_s=IDLE_TIMEOUT_S,
+            max_resets=0 if request.stream else MAX_REPLAYS,
+            cancel=CancelPolicy.IF_LEFT,
+        )
+        # What ``opening`` read first: a notice, or the stream broken.
+        self._first: Notice | StreamBroken | None = None
 
     async def opening(self) -> ApiError | None:
         """Wait until the worker starts the generation or refuses it, so
         that a refusal the caller can act on (a prompt longer than the
         context) is an error status before any byte of an answer. Return
         that refusal, or None to go on reading."""
-        source = generation_events(self.started.generation_id, idle_timeout_s=IDLE_TIMEOUT_S)
         try:
-            first = await anext(source)
-        except (StopAsyncIteration, StreamBroken):
-            # Read again from the start by ``events``.
+            first = await anext(self.follower)
+        except StopAsyncIteration:
+            return None
+        except StreamBroken as broken:
+            self._first = broken
             return None
         except asyncio.CancelledError:
-            generation_cancel(self.started.generation_id)
-            self.final = {"finish_reason": "cancelled"}
-            self.error = "client disconnected"
-            await self.record(status_code=499)
+            await self.left()
             raise
         except TimeoutError:
             self.error = "no answer from the model service in time"
             await self.record(status_code=504)
             return ApiError(504, self.error, type="server_error", code="timeout")
-        if first.type == "error" and first.data.get("code") == "context_length_exceeded":
+        if (
+            isinstance(first, StreamEvent)
+            and first.type == "error"
+            and first.data.get("code") == "context_length_exceeded"
+        ):
+            await self.follower.aclose()
             self.final = {"finish_reason": "error", **first.data}
             self.error = str(first.data.get("error") or "")
             await self.record(status_code=400)
@@ -214,44 +221,43 @@ class _Call:
                 param="messages",
                 code="context_length_exceeded",
             )
-        self._source, self._first = source, first
+        self._first = first
         return None
 
-    async def events(self, *, replay: bool = False) -> AsyncIterator[tuple[str, Any]]:
-        """("text", str) pieces, then ("end", final data). When the stream
-        lost events in transit: with replay, ("reset", None) and every piece
-        again from the start; without, an error end."""
-        replays = 0
-        while True:
-            try:
-                async for item in self._events():
+    async def left(self) -> None:
+        """The client went away: cancel the generation and record it."""
+        await self.follower.aclose()
+        self.final = {"finish_reason": "cancelled"}
+        self.error = "client disconnected"
+        await self.record(status_code=499)
+
+    async def events(self) -> AsyncIterator[tuple[str, Any]]:
+        """("text", str) pieces, then ("end", final data); ("reset", None)
+        when the stream lost events in transit and every piece comes again
+        from the start. A stream that keeps losing them ends in an error."""
+        first, self._first = self._first, None
+        try:
+            if isinstance(first, StreamBroken):
+                raise first
+            if first is not None:
+                for item in self._translate(first):
                     yield item
-                return
-            except StreamBroken as broken:
-                logger.warning("Completion %s: %s", self.id, broken)
-                replays += 1
-                if not replay or replays > MAX_REPLAYS:
-                    self.error = "the answer's stream lost events in transit"
-                    self.final = {"finish_reason": "error", "error": self.error}
-                    yield "end", self.final
-                    return
-                yield "reset", None
+            async for notice in self.follower:
+                for item in self._translate(notice):
+                    yield item
+        except StreamBroken as broken:
+            logger.warning("Completion %s: %s", self.id, broken)
+            self.error = "the answer's stream lost events in transit"
+            self.final = {"finish_reason": "error", "error": self.error}
+            yield "end", self.final
 
-    async def _events(self) -> AsyncIterator[tuple[str, Any]]:
-        source, first = self._source, self._first
-        self._source = self._first = None
-        if source is None:
-            source = generation_events(self.started.generation_id, idle_timeout_s=IDLE_TIMEOUT_S)
-        if first is not None:
-            for item in self._translate(first):
-                yield item
-        async for event in source:
-            for item in self._translate(event):
-                yield item
-
-    def _translate(self, event: StreamEvent) -> list[tuple[str, Any]]:
-        """What a generation event means for the answer: text, the end, or
-        nothing (a start)."""
+    def _translate(self, event: Notice) -> list[tuple[str, Any]]:
+        """What a generation event means for the answer: text, the end, a
+        reset, or nothing (a start)."""
+        if isinstance(event, Reset):
+            return [("reset", None)]
+        if not isinstance(event, StreamEvent):
+            return []
         if event.type == "text" and event.text:
             if self.first_text_at is None:
                 self.first_text_at = time.monotonic()
@@ -343,9 +349,9 @@ async def _stream(call: _Call) -> AsyncIterator[bytes]:
         yield _sse(error.body())
         yield b"data: [DONE]\n\n"
     finally:
+        # A client that went away cancels the generation.
+        await call.follower.aclose()
         if not done:
-            # The client went away: free the engine slot at once.
-            generation_cancel(call.started.generation_id)
             call.final = call.final or {"finish_reason": "cancelled"}
             call.error = call.error or "client disconnected"
         await call.record(status_code=200 if not call.error or done else 499)
@@ -354,7 +360,7 @@ async def _stream(call: _Call) -> AsyncIterator[bytes]:
 async def _complete(call: _Call) -> HttpResponse:
     text: list[str] = []
     try:
-        async for kind, value in call.events(replay=True):
+        async for kind, value in call.events():
             if kind == "text":
                 text.append(value)
             elif kind == "reset":
@@ -364,10 +370,7 @@ async def _complete(call: _Call) -> HttpResponse:
         await call.record(status_code=504)
         return _error(ApiError(504, call.error, type="server_error", code="timeout"))
     except asyncio.CancelledError:
-        generation_cancel(call.started.generation_id)
-        call.final = {"finish_reason": "cancelled"}
-        call.error = "client disconnected"
-        await call.record(status_code=499)
+        await call.left()
         raise
     final = call.final or {}
     if final.get("finish_reason") == "error":

@@ -39,10 +39,10 @@ from django.urls import path, reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from chat.streams import CancelPolicy, GenerationFollower
 from chat.views.body import BodyError, json_body
 from inference.client import (
     generation_cancel,
-    generation_events,
     generation_submit,
     workers_live_count,
 )
@@ -743,16 +743,19 @@ async def _ask_stream(runs: list[_Run]) -> AsyncIterator[str]:
     generations still running are cancelled so their slots free up.
     """
     queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
-    finished: set[str] = set()
+    followers = [
+        GenerationFollower(
+            run.generation_id,
+            idle_timeout_s=ASK_IDLE_TIMEOUT_S,
+            cancel=CancelPolicy.IF_UNFINISHED,
+        )
+        for run in runs
+    ]
 
-    async def read(run: _Run) -> None:
+    async def read(run: _Run, follower: GenerationFollower) -> None:
         try:
-            async for event in generation_events(
-                run.generation_id, idle_timeout_s=ASK_IDLE_TIMEOUT_S
-            ):
-                if event.final:
-                    finished.add(run.generation_id)
-                payload = _ask_event(run, event)
+            async for event in follower:
+                payload = _ask_event(run, event) if isinstance(event, StreamEvent) else None
                 if payload is not None:
                     queue.put_nowait(payload)
         except asyncio.CancelledError:
@@ -768,7 +771,7 @@ async def _ask_stream(runs: list[_Run]) -> AsyncIterator[str]:
         finally:
             queue.put_nowait(None)
 
-    readers = [asyncio.create_task(read(run)) for run in runs]
+    readers = [asyncio.create_task(read(*pair)) for pair in zip(runs, followers, strict=True)]
     try:
         remaining = len(readers)
         while remaining:
@@ -781,14 +784,9 @@ async def _ask_stream(runs: list[_Run]) -> AsyncIterator[str]:
     finally:
         for task in readers:
             task.cancel()
-        for run in runs:
-            if run.generation_id in finished:
-                continue
-            try:
-                generation_cancel(run.generation_id)
-            except redis.RedisError as error:
-                logger.warning("Could not cancel generation %s: %s", run.generation_id, error)
         await asyncio.gather(*readers, return_exceptions=True)
+        for follower in followers:
+            await follower.aclose()
 
 
 async def compare_ask(request: HttpRequest) -> HttpResponseBase:

@@ -14,6 +14,7 @@ from django.core.handlers.asgi import ASGIHandler
 from django.test import AsyncClient, Client
 from django.urls import reverse
 
+from chat import streams
 from chat.models import Conversation, Feedback, Message
 from inference.client import generation_events_sync
 from inference.worker import VersionSpec
@@ -511,13 +512,13 @@ def test_a_browser_leaving_ask_all_cancels_the_generations(served_pair, monkeypa
     away; every generation still running ends as cancelled."""
     first, second = served_pair
     cancelled: list[str] = []
-    real_cancel = versions_views.generation_cancel
+    real_cancel = streams.generation_cancel
 
     def cancel(generation_id: str) -> None:
         cancelled.append(generation_id)
         real_cancel(generation_id)
 
-    monkeypatch.setattr(versions_views, "generation_cancel", cancel)
+    monkeypatch.setattr(streams, "generation_cancel", cancel)
     login = Client()
     login.force_login(UserFactory(is_staff=True))
     session = login.cookies[settings.SESSION_COOKIE_NAME].value
