@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from inference.connection import worker_heartbeat_key
-from inference.worker import VersionSpec, WorkerState
+from inference.worker.heartbeat import WorkerState
+from inference.worker.versions import VersionSpec
 from tests.conftest import wait_for, worker_make
 
 pytestmark = pytest.mark.django_db
