@@ -26,6 +26,8 @@ CONSUMER_FORGET_MS = 3600 * 1000
 
 
 class Claims:
+    """The requests-stream side of the requests a worker holds."""
+
     def __init__(
         self,
         *,

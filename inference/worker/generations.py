@@ -37,6 +37,8 @@ def request_id(fields: dict[str, str]) -> str:
 
 
 class Generations:
+    """The generations this worker runs and the requests it holds back."""
+
     def __init__(
         self,
         *,
@@ -83,6 +85,8 @@ class Generations:
         return entry_ids
 
     def start(self, entry_id: str, fields: dict[str, str]) -> None:
+        """Start a claimed request, park it until its version is loaded,
+        or end it with an error event."""
         try:
             payload = json.loads(fields["payload"])
             generation_id = str(payload["id"])

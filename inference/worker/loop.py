@@ -34,6 +34,10 @@ logger = logging.getLogger(__name__)
 
 
 class InferenceWorker:
+    """One worker: the callbacks say which versions serve and where
+    finished generations go; the rest configures the engines and the
+    worker's timing."""
+
     def __init__(
         self,
         *,
