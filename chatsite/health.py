@@ -24,7 +24,8 @@ from chatsite.proxies import address_in
 from chatsite.redis_url import redis_url_display
 from inference.connection import redis_client, worker_heartbeat_pattern, worker_metrics_pattern
 from inference.metrics import merged_exposition
-from inference.selectors import worker_heartbeats_list, worker_metrics_list
+from inference.selectors import worker_metrics_list
+from inference.worker.heartbeat import WorkerState, heartbeats_read
 
 
 def monitoring_allowed(request: HttpRequest) -> bool:
@@ -79,14 +80,10 @@ def _database_check() -> dict:
 def _redis_and_workers_check() -> tuple[dict, dict]:
     from django.conf import settings
 
-    # Not at module level: inference.worker loads torch, which importing
-    # this module must not.
-    from inference.worker import WorkerState
-
     client = redis_client()
     try:
         client.ping()
-        beats = worker_heartbeats_list(client=client, pattern=worker_heartbeat_pattern())
+        beats = heartbeats_read(client, worker_heartbeat_pattern())
     except (redis.RedisError, OSError) as exc:
         redis_check = {
             "ok": False,
@@ -97,12 +94,12 @@ def _redis_and_workers_check() -> tuple[dict, dict]:
     now = time.time()
     workers = [
         {
-            "id": beat.get("id"),
-            "state": beat.get("state"),
-            "error": beat.get("error") or None,
-            "model_version": beat.get("model_version"),
-            "device": beat.get("device"),
-            "heartbeat_age_s": round(now - float(beat.get("at", now)), 2),
+            "id": beat.id,
+            "state": beat.state,
+            "error": beat.error or None,
+            "model_version": beat.model_version,
+            "device": beat.device,
+            "heartbeat_age_s": round(now - (beat.at if beat.at is not None else now), 2),
         }
         for beat in beats
     ]

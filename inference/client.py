@@ -29,6 +29,7 @@ from inference.connection import (
     worker_heartbeat_pattern,
 )
 from inference.protocol import SamplingParams, StreamEvent, event_decode, event_encode
+from inference.worker.heartbeat import heartbeats_read
 
 #: A cancel flag outlives any generation that could still read it.
 CANCEL_TTL_S = 3600
@@ -231,4 +232,4 @@ def generation_fail_if_unknown(generation_id: str, *, error: str) -> bool:
 
 def workers_live_count() -> int:
     """How many inference workers have a fresh heartbeat."""
-    return len(list(redis_client().scan_iter(match=worker_heartbeat_pattern(), count=200)))
+    return len(heartbeats_read(redis_client(), worker_heartbeat_pattern()))

@@ -7,6 +7,8 @@ from functools import lru_cache
 import redis
 from django.conf import settings
 
+from inference.worker.keys import Keys
+
 
 @lru_cache(maxsize=1)
 def redis_client() -> redis.Redis:
@@ -64,9 +66,7 @@ def serving_epoch_key() -> str:
     return key("inference", "serving", "epoch")
 
 
-def worker_keys():
-    from inference.worker import Keys
-
+def worker_keys() -> Keys:
     return Keys(
         heartbeat=worker_heartbeat_key,
         requests=requests_stream_key(),

@@ -28,8 +28,8 @@ from django.conf import settings
 from chatsite.embedded_redis import EmbeddedRedis
 from chatsite.redis_url import celery_redis_url
 from inference.connection import redis_client, worker_heartbeat_pattern, worker_keys
-from inference.selectors import worker_heartbeats_list
-from inference.worker import InferenceWorker, WorkerState
+from inference.worker.heartbeat import WorkerState, heartbeats_read
+from inference.worker.loop import InferenceWorker
 from tests.tiny_models import tiny_llama_save
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -272,12 +272,8 @@ def worker_process(tmp_path):
         def serving() -> bool:
             if process.poll() is not None:
                 raise AssertionError(f"the worker exited:\n{worker.log_text()[-4000:]}")
-            beats = worker_heartbeats_list(
-                client=redis_client(), pattern=worker_heartbeat_pattern()
-            )
-            return any(
-                b.get("pid") == process.pid and b.get("state") == WorkerState.READY for b in beats
-            )
+            beats = heartbeats_read(redis_client(), worker_heartbeat_pattern())
+            return any(b.pid == process.pid and b.state == WorkerState.READY for b in beats)
 
         try:
             wait_for(serving, timeout=120)

@@ -30,7 +30,7 @@ from inference.connection import (
     requests_stream_key,
     worker_heartbeat_pattern,
 )
-from inference.selectors import worker_heartbeats_list
+from inference.worker.heartbeat import Heartbeat, WorkerState, heartbeats_read
 from models_admin.models import ModelVersion, Promotion, TrainingJob
 from models_admin.selectors.model_versions import canary_get_active, model_version_get_production
 
@@ -471,28 +471,25 @@ def usage_by_hour(*, hours: int = 24, now: datetime | None = None) -> list[dict[
 # --- live load -------------------------------------------------------------------
 
 
-def _worker_row(beat: dict[str, Any], now: float) -> dict[str, Any]:
-    at = beat.get("at")
-    started = beat.get("started_at")
+def _worker_row(beat: Heartbeat, now: float) -> dict[str, Any]:
+    at, started = beat.at, beat.started_at
     return {
-        "id": beat.get("id"),
-        "host": beat.get("host"),
-        "pid": beat.get("pid"),
-        "state": beat.get("state") or "unknown",
-        "error": beat.get("error") or "",
-        "model_version": beat.get("model_version"),
-        "loaded_versions": list(beat.get("loaded_versions") or []),
-        "loading_versions": list(beat.get("loading_versions") or []),
-        "device": beat.get("device"),
-        "dtype": beat.get("dtype"),
-        "capacity": int(beat.get("capacity") or 0),
-        "running": int(beat.get("running") or 0),
-        "queued": int(beat.get("queued") or 0),
-        "heartbeat_age_s": round(max(now - float(at), 0.0), 1) if at is not None else None,
-        "uptime_s": round(max(now - float(started), 0.0)) if started is not None else None,
-        "started_at": (
-            datetime.fromtimestamp(float(started), tz=UTC) if started is not None else None
-        ),
+        "id": beat.id,
+        "host": beat.host,
+        "pid": beat.pid,
+        "state": beat.state or "unknown",
+        "error": beat.error,
+        "model_version": beat.model_version,
+        "loaded_versions": list(beat.loaded_versions),
+        "loading_versions": list(beat.loading_versions),
+        "device": beat.device,
+        "dtype": beat.dtype,
+        "capacity": beat.capacity,
+        "running": beat.running,
+        "queued": beat.queued,
+        "heartbeat_age_s": round(max(now - at, 0.0), 1) if at is not None else None,
+        "uptime_s": round(max(now - started, 0.0)) if started is not None else None,
+        "started_at": (datetime.fromtimestamp(started, tz=UTC) if started is not None else None),
     }
 
 
@@ -503,10 +500,6 @@ def live_load(*, client: Any = None, now: datetime | None = None) -> dict[str, A
     (sorted by id), with their running, queued and capacity summed. When
     Redis cannot be reached, ``redis_ok`` is False, ``redis_error`` says
     why, ``queue_length`` is None and there are no workers."""
-    # Not at module level: inference.worker loads torch, which importing
-    # this module must not.
-    from inference.worker import WorkerState
-
     now = now or timezone.now()
     pending = Message.objects.filter(
         role=Message.Role.ASSISTANT,
@@ -516,7 +509,7 @@ def live_load(*, client: Any = None, now: datetime | None = None) -> dict[str, A
     client = client if client is not None else redis_client()
     try:
         queue_length: int | None = int(client.xlen(requests_stream_key()))
-        beats = worker_heartbeats_list(client=client, pattern=worker_heartbeat_pattern())
+        beats = heartbeats_read(client, worker_heartbeat_pattern())
         redis_error = ""
     except (redis.RedisError, OSError) as exc:
         logger.warning("Live load: Redis is unreachable: %s", exc)

@@ -20,7 +20,7 @@ from chat.services.messages import message_send
 from chatsite.asgi import application
 from inference.connection import generation_key
 from inference.protocol import event_encode
-from inference.worker import VersionSpec
+from inference.worker.versions import VersionSpec
 from tests.factories import UserFactory
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]

@@ -20,13 +20,14 @@ from django.test import Client
 
 from chat.models import ApiKey, ApiRequest, Conversation, Message
 from chat.services.api_keys import api_key_create, api_key_revoke
-from inference.management.commands.run_inference_worker import (
-    _extra_versions,
-    _generation_store,
-    _production_version,
-    _version_lookup,
+from inference.worker.wiring import (
+    extra_versions_list,
+    generation_store,
+    output_filter,
+    production_version_get,
+    version_get,
 )
-from models_admin.filters import content_filter_output, filter_rule_save
+from models_admin.filters import filter_rule_save
 from models_admin.models import FilterHit
 from models_admin.services import model_version_create, model_version_promote
 from tests.conftest import REPO_ROOT, child_env, database_url_for_children, free_port, wait_for
@@ -171,11 +172,11 @@ def live(transactional_db, version, redis_conn, tmp_path):
     worker thread on the tiny model."""
     worker = _worker_make(
         redis_conn,
-        _production_version,
-        version_lookup=_version_lookup,
-        extra_versions=_extra_versions,
-        on_finished=_generation_store,
-        output_filter_factory=content_filter_output,
+        production_version_get,
+        version_lookup=version_get,
+        extra_versions=extra_versions_list,
+        on_finished=generation_store,
+        output_filter_factory=output_filter,
         # Room for long answers, so that one still runs when a test
         # disconnects from it.
         max_context=2048,

@@ -19,7 +19,8 @@ from chat.services.conversations import conversation_create, conversation_update
 from chat.services.events import conversation_group
 from chat.services.messages import message_generation_finish
 from chatsite.asgi import application
-from inference.worker import VersionSpec, WorkerState
+from inference.worker.heartbeat import WorkerState
+from inference.worker.versions import VersionSpec
 from tests.chat.test_consumer import TIMEOUT, _session_cookie
 from tests.conftest import wait_for, worker_make
 from tests.factories import UserFactory
@@ -95,7 +96,7 @@ async def test_an_answer_streams_whole_through_a_redis_restart(server, worker, l
             if len(shown) >= 20 and not restarted:
                 restarted = True
                 await asyncio.to_thread(server.kill, lose_data=lose_data)
-                await asyncio.to_thread(wait_for, lambda: worker._redis_lost)
+                await asyncio.to_thread(wait_for, lambda: worker.link.lost)
                 await asyncio.to_thread(server.start)
         elif frame["type"] == "message.finished":
             finished = frame["answer"]

@@ -29,10 +29,10 @@ from chat.services.widget import (
 )
 from chatsite.asgi import application
 from chatsite.security import csp_parse
-from inference.management.commands.run_inference_worker import (
-    _generation_store,
-    _production_version,
-    _version_lookup,
+from inference.worker.wiring import (
+    generation_store,
+    production_version_get,
+    version_get,
 )
 from models_admin.services import model_version_create, model_version_promote
 from tests.conftest import wait_for, worker_make
@@ -261,9 +261,9 @@ def widget_worker(redis_conn, tiny_model_dir):
     model_version_promote(version=version)
     worker = worker_make(
         redis_conn,
-        _production_version,
-        version_lookup=_version_lookup,
-        on_finished=_generation_store,
+        production_version_get,
+        version_lookup=version_get,
+        on_finished=generation_store,
     )
     thread = threading.Thread(target=worker.run, daemon=True)
     thread.start()

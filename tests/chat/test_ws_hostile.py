@@ -24,12 +24,12 @@ from chat.services.messages import message_generation_finish, message_send
 from chat.services.widget import visitor_start, widget_site_save
 from chatsite.asgi import application
 from inference.connection import generation_key
-from inference.management.commands.run_inference_worker import (
-    _generation_store,
-    _production_version,
-    _version_lookup,
-)
 from inference.protocol import event_encode
+from inference.worker.wiring import (
+    generation_store,
+    production_version_get,
+    version_get,
+)
 from models_admin.services import model_version_create, model_version_promote
 from tests.factories import ModelVersionFactory, UserFactory
 from tests.tiny_models import chain_llama_save
@@ -212,7 +212,7 @@ def serving_worker(start_worker, forced_model_dir):
     ``run_inference_worker`` does; its model always answers FORCED."""
     model_version_promote(version=model_version_create(name="forced", folder=forced_model_dir))
     worker = start_worker(
-        _production_version, version_lookup=_version_lookup, on_finished=_generation_store
+        production_version_get, version_lookup=version_get, on_finished=generation_store
     )
     assert worker.state == "ready"
     return worker

@@ -25,9 +25,11 @@ from inference.client import (
     generation_submit,
 )
 from inference.connection import generation_key
-from inference.management.commands.run_inference_worker import _requests_lost
 from inference.protocol import event_encode
-from inference.worker import InferenceWorker, VersionSpec, WorkerState
+from inference.worker.heartbeat import WorkerState
+from inference.worker.loop import InferenceWorker
+from inference.worker.versions import VersionSpec
+from inference.worker.wiring import requests_lost_end
 from tests.conftest import RestartableRedis, wait_for, worker_make
 from tests.factories import UserFactory
 
@@ -88,7 +90,7 @@ def _restart(server: RestartableRedis, *, lose_data: bool, worker: InferenceWork
     def kill() -> None:
         server.kill(lose_data=lose_data)
         # The worker keeps generating while Redis is away.
-        wait_for(lambda: worker._redis_lost, timeout=30)
+        wait_for(lambda: worker.link.lost, timeout=30)
         server.start()
 
     return kill
@@ -125,9 +127,8 @@ async def test_a_redis_restart_mid_stream_loses_and_repeats_nothing(server, run_
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_a_request_lost_with_redis_data_ends_with_an_error(server, run_worker, monkeypatch):
-    monkeypatch.setattr("inference.worker.RESTART_SETTLE_S", 0.5)
-    worker, stored = run_worker(slots=1, on_redis_restart=_requests_lost)
-    worker.on_redis_restart = _requests_lost
+    monkeypatch.setattr("inference.worker.recovery.RESTART_SETTLE_S", 0.5)
+    worker, stored = run_worker(slots=1, on_redis_restart=requests_lost_end)
     user = UserFactory()
     conversation = Conversation.objects.create(user=user, title="lost")
     running = generation_submit(messages=_ask(), params=LONG)
@@ -151,7 +152,7 @@ def test_a_request_lost_with_redis_data_ends_with_an_error(server, run_worker, m
     assert waiting not in worker.inflight
 
     server.kill(lose_data=True)
-    wait_for(lambda: worker._redis_lost, timeout=30)
+    wait_for(lambda: worker.link.lost, timeout=30)
     server.start()
 
     # The running answer completes; the one Redis forgot ends with a
@@ -216,12 +217,12 @@ async def test_a_reader_follows_a_worker_that_took_over(redis_conn):
 
 
 def _writer(redis_conn):
-    from inference.worker import _Inflight
+    from inference.worker.streams import Inflight
 
     worker = worker_make(redis_conn, lambda: None)
 
-    def item(generation_id: str, **fields) -> _Inflight:
-        made = _Inflight(generation_id, "0-1", VersionSpec(1, "tiny", Path()), 1, **fields)
+    def item(generation_id: str, **fields) -> Inflight:
+        made = Inflight(generation_id, "0-1", VersionSpec(1, "tiny", Path()), 1, **fields)
         worker.inflight[generation_id] = made
         return made
 
@@ -253,9 +254,9 @@ def test_a_stream_that_lost_its_tail_is_written_again_before_the_next_event(redi
     generation_id = "tail-" + uuid.uuid4().hex
     running = item(generation_id)
     for n in range(1, 6):
-        assert worker._publish(running, "text", text=f"{n} ")
+        assert worker.generations.streams.publish(running, "text", text=f"{n} ")
     _lose(redis_conn, generation_id, 4, 5)
-    assert worker._publish(running, "text", text="6 ")
+    assert worker.generations.streams.publish(running, "text", text="6 ")
     events = _stream(redis_conn, generation_id)
     assert [e.seq for e in events] == [1, 2, 3, 4, 5, 6]
     assert "".join(e.text for e in events) == "1 2 3 4 5 6 "
@@ -267,9 +268,9 @@ def test_a_hole_in_a_stream_is_filled_from_the_worker_s_log(redis_conn):
     generation_id = "hole-" + uuid.uuid4().hex
     running = item(generation_id)
     for n in range(1, 6):
-        worker._publish(running, "text", text=f"{n} ")
+        worker.generations.streams.publish(running, "text", text=f"{n} ")
     _lose(redis_conn, generation_id, 3)
-    assert worker._resync(running) == 5
+    assert worker.generations.streams.resync(running) == 5
     events = _stream(redis_conn, generation_id)
     assert [e.seq for e in events] == [1, 2, 3, 4, 5]
     assert "".join(e.text for e in events) == "1 2 3 4 5 "
@@ -285,15 +286,15 @@ def test_a_worker_whose_answer_another_continued_drops_it_without_splicing(redis
     generation_id = "both-" + uuid.uuid4().hex
     a = first_item(generation_id)
     for n in range(1, 4):
-        first._publish(a, "text", text=f"a{n} ")
+        first.generations.streams.publish(a, "text", text=f"a{n} ")
     # The second continues from what it read (seq 1-3).
     log = [(seq, fields) for seq, fields in a.log]
     b = second_item(generation_id, log=log, published=3, first_own=4)
     b.next_seq = 4
-    assert second._publish(b, "start", model_version="tiny")
-    assert second._publish(b, "text", text="b5 ")
+    assert second.generations.streams.publish(b, "start", model_version="tiny")
+    assert second.generations.streams.publish(b, "text", text="b5 ")
     # The first still holds events it generated meanwhile.
-    assert not first._publish(a, "text", text="a4 ")
+    assert not first.generations.streams.publish(a, "text", text="a4 ")
     assert generation_id not in first.inflight
     events = _stream(redis_conn, generation_id)
     assert [e.seq for e in events] == [1, 2, 3, 4, 5]
@@ -312,7 +313,7 @@ def test_a_recovered_worker_does_not_write_after_an_error_that_ended_the_answer(
         (1, {**event_encode("start", model_version="tiny"), "w": "earlier"}),
         (2, {**event_encode("text", text="Hi"), "w": "earlier"}),
     ]
-    worker._publish(running, "text", text=" there")  # Redis had lost it all
+    worker.generations.streams.publish(running, "text", text=" there")  # Redis had lost it all
     redis_conn.delete(generation_key(generation_id))
     redis_conn.xadd(
         generation_key(generation_id),
@@ -320,7 +321,7 @@ def test_a_recovered_worker_does_not_write_after_an_error_that_ended_the_answer(
         id="0-1",
     )
     running.published = 3
-    assert not worker._publish(running, "text", text="!")
+    assert not worker.generations.streams.publish(running, "text", text="!")
     events = _stream(redis_conn, generation_id)
     assert [e.type for e in events] == ["error"]
     redis_conn.delete(generation_key(generation_id))
@@ -331,21 +332,21 @@ def test_a_request_claimed_as_redis_went_away_starts_once_it_is_back(server):
     request stays this worker's and starts when Redis answers again."""
     client = redis.Redis.from_url(server.redis.url, decode_responses=True, socket_timeout=5)
     worker = worker_make(client, lambda: None)
-    worker.group_ensure()
+    worker.claims.group_ensure()
     generation_id = generation_submit(messages=_ask(), params={"max_new_tokens": 4})
     response = client.xreadgroup(
-        worker.keys.group, worker.worker_id, {worker.keys.requests: ">"}, count=1
+        worker.link.keys.group, worker.worker_id, {worker.link.keys.requests: ">"}, count=1
     )
     [(entry_id, fields)] = response[0][1]
     server.kill(lose_data=False)
-    worker._start(entry_id, fields)
-    assert worker._redis_lost and worker._unstarted == [(entry_id, fields)]
+    worker.generations.start(entry_id, fields)
+    assert worker.link.lost and worker.generations.unstarted == [(entry_id, fields)]
     server.start()
-    assert worker.redis_check()
+    assert worker.recovery.check()
     # No model is loaded, so it starts and at once ends with an error
     # event, which readers see, and the request is acknowledged.
     events = list(generation_events_sync(generation_id, timeout_s=10))
     assert [e.type for e in events] == ["error"]
     assert "no model version is loaded" in events[0].data["error"]
-    assert worker._unstarted == []
-    assert client.xlen(worker.keys.requests) == 0
+    assert worker.generations.unstarted == []
+    assert client.xlen(worker.link.keys.requests) == 0

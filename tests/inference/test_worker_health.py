@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from inference.connection import worker_heartbeat_key
-from inference.worker import VersionSpec, WorkerState
+from inference.worker.heartbeat import WorkerState
+from inference.worker.versions import VersionSpec
 from tests.conftest import wait_for, worker_make
 
 pytestmark = pytest.mark.django_db
@@ -38,8 +39,9 @@ def test_readyz_is_green_once_a_worker_has_loaded_the_model(client, start_worker
     spec = VersionSpec(id=1, name="tiny", path=tiny_model_dir)
     worker = start_worker(lambda: spec)
     wait_for(lambda: worker.state == WorkerState.READY)
+    # The worker takes a state just before it writes the heartbeat saying so.
+    wait_for(lambda: client.get("/readyz").status_code == 200)
     response = client.get("/readyz")
-    assert response.status_code == 200, response.json()
     (entry,) = response.json()["checks"]["inference"]["workers"]
     assert entry["state"] == "ready"
     assert entry["model_version"] == "tiny"

@@ -13,7 +13,8 @@ import pytest
 
 from inference.client import generation_cancel, generation_events_sync, generation_submit
 from inference.connection import requests_stream_key
-from inference.worker import VersionSpec, WorkerState
+from inference.worker.heartbeat import WorkerState
+from inference.worker.versions import VersionSpec
 from models_admin.services import model_version_promote, model_version_register
 from tests.conftest import REPO_ROOT, child_env, database_url_for_children, wait_for
 from tests.tiny_models import tiny_llama_save

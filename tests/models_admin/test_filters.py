@@ -16,14 +16,14 @@ from chat.services.conversations import conversation_create
 from chat.services.messages import message_send
 from inference.client import generation_events_sync
 from inference.connection import requests_stream_key
-from inference.management.commands.run_inference_worker import (
-    _extra_versions,
-    _generation_store,
-    _production_version,
-    _version_lookup,
+from inference.worker.wiring import (
+    extra_versions_list,
+    generation_store,
+    output_filter,
+    production_version_get,
+    version_get,
 )
 from models_admin.filters import (
-    content_filter_output,
     filter_rule_enable,
     filter_rule_save,
     filter_rules_import,
@@ -132,11 +132,11 @@ def filtering_worker(redis_conn, forced_model):
     model_version_promote(version=version)
     worker = worker_make(
         redis_conn,
-        _production_version,
-        version_lookup=_version_lookup,
-        extra_versions=_extra_versions,
-        on_finished=_generation_store,
-        output_filter_factory=content_filter_output,
+        production_version_get,
+        version_lookup=version_get,
+        extra_versions=extra_versions_list,
+        on_finished=generation_store,
+        output_filter_factory=output_filter,
     )
     thread = threading.Thread(target=worker.run, daemon=True)
     thread.start()

@@ -13,13 +13,13 @@ from django.core.exceptions import ValidationError
 from chat.models import Message
 from chat.services.conversations import conversation_create
 from chat.services.messages import message_send
-from inference.management.commands.run_inference_worker import (
-    _extra_versions,
-    _generation_store,
-    _production_version,
-    _version_lookup,
+from inference.worker.versions import VersionSpec
+from inference.worker.wiring import (
+    extra_versions_list,
+    generation_store,
+    production_version_get,
+    version_get,
 )
-from inference.worker import VersionSpec
 from models_admin.models import Canary, ModelVersion, Promotion
 from models_admin.selectors import canary_bucket, model_version_route
 from models_admin.services import model_version_create
@@ -67,10 +67,10 @@ def db_workers(redis_conn):
         for _ in range(count):
             worker = worker_make(
                 redis_conn,
-                _production_version,
-                version_lookup=_version_lookup,
-                extra_versions=_extra_versions,
-                on_finished=_generation_store,
+                production_version_get,
+                version_lookup=version_get,
+                extra_versions=extra_versions_list,
+                on_finished=generation_store,
                 poll_interval=5.0,  # the promotion signal, not the poll, must move them
             )
             thread = threading.Thread(target=worker.run, daemon=True)
@@ -225,27 +225,28 @@ def test_a_slow_model_load_does_not_stall_running_streams(redis_conn, tiny_model
     second = VersionSpec(2, "second", tiny_model_dir)
     current = {"spec": first}
     worker = worker_make(redis_conn, lambda: current["spec"], version_lookup=lambda _id: None)
-    build = worker._engine_build
+    build = worker.versions.engine_build
 
     def slow_build(spec):
         if spec.id == 2:
             release.wait(60)
         return build(spec)
 
-    worker._engine_build = slow_build
+    worker.versions.engine_build = slow_build
     thread = threading.Thread(target=worker.run, daemon=True)
     thread.start()
     try:
         wait_for(lambda: worker.state == "ready")
         current["spec"] = second
-        wait_for(lambda: 2 in worker._loads)
+        wait_for(lambda: 2 in worker.versions.loads)
         generation_id = generation_submit(
             messages=[{"role": "user", "content": "hi"}],
             params={"temperature": 0, "max_new_tokens": 16},
         )
         events = list(generation_events_sync(generation_id, timeout_s=30))
         assert events[-1].type == "done" and events[-1].data["model_version"] == "first"
-        assert 2 in worker._loads and worker.heartbeat_payload()["loading_versions"] == ["second"]
+        assert 2 in worker.versions.loads
+        assert worker.heartbeat_build().loading_versions == ["second"]
         release.set()
         wait_for(lambda: worker.version == second, timeout=30)
     finally:

@@ -1,0 +1,299 @@
+"""The requests a worker runs, from claim to acknowledgement.
+
+A claimed request starts in the engine of the version it asks for (after
+the text an earlier worker already streamed, if any), waits for that
+version if it is still loading, or ends at once with an error event. The
+engine's events go to the generation's stream; a finished generation is
+handed to ``on_finished`` and its request acknowledged and deleted. While
+Redis is away, what cannot be written or acknowledged is held here until
+recovery catches up.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from inference.engine import Event, OutputFilter, RequestError
+from inference.metrics import WorkerMetrics
+from inference.protocol import SamplingError, SamplingParams
+from inference.worker.link import REDIS_DOWN, RedisLink
+from inference.worker.streams import Inflight, StreamWriter
+from inference.worker.versions import NO_VERSION, Versions, VersionSpec
+
+logger = logging.getLogger(__name__)
+
+#: A request as claimed from the requests stream: (entry id, fields).
+Entry = tuple[str, dict[str, str]]
+
+
+def request_id(fields: dict[str, str]) -> str:
+    """The generation id a request's fields name; raise KeyError,
+    TypeError or ValueError when they name none."""
+    return str(json.loads(fields["payload"])["id"])
+
+
+class Generations:
+    """The generations this worker runs and the requests it holds back."""
+
+    def __init__(
+        self,
+        *,
+        link: RedisLink,
+        versions: Versions,
+        metrics: WorkerMetrics,
+        output_filter_factory: Callable[[dict[str, Any]], OutputFilter | None] | None,
+        on_finished: Callable[[str, dict[str, Any], str], None] | None,
+    ) -> None:
+        self.link = link
+        self.versions = versions
+        self.metrics = metrics
+        self._output_filter_factory = output_filter_factory
+        self._on_finished = on_finished
+        self.streams = StreamWriter(link, on_taken=self.drop)
+        self.inflight: dict[str, Inflight] = {}
+        # Requests claimed for a version still loading, by version id.
+        self.parked: dict[int, list[Entry]] = {}
+        # Held while Redis is away: finished generations whose events are
+        # not all written yet, requests claimed but not started, and
+        # requests to acknowledge.
+        self.backlog: dict[str, Inflight] = {}
+        self.unstarted: list[Entry] = []
+        self.retire_later: list[str] = []
+
+    def parked_count(self) -> int:
+        return sum(len(p) for p in self.parked.values())
+
+    def parked_ids(self) -> list[str]:
+        ids = []
+        for parked in list(self.parked.values()):
+            for _entry_id, fields in parked:
+                try:
+                    ids.append(request_id(fields))
+                except (KeyError, TypeError, ValueError):
+                    continue
+        return ids
+
+    def entry_ids(self) -> list[str]:
+        """The requests this worker has claimed and not finished."""
+        entry_ids = [item.entry_id for item in self.inflight.values()]
+        entry_ids += [entry_id for parked in self.parked.values() for entry_id, _f in parked]
+        entry_ids += [entry_id for entry_id, _fields in self.unstarted]
+        return entry_ids
+
+    def start(self, entry_id: str, fields: dict[str, str]) -> None:
+        """Start a claimed request, park it until its version is loaded,
+        or end it with an error event."""
+        try:
+            payload = json.loads(fields["payload"])
+            generation_id = str(payload["id"])
+        except (KeyError, TypeError, ValueError):
+            logger.error("Dropping malformed request %s", entry_id)
+            self.retire(entry_id)
+            return
+        version: VersionSpec | None = None
+        refusal: RequestError | None = None
+        try:
+            version = self.versions.version_for(payload.get("model_version_id"))
+        except RequestError as exc:
+            refusal = exc
+        if version is not None:
+            load_error = self.versions.load_errors.get(version.id)
+            if load_error is not None:
+                refusal = RequestError(
+                    f"model version {version.name} cannot be loaded: {load_error}"
+                )
+            elif version.id not in self.versions.engines:
+                # Wait for the version, still claimed by this worker.
+                self.parked.setdefault(version.id, []).append((entry_id, fields))
+                self.versions.load_start(version)
+                return
+        # Continue after what an earlier worker already streamed, if any.
+        try:
+            resumed = self.streams.resume(generation_id, entry_id, version or NO_VERSION)
+        except REDIS_DOWN as exc:
+            # Still claimed by this worker (renewed): started once Redis is back.
+            self.link.lost_mark(exc)
+            self.unstarted.append((entry_id, fields))
+            return
+        if resumed is None:  # the answer has ended already
+            self.retire(entry_id)
+            return
+        item, streamed = resumed
+        try:
+            if refusal is not None:
+                raise refusal
+            self._submit(item, payload, streamed)
+        except Exception as failure:
+            # Whatever the request holds (bad parameters, an unknown version,
+            # a conversation the chat template rejects), it ends here with
+            # an error event rather than coming back forever.
+            if not isinstance(failure, RequestError | SamplingError | TypeError):
+                logger.exception("Request %s failed to start", generation_id)
+            self.inflight.pop(generation_id, None)
+            item.text, item.output_filter = [], None
+            final = {"finish_reason": "error", "error": str(failure)}
+            code = getattr(failure, "code", "")
+            if code:
+                # Lets the API answer a prompt too long for the context
+                # with a 400 before it sends anything.
+                final["code"] = code
+            self.streams.publish(item, "error", **final)
+            self.complete(item, final)
+            return
+        self.streams.publish(
+            item, "start", model_version=item.version.name, worker=self.link.worker_id
+        )
+
+    def _submit(self, item: Inflight, payload: dict[str, Any], streamed: str) -> None:
+        """Put item's request into its version's engine, after the text
+        already streamed."""
+        params = SamplingParams.from_dict(payload.get("params"))
+        engine = self.versions.engines[item.version.id]
+        # Checked by the engine: what it refuses ends the request.
+        messages: Any = payload.get("messages")
+        prompt = engine.prompt_ids(messages)
+        if streamed:
+            prompt += engine.tokenizer.encode(streamed, add_special_tokens=False)
+            produced = max(len(engine.tokenizer.encode(streamed, add_special_tokens=False)), 1)
+            params = dataclasses.replace(
+                params, max_new_tokens=max(params.max_new_tokens - produced, 1)
+            )
+        factory = self._output_filter_factory
+        item.output_filter = factory(payload) if factory else None
+        item.text = [streamed]
+        self.inflight[item.generation_id] = item
+        engine.submit(
+            item.generation_id, prompt=prompt, params=params, output_filter=item.output_filter
+        )
+
+    def unpark(self, version_id: int) -> None:
+        """Start the requests that waited for a version now loaded (or
+        that failed to load: they end with an error event)."""
+        for entry_id, fields in self.parked.pop(version_id, []):
+            self.start(entry_id, fields)
+
+    def step(self) -> bool:
+        """One engine step for every engine with work; False when idle."""
+        busy = False
+        for engine in list(self.versions.engines.values()):
+            if engine.has_work():
+                busy = True
+                for event in engine.step():
+                    self.deliver(event)
+        if busy:
+            self._positions_publish()
+        return busy
+
+    def cancels_apply(self) -> None:
+        ids = list(self.inflight)
+        if not ids:
+            return
+        flags = self.link.redis.mget([self.link.keys.cancel(i) for i in ids])
+        for generation_id, flag in zip(ids, flags, strict=True):
+            if flag is not None:
+                item = self.inflight[generation_id]
+                self.versions.engines[item.version.id].cancel(generation_id)
+
+    def _positions_publish(self) -> None:
+        for engine in self.versions.engines.values():
+            for position, waiting in enumerate(engine.waiting, start=1):
+                item = self.inflight.get(waiting.id)
+                if item is not None and item.position != position:
+                    item.position = position
+                    self.streams.publish(item, "queued", position=position)
+
+    def deliver(self, event: Event) -> None:
+        item = self.inflight.get(event.request_id)
+        if item is None:
+            return
+        if event.text:
+            item.text.append(event.text)
+            if not self.streams.publish(item, "text", text=event.text):
+                # Another worker continues this generation: let it.
+                self.inflight.pop(event.request_id, None)
+                self.versions.engines[item.version.id].cancel(event.request_id)
+                return
+        if not event.finished:
+            return
+        final: dict[str, Any]
+        if event.error:
+            final = {"finish_reason": "error", "error": event.error}
+            owned = self.streams.publish(item, "error", **final)
+        else:
+            final = {
+                "finish_reason": event.finish_reason,
+                "usage": {
+                    "prompt_tokens": event.prompt_tokens,
+                    "completion_tokens": event.completion_tokens,
+                },
+                "timings": event.timings,
+                "model_version": item.version.name,
+                "model_version_id": item.version.id,
+            }
+            report = getattr(item.output_filter, "report", None)
+            filtered = report() if report is not None else {}
+            if filtered.get("notice"):
+                final["notice"] = filtered["notice"]
+            owned = self.streams.publish(item, "done", **final)
+            if filtered.get("hits"):
+                # Kept out of the stream that clients read: excerpts quote
+                # the filtered text.
+                final = {**final, "filter_hits": filtered["hits"]}
+        self.inflight.pop(event.request_id, None)
+        if not owned:
+            # Another worker runs it now: it acknowledges and stores it.
+            return
+        self.metrics.finished(
+            finish_reason=final["finish_reason"],
+            prompt_tokens=event.prompt_tokens,
+            completion_tokens=event.completion_tokens,
+            timings=event.timings,
+            gaps=event.token_gaps or (),
+        )
+        self.complete(item, final)
+
+    def retire(self, entry_id: str) -> None:
+        """Acknowledge a request and remove it: the stream holds only
+        unfinished work. While Redis is away, do it once it is back."""
+        if self.link.lost:
+            self.retire_later.append(entry_id)
+            return
+        keys = self.link.keys
+        try:
+            pipe = self.link.redis.pipeline(transaction=False)
+            pipe.xack(keys.requests, keys.group, entry_id)
+            pipe.xdel(keys.requests, entry_id)
+            pipe.execute()
+        except REDIS_DOWN as exc:
+            self.link.lost_mark(exc)
+            self.retire_later.append(entry_id)
+
+    def complete(self, item: Inflight, final: dict[str, Any]) -> None:
+        if item.unpublished:
+            # Written once Redis is back, with the request acknowledged then.
+            self.backlog[item.generation_id] = item
+        self.retire(item.entry_id)
+        if not self.link.lost:
+            try:
+                self.link.redis.delete(self.link.keys.cancel(item.generation_id))
+            except REDIS_DOWN as exc:
+                self.link.lost_mark(exc)
+        if self._on_finished is not None:
+            try:
+                self._on_finished(item.generation_id, final, "".join(item.text))
+            except Exception:
+                logger.exception("Storing generation %s failed", item.generation_id)
+
+    def drop(self, item: Inflight) -> None:
+        """Forget a generation another worker has taken over."""
+        self.backlog.pop(item.generation_id, None)
+        if item.entry_id in self.retire_later:
+            self.retire_later.remove(item.entry_id)
+        if self.inflight.pop(item.generation_id, None) is not None:
+            engine = self.versions.engines.get(item.version.id)
+            if engine is not None:
+                engine.cancel(item.generation_id)
