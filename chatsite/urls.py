@@ -3,7 +3,7 @@ from django.urls import include, path
 
 urlpatterns = [
     path("admin/", admin.site.urls),
-    path("dashboard/", include("models_admin.urls")),
+    path("dashboard/", include("models_admin.dashboard.urls")),
     path("", include("inference.urls")),
     path("", include("chat.urls")),
 ]

@@ -14,7 +14,7 @@ from django.urls import reverse
 
 from chat.models import ApiKey, ApiRequest
 from chat.services.api_keys import api_key_authenticate, api_key_create, api_key_revoke
-from models_admin.selectors.api_usage import api_month_start
+from models_admin.dashboard.selectors.api_usage import api_month_start
 from tests.factories import UserFactory
 
 pytestmark = pytest.mark.django_db

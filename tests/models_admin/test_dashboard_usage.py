@@ -18,9 +18,8 @@ from django.utils import timezone
 
 from chat.models import Conversation, Feedback, Message
 from inference.connection import requests_stream_key, worker_heartbeat_key
-from models_admin.models import Dataset, ModelVersion, TrainingJob
-from models_admin.selectors import usage as usage_selectors
-from models_admin.selectors.usage import (
+from models_admin.dashboard.selectors import usage as usage_selectors
+from models_admin.dashboard.selectors.usage import (
     MAX_WINDOW_DAYS,
     live_load,
     usage_by_day,
@@ -31,6 +30,7 @@ from models_admin.selectors.usage import (
     usage_window,
     version_stats,
 )
+from models_admin.models import Dataset, ModelVersion, TrainingJob
 from models_admin.services.model_versions import canary_start, model_version_promote
 from tests.conftest import free_port
 from tests.factories import ModelVersionFactory, UserFactory

@@ -17,9 +17,9 @@ from django.urls import reverse
 from chat.models import Conversation, Feedback, Message
 from inference.client import generation_events_sync
 from inference.worker import VersionSpec
+from models_admin.dashboard.views import versions as versions_views
 from models_admin.models import Canary, ModelVersion, Promotion
 from models_admin.services.model_versions import canary_start, model_version_promote
-from models_admin.views import versions as versions_views
 from tests.factories import ModelVersionFactory, UserFactory
 
 ASK = reverse("dashboard:compare-ask")

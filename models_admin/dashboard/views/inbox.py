@@ -31,8 +31,8 @@ from chat.services.widget import (
     handoff_take,
     site_online,
 )
-from models_admin.forms.widget import InboxFilterForm, InboxReplyForm
-from models_admin.selectors.inbox import (
+from models_admin.dashboard.forms.widget import InboxFilterForm, InboxReplyForm
+from models_admin.dashboard.selectors.inbox import (
     inbox_conversation_get,
     inbox_counts,
     inbox_messages,
@@ -40,7 +40,7 @@ from models_admin.selectors.inbox import (
     inbox_visitor_facts,
     visitor_label,
 )
-from models_admin.views.access import permission_required
+from models_admin.dashboard.views.access import permission_required
 
 logger = logging.getLogger(__name__)
 

@@ -17,14 +17,13 @@ from django.utils.html import format_html
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
-from models_admin.forms.review import (
+from models_admin.dashboard.forms.review import (
     DatasetAddForm,
     FlagForm,
     ReviewFilterForm,
     ReviewLogFilterForm,
 )
-from models_admin.models import ReviewEvent
-from models_admin.selectors.review import (
+from models_admin.dashboard.selectors.review import (
     conversation_review_get,
     conversation_review_load,
     conversations_for_review,
@@ -32,13 +31,14 @@ from models_admin.selectors.review import (
     review_events_list,
     review_events_page,
 )
-from models_admin.services.review import (
+from models_admin.dashboard.services.review import (
     conversation_flag,
     conversation_unflag,
     conversations_dataset_add,
     review_event_record,
 )
-from models_admin.views.access import permission_required
+from models_admin.dashboard.views.access import permission_required
+from models_admin.models import ReviewEvent
 
 PERMISSION = "chat.review_conversation"
 

@@ -27,7 +27,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from chat.views.body import BodyError, json_body
-from models_admin.forms.filters import (
+from models_admin.dashboard.forms.filters import (
     TEST_TEXT_MAX_CHARS,
     FilterHitFilterForm,
     FilterImportForm,
@@ -35,8 +35,7 @@ from models_admin.forms.filters import (
     FilterTestForm,
     FilterToggleForm,
 )
-from models_admin.models import FilterRule
-from models_admin.selectors.filter_audit import (
+from models_admin.dashboard.selectors.filter_audit import (
     filter_hit_totals,
     filter_hits_list,
     filter_hits_page,
@@ -45,6 +44,9 @@ from models_admin.selectors.filter_audit import (
     filter_rule_hit_count,
     filter_rules_overview,
 )
+from models_admin.dashboard.services.review import filter_hit_excerpts_viewed
+from models_admin.dashboard.views.access import permission_required, staff_required
+from models_admin.models import FilterRule
 from models_admin.selectors.filters import filter_rules_export, filter_specs
 from models_admin.services.filters import (
     filter_rule_delete,
@@ -52,8 +54,6 @@ from models_admin.services.filters import (
     filter_rule_save,
     filter_rules_import,
 )
-from models_admin.services.review import filter_hit_excerpts_viewed
-from models_admin.views.access import permission_required, staff_required
 
 logger = logging.getLogger(__name__)
 

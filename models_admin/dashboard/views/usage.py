@@ -15,15 +15,15 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
 from chat.models import Conversation
-from models_admin.models import ModelVersion
-from models_admin.selectors.usage import (
+from models_admin.dashboard.selectors.usage import (
     DEFAULT_PERIOD,
     PERIODS,
     UsageWindow,
     usage_report,
     usage_window,
 )
-from models_admin.views.access import staff_required
+from models_admin.dashboard.views.access import staff_required
+from models_admin.models import ModelVersion
 
 
 class UsageFilterForm(forms.Form):

@@ -16,9 +16,9 @@ from django.core.exceptions import ValidationError
 
 from chat.models import WidgetSite
 from inference.content_filter import PRESETS
-from models_admin.forms.common import DateRangeForm
+from models_admin.dashboard.forms.common import DateRangeForm
+from models_admin.dashboard.selectors.filter_audit import GONE_PREFIX, filter_hit_rule_choices
 from models_admin.models import FilterRule
-from models_admin.selectors.filter_audit import GONE_PREFIX, filter_hit_rule_choices
 from models_admin.services.filters import RULE_FIELDS
 
 ANY = ("", "Any")

@@ -9,14 +9,14 @@ from django import forms
 from django.contrib.auth import get_user_model
 
 from chat.models import Conversation
-from models_admin.forms.common import DateRangeForm
-from models_admin.models import Dataset, ReviewEvent
-from models_admin.selectors.review import (
+from models_admin.dashboard.forms.common import DateRangeForm
+from models_admin.dashboard.selectors.review import (
     Feedbacks,
     review_datasets_list,
     review_source_choices,
     review_staff_list,
 )
+from models_admin.models import Dataset, ReviewEvent
 
 ANY = ("", "Any")
 

@@ -3,7 +3,7 @@ routes in its view module."""
 
 from django.urls import include, path
 
-from models_admin.views import (
+from models_admin.dashboard.views import (
     api_keys,
     filters,
     inbox,

@@ -20,8 +20,8 @@ from django.urls import path
 from django.views.decorators.http import require_GET, require_POST
 
 from chat.models import ApiKey
-from models_admin.forms.api_keys import ApiKeyFilterForm, ApiKeyLimitsForm
-from models_admin.selectors.api_usage import (
+from models_admin.dashboard.forms.api_keys import ApiKeyFilterForm, ApiKeyLimitsForm
+from models_admin.dashboard.selectors.api_usage import (
     USAGE_DAYS,
     api_key_get,
     api_key_limits,
@@ -33,8 +33,8 @@ from models_admin.selectors.api_usage import (
     api_keys_totals,
     api_owner_tokens_month,
 )
-from models_admin.services.api_keys_admin import api_key_admin_revoke, api_key_limits_set
-from models_admin.views.access import permission_required, staff_required
+from models_admin.dashboard.services.api_keys import api_key_admin_revoke, api_key_limits_set
+from models_admin.dashboard.views.access import permission_required, staff_required
 
 logger = logging.getLogger(__name__)
 

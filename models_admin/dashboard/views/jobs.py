@@ -22,13 +22,13 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import path, reverse
 from django.views.decorators.http import require_POST
 
+from models_admin.dashboard.forms.jobs import PARAM_TEXT, DatasetUploadForm, TrainingJobForm
+from models_admin.dashboard.views.access import permission_required, staff_required
 from models_admin.dataset_format import DatasetFormatError
-from models_admin.forms.jobs import PARAM_TEXT, DatasetUploadForm, TrainingJobForm
 from models_admin.models import Dataset, ModelVersion, TrainingJob
 from models_admin.selectors import dataset_preview, model_version_get_production
 from models_admin.services.datasets import dataset_upload
 from models_admin.services.training import PARAMS, training_job_cancel, training_job_create
-from models_admin.views.access import permission_required, staff_required
 
 RUN_TRAINING = "models_admin.run_trainingjob"
 

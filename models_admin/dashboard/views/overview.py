@@ -12,8 +12,12 @@ from django.urls import path, reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
-from models_admin.selectors.usage import overview_figures, promotions_recent, serving_overview
-from models_admin.views.access import staff_required
+from models_admin.dashboard.selectors.usage import (
+    overview_figures,
+    promotions_recent,
+    serving_overview,
+)
+from models_admin.dashboard.views.access import staff_required
 
 
 def _figures() -> dict[str, Any]:

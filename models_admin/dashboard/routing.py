@@ -1,6 +1,6 @@
 from django.urls import path
 
-from models_admin.consumers import DashboardConsumer
+from models_admin.dashboard.consumers import DashboardConsumer
 
 websocket_urlpatterns = [
     path("ws/dashboard/", DashboardConsumer.as_asgi()),

@@ -25,7 +25,7 @@ from django.http import Http404
 
 from chat.consumers import CLOSE_POLICY, FrameBucket, SocketConsumer
 from chat.services.events import conversation_group
-from models_admin.selectors.inbox import inbox_conversation_get
+from models_admin.dashboard.selectors.inbox import inbox_conversation_get
 from models_admin.services.events import dashboard_group
 
 logger = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 
 from chat.models import ApiKey
-from models_admin.selectors.api_usage import (
+from models_admin.dashboard.selectors.api_usage import (
     DEFAULT_SORT,
     SORTS,
     STATES,

@@ -30,13 +30,13 @@ from chat.services.widget import (
     widget_site_save,
     widget_site_secret_rotate,
 )
-from models_admin.forms.widget import WidgetSiteForm
-from models_admin.selectors.inbox import (
+from models_admin.dashboard.forms.widget import WidgetSiteForm
+from models_admin.dashboard.selectors.inbox import (
     widget_site_counts,
     widget_site_get,
     widget_sites_overview,
 )
-from models_admin.views.access import permission_required, staff_required
+from models_admin.dashboard.views.access import permission_required, staff_required
 
 logger = logging.getLogger(__name__)
 

@@ -48,7 +48,7 @@ from inference.client import (
 )
 from inference.protocol import StreamEvent
 from inference.sampling import SamplingError
-from models_admin.forms.versions import (
+from models_admin.dashboard.forms.versions import (
     CanaryForm,
     CompareAskForm,
     CompareForm,
@@ -56,16 +56,16 @@ from models_admin.forms.versions import (
     RollbackForm,
     VersionFilterForm,
 )
+from models_admin.dashboard.selectors.usage import answer_tokens_per_s, version_stats
+from models_admin.dashboard.views.access import permission_required, staff_required, user_is_staff
 from models_admin.models import Canary, ModelVersion, Promotion
 from models_admin.selectors import canary_get_active, model_version_get_production
-from models_admin.selectors.usage import answer_tokens_per_s, version_stats
 from models_admin.services.model_versions import (
     canary_start,
     canary_stop,
     model_version_promote,
     model_version_rollback,
 )
-from models_admin.views.access import permission_required, staff_required, user_is_staff
 
 logger = logging.getLogger(__name__)
 

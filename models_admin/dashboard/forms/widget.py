@@ -18,8 +18,8 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 
 from chat.models import WidgetSite
+from models_admin.dashboard.selectors.inbox import INBOX_STATES, widget_site_choices
 from models_admin.models import ModelVersion
-from models_admin.selectors.inbox import INBOX_STATES, widget_site_choices
 
 ANY = ("", "Any")
 #: The weekdays as ``business_hours["days"]`` names them, with labels.
