@@ -177,7 +177,8 @@ class UsageWindow:
         }
 
 
-def _midnight(day: date) -> datetime:
+def local_midnight(day: date) -> datetime:
+    """The start of ``day`` in settings.TIME_ZONE."""
     return timezone.make_aware(datetime.combine(day, time.min), timezone.get_default_timezone())
 
 
@@ -204,12 +205,12 @@ def usage_window(
     now = now or timezone.now()
     today = timezone.localtime(now, timezone.get_default_timezone()).date()
     if period == "today":
-        start, end = _midnight(today), now
+        start, end = local_midnight(today), now
     elif period == "24h":
         start, end = now - timedelta(hours=24), now
     elif period in ("7d", "30d"):
         count = int(period.removesuffix("d"))
-        start, end = _midnight(today - timedelta(days=count - 1)), now
+        start, end = local_midnight(today - timedelta(days=count - 1)), now
     elif period == "custom":
         if first_day is None:
             raise ValueError("Choose the first day of the range.")
@@ -218,7 +219,7 @@ def usage_window(
             raise ValueError("The last day is before the first day.")
         if (last_day - first_day).days + 1 > MAX_WINDOW_DAYS:
             raise ValueError(f"Choose at most {MAX_WINDOW_DAYS} days.")
-        start, end = _midnight(first_day), _midnight(last_day + timedelta(days=1))
+        start, end = local_midnight(first_day), local_midnight(last_day + timedelta(days=1))
     else:
         raise ValueError(f"Unknown period {period!r}.")
     return UsageWindow(period=period, start=start, end=end, days=_days_between(start, end))

@@ -13,12 +13,9 @@ from django.db import transaction
 from django.utils import timezone
 
 from chat.models import Conversation, Feedback
+from chat.services.exports import conversation_training_messages
 from models_admin.models import Dataset, FilterHit, ReviewEvent
-from models_admin.services.datasets import (
-    conversation_training_messages,
-    dataset_append,
-    dataset_create,
-)
+from models_admin.services.datasets import dataset_append, dataset_create
 
 logger = logging.getLogger(__name__)
 

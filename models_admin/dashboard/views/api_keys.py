@@ -20,11 +20,10 @@ from django.urls import path
 from django.views.decorators.http import require_GET, require_POST
 
 from chat.models import ApiKey
+from chat.selectors import api_key_get, api_key_limits
 from models_admin.dashboard.forms.api_keys import ApiKeyFilterForm, ApiKeyLimitsForm
 from models_admin.dashboard.selectors.api_usage import (
     USAGE_DAYS,
-    api_key_get,
-    api_key_limits,
     api_key_requests_page,
     api_key_usage,
     api_key_usage_by_day,

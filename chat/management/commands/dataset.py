@@ -9,15 +9,11 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
+from chat.services.exports import dataset_export
 from models_admin.dataset_format import DatasetFormatError
 from models_admin.models import Dataset
 from models_admin.selectors import dataset_preview
-from models_admin.services.datasets import (
-    DEMO_NAME,
-    dataset_demo_create,
-    dataset_export,
-    dataset_upload,
-)
+from models_admin.services.datasets import DEMO_NAME, dataset_demo_create, dataset_upload
 
 
 def _date(value: str) -> datetime:
