@@ -24,7 +24,7 @@ from chat.services.messages import (
     message_send,
 )
 from inference.connection import requests_stream_key
-from models_admin.dashboard.selectors.usage import version_stats
+from models_admin.dashboard.selectors.figures import version_stats
 from models_admin.models import FilterHit
 from models_admin.services import model_version_create, model_version_promote
 from models_admin.services.filters import filter_rule_save

@@ -12,7 +12,7 @@ from django.contrib.auth.models import Permission
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
-from models_admin.dashboard.views.jobs import curve_series, duration_format
+from models_admin.dashboard.selectors.jobs import curve_series, duration_format
 from models_admin.models import Dataset, ModelVersion, TrainingJob
 from models_admin.services.datasets import dataset_create
 from models_admin.services.training import (

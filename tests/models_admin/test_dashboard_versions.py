@@ -17,7 +17,8 @@ from django.urls import reverse
 from chat.models import Conversation, Feedback, Message
 from inference.client import generation_events_sync
 from inference.worker import VersionSpec
-from models_admin.dashboard.views import versions as versions_views
+from models_admin.dashboard.selectors.versions import MISSING
+from models_admin.dashboard.views import compare as compare_views
 from models_admin.models import Canary, ModelVersion, Promotion
 from models_admin.services.model_versions import canary_start, model_version_promote
 from tests.factories import ModelVersionFactory, UserFactory
@@ -396,7 +397,7 @@ def test_compare_sets_metrics_and_answers_side_by_side_with_the_best_marked(
     assert [c["best"] for c in rows["Eval loss"]] == [False, True, False]
     assert [c["best"] for c in rows["Perplexity"]] == [False, True, False]
     assert [c["best"] for c in rows["Tokens/s"]] == [False, False, True]
-    assert [c["display"] for c in rows["Perplexity"]] == ["12.18", "8.17", versions_views.MISSING]
+    assert [c["display"] for c in rows["Perplexity"]] == ["12.18", "8.17", MISSING]
     answers = {row["prompt"]: row["cells"] for row in response.context["answer_rows"]}
     assert answers["Where is my order?"] == [None, "It ships <b>today</b>.", "On its way."]
     assert answers["Opening hours?"] == [None, None, "Nine to six."]
@@ -511,13 +512,13 @@ def test_a_browser_leaving_ask_all_cancels_the_generations(served_pair, monkeypa
     away; every generation still running ends as cancelled."""
     first, second = served_pair
     cancelled: list[str] = []
-    real_cancel = versions_views.generation_cancel
+    real_cancel = compare_views.generation_cancel
 
     def cancel(generation_id: str) -> None:
         cancelled.append(generation_id)
         real_cancel(generation_id)
 
-    monkeypatch.setattr(versions_views, "generation_cancel", cancel)
+    monkeypatch.setattr(compare_views, "generation_cancel", cancel)
     login = Client()
     login.force_login(UserFactory(is_staff=True))
     session = login.cookies[settings.SESSION_COOKIE_NAME].value

@@ -11,9 +11,9 @@ from typing import Any, cast
 
 from django import forms
 from django.conf import settings
-from django.core.exceptions import ValidationError
 
 from chat.models import ApiKey
+from models_admin.dashboard.forms.common import ANY, ListFilterForm, ServiceForm
 from models_admin.dashboard.selectors.api_usage import (
     DEFAULT_SORT,
     SORTS,
@@ -21,13 +21,12 @@ from models_admin.dashboard.selectors.api_usage import (
     api_key_user_choices,
 )
 
-ANY = ("", "Any")
 #: The largest values the columns hold.
 RATE_LIMIT_MAX = 2**31 - 1
 TOKEN_QUOTA_MAX = 2**63 - 1
 
 
-class ApiKeyFilterForm(forms.Form):
+class ApiKeyFilterForm(ListFilterForm):
     """The key list's filters and order, read from the query string."""
 
     user = forms.ChoiceField(label="User", required=False)
@@ -48,10 +47,7 @@ class ApiKeyFilterForm(forms.Form):
     def selector_kwargs(self) -> dict[str, Any]:
         """The filters as arguments of ``api_keys_list``; an invalid one is
         left out (and shown with its error)."""
-        if not self.is_bound:
-            return {"sort": DEFAULT_SORT}
-        self.is_valid()
-        data = getattr(self, "cleaned_data", {})
+        data = self.valid_data()
         user = data.get("user") or ""
         return {
             "user_id": int(user) if user else None,
@@ -60,7 +56,7 @@ class ApiKeyFilterForm(forms.Form):
         }
 
 
-class ApiKeyLimitsForm(forms.Form):
+class ApiKeyLimitsForm(ServiceForm):
     """A key's limits; an empty limit means the site default."""
 
     rate_limit_per_minute = forms.IntegerField(
@@ -103,15 +99,3 @@ class ApiKeyLimitsForm(forms.Form):
             "monthly_token_quota": key.monthly_token_quota,
             "all_versions": key.all_versions,
         }
-
-    def add_service_errors(self, exc: ValidationError) -> None:
-        """Show a service's ValidationError next to the fields it names;
-        what names no field goes above the form."""
-        if not hasattr(exc, "error_dict"):
-            self.add_error(None, exc.messages)
-            return
-        for name, messages in exc.message_dict.items():
-            if name in self.fields:
-                self.add_error(name, messages)
-            else:
-                self.add_error(None, messages)

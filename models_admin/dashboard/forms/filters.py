@@ -16,12 +16,17 @@ from django.core.exceptions import ValidationError
 
 from chat.models import WidgetSite
 from inference.content_filter import PRESETS
-from models_admin.dashboard.forms.common import DateRangeForm
+from models_admin.dashboard.forms.common import (
+    ANY,
+    DateRangeForm,
+    ListFilterForm,
+    ServiceForm,
+    date_field,
+)
 from models_admin.dashboard.selectors.filter_audit import GONE_PREFIX, filter_hit_rule_choices
 from models_admin.models import FilterRule
 from models_admin.services.filters import RULE_FIELDS
 
-ANY = ("", "Any")
 #: Longest sample text the test panel runs rules on.
 TEST_TEXT_MAX_CHARS = 20_000
 #: Largest rules file the import reads.
@@ -60,7 +65,7 @@ TEST_SURFACES = [
 ]
 
 
-class FilterRuleForm(forms.Form):
+class FilterRuleForm(ServiceForm):
     """Every field of a rule. A valid form's ``rule_data()`` is what
     ``filter_rule_save`` takes.
 
@@ -197,23 +202,6 @@ class FilterRuleForm(forms.Form):
         spec["id"] = None
         return spec
 
-    def add_service_errors(self, exc: ValidationError) -> None:
-        """Show a service's ValidationError next to the fields it names;
-        what names no field goes above the form."""
-        if not hasattr(exc, "error_dict"):
-            self.add_error(None, exc.messages)
-            return
-        for name, messages in exc.message_dict.items():
-            if name in self.fields:
-                self.add_error(name, messages)
-            elif name == "__all__":
-                self.add_error(None, messages)
-            else:
-                self.add_error(None, [f"{name}: {message}" for message in messages])
-
-    def errors_by_field(self) -> dict[str, list[str]]:
-        return {name: [str(e) for e in errors] for name, errors in self.errors.items()}
-
 
 class FilterToggleForm(forms.Form):
     """Switch a rule on or off; the state is explicit, so a second click
@@ -255,9 +243,6 @@ class FilterTestForm(forms.Form):
         rules.queryset = FilterRule.objects.order_by("priority", "id")
         if not self.is_bound:
             rules.initial = list(rules.queryset.filter(enabled=True).values_list("pk", flat=True))
-
-    def errors_by_field(self) -> dict[str, list[str]]:
-        return {name: [str(e) for e in errors] for name, errors in self.errors.items()}
 
 
 class FilterImportForm(forms.Form):
@@ -301,7 +286,7 @@ class FilterImportForm(forms.Form):
         return upload
 
 
-class FilterHitFilterForm(DateRangeForm):
+class FilterHitFilterForm(ListFilterForm, DateRangeForm):
     """The hit list's filters, read from the query string; every field may
     be left empty.
 
@@ -315,12 +300,8 @@ class FilterHitFilterForm(DateRangeForm):
     )
     scope = forms.ChoiceField(label="Scope", choices=[ANY, *TEST_SCOPES], required=False)
     surface = forms.ChoiceField(label="Surface", choices=[ANY, *TEST_SURFACES], required=False)
-    date_from = forms.DateField(
-        label="From", required=False, widget=forms.DateInput(attrs={"type": "date"})
-    )
-    date_to = forms.DateField(
-        label="To", required=False, widget=forms.DateInput(attrs={"type": "date"})
-    )
+    date_from = date_field("From")
+    date_to = date_field("To")
     q = forms.CharField(
         label="Text",
         required=False,
@@ -339,10 +320,7 @@ class FilterHitFilterForm(DateRangeForm):
     def selector_kwargs(self) -> dict[str, Any]:
         """The filters as arguments of ``filter_hits_list``; an invalid one
         is left out (and shown with its error)."""
-        if not self.is_bound:
-            return {}
-        self.is_valid()
-        data = getattr(self, "cleaned_data", {})
+        data = self.valid_data()
         rule = data.get("rule") or ""
         kwargs: dict[str, Any] = {
             "action": data.get("action") or "",

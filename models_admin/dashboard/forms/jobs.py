@@ -1,4 +1,4 @@
-"""Forms of the training area: a new training job and a dataset upload.
+"""The form of a new training job.
 
 The forms parse and show input; the services decide. Hyperparameters are
 checked by ``training_params_validate`` so the page and the service give
@@ -14,6 +14,7 @@ from django import forms
 from django.core.exceptions import ValidationError
 from django.db.models import Case, IntegerField, Value, When
 
+from models_admin.dashboard.forms.common import ServiceForm, VersionChoiceField
 from models_admin.models import Dataset, ModelVersion, TrainingJob
 from models_admin.services.training import PARAMS, training_params_validate
 
@@ -53,9 +54,6 @@ KIND_TEXT = {
         "student version you choose."
     ),
 }
-
-#: The size ``jsonl_parse`` accepts; larger files are refused unread.
-UPLOAD_MAX_BYTES = 50_000_000
 
 
 def _number_attrs(kind_type: type, low: float, high: float) -> dict[str, Any]:
@@ -114,13 +112,6 @@ class _DatasetChoice(forms.ModelChoiceField):
         return f"{obj.name} ({train:,} train / {evaluation:,} eval)"
 
 
-class _VersionChoice(forms.ModelChoiceField):
-    def label_from_instance(self, obj: Any) -> str:
-        if obj.state == ModelVersion.State.CANDIDATE:
-            return obj.name
-        return f"{obj.name} ({obj.get_state_display().lower()})"
-
-
 def _versions() -> Any:
     """Production first, then candidates, then archived; newest first."""
     rank = Case(
@@ -132,7 +123,7 @@ def _versions() -> Any:
     return ModelVersion.objects.annotate(rank=rank).order_by("rank", "-created_at", "-id")
 
 
-class TrainingJobForm(forms.Form):
+class TrainingJobForm(ServiceForm):
     """Kind, data, versions and every hyperparameter of ``PARAMS``.
 
     A valid form has ``params``: the hyperparameters as
@@ -145,13 +136,15 @@ class TrainingJobForm(forms.Form):
         widget=forms.RadioSelect,
     )
     dataset = _DatasetChoice(queryset=Dataset.objects.order_by("-created_at", "-id"))
-    base_version = _VersionChoice(
+    base_version = VersionChoiceField(
         queryset=ModelVersion.objects.none(),
+        plain_states=[ModelVersion.State.CANDIDATE],
         label="Base version",
         help_text="The model fine-tuned, or the teacher of a distillation.",
     )
-    student_version = _VersionChoice(
+    student_version = VersionChoiceField(
         queryset=ModelVersion.objects.none(),
+        plain_states=[ModelVersion.State.CANDIDATE],
         required=False,
         label="Student version",
         empty_label="A copy of the teacher with fewer layers",
@@ -227,65 +220,7 @@ class TrainingJobForm(forms.Form):
             self.add_service_errors(exc)
         return cleaned
 
-    def add_service_errors(self, exc: ValidationError) -> None:
-        """Show a service's ValidationError next to the fields it names;
-        what names no field goes above the form."""
-        if not hasattr(exc, "error_dict"):
-            self.add_error(None, exc.messages)
-            return
-        for name, messages in exc.message_dict.items():
-            field = name if name in self.fields else None
-            if field is not None and field in self.errors and field in PARAMS:
-                continue  # the field's own parse error already says it
-            if field is None and name != "__all__":
-                messages = [f"{name}: {message}" for message in messages]
-            self.add_error(field, messages)
-
-
-class DatasetUploadForm(forms.Form):
-    name = forms.CharField(max_length=200, help_text="Unique; jobs and versions show it.")
-    description = forms.CharField(
-        required=False,
-        widget=forms.Textarea(attrs={"rows": 3}),
-        help_text="Where the data comes from and what it teaches.",
-    )
-    eval_fraction = forms.FloatField(
-        initial=0.1,
-        label="Eval fraction",
-        help_text="Share of the conversations held out to measure eval loss (0 to 0.9).",
-        widget=forms.NumberInput(attrs={"min": "0", "max": "0.9", "step": "0.01"}),
-    )
-    file = forms.FileField(
-        label="JSONL file",
-        help_text=(
-            'One conversation a line: {"messages": [{"role": "user", "content": "..."}, '
-            '{"role": "assistant", "content": "..."}]}. An optional system message comes '
-            "first; turns alternate and end with the assistant."
-        ),
-        widget=forms.ClearableFileInput(attrs={"accept": ".jsonl,.json,.txt,application/json"}),
-    )
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("label_suffix", "")  # labels as on the job form
-        super().__init__(*args, **kwargs)
-
-    def clean_file(self) -> Any:
-        upload = self.cleaned_data["file"]
-        if upload.size > UPLOAD_MAX_BYTES:
-            raise ValidationError(
-                f"The file is {upload.size:,} bytes; the limit is {UPLOAD_MAX_BYTES:,}."
-            )
-        return upload
-
-    def add_service_errors(self, exc: ValidationError) -> None:
-        """Show a service's ValidationError next to the fields it names."""
-        if not hasattr(exc, "error_dict"):
-            self.add_error(None, exc.messages)
-            return
-        for name, messages in exc.message_dict.items():
-            if name == "conversations":
-                self.add_error("file", messages)
-            elif name in self.fields:
-                self.add_error(name, messages)
-            else:
-                self.add_error(None, messages)
+    def add_service_error(self, name: str, messages: list[str]) -> None:
+        if name in PARAMS and name in self.errors:
+            return  # the field's own parse error already says it
+        super().add_service_error(name, messages)

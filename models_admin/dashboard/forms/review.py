@@ -9,7 +9,7 @@ from django import forms
 from django.contrib.auth import get_user_model
 
 from chat.models import Conversation
-from models_admin.dashboard.forms.common import DateRangeForm
+from models_admin.dashboard.forms.common import ANY, DateRangeForm, ListFilterForm, date_field
 from models_admin.dashboard.selectors.review import (
     Feedbacks,
     review_datasets_list,
@@ -18,18 +18,8 @@ from models_admin.dashboard.selectors.review import (
 )
 from models_admin.models import Dataset, ReviewEvent
 
-ANY = ("", "Any")
 
-
-class _FilterForm(forms.Form):
-    def _valid_data(self) -> dict[str, Any]:
-        if not self.is_bound:
-            return {}
-        self.is_valid()
-        return self.cleaned_data
-
-
-class ReviewFilterForm(_FilterForm, DateRangeForm):
+class ReviewFilterForm(ListFilterForm, DateRangeForm):
     """The list's filters, read from the query string; every field may be
     left empty."""
 
@@ -56,12 +46,8 @@ class ReviewFilterForm(_FilterForm, DateRangeForm):
     feedback = forms.ChoiceField(label="Feedback", choices=FEEDBACK_CHOICES, required=False)
     flagged = forms.ChoiceField(label="Flagged", choices=FLAGGED_CHOICES, required=False)
     source = forms.ChoiceField(label="Source", required=False)
-    date_from = forms.DateField(
-        label="Updated from", required=False, widget=forms.DateInput(attrs={"type": "date"})
-    )
-    date_to = forms.DateField(
-        label="Updated to", required=False, widget=forms.DateInput(attrs={"type": "date"})
-    )
+    date_from = date_field("Updated from")
+    date_to = date_field("Updated to")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -71,7 +57,7 @@ class ReviewFilterForm(_FilterForm, DateRangeForm):
     def selector_kwargs(self) -> dict[str, Any]:
         """The filters as arguments of ``conversations_for_review``; an
         invalid one is left out (and shown with its error)."""
-        data = self._valid_data()
+        data = self.valid_data()
         flagged = {"yes": True, "no": False}.get(data.get("flagged") or "")
         return {
             "query": data.get("q") or "",
@@ -147,7 +133,7 @@ class DatasetAddForm(forms.Form):
         return data
 
 
-class ReviewLogFilterForm(_FilterForm):
+class ReviewLogFilterForm(ListFilterForm):
     staff = forms.ModelChoiceField(
         label="Staff", queryset=get_user_model().objects.none(), required=False, empty_label="Any"
     )
@@ -160,6 +146,6 @@ class ReviewLogFilterForm(_FilterForm):
         cast(forms.ModelChoiceField, self.fields["staff"]).queryset = review_staff_list()
 
     def selector_kwargs(self) -> dict[str, Any]:
-        data = self._valid_data()
+        data = self.valid_data()
         staff = data.get("staff")
         return {"staff_id": staff.pk if staff else None, "action": data.get("action") or ""}

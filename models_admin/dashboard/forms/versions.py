@@ -8,6 +8,7 @@ from typing import Any
 from django import forms
 from django.core.exceptions import ValidationError
 
+from models_admin.dashboard.forms.common import VersionChoiceField
 from models_admin.models import ModelVersion
 
 #: How many versions the compare page puts side by side.
@@ -51,19 +52,13 @@ class RollbackForm(forms.Form):
     )
 
 
-class _VersionChoiceField(forms.ModelChoiceField):
-    def label_from_instance(self, obj: ModelVersion) -> str:
-        if obj.state == ModelVersion.State.ARCHIVED:
-            return f"{obj.name} (archived)"
-        return obj.name
-
-
 class CanaryForm(forms.Form):
     """Start a canary, or change the share of the one running when the
     same version is chosen."""
 
-    version = _VersionChoiceField(
+    version = VersionChoiceField(
         queryset=ModelVersion.objects.exclude(state=ModelVersion.State.PRODUCTION),
+        plain_states=[ModelVersion.State.CANDIDATE, ModelVersion.State.PRODUCTION],
         empty_label=None,
         error_messages={"invalid_choice": "Choose a version that is not in production."},
     )

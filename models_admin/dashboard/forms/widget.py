@@ -1,5 +1,5 @@
-"""Forms of the widget areas: a widget site (with its business hours as
-opening times per weekday), the inbox's filters and a staff reply.
+"""The form of a widget site, with its business hours as opening times
+per weekday.
 
 The site form parses what staff type; ``widget_site_save`` decides
 whether a site is acceptable (origins, colour, business hours), and its
@@ -15,13 +15,11 @@ from zoneinfo import available_timezones
 
 from django import forms
 from django.conf import settings
-from django.core.exceptions import ValidationError
 
 from chat.models import WidgetSite
-from models_admin.dashboard.selectors.inbox import INBOX_STATES, widget_site_choices
+from models_admin.dashboard.forms.common import ServiceForm, VersionChoiceField
 from models_admin.models import ModelVersion
 
-ANY = ("", "Any")
 #: The weekdays as ``business_hours["days"]`` names them, with labels.
 DAYS = [
     ("mon", "Monday"),
@@ -54,18 +52,11 @@ SITE_FIELDS = (
     "messages_per_minute",
 )
 _SPAN_FIELD = re.compile(r"^(mon|tue|wed|thu|fri|sat|sun)_(from|to)_(\d+)$")
-REPLY_MAX_CHARS = 16_000
 
 
 def _time_zones() -> list[tuple[str, str]]:
     zones = sorted(available_timezones() | {"UTC"})
     return [(zone, zone.replace("_", " ")) for zone in zones]
-
-
-class _VersionChoice(forms.ModelChoiceField):
-    def label_from_instance(self, obj: Any) -> str:
-        version = cast(ModelVersion, obj)
-        return f"{version.name} ({version.get_state_display().lower()})"
 
 
 def _span_field(label: str) -> forms.TimeField:
@@ -77,7 +68,7 @@ def _span_field(label: str) -> forms.TimeField:
     )
 
 
-class WidgetSiteForm(forms.Form):
+class WidgetSiteForm(ServiceForm):
     """Every field of a widget site; the business hours as a time zone and,
     per weekday, opening spans ("from" and "to"; a day left empty is
     closed, every day empty means always open). A valid form's
@@ -142,7 +133,7 @@ class WidgetSiteForm(forms.Form):
         widget=forms.Textarea(attrs={"rows": 5}),
         help_text="What the assistant is told about the site before each conversation.",
     )
-    model_version = _VersionChoice(
+    model_version = VersionChoiceField(
         queryset=ModelVersion.objects.none(),
         required=False,
         label="Model version",
@@ -258,22 +249,12 @@ class WidgetSiteForm(forms.Form):
         data["business_hours"] = self.business_hours()
         return data
 
-    def add_service_errors(self, exc: ValidationError) -> None:
-        """Show a service's ValidationError next to the fields it names;
-        business hours errors go with the opening times, what names no
-        field goes above the form."""
-        if not hasattr(exc, "error_dict"):
-            self.add_error(None, exc.messages)
-            return
-        for name, messages in exc.message_dict.items():
-            if name in self.fields:
-                self.add_error(name, messages)
-            elif name == "business_hours":
-                self.hours_errors.extend(messages)
-            elif name == "__all__":
-                self.add_error(None, messages)
-            else:
-                self.add_error(None, [f"{name}: {message}" for message in messages])
+    def add_service_error(self, name: str, messages: list[str]) -> None:
+        """Business hours errors go with the opening times."""
+        if name == "business_hours":
+            self.hours_errors.extend(messages)
+        else:
+            super().add_service_error(name, messages)
 
     @property
     def has_problems(self) -> bool:
@@ -294,52 +275,3 @@ class WidgetSiteForm(forms.Form):
                 spans.append({"start": start, "end": end, "filled": filled, "extra": index > 0})
             rows.append({"day": day, "label": label, "spans": spans, "errors": errors})
         return rows
-
-
-class InboxFilterForm(forms.Form):
-    """The inbox's filters, read from the query string; both may be empty."""
-
-    site = forms.ChoiceField(label="Site", required=False)
-    state = forms.ChoiceField(
-        label="State",
-        required=False,
-        choices=[
-            ANY,
-            *[(state.value, state.label) for state in INBOX_STATES],
-        ],
-    )
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("label_suffix", "")
-        super().__init__(*args, **kwargs)
-        site = cast(forms.ChoiceField, self.fields["site"])
-        site.choices = [("", "All sites"), *widget_site_choices()]
-
-    def selector_kwargs(self) -> dict[str, Any]:
-        """The filters as arguments of ``inbox_rows``; an invalid one is
-        left out (and shown with its error)."""
-        if not self.is_bound:
-            return {}
-        self.is_valid()
-        data = getattr(self, "cleaned_data", {})
-        site = data.get("site") or ""
-        return {
-            "site_id": int(site) if site else None,
-            "state": data.get("state") or "",
-        }
-
-
-class InboxReplyForm(forms.Form):
-    """A staff member's reply to a visitor."""
-
-    content = forms.CharField(
-        max_length=REPLY_MAX_CHARS,
-        label="Reply",
-        widget=forms.Textarea(
-            attrs={
-                "rows": 3,
-                "placeholder": "Write to the visitor (Enter sends, Shift+Enter: new line)",
-            }
-        ),
-        error_messages={"required": "Write a reply first."},
-    )

@@ -12,7 +12,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.core.paginator import Page, Paginator
+from django.core.paginator import Page
 from django.db.models import Count, F, Q, QuerySet
 from django.db.models.functions import TruncDate
 from django.utils import timezone
@@ -25,6 +25,7 @@ from chat.selectors import (
     api_usage_aggregates,
     api_usage_row,
 )
+from models_admin.dashboard.paging import page_get
 from models_admin.dashboard.selectors.usage import local_midnight
 
 #: Days of the per-day table and chart on a key's page, today included.
@@ -90,7 +91,7 @@ def api_keys_list(
 def api_keys_page(*, keys: QuerySet[ApiKey], page: Any) -> Page[dict[str, Any]]:
     """One page of ``api_keys_list``, each key as ``api_key_row`` gives
     it."""
-    result: Page[Any] = Paginator(keys, KEYS_PER_PAGE).get_page(page)
+    result: Page[Any] = page_get(keys, per_page=KEYS_PER_PAGE, number=page)
     result.object_list = [api_key_row(key) for key in result.object_list]
     return result
 
@@ -158,4 +159,4 @@ def api_key_usage_by_day(
 def api_key_requests_page(*, key: ApiKey, page: Any) -> Page[ApiRequest]:
     """One page of the key's calls, newest first."""
     calls = ApiRequest.objects.filter(key=key).order_by("-created_at", "-id")
-    return Paginator(calls, REQUESTS_PER_PAGE).get_page(page)
+    return page_get(calls, per_page=REQUESTS_PER_PAGE, number=page)

@@ -7,11 +7,12 @@ from __future__ import annotations
 from datetime import date
 from typing import Any
 
-from django.core.paginator import Page, Paginator
+from django.core.paginator import Page
 from django.db.models import Count, Q, QuerySet
 from django.http import Http404
 
 from inference.content_filter import Match, RuleError, RuleSet
+from models_admin.dashboard.paging import page_get
 from models_admin.models import FilterHit, FilterRule
 from models_admin.selectors.filters import filter_hit_counts
 
@@ -112,7 +113,7 @@ def filter_hits_list(
 
 
 def filter_hits_page(*, rows: QuerySet[FilterHit], page: Any = 1) -> Page[Any]:
-    return Paginator(rows, HITS_PER_PAGE).get_page(page)
+    return page_get(rows, per_page=HITS_PER_PAGE, number=page)
 
 
 def filter_hit_totals(*, rows: QuerySet[FilterHit]) -> list[dict[str, Any]]:

@@ -9,13 +9,14 @@ from datetime import date
 from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.core.paginator import Page, Paginator
+from django.core.paginator import Page
 from django.db.models import Count, IntegerField, OuterRef, Q, QuerySet, Subquery, Value
 from django.db.models.functions import Coalesce
 from django.http import Http404
 
 from chat.models import Conversation, Feedback, Message, WidgetSite
 from chat.selectors import Thread, thread_load
+from models_admin.dashboard.paging import page_get
 from models_admin.models import Dataset, ReviewEvent
 
 CONVERSATIONS_PER_PAGE = 50
@@ -134,7 +135,7 @@ def conversation_model_versions(*, conversation_ids: list[int]) -> dict[int, lis
 def conversations_review_page(*, rows: QuerySet[Conversation], page: Any = 1) -> Page[Any]:
     """One page of ``rows``; each conversation on it gets
     ``model_versions``, the names of the versions that answered in it."""
-    shown = Paginator(rows, CONVERSATIONS_PER_PAGE).get_page(page)
+    shown = page_get(rows, per_page=CONVERSATIONS_PER_PAGE, number=page)
     versions = conversation_model_versions(conversation_ids=[c.pk for c in shown])
     for conversation in shown:
         # Read by the list template beside the annotated counts.
@@ -262,7 +263,7 @@ def review_events_list(*, staff_id: int | None = None, action: str = "") -> Quer
 
 
 def review_events_page(*, rows: QuerySet[ReviewEvent], page: Any = 1) -> Page[Any]:
-    return Paginator(rows, EVENTS_PER_PAGE).get_page(page)
+    return page_get(rows, per_page=EVENTS_PER_PAGE, number=page)
 
 
 def review_staff_list() -> QuerySet[Any]:

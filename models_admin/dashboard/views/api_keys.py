@@ -9,10 +9,8 @@ Looking is for staff; changing a key's limits and revoking it need
 from __future__ import annotations
 
 import logging
-from typing import cast
 
 from django.contrib import messages
-from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
@@ -22,6 +20,7 @@ from django.views.decorators.http import require_GET, require_POST
 from chat.models import ApiKey
 from chat.selectors import api_key_get, api_key_limits
 from models_admin.dashboard.forms.api_keys import ApiKeyFilterForm, ApiKeyLimitsForm
+from models_admin.dashboard.paging import query_without
 from models_admin.dashboard.selectors.api_usage import (
     USAGE_DAYS,
     api_key_requests_page,
@@ -33,23 +32,15 @@ from models_admin.dashboard.selectors.api_usage import (
     api_owner_tokens_month,
 )
 from models_admin.dashboard.services.api_keys import api_key_admin_revoke, api_key_limits_set
-from models_admin.dashboard.views.access import permission_required, staff_required
+from models_admin.dashboard.views.access import (
+    permission_required,
+    staff_member,
+    staff_required,
+)
 
 logger = logging.getLogger(__name__)
 
 CHANGE = "chat.change_apikey"
-
-
-def _staff(request: HttpRequest) -> AbstractBaseUser:
-    """The signed-in staff member (the access decorators refused others)."""
-    return cast(AbstractBaseUser, request.user)
-
-
-def _query_without(request: HttpRequest, *names: str) -> str:
-    query = request.GET.copy()
-    for name in names:
-        query.pop(name, None)
-    return query.urlencode()
 
 
 @staff_required
@@ -69,8 +60,8 @@ def api_keys_admin(request: HttpRequest) -> HttpResponse:
             "page": page,
             "totals": totals,
             "sort": selection["sort"],
-            "query": _query_without(request, "page"),
-            "sort_query": _query_without(request, "page", "sort"),
+            "query": query_without(request, "page"),
+            "sort_query": query_without(request, "page", "sort"),
         },
     )
 
@@ -107,7 +98,7 @@ def _detail_page(
             "usage_days": USAGE_DAYS,
             "chart": chart,
             "requests_page": api_key_requests_page(key=key, page=request.GET.get("page")),
-            "query": _query_without(request, "page"),
+            "query": query_without(request, "page"),
             "form": form if can_change else None,
             "can_change": can_change,
         },
@@ -137,7 +128,7 @@ def api_key_limits_post(request: HttpRequest, pk: int) -> HttpResponse:
                 rate_limit_per_minute=data["rate_limit_per_minute"],
                 monthly_token_quota=data["monthly_token_quota"],
                 all_versions=data["all_versions"],
-                by=_staff(request),
+                by=staff_member(request),
             )
         except ValidationError as exc:
             form.add_service_errors(exc)
@@ -154,7 +145,7 @@ def api_key_limits_post(request: HttpRequest, pk: int) -> HttpResponse:
 def api_key_revoke_post(request: HttpRequest, pk: int) -> HttpResponse:
     """Revoke the key; its calls get 401 from now on."""
     key = api_key_get(pk=pk)
-    if api_key_admin_revoke(key=key, by=_staff(request)):
+    if api_key_admin_revoke(key=key, by=staff_member(request)):
         messages.success(request, f"Key \u201c{key.name}\u201d ({key.prefix}\u2026) revoked.")
     else:
         messages.info(request, f"Key \u201c{key.name}\u201d was already revoked.")

@@ -13,20 +13,18 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any, cast
+from typing import Any
 
 from django.conf import settings
 from django.contrib import messages
-from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import path, reverse
 from django.utils import timezone
-from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from chat.views.body import BodyError, json_body
+from models_admin.dashboard.forms.common import errors_by_field
 from models_admin.dashboard.forms.filters import (
     TEST_TEXT_MAX_CHARS,
     FilterHitFilterForm,
@@ -35,6 +33,7 @@ from models_admin.dashboard.forms.filters import (
     FilterTestForm,
     FilterToggleForm,
 )
+from models_admin.dashboard.paging import query_without
 from models_admin.dashboard.selectors.filter_audit import (
     filter_hit_totals,
     filter_hits_list,
@@ -45,7 +44,13 @@ from models_admin.dashboard.selectors.filter_audit import (
     filter_rules_overview,
 )
 from models_admin.dashboard.services.review import filter_hit_excerpts_viewed
-from models_admin.dashboard.views.access import permission_required, staff_required
+from models_admin.dashboard.views.access import (
+    permission_required,
+    staff_member,
+    staff_required,
+)
+from models_admin.dashboard.views.editing import EditPages
+from models_admin.dashboard.views.http import json_error, json_object_body, next_url
 from models_admin.models import FilterRule
 from models_admin.selectors.filters import filter_rules_export, filter_specs
 from models_admin.services.filters import (
@@ -67,11 +72,6 @@ KEYWORDS_SHOWN = 3
 TEST_BODY_MAX_BYTES = TEST_TEXT_MAX_CHARS * 12 + 200_000
 
 
-def _staff(request: HttpRequest) -> AbstractBaseUser:
-    """The signed-in staff member (the access decorators refused others)."""
-    return cast(AbstractBaseUser, request.user)
-
-
 def _rights(request: HttpRequest) -> dict[str, bool]:
     user = request.user
     return {
@@ -79,21 +79,6 @@ def _rights(request: HttpRequest) -> dict[str, bool]:
         "can_change": user.has_perm(CHANGE),
         "can_delete": user.has_perm(DELETE),
     }
-
-
-def _next_url(request: HttpRequest, default: str) -> str:
-    target = request.POST.get("next") or ""
-    if target and url_has_allowed_host_and_scheme(
-        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
-    ):
-        return target
-    return default
-
-
-def _query_without_page(request: HttpRequest) -> str:
-    query = request.GET.copy()
-    query.pop("page", None)
-    return query.urlencode()
 
 
 def _matches_summary(rule: FilterRule) -> dict[str, Any]:
@@ -108,10 +93,6 @@ def _matches_summary(rule: FilterRule) -> dict[str, Any]:
     if rule.kind == FilterRule.Kind.REGEX:
         return {"pattern": rule.pattern}
     return {"preset": rule.get_preset_display()}
-
-
-def _json_error(message: str, status: int = 400, **extra: Any) -> JsonResponse:
-    return JsonResponse({"error": message, **extra}, status=status)
 
 
 # --- rules ------------------------------------------------------------------
@@ -135,7 +116,7 @@ def filter_list(request: HttpRequest) -> HttpResponse:
 
 
 def _rule_page(
-    request: HttpRequest, *, form: FilterRuleForm, rule: FilterRule | None, status: int = 200
+    request: HttpRequest, form: FilterRuleForm, rule: FilterRule | None, status: int = 200
 ) -> HttpResponse:
     context = {
         "section": "filters",
@@ -149,52 +130,28 @@ def _rule_page(
     return render(request, "dashboard/filters/form.html", context, status=status)
 
 
-def _rule_save(request: HttpRequest, *, rule: FilterRule | None) -> HttpResponse:
-    """Save the posted rule, or show the form again with every error next
-    to its field and every value as typed."""
-    form = FilterRuleForm(request.POST)
-    if form.is_valid():
-        try:
-            saved = filter_rule_save(data=form.rule_data(), by=_staff(request), rule=rule)
-        except ValidationError as exc:
-            form.add_service_errors(exc)
-        else:
-            logger.info("%s saved filter rule %s (%s)", request.user, saved.pk, saved.name)
-            verb = "created" if rule is None else "saved"
-            state = "" if saved.enabled else " It is off."
-            messages.success(request, f"Rule \u201c{saved.name}\u201d {verb}.{state}")
-            return redirect("dashboard:filters")
-    # The service may have set fields on the rule before refusing it; the
-    # page shows the stored rule beside the values as typed.
-    if rule is not None:
-        rule.refresh_from_db()
-    return _rule_page(request, form=form, rule=rule, status=400)
+def _rule_save(request: HttpRequest, form: FilterRuleForm, rule: FilterRule | None) -> FilterRule:
+    return filter_rule_save(data=form.rule_data(), by=staff_member(request), rule=rule)
 
 
-@permission_required(ADD)
-@require_http_methods(["GET", "POST"])
-def filter_new(request: HttpRequest) -> HttpResponse:
-    if request.method == "POST":
-        return _rule_save(request, rule=None)
-    return _rule_page(request, form=FilterRuleForm(), rule=None)
+def _rule_saved(request: HttpRequest, rule: FilterRule, created: bool) -> HttpResponse:
+    logger.info("%s saved filter rule %s (%s)", request.user, rule.pk, rule.name)
+    verb = "created" if created else "saved"
+    state = "" if rule.enabled else " It is off."
+    messages.success(request, f"Rule \u201c{rule.name}\u201d {verb}.{state}")
+    return redirect("dashboard:filters")
 
 
-@permission_required(CHANGE)
-def _filter_edit_post(request: HttpRequest, pk: int) -> HttpResponse:
-    return _rule_save(request, rule=filter_rule_get(pk=pk))
-
-
-@staff_required
-@require_http_methods(["GET", "POST"])
-def filter_edit(request: HttpRequest, pk: int) -> HttpResponse:
-    """Show a rule (GET; read-only without the change permission) or save
-    it (POST)."""
-    if request.method == "POST":
-        return _filter_edit_post(request, pk)
-    rule = filter_rule_get(pk=pk)
-    read_only = not request.user.has_perm(CHANGE)
-    form = FilterRuleForm(initial=FilterRuleForm.initial_for(rule), read_only=read_only)
-    return _rule_page(request, form=form, rule=rule)
+filter_new, filter_edit = EditPages(
+    form=FilterRuleForm,
+    initial=FilterRuleForm.initial_for,
+    get=lambda pk: filter_rule_get(pk=pk),
+    save=_rule_save,
+    saved=_rule_saved,
+    page=_rule_page,
+    add_permission=ADD,
+    change_permission=CHANGE,
+).views()
 
 
 @permission_required(CHANGE)
@@ -202,7 +159,7 @@ def filter_edit(request: HttpRequest, pk: int) -> HttpResponse:
 def filter_toggle(request: HttpRequest, pk: int) -> HttpResponseRedirect:
     """Switch a rule on or off."""
     rule = filter_rule_get(pk=pk)
-    target = _next_url(request, reverse("dashboard:filters"))
+    target = next_url(request, reverse("dashboard:filters"))
     form = FilterToggleForm(request.POST)
     if not form.is_valid():
         messages.error(request, "Say whether the rule is to be on or off.")
@@ -211,7 +168,7 @@ def filter_toggle(request: HttpRequest, pk: int) -> HttpResponseRedirect:
     if rule.enabled == enabled:
         messages.info(request, f"Rule \u201c{rule.name}\u201d was already {_on(enabled)}.")
         return HttpResponseRedirect(target)
-    filter_rule_enable(rule=rule, enabled=enabled, by=_staff(request))
+    filter_rule_enable(rule=rule, enabled=enabled, by=staff_member(request))
     logger.info("%s switched filter rule %s %s", request.user, rule.pk, _on(enabled))
     messages.success(request, f"Rule \u201c{rule.name}\u201d is {_on(enabled)}.")
     return HttpResponseRedirect(target)
@@ -247,25 +204,25 @@ def _test_run(body: dict[str, Any]) -> JsonResponse:
     """Answer one dry run: the saved rules (all enabled ones, or those in
     ``rules``) or an unsaved ``draft`` rule on ``text``."""
     if not isinstance(body.get("text", ""), str):
-        return _json_error("The text must be a string.", errors={"text": ["Not text."]})
+        return json_error("The text must be a string.", errors={"text": ["Not text."]})
     draft = body.get("draft")
     fields: dict[str, Any] = {k: body[k] for k in ("text", "scope", "surface") if k in body}
     if draft is None and body.get("rules") is not None:
         if not isinstance(body["rules"], list):
-            return _json_error("rules must be a list of rule ids.")
+            return json_error("rules must be a list of rule ids.")
         fields["rules"] = [str(value) for value in body["rules"]]
     form = FilterTestForm(fields)
     if not form.is_valid():
-        errors = form.errors_by_field()
-        return _json_error(next(iter(errors.values()))[0], errors=errors)
+        errors = errors_by_field(form)
+        return json_error(next(iter(errors.values()))[0], errors=errors)
     data = form.cleaned_data
     if draft is not None:
         if not isinstance(draft, dict):
-            return _json_error("draft must be an object of rule fields.")
+            return json_error("draft must be an object of rule fields.")
         rule_form = FilterRuleForm(draft, draft=True)
         if not rule_form.is_valid():
-            return _json_error(
-                "The draft rule is not valid.", rule_errors=rule_form.errors_by_field()
+            return json_error(
+                "The draft rule is not valid.", rule_errors=errors_by_field(rule_form)
             )
         specs = [rule_form.draft_spec()]
     elif "rules" in fields:
@@ -284,7 +241,7 @@ def _test_run(body: dict[str, Any]) -> JsonResponse:
         rule_errors: dict[str, list[str]] = {}
         for error in preview["errors"]:
             rule_errors.setdefault(error["field"], []).append(error["message"])
-        return _json_error("The draft rule does not compile.", rule_errors=rule_errors)
+        return json_error("The draft rule does not compile.", rule_errors=rule_errors)
     return JsonResponse(preview)
 
 
@@ -305,12 +262,9 @@ def filter_test(request: HttpRequest) -> HttpResponse:
                 "default_notice": settings.FILTER_BLOCK_NOTICE,
             },
         )
-    try:
-        body = json_body(request, max_bytes=TEST_BODY_MAX_BYTES)
-    except BodyError as exc:
-        return _json_error(exc.message, status=exc.status)
-    if not isinstance(body, dict):
-        return _json_error("The body must be a JSON object.")
+    body = json_object_body(request, max_bytes=TEST_BODY_MAX_BYTES)
+    if isinstance(body, JsonResponse):
+        return body
     return _test_run(body)
 
 
@@ -347,7 +301,7 @@ def filters_import(request: HttpRequest) -> HttpResponse:
             else:
                 try:
                     imported = filter_rules_import(
-                        rules=form.cleaned_data["rules"], by=_staff(request), replace=replace
+                        rules=form.cleaned_data["rules"], by=staff_member(request), replace=replace
                     )
                 except ValidationError as exc:
                     problems = list(exc.messages)
@@ -386,7 +340,7 @@ def filter_hits(request: HttpRequest) -> HttpResponse:
     rows = filter_hits_list(**filters.selector_kwargs(), excerpts=can_review)
     page = filter_hits_page(rows=rows, page=request.GET.get("page"))
     if can_review and page.object_list:
-        filter_hit_excerpts_viewed(staff=_staff(request), hits=page.object_list)
+        filter_hit_excerpts_viewed(staff=staff_member(request), hits=page.object_list)
     return render(
         request,
         "dashboard/filters/hits.html",
@@ -395,7 +349,7 @@ def filter_hits(request: HttpRequest) -> HttpResponse:
             "filters": filters,
             "page": page,
             "totals": filter_hit_totals(rows=rows),
-            "query": _query_without_page(request),
+            "query": query_without(request),
             "can_review": can_review,
         },
     )

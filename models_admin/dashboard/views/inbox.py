@@ -12,10 +12,9 @@ handoff state as it changes.
 from __future__ import annotations
 
 import logging
-from typing import Any, cast
+from typing import Any
 
 from django.contrib import messages
-from django.contrib.auth.base_user import AbstractBaseUser
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import path, reverse
@@ -31,7 +30,7 @@ from chat.services.widget import (
     handoff_take,
     site_online,
 )
-from models_admin.dashboard.forms.widget import InboxFilterForm, InboxReplyForm
+from models_admin.dashboard.forms.inbox import InboxFilterForm, InboxReplyForm
 from models_admin.dashboard.selectors.inbox import (
     inbox_conversation_get,
     inbox_counts,
@@ -40,7 +39,8 @@ from models_admin.dashboard.selectors.inbox import (
     inbox_visitor_facts,
     visitor_label,
 )
-from models_admin.dashboard.views.access import permission_required
+from models_admin.dashboard.views.access import permission_required, staff_member
+from models_admin.dashboard.views.http import json_error
 
 logger = logging.getLogger(__name__)
 
@@ -48,11 +48,6 @@ PERMISSION = "chat.answer_visitors"
 Handoff = Conversation.Handoff
 #: A visitor waiting longer than this is marked in the list.
 WAIT_WARNING_S = 5 * 60
-
-
-def _staff(request: HttpRequest) -> AbstractBaseUser:
-    # permission_required has let only signed-in staff through.
-    return cast(AbstractBaseUser, request.user)
 
 
 def _wants_json(request: HttpRequest) -> bool:
@@ -147,7 +142,7 @@ def inbox_take(request: HttpRequest, pk: int) -> HttpResponseRedirect:
         return redirect(_conversation_url(conversation))
     previous = conversation.agent if conversation.handoff == Handoff.ACTIVE else None
     try:
-        handoff_take(conversation=conversation, agent=_staff(request))
+        handoff_take(conversation=conversation, agent=staff_member(request))
     except ChatError as exc:
         messages.error(request, exc.message)
         return redirect(_conversation_url(conversation))
@@ -175,7 +170,7 @@ def inbox_reply(request: HttpRequest, pk: int) -> HttpResponse:
         try:
             reply = agent_reply(
                 conversation=conversation,
-                agent=_staff(request),
+                agent=staff_member(request),
                 content=form.cleaned_data["content"],
             )
         except ChatError as exc:
@@ -184,7 +179,7 @@ def inbox_reply(request: HttpRequest, pk: int) -> HttpResponse:
             error, status = exc.message, 409 if exc.code == "invalid" else 400
     if _wants_json(request):
         if reply is None:
-            return JsonResponse({"error": error}, status=status)
+            return json_error(error, status=status)
         return JsonResponse({"message": message_serialize(reply)})
     if reply is None:
         messages.error(request, error)

@@ -12,7 +12,8 @@ from django.urls import path, reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
-from models_admin.dashboard.selectors.usage import (
+from models_admin.dashboard.selectors.figures import figures_with_percents
+from models_admin.dashboard.selectors.overview import (
     overview_figures,
     promotions_recent,
     serving_overview,
@@ -27,22 +28,12 @@ def _figures() -> dict[str, Any]:
     return figures
 
 
-def _with_percents(figures: dict[str, Any] | None) -> None:
-    """Add the rates as percentages, for the template."""
-    if figures is None:
-        return
-    for rate, percent in (("error_rate", "error_pct"), ("thumbs_up_rate", "thumbs_up_pct")):
-        figures[percent] = None if figures[rate] is None else figures[rate] * 100
-
-
 @staff_required
 @require_GET
 def home(request: HttpRequest) -> HttpResponse:
     figures = _figures()
-    _with_percents(figures["today"])
-    if figures["comparison"] is not None:
-        _with_percents(figures["comparison"]["production"])
-        _with_percents(figures["comparison"]["canary"])
+    comparison = figures["comparison"] or {}
+    figures_with_percents(figures["today"], comparison.get("production"), comparison.get("canary"))
     context = {
         "section": "home",
         "figures": figures,

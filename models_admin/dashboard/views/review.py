@@ -4,17 +4,13 @@ them and add them to training datasets."""
 
 from __future__ import annotations
 
-from typing import cast
-
 from django.contrib import messages
-from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.forms import Form
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import redirect, render
 from django.urls import path, reverse
 from django.utils.html import format_html
-from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
 from models_admin.dashboard.forms.review import (
@@ -23,6 +19,7 @@ from models_admin.dashboard.forms.review import (
     ReviewFilterForm,
     ReviewLogFilterForm,
 )
+from models_admin.dashboard.paging import query_without
 from models_admin.dashboard.selectors.review import (
     conversation_review_get,
     conversation_review_load,
@@ -37,37 +34,17 @@ from models_admin.dashboard.services.review import (
     conversations_dataset_add,
     review_event_record,
 )
-from models_admin.dashboard.views.access import permission_required
+from models_admin.dashboard.views.access import permission_required, staff_member
+from models_admin.dashboard.views.http import next_url
 from models_admin.models import ReviewEvent
 
 PERMISSION = "chat.review_conversation"
-
-
-def _staff(request: HttpRequest) -> AbstractBaseUser:
-    # permission_required has let only signed-in staff through.
-    return cast(AbstractBaseUser, request.user)
-
-
-def _query_without_page(request: HttpRequest) -> str:
-    query = request.GET.copy()
-    query.pop("page", None)
-    return query.urlencode()
 
 
 def _errors_text(error: ValidationError | Form) -> str:
     if isinstance(error, Form):
         return " ".join(str(e) for errors in error.errors.values() for e in errors)
     return " ".join(error.messages)
-
-
-def _back(request: HttpRequest, fallback: str) -> HttpResponseRedirect:
-    """Redirect to the page the form came from when it is on this site."""
-    target = request.POST.get("next", "")
-    if target and url_has_allowed_host_and_scheme(
-        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
-    ):
-        return HttpResponseRedirect(target)
-    return HttpResponseRedirect(fallback)
 
 
 @permission_required(PERMISSION)
@@ -85,7 +62,7 @@ def conversations(request: HttpRequest) -> HttpResponse:
             "section": "conversations",
             "filters": filters,
             "page": page,
-            "query": _query_without_page(request),
+            "query": query_without(request),
             "dataset_form": DatasetAddForm(),
         },
     )
@@ -96,7 +73,7 @@ def conversations(request: HttpRequest) -> HttpResponse:
 def conversation_review(request: HttpRequest, pk: int) -> HttpResponse:
     conversation = conversation_review_get(pk=pk)
     review_event_record(
-        staff=_staff(request), conversation=conversation, action=ReviewEvent.Action.VIEW
+        staff=staff_member(request), conversation=conversation, action=ReviewEvent.Action.VIEW
     )
     review = conversation_review_load(pk=conversation.pk)
     return render(
@@ -123,12 +100,16 @@ def conversation_flag_view(request: HttpRequest, pk: int) -> HttpResponse:
     try:
         if form.cleaned_data["action"] == "flag":
             conversation_flag(
-                conversation=conversation, by=_staff(request), reason=form.cleaned_data["reason"]
+                conversation=conversation,
+                by=staff_member(request),
+                reason=form.cleaned_data["reason"],
             )
             messages.success(request, "Conversation flagged.")
         else:
             conversation_unflag(
-                conversation=conversation, by=_staff(request), reason=form.cleaned_data["reason"]
+                conversation=conversation,
+                by=staff_member(request),
+                reason=form.cleaned_data["reason"],
             )
             messages.success(request, "Flag cleared.")
     except ValidationError as exc:
@@ -143,12 +124,12 @@ def conversations_dataset(request: HttpRequest) -> HttpResponse:
     form = DatasetAddForm(request.POST)
     if not form.is_valid():
         messages.error(request, _errors_text(form))
-        return _back(request, fallback)
+        return HttpResponseRedirect(next_url(request, fallback))
     data = form.cleaned_data
     try:
         dataset, added, examples = conversations_dataset_add(
             conversations=list(data["conversations"]),
-            by=_staff(request),
+            by=staff_member(request),
             dataset=data["dataset"],
             new_name=data["new_name"],
             thumbs_up_only=data["thumbs_up_only"],
@@ -156,7 +137,7 @@ def conversations_dataset(request: HttpRequest) -> HttpResponse:
         )
     except ValidationError as exc:
         messages.error(request, _errors_text(exc))
-        return _back(request, fallback)
+        return HttpResponseRedirect(next_url(request, fallback))
     selected = len(data["conversations"])
     skipped = (
         " The others were flagged, had no answer to train on or are in it already."
@@ -177,7 +158,7 @@ def conversations_dataset(request: HttpRequest) -> HttpResponse:
             skipped,
         ),
     )
-    return _back(request, fallback)
+    return HttpResponseRedirect(next_url(request, fallback))
 
 
 @permission_required(PERMISSION)
@@ -194,7 +175,7 @@ def review_log(request: HttpRequest) -> HttpResponse:
             "section": "conversations",
             "filters": filters,
             "page": page,
-            "query": _query_without_page(request),
+            "query": query_without(request),
         },
     )
 

@@ -17,11 +17,10 @@ from urllib.parse import urlencode
 
 from django.conf import settings
 from django.contrib import messages
-from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import redirect, render
 from django.urls import path, reverse
-from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django.views.decorators.http import require_GET, require_POST
 
 from chat.models import WidgetSite
 from chat.services.widget import (
@@ -37,6 +36,7 @@ from models_admin.dashboard.selectors.inbox import (
     widget_sites_overview,
 )
 from models_admin.dashboard.views.access import permission_required, staff_required
+from models_admin.dashboard.views.editing import EditPages
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ def _preview_url(site: WidgetSite) -> str | None:
 
 
 def _site_page(
-    request: HttpRequest, *, form: WidgetSiteForm, site: WidgetSite | None, status: int = 200
+    request: HttpRequest, form: WidgetSiteForm, site: WidgetSite | None, status: int = 200
 ) -> HttpResponse:
     rights = _rights(request)
     context: dict[str, Any] = {"section": "widget", "form": form, "site": site, **rights}
@@ -94,29 +94,15 @@ def _site_page(
     return render(request, "dashboard/widget/form.html", context, status=status)
 
 
-def _site_save(request: HttpRequest, *, site: WidgetSite | None) -> HttpResponse:
-    """Save the posted site, or show the form again with every error next
-    to its field and every value as typed."""
-    form = WidgetSiteForm(request.POST)
-    if form.is_valid():
-        try:
-            saved = widget_site_save(data=form.site_data(), site=site)
-        except ValidationError as exc:
-            form.add_service_errors(exc)
-        else:
-            logger.info("%s saved widget site %s (%s)", request.user, saved.pk, saved.name)
-            if site is None:
-                messages.success(
-                    request, f"Site \u201c{saved.name}\u201d created. Embed it with the snippet."
-                )
-            else:
-                messages.success(request, f"Site \u201c{saved.name}\u201d saved.")
-            return redirect("dashboard:widget-site", pk=saved.pk)
-    # The service sets the typed values on the site before refusing them;
-    # the page shows the stored site beside the values as typed.
-    if site is not None:
-        site.refresh_from_db()
-    return _site_page(request, form=form, site=site, status=400)
+def _site_saved(request: HttpRequest, site: WidgetSite, created: bool) -> HttpResponse:
+    logger.info("%s saved widget site %s (%s)", request.user, site.pk, site.name)
+    if created:
+        messages.success(
+            request, f"Site \u201c{site.name}\u201d created. Embed it with the snippet."
+        )
+    else:
+        messages.success(request, f"Site \u201c{site.name}\u201d saved.")
+    return redirect("dashboard:widget-site", pk=site.pk)
 
 
 @staff_required
@@ -130,30 +116,16 @@ def widget_site_list(request: HttpRequest) -> HttpResponse:
     )
 
 
-@permission_required(ADD)
-@require_http_methods(["GET", "POST"])
-def widget_site_new(request: HttpRequest) -> HttpResponse:
-    if request.method == "POST":
-        return _site_save(request, site=None)
-    return _site_page(request, form=WidgetSiteForm(), site=None)
-
-
-@permission_required(CHANGE)
-def _widget_site_edit_post(request: HttpRequest, pk: int) -> HttpResponse:
-    return _site_save(request, site=widget_site_get(pk=pk))
-
-
-@staff_required
-@require_http_methods(["GET", "POST"])
-def widget_site_edit(request: HttpRequest, pk: int) -> HttpResponse:
-    """Show a site (GET; read-only without the change permission) or save
-    it (POST)."""
-    if request.method == "POST":
-        return _widget_site_edit_post(request, pk)
-    site = widget_site_get(pk=pk)
-    read_only = not request.user.has_perm(CHANGE)
-    form = WidgetSiteForm(initial=WidgetSiteForm.initial_for(site), read_only=read_only)
-    return _site_page(request, form=form, site=site)
+widget_site_new, widget_site_edit = EditPages(
+    form=WidgetSiteForm,
+    initial=WidgetSiteForm.initial_for,
+    get=lambda pk: widget_site_get(pk=pk),
+    save=lambda request, form, site: widget_site_save(data=form.site_data(), site=site),
+    saved=_site_saved,
+    page=_site_page,
+    add_permission=ADD,
+    change_permission=CHANGE,
+).views()
 
 
 @permission_required(CHANGE)
