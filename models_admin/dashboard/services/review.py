@@ -69,6 +69,16 @@ def filter_hit_excerpts_viewed(
     return events
 
 
+def _flag_save(
+    *, conversation: Conversation, by: AbstractBaseUser, action: str, detail: str
+) -> None:
+    """Store the conversation's flag as set on it, with its audit row."""
+    conversation.full_clean()
+    with transaction.atomic():
+        conversation.save(update_fields=["flagged_at", "flag_reason"])
+        review_event_record(staff=by, conversation=conversation, action=action, detail=detail)
+
+
 def conversation_flag(
     *, conversation: Conversation, by: AbstractBaseUser, reason: str
 ) -> Conversation:
@@ -80,12 +90,7 @@ def conversation_flag(
         raise ValidationError({"reason": ["Say why the conversation is flagged."]})
     conversation.flagged_at = timezone.now()
     conversation.flag_reason = reason
-    conversation.full_clean()
-    with transaction.atomic():
-        conversation.save(update_fields=["flagged_at", "flag_reason"])
-        review_event_record(
-            staff=by, conversation=conversation, action=ReviewEvent.Action.FLAG, detail=reason
-        )
+    _flag_save(conversation=conversation, by=by, action=ReviewEvent.Action.FLAG, detail=reason)
     logger.info("Conversation %s flagged by %s", conversation.pk, by.pk)
     return conversation
 
@@ -101,15 +106,10 @@ def conversation_unflag(
     previous = conversation.flag_reason
     conversation.flagged_at = None
     conversation.flag_reason = ""
-    conversation.full_clean()
     detail = reason.strip()
     if previous:
         detail = f"{detail} (was: {previous})" if detail else f"was: {previous}"
-    with transaction.atomic():
-        conversation.save(update_fields=["flagged_at", "flag_reason"])
-        review_event_record(
-            staff=by, conversation=conversation, action=ReviewEvent.Action.UNFLAG, detail=detail
-        )
+    _flag_save(conversation=conversation, by=by, action=ReviewEvent.Action.UNFLAG, detail=detail)
     logger.info("Conversation %s unflagged by %s", conversation.pk, by.pk)
     return conversation
 
