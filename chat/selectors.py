@@ -1,10 +1,12 @@
-"""Reads of the chat app. Every access to a conversation or a message by
-id goes through an ``*_get_for_user`` selector: a missing row and another
-user's row raise the same ``Http404``."""
+"""Reads of the chat app: conversations, messages, sessions, and API keys
+with their usage. Every access to a user's conversation, message or key
+by id goes through an ``*_get_for_user`` selector: a missing row and
+another user's row raise the same ``Http404``."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from importlib import import_module
 from typing import Any
 
@@ -13,18 +15,21 @@ from django.contrib.auth import HASH_SESSION_KEY, SESSION_KEY, get_user_model
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import AnonymousUser
 from django.core.paginator import Page, Paginator
-from django.db.models import Q, QuerySet
+from django.db.models import Count, F, OuterRef, Q, QuerySet, Subquery, Sum
 from django.http import Http404
+from django.utils import timezone
 from django.utils.crypto import constant_time_compare
 
-from chat.models import ApiRequest, Conversation, Feedback, Message
+from chat.models import ApiKey, ApiRequest, Conversation, Feedback, Message
 
 CONVERSATIONS_PER_PAGE = 30
 
 
-def _user_id(user: AbstractBaseUser | AnonymousUser) -> int:
+def _user_id(
+    user: AbstractBaseUser | AnonymousUser, *, missing: str = "No such conversation."
+) -> int:
     if not user.is_authenticated or user.pk is None:
-        raise Http404("No such conversation.")
+        raise Http404(missing)
     return int(user.pk)
 
 
@@ -265,3 +270,126 @@ def session_user_valid(*, session_key: str | None, user_id: int) -> bool:
         return False
     stored = data.get(HASH_SESSION_KEY) or ""
     return constant_time_compare(stored, user.get_session_auth_hash())
+
+
+# --- API keys -------------------------------------------------------------------
+# A call counts as an error when its status is 400 or more or it ended with
+# finish_reason "error". Months are those of settings.TIME_ZONE, as the
+# monthly quota counts them. A key's limits "in effect" are its own, or the
+# site's defaults where it has none.
+
+
+def api_month_start(*, now: datetime | None = None) -> datetime:
+    """Midnight of the first day of the current calendar month."""
+    local = timezone.localtime(now)
+    return local.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+
+
+def api_key_limits(*, key: ApiKey) -> dict[str, Any]:
+    """The limits a key runs under: requests a minute and tokens a month
+    (None: no quota), and whether each is the site default."""
+    # The same reading as chat.services.api_keys.api_limits_check.
+    own_rate = key.rate_limit_per_minute
+    own_quota = key.monthly_token_quota
+    quota = own_quota if own_quota is not None else settings.API_MONTHLY_TOKEN_QUOTA
+    return {
+        "rate_limit_per_minute": own_rate or settings.API_RATE_LIMIT_PER_MINUTE,
+        "rate_limit_default": not own_rate,
+        "monthly_token_quota": quota or None,
+        "quota_default": own_quota is None,
+        "all_versions": key.all_versions,
+    }
+
+
+def _api_error_q(prefix: str = "") -> Q:
+    return Q(**{f"{prefix}status_code__gte": 400}) | Q(**{f"{prefix}finish_reason": "error"})
+
+
+def api_usage_aggregates(*, prefix: str = "", since: datetime | None = None) -> dict[str, Any]:
+    """Aggregates of calls: requests, tokens in and out, errors; over the
+    rows under ``prefix`` (e.g. "requests__"), since ``since`` if given."""
+    window = Q(**{f"{prefix}created_at__gte": since}) if since is not None else Q()
+    rows = f"{prefix}id" if prefix else "id"
+    return {
+        "requests": Count(rows, filter=window),
+        "tokens_in": Sum(f"{prefix}prompt_tokens", filter=window, default=0),
+        "tokens_out": Sum(f"{prefix}completion_tokens", filter=window, default=0),
+        "errors": Count(rows, filter=window & _api_error_q(prefix)),
+    }
+
+
+def api_usage_row(figures: dict[str, Any]) -> dict[str, int]:
+    """What ``api_usage_aggregates`` counted, as integers, with ``tokens``
+    (in and out)."""
+    row = {name: int(value or 0) for name, value in figures.items()}
+    row["tokens"] = row["tokens_in"] + row["tokens_out"]
+    return row
+
+
+def api_keys_with_usage(keys: QuerySet[ApiKey], *, since: datetime) -> QuerySet[ApiKey]:
+    """Annotate ``keys`` with their calls since ``since`` (``*_month``)
+    and in all (``*_total``), and with the owner's tokens since then."""
+    annotations: dict[str, Any] = {}
+    for suffix, start in (("month", since), ("total", None)):
+        for name, aggregate in api_usage_aggregates(prefix="requests__", since=start).items():
+            annotations[f"{name}_{suffix}"] = aggregate
+    # What the quota counts: the owner's tokens through all their keys.
+    owner_month = (
+        ApiRequest.objects.filter(user_id=OuterRef("user_id"), created_at__gte=since)
+        .values("user_id")
+        .annotate(tokens=Sum(F("prompt_tokens") + F("completion_tokens")))
+        .values("tokens")
+    )
+    return keys.annotate(**annotations).annotate(
+        tokens_month=F("tokens_in_month") + F("tokens_out_month"),
+        tokens_total=F("tokens_in_total") + F("tokens_out_total"),
+        owner_tokens_month=Subquery(owner_month),
+    )
+
+
+def _usage_of(key: ApiKey, suffix: str) -> dict[str, int]:
+    names = ("requests", "tokens_in", "tokens_out", "errors", "tokens")
+    return {name: int(getattr(key, f"{name}_{suffix}") or 0) for name in names}
+
+
+def api_key_row(key: ApiKey) -> dict[str, Any]:
+    """A key annotated by ``api_keys_with_usage`` as ``{"key", "limits",
+    "month", "total", "quota_used_pct"}``; ``month`` and ``total`` hold
+    requests, tokens_in, tokens_out, tokens (in and out) and errors."""
+    limits = api_key_limits(key=key)
+    quota = limits["monthly_token_quota"]
+    owner_tokens = int(getattr(key, "owner_tokens_month", None) or 0)
+    return {
+        "key": key,
+        "limits": limits,
+        "month": _usage_of(key, "month"),
+        "total": _usage_of(key, "total"),
+        # Of the quota, which counts the owner's tokens through all keys.
+        "quota_used_pct": 100 * owner_tokens / quota if quota else None,
+    }
+
+
+def api_key_get_for_user(*, user: AbstractBaseUser | AnonymousUser, key_id: Any) -> ApiKey:
+    """Return the user's key or raise Http404 (for another user's key too)."""
+    user_id = _user_id(user, missing="No such key.")
+    try:
+        return ApiKey.objects.get(pk=int(key_id), user_id=user_id)
+    except (ApiKey.DoesNotExist, TypeError, ValueError, OverflowError):
+        raise Http404("No such key.") from None
+
+
+def api_keys_for_user(
+    *, user: AbstractBaseUser | AnonymousUser, now: datetime | None = None
+) -> list[dict[str, Any]]:
+    """The user's keys, newest first, each as ``api_key_row`` gives it."""
+    user_id = _user_id(user, missing="No such key.")
+    keys = ApiKey.objects.filter(user_id=user_id).order_by("-created_at", "-id")
+    return [api_key_row(key) for key in api_keys_with_usage(keys, since=api_month_start(now=now))]
+
+
+def api_key_get(*, pk: Any) -> ApiKey:
+    """Any user's key with its user, or Http404 (for staff pages)."""
+    try:
+        return ApiKey.objects.select_related("user").get(pk=int(pk))
+    except (ApiKey.DoesNotExist, TypeError, ValueError, OverflowError):
+        raise Http404("No such key.") from None

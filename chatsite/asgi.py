@@ -22,7 +22,7 @@ from chatsite.bodies import BodyLimitMiddleware  # noqa: E402
 from chatsite.daphne_patches import daphne_patches_apply  # noqa: E402
 from chatsite.origins import SiteOriginValidator  # noqa: E402
 from chatsite.proxies import TrustedProxyMiddleware  # noqa: E402
-from models_admin.routing import websocket_urlpatterns as dashboard_routes  # noqa: E402
+from models_admin.dashboard.routing import websocket_urlpatterns as dashboard_routes  # noqa: E402
 
 daphne_patches_apply()
 

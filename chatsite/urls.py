@@ -5,7 +5,7 @@ from chatsite import health
 
 urlpatterns = [
     path("admin/", admin.site.urls),
-    path("dashboard/", include("models_admin.urls")),
+    path("dashboard/", include("models_admin.dashboard.urls")),
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
     path("metrics", health.metrics, name="metrics"),

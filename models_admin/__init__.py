@@ -1,2 +1,3 @@
-"""Model versions and their promotion to production; later also training
-jobs, datasets, content filter rules and the staff dashboard."""
+"""The model domain: model versions and their promotion, training jobs and
+datasets, content filter rules. The staff dashboard that shows and drives
+them is the ``models_admin.dashboard`` package."""

@@ -25,9 +25,9 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from chat.forms import ApiKeyCreateForm
 from chat.models import ApiKey
+from chat.selectors import api_key_get_for_user, api_keys_for_user
 from chat.services.api_keys import api_key_create, api_key_revoke
 from chat.services.completions import DEFAULT_ALIAS
-from models_admin.selectors.api_usage import api_key_get_for_user, api_keys_for_user
 
 logger = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ import pytest
 from django.urls import reverse
 
 from chat.models import ApiKey, ApiRequest
+from chat.selectors import api_month_start
 from chat.services.api_keys import api_key_authenticate, api_key_create, api_key_revoke
-from models_admin.selectors.api_usage import api_month_start
 from tests.factories import UserFactory
 
 pytestmark = pytest.mark.django_db

@@ -16,6 +16,7 @@ from chat.models import ApiKey, ApiRequest, Conversation, Message
 from chat.services.api_keys import api_key_create
 from chat.services.completions import ApiError, completion_request_parse, completion_start
 from chat.services.conversations import conversation_create
+from chat.services.exports import dataset_export
 from chat.services.messages import (
     ChatError,
     feedback_set,
@@ -23,11 +24,10 @@ from chat.services.messages import (
     message_send,
 )
 from inference.connection import requests_stream_key
+from models_admin.dashboard.selectors.figures import version_stats
 from models_admin.filters import filter_rule_save
 from models_admin.models import FilterHit
-from models_admin.selectors.usage import version_stats
 from models_admin.services import model_version_create, model_version_promote
-from models_admin.services.datasets import dataset_export
 from tests.factories import UserFactory
 
 pytestmark = pytest.mark.django_db

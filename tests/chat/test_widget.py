@@ -354,7 +354,7 @@ async def test_frames_before_hello_and_malformed_frames_get_errors():
 def test_widget_conversations_show_in_review_usage_and_exports(client, tiny_model_dir):
     from django.contrib.auth.models import Permission
 
-    from models_admin.services.datasets import dataset_export
+    from chat.services.exports import dataset_export
 
     site = _site()
     visitor = visitor_start(site=site, token=None)

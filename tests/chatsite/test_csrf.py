@@ -31,10 +31,10 @@ from chat.services.api_keys import api_key_create
 from chat.services.conversations import conversation_create
 from chat.services.messages import feedback_set
 from chat.services.widget import widget_site_save
+from models_admin.dashboard.services.review import conversation_flag
 from models_admin.filters import filter_rule_save
 from models_admin.models import Dataset, ModelVersion
 from models_admin.services.datasets import dataset_create
-from models_admin.services.review import conversation_flag
 from models_admin.services.training import training_job_create
 from tests.factories import ModelVersionFactory, UserFactory
 

@@ -15,8 +15,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from chat.models import ApiKey, ApiRequest
+from chat.selectors import api_month_start
 from chat.services.api_keys import api_key_authenticate, api_key_create, api_key_revoke
-from models_admin.selectors.api_usage import api_month_start
 from models_admin.services import model_version_create, model_version_promote
 from tests.factories import UserFactory
 from tests.models_admin.conftest import grant

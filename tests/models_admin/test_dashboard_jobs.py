@@ -12,6 +12,7 @@ from django.contrib.auth.models import Permission
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
+from models_admin.dashboard.selectors.jobs import curve_series, duration_format
 from models_admin.models import Dataset, ModelVersion, TrainingJob
 from models_admin.services.datasets import dataset_create
 from models_admin.services.training import (
@@ -20,7 +21,6 @@ from models_admin.services.training import (
     training_job_log,
     training_job_progress,
 )
-from models_admin.views.jobs import curve_series, duration_format
 from tests.factories import ModelVersionFactory, UserFactory
 
 pytestmark = pytest.mark.django_db

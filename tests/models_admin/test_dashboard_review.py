@@ -20,14 +20,14 @@ from chat.services.messages import (
     message_regenerate,
     message_send,
 )
-from models_admin.models import Dataset, DatasetExample, ReviewEvent
-from models_admin.selectors.review import conversations_for_review
-from models_admin.services.datasets import dataset_create
-from models_admin.services.review import (
+from models_admin.dashboard.selectors.review import conversations_for_review
+from models_admin.dashboard.services.review import (
     conversation_flag,
     conversation_unflag,
     conversations_dataset_add,
 )
+from models_admin.models import Dataset, DatasetExample, ReviewEvent
+from models_admin.services.datasets import dataset_create
 from tests.factories import UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -434,7 +434,7 @@ def test_the_review_log_lists_events_newest_first_and_filters(staff_client, revi
 
 def test_the_source_filter_choices_are_all_understood_by_the_selector():
     """Every value the form offers is a filter the selector accepts."""
-    from models_admin.forms.review import ReviewFilterForm
+    from models_admin.dashboard.forms.review import ReviewFilterForm
 
     for value, _label in ReviewFilterForm().fields["source"].choices:
         assert conversations_for_review(source=value).count() == 0

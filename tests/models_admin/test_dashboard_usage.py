@@ -18,19 +18,19 @@ from django.utils import timezone
 
 from chat.models import Conversation, Feedback, Message
 from inference.connection import requests_stream_key, worker_heartbeat_key
-from models_admin.models import Dataset, ModelVersion, TrainingJob
-from models_admin.selectors import usage as usage_selectors
-from models_admin.selectors.usage import (
+from models_admin.dashboard.selectors import live as live_selectors
+from models_admin.dashboard.selectors.figures import version_stats
+from models_admin.dashboard.selectors.live import live_load
+from models_admin.dashboard.selectors.usage import (
     MAX_WINDOW_DAYS,
-    live_load,
     usage_by_day,
     usage_by_hour,
     usage_by_version,
     usage_summary,
     usage_top_users,
     usage_window,
-    version_stats,
 )
+from models_admin.models import Dataset, ModelVersion, TrainingJob
 from models_admin.services.model_versions import canary_start, model_version_promote
 from tests.conftest import free_port
 from tests.factories import ModelVersionFactory, UserFactory
@@ -504,7 +504,7 @@ def test_usage_page_says_when_no_worker_runs(staff_client):
 
 
 def test_usage_page_marks_redis_unavailable(staff_client, monkeypatch):
-    monkeypatch.setattr(usage_selectors, "redis_client", _unreachable_redis)
+    monkeypatch.setattr(live_selectors, "redis_client", _unreachable_redis)
     response = staff_client.get(reverse("dashboard:usage"))
     assert response.status_code == 200
     page = response.content.decode()

@@ -18,9 +18,9 @@ from chat import streams
 from chat.models import Conversation, Feedback, Message
 from inference.client import generation_events_sync
 from inference.worker.versions import VersionSpec
+from models_admin.dashboard.selectors.versions import MISSING
 from models_admin.models import Canary, ModelVersion, Promotion
 from models_admin.services.model_versions import canary_start, model_version_promote
-from models_admin.views import versions as versions_views
 from tests.factories import ModelVersionFactory, UserFactory
 
 ASK = reverse("dashboard:compare-ask")
@@ -397,7 +397,7 @@ def test_compare_sets_metrics_and_answers_side_by_side_with_the_best_marked(
     assert [c["best"] for c in rows["Eval loss"]] == [False, True, False]
     assert [c["best"] for c in rows["Perplexity"]] == [False, True, False]
     assert [c["best"] for c in rows["Tokens/s"]] == [False, False, True]
-    assert [c["display"] for c in rows["Perplexity"]] == ["12.18", "8.17", versions_views.MISSING]
+    assert [c["display"] for c in rows["Perplexity"]] == ["12.18", "8.17", MISSING]
     answers = {row["prompt"]: row["cells"] for row in response.context["answer_rows"]}
     assert answers["Where is my order?"] == [None, "It ships <b>today</b>.", "On its way."]
     assert answers["Opening hours?"] == [None, None, "Nine to six."]

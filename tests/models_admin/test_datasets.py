@@ -10,12 +10,13 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from chat.services.conversations import conversation_create
+from chat.services.exports import dataset_export
 from chat.services.messages import feedback_set, message_generation_finish, message_send
 from models_admin.dataset_format import jsonl_dump
 from models_admin.models import Dataset, DatasetExample
 from models_admin.selectors import dataset_preview
 from models_admin.services import model_version_register
-from models_admin.services.datasets import dataset_demo_create, dataset_export, dataset_upload
+from models_admin.services.datasets import dataset_demo_create, dataset_upload
 from tests.factories import UserFactory
 
 pytestmark = pytest.mark.django_db

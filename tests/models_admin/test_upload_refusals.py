@@ -14,7 +14,7 @@ from django.contrib.auth.models import Permission
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
-from models_admin.forms.jobs import UPLOAD_MAX_BYTES
+from models_admin.dashboard.forms.datasets import UPLOAD_MAX_BYTES
 from models_admin.models import Dataset, DatasetExample
 from tests.factories import UserFactory
 

@@ -1,0 +1,124 @@
+"""Stored conversations as training data: a conversation's active path in
+the dataset format, and datasets exported from the conversations a filter
+selects."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from django.contrib.auth.base_user import AbstractBaseUser
+
+from chat.models import Conversation, Feedback, Message
+from chat.selectors import thread_load
+from models_admin.models import Dataset
+from models_admin.services.datasets import dataset_create
+
+#: One conversation in the training format: ``{"role", "content"}`` dicts.
+TrainingMessages = list[dict[str, str]]
+
+
+def conversation_training_messages(
+    *,
+    conversation: Conversation,
+    liked: set[int] | None = None,
+    thumbs_up_only: bool = False,
+    exclude_blocked: bool = True,
+) -> TrainingMessages:
+    """Return a stored conversation's active path in the training format,
+    or an empty list when nothing in it can be trained on.
+
+    The path is cut before the first answer that did not finish cleanly
+    (stopped, failed, blocked) and, with ``thumbs_up_only``, after its last
+    answer rated up. ``liked`` holds the ids of messages rated up; without
+    it the conversation's own feedback is read.
+    """
+    path = thread_load(conversation=conversation).path
+    if liked is None:
+        liked = set(
+            Feedback.objects.filter(
+                rating=Feedback.Rating.UP, message__conversation=conversation
+            ).values_list("message_id", flat=True)
+        )
+    messages: TrainingMessages = []
+    if conversation.system_prompt.strip():
+        messages.append({"role": "system", "content": conversation.system_prompt})
+    keep_until = len(messages)
+    for message in path:
+        if message.role == Message.Role.ASSISTANT:
+            # Only a version's finished answer: a stopped, failed or blocked
+            # one, or text an API caller supplied as history, ends the path.
+            clean = message.status == Message.Status.DONE and message.content.strip()
+            if not clean or (exclude_blocked and message.status == Message.Status.BLOCKED):
+                break
+            messages.append({"role": "assistant", "content": message.content})
+            if not thumbs_up_only or message.pk in liked:
+                keep_until = len(messages)
+        else:
+            if messages and messages[-1]["role"] == "user":
+                break  # two questions in a row: the answer between failed
+            messages.append({"role": "user", "content": message.content})
+    messages = messages[:keep_until]
+    if not any(m["role"] == "assistant" for m in messages):
+        return []
+    return messages
+
+
+def dataset_export(
+    *,
+    name: str,
+    user: AbstractBaseUser | None = None,
+    date_from: datetime | None = None,
+    date_to: datetime | None = None,
+    thumbs_up_only: bool = False,
+    source: str = "",
+    site_id: int | None = None,
+    exclude_flagged: bool = True,
+    eval_fraction: float = 0.1,
+    seed: int = 0,
+) -> Dataset:
+    """Turn stored conversations into a dataset: each conversation's active
+    path as ``conversation_training_messages`` cuts it; conversations left
+    without an answer, and flagged ones with ``exclude_flagged``, are
+    skipped."""
+    rows = Conversation.objects.all()
+    if date_from is not None:
+        rows = rows.filter(updated_at__gte=date_from)
+    if date_to is not None:
+        rows = rows.filter(updated_at__lte=date_to)
+    if source:
+        rows = rows.filter(source=source)
+    if site_id is not None:
+        rows = rows.filter(site_id=site_id)
+    if exclude_flagged:
+        # Marked for review by staff or a filter rule: not training data.
+        rows = rows.filter(flagged_at__isnull=True)
+    liked = set(
+        Feedback.objects.filter(rating=Feedback.Rating.UP).values_list("message_id", flat=True)
+    )
+    conversations: list[TrainingMessages] = []
+    for conversation in rows.order_by("pk").iterator():
+        messages = conversation_training_messages(
+            conversation=conversation,
+            liked=liked,
+            thumbs_up_only=thumbs_up_only,
+            exclude_blocked=exclude_flagged,
+        )
+        if messages:
+            conversations.append(messages)
+    filters = {
+        "date_from": date_from.isoformat() if date_from else None,
+        "date_to": date_to.isoformat() if date_to else None,
+        "thumbs_up_only": thumbs_up_only,
+        "source": source or None,
+        "site": site_id,
+        "exclude_flagged": exclude_flagged,
+    }
+    return dataset_create(
+        name=name,
+        conversations=conversations,
+        source=Dataset.Source.EXPORT,
+        eval_fraction=eval_fraction,
+        seed=seed,
+        filters=filters,
+        user=user,
+    )

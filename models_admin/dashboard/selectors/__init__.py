@@ -1,0 +1,1 @@
+"""Reads shaped for the dashboard's pages, one module per page group."""

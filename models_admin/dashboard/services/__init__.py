@@ -1,0 +1,2 @@
+"""Writes that only the dashboard makes: staff review of conversations
+and staff changes to API keys."""

@@ -1,7 +1,0 @@
-from django.urls import path
-
-from models_admin.consumers import DashboardConsumer
-
-websocket_urlpatterns = [
-    path("ws/dashboard/", DashboardConsumer.as_asgi()),
-]

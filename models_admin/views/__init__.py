@@ -1,2 +1,0 @@
-"""The staff dashboard, one module per area; each module's ``urlpatterns``
-is mounted by ``models_admin.urls`` under ``/dashboard/``."""
