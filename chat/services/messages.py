@@ -149,6 +149,16 @@ def _existing(conversation: Conversation, client_uuid: uuid.UUID) -> Sent | None
     return Sent(question=earlier, answer=answer, created=False)
 
 
+def _race_lost(conversation: Conversation, client_uuid: uuid.UUID, error: IntegrityError) -> Sent:
+    """The result of the action with the same ``client_id`` that raced in
+    from another socket and committed first; raise ``error`` when there is
+    none (the conflict was something else)."""
+    earlier = _existing(conversation, client_uuid)
+    if earlier is None:
+        raise error
+    return earlier
+
+
 def _filter_hits_store(
     *, hits: list[dict[str, Any]], scope: str, conversation: Conversation, message_id: int
 ) -> None:
@@ -336,12 +346,8 @@ def question_send(
             if reply is not None and reply.status == Message.Status.PENDING:
                 _answer_queue(conversation=locked, answer=reply, messages=messages)
             _announce(locked, sent)
-    except IntegrityError:
-        # The same client_id raced in from another socket: return its result.
-        earlier = _existing(conversation, client_uuid)
-        if earlier is None:
-            raise
-        return earlier
+    except IntegrityError as error:
+        return _race_lost(conversation, client_uuid, error)
     conversation.refresh_from_db()
     return sent
 
@@ -433,11 +439,8 @@ def message_regenerate(
                 ),
             )
             _announce(locked, sent)
-    except IntegrityError:
-        earlier = _existing(conversation, client_uuid)
-        if earlier is None:
-            raise
-        return earlier
+    except IntegrityError as error:
+        return _race_lost(conversation, client_uuid, error)
     return sent
 
 
