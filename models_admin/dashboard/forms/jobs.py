@@ -73,31 +73,22 @@ def _default_shown(value: Any) -> str:
 def _param_field(name: str) -> forms.Field:
     kind_type, default, low, high, kinds = PARAMS[name]
     label, help_text = PARAM_TEXT.get(name, (name.replace("_", " ").capitalize(), ""))
-    attrs: dict[str, Any] = {}
+    common: dict[str, Any] = {
+        "label": label,
+        "help_text": help_text,
+        "required": False,
+        "initial": default,
+    }
     field: forms.Field
     if kind_type is bool:
-        field = forms.BooleanField(
-            label=label,
-            help_text=help_text,
-            required=False,
-            initial=default,
-            widget=forms.CheckboxInput(attrs=attrs),
-        )
+        field = forms.BooleanField(widget=forms.CheckboxInput(), **common)
     elif kind_type is int:
         field = forms.IntegerField(
-            label=label,
-            help_text=help_text,
-            required=False,
-            initial=default,
-            widget=forms.NumberInput(attrs={**attrs, **_number_attrs(int, low, high)}),
+            widget=forms.NumberInput(attrs=_number_attrs(int, low, high)), **common
         )
     else:
         field = forms.FloatField(
-            label=label,
-            help_text=help_text,
-            required=False,
-            initial=default,
-            widget=forms.NumberInput(attrs={**attrs, **_number_attrs(float, low, high)}),
+            widget=forms.NumberInput(attrs=_number_attrs(float, low, high)), **common
         )
     # The page marks each input with the kinds that use it, so its script
     # can hide the others.
