@@ -12,18 +12,7 @@
 
   // --- helpers -------------------------------------------------------------
 
-  /* Build an element: el("p", {class: "x"}, "text", childNode, ...). */
-  function el(tag, attrs, ...children) {
-    const node = document.createElement(tag);
-    for (const [name, value] of Object.entries(attrs || {})) {
-      if (value !== null && value !== undefined && value !== false) node.setAttribute(name, value);
-    }
-    for (const child of children) {
-      if (child === null || child === undefined || child === false) continue;
-      node.append(child instanceof Node ? child : document.createTextNode(String(child)));
-    }
-    return node;
-  }
+  const el = DashboardSocket.el;
 
   function csrfToken() {
     const input = document.querySelector('input[name="csrfmiddlewaretoken"]');

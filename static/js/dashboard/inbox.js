@@ -14,7 +14,7 @@
 
   // --- helpers -------------------------------------------------------------
 
-  const throttle = DashboardSocket.throttle;
+  const { el, throttle } = DashboardSocket;
 
   /* The children of a server-rendered fragment, as nodes. */
   async function fetchFragment(url) {
@@ -26,18 +26,6 @@
     if (!response.ok) throw new Error(`${url}: ${response.status}`);
     const doc = new DOMParser().parseFromString(await response.text(), "text/html");
     return [...doc.body.childNodes];
-  }
-
-  function el(tag, attrs, ...children) {
-    const node = document.createElement(tag);
-    for (const [name, value] of Object.entries(attrs || {})) {
-      if (value !== null && value !== undefined && value !== false) node.setAttribute(name, value);
-    }
-    for (const child of children) {
-      if (child === null || child === undefined || child === false) continue;
-      node.append(child instanceof Node ? child : document.createTextNode(String(child)));
-    }
-    return node;
   }
 
   const pad = (n) => String(n).padStart(2, "0");

@@ -6,6 +6,10 @@
  *
  *   DashboardSocket.on("job.5", (payload) => ...);
  *   DashboardSocket.on("reconnected", () => refresh());
+ *
+ * Every dashboard page loads it, so it also carries the small helpers the
+ * page scripts share: throttle (re-read at most once per interval) and el
+ * (build DOM nodes without innerHTML).
  */
 (function () {
   "use strict";
@@ -81,7 +85,23 @@
     return schedule;
   }
 
+  /* Build an element: el("p", {class: "x"}, "text", childNode, ...).
+   * Attributes that are null, undefined or false are left out; children
+   * that are not nodes become text nodes, never markup. */
+  function el(tag, attrs, ...children) {
+    const node = document.createElement(tag);
+    for (const [name, value] of Object.entries(attrs || {})) {
+      if (value !== null && value !== undefined && value !== false) node.setAttribute(name, value);
+    }
+    for (const child of children) {
+      if (child === null || child === undefined || child === false) continue;
+      node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+    }
+    return node;
+  }
+
   window.DashboardSocket = {
+    el,
     throttle,
     on(topic, fn) {
       if (!handlers.has(topic)) handlers.set(topic, []);
