@@ -6,6 +6,13 @@ Same model, dtype, threads and prompts for every system:
 - B: static batching: all requests of a wave padded into one ``generate``;
 - C: the engine, all requests submitted at once (or on Poisson arrivals).
 
+Beside those bursts, a closed loop: N users, each sending its next
+question as soon as its answer ends, for a fixed time (then what is
+running finishes). In A the server takes one request at a time in the
+order they were sent; in B the next wave starts when its longest answer
+ends, so a user whose answer ended early waits for it; time to first text
+counts from when the user sent the question.
+
 Output lengths come from a capped exponential distribution; a share of
 prompts is long (~1.5k tokens); in C a share of requests is cancelled
 mid-stream. Prints a table and writes JSON under ``var/bench/``. Run with
@@ -249,6 +256,122 @@ def run_engine(
     return result
 
 
+def closed_loop_queues(
+    loaded: LoadedModel, users: int, *, mean_tokens: int, cap: int, long_tokens: int, seed: int
+) -> list[list[Job]]:
+    """Each user's questions, in order, of varied lengths (repeated when a
+    user gets through all of them before the time is up)."""
+    per_user = 8
+    pool = jobs_make(
+        loaded, users * per_user, mean_tokens=mean_tokens, cap=cap, long_share=0.0,
+        cancel_share=0.0, long_tokens=long_tokens, seed=seed,
+    )  # fmt: skip
+    return [pool[user::users] for user in range(users)]
+
+
+def _answer_times(result: Result, times: list[float], sent: float, prompt: list[int]) -> None:
+    result.ttft.append(times[0] - sent)
+    if len(prompt) < 200:
+        result.short_ttft.append(times[0] - sent)
+    result.itl += [b - a for a, b in itertools.pairwise(times)]
+
+
+def run_hf_sequential_closed(
+    loaded: LoadedModel, queues: list[list[Job]], duration: float
+) -> Result:
+    result = Result()
+    start = time.perf_counter()
+    users = len(queues)
+    sent = [start] * users
+    turn = 0
+    while turn == 0 or time.perf_counter() - start < duration:
+        user = turn % users
+        queue = queues[user]
+        job = queue[(turn // users) % len(queue)]
+        times = _generate(loaded, [job.prompt], job.max_new_tokens)
+        _answer_times(result, times, sent[user], job.prompt)
+        result.tokens += job.max_new_tokens
+        sent[user] = times[-1]
+        turn += 1
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def run_hf_static_closed(loaded: LoadedModel, queues: list[list[Job]], duration: float) -> Result:
+    result = Result()
+    start = time.perf_counter()
+    sent = [start] * len(queues)
+    wave = 0
+    while wave == 0 or time.perf_counter() - start < duration:
+        jobs = [queue[wave % len(queue)] for queue in queues]
+        longest = max(job.max_new_tokens for job in jobs)
+        times = _generate(loaded, [job.prompt for job in jobs], longest)
+        for user, job in enumerate(jobs):
+            mine = times[: job.max_new_tokens]
+            _answer_times(result, mine, sent[user], job.prompt)
+            sent[user] = mine[-1]
+        result.tokens += sum(job.max_new_tokens for job in jobs)
+        wave += 1
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def run_engine_closed(
+    loaded: LoadedModel,
+    queues: list[list[Job]],
+    duration: float,
+    *,
+    budget: int,
+    speculative: int = 4,
+) -> Result:
+    engine = Engine(
+        loaded,
+        slots=len(queues),
+        max_context=4096,
+        step_token_budget=budget,
+        speculative_tokens=speculative,
+    )
+    result = Result()
+    sent_at: dict[str, float] = {}
+    last_token: dict[str, float] = {}
+    asked = [0] * len(queues)
+
+    def send(user: int) -> None:
+        queue = queues[user]
+        job = queue[asked[user] % len(queue)]
+        request_id = f"{user}-{asked[user]}"
+        asked[user] += 1
+        params = SamplingParams(temperature=0, max_new_tokens=job.max_new_tokens, ignore_eos=True)
+        engine.submit(request_id, prompt=job.prompt, params=params)
+        sent_at[request_id] = time.perf_counter()
+
+    start = time.perf_counter()
+    for user in range(len(queues)):
+        send(user)
+    while engine.has_work():
+        for event in engine.step():
+            request_id = event.request_id
+            user, turn = (int(part) for part in request_id.split("-"))
+            if event.text:
+                stamp = time.perf_counter()
+                result.replacement_chars += event.text.count(REPLACEMENT)
+                if request_id not in last_token:
+                    ttft = stamp - sent_at[request_id]
+                    result.ttft.append(ttft)
+                    queue = queues[user]
+                    if len(queue[turn % len(queue)].prompt) < 200:
+                        result.short_ttft.append(ttft)
+                else:
+                    result.itl.append(stamp - last_token[request_id])
+                last_token[request_id] = stamp
+            if event.finished:
+                result.tokens += event.completion_tokens
+                if time.perf_counter() - start < duration:
+                    send(user)
+    result.seconds = time.perf_counter() - start
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     import os
 
@@ -267,6 +390,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--long-tokens", type=int, default=1500)
     parser.add_argument("--cancel-share", type=float, default=0.10)
     parser.add_argument("--poisson-rate", type=float, default=0.0, help="requests/s; 0 skips")
+    parser.add_argument(
+        "--closed-loop", default="32", help="closed-loop users, comma-separated; empty skips"
+    )
+    parser.add_argument("--duration", type=float, default=30.0, help="closed-loop seconds")
     parser.add_argument("--budget", type=int, default=64)
     parser.add_argument("--speculative-tokens", type=int, default=4, help="0 turns it off")
     parser.add_argument("--skip", default="", help="systems to skip, e.g. A,B")
@@ -314,6 +441,21 @@ def main(argv: list[str] | None = None) -> int:
                 speculative=args.speculative_tokens,
             )  # fmt: skip
         _report_rows(name, results, report)
+    for users in (int(n) for n in args.closed_loop.split(",") if n.strip()):
+        queues = closed_loop_queues(
+            loaded, users, mean_tokens=args.mean_tokens, cap=args.cap,
+            long_tokens=args.long_tokens, seed=args.seed + users,
+        )  # fmt: skip
+        results = {}
+        if "A" not in skip:
+            results["A"] = run_hf_sequential_closed(loaded, queues, args.duration)
+        if "B" not in skip:
+            results["B"] = run_hf_static_closed(loaded, queues, args.duration)
+        results["C"] = run_engine_closed(
+            loaded, queues, args.duration, budget=args.budget,
+            speculative=args.speculative_tokens,
+        )  # fmt: skip
+        _report_rows(f"closed{users}", results, report)
     if args.poisson_rate > 0:
         count = 32
         jobs = jobs_make(

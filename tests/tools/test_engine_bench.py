@@ -14,12 +14,13 @@ def test_the_benchmark_reports_every_system_with_ratios(tiny_model_dir, tmp_path
             "--model", str(tiny_model_dir), "--dtype", "float32", "--device", "cpu",
             "--concurrency", "1,3", "--mean-tokens", "8", "--cap", "16",
             "--long-tokens", "64", "--cancel-share", "1.0", "--poisson-rate", "50",
+            "--closed-loop", "2", "--duration", "0.5",
             "--out", str(out),
         ]
     )  # fmt: skip
     assert code == 0
     report = json.loads(out.read_text())
-    assert set(report["workloads"]) == {"c1", "c3", "poisson"}
+    assert set(report["workloads"]) == {"c1", "c3", "closed2", "poisson"}
     c3 = report["workloads"]["c3"]
     assert set(c3["systems"]) >= {"A", "B", "C"}
     assert c3["ratios"]["C/A"] > 0 and c3["ratios"]["C/B"] > 0
@@ -27,6 +28,11 @@ def test_the_benchmark_reports_every_system_with_ratios(tiny_model_dir, tmp_path
         for summary in workload["systems"].values():
             assert summary["replacement_chars"] == 0
             assert summary["tokens"] > 0
+    closed = report["workloads"]["closed2"]
+    assert set(closed["systems"]) == {"A", "B", "C"}
+    for summary in closed["systems"].values():
+        assert summary["tokens"] > 0
+        assert summary["ttft_p50"] is not None
     cancelled = c3["systems"].get("C+cancel")
     if cancelled is not None:
         # At most the one step already in flight when the cancel arrived.
