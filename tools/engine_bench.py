@@ -34,7 +34,7 @@ import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from inference.detokenize import REPLACEMENT
-from inference.engine import Engine
+from inference.engine import Engine, Event
 from inference.loading import LoadedModel, model_load, threads_configure
 from inference.protocol import SamplingParams
 
@@ -195,53 +195,70 @@ def run_hf_static(loaded: LoadedModel, jobs: list[Job], batch: int) -> Result:
     return result
 
 
+class _EngineRun:
+    """The engine under measurement: submits jobs and times their text."""
+
+    def __init__(self, loaded: LoadedModel, *, slots: int, budget: int, speculative: int) -> None:
+        self.engine = Engine(
+            loaded,
+            slots=slots,
+            max_context=4096,
+            step_token_budget=budget,
+            speculative_tokens=speculative,
+        )
+        self.result = Result()
+        self.jobs: dict[str, Job] = {}
+        self.sent_at: dict[str, float] = {}
+        self.last_token: dict[str, float] = {}
+
+    def submit(self, request_id: str, job: Job) -> None:
+        params = SamplingParams(temperature=0, max_new_tokens=job.max_new_tokens, ignore_eos=True)
+        self.engine.submit(request_id, prompt=job.prompt, params=params)
+        self.jobs[request_id] = job
+        self.sent_at[request_id] = time.perf_counter()
+
+    def measure(self, event: Event) -> None:
+        """Time an event's text and count the tokens of a finished one."""
+        request_id = event.request_id
+        result = self.result
+        if event.text:
+            stamp = time.perf_counter()
+            result.replacement_chars += event.text.count(REPLACEMENT)
+            if request_id not in self.last_token:
+                ttft = stamp - self.sent_at[request_id]
+                result.ttft.append(ttft)
+                if len(self.jobs[request_id].prompt) < 200:
+                    result.short_ttft.append(ttft)
+            else:
+                result.itl.append(stamp - self.last_token[request_id])
+            self.last_token[request_id] = stamp
+        if event.finished:
+            result.tokens += event.completion_tokens
+
+
 def run_engine(
     loaded: LoadedModel, jobs: list[Job], *, slots: int, budget: int, speculative: int = 4
 ) -> Result:
-    engine = Engine(
-        loaded,
-        slots=slots,
-        max_context=4096,
-        step_token_budget=budget,
-        speculative_tokens=speculative,
-    )
-    result = Result()
+    run = _EngineRun(loaded, slots=slots, budget=budget, speculative=speculative)
+    engine, result = run.engine, run.result
     produced: dict[str, int] = {}
     cancelled_at: dict[str, int] = {}
     pending = sorted(enumerate(jobs), key=lambda item: item[1].arrival)
     start = time.perf_counter()
-    submitted_at: dict[str, float] = {}
-    last_token: dict[str, float] = {}
     while pending or engine.has_work():
         now = time.perf_counter() - start
         while pending and pending[0][1].arrival <= now:
             index, job = pending.pop(0)
-            request_id = str(index)
-            params = SamplingParams(
-                temperature=0, max_new_tokens=job.max_new_tokens, ignore_eos=True
-            )
-            engine.submit(request_id, prompt=job.prompt, params=params)
-            submitted_at[request_id] = time.perf_counter()
-            produced[request_id] = 0
+            run.submit(str(index), job)
+            produced[str(index)] = 0
         if not engine.has_work():
             time.sleep(min(0.01, max(pending[0][1].arrival - now, 0)) if pending else 0)
             continue
         for event in engine.step():
             request_id = event.request_id
             job = jobs[int(request_id)]
-            if event.text:
-                stamp = time.perf_counter()
-                result.replacement_chars += event.text.count(REPLACEMENT)
-                if request_id not in last_token:
-                    ttft = stamp - submitted_at[request_id]
-                    result.ttft.append(ttft)
-                    if len(job.prompt) < 200:
-                        result.short_ttft.append(ttft)
-                else:
-                    result.itl.append(stamp - last_token[request_id])
-                last_token[request_id] = stamp
+            run.measure(event)
             if event.finished:
-                result.tokens += event.completion_tokens
                 if request_id in cancelled_at:
                     result.after_cancel += event.completion_tokens - cancelled_at[request_id]
             elif job.cancel_after is not None and request_id not in cancelled_at:
@@ -324,52 +341,24 @@ def run_engine_closed(
     budget: int,
     speculative: int = 4,
 ) -> Result:
-    engine = Engine(
-        loaded,
-        slots=len(queues),
-        max_context=4096,
-        step_token_budget=budget,
-        speculative_tokens=speculative,
-    )
-    result = Result()
-    sent_at: dict[str, float] = {}
-    last_token: dict[str, float] = {}
+    run = _EngineRun(loaded, slots=len(queues), budget=budget, speculative=speculative)
     asked = [0] * len(queues)
 
     def send(user: int) -> None:
         queue = queues[user]
-        job = queue[asked[user] % len(queue)]
-        request_id = f"{user}-{asked[user]}"
+        run.submit(f"{user}-{asked[user]}", queue[asked[user] % len(queue)])
         asked[user] += 1
-        params = SamplingParams(temperature=0, max_new_tokens=job.max_new_tokens, ignore_eos=True)
-        engine.submit(request_id, prompt=job.prompt, params=params)
-        sent_at[request_id] = time.perf_counter()
 
     start = time.perf_counter()
     for user in range(len(queues)):
         send(user)
-    while engine.has_work():
-        for event in engine.step():
-            request_id = event.request_id
-            user, turn = (int(part) for part in request_id.split("-"))
-            if event.text:
-                stamp = time.perf_counter()
-                result.replacement_chars += event.text.count(REPLACEMENT)
-                if request_id not in last_token:
-                    ttft = stamp - sent_at[request_id]
-                    result.ttft.append(ttft)
-                    queue = queues[user]
-                    if len(queue[turn % len(queue)].prompt) < 200:
-                        result.short_ttft.append(ttft)
-                else:
-                    result.itl.append(stamp - last_token[request_id])
-                last_token[request_id] = stamp
-            if event.finished:
-                result.tokens += event.completion_tokens
-                if time.perf_counter() - start < duration:
-                    send(user)
-    result.seconds = time.perf_counter() - start
-    return result
+    while run.engine.has_work():
+        for event in run.engine.step():
+            run.measure(event)
+            if event.finished and time.perf_counter() - start < duration:
+                send(int(event.request_id.split("-")[0]))
+    run.result.seconds = time.perf_counter() - start
+    return run.result
 
 
 def main(argv: list[str] | None = None) -> int:
