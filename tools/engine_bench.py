@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -72,6 +73,8 @@ class Result:
     after_cancel: int = 0
     replacement_chars: int = 0
     short_ttft: list[float] = field(default_factory=list)
+    rss_idle_mb: float | None = None
+    rss_peak_mb: float | None = None
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -85,6 +88,8 @@ class Result:
             "itl_p99": _pct(self.itl, 99),
             "tokens_after_cancel": self.after_cancel,
             "replacement_chars": self.replacement_chars,
+            "rss_idle_mb": self.rss_idle_mb,
+            "rss_peak_mb": self.rss_peak_mb,
         }
 
 
@@ -195,6 +200,15 @@ def run_hf_static(loaded: LoadedModel, jobs: list[Job], batch: int) -> Result:
     return result
 
 
+def _rss_mb() -> float | None:
+    """This process's resident memory in MiB (Linux), or None."""
+    try:
+        resident_pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+    return round(resident_pages * os.sysconf("SC_PAGE_SIZE") / 2**20, 1)
+
+
 class _EngineRun:
     """The engine under measurement: submits jobs and times their text."""
 
@@ -210,6 +224,16 @@ class _EngineRun:
         self.jobs: dict[str, Job] = {}
         self.sent_at: dict[str, float] = {}
         self.last_token: dict[str, float] = {}
+        # The process's memory with the engine built and nothing running,
+        # then its peak while the engine works (sampled every step).
+        self.result.rss_idle_mb = self.result.rss_peak_mb = _rss_mb()
+
+    def step(self) -> list[Event]:
+        events = self.engine.step()
+        rss = _rss_mb()
+        if rss is not None:
+            self.result.rss_peak_mb = max(rss, self.result.rss_peak_mb or 0.0)
+        return events
 
     def submit(self, request_id: str, job: Job) -> None:
         params = SamplingParams(temperature=0, max_new_tokens=job.max_new_tokens, ignore_eos=True)
@@ -254,7 +278,7 @@ def run_engine(
         if not engine.has_work():
             time.sleep(min(0.01, max(pending[0][1].arrival - now, 0)) if pending else 0)
             continue
-        for event in engine.step():
+        for event in run.step():
             request_id = event.request_id
             job = jobs[int(request_id)]
             run.measure(event)
@@ -353,7 +377,7 @@ def run_engine_closed(
     for user in range(len(queues)):
         send(user)
     while run.engine.has_work():
-        for event in run.engine.step():
+        for event in run.step():
             run.measure(event)
             if event.finished and time.perf_counter() - start < duration:
                 send(int(event.request_id.split("-")[0]))
@@ -362,8 +386,6 @@ def run_engine_closed(
 
 
 def main(argv: list[str] | None = None) -> int:
-    import os
-
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "chatsite.settings")
     from django.conf import settings
 
@@ -493,7 +515,10 @@ def _report_rows(name: str, results: dict[str, Result], report: dict[str, Any]) 
         if system == "C+cancel":
             print(f"{'':10}     tokens after cancel: {s['tokens_after_cancel']}  "
                   f"U+FFFD: {s['replacement_chars']}")  # fmt: skip
-    print(f"{'':10}     short-prompt TTFT p99 (C): {_fmt(summaries['C']['short_ttft_p99'])}")
+    c_summary = summaries["C"]
+    print(f"{'':10}     short-prompt TTFT p99 (C): {_fmt(c_summary['short_ttft_p99'])}")
+    print(f"{'':10}     process memory (C): idle {c_summary['rss_idle_mb']} MiB, "
+          f"peak {c_summary['rss_peak_mb']} MiB")  # fmt: skip
 
 
 def _fmt(value: float | None) -> str:

@@ -28,6 +28,8 @@ def test_the_benchmark_reports_every_system_with_ratios(tiny_model_dir, tmp_path
         for summary in workload["systems"].values():
             assert summary["replacement_chars"] == 0
             assert summary["tokens"] > 0
+    engine = c3["systems"]["C"]
+    assert 0 < engine["rss_idle_mb"] <= engine["rss_peak_mb"]
     closed = report["workloads"]["closed2"]
     assert set(closed["systems"]) == {"A", "B", "C"}
     for summary in closed["systems"].values():
