@@ -35,7 +35,8 @@ import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from inference.detokenize import REPLACEMENT
-from inference.engine import Engine, Event
+from inference.engine import Engine
+from inference.engine_types import Event
 from inference.loading import LoadedModel, model_load, threads_configure
 from inference.protocol import SamplingParams
 

@@ -17,7 +17,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from inference.engine import Event, OutputFilter, RequestError
+from inference.engine_types import Event, OutputFilter, RequestError
 from inference.metrics import WorkerMetrics
 from inference.protocol import SamplingError, SamplingParams
 from inference.worker.link import REDIS_DOWN, RedisLink

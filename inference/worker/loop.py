@@ -19,7 +19,8 @@ from typing import Any
 
 import redis
 
-from inference.engine import Engine, OutputFilter
+from inference.engine import Engine
+from inference.engine_types import OutputFilter
 from inference.metrics import WorkerMetrics
 from inference.worker.claims import Claims
 from inference.worker.generations import Generations

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from inference.engine import Engine, RequestError
+from inference.engine import Engine
+from inference.engine_types import RequestError
 from inference.loading import LoadedModel, ModelLoadError, model_load
 from inference.worker.heartbeat import WorkerState
 

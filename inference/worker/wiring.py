@@ -20,7 +20,7 @@ from django.utils import timezone
 from chat.services.completions import completion_usage_store
 from chat.services.messages import generations_end_lost, message_generation_finish
 from inference.connection import redis_client, worker_keys
-from inference.engine import OutputFilter
+from inference.engine_types import OutputFilter
 from inference.worker.loop import InferenceWorker
 from inference.worker.versions import VersionSpec
 from models_admin.filters import content_filter_output, filter_hits_record

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from inference.content_filter import FilterResult
-from inference.engine import Engine, FinishReason, RequestError
+from inference.engine import Engine
+from inference.engine_types import FinishReason, RequestError
 from inference.loading import model_load
 from inference.protocol import SamplingError, SamplingParams
 
