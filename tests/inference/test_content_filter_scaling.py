@@ -15,10 +15,10 @@ from inference.content_filter import (
     MAX_HITS,
     RuleSet,
     StreamFilter,
-    _KeywordIndex,
     canonical,
     skeleton,
 )
+from inference.content_filter.keywords import _KeywordIndex
 
 _TOKEN = re.compile(r"[^ ]+")
 
