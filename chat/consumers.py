@@ -51,7 +51,7 @@ from chat.selectors import (
     session_user_valid,
     thread_load,
 )
-from chat.services import widget
+from chat.services import widget, widget_identity, widget_sites
 from chat.services.events import conversation_group, user_group
 from chat.services.messages import (
     ChatError,
@@ -418,7 +418,7 @@ class ChatConsumer(SocketConsumer):
             await handler(content)
         except Http404 as exc:
             await self._error("not_found", str(exc) or "Not found.", client_id)
-        except widget.WidgetError as exc:
+        except widget_identity.WidgetError as exc:
             await self._error(exc.code, exc.message, client_id)
         except ChatError as exc:
             await self.send_json({"type": "error", **exc.as_dict(), "client_id": client_id})
@@ -586,10 +586,10 @@ CLOSE_UNKNOWN = 4404
 
 @_db
 def _widget_site(key: Any, origin: Any) -> tuple[Any, int]:
-    site = widget.site_get_by_key(key=key)
+    site = widget_sites.site_get_by_key(key=key)
     if site is None:
         return None, CLOSE_UNKNOWN
-    if not widget.origin_allowed(site=site, origin=origin):
+    if not widget_sites.origin_allowed(site=site, origin=origin):
         return site, CLOSE_FORBIDDEN
     return site, 0
 
@@ -605,11 +605,11 @@ def _welcome_frame(visitor: Any, conversation: Any) -> dict[str, Any]:
         }
     return {
         "type": "welcome",
-        "token": widget.visitor_token(visitor=visitor),
+        "token": widget_identity.visitor_token(visitor=visitor),
         "visitor": {"id": visitor.pk, "identified": bool(visitor.external_id)},
         "conversation": thread,
         "handoff": widget.handoff_state(conversation=conversation),
-        "online": widget.site_online(site=site),
+        "online": widget_sites.site_online(site=site),
         "offline_message": site.offline_message,
     }
 
@@ -619,8 +619,8 @@ def _widget_hello(
     site: Any, content: dict[str, Any], address: Any
 ) -> tuple[Any, dict[str, Any], list[tuple[int, str]]]:
     if content.get("revoke"):
-        widget.visitor_token_revoke(site=site, token=content["revoke"])
-    visitor = widget.visitor_start(site=site, token=content.get("token"), address=address)
+        widget_identity.visitor_token_revoke(site=site, token=content["revoke"])
+    visitor = widget_identity.visitor_start(site=site, token=content.get("token"), address=address)
     conversation = widget.visitor_conversation(visitor=visitor)
     running = []
     if conversation is not None:
@@ -635,7 +635,7 @@ def _widget_hello(
 
 @_db
 def _widget_identify(site: Any, visitor: Any, content: dict[str, Any]) -> tuple[Any, Any]:
-    visitor = widget.visitor_identify(
+    visitor = widget_identity.visitor_identify(
         site=site, visitor=visitor, user_id=content.get("user"), signature=content.get("signature")
     )
     conversation = widget.visitor_conversation(visitor=visitor)
@@ -644,7 +644,7 @@ def _widget_identify(site: Any, visitor: Any, content: dict[str, Any]) -> tuple[
 
 @_db
 def _widget_reset(site: Any, visitor: Any, address: Any) -> tuple[Any, Any]:
-    visitor = widget.visitor_reset(site=site, visitor=visitor, address=address)
+    visitor = widget_identity.visitor_reset(site=site, visitor=visitor, address=address)
     return visitor, _welcome_frame(visitor, None)
 
 

@@ -15,7 +15,7 @@ from django.views.decorators.clickjacking import xframe_options_exempt
 from django.views.decorators.http import require_GET
 
 from chat.models import WidgetSite
-from chat.services.widget import avatar_origin, origin_allowed, site_get_by_key, site_online
+from chat.services.widget_sites import avatar_origin, origin_allowed, site_get_by_key, site_online
 
 
 def _site_and_origin(key: Any, origin: Any) -> tuple[WidgetSite | None, int, str]:

@@ -10,7 +10,7 @@ from django.test import Client
 
 from chat.models import Conversation
 from chat.services.api_keys import api_key_create
-from chat.services.widget import widget_site_save
+from chat.services.widget_sites import widget_site_save
 from chatsite.security import csp_parse
 from tests.factories import UserFactory
 

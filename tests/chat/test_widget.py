@@ -13,20 +13,15 @@ from channels.testing import WebsocketCommunicator
 from django.core.exceptions import ValidationError
 
 from chat.models import Conversation, Message, WidgetSite, WidgetVisitor
-from chat.services.widget import (
+from chat.services.widget import agent_reply, handoff_release, handoff_take, widget_message_send
+from chat.services.widget_identity import (
     WidgetError,
-    agent_reply,
-    handoff_release,
-    handoff_take,
     identity_signature,
-    origin_allowed,
-    site_online,
     visitor_identify,
     visitor_start,
     visitor_token,
-    widget_message_send,
-    widget_site_save,
 )
+from chat.services.widget_sites import origin_allowed, site_online, widget_site_save
 from chatsite.asgi import application
 from chatsite.security import csp_parse
 from inference.worker.wiring import (

@@ -10,7 +10,7 @@ import pytest
 from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 
-from chat.services.widget import widget_site_save
+from chat.services.widget_sites import widget_site_save
 from chatsite.asgi import application
 from inference.connection import key
 

@@ -21,7 +21,8 @@ from django.test import Client
 from chat.models import Conversation, Message
 from chat.services.conversations import conversation_create, conversation_update
 from chat.services.messages import message_generation_finish, message_send
-from chat.services.widget import visitor_start, widget_site_save
+from chat.services.widget_identity import visitor_start
+from chat.services.widget_sites import widget_site_save
 from chatsite.asgi import application
 from inference.connection import generation_key
 from inference.protocol import event_encode

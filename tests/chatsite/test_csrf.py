@@ -30,7 +30,7 @@ from chat.models import Conversation, Message, WidgetVisitor
 from chat.services.api_keys import api_key_create
 from chat.services.conversations import conversation_create
 from chat.services.messages import feedback_set
-from chat.services.widget import widget_site_save
+from chat.services.widget_sites import widget_site_save
 from models_admin.dashboard.services.review import conversation_flag
 from models_admin.filters import filter_rule_save
 from models_admin.models import Dataset, ModelVersion

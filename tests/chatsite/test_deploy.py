@@ -19,7 +19,7 @@ import pytest
 from django.http import HttpResponse, JsonResponse
 from django.test import Client, RequestFactory
 
-from chat.services.widget import widget_site_save
+from chat.services.widget_sites import widget_site_save
 from chatsite.security import DEFAULT_POLICY, csp_apply, csp_parse
 from tests.chatsite import test_csrf
 from tests.conftest import REPO_ROOT

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from chat.models import Conversation
-from chat.services.widget import widget_site_save
+from chat.services.widget_sites import widget_site_save
 from models_admin.models import Dataset, ModelVersion
 from models_admin.services import model_version_create
 from models_admin.services.datasets import dataset_create

@@ -15,7 +15,8 @@ from urllib.parse import urlsplit
 import pytest
 
 from chat.models import Conversation, Message, WidgetVisitor
-from chat.services.widget import identity_signature, widget_site_save
+from chat.services.widget_identity import identity_signature
+from chat.services.widget_sites import widget_site_save
 from models_admin.services import model_version_create, model_version_promote
 from tests.conftest import wait_for
 from tests.e2e.conftest import (

@@ -23,7 +23,7 @@ from django.test import Client
 
 from chat.services.conversations import conversation_create
 from chat.services.messages import message_send
-from chat.services.widget import widget_site_save
+from chat.services.widget_sites import widget_site_save
 from tests.factories import UserFactory
 
 pytestmark = pytest.mark.e2e

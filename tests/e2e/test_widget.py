@@ -12,7 +12,8 @@ from django.contrib.auth.hashers import PBKDF2PasswordHasher
 from django.contrib.auth.models import Permission
 
 from chat.models import WidgetVisitor
-from chat.services.widget import visitor_start, widget_site_save
+from chat.services.widget_identity import visitor_start
+from chat.services.widget_sites import widget_site_save
 from tests.e2e.conftest import STAFF_PASSWORD, host_page_set_key
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]

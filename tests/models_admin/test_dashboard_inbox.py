@@ -16,7 +16,8 @@ from django.utils import timezone
 
 from chat.models import Conversation, Message, WidgetSite, WidgetVisitor
 from chat.services.conversations import conversation_create
-from chat.services.widget import handoff_take, widget_site_save
+from chat.services.widget import handoff_take
+from chat.services.widget_sites import widget_site_save
 from tests.factories import UserFactory
 from tests.models_admin.conftest import grant
 

@@ -11,7 +11,8 @@ import pytest
 from django.urls import reverse
 
 from chat.models import WidgetSite
-from chat.services.widget import identity_signature, widget_site_save
+from chat.services.widget_identity import identity_signature
+from chat.services.widget_sites import widget_site_save
 from tests.factories import ModelVersionFactory, UserFactory
 from tests.models_admin.conftest import grant
 

@@ -219,7 +219,9 @@ def test_a_blocked_question_cannot_be_regenerated():
 
 @pytest.mark.django_db
 def test_a_rule_for_one_widget_site_applies_there_only():
-    from chat.services.widget import visitor_start, widget_message_send, widget_site_save
+    from chat.services.widget import widget_message_send
+    from chat.services.widget_identity import visitor_start
+    from chat.services.widget_sites import widget_site_save
 
     shop = widget_site_save(data={"name": "Shop", "allowed_origins": "https://shop.example"})
     other = widget_site_save(data={"name": "Other", "allowed_origins": "https://other.example"})

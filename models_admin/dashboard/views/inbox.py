@@ -23,13 +23,8 @@ from django.views.decorators.http import require_GET, require_POST
 from chat.models import Conversation
 from chat.selectors import message_serialize
 from chat.services.messages import ChatError
-from chat.services.widget import (
-    agent_reply,
-    handoff_close,
-    handoff_release,
-    handoff_take,
-    site_online,
-)
+from chat.services.widget import agent_reply, handoff_close, handoff_release, handoff_take
+from chat.services.widget_sites import site_online
 from models_admin.dashboard.forms.inbox import InboxFilterForm, InboxReplyForm
 from models_admin.dashboard.selectors.inbox import (
     inbox_conversation_get,

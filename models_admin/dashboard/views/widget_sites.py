@@ -23,12 +23,8 @@ from django.urls import path, reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from chat.models import WidgetSite
-from chat.services.widget import (
-    identity_signature,
-    site_online,
-    widget_site_save,
-    widget_site_secret_rotate,
-)
+from chat.services.widget_identity import identity_signature
+from chat.services.widget_sites import site_online, widget_site_save, widget_site_secret_rotate
 from models_admin.dashboard.forms.widget import WidgetSiteForm
 from models_admin.dashboard.selectors.inbox import (
     widget_site_counts,
