@@ -1,6 +1,7 @@
 from django.urls import path
 
-from chat.consumers import ChatConsumer, WidgetConsumer
+from chat.consumers.chat import ChatConsumer
+from chat.consumers.widget import WidgetConsumer
 
 websocket_urlpatterns = [
     path("ws/chat/", ChatConsumer.as_asgi()),

@@ -1,6 +1,6 @@
 """Small notifications to the user's open pages over the channel layer,
 sent after the transaction commits. Token streams never travel this way:
-sockets tail the generation's Redis stream (see ``chat.consumers``)."""
+sockets tail the generation's Redis stream (see ``chat.consumers.chat``)."""
 
 from __future__ import annotations
 

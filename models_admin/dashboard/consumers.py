@@ -11,7 +11,7 @@ changes).
 Only active staff connect; others are closed with 4401 (not signed in)
 or 4403 (not staff). A socket closes with 4401 when its session logs out
 or ends, or the password changes, and with 4429 past the user's socket
-limit (see ``chat.consumers.SocketConsumer``).
+limit (see ``chat.consumers.base.SocketConsumer``).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any
 from channels.db import database_sync_to_async
 from django.http import Http404
 
-from chat.consumers import CLOSE_POLICY, FrameBucket, SocketConsumer
+from chat.consumers.base import CLOSE_POLICY, FrameBucket, SocketConsumer
 from chat.services.events import conversation_group
 from models_admin.dashboard.selectors.inbox import inbox_conversation_get
 from models_admin.services.events import dashboard_group

@@ -394,9 +394,9 @@ async def test_a_foreign_origin_is_refused(user):
 
 
 async def test_a_waiting_answer_says_why_when_no_worker_runs(user, conversation, monkeypatch):
-    from chat import consumers
+    from chat.consumers import chat as chat_consumer
 
-    monkeypatch.setattr(consumers, "WAIT_NOTICE_S", 0.3)
+    monkeypatch.setattr(chat_consumer, "WAIT_NOTICE_S", 0.3)
     answer = await _pending_answer(user, conversation)
     socket = await _connect(user)
     await socket.send_json_to({"type": "conversation.open", "conversation": conversation.pk})

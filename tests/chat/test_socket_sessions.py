@@ -12,7 +12,7 @@ from django.conf import settings as django_settings
 from django.contrib.sessions.models import Session
 from django.test import Client
 
-from chat import consumers
+from chat.consumers import base as consumer_base
 from chatsite.asgi import application
 from tests.factories import UserFactory
 
@@ -126,7 +126,7 @@ async def test_a_session_deleted_without_a_logout_closes_its_sockets(monkeypatch
     """A session that ends without a logout (expired and cleared, deleted
     by an administrator) closes its sockets at the next periodic check;
     the user's other sessions keep theirs."""
-    monkeypatch.setattr(consumers, "SESSION_RECHECK_S", 0.2)
+    monkeypatch.setattr(consumer_base, "SESSION_RECHECK_S", 0.2)
     user = await sync_to_async(UserFactory)()
     doomed, kept = await _session(user), await _session(user)
     doomed_socket, kept_socket = await _chat(doomed), await _chat(kept)

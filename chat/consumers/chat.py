@@ -27,31 +27,29 @@ channel layer: every socket tails it from its last sequence number.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
-import time
 from typing import Any
-from urllib.parse import parse_qs
 
-from asgiref.sync import sync_to_async
-from autobahn.exception import Disconnected
-from channels.db import database_sync_to_async
-from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
-from django.db import close_old_connections
 from django.http import Http404
 
+from chat.consumers.base import (
+    CLOSE_POLICY,
+    CLOSE_TOO_BIG,
+    CLOSE_UNAUTHENTICATED,
+    FrameBucket,
+    SocketConsumer,
+    _db,
+)
 from chat.db import db_apart
 from chat.models import Message
 from chat.selectors import (
     conversation_get_for_user,
     message_get_for_user,
     message_serialize,
-    session_user_valid,
-    thread_load,
 )
-from chat.services import widget, widget_identity, widget_sites
+from chat.services import widget_identity
 from chat.services.events import conversation_group, user_group
 from chat.services.messages import (
     ChatError,
@@ -59,64 +57,16 @@ from chat.services.messages import (
     message_regenerate,
     message_send,
 )
-from chat.services.sessions import (
-    SOCKET_SLOT_TTL_S,
-    auth_group,
-    socket_slot_release,
-    socket_slot_renew,
-    socket_slot_take,
-)
 from chat.streams import GenerationFollower, Reset, Stored, Waiting
-from inference.client import REDIS_DOWN
 from inference.protocol import StreamEvent
 
 logger = logging.getLogger(__name__)
 
-#: Close codes: policy violation (floods) and message too big, as RFC 6455
-#: defines them, and an application code for "log in first".
-CLOSE_POLICY = 1008
-CLOSE_TOO_BIG = 1009
-CLOSE_UNAUTHENTICATED = 4401
-#: The user holds CHAT_MAX_SOCKETS_PER_USER sockets already.
-CLOSE_TOO_MANY = 4429
-
-#: Seconds between a signed-in socket's renewals of its slot and checks of
-#: its session.
-SESSION_RECHECK_S = SOCKET_SLOT_TTL_S / 3
 #: Seconds without an event before the page is told why it waits.
 WAIT_NOTICE_S = 15.0
 #: Replays from the start a tail may do before it waits for the stored
 #: answer instead.
 MAX_RESETS = 2
-
-
-class FrameBucket:
-    """A token bucket on incoming frames: bursts are fine, floods are not."""
-
-    def __init__(self, *, rate: float, burst: float) -> None:
-        self.rate = rate
-        self.burst = burst
-        self.tokens = burst
-        self.at = time.monotonic()
-
-    def take(self) -> bool:
-        now = time.monotonic()
-        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
-        self.at = now
-        if self.tokens < 1:
-            return False
-        self.tokens -= 1
-        return True
-
-
-def _db(fn: Any) -> Any:
-    """Run an ORM call in the thread pool with fresh connections."""
-
-    def call(*args: Any, **kwargs: Any) -> Any:
-        close_old_connections()
-        return fn(*args, **kwargs)
-
-    return database_sync_to_async(call)
 
 
 @_db
@@ -181,144 +131,6 @@ def _stop(user: Any, message_id: Any) -> None:
 @_db
 def _answer(message_id: int) -> Message | None:
     return Message.objects.filter(pk=message_id).first()
-
-
-_slot_take = sync_to_async(socket_slot_take, thread_sensitive=False)
-_slot_renew = sync_to_async(socket_slot_renew, thread_sensitive=False)
-_slot_release = sync_to_async(socket_slot_release, thread_sensitive=False)
-
-
-@_db
-def _session_valid(session_key: str | None, user_id: int) -> bool:
-    return session_user_valid(session_key=session_key, user_id=user_id)
-
-
-class SocketConsumer(AsyncJsonWebsocketConsumer):
-    """A JSON socket whose sends to a connection the client is closing are
-    dropped rather than raised: a notification that races a disconnect
-    must not end the consumer with an error in the server log.
-
-    A signed-in user's socket (``_account_watch``) lives only as long as
-    its session: it closes with 4401 when the session logs out or the
-    password changes, and counts against the user's socket limit.
-    """
-
-    account_user_id: int | None = None
-    account_closed = False
-    slot_renewer: asyncio.Task[None] | None = None
-    #: Set once the server closed the socket: frames still queued are
-    #: dropped unread.
-    closing = False
-
-    async def send(
-        self, text_data: str | None = None, bytes_data: bytes | None = None, close: bool = False
-    ) -> None:
-        try:
-            await super().send(text_data=text_data, bytes_data=bytes_data, close=close)
-        except Disconnected:
-            logger.debug("Dropped a frame to a closing socket")
-
-    async def send_json(self, content: Any, close: bool = False) -> None:
-        # The base class's send_json goes past send() above.
-        try:
-            await super().send_json(content, close=close)
-        except Disconnected:
-            logger.debug("Dropped a frame to a closing socket")
-
-    async def close(self, code: int | bool | None = None, reason: str | None = None) -> None:
-        self.closing = True
-        try:
-            await super().close(code=code, reason=reason)
-        except Disconnected:
-            logger.debug("Closed a socket that was closing already")
-
-    def _session_key(self) -> str | None:
-        session = self.scope.get("session")
-        return session.session_key if session is not None else None
-
-    async def _account_watch(self, user: Any) -> bool:
-        """Tie this accepted socket to the user's session and take one of
-        the user's socket slots; return False after closing the socket
-        (4429) when the user holds too many."""
-        limit = settings.CHAT_MAX_SOCKETS_PER_USER
-        try:
-            taken = await _slot_take(user_id=user.pk, channel=self.channel_name, limit=limit)
-        except REDIS_DOWN:
-            # The channel layer waits for Redis anyway; counting resumes
-            # with the next socket.
-            logger.warning("Socket count unavailable for user %s", user.pk, exc_info=True)
-            taken = True
-        if not taken:
-            self.account_closed = True
-            await self.send_json(
-                {
-                    "type": "error",
-                    "code": "too_many_sockets",
-                    "error": f"At most {limit} connections at once; close another tab first.",
-                    "fatal": True,
-                }
-            )
-            await self.close(code=CLOSE_TOO_MANY)
-            return False
-        self.account_user_id = user.pk
-        await self.channel_layer.group_add(auth_group(user.pk), self.channel_name)
-        self.slot_renewer = asyncio.ensure_future(self._slot_renew_loop())
-        return True
-
-    async def _slot_renew_loop(self) -> None:
-        """Renew the socket's slot and, on the same beat, check its session:
-        one that expired or was deleted without a logout (clearsessions,
-        an admin) closes the socket too."""
-        while self.account_user_id is not None:
-            await asyncio.sleep(SESSION_RECHECK_S)
-            user_id = self.account_user_id
-            if user_id is None or self.account_closed:
-                return
-            with contextlib.suppress(*REDIS_DOWN):
-                await _slot_renew(user_id=user_id, channel=self.channel_name)
-            try:
-                valid = await _session_valid(self._session_key(), user_id)
-            except Exception:
-                # A database away for a moment is no reason to drop sockets.
-                logger.warning("Session check of user %s failed", user_id, exc_info=True)
-                continue
-            if not valid:
-                await self._session_close()
-                return
-
-    async def websocket_disconnect(self, message: dict[str, Any]) -> None:
-        user_id, self.account_user_id = self.account_user_id, None
-        if user_id is not None:
-            if self.slot_renewer is not None:
-                self.slot_renewer.cancel()
-            await self.channel_layer.group_discard(auth_group(user_id), self.channel_name)
-            with contextlib.suppress(*REDIS_DOWN):
-                await _slot_release(user_id=user_id, channel=self.channel_name)
-        await super().websocket_disconnect(message)
-
-    async def _session_close(self) -> None:
-        self.account_closed = True
-        await self.send_json(
-            {
-                "type": "error",
-                "code": "auth",
-                "error": "Your session has ended; log in again.",
-                "fatal": True,
-            }
-        )
-        await self.close(code=CLOSE_UNAUTHENTICATED)
-
-    async def session_end(self, event: dict[str, Any]) -> None:
-        """The session that logged out: close its sockets."""
-        if not self.account_closed and event.get("session") == self._session_key():
-            await self._session_close()
-
-    async def session_check(self, event: dict[str, Any]) -> None:
-        """The password changed: close unless the session still holds."""
-        if self.account_closed or self.account_user_id is None:
-            return
-        if not await _session_valid(self._session_key(), self.account_user_id):
-            await self._session_close()
 
 
 class ChatConsumer(SocketConsumer):
@@ -576,198 +388,3 @@ def _waiting_reason(waiting: Waiting) -> str:
     if waiting.workers == 0:
         return "No model worker is running; the message waits in the queue."
     return "Still waiting for the model."
-
-
-# --- the widget ---------------------------------------------------------------
-
-CLOSE_FORBIDDEN = 4403
-CLOSE_UNKNOWN = 4404
-
-
-@_db
-def _widget_site(key: Any, origin: Any) -> tuple[Any, int]:
-    site = widget_sites.site_get_by_key(key=key)
-    if site is None:
-        return None, CLOSE_UNKNOWN
-    if not widget_sites.origin_allowed(site=site, origin=origin):
-        return site, CLOSE_FORBIDDEN
-    return site, 0
-
-
-def _welcome_frame(visitor: Any, conversation: Any) -> dict[str, Any]:
-    site = visitor.site
-    thread = None
-    if conversation is not None:
-        loaded = thread_load(conversation=conversation)
-        thread = {
-            "conversation": {"id": conversation.pk, "title": conversation.title},
-            "messages": [message_serialize(m) for m in loaded.path],
-        }
-    return {
-        "type": "welcome",
-        "token": widget_identity.visitor_token(visitor=visitor),
-        "visitor": {"id": visitor.pk, "identified": bool(visitor.external_id)},
-        "conversation": thread,
-        "handoff": widget.handoff_state(conversation=conversation),
-        "online": widget_sites.site_online(site=site),
-        "offline_message": site.offline_message,
-    }
-
-
-@_db
-def _widget_hello(
-    site: Any, content: dict[str, Any], address: Any
-) -> tuple[Any, dict[str, Any], list[tuple[int, str]]]:
-    if content.get("revoke"):
-        widget_identity.visitor_token_revoke(site=site, token=content["revoke"])
-    visitor = widget_identity.visitor_start(site=site, token=content.get("token"), address=address)
-    conversation = widget.visitor_conversation(visitor=visitor)
-    running = []
-    if conversation is not None:
-        running = [
-            (m.pk, str(m.generation_id))
-            for m in conversation.messages.filter(status=Message.Status.PENDING).exclude(
-                generation_id=None
-            )
-        ]
-    return visitor, _welcome_frame(visitor, conversation), running
-
-
-@_db
-def _widget_identify(site: Any, visitor: Any, content: dict[str, Any]) -> tuple[Any, Any]:
-    visitor = widget_identity.visitor_identify(
-        site=site, visitor=visitor, user_id=content.get("user"), signature=content.get("signature")
-    )
-    conversation = widget.visitor_conversation(visitor=visitor)
-    return visitor, _welcome_frame(visitor, conversation)
-
-
-@_db
-def _widget_reset(site: Any, visitor: Any, address: Any) -> tuple[Any, Any]:
-    visitor = widget_identity.visitor_reset(site=site, visitor=visitor, address=address)
-    return visitor, _welcome_frame(visitor, None)
-
-
-@db_apart
-def _widget_send(visitor: Any, content: dict[str, Any], address: Any) -> dict[str, Any]:
-    sent = widget.widget_message_send(
-        visitor=visitor,
-        content=content.get("content"),
-        client_id=content.get("client_id"),
-        address=address,
-    )
-    question = sent.question or sent.answer
-    conversation_id = question.conversation_id if question is not None else 0
-    return _sent_frame(conversation_id, sent, content.get("client_id"))
-
-
-@_db
-def _widget_stop(visitor: Any, message_id: Any) -> None:
-    widget.widget_generation_stop(visitor=visitor, message_id=message_id)
-
-
-@_db
-def _widget_handoff(visitor: Any) -> int:
-    return widget.handoff_request(visitor=visitor).pk
-
-
-@_db
-def _widget_email(visitor: Any, email: Any) -> None:
-    widget.visitor_email_leave(visitor=visitor, email=email)
-
-
-class WidgetConsumer(ChatConsumer):
-    """The widget frame's socket (``/ws/widget/?key=...&origin=...``).
-
-    The same live frames as the chat page; the visitor is named by a signed
-    token (``hello {token, revoke?}``; ``revoke`` names a token the host
-    page's reset() forgot while no frame was connected), and the site key
-    and the embedding origin are checked against the site's allowlist on
-    connect.
-    """
-
-    async def connect(self) -> None:
-        self.user = None
-        self.visitor: Any = None
-        self.tails = {}
-        self.conversation_id = None
-        self.bucket = FrameBucket(rate=5.0, burst=15.0)
-        self.groups_joined = []
-        # The caps per client address count by it.
-        self.address = (self.scope.get("client") or [None])[0]
-        query = parse_qs(self.scope.get("query_string", b"").decode())
-        key = (query.get("key") or [""])[0]
-        origin = (query.get("origin") or [""])[0]
-        self.site, refusal = await _widget_site(key, origin)
-        await self.accept()
-        if refusal:
-            message = (
-                f"Unknown widget key {key!r}."
-                if refusal == CLOSE_UNKNOWN
-                else f"The widget may not be embedded on {origin or 'this page'}."
-            )
-            await self.send_json({"type": "error", "code": "refused", "error": message})
-            await self.close(code=refusal)
-
-    def _accepting(self) -> bool:
-        return self.site is not None
-
-    def _handlers(self) -> dict[str, Any]:
-        return {
-            "hello": self._on_hello,
-            "identify": self._on_identify,
-            "reset": self._on_reset,
-            "message.send": self._on_widget_send,
-            "generation.stop": self._on_widget_stop,
-            "handoff.request": self._on_handoff,
-            "email.leave": self._on_email,
-            "ping": self._on_ping,
-        }
-
-    async def receive_json(self, content: dict[str, Any], **kwargs: Any) -> None:
-        if content.get("type") != "hello" and self.visitor is None:
-            await self._error("hello_first", "Say hello with your token first.")
-            return
-        await super().receive_json(content)
-
-    async def _welcome(self, visitor: Any, frame: dict[str, Any]) -> None:
-        self.visitor = visitor
-        thread = frame.get("conversation")
-        if thread is not None:
-            await self._watch(thread["conversation"]["id"])
-        elif self.conversation_id is not None:
-            await self._leave(conversation_group(self.conversation_id))
-            self.conversation_id = None
-        await self.send_json(frame)
-
-    async def _on_hello(self, content: dict[str, Any]) -> None:
-        visitor, frame, running = await _widget_hello(self.site, content, self.address)
-        await self._welcome(visitor, frame)
-        for message_id, generation_id in running:
-            self._tail_start(message_id, generation_id, 0, restart=True)
-
-    async def _on_identify(self, content: dict[str, Any]) -> None:
-        visitor, frame = await _widget_identify(self.site, self.visitor, content)
-        await self._welcome(visitor, frame)
-
-    async def _on_reset(self, content: dict[str, Any]) -> None:
-        visitor, frame = await _widget_reset(self.site, self.visitor, self.address)
-        await self._welcome(visitor, frame)
-
-    async def _on_widget_send(self, content: dict[str, Any]) -> None:
-        frame = await _widget_send(self.visitor, content, self.address)
-        await self._accepted(frame)
-
-    async def _on_widget_stop(self, content: dict[str, Any]) -> None:
-        await _widget_stop(self.visitor, content.get("message"))
-
-    async def _on_handoff(self, content: dict[str, Any]) -> None:
-        conversation_id = await _widget_handoff(self.visitor)
-        await self._watch(conversation_id)
-
-    async def _on_email(self, content: dict[str, Any]) -> None:
-        await _widget_email(self.visitor, content.get("email"))
-        await self.send_json({"type": "email.saved"})
-
-    async def handoff_changed(self, event: dict[str, Any]) -> None:
-        await self.send_json(event)
