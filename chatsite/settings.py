@@ -208,6 +208,15 @@ INFERENCE_STEP_TOKENS = env_int("INFERENCE_STEP_TOKENS", 64, minimum=1)
 # it off), used while at most INFERENCE_SPECULATIVE_MAX_BATCH requests decode.
 INFERENCE_SPECULATIVE_TOKENS = env_int("INFERENCE_SPECULATIVE_TOKENS", 4, minimum=0)
 INFERENCE_SPECULATIVE_MAX_BATCH = env_int("INFERENCE_SPECULATIVE_MAX_BATCH", 4, minimum=0)
+# GGUF versions (llama.cpp): tokens per step, and the KV pool's size at
+# start and at most (0: slots x context). It doubles while in use and
+# shrinks back when idle; when it cannot grow, the request admitted last
+# waits and is fed again later.
+INFERENCE_GGUF_STEP_TOKENS = env_int("INFERENCE_GGUF_STEP_TOKENS", 256, minimum=1)
+INFERENCE_GGUF_KV_TOKENS = env_int("INFERENCE_GGUF_KV_TOKENS", 4096, minimum=256)
+INFERENCE_GGUF_KV_MAX_TOKENS = env_int("INFERENCE_GGUF_KV_MAX_TOKENS", 0, minimum=0)
+# How the KV pool stores keys and values: f16, f32 (exact) or q8_0 (half of f16).
+INFERENCE_GGUF_KV_TYPE = env_choice("INFERENCE_GGUF_KV_TYPE", "f16", ("f16", "f32", "q8_0"))
 # Seconds after which a request of a worker that stopped renewing its
 # claim is continued by another worker; seconds a stopping worker spends
 # finishing what it runs.

@@ -21,62 +21,26 @@ may call ``submit()`` and ``cancel()``, which take effect at the next step.
 from __future__ import annotations
 
 import inspect
-import itertools
 import logging
-import queue
 import time
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 
-from inference.content_filter import FilterResult
-from inference.detokenize import IncrementalDetokenizer, StopMatcher
-from inference.engine_types import (
-    ContextLengthError,
-    Event,
-    FinishReason,
-    OutputFilter,
-    RequestError,
-    Timings,
-)
+from inference.engine_base import EngineBase, Message, Request
+from inference.engine_types import Event, RequestError
 from inference.kv_cache import SlotKVCache
 from inference.loading import LoadedModel
 from inference.protocol import SamplingError, SamplingParams
-from inference.sampling import Sampler
-from inference.speculative import PromptLookup
 
 logger = logging.getLogger(__name__)
 
-Message = dict[str, str]
+__all__ = ["Engine", "Message", "chat_answer"]
 
 
-@dataclass
-class _Request:
-    id: str
-    prompt: list[int]
-    params: SamplingParams
-    sampler: Sampler
-    detok: IncrementalDetokenizer
-    stops: StopMatcher
-    output_filter: OutputFilter | None
-    timings: Timings
-    row: int = -1
-    prefilled: int = 0  # prompt tokens already in the cache
-    generated: list[int] = field(default_factory=list)
-    last_token: int | None = None
-    cancelled: bool = False
-    drafts: PromptLookup = field(default_factory=lambda: PromptLookup())
+class Engine(EngineBase):
+    backend = "transformers"
 
-    @property
-    def length(self) -> int:
-        """Tokens in the cache for this request."""
-        return self.prefilled + max(len(self.generated) - 1, 0)
-
-
-class Engine:
     def __init__(
         self,
         loaded: LoadedModel,
@@ -89,19 +53,19 @@ class Engine:
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         model, config = loaded.model, loaded.model.config
+        super().__init__(
+            tokenizer=loaded.tokenizer,
+            eos_ids=loaded.eos_token_ids,
+            device=loaded.device,
+            slots=slots,
+            max_context=min(max_context, getattr(config, "max_position_embeddings", max_context)),
+            step_token_budget=step_token_budget,
+            clock=clock,
+        )
         self.loaded = loaded
         self.model = model
-        self.tokenizer = loaded.tokenizer
-        self.device = loaded.device
-        self.slots = slots
-        self.max_context = min(
-            max_context, getattr(config, "max_position_embeddings", max_context)
-        )
-        self.step_token_budget = max(step_token_budget, 1)
         self.speculative_tokens = max(speculative_tokens, 0)
         self.speculative_max_batch = speculative_max_batch
-        self.clock = clock
-        self.eos_ids = loaded.eos_token_ids
         head_dim = (
             getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
         )
@@ -117,143 +81,21 @@ class Engine:
         self._mask_min = torch.finfo(loaded.dtype).min
         parameters = inspect.signature(type(model).forward).parameters
         self._cache_kwarg = "cache" if "cache" in parameters else "past_key_values"
-        self._inbox: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
-        self.waiting: deque[_Request] = deque()
-        self.decoding: list[_Request] = []  # rows 0..d-1
-        self.prefilling: list[_Request] = []  # rows d..d+p-1
-        self.ids: set[str] = set()
-        self.steps = 0
-        #: Each step's work, for tests and diagnostics: (step, kind, request ids).
-        self.trace: deque[tuple[int, str, tuple[str, ...]]] = deque(maxlen=10_000)
-
-    # --- requests ------------------------------------------------------
-
-    def prompt_ids(self, messages: list[Message]) -> list[int]:
-        """Render chat messages through the model's template into token ids."""
-        if not isinstance(messages, list) or not messages:
-            raise RequestError("messages must be a non-empty list")
-        for index, message in enumerate(messages):
-            if not isinstance(message, dict):
-                raise RequestError(f"messages[{index}] must be an object")
-            if message.get("role") not in {"system", "user", "assistant"}:
-                raise RequestError(f"messages[{index}].role must be system, user or assistant")
-            if not isinstance(message.get("content"), str):
-                raise RequestError(f"messages[{index}].content must be text")
-        if not any(m["content"].strip() for m in messages if m["role"] == "user"):
-            raise RequestError("the conversation has no user message with text")
-        ids = self.tokenizer.apply_chat_template(
-            messages, add_generation_prompt=True, tokenize=True
-        )
-        if isinstance(ids, dict) or hasattr(ids, "input_ids"):
-            ids = ids["input_ids"]
-        return list(ids)
-
-    def submit(
-        self,
-        request_id: str,
-        *,
-        messages: list[Message] | None = None,
-        prompt: list[int] | None = None,
-        params: SamplingParams | None = None,
-        output_filter: OutputFilter | None = None,
-    ) -> None:
-        """Queue a request; raise RequestError or SamplingError when it is
-        invalid. Thread-safe: it is admitted at the next step."""
-        params = params or SamplingParams()
-        params.validate()
-        if prompt is None:
-            if messages is None:
-                raise RequestError("a request needs messages or prompt ids")
-            prompt = self.prompt_ids(messages)
-        if not prompt:
-            raise RequestError("the prompt is empty")
-        if len(prompt) >= self.max_context:
-            raise ContextLengthError(
-                f"the prompt is {len(prompt)} tokens; the context holds {self.max_context} "
-                "and the answer needs at least one more: shorten the conversation"
-            )
-        request = _Request(
-            id=request_id,
-            prompt=list(prompt),
-            params=params,
-            sampler=Sampler(params, self.device),
-            detok=IncrementalDetokenizer(self.tokenizer),
-            stops=StopMatcher(params.stop),
-            output_filter=output_filter,
-            timings=Timings(arrived=self.clock()),
-        )
-        self._inbox.put(("submit", request))
-
-    def cancel(self, request_id: str) -> None:
-        """Stop a request; its slot is free after the next step. Thread-safe."""
-        self._inbox.put(("cancel", request_id))
-
-    # --- state ---------------------------------------------------------
-
-    @property
-    def running(self) -> int:
-        return len(self.decoding) + len(self.prefilling)
-
-    @property
-    def queued(self) -> int:
-        return len(self.waiting)
-
-    def has_work(self) -> bool:
-        return bool(self.waiting or self.decoding or self.prefilling or not self._inbox.empty())
-
-    def queue_position(self, request_id: str) -> int | None:
-        """1-based place in the waiting queue, None when not waiting."""
-        for position, request in enumerate(self.waiting, start=1):
-            if request.id == request_id:
-                return position
-        return None
 
     # --- the step ------------------------------------------------------
 
     @torch.inference_mode()
     def step(self) -> list[Event]:
-        events: list[Event] = []
-        self._drain_inbox(events)
-        self._admit()
+        return super().step()
+
+    def _work(self, events: list[Event]) -> None:
         if self.decoding:
             self._decode(events)
         if self.prefilling:
             self._prefill(events, self.step_token_budget - len(self.decoding))
-        self.steps += 1
-        return events
 
-    def _drain_inbox(self, events: list[Event]) -> None:
-        while True:
-            try:
-                kind, payload = self._inbox.get_nowait()
-            except queue.Empty:
-                return
-            if kind == "submit":
-                if payload.id in self.ids:
-                    events.append(self._error_event(payload, "duplicate request id"))
-                    continue
-                self.ids.add(payload.id)
-                self.waiting.append(payload)
-            elif kind == "cancel":
-                self._cancel_now(payload, events)
-
-    def _cancel_now(self, request_id: str, events: list[Event]) -> None:
-        for request in self.waiting:
-            if request.id == request_id:
-                self.waiting.remove(request)
-                events.append(self._finish(request, FinishReason.CANCELLED, release=False))
-                return
-        for request in (*self.decoding, *self.prefilling):
-            if request.id == request_id:
-                events.append(self._finish(request, FinishReason.CANCELLED))
-                return
-
-    def _admit(self) -> None:
-        while self.waiting and self.running < self.slots:
-            request = self.waiting.popleft()
-            request.row = self.running
-            request.timings.scheduled = self.clock()
-            self.prefilling.append(request)
+    def _slot_take(self, request: Request) -> None:
+        request.row = self.running
 
     def _decode(self, events: list[Event]) -> None:
         batch = self.decoding
@@ -273,7 +115,7 @@ class Engine:
         for request, row_logits in zip(list(batch), logits[:, -1], strict=True):
             self._accept(request, row_logits, events)
 
-    def _drafts(self, batch: list[_Request]) -> list[list[int]]:
+    def _drafts(self, batch: list[Request]) -> list[list[int]]:
         """Guess the next tokens of each request from its own earlier text
         (prompt lookup), when the batch is small enough that checking them
         costs about as much as one decode step: at small batch sizes a step
@@ -291,7 +133,7 @@ class Engine:
         return drafts
 
     def _decode_speculative(
-        self, batch: list[_Request], drafts: list[list[int]], events: list[Event]
+        self, batch: list[Request], drafts: list[list[int]], events: list[Event]
     ) -> None:
         """Feed each request's last token and its draft in one forward, then
         keep the longest prefix of the draft that the model itself picks."""
@@ -363,80 +205,9 @@ class Engine:
         )
         return output.logits
 
-    def _accept(self, request: _Request, logits: torch.Tensor, events: list[Event]) -> None:
-        """Sample the next token of request and emit what it makes visible."""
-        if request.cancelled:
-            return
-        self._take(request, request.sampler.sample(self._penalized(request, logits)), events)
-
-    def _penalized(self, request: _Request, logits: torch.Tensor) -> torch.Tensor:
-        if request.params.repetition_penalty == 1.0:
-            return logits
-        seen = torch.tensor(request.prompt + request.generated, device=self.device)
-        return request.sampler.penalize(logits, seen)
-
-    def _take(self, request: _Request, token: int, events: list[Event]) -> bool:
-        """Append token to request's answer and emit what it makes visible;
-        return True when the request has ended."""
-        now = self.clock()
-        if request.timings.first_token is None:
-            request.timings.first_token = now
-        request.timings.token_times.append(now)
-        request.generated.append(token)
-        request.last_token = token
-        request.drafts.observe(request.prompt, request.generated)
-
-        if token in self.eos_ids and not request.params.ignore_eos:
-            # Release what the detokenizer, the stop strings and the output
-            # filter still hold: the answer ends here.
-            tail = request.stops.push(request.detok.flush())
-            if not request.stops.stopped:
-                tail += request.stops.flush()
-            self._emit(request, tail, events, final=True, reason=FinishReason.STOP)
-            return True
-        text = request.stops.push(request.detok.push(token))
-        if request.stops.stopped:
-            self._emit(request, text, events, final=True, reason=FinishReason.STOP)
-            return True
-        at_limit = len(request.generated) >= request.params.max_new_tokens or (
-            request.length + 1 >= self.max_context
-        )
-        if at_limit:
-            tail = request.stops.push(request.detok.flush())
-            if request.stops.stopped:
-                self._emit(request, text + tail, events, final=True, reason=FinishReason.STOP)
-                return True
-            self._emit(request, text + tail + request.stops.flush(), events, final=True,
-                       reason=FinishReason.LENGTH)  # fmt: skip
-            return True
-        self._emit(request, text, events, final=False, reason=None)
-        return request.cancelled
-
-    def _emit(
-        self, request: _Request, text: str, events: list[Event], *, final: bool, reason: str | None
-    ) -> None:
-        """Pass text through the request's output filter and emit it."""
-        output_filter = request.output_filter
-        if output_filter is not None:
-            result = output_filter.push(text) if text else FilterResult("")
-            text = result.text
-            if not result.block and final:
-                end = output_filter.finish()
-                text += end.text
-                result = end
-            if result.block:
-                if text:
-                    events.append(Event(request.id, text=text))
-                events.append(self._finish(request, FinishReason.CONTENT_FILTER))
-                return
-        if text:
-            events.append(Event(request.id, text=text))
-        if final:
-            events.append(self._finish(request, reason or FinishReason.STOP))
-
     # --- rows ----------------------------------------------------------
 
-    def _promote_to_decoding(self, request: _Request) -> None:
+    def _promote_to_decoding(self, request: Request) -> None:
         """Move a request that finished prefill into the decoding rows."""
         target = len(self.decoding)
         if request.row != target:
@@ -445,7 +216,7 @@ class Engine:
         self.prefilling.remove(request)
         self.decoding.append(request)
 
-    def _swap_rows(self, a: _Request, b: _Request) -> None:
+    def _swap_rows(self, a: Request, b: Request) -> None:
         length = max(a.length, b.length, a.prefilled, b.prefilled)
         for keys, values in zip(self.cache.keys, self.cache.values, strict=True):
             for buffer in (keys, values):
@@ -454,7 +225,7 @@ class Engine:
                 buffer[b.row, :, :length] = saved
         a.row, b.row = b.row, a.row
 
-    def _release(self, request: _Request) -> None:
+    def _slot_release(self, request: Request) -> None:
         """Free request's row and keep the rows compact."""
         if request in self.decoding:
             self.decoding.remove(request)
@@ -479,29 +250,6 @@ class Engine:
         mover = next(r for r in self.prefilling if r.row == last)
         self.cache.move_row(mover.row, hole, mover.prefilled)
         mover.row = hole
-
-    # --- endings -------------------------------------------------------
-
-    def _finish(self, request: _Request, reason: str, *, release: bool = True) -> Event:
-        if release:
-            self._release(request)
-        request.cancelled = True
-        request.timings.finished = self.clock()
-        self.ids.discard(request.id)
-        gaps = [b - a for a, b in itertools.pairwise(request.timings.token_times)]
-        return Event(
-            request.id,
-            finished=True,
-            finish_reason=reason,
-            prompt_tokens=len(request.prompt),
-            completion_tokens=len(request.generated),
-            timings=request.timings.summary(),
-            token_gaps=gaps,
-            token_ids=list(request.generated),
-        )
-
-    def _error_event(self, request: _Request, message: str) -> Event:
-        return Event(request.id, finished=True, finish_reason=FinishReason.ERROR, error=message)
 
 
 def chat_answer(

@@ -19,8 +19,9 @@ from typing import Any
 
 import redis
 
-from inference.engine import Engine
+from inference.engine_base import EngineBase
 from inference.engine_types import OutputFilter
+from inference.engines import EngineOptions
 from inference.metrics import WorkerMetrics
 from inference.worker.claims import Claims
 from inference.worker.generations import Generations
@@ -57,6 +58,11 @@ class InferenceWorker:
         step_token_budget: int = 64,
         speculative_tokens: int = 4,
         speculative_max_batch: int = 4,
+        gguf_step_token_budget: int = 256,
+        gguf_kv_tokens: int = 4096,
+        gguf_kv_max_tokens: int = 0,
+        gguf_kv_type: str = "f16",
+        threads: int = 0,
         heartbeat_interval: float = 2.0,
         heartbeat_ttl: float = 10.0,
         poll_interval: float = 5.0,
@@ -90,13 +96,18 @@ class InferenceWorker:
             extra_versions=extra_versions,
             device=device,
             dtype=dtype,
-            engine_options={
-                "slots": slots,
-                "max_context": max_context,
-                "step_token_budget": step_token_budget,
-                "speculative_tokens": speculative_tokens,
-                "speculative_max_batch": speculative_max_batch,
-            },
+            engine_options=EngineOptions(
+                slots=slots,
+                max_context=max_context,
+                step_token_budget=step_token_budget,
+                speculative_tokens=speculative_tokens,
+                speculative_max_batch=speculative_max_batch,
+                gguf_step_token_budget=gguf_step_token_budget,
+                gguf_kv_tokens=gguf_kv_tokens,
+                gguf_kv_max_tokens=gguf_kv_max_tokens,
+                gguf_kv_type=gguf_kv_type,
+                threads=threads,
+            ),
             on_change=self.heartbeats.beat,
             on_settled=lambda version_id: self.generations.unpark(version_id),
         )
@@ -147,7 +158,7 @@ class InferenceWorker:
         return self.versions.version
 
     @property
-    def engines(self) -> dict[int, Engine]:
+    def engines(self) -> dict[int, EngineBase]:
         return self.versions.engines
 
     @property

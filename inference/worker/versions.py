@@ -19,9 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from inference.engine import Engine
+from inference.engine_base import EngineBase
 from inference.engine_types import RequestError
-from inference.loading import LoadedModel, ModelLoadError, model_load
+from inference.engines import EngineOptions, engine_open
+from inference.loading import ModelLoadError
 from inference.worker.heartbeat import WorkerState
 
 logger = logging.getLogger(__name__)
@@ -56,7 +57,7 @@ class Versions:
         extra_versions: Callable[[], list[VersionSpec]] | None,
         device: str,
         dtype: str,
-        engine_options: dict[str, Any],
+        engine_options: EngineOptions,
         on_change: Callable[[], None],
         on_settled: Callable[[int], None],
     ) -> None:
@@ -70,24 +71,24 @@ class Versions:
         self.state = WorkerState.STARTING
         self.error = ""
         self.version: VersionSpec | None = None  # production, serving new requests
-        self.engines: dict[int, Engine] = {}
+        self.engines: dict[int, EngineBase] = {}
         self.specs: dict[int, VersionSpec] = {}
         self._failed: VersionSpec | None = None
         self._wanted: VersionSpec | None = None
         self._wanted_extra: set[int] = set()
         # Loads run one at a time beside the serving loop.
         self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-load")
-        self.loads: dict[int, tuple[VersionSpec, Future[Engine]]] = {}
+        self.loads: dict[int, tuple[VersionSpec, Future[EngineBase]]] = {}
         self.load_errors: dict[int, str] = {}
 
     @property
-    def loaded(self) -> LoadedModel | None:
-        """The production version's model, once loaded."""
+    def loaded(self) -> Any:
+        """The production version's model (its device and dtype), once loaded."""
         engine = self.engines.get(self.version.id) if self.version else None
         return engine.loaded if engine else None
 
     @property
-    def serving(self) -> Engine | None:
+    def serving(self) -> EngineBase | None:
         """The engine that takes new requests, if loaded."""
         if self.version is None:
             return None
@@ -97,9 +98,10 @@ class Versions:
         self.state, self.error = state, error
         self._on_change()
 
-    def engine_build(self, spec: VersionSpec) -> Engine:
-        loaded = model_load(spec.path, device=self.device, dtype=self.dtype)
-        return Engine(loaded, **self.engine_options)
+    def engine_build(self, spec: VersionSpec) -> EngineBase:
+        return engine_open(
+            spec.path, device=self.device, dtype=self.dtype, options=self.engine_options
+        )
 
     def load_start(self, spec: VersionSpec) -> None:
         """Load a version in the background unless loaded, loading or

@@ -10,6 +10,7 @@ from inference.engine import Engine
 from inference.engine_types import FinishReason, RequestError
 from inference.loading import model_load
 from inference.protocol import SamplingError, SamplingParams
+from tests.inference.engine_runs import run_engine
 
 GREEDY = SamplingParams(temperature=0.0, max_new_tokens=12)
 
@@ -32,16 +33,6 @@ def _hf_greedy(loaded, prompt: list[int], max_new_tokens: int) -> list[int]:
         top_k=None,
     )
     return output[0, len(prompt) :].tolist()
-
-
-def _run(engine: Engine, max_steps: int = 10_000) -> dict[str, list]:
-    events: dict[str, list] = {}
-    for _ in range(max_steps):
-        if not engine.has_work():
-            break
-        for event in engine.step():
-            events.setdefault(event.request_id, []).append(event)
-    return events
 
 
 def _text(events) -> str:
@@ -162,7 +153,7 @@ def test_stop_strings_split_across_tokens_are_never_streamed(tiny):
         prompt=[5, 6, 7],
         params=SamplingParams(temperature=0, max_new_tokens=30, stop=(stop,)),
     )
-    events = _run(engine)["s"]
+    events = run_engine(engine)["s"]
     streamed = [e.text for e in events if e.text]
     assert "".join(streamed) == free[: free.index(stop)]
     assert all(stop not in chunk for chunk in streamed)
@@ -171,13 +162,13 @@ def test_stop_strings_split_across_tokens_are_never_streamed(tiny):
 
 def _run_one(engine: Engine, params: SamplingParams) -> str:
     engine.submit("x", prompt=[5, 6, 7], params=params)
-    return _text(_run(engine)["x"])
+    return _text(run_engine(engine)["x"])
 
 
 def test_max_new_tokens_ends_with_length_and_usage(tiny):
     engine = Engine(tiny, slots=1)
     engine.submit("x", prompt=[5, 6, 7], params=SamplingParams(temperature=0, max_new_tokens=5))
-    events = _run(engine)["x"]
+    events = run_engine(engine)["x"]
     final = events[-1]
     assert final.finished and final.finish_reason in (FinishReason.LENGTH, FinishReason.STOP)
     assert final.prompt_tokens == 3
@@ -215,7 +206,7 @@ def test_an_output_filter_can_rewrite_and_block(tiny):
     params = SamplingParams(temperature=0, max_new_tokens=20)
     engine.submit("u", prompt=[5, 6, 7], params=params, output_filter=Upper())
     engine.submit("b", prompt=[5, 6, 7], params=params, output_filter=BlockAfterThree())
-    events = _run(engine)
+    events = run_engine(engine)
     assert _text(events["u"]) == _text(events["u"]).upper()
     assert events["b"][-1].finish_reason == FinishReason.CONTENT_FILTER
     assert events["b"][-1].completion_tokens == 3
@@ -257,6 +248,6 @@ def test_the_context_limit_ends_a_generation_with_length(tiny):
     engine.submit(
         "x", prompt=list(range(5, 15)), params=SamplingParams(temperature=0, max_new_tokens=100)
     )
-    final = _run(engine)["x"][-1]
+    final = run_engine(engine)["x"][-1]
     assert final.finish_reason in (FinishReason.LENGTH, FinishReason.STOP)
     assert final.prompt_tokens + final.completion_tokens <= 16

@@ -1,0 +1,345 @@
+"""What every generation engine shares, whatever runs the model: the
+request queue, admission, cancellation, and the way a sampled token
+becomes text (detokenizer, stop strings, output filter, final event).
+No Django here; torch only for the sampler's tensors.
+
+An engine subclass owns the model and its KV memory: it implements
+``_work`` (feed the model the tokens of this step and call ``_accept``
+with each request's next-token logits), ``_slot_take`` and
+``_slot_release`` (a request's place in the KV memory).
+
+One thread calls ``step()``; other threads may call ``submit()`` and
+``cancel()``, which take effect at the next step.
+"""
+
+from __future__ import annotations
+
+import itertools
+import queue
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from inference.content_filter import FilterResult
+from inference.detokenize import IncrementalDetokenizer, StopMatcher
+from inference.engine_types import (
+    ContextLengthError,
+    Event,
+    FinishReason,
+    OutputFilter,
+    RequestError,
+    Timings,
+)
+from inference.protocol import SamplingParams
+from inference.sampling import Sampler
+from inference.speculative import PromptLookup
+
+Message = dict[str, str]
+
+
+@dataclass
+class Request:
+    id: str
+    prompt: list[int]
+    params: SamplingParams
+    sampler: Sampler
+    detok: IncrementalDetokenizer
+    stops: StopMatcher
+    output_filter: OutputFilter | None
+    timings: Timings
+    row: int = -1  # the request's place in the KV memory
+    prefilled: int = 0  # prompt tokens already in the cache
+    generated: list[int] = field(default_factory=list)
+    last_token: int | None = None
+    cancelled: bool = False
+    drafts: PromptLookup = field(default_factory=lambda: PromptLookup())
+
+    @property
+    def length(self) -> int:
+        """Tokens in the cache for this request."""
+        return self.prefilled + max(len(self.generated) - 1, 0)
+
+
+def messages_check(messages: Any) -> None:
+    """Raise RequestError unless messages is a chat the template can render."""
+    if not isinstance(messages, list) or not messages:
+        raise RequestError("messages must be a non-empty list")
+    for index, message in enumerate(messages):
+        if not isinstance(message, dict):
+            raise RequestError(f"messages[{index}] must be an object")
+        if message.get("role") not in {"system", "user", "assistant"}:
+            raise RequestError(f"messages[{index}].role must be system, user or assistant")
+        if not isinstance(message.get("content"), str):
+            raise RequestError(f"messages[{index}].content must be text")
+    if not any(m["content"].strip() for m in messages if m["role"] == "user"):
+        raise RequestError("the conversation has no user message with text")
+
+
+def chat_prompt_ids(tokenizer: Any, messages: list[Message]) -> list[int]:
+    """Render chat messages through the tokenizer's template into token ids."""
+    messages_check(messages)
+    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+    if isinstance(ids, dict) or hasattr(ids, "input_ids"):
+        ids = ids["input_ids"]
+    return list(ids)
+
+
+class EngineBase:
+    """Queue, admission and output of an iteration-level batching engine.
+
+    Running requests are in ``decoding`` (prompt fully in the cache) and
+    ``prefilling``; ``waiting`` holds the rest in arrival order.
+    """
+
+    #: Which runtime serves the model, for status pages and heartbeats.
+    backend = ""
+    #: The model as loaded: at least its ``device`` and ``dtype``.
+    loaded: Any
+
+    def __init__(
+        self,
+        *,
+        tokenizer: Any,
+        eos_ids: set[int],
+        device: torch.device,
+        slots: int,
+        max_context: int,
+        step_token_budget: int,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self.tokenizer = tokenizer
+        self.eos_ids = eos_ids
+        self.device = device
+        self.slots = slots
+        self.max_context = max_context
+        self.step_token_budget = max(step_token_budget, 1)
+        self.clock = clock
+        self._inbox: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+        self.waiting: deque[Request] = deque()
+        self.decoding: list[Request] = []
+        self.prefilling: list[Request] = []
+        self.ids: set[str] = set()
+        self.steps = 0
+        #: Each step's work, for tests and diagnostics: (step, kind, request ids).
+        self.trace: deque[tuple[int, str, tuple[str, ...]]] = deque(maxlen=10_000)
+
+    # --- requests ------------------------------------------------------
+
+    def prompt_ids(self, messages: list[Message]) -> list[int]:
+        """Render chat messages through the model's template into token ids."""
+        return chat_prompt_ids(self.tokenizer, messages)
+
+    def submit(
+        self,
+        request_id: str,
+        *,
+        messages: list[Message] | None = None,
+        prompt: list[int] | None = None,
+        params: SamplingParams | None = None,
+        output_filter: OutputFilter | None = None,
+    ) -> None:
+        """Queue a request; raise RequestError or SamplingError when it is
+        invalid. Thread-safe: it is admitted at the next step."""
+        params = params or SamplingParams()
+        params.validate()
+        if prompt is None:
+            if messages is None:
+                raise RequestError("a request needs messages or prompt ids")
+            prompt = self.prompt_ids(messages)
+        if not prompt:
+            raise RequestError("the prompt is empty")
+        if len(prompt) >= self.max_context:
+            raise ContextLengthError(
+                f"the prompt is {len(prompt)} tokens; the context holds {self.max_context} "
+                "and the answer needs at least one more: shorten the conversation"
+            )
+        request = Request(
+            id=request_id,
+            prompt=list(prompt),
+            params=params,
+            sampler=Sampler(params, self.device),
+            detok=IncrementalDetokenizer(self.tokenizer),
+            stops=StopMatcher(params.stop),
+            output_filter=output_filter,
+            timings=Timings(arrived=self.clock()),
+        )
+        self._inbox.put(("submit", request))
+
+    def cancel(self, request_id: str) -> None:
+        """Stop a request; its slot is free after the next step. Thread-safe."""
+        self._inbox.put(("cancel", request_id))
+
+    # --- state ---------------------------------------------------------
+
+    @property
+    def running(self) -> int:
+        return len(self.decoding) + len(self.prefilling)
+
+    @property
+    def queued(self) -> int:
+        return len(self.waiting)
+
+    def has_work(self) -> bool:
+        return bool(self.waiting or self.decoding or self.prefilling or not self._inbox.empty())
+
+    def queue_position(self, request_id: str) -> int | None:
+        """1-based place in the waiting queue, None when not waiting."""
+        for position, request in enumerate(self.waiting, start=1):
+            if request.id == request_id:
+                return position
+        return None
+
+    # --- the step ------------------------------------------------------
+
+    def step(self) -> list[Event]:
+        events: list[Event] = []
+        self._drain_inbox(events)
+        self._admit()
+        if self.decoding or self.prefilling:
+            self._work(events)
+        self.steps += 1
+        return events
+
+    def _work(self, events: list[Event]) -> None:
+        raise NotImplementedError
+
+    def _slot_take(self, request: Request) -> None:
+        """Give an admitted request its place in the KV memory (row)."""
+        raise NotImplementedError
+
+    def _slot_release(self, request: Request) -> None:
+        """Free the KV memory of a request that leaves the running lists."""
+        raise NotImplementedError
+
+    def _drain_inbox(self, events: list[Event]) -> None:
+        while True:
+            try:
+                kind, payload = self._inbox.get_nowait()
+            except queue.Empty:
+                return
+            if kind == "submit":
+                if payload.id in self.ids:
+                    events.append(self._error_event(payload, "duplicate request id"))
+                    continue
+                self.ids.add(payload.id)
+                self.waiting.append(payload)
+            elif kind == "cancel":
+                self._cancel_now(payload, events)
+
+    def _cancel_now(self, request_id: str, events: list[Event]) -> None:
+        for request in self.waiting:
+            if request.id == request_id:
+                self.waiting.remove(request)
+                events.append(self._finish(request, FinishReason.CANCELLED, release=False))
+                return
+        for request in (*self.decoding, *self.prefilling):
+            if request.id == request_id:
+                events.append(self._finish(request, FinishReason.CANCELLED))
+                return
+
+    def _admit(self) -> None:
+        while self.waiting and self.running < self.slots:
+            request = self.waiting.popleft()
+            request.timings.scheduled = self.clock()
+            self._slot_take(request)
+            self.prefilling.append(request)
+
+    # --- tokens to text ------------------------------------------------
+
+    def _accept(self, request: Request, logits: torch.Tensor, events: list[Event]) -> None:
+        """Sample the next token of request and emit what it makes visible."""
+        if request.cancelled:
+            return
+        self._take(request, request.sampler.sample(self._penalized(request, logits)), events)
+
+    def _penalized(self, request: Request, logits: torch.Tensor) -> torch.Tensor:
+        if request.params.repetition_penalty == 1.0:
+            return logits
+        seen = torch.tensor(request.prompt + request.generated, device=self.device)
+        return request.sampler.penalize(logits, seen)
+
+    def _take(self, request: Request, token: int, events: list[Event]) -> bool:
+        """Append token to request's answer and emit what it makes visible;
+        return True when the request has ended."""
+        now = self.clock()
+        if request.timings.first_token is None:
+            request.timings.first_token = now
+        request.timings.token_times.append(now)
+        request.generated.append(token)
+        request.last_token = token
+        request.drafts.observe(request.prompt, request.generated)
+
+        if token in self.eos_ids and not request.params.ignore_eos:
+            # Release what the detokenizer, the stop strings and the output
+            # filter still hold: the answer ends here.
+            tail = request.stops.push(request.detok.flush())
+            if not request.stops.stopped:
+                tail += request.stops.flush()
+            self._emit(request, tail, events, final=True, reason=FinishReason.STOP)
+            return True
+        text = request.stops.push(request.detok.push(token))
+        if request.stops.stopped:
+            self._emit(request, text, events, final=True, reason=FinishReason.STOP)
+            return True
+        at_limit = len(request.generated) >= request.params.max_new_tokens or (
+            request.length + 1 >= self.max_context
+        )
+        if at_limit:
+            tail = request.stops.push(request.detok.flush())
+            if request.stops.stopped:
+                self._emit(request, text + tail, events, final=True, reason=FinishReason.STOP)
+                return True
+            self._emit(request, text + tail + request.stops.flush(), events, final=True,
+                       reason=FinishReason.LENGTH)  # fmt: skip
+            return True
+        self._emit(request, text, events, final=False, reason=None)
+        return request.cancelled
+
+    def _emit(
+        self, request: Request, text: str, events: list[Event], *, final: bool, reason: str | None
+    ) -> None:
+        """Pass text through the request's output filter and emit it."""
+        output_filter = request.output_filter
+        if output_filter is not None:
+            result = output_filter.push(text) if text else FilterResult("")
+            text = result.text
+            if not result.block and final:
+                end = output_filter.finish()
+                text += end.text
+                result = end
+            if result.block:
+                if text:
+                    events.append(Event(request.id, text=text))
+                events.append(self._finish(request, FinishReason.CONTENT_FILTER))
+                return
+        if text:
+            events.append(Event(request.id, text=text))
+        if final:
+            events.append(self._finish(request, reason or FinishReason.STOP))
+
+    # --- endings -------------------------------------------------------
+
+    def _finish(self, request: Request, reason: str, *, release: bool = True) -> Event:
+        request.cancelled = True
+        if release:
+            self._slot_release(request)
+        request.timings.finished = self.clock()
+        self.ids.discard(request.id)
+        gaps = [b - a for a, b in itertools.pairwise(request.timings.token_times)]
+        return Event(
+            request.id,
+            finished=True,
+            finish_reason=reason,
+            prompt_tokens=len(request.prompt),
+            completion_tokens=len(request.generated),
+            timings=request.timings.summary(),
+            token_gaps=gaps,
+            token_ids=list(request.generated),
+        )
+
+    def _error_event(self, request: Request, message: str) -> Event:
+        return Event(request.id, finished=True, finish_reason=FinishReason.ERROR, error=message)
