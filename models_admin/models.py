@@ -17,6 +17,11 @@ class ModelVersion(models.Model):
         BASE = "base", "Base"
         FINETUNE = "finetune", "Fine-tune"
         DISTILL = "distill", "Distilled"
+        COMPRESSED = "compressed", "Compressed"
+
+    class Format(models.TextChoices):
+        TRANSFORMERS = "transformers", "transformers (torch)"
+        GGUF = "gguf", "GGUF (llama.cpp)"
 
     class State(models.TextChoices):
         CANDIDATE = "candidate", "Candidate"
@@ -32,6 +37,12 @@ class ModelVersion(models.Model):
         "self", null=True, blank=True, on_delete=models.PROTECT, related_name="children"
     )
     kind = models.CharField(max_length=20, choices=Kind.choices, default=Kind.BASE)
+    format = models.CharField(
+        max_length=20,
+        choices=Format.choices,
+        default=Format.TRANSFORMERS,
+        help_text="How the folder holds the weights, and so which runtime serves it.",
+    )
     metrics = models.JSONField(default=dict, blank=True)
     # Answers to the fixed prompt set, for side-by-side comparison:
     # [{"prompt": ..., "answer": ...}, ...].
@@ -490,3 +501,42 @@ class FilterHit(models.Model):
 
     def __str__(self) -> str:
         return f"{self.rule_name} ({self.action}, {self.scope})"
+
+
+class Compression(models.Model):
+    """Making a GGUF copy of a version for llama.cpp, quantized; the copy
+    becomes a candidate version, measured like a checkpoint."""
+
+    class State(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        COMPLETED = "completed", "Completed"
+        FAILED = "failed", "Failed"
+
+    source = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="compressions")
+    quantization = models.CharField(max_length=10)
+    state = models.CharField(max_length=10, choices=State.choices, default=State.QUEUED)
+    result = models.ForeignKey(
+        ModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    error = models.TextField(blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.source.name} → {self.quantization}"
+
+    @property
+    def finished(self) -> bool:
+        return self.state in (self.State.COMPLETED, self.State.FAILED)

@@ -13,6 +13,7 @@ from celery.signals import worker_ready
 from django.conf import settings
 
 from models_admin.models import Dataset, ModelVersion, TrainingJob
+from models_admin.services.compression import compression_run
 from models_admin.services.training import (
     JobBusy,
     model_version_evaluate,
@@ -56,6 +57,12 @@ def model_version_evaluate_task(version_id: int, dataset_id: int | None = None) 
     dataset = Dataset.objects.filter(pk=dataset_id).first() if dataset_id else None
     model_version_evaluate(version=version, dataset=dataset)
     return "evaluated"
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True)
+def compression_run_task(compression_id: int) -> str:
+    compression = compression_run(compression_id=compression_id)
+    return compression.state if compression is not None else "skipped"
 
 
 @worker_ready.connect

@@ -4,7 +4,11 @@ Same model, dtype, threads and prompts for every system:
 
 - A: ``generate`` one request at a time, in arrival order;
 - B: static batching: all requests of a wave padded into one ``generate``;
-- C: the engine, all requests submitted at once (or on Poisson arrivals).
+- C: the engine, all requests submitted at once (or on Poisson arrivals);
+- G: the same engine serving the model's GGUF copy on llama.cpp (the
+  default model's, or ``--gguf``), the way the worker serves it on a CPU;
+- L: llama.cpp alone, one request at a time, greedy in a bare loop with
+  no scheduler, sampler or detokenizer: the anchor G is judged against.
 
 Beside those bursts, a closed loop: N users, each sending its next
 question as soon as its answer ends, for a fixed time (then what is
@@ -27,16 +31,22 @@ import json
 import os
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from inference.detokenize import REPLACEMENT
 from inference.engine import Engine
+from inference.engine_base import EngineBase
 from inference.engine_types import Event
+from inference.llamacpp.engine import LlamaCppEngine
+from inference.llamacpp.loading import GGUFModel, gguf_model_load, is_gguf_folder
+from inference.llamacpp.runtime import LlamaRuntime
 from inference.loading import LoadedModel, model_load, threads_configure
 from inference.protocol import SamplingParams
 
@@ -201,6 +211,50 @@ def run_hf_static(loaded: LoadedModel, jobs: list[Job], batch: int) -> Result:
     return result
 
 
+def run_llamacpp_sequential(gguf: Path, jobs: list[Job], *, threads: int) -> Result:
+    """llama.cpp by itself: one request at a time, prompt in one batch,
+    then a bare greedy loop (argmax over the logits, nothing else)."""
+    longest = max(len(j.prompt) + j.max_new_tokens for j in jobs)
+    runtime = LlamaRuntime(
+        gguf,
+        sequences=1,
+        sequence_tokens=longest + 1,
+        pool_tokens=longest + 1,
+        batch_tokens=512,
+        threads=threads,
+    )
+    result = Result()
+    start = time.perf_counter()
+    try:
+        for job in jobs:
+            runtime.sequence_clear(0)
+            prompt = job.prompt
+            index = 0  # of the token whose logits come next, in the last batch
+            for offset in range(0, len(prompt), runtime.batch_tokens):
+                chunk = prompt[offset : offset + runtime.batch_tokens]
+                last = offset + len(chunk) == len(prompt)
+                runtime.decode(
+                    [(t, offset + k, 0, last and k == len(chunk) - 1) for k, t in enumerate(chunk)]
+                )
+                index = len(chunk) - 1
+            times = []
+            position = len(prompt)
+            for _ in range(job.max_new_tokens):
+                token = int(np.argmax(runtime.logits(index)))
+                times.append(time.perf_counter())
+                runtime.decode([(token, position, 0, True)])
+                position, index = position + 1, 0
+            result.ttft.append(times[0] - start)
+            result.itl += [b - a for a, b in itertools.pairwise(times)]
+            result.tokens += job.max_new_tokens
+            if len(job.prompt) < 200:
+                result.short_ttft.append(times[0] - start)
+    finally:
+        runtime.close()
+    result.seconds = time.perf_counter() - start
+    return result
+
+
 def _rss_mb() -> float | None:
     """This process's resident memory in MiB (Linux), or None."""
     try:
@@ -213,14 +267,8 @@ def _rss_mb() -> float | None:
 class _EngineRun:
     """The engine under measurement: submits jobs and times their text."""
 
-    def __init__(self, loaded: LoadedModel, *, slots: int, budget: int, speculative: int) -> None:
-        self.engine = Engine(
-            loaded,
-            slots=slots,
-            max_context=4096,
-            step_token_budget=budget,
-            speculative_tokens=speculative,
-        )
+    def __init__(self, engine: EngineBase) -> None:
+        self.engine = engine
         self.result = Result()
         self.jobs: dict[str, Job] = {}
         self.sent_at: dict[str, float] = {}
@@ -261,10 +309,37 @@ class _EngineRun:
             result.tokens += event.completion_tokens
 
 
-def run_engine(
-    loaded: LoadedModel, jobs: list[Job], *, slots: int, budget: int, speculative: int = 4
-) -> Result:
-    run = _EngineRun(loaded, slots=slots, budget=budget, speculative=speculative)
+EngineFactory = Callable[[int], EngineBase]
+
+
+def torch_engines(loaded: LoadedModel, *, budget: int, speculative: int = 4) -> EngineFactory:
+    """Build torch engines of a given number of slots over loaded."""
+
+    def make(slots: int) -> EngineBase:
+        return Engine(
+            loaded,
+            slots=slots,
+            max_context=4096,
+            step_token_budget=budget,
+            speculative_tokens=speculative,
+        )
+
+    return make
+
+
+def gguf_engines(model: GGUFModel, *, budget: int, threads: int) -> EngineFactory:
+    """Build llama.cpp engines of a given number of slots over model."""
+
+    def make(slots: int) -> EngineBase:
+        return LlamaCppEngine(
+            model, slots=slots, max_context=4096, step_token_budget=budget, threads=threads
+        )
+
+    return make
+
+
+def run_engine(make: EngineFactory, jobs: list[Job], *, slots: int) -> Result:
+    run = _EngineRun(make(slots))
     engine, result = run.engine, run.result
     produced: dict[str, int] = {}
     cancelled_at: dict[str, int] = {}
@@ -358,15 +433,8 @@ def run_hf_static_closed(loaded: LoadedModel, queues: list[list[Job]], duration:
     return result
 
 
-def run_engine_closed(
-    loaded: LoadedModel,
-    queues: list[list[Job]],
-    duration: float,
-    *,
-    budget: int,
-    speculative: int = 4,
-) -> Result:
-    run = _EngineRun(loaded, slots=len(queues), budget=budget, speculative=speculative)
+def run_engine_closed(make: EngineFactory, queues: list[list[Job]], duration: float) -> Result:
+    run = _EngineRun(make(len(queues)))
     asked = [0] * len(queues)
 
     def send(user: int) -> None:
@@ -408,7 +476,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=30.0, help="closed-loop seconds")
     parser.add_argument("--budget", type=int, default=64)
     parser.add_argument("--speculative-tokens", type=int, default=4, help="0 turns it off")
-    parser.add_argument("--skip", default="", help="systems to skip, e.g. A,B")
+    parser.add_argument("--gguf", type=Path, default=None, help="GGUF version folder for G and L")
+    parser.add_argument("--gguf-budget", type=int, default=256, help="step tokens of G")
+    parser.add_argument("--skip", default="", help="systems to skip, e.g. A,B,G,L")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
@@ -417,6 +487,13 @@ def main(argv: list[str] | None = None) -> int:
     model_dir = args.model or Path(settings.DEFAULT_MODEL_DIR)
     loaded = model_load(model_dir, device=args.device, dtype=args.dtype)
     skip = {s.strip().upper() for s in args.skip.split(",") if s.strip()}
+    engines = {"C": torch_engines(loaded, budget=args.budget, speculative=args.speculative_tokens)}
+    gguf_dir = args.gguf or Path(settings.DEFAULT_MODEL_GGUF_DIR)
+    gguf_model = None
+    if not {"G", "L"} <= skip and is_gguf_folder(gguf_dir):
+        gguf_model = gguf_model_load(gguf_dir)
+        if "G" not in skip:
+            engines["G"] = gguf_engines(gguf_model, budget=args.gguf_budget, threads=args.threads)
     report: dict[str, Any] = {
         "model": str(model_dir),
         "device": str(loaded.device),
@@ -429,7 +506,7 @@ def main(argv: list[str] | None = None) -> int:
     _generate(loaded, [[1, 2, 3]], 4)
     workloads = [(f"c{n}", int(n)) for n in args.concurrency.split(",") if n.strip()]
     print(f"{'workload':10} {'sys':3} {'tok/s':>8} {'ttft50':>8} {'ttft99':>8} "
-          f"{'itl50':>8} {'itl99':>8} {'C/A':>6} {'C/B':>6}")  # fmt: skip
+          f"{'itl50':>8} {'itl99':>8} {'x/A':>6} {'x/B':>6} {'x/L':>6}")  # fmt: skip
     for name, count in workloads:
         jobs = jobs_make(
             loaded, count, mean_tokens=args.mean_tokens, cap=args.cap,
@@ -442,16 +519,14 @@ def main(argv: list[str] | None = None) -> int:
             results["A"] = run_hf_sequential(loaded, plain)
         if "B" not in skip:
             results["B"] = run_hf_static(loaded, plain, batch=count)
-        # C runs the same jobs without cancels for the ratios, then with them.
-        results["C"] = run_engine(
-            loaded, plain, slots=max(count, 1), budget=args.budget,
-            speculative=args.speculative_tokens,
-        )  # fmt: skip
+        if gguf_model is not None and "L" not in skip:
+            results["L"] = run_llamacpp_sequential(gguf_model.gguf, plain, threads=args.threads)
+        # C and G run the same jobs without cancels for the ratios, then
+        # C with them.
+        for system, make in engines.items():
+            results[system] = run_engine(make, plain, slots=max(count, 1))
         if any(j.cancel_after for j in jobs):
-            results["C+cancel"] = run_engine(
-                loaded, jobs, slots=max(count, 1), budget=args.budget,
-                speculative=args.speculative_tokens,
-            )  # fmt: skip
+            results["C+cancel"] = run_engine(engines["C"], jobs, slots=max(count, 1))
         _report_rows(name, results, report)
     for users in (int(n) for n in args.closed_loop.split(",") if n.strip()):
         queues = closed_loop_queues(
@@ -463,10 +538,8 @@ def main(argv: list[str] | None = None) -> int:
             results["A"] = run_hf_sequential_closed(loaded, queues, args.duration)
         if "B" not in skip:
             results["B"] = run_hf_static_closed(loaded, queues, args.duration)
-        results["C"] = run_engine_closed(
-            loaded, queues, args.duration, budget=args.budget,
-            speculative=args.speculative_tokens,
-        )  # fmt: skip
+        for system, make in engines.items():
+            results[system] = run_engine_closed(make, queues, args.duration)
         _report_rows(f"closed{users}", results, report)
     if args.poisson_rate > 0:
         count = 32
@@ -482,11 +555,7 @@ def main(argv: list[str] | None = None) -> int:
             job.arrival = clock
         _report_rows(
             "poisson",
-            {
-                "C": run_engine(
-                    loaded, jobs, slots=32, budget=args.budget, speculative=args.speculative_tokens
-                )
-            },
+            {system: run_engine(make, jobs, slots=32) for system, make in engines.items()},
             report,
         )
     out = args.out or Path(settings.VAR_DIR) / "bench" / f"bench-{int(time.time())}.json"
@@ -496,19 +565,31 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+#: The baselines each engine row is divided by.
+BASELINES = ("A", "B", "L", "C")
+
+
 def _report_rows(name: str, results: dict[str, Result], report: dict[str, Any]) -> None:
     summaries = {system: r.summary() for system, r in results.items()}
-    c = summaries["C"]["tok_s"]
     ratios = {
-        f"C/{base}": round(c / summaries[base]["tok_s"], 2)
-        for base in ("A", "B")
-        if base in summaries and summaries[base]["tok_s"]
+        f"{system}/{base}": round(summaries[system]["tok_s"] / summaries[base]["tok_s"], 2)
+        for system in ("C", "G")
+        for base in BASELINES
+        if system in summaries
+        and base in summaries
+        and base != system
+        and summaries[base]["tok_s"]
+        and (system, base) != ("C", "L")
     }
     report["workloads"][name] = {"systems": summaries, "ratios": ratios}
     for system, s in summaries.items():
         extra = ""
-        if system == "C":
-            extra = f" {ratios.get('C/A', '-'):>6} {ratios.get('C/B', '-'):>6}"
+        if system in ("C", "G"):
+            extra = " " + " ".join(
+                f"{ratios.get(f'{system}/{base}', '-'):>6}" for base in BASELINES[:3]
+            )
+            if system == "G" and "G/C" in ratios:
+                extra += f"   G/C {ratios['G/C']}"
         print(
             f"{name:10} {system:3} {s['tok_s']:8.1f} {_fmt(s['ttft_p50'])} {_fmt(s['ttft_p99'])} "
             f"{_fmt(s['itl_p50'])} {_fmt(s['itl_p99'])}{extra}"
@@ -516,10 +597,13 @@ def _report_rows(name: str, results: dict[str, Result], report: dict[str, Any]) 
         if system == "C+cancel":
             print(f"{'':10}     tokens after cancel: {s['tokens_after_cancel']}  "
                   f"U+FFFD: {s['replacement_chars']}")  # fmt: skip
-    c_summary = summaries["C"]
-    print(f"{'':10}     short-prompt TTFT p99 (C): {_fmt(c_summary['short_ttft_p99'])}")
-    print(f"{'':10}     process memory (C): idle {c_summary['rss_idle_mb']} MiB, "
-          f"peak {c_summary['rss_peak_mb']} MiB")  # fmt: skip
+    for system in ("C", "G"):
+        if system not in summaries:
+            continue
+        summary = summaries[system]
+        print(f"{'':10}     {system}: short-prompt TTFT p99 {_fmt(summary['short_ttft_p99'])}, "
+              f"process memory idle {summary['rss_idle_mb']} MiB, "
+              f"peak {summary['rss_peak_mb']} MiB")  # fmt: skip
 
 
 def _fmt(value: float | None) -> str:

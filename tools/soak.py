@@ -510,6 +510,11 @@ class Run:
     #: The engine's own view, from the stored answers' timings.
     engine_queue_s: list[float] = field(default_factory=list)
     engine_ttft_s: list[float] = field(default_factory=list)
+    #: Waiting in the requests stream for a worker slot, and what is left
+    #: of the time to first text once that and the engine's part are
+    #: taken out (the web, Redis and this client).
+    claim_wait_s: list[float] = field(default_factory=list)
+    web_path_s: list[float] = field(default_factory=list)
     chats_sent: int = 0
     chats_finished: int = 0
     text_frames: int = 0
@@ -611,6 +616,8 @@ def chat_check(chat: Chat, run: Run, where: str) -> None:
         run.engine_queue_s.append(float(timings["queue_s"]))
     if timings.get("ttft_s") is not None:
         run.engine_ttft_s.append(float(timings["ttft_s"]))
+    if timings.get("claim_wait_s") is not None:
+        run.claim_wait_s.append(float(timings["claim_wait_s"]))
 
     highest = 0
     seen: set[int] = set()
@@ -643,6 +650,10 @@ def chat_check(chat: Chat, run: Run, where: str) -> None:
     run.text_frames += len(text_times)
     if text_times:
         run.ttft_s.append(text_times[0] - chat.sent_at)
+        parts = (timings.get("claim_wait_s"), timings.get("ttft_s"))
+        if None not in parts:
+            wait, engine = (float(part) for part in parts)  # type: ignore[arg-type]
+            run.web_path_s.append(max(text_times[0] - chat.sent_at - wait - engine, 0.0))
         run.gaps_s.extend(b - a for a, b in itertools.pairwise(text_times))
 
 
@@ -931,6 +942,8 @@ def report_build(
         "gap_ms": percentiles(run.gaps_s),
         "engine_queue_ms": percentiles(run.engine_queue_s),
         "engine_ttft_ms": percentiles(run.engine_ttft_s),
+        "claim_wait_ms": percentiles(run.claim_wait_s),
+        "web_path_ms": percentiles(run.web_path_s),
         "counts": counts,
         "idle_open_at_end": idle_open,
         "idle_frames": dict(run.idle_frames),
@@ -967,8 +980,10 @@ def report_lines(report: dict[str, Any]) -> Iterator[str]:
     for label, key in (
         ("time to first text (ms)", "ttft_ms"),
         ("gap between text frames (ms)", "gap_ms"),
+        ("  waiting for a slot (ms)", "claim_wait_ms"),
         ("  engine queue (ms)", "engine_queue_ms"),
         ("  engine first token (ms)", "engine_ttft_ms"),
+        ("  web, Redis, client (ms)", "web_path_ms"),
     ):
         row = report[key]
         yield f"  {label:30}" + "".join(f"{_ms(row[q]):>10}" for q in ("p50", "p90", "p99", "max"))

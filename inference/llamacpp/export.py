@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from inference.llamacpp.runtime import RuntimeUnavailable, _bindings
+from inference.staging import folder_staged
 
 #: Architectures whose weights map onto llama.cpp's "llama" graph.
 LLAMA_ARCHITECTURES = frozenset({"LlamaForCausalLM", "MistralForCausalLM"})
@@ -272,9 +272,7 @@ def gguf_folder_build(
         )
     if destination.exists():
         raise ExportError(f"{destination} already exists")
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", dir=destination.parent))
-    try:
+    with folder_staged(destination) as staging:
         target = staging / "model.gguf"
         if quantization in ("f32", "f16"):
             gguf_write(source, target, float16=quantization == "f16")
@@ -284,12 +282,12 @@ def gguf_folder_build(
             gguf_write(source, unquantized, float16=False)
             gguf_quantize(unquantized, target, quantization, threads=threads)
             unquantized.unlink()
-        for name in SIDE_FILES:
-            if (source / name).is_file():
-                shutil.copy2(source / name, staging / name)
-        staging.chmod(0o755)
-        os.replace(staging, destination)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        side_files_copy(source, staging)
     return destination
+
+
+def side_files_copy(source: Path, target: Path) -> None:
+    """Copy the tokenizer and config files of source into target."""
+    for name in SIDE_FILES:
+        if (source / name).is_file():
+            shutil.copy2(source / name, target / name)

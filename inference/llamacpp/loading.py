@@ -18,24 +18,12 @@ from typing import Any
 
 import torch
 
+from inference.formats import gguf_file_of, is_gguf_folder
 from inference.loading import ModelLoadError
 
+__all__ = ["GGUFModel", "gguf_file_of", "gguf_folder_check", "gguf_model_load", "is_gguf_folder"]
+
 _LOAD_LOCK = threading.Lock()
-
-
-def gguf_file_of(path: Path) -> Path | None:
-    """The GGUF weights of a version folder, None for other folders."""
-    path = Path(path)
-    if path.is_file() and path.suffix == ".gguf":
-        return path
-    if not path.is_dir():
-        return None
-    files = sorted(path.glob("*.gguf"))
-    return files[0] if len(files) == 1 else None
-
-
-def is_gguf_folder(path: Path) -> bool:
-    return gguf_file_of(path) is not None
 
 
 def gguf_folder_check(path: Path) -> Path:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -123,6 +124,7 @@ class Generations:
             self.retire(entry_id)
             return
         item, streamed = resumed
+        item.claim_wait_s = _since_queued(entry_id)
         try:
             if refusal is not None:
                 raise refusal
@@ -230,7 +232,7 @@ class Generations:
                     "prompt_tokens": event.prompt_tokens,
                     "completion_tokens": event.completion_tokens,
                 },
-                "timings": event.timings,
+                "timings": _with_wait(event.timings, item.claim_wait_s),
                 "model_version": item.version.name,
                 "model_version_id": item.version.id,
             }
@@ -297,3 +299,19 @@ class Generations:
             engine = self.versions.engines.get(item.version.id)
             if engine is not None:
                 engine.cancel(item.generation_id)
+
+
+def _since_queued(entry_id: str) -> float | None:
+    """Seconds since the request entered the requests stream: its entry
+    id starts with the milliseconds Redis stamped it with."""
+    try:
+        queued = int(entry_id.split("-", 1)[0]) / 1000
+    except ValueError:
+        return None
+    return round(max(time.time() - queued, 0.0), 6)
+
+
+def _with_wait(timings: dict[str, Any] | None, wait: float | None) -> dict[str, Any] | None:
+    if timings is None or wait is None:
+        return timings
+    return {**timings, "claim_wait_s": wait}

@@ -65,6 +65,9 @@ class Inflight:
     published: int = 0
     #: The first sequence number this worker writes.
     first_own: int = 1
+    #: Seconds between the request's arrival in the requests stream and
+    #: this worker starting it (waiting for a free slot, or a worker).
+    claim_wait_s: float | None = None
 
     @property
     def unpublished(self) -> list[tuple[int, dict[str, str]]]:

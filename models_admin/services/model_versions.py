@@ -12,6 +12,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from inference.connection import redis_client, serving_epoch_key
+from inference.formats import folder_backend
 from models_admin.models import Canary, ModelVersion, Promotion
 from models_admin.selectors import model_version_get_by_folder
 from models_admin.services.events import dashboard_notify
@@ -43,6 +44,11 @@ def model_version_create(
     version = ModelVersion(
         name=name,
         folder=_folder_for_storage(folder),
+        format=(
+            ModelVersion.Format.GGUF
+            if folder_backend(Path(folder)) == "llama.cpp"
+            else ModelVersion.Format.TRANSFORMERS
+        ),
         kind=kind,
         parent=parent,
         metrics=metrics or {},
@@ -211,13 +217,34 @@ def canary_stop(*, by: AbstractBaseUser | None = None) -> Canary | None:
 
 @transaction.atomic
 def model_version_register(
-    *, name: str, folder: Path, promote_if_none: bool = True, note: str = ""
+    *,
+    name: str,
+    folder: Path,
+    promote_if_none: bool = True,
+    note: str = "",
+    parent: ModelVersion | None = None,
 ) -> ModelVersion:
     """Register a base model folder once; promote it when nothing is in
-    production. Calling it again with the same folder changes nothing."""
+    production. Calling it again with the same folder changes nothing.
+    parent names the version a GGUF folder was made from (what training
+    starts from when it is picked)."""
     existing = model_version_get_by_folder(folder=_folder_for_storage(folder))
-    version = existing or model_version_create(name=name, folder=folder)
+    version = existing or model_version_create(name=name, folder=folder, parent=parent)
     if promote_if_none and _production_lock() is None:
         model_version_promote(version=version, note=note)
         version.refresh_from_db()
     return version
+
+
+def model_version_trainable(version: ModelVersion) -> ModelVersion:
+    """The version training starts from when version is picked: itself,
+    or for a GGUF version the transformers version it was made from."""
+    current: ModelVersion | None = version
+    while current is not None and current.format == ModelVersion.Format.GGUF:
+        current = current.parent
+    if current is None:
+        raise ValidationError(
+            f"{version.name} is a GGUF version with no transformers version behind it: "
+            "training needs transformers weights (register the folder it was made from)."
+        )
+    return current

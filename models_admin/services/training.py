@@ -19,7 +19,7 @@ from django.utils import timezone
 from models_admin.models import Dataset, ModelVersion, TrainingJob
 from models_admin.selectors import model_version_get_production
 from models_admin.services.events import dashboard_notify_on_commit
-from models_admin.services.model_versions import model_version_create
+from models_admin.services.model_versions import model_version_create, model_version_trainable
 
 logger = logging.getLogger(__name__)
 
@@ -124,6 +124,10 @@ def training_job_create(
         raise ValidationError(
             {"base_version": ["No model version is in production to start from."]}
         )
+    # A GGUF version trains as the transformers version it was made from.
+    base_version = _trainable(base_version, "base_version")
+    if student_version is not None:
+        student_version = _trainable(student_version, "student_version")
     if student_version is not None and kind != TrainingJob.Kind.DISTILL:
         raise ValidationError({"student_version": ["Only a distill job has a student."]})
     if not dataset.stats.get("train"):
@@ -148,6 +152,13 @@ def training_job_create(
         if enqueue:
             transaction.on_commit(lambda: _enqueue(job.pk))
     return job
+
+
+def _trainable(version: ModelVersion, field: str) -> ModelVersion:
+    try:
+        return model_version_trainable(version)
+    except ValidationError as exc:
+        raise ValidationError({field: exc.messages}) from None
 
 
 def _enqueue(job_id: int) -> None:

@@ -10,6 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from inference.engine import Engine, chat_answer
+from inference.engine_base import EngineBase
+from inference.engines import folder_backend
+from inference.llamacpp.engine import LlamaCppEngine
+from inference.llamacpp.loading import gguf_model_load
+from inference.llamacpp.scoring import labelled_token_losses
 from inference.loading import model_load
 from inference.protocol import SamplingParams
 from models_admin.training.data import encode
@@ -22,11 +27,11 @@ def folder_size(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
-def decode_speed(loaded: Any, *, tokens: int = 64, warmup: int = 8, runs: int = 3) -> float:
+def decode_speed(engine: EngineBase, *, tokens: int = 64, warmup: int = 8, runs: int = 3) -> float:
     """Tokens per second of one stream after the first few tokens, greedy,
     with the end-of-sequence token ignored so every model decodes as many;
-    the median of a few runs, as a shared machine is noisy."""
-    engine = Engine(loaded, slots=1, max_context=1024, speculative_tokens=0)
+    the median of a few runs, as a shared machine is noisy. engine is idle
+    and has one slot."""
     params = SamplingParams(temperature=0.0, max_new_tokens=tokens + warmup, ignore_eos=True)
     rates = []
     for run in range(runs):
@@ -41,6 +46,35 @@ def decode_speed(loaded: Any, *, tokens: int = 64, warmup: int = 8, runs: int = 
     return statistics.median(rates)
 
 
+def _answers(
+    engine: EngineBase, prompts: list[str], system_prompt: str, answer_tokens: int
+) -> list[dict[str, str]]:
+    answers = []
+    for prompt in prompts:
+        messages = [{"role": "user", "content": prompt}]
+        if system_prompt:
+            messages.insert(0, {"role": "system", "content": system_prompt})
+        answer = chat_answer(engine, messages, max_new_tokens=answer_tokens, temperature=0.0)
+        answers.append({"prompt": prompt, "answer": answer})
+    return answers
+
+
+def _encoded(tokenizer: Any, conversations: list[list[dict[str, str]]], max_length: int) -> list:
+    return [
+        e
+        for e in (encode(tokenizer, c, max_length=max_length) for c in conversations)
+        if e.trained_tokens
+    ]
+
+
+def _loss_metrics(loss: float, examples: int) -> dict[str, Any]:
+    return {
+        "eval_loss": round(loss, 5),
+        "perplexity": round(math.exp(min(loss, 50)), 3),
+        "eval_examples": examples,
+    }
+
+
 def evaluate(
     path: Path,
     *,
@@ -50,7 +84,17 @@ def evaluate(
     max_length: int = 256,
     answer_tokens: int = 96,
 ) -> tuple[dict[str, Any], list[dict[str, str]]]:
-    """Return (metrics, answers) for the model folder at path."""
+    """Return (metrics, answers) for the model folder at path, whichever
+    runtime serves it."""
+    if folder_backend(path) == "llama.cpp":
+        return _evaluate_gguf(
+            path,
+            eval_conversations=eval_conversations,
+            prompts=prompts,
+            system_prompt=system_prompt,
+            max_length=max_length,
+            answer_tokens=answer_tokens,
+        )
     loaded = model_load(path, device="cpu", dtype="float32")
     metrics: dict[str, Any] = {
         "parameters": sum(p.numel() for p in loaded.model.parameters()),
@@ -58,24 +102,41 @@ def evaluate(
         "layers": int(getattr(loaded.model.config, "num_hidden_layers", 0)),
     }
     if eval_conversations:
-        encoded = [
-            e
-            for e in (
-                encode(loaded.tokenizer, c, max_length=max_length) for c in eval_conversations
-            )
-            if e.trained_tokens
-        ]
+        encoded = _encoded(loaded.tokenizer, eval_conversations, max_length)
         pad_id = loaded.tokenizer.pad_token_id or 0
         loss = eval_loss(loaded.model, encoded, pad_id=pad_id)
-        metrics["eval_loss"] = round(loss, 5)
-        metrics["perplexity"] = round(math.exp(min(loss, 50)), 3)
-        metrics["eval_examples"] = len(encoded)
-    metrics["tokens_per_s"] = round(decode_speed(loaded), 2)
-    answers = []
-    for prompt in prompts:
-        messages = [{"role": "user", "content": prompt}]
-        if system_prompt:
-            messages.insert(0, {"role": "system", "content": system_prompt})
-        answer = chat_answer(loaded, messages, max_new_tokens=answer_tokens, temperature=0.0)
-        answers.append({"prompt": prompt, "answer": answer})
-    return metrics, answers
+        metrics.update(_loss_metrics(loss, len(encoded)))
+    engine = Engine(loaded, slots=1, max_context=1024, speculative_tokens=0)
+    metrics["tokens_per_s"] = round(decode_speed(engine), 2)
+    return metrics, _answers(engine, prompts, system_prompt, answer_tokens)
+
+
+def _evaluate_gguf(
+    path: Path,
+    *,
+    eval_conversations: list[list[dict[str, str]]],
+    prompts: list[str],
+    system_prompt: str,
+    max_length: int,
+    answer_tokens: int,
+) -> tuple[dict[str, Any], list[dict[str, str]]]:
+    engine = LlamaCppEngine(
+        gguf_model_load(path), slots=1, max_context=max(1024, max_length), kv_tokens=1024
+    )
+    try:
+        metrics: dict[str, Any] = {
+            "parameters": engine.info.parameters,
+            "size_bytes": folder_size(path),
+            "layers": engine.info.layers,
+            "quantization": engine.loaded.dtype,
+        }
+        if eval_conversations:
+            encoded = _encoded(engine.tokenizer, eval_conversations, max_length)
+            total, count = labelled_token_losses(
+                engine.runtime, [(e.input_ids, e.labels) for e in encoded]
+            )
+            metrics.update(_loss_metrics(total / max(count, 1), len(encoded)))
+        metrics["tokens_per_s"] = round(decode_speed(engine), 2)
+        return metrics, _answers(engine, prompts, system_prompt, answer_tokens)
+    finally:
+        engine.close()

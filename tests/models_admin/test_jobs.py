@@ -6,8 +6,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
@@ -15,76 +13,12 @@ from django.core.exceptions import ValidationError
 
 from models_admin.dataset_format import DatasetFormatError
 from models_admin.models import Dataset, DatasetExample, ModelVersion, TrainingJob
-from models_admin.services import model_version_register
-from models_admin.services.datasets import dataset_demo_create, dataset_upload
+from models_admin.services.datasets import dataset_upload
 from models_admin.services.training import training_job_cancel, training_job_create
-from tests.conftest import REPO_ROOT, child_env, database_url_for_children, wait_for
+from tests.conftest import wait_for
+from tests.models_admin.conftest import CELERY_LEASE_S
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
-
-LEASE_S = 3
-
-
-@pytest.fixture
-def base_version(tiny_model_dir, settings, tmp_path):
-    settings.MODEL_DIR = tmp_path / "models"
-    settings.MODEL_DIR.mkdir()
-    return model_version_register(name="tiny", folder=tiny_model_dir)
-
-
-@pytest.fixture
-def demo(base_version):
-    return dataset_demo_create(count=60)
-
-
-@pytest.fixture
-def celery_worker(settings, tmp_path):
-    """Start Celery workers as `make run` does (solo pool); stop them all."""
-    started: list[subprocess.Popen] = []
-    logs: list = []
-
-    def start() -> subprocess.Popen:
-        log = (tmp_path / f"celery-{len(started)}.log").open("w")
-        env = child_env(
-            DATABASE_URL=database_url_for_children(),
-            MODEL_DIR=str(settings.MODEL_DIR),
-            TRAINING_LEASE_S=str(LEASE_S),
-            INFERENCE_THREADS="1",
-        )
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "chatsite",
-                "worker",
-                "-Q",
-                "training,default",
-                "--pool",
-                "solo",
-                "--without-mingle",
-                "--without-gossip",
-                "-l",
-                "info",
-            ],
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        started.append(process)
-        logs.append(log)
-        return process
-
-    yield start
-    for process in started:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-    for log in logs:
-        log.close()
 
 
 def _job(job: TrainingJob) -> TrainingJob:
@@ -189,7 +123,7 @@ def test_a_killed_worker_s_job_resumes_from_its_checkpoint(celery_worker, base_v
     killed_at = _job(job).progress["step"]
     assert job.state == TrainingJob.State.RUNNING and killed_at < 15
     # A new worker finds the job's heartbeat stale and queues it again.
-    time.sleep(LEASE_S)
+    time.sleep(CELERY_LEASE_S)
     celery_worker()
     _wait_finished(job)
     assert job.state == TrainingJob.State.COMPLETED, job.error or job.log

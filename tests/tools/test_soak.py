@@ -39,4 +39,8 @@ def test_soak_streams_every_answer_whole_and_keeps_idle_sockets_open(
     assert report["idle_open_at_end"] == 20
     assert report["stack_stop"]["exit_code"] == 0
     assert report["stack_stop"]["left_running"] == []
+    # Time to first text is split into its parts: waiting for a slot, the
+    # engine, and the rest (web, Redis, this client).
+    for part in ("claim_wait_ms", "engine_ttft_ms", "web_path_ms"):
+        assert report[part]["p50"] is not None, part
     assert "RESULT: PASS" in result.stdout

@@ -8,6 +8,7 @@ from typing import Any
 from django import forms
 from django.core.exceptions import ValidationError
 
+from inference.llamacpp.export import QUANTIZATIONS
 from models_admin.dashboard.forms.common import VersionChoiceField
 from models_admin.models import ModelVersion
 
@@ -70,6 +71,14 @@ class CanaryForm(forms.Form):
     )
     note = forms.CharField(
         widget=forms.Textarea(attrs={"rows": 2}), max_length=5000, required=False
+    )
+
+
+class CompressForm(forms.Form):
+    quantization = forms.ChoiceField(
+        choices=[(q.name, q.label) for q in QUANTIZATIONS.values()],
+        initial="q8_0",
+        help_text="Smaller runs faster on a CPU and strays further from the original.",
     )
 
 

