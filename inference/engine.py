@@ -75,6 +75,8 @@ class Engine(EngineBase):
             kv_heads=getattr(config, "num_key_value_heads", config.num_attention_heads),
             head_dim=head_dim,
             max_len=self.max_context,
+            # Where the padding of batched prompt chunks is written.
+            spare=self.step_token_budget,
             dtype=loaded.dtype,
             device=self.device,
         )
@@ -167,30 +169,62 @@ class Engine(EngineBase):
                     break
 
     def _prefill(self, events: list[Event], budget: int) -> None:
+        """Feed prompt chunks within budget, shortest remaining prompt
+        first: one forward for one chunk, one batched forward for several."""
         # Always make some progress, even when decodes use the budget up.
         budget = max(budget, min(32, self.step_token_budget))
+        chunks: list[tuple[Request, list[int]]] = []
         for request in sorted(self.prefilling, key=lambda r: len(r.prompt) - r.prefilled):
             if budget <= 0:
                 break
-            start = request.prefilled
-            chunk = request.prompt[start : start + budget]
+            chunk = request.prompt[request.prefilled : request.prefilled + budget]
             budget -= len(chunk)
-            length = len(chunk)
-            self.cache.prefill_row(request.row, start, length)
-            mask = torch.full(
-                (length, start + length),
-                self._mask_min,
-                dtype=self.loaded.dtype,
-                device=self.device,
-            ).triu(start + 1)
-            positions = torch.arange(start, start + length, device=self.device)[None, :]
-            input_ids = torch.tensor([chunk], device=self.device)
-            logits = self._forward(input_ids, positions, mask[None, None])
+            chunks.append((request, chunk))
+        many = len(chunks) > 1
+        logits = self._prefill_many(chunks) if many else self._prefill_one(*chunks[0])
+        # Every row's new length first: promoting one request swaps rows,
+        # and a swap copies each row's positions up to its length.
+        for request, chunk in chunks:
             self.trace.append((self.steps, "prefill", (request.id,)))
-            request.prefilled += length
+            request.prefilled += len(chunk)
+        for index, (request, _chunk) in enumerate(chunks):
             if request.prefilled == len(request.prompt):
                 self._promote_to_decoding(request)
-                self._accept(request, logits[0, -1], events)
+                self._accept(request, logits[index, -1], events)
+
+    def _prefill_one(self, request: Request, chunk: list[int]) -> torch.Tensor:
+        start, length = request.prefilled, len(chunk)
+        self.cache.prefill_row(request.row, start, length)
+        mask = torch.full(
+            (length, start + length), self._mask_min, dtype=self.loaded.dtype, device=self.device
+        ).triu(start + 1)
+        positions = torch.arange(start, start + length, device=self.device)[None, :]
+        input_ids = torch.tensor([chunk], device=self.device)
+        return self._forward(input_ids, positions, mask[None, None])
+
+    def _prefill_many(self, chunks: list[tuple[Request, list[int]]]) -> torch.Tensor:
+        """Several rows' chunks in one forward. Chunks are aligned on their
+        last token (so one kept logit per row is each chunk's last); the
+        padding before a shorter chunk is fed at spare positions past the
+        context, which no real token ever reads."""
+        width = max(len(chunk) for _request, chunk in chunks)
+        ids = torch.zeros((len(chunks), width), dtype=torch.long)
+        positions = torch.empty((len(chunks), width), dtype=torch.long)
+        kv_len = 0
+        for index, (request, chunk) in enumerate(chunks):
+            pad, start = width - len(chunk), request.prefilled
+            ids[index, pad:] = torch.tensor(chunk)
+            positions[index, :pad] = torch.arange(self.max_context, self.max_context + pad)
+            positions[index, pad:] = torch.arange(start, start + len(chunk))
+            kv_len = max(kv_len, start + len(chunk))
+        ids, positions = ids.to(self.device), positions.to(self.device)
+        rows = torch.tensor([request.row for request, _chunk in chunks], device=self.device)
+        self.cache.scatter_rows(rows, positions, kv_len)
+        keys = torch.arange(kv_len, device=self.device)
+        valid = keys[None, None, :] <= positions[:, :, None]
+        mask = torch.zeros(valid.shape, dtype=self.loaded.dtype, device=self.device)
+        mask.masked_fill_(~valid, self._mask_min)
+        return self._forward(ids, positions, mask[:, None])
 
     def _forward(
         self, input_ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor, keep: int = 1

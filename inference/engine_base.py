@@ -243,10 +243,16 @@ class EngineBase:
 
     def _admit(self) -> None:
         while self.waiting and self.running < self.slots:
+            if self._admission_held(self.waiting[0]):
+                break
             request = self.waiting.popleft()
             request.timings.scheduled = self.clock()
             self._slot_take(request)
             self.prefilling.append(request)
+
+    def _admission_held(self, request: Request) -> bool:
+        """Whether the request at the head of the queue waits a step."""
+        return False
 
     # --- tokens to text ------------------------------------------------
 

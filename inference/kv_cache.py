@@ -55,13 +55,15 @@ class SlotKVCache:
         max_len: int,
         dtype: torch.dtype,
         device: torch.device,
+        spare: int = 0,
     ) -> None:
-        shape = (slots, kv_heads, max_len, head_dim)
+        # spare positions past max_len take writes nobody reads (padding).
+        shape = (slots, kv_heads, max_len + spare, head_dim)
         self.keys = [_zeros(shape, dtype, device) for _ in range(layers)]
         self.values = [_zeros(shape, dtype, device) for _ in range(layers)]
         self.slots = slots
         self.max_len = max_len
-        self._rows: slice = slice(0, 0)
+        self._rows: slice | torch.Tensor = slice(0, 0)
         self._row_index: torch.Tensor | None = None
         self._positions: torch.Tensor | None = None
         self._kv_len = 0
@@ -77,6 +79,14 @@ class SlotKVCache:
         self._rows = slice(0, rows)
         self._row_index = torch.arange(rows, device=positions.device)[:, None]
         self._positions = positions[:, None] + torch.arange(width, device=positions.device)
+        self._kv_len = kv_len
+
+    def scatter_rows(self, rows: torch.Tensor, positions: torch.Tensor, kv_len: int) -> None:
+        """The given rows (any, in this order) each add tokens at their
+        positions ([rows, width]); attend over the first kv_len positions."""
+        self._rows = rows
+        self._row_index = rows[:, None]
+        self._positions = positions
         self._kv_len = kv_len
 
     def prefill_row(self, row: int, start: int, length: int) -> None:

@@ -487,7 +487,11 @@ def main(argv: list[str] | None = None) -> int:
     model_dir = args.model or Path(settings.DEFAULT_MODEL_DIR)
     loaded = model_load(model_dir, device=args.device, dtype=args.dtype)
     skip = {s.strip().upper() for s in args.skip.split(",") if s.strip()}
-    engines = {"C": torch_engines(loaded, budget=args.budget, speculative=args.speculative_tokens)}
+    engines: dict[str, EngineFactory] = {}
+    if "C" not in skip:
+        engines["C"] = torch_engines(
+            loaded, budget=args.budget, speculative=args.speculative_tokens
+        )
     gguf_dir = args.gguf or Path(settings.DEFAULT_MODEL_GGUF_DIR)
     gguf_model = None
     if not {"G", "L"} <= skip and is_gguf_folder(gguf_dir):
@@ -525,7 +529,7 @@ def main(argv: list[str] | None = None) -> int:
         # C with them.
         for system, make in engines.items():
             results[system] = run_engine(make, plain, slots=max(count, 1))
-        if any(j.cancel_after for j in jobs):
+        if "C" in engines and any(j.cancel_after for j in jobs):
             results["C+cancel"] = run_engine(engines["C"], jobs, slots=max(count, 1))
         _report_rows(name, results, report)
     for users in (int(n) for n in args.closed_loop.split(",") if n.strip()):

@@ -8,6 +8,13 @@ every ``step()`` makes one ``llama_decode`` call holding one token of
 every decoding request and, in what is left of the step's token budget,
 chunks of prompts (shortest remaining first).
 
+Prompts share what they have in common with earlier ones (prefix
+caching): a finished request's tokens stay in the pool under a spare
+sequence id, and a new request whose prompt starts the same way (the
+system prompt, or the whole conversation so far on the next turn) gets
+those cells shared into its own sequence and is fed only the rest. The
+least recently used entries go when the pool needs room.
+
 KV memory is one pool shared by every sequence. It starts at
 ``kv_tokens`` positions and doubles when a step finds it full (the
 running sequences are copied into the larger pool), up to
@@ -23,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 
 import torch
@@ -36,6 +44,17 @@ logger = logging.getLogger(__name__)
 
 #: Tokens of a prompt fed per step even when decodes use the budget up.
 MIN_PREFILL_CHUNK = 32
+#: The shortest common prefix worth sharing.
+MIN_SHARED_PREFIX = 8
+
+
+def _common_length(left: list[int], right: list[int]) -> int:
+    length = 0
+    for a, b in zip(left, right, strict=False):
+        if a != b:
+            break
+        length += 1
+    return length
 
 
 class LlamaCppEngine(EngineBase):
@@ -52,12 +71,15 @@ class LlamaCppEngine(EngineBase):
         kv_max_tokens: int = 0,
         kv_type: str = "f16",
         threads: int = 0,
+        cached_prefixes: int | None = None,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         budget = max(step_token_budget, 1)
+        retained = slots if cached_prefixes is None else max(cached_prefixes, 0)
         runtime = LlamaRuntime(
             loaded.gguf,
-            sequences=slots,
+            # Running requests use 0..slots-1; cached prefixes the ids after.
+            sequences=slots + retained,
             sequence_tokens=max_context,
             # The pool always holds one request's whole context.
             pool_tokens=max(kv_tokens, max_context),
@@ -88,6 +110,12 @@ class LlamaCppEngine(EngineBase):
         self._pool_full = False
         self._free_rows = list(range(slots))
         self._cached: dict[str, int] = {}  # request id -> its tokens in the pool
+        #: Cached prefixes: sequence id -> the tokens its cells hold, least
+        #: recently used first.
+        self._prefixes: OrderedDict[int, list[int]] = OrderedDict()
+        self._free_prefix_ids = list(range(slots, slots + retained))
+        #: Prompt tokens not fed because an earlier prompt had them.
+        self.prefix_hits = 0
 
     def _admit(self) -> None:
         if self._pool_full and self.running:
@@ -95,11 +123,60 @@ class LlamaCppEngine(EngineBase):
         self._pool_full = False
         super()._admit()
 
+    def _admission_held(self, request: Request) -> bool:
+        """A request ahead of it is still feeding their common start: it
+        shares those cells next step instead of computing them again."""
+        for other in self.prefilling:
+            common = _common_length(other.prompt, request.prompt)
+            if common >= MIN_SHARED_PREFIX and self._cached.get(other.id, 0) < common:
+                return True
+        return False
+
     # --- rows ------------------------------------------------------------
 
     def _slot_take(self, request: Request) -> None:
         request.row = self._free_rows.pop(0)
-        self._cached[request.id] = 0
+        self._cached[request.id] = self._prefix_share(request)
+
+    def _prefix_share(self, request: Request) -> int:
+        """Share into request's row the longest start of its tokens that a
+        cached prefix or a running request holds; return its length."""
+        context = request.prompt + request.generated
+        # At least the last token is fed: its logits are the next token's.
+        limit = len(context) - 1
+        best, source = 0, -1
+        candidates = [(seq, tokens) for seq, tokens in self._prefixes.items()]
+        for other in (*self.decoding, *self.prefilling):
+            held = self._cached.get(other.id, 0)
+            candidates.append((other.row, (other.prompt + other.generated)[:held]))
+        for sequence, tokens in candidates:
+            length = min(_common_length(tokens, context), limit)
+            if length > best:
+                best, source = length, sequence
+        if best < MIN_SHARED_PREFIX:
+            return 0
+        self.runtime.sequence_share(source, request.row, best)
+        if source in self._prefixes:
+            self._prefixes.move_to_end(source)
+        self.prefix_hits += best
+        request.prefilled = min(best, len(request.prompt))
+        return best
+
+    def _prefix_keep(self, request: Request) -> None:
+        """Keep a finished request's cells as a cached prefix."""
+        held = self._cached.get(request.id, 0)
+        if held < MIN_SHARED_PREFIX or not (self._free_prefix_ids or self._prefixes):
+            return
+        if not self._free_prefix_ids:
+            self._prefix_drop(next(iter(self._prefixes)))
+        sequence = self._free_prefix_ids.pop()
+        self.runtime.sequence_share(request.row, sequence, held)
+        self._prefixes[sequence] = (request.prompt + request.generated)[:held]
+
+    def _prefix_drop(self, sequence: int) -> None:
+        self.runtime.sequence_clear(sequence)
+        del self._prefixes[sequence]
+        self._free_prefix_ids.append(sequence)
 
     def _slot_release(self, request: Request) -> None:
         if request in self.decoding:
@@ -107,6 +184,8 @@ class LlamaCppEngine(EngineBase):
         elif request in self.prefilling:
             self.prefilling.remove(request)
         if request.row >= 0:
+            if request.cancelled:  # it ended: what it fed may start the next one
+                self._prefix_keep(request)
             self.runtime.sequence_clear(request.row)
             self._free_rows.append(request.row)
             self._free_rows.sort()
@@ -115,6 +194,9 @@ class LlamaCppEngine(EngineBase):
         if request.cancelled:  # it ended, rather than waits to be fed again
             self._pool_full = False
         if not self.running and self.runtime.pool_tokens > self.pool_min:
+            # Idle after a busy spell: memory back, cached prefixes with it.
+            self._prefixes.clear()
+            self._free_prefix_ids = list(range(self.slots, self.runtime.sequences))
             self.runtime.pool_resize(self.pool_min)
             logger.info("KV pool back to %d positions", self.runtime.pool_tokens)
 
@@ -177,8 +259,13 @@ class LlamaCppEngine(EngineBase):
         return len(request.prompt) + len(request.generated) - self._cached[request.id]
 
     def _make_room(self) -> None:
-        """The pool is full: grow it, or preempt the request admitted last."""
+        """The pool is full: drop the cached prefixes, grow it, or preempt
+        the request admitted last."""
         runtime = self.runtime
+        if self._prefixes:
+            for sequence in list(self._prefixes):
+                self._prefix_drop(sequence)
+            return
         if runtime.pool_tokens < self.pool_max:
             size = min(runtime.pool_tokens * 2, self.pool_max)
             running = [*self.decoding, *self.prefilling]
@@ -206,6 +293,7 @@ class LlamaCppEngine(EngineBase):
             self.prefilling.append(request)
 
     def _fail(self, request: Request, message: str) -> Event:
+        self._cached[request.id] = 0  # its cells are not worth keeping
         event = self._finish(request, FinishReason.ERROR)
         event.error = message
         return event

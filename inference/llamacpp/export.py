@@ -61,6 +61,7 @@ QUANTIZATIONS: dict[str, Quantization] = {
         Quantization("q6_k", 18, "Q6_K (6-bit)"),
         Quantization("q5_k_m", 17, "Q5_K_M (5-bit)"),
         Quantization("q4_k_m", 15, "Q4_K_M (4-bit, the usual size/quality trade)"),
+        Quantization("q4_1", 3, "Q4_1 (4-bit, as SmolLM2's GGUF ships)"),
         Quantization("q4_0", 2, "Q4_0 (4-bit, fastest on CPUs)"),
     )
 }

@@ -253,6 +253,12 @@ class LlamaRuntime:
         """Forget every position of sequence."""
         self._c.llama_memory_seq_rm(self._memory, sequence, -1, -1)
 
+    def sequence_share(self, source: int, target: int, length: int) -> None:
+        """Give target the first length positions of source. In the one
+        pool the cells are shared, not copied: a common prefix costs its
+        memory once."""
+        self._c.llama_memory_seq_cp(self._memory, source, target, 0, length)
+
     def sequence_truncate(self, sequence: int, length: int) -> None:
         """Forget the positions of sequence from length on."""
         self._c.llama_memory_seq_rm(self._memory, sequence, length, -1)

@@ -223,13 +223,17 @@ def model_version_register(
     promote_if_none: bool = True,
     note: str = "",
     parent: ModelVersion | None = None,
+    kind: str = ModelVersion.Kind.BASE,
+    metrics: dict[str, Any] | None = None,
 ) -> ModelVersion:
     """Register a base model folder once; promote it when nothing is in
     production. Calling it again with the same folder changes nothing.
     parent names the version a GGUF folder was made from (what training
     starts from when it is picked)."""
     existing = model_version_get_by_folder(folder=_folder_for_storage(folder))
-    version = existing or model_version_create(name=name, folder=folder, parent=parent)
+    version = existing or model_version_create(
+        name=name, folder=folder, parent=parent, kind=kind, metrics=metrics
+    )
     if promote_if_none and _production_lock() is None:
         model_version_promote(version=version, note=note)
         version.refresh_from_db()

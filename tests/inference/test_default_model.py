@@ -135,22 +135,26 @@ def test_set_up_registers_the_gguf_copy_as_production_on_the_cpu(
     call_command("default_model")
     call_command("default_model")  # again: nothing changes
     plain = ModelVersion.objects.get(name=settings.DEFAULT_MODEL_NAME)
-    served = ModelVersion.objects.get(name=f"{settings.DEFAULT_MODEL_NAME}-GGUF")
+    served = ModelVersion.objects.get(name=f"{settings.DEFAULT_MODEL_NAME}-F16")
     assert ModelVersion.objects.count() == 2
     assert (plain.format, plain.state) == ("transformers", "candidate")
     assert (served.format, served.state, served.parent) == ("gguf", "production", plain)
-    assert (served.path / "model.gguf").stat().st_size > 50_000_000
+    assert served.kind == "compressed"
+    assert (served.path / "model.gguf").stat().st_size > 200_000_000
     assert (served.path / "tokenizer.json").is_file()
 
 
 @pytest.mark.slow
-def test_the_gguf_copy_answers_like_the_model_it_ships(default_model, tmp_path):
+def test_the_gguf_copy_answers_like_the_transformers_folder(default_model, tmp_path):
     from inference.convert import default_gguf_ensure
     from inference.llamacpp.engine import LlamaCppEngine
     from inference.llamacpp.loading import gguf_model_load
 
-    folder = default_gguf_ensure(tmp_path / "gguf", default_model, settings.DEFAULT_MODEL_PACKAGE)
+    folder = default_gguf_ensure(tmp_path / "gguf", default_model)
     engine = LlamaCppEngine(gguf_model_load(folder), slots=2, max_context=1024)
-    assert engine.loaded.dtype == "Q4_1"
-    answer = chat_answer(engine, [{"role": "user", "content": "What is 2+2?"}], max_new_tokens=30)
-    assert "4" in answer
+    assert engine.loaded.dtype == "F16"
+    question = [{"role": "user", "content": "What is the capital of France?"}]
+    expected = chat_answer(model_load(default_model, device="cpu", dtype="float32"), question,
+                           max_new_tokens=30)  # fmt: skip
+    assert chat_answer(engine, question, max_new_tokens=30) == expected
+    assert "Paris" in expected

