@@ -229,14 +229,15 @@ class Engine(EngineBase):
     def _forward(
         self, input_ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor, keep: int = 1
     ) -> torch.Tensor:
-        output = self.model(
-            input_ids=input_ids,
-            position_ids=positions,
-            attention_mask=mask,
-            use_cache=True,
-            logits_to_keep=keep,
-            **{self._cache_kwarg: self.cache},
-        )
+        with self.model_threads():
+            output = self.model(
+                input_ids=input_ids,
+                position_ids=positions,
+                attention_mask=mask,
+                use_cache=True,
+                logits_to_keep=keep,
+                **{self._cache_kwarg: self.cache},
+            )
         return output.logits
 
     # --- rows ----------------------------------------------------------

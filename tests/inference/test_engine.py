@@ -272,3 +272,32 @@ def test_kv_buffers_hold_memory_only_for_positions_written():
     assert _resident_mib() - before < 16
     assert float(keys.sum()) == 32 * 3 * 16 * 64
     assert float(keys[:, :, 16:].abs().sum()) == 0.0
+
+
+def test_sampling_runs_on_one_thread_and_forwards_on_all(tiny, monkeypatch):
+    from inference.sampling import Sampler
+
+    seen: dict[str, set[int]] = {"sample": set(), "forward": set()}
+    sample, forward = Sampler.sample, Engine._forward
+
+    def sample_spy(self, logits):
+        seen["sample"].add(torch.get_num_threads())
+        return sample(self, logits)
+
+    def forward_spy(self, *args, **kwargs):
+        with self.model_threads():
+            seen["forward"].add(torch.get_num_threads())
+        return forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(Sampler, "sample", sample_spy)
+    monkeypatch.setattr(Engine, "_forward", forward_spy)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        engine = Engine(tiny, slots=2, max_context=128)
+        engine.submit("a", prompt=[5, 6, 7], params=GREEDY)
+        run_engine(engine)
+        assert seen == {"sample": {1}, "forward": {2}}
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
