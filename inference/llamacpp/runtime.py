@@ -70,8 +70,9 @@ def _backend_init(llama_cpp: Any) -> None:
         def log(level: int, text: bytes, _user: Any) -> None:
             message = text.decode("utf-8", "replace").rstrip()
             if message:
-                # GGML_LOG_LEVEL_ERROR is 4, WARN 3.
-                logger.log(logging.WARNING if level >= 4 else logging.DEBUG, "%s", message)
+                # GGML_LOG_LEVEL_ERROR is 4; 5 continues the previous line
+                # (the dots of a load's progress).
+                logger.log(logging.WARNING if level == 4 else logging.DEBUG, "%s", message)
 
         _LOG_CALLBACK = llama_cpp.llama_log_callback(log)
         llama_cpp.llama_log_set(_LOG_CALLBACK, ctypes.c_void_p(0))
