@@ -17,6 +17,7 @@ from __future__ import annotations
 import itertools
 import queue
 import time
+from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -103,7 +104,7 @@ def torch_threads(count: int) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-class EngineBase:
+class EngineBase(ABC):
     """Queue, admission and output of an iteration-level batching engine.
 
     Running requests are in ``decoding`` (prompt fully in the cache) and
@@ -229,16 +230,18 @@ class EngineBase:
         """Inside step(): run a model forward on the process's threads."""
         return torch_threads(getattr(self, "_threads", torch.get_num_threads()))
 
+    @abstractmethod
     def _work(self, events: list[Event]) -> None:
-        raise NotImplementedError
+        """Feed the model this step's tokens and ``_accept`` each request's
+        next-token logits."""
 
+    @abstractmethod
     def _slot_take(self, request: Request) -> None:
         """Give an admitted request its place in the KV memory (row)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _slot_release(self, request: Request) -> None:
         """Free the KV memory of a request that leaves the running lists."""
-        raise NotImplementedError
 
     def _drain_inbox(self, events: list[Event]) -> None:
         while True:

@@ -44,8 +44,9 @@ from inference.detokenize import REPLACEMENT
 from inference.engine import Engine
 from inference.engine_base import EngineBase
 from inference.engine_types import Event
+from inference.formats import is_gguf_folder
 from inference.llamacpp.engine import LlamaCppEngine
-from inference.llamacpp.loading import GGUFModel, gguf_model_load, is_gguf_folder
+from inference.llamacpp.loading import GGUFModel, gguf_model_load
 from inference.llamacpp.runtime import LlamaRuntime
 from inference.loading import LoadedModel, model_load, threads_configure
 from inference.protocol import SamplingParams

@@ -145,7 +145,7 @@ class LlamaCppEngine(EngineBase):
         # At least the last token is fed: its logits are the next token's.
         limit = len(context) - 1
         best, source = 0, -1
-        candidates = [(seq, tokens) for seq, tokens in self._prefixes.items()]
+        candidates = list(self._prefixes.items())
         for other in (*self.decoding, *self.prefilling):
             held = self._cached.get(other.id, 0)
             candidates.append((other.row, (other.prompt + other.generated)[:held]))

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from inference.llamacpp.runtime import RuntimeUnavailable, _bindings
+from inference.llamacpp.runtime import RuntimeUnavailable, bindings
 from inference.staging import folder_staged
 
 #: Architectures whose weights map onto llama.cpp's "llama" graph.
@@ -249,7 +249,7 @@ def gguf_quantize(source: Path, destination: Path, kind: str, *, threads: int = 
     if quantization is None:
         raise ExportError(f"unknown quantization {kind!r}: pick one of {', '.join(QUANTIZATIONS)}")
     try:
-        llama_cpp = _bindings()
+        llama_cpp = bindings()
     except RuntimeUnavailable as exc:
         raise ExportError(str(exc)) from None
     params = llama_cpp.llama_model_quantize_default_params()

@@ -18,10 +18,7 @@ from typing import Any
 
 import torch
 
-from inference.formats import gguf_file_of, is_gguf_folder
 from inference.loading import ModelLoadError
-
-__all__ = ["GGUFModel", "gguf_file_of", "gguf_folder_check", "gguf_model_load", "is_gguf_folder"]
 
 _LOAD_LOCK = threading.Lock()
 

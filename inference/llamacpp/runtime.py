@@ -42,7 +42,7 @@ _INITIALISED = False
 _LOG_CALLBACK: Any = None  # kept alive for as long as llama.cpp may call it
 
 
-def _bindings() -> Any:
+def bindings() -> Any:
     try:
         import llama_cpp
     except Exception as exc:  # ImportError, or OSError when the library fails to load
@@ -53,7 +53,7 @@ def _bindings() -> Any:
 def available() -> str:
     """Empty when llama.cpp can be used here, else the reason it cannot."""
     try:
-        _bindings()
+        bindings()
     except RuntimeUnavailable as exc:
         return str(exc)
     return ""
@@ -112,7 +112,7 @@ class LlamaRuntime:
         threads: int = 0,
         kv_type: str = "f16",
     ) -> None:
-        llama_cpp = _bindings()
+        llama_cpp = bindings()
         _backend_init(llama_cpp)
         self._c = llama_cpp
         self.path = Path(gguf_path)
