@@ -110,3 +110,11 @@ def batch_indices(*, step: int, batch_size: int, count: int, seed: int) -> list[
 def shift_for_causal_lm(labels: torch.Tensor) -> torch.Tensor:
     """Labels aligned with the logits that predict them."""
     return labels[:, 1:]
+
+
+def encode_all(
+    tokenizer: Any, conversations: list[list[dict[str, str]]], max_length: int
+) -> list[Encoded]:
+    """Encode each conversation; leave out those with no trained token."""
+    encoded = [encode(tokenizer, messages, max_length=max_length) for messages in conversations]
+    return [item for item in encoded if item.trained_tokens > 0]

@@ -11,13 +11,13 @@ from typing import Any
 
 from inference.engine import Engine, chat_answer
 from inference.engine_base import EngineBase
-from inference.engines import folder_backend
+from inference.formats import folder_backend
 from inference.llamacpp.engine import LlamaCppEngine
 from inference.llamacpp.loading import gguf_model_load
 from inference.llamacpp.scoring import labelled_token_losses
 from inference.loading import model_load
 from inference.protocol import SamplingParams
-from models_admin.training.data import encode
+from models_admin.training.data import encode_all
 from models_admin.training.loop import eval_loss
 
 SPEED_PROMPT = [{"role": "user", "content": "Describe a lighthouse in a few sentences."}]
@@ -59,14 +59,6 @@ def _answers(
     return answers
 
 
-def _encoded(tokenizer: Any, conversations: list[list[dict[str, str]]], max_length: int) -> list:
-    return [
-        e
-        for e in (encode(tokenizer, c, max_length=max_length) for c in conversations)
-        if e.trained_tokens
-    ]
-
-
 def _loss_metrics(loss: float, examples: int) -> dict[str, Any]:
     return {
         "eval_loss": round(loss, 5),
@@ -102,7 +94,7 @@ def evaluate(
         "layers": int(getattr(loaded.model.config, "num_hidden_layers", 0)),
     }
     if eval_conversations:
-        encoded = _encoded(loaded.tokenizer, eval_conversations, max_length)
+        encoded = encode_all(loaded.tokenizer, eval_conversations, max_length)
         pad_id = loaded.tokenizer.pad_token_id or 0
         loss = eval_loss(loaded.model, encoded, pad_id=pad_id)
         metrics.update(_loss_metrics(loss, len(encoded)))
@@ -131,7 +123,7 @@ def _evaluate_gguf(
             "quantization": engine.loaded.dtype,
         }
         if eval_conversations:
-            encoded = _encoded(engine.tokenizer, eval_conversations, max_length)
+            encoded = encode_all(engine.tokenizer, eval_conversations, max_length)
             total, count = labelled_token_losses(
                 engine.runtime, [(e.input_ids, e.labels) for e in encoded]
             )

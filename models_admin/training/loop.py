@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
-from models_admin.training.data import IGNORE, Encoded, batch_indices, collate, encode
+from models_admin.training.data import IGNORE, Encoded, batch_indices, collate, encode_all
 from models_admin.training.student import student_from_teacher
 
 logger = logging.getLogger(__name__)
@@ -168,13 +168,6 @@ def eval_loss(model: Any, examples: list[Encoded], *, pad_id: int, batch_size: i
     return total / max(count, 1)
 
 
-def _encode_all(
-    tokenizer: Any, conversations: list[list[dict[str, str]]], max_length: int
-) -> list[Encoded]:
-    encoded = [encode(tokenizer, messages, max_length=max_length) for messages in conversations]
-    return [item for item in encoded if item.trained_tokens > 0]
-
-
 class Trainer:
     def __init__(self, config: TrainConfig, hooks: Hooks | None = None) -> None:
         self.config = config
@@ -278,8 +271,8 @@ class Trainer:
         torch.manual_seed(config.seed)
         tokenizer = AutoTokenizer.from_pretrained(config.base_dir)
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        train = _encode_all(tokenizer, config.train, config.max_length)
-        evaluation = _encode_all(tokenizer, config.eval[: config.eval_examples], config.max_length)
+        train = encode_all(tokenizer, config.train, config.max_length)
+        evaluation = encode_all(tokenizer, config.eval[: config.eval_examples], config.max_length)
         if not train:
             raise ValueError("no training example has an assistant token within max_length")
         model, teacher, start, state = self._model_and_state()
