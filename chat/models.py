@@ -76,6 +76,17 @@ class Conversation(models.Model):
         on_delete=models.SET_NULL,
         related_name="handled_conversations",
     )
+    # Kept at the top of the person's list while set.
+    pinned_at = models.DateTimeField(null=True, blank=True)
+    # The version the person picked for this conversation; None follows
+    # production (and the canary's share).
+    model_version = models.ForeignKey(
+        "models_admin.ModelVersion",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -156,6 +167,10 @@ class Message(models.Model):
     timings = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # When the person last made this leaf the end of the active path by
+    # switching versions (a new message is that as it is created): switching
+    # back to a version above it returns here.
+    selected_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["created_at", "id"]

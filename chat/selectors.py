@@ -95,13 +95,25 @@ def thread_load(*, conversation: Conversation) -> Thread:
     return Thread(conversation=conversation, messages=messages, children=children, path=path)
 
 
-def thread_latest_leaf(*, thread: Thread, message_id: int) -> Message:
-    """The leaf reached from a message by always following its newest child:
-    switching to a version shows that version's latest continuation."""
-    node = thread.messages[message_id]
-    while thread.children.get(node.pk):
-        node = thread.messages[thread.children[node.pk][-1]]
-    return node
+def thread_selected_leaf(*, thread: Thread, message_id: int) -> Message:
+    """The leaf below a message that was last the end of the active path:
+    switching to a version shows the continuation that was selected under
+    it (the newest one when none was picked since)."""
+    best = thread.messages[message_id]
+    best_key = (best.selected_at or best.created_at, best.pk)
+    found = False
+    stack = [message_id]
+    while stack:
+        node_id = stack.pop()
+        children = thread.children.get(node_id)
+        if children:
+            stack.extend(children)
+            continue
+        leaf = thread.messages[node_id]
+        key = (leaf.selected_at or leaf.created_at, leaf.pk)
+        if not found or key > best_key:
+            best, best_key, found = leaf, key, True
+    return best
 
 
 def prompt_messages(*, thread: Thread, upto: Message) -> list[dict[str, str]]:
@@ -170,6 +182,9 @@ def conversation_serialize(conversation: Conversation) -> dict[str, Any]:
     return {
         "id": conversation.pk,
         "title": conversation.title or "New chat",
+        # Made from the first question (settings leave it out of the field).
+        "title_is_auto": conversation.title_is_auto,
+        "pinned": conversation.pinned_at is not None,
         "system_prompt": conversation.system_prompt,
         "temperature": conversation.temperature,
         "top_p": conversation.top_p,

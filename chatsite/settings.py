@@ -182,7 +182,12 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = "default"
-CELERY_TASK_ROUTES = {"models_admin.tasks.*": {"queue": "training"}}
+# Measuring a version has its own queue and worker: a job never waits
+# behind the evaluation of its own base.
+CELERY_TASK_ROUTES = {
+    "models_admin.tasks.model_version_evaluate_task": {"queue": "evaluation"},
+    "models_admin.tasks.*": {"queue": "training"},
+}
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 
 # --- Models and inference -------------------------------------------------

@@ -540,3 +540,44 @@ class Compression(models.Model):
     @property
     def finished(self) -> bool:
         return self.state in (self.State.COMPLETED, self.State.FAILED)
+
+
+class Evaluation(models.Model):
+    """Measuring one version on a dataset, queued on the evaluation queue so
+    it never holds up a training job; its progress is what the job and
+    version pages show while it runs."""
+
+    class State(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        COMPLETED = "completed", "Completed"
+        FAILED = "failed", "Failed"
+
+    version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="evaluations")
+    dataset = models.ForeignKey(
+        Dataset, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    # The job it was queued for: its base measured on the job's data, or a
+    # checkpoint of it.
+    job = models.ForeignKey(
+        TrainingJob, null=True, blank=True, on_delete=models.SET_NULL, related_name="evaluations"
+    )
+    state = models.CharField(max_length=10, choices=State.choices, default=State.QUEUED)
+    # What it is doing ("eval loss", "decode speed", "answers") and how far.
+    phase = models.CharField(max_length=40, blank=True)
+    done = models.PositiveIntegerField(default=0)
+    total = models.PositiveIntegerField(default=0)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+
+    def __str__(self) -> str:
+        return f"Evaluation of {self.version.name}"
+
+    @property
+    def finished(self) -> bool:
+        return self.state in (self.State.COMPLETED, self.State.FAILED)

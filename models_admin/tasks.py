@@ -1,5 +1,5 @@
-"""Celery tasks of the training queue. Each takes ids, fetches the rows and
-calls one service; a worker killed mid-job gets its task again (late
+"""Celery tasks of the training and evaluation queues. Each takes ids,
+fetches the rows and calls one service; a worker killed mid-job gets its task again (late
 acknowledgement) or, when a worker starts, stale jobs are queued again, and
 the job resumes from its last checkpoint."""
 
@@ -12,11 +12,11 @@ from celery import shared_task
 from celery.signals import worker_ready
 from django.conf import settings
 
-from models_admin.models import Dataset, ModelVersion, TrainingJob
+from models_admin.models import TrainingJob
 from models_admin.services.compression import compression_run
+from models_admin.services.evaluations import evaluation_run
 from models_admin.services.training import (
     JobBusy,
-    model_version_evaluate,
     training_job_claim,
     training_job_finish,
     training_job_log,
@@ -50,13 +50,9 @@ def training_job_run_task(self: Any, job_id: int) -> str:
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True)
-def model_version_evaluate_task(version_id: int, dataset_id: int | None = None) -> str:
-    version = ModelVersion.objects.filter(pk=version_id).first()
-    if version is None:
-        return "missing"
-    dataset = Dataset.objects.filter(pk=dataset_id).first() if dataset_id else None
-    model_version_evaluate(version=version, dataset=dataset)
-    return "evaluated"
+def model_version_evaluate_task(evaluation_id: int) -> str:
+    evaluation = evaluation_run(evaluation_id=evaluation_id)
+    return evaluation.state if evaluation is not None else "skipped"
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True)

@@ -8,9 +8,10 @@ from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.utils import timezone
 
 from chat.models import Conversation, Message
-from chat.selectors import thread_latest_leaf, thread_load
+from chat.selectors import thread_load, thread_selected_leaf
 from chat.services.events import conversation_group, notify_on_commit, user_group
 from inference.client import generation_cancel
 from models_admin.filters import content_filter_input, filter_hits_record
@@ -115,8 +116,21 @@ def conversation_update(
             surface=conversation.source,
         )
     if title is not _UNSET:
-        conversation.title = str(title).strip()[:200]
-        conversation.title_is_auto = not conversation.title
+        chosen = str(title).strip()[:200]
+        if chosen:
+            conversation.title, conversation.title_is_auto = chosen, False
+        elif not conversation.title_is_auto:
+            # A chosen title cleared: back to the automatic one.
+            conversation.title = ""
+            first = (
+                conversation.messages.filter(role=Message.Role.USER)
+                .order_by("created_at", "pk")
+                .first()
+            )
+            if first is not None:
+                conversation_title_auto(conversation=conversation, question=first.content)
+            conversation.title_is_auto = True
+        # An empty title on an automatic one keeps it.
         fields += ["title", "title_is_auto"]
     for name, value in (
         ("system_prompt", system_prompt),
@@ -172,13 +186,15 @@ def conversation_delete(*, conversation: Conversation) -> None:
 
 
 def conversation_branch_select(*, conversation: Conversation, message: Message) -> Conversation:
-    """Make the version ``message`` (and its newest continuation) the active
-    path."""
+    """Make the version ``message`` (and the continuation last selected
+    under it) the active path."""
     if message.conversation_id != conversation.pk:
         raise ValueError("message is not in this conversation")
     thread = thread_load(conversation=conversation)
-    conversation.current_leaf = thread_latest_leaf(thread=thread, message_id=message.pk)
+    leaf = thread_selected_leaf(thread=thread, message_id=message.pk)
+    conversation.current_leaf = leaf
     with transaction.atomic():
+        Message.objects.filter(pk=leaf.pk).update(selected_at=timezone.now())
         conversation.save(update_fields=["current_leaf", "updated_at"])
         notify_on_commit(
             conversation_group(conversation.pk),

@@ -150,6 +150,21 @@ def _handoff_announce(conversation: Conversation) -> None:
     )
 
 
+def _answers_stop(conversation: Conversation) -> None:
+    """Once the change commits, stop the assistant's running answers in the
+    conversation: a person is taking over (or it ended), and the bot must
+    not go on writing under them. What it wrote so far is kept, so staff
+    see it."""
+    running = Message.objects.filter(
+        conversation=conversation,
+        role=Message.Role.ASSISTANT,
+        status=Message.Status.PENDING,
+        author=None,
+    ).exclude(generation_id=None)
+    for message in running:
+        transaction.on_commit(lambda message=message: generation_stop(message=message))
+
+
 def _locked(conversation: Conversation) -> Conversation:
     """Lock the conversation row (only it: PostgreSQL refuses FOR UPDATE
     on the nullable side of the outer joins select_related makes)."""
@@ -173,6 +188,7 @@ def handoff_request(*, visitor: WidgetVisitor) -> Conversation:
         conversation.handoff = Conversation.Handoff.REQUESTED
         conversation.handoff_at = timezone.now()
         conversation.save(update_fields=["handoff", "handoff_at", "updated_at"])
+    _answers_stop(conversation)
     _handoff_announce(conversation)
     return conversation
 
@@ -209,6 +225,7 @@ def handoff_take(*, conversation: Conversation, agent: AbstractBaseUser) -> Conv
     conversation.handoff_at = timezone.now()
     conversation.save(update_fields=["handoff", "agent", "handoff_at", "updated_at"])
     conversation.refresh_from_db()
+    _answers_stop(conversation)
     _handoff_announce(conversation)
     return conversation
 
@@ -268,5 +285,6 @@ def handoff_close(*, conversation: Conversation) -> Conversation:
     conversation = _locked(conversation)
     conversation.handoff = Conversation.Handoff.CLOSED
     conversation.save(update_fields=["handoff", "updated_at"])
+    _answers_stop(conversation)
     _handoff_announce(conversation)
     return conversation

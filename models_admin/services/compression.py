@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from inference.llamacpp.export import QUANTIZATIONS, gguf_folder_build
 from models_admin.models import Compression, ModelVersion
+from models_admin.services.evaluations import evaluation_queue, evaluation_run
 from models_admin.services.events import dashboard_notify_on_commit
 from models_admin.services.model_versions import model_version_create, model_version_trainable
 
@@ -112,11 +113,10 @@ def _version_name(source: ModelVersion, quantization: str) -> str:
     return name
 
 
-def compression_run(*, compression_id: int) -> Compression | None:
-    """Make the copy, register it, then measure it on the data its source
-    was measured on. A failure is recorded with its reason."""
-    from models_admin.services.training import model_version_evaluate
-
+def compression_run(*, compression_id: int, measure_here: bool = False) -> Compression | None:
+    """Make the copy, register it, then queue its measurement on the data
+    its source was measured on (or run it in this process, ``measure_here``).
+    A failure is recorded with its reason."""
     compression = _claim(compression_id)
     if compression is None:
         return None
@@ -149,9 +149,7 @@ def compression_run(*, compression_id: int) -> Compression | None:
 
         measured = list(source.metrics.get("eval_by_dataset", {}))
         dataset = Dataset.objects.filter(name__in=measured).order_by("-id").first()
-    try:
-        model_version_evaluate(version=version, dataset=dataset)
-    except Exception:
-        # The copy stays a candidate; the dashboard offers to measure it again.
-        logger.exception("Measuring compressed version %s failed", version.name)
+    evaluation = evaluation_queue(version=version, dataset=dataset, enqueue=not measure_here)
+    if measure_here:
+        evaluation_run(evaluation_id=evaluation.pk)
     return compression

@@ -1,6 +1,6 @@
 """Training jobs: creation with validated hyperparameters, the state
-changes the Celery task reports, checkpoints as candidate versions, and
-evaluation results."""
+changes the Celery task reports, and checkpoints as candidate versions
+(measured by ``evaluations``)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from models_admin.models import Dataset, ModelVersion, TrainingJob
 from models_admin.selectors import model_version_get_production
+from models_admin.services.evaluations import evaluation_queue
 from models_admin.services.events import dashboard_notify_on_commit
 from models_admin.services.model_versions import model_version_create, model_version_trainable
 
@@ -147,8 +148,9 @@ def training_job_create(
         job.save()
         _notify(job, "training.job", {"state": job.state})
         if dataset.name not in base_version.metrics.get("eval_by_dataset", {}):
-            # The base measured on the same data is what the job is judged by.
-            transaction.on_commit(lambda: _evaluate_later(base_version.pk, dataset.pk))
+            # The base measured on the same data is what the job is judged
+            # by; measured on the evaluation queue while the job trains.
+            evaluation_queue(version=base_version, dataset=dataset, job=job)
         if enqueue:
             transaction.on_commit(lambda: _enqueue(job.pk))
     return job
@@ -286,23 +288,7 @@ def training_checkpoint_register(
             dataset=job.dataset,
         )
         _notify(job, "training.checkpoint", {"version": version.pk, "step": step})
-        transaction.on_commit(lambda: _evaluate_later(version.pk))
-    return version
-
-
-def _evaluate_later(version_id: int, dataset_id: int | None = None) -> None:
-    from models_admin.tasks import model_version_evaluate_task
-
-    model_version_evaluate_task.delay(version_id, dataset_id)
-
-
-def model_version_evaluation_store(
-    *, version: ModelVersion, metrics: dict[str, Any], answers: list[dict[str, str]]
-) -> ModelVersion:
-    version.metrics = {**version.metrics, **metrics}
-    version.answers = answers
-    version.evaluated_at = timezone.now()
-    version.save(update_fields=["metrics", "answers", "evaluated_at"])
+        evaluation_queue(version=version, job=job)
     return version
 
 
@@ -388,36 +374,3 @@ def training_job_run(*, job: TrainingJob) -> TrainingJob:
         else TrainingJob.State.CANCELLED
     )
     return training_job_finish(job_id=job.pk, state=state)
-
-
-#: Eval examples an evaluation reads at most.
-EVAL_LIMIT = 200
-
-
-def model_version_evaluate(
-    *, version: ModelVersion, dataset: Dataset | None = None
-) -> ModelVersion:
-    """Measure a version on a dataset's eval split (its own by default):
-    eval loss, perplexity, decode speed, size, and answers to the fixed
-    prompts."""
-    from models_admin.demo_data import DEMO_SYSTEM_PROMPT, demo_prompts
-    from models_admin.models import DatasetExample
-    from models_admin.training.evaluate import evaluate
-
-    dataset = dataset or version.dataset
-    conversations = _split(dataset, DatasetExample.Split.EVAL, EVAL_LIMIT) if dataset else []
-    system = DEMO_SYSTEM_PROMPT if dataset and dataset.source == Dataset.Source.DEMO else ""
-    metrics, answers = evaluate(
-        version.path,
-        eval_conversations=conversations,
-        prompts=demo_prompts(),
-        system_prompt=system,
-    )
-    if dataset is not None:
-        metrics["eval_dataset"] = dataset.name
-        by_dataset = dict(version.metrics.get("eval_by_dataset", {}))
-        by_dataset[dataset.name] = {
-            k: metrics[k] for k in ("eval_loss", "perplexity") if k in metrics
-        }
-        metrics["eval_by_dataset"] = by_dataset
-    return model_version_evaluation_store(version=version, metrics=metrics, answers=answers)

@@ -1,12 +1,15 @@
 """The training loop for fine-tune and distill jobs.
 
 A run owns one folder. Checkpoints are written there as
-``checkpoint-<step>/`` (a loadable transformers folder) through a temporary
-folder renamed into place, so a killed run never leaves half a checkpoint.
-The newest checkpoint also holds ``trainer_state.pt`` (optimizer, schedule,
-random state, LoRA adapter), from which a restarted run continues: the
-step numbers go on and the batches are the ones the first run would have
-seen.
+``checkpoint-<step>/`` (a loadable transformers folder, in the dtype of the
+model trained from, tied weights kept tied) through a temporary folder
+renamed into place, so a killed run never leaves half a checkpoint. Beside
+the newest checkpoint, ``trainer-state-<step>.pt`` holds what only a
+restart needs (optimizer, schedule, random state, LoRA adapter, the float32
+weights when the checkpoint is narrower): a restarted run continues from
+it, the step numbers go on and the batches are the ones the first run
+would have seen. It stays out of the checkpoint, which becomes a model
+version the size of its base.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
 from models_admin.training.data import IGNORE, Encoded, batch_indices, collate, encode_all
@@ -32,7 +35,8 @@ from models_admin.training.student import student_from_teacher
 
 logger = logging.getLogger(__name__)
 
-STATE_FILE = "trainer_state.pt"
+#: Where older runs kept the restart state: inside the checkpoint.
+LEGACY_STATE_FILE = "trainer_state.pt"
 CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 
@@ -91,10 +95,18 @@ def checkpoints(folder: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def _resumable(folder: Path) -> tuple[int, Path] | None:
+def state_path(folder: Path, step: int) -> Path:
+    """The restart state saved with checkpoint ``step`` of a run folder."""
+    return folder / f"trainer-state-{step}.pt"
+
+
+def _resumable(folder: Path) -> tuple[int, Path, Path] | None:
+    """(step, checkpoint, state file) of the newest checkpoint a run can
+    continue from."""
     for step, path in reversed(checkpoints(folder)):
-        if (path / STATE_FILE).is_file():
-            return step, path
+        for state in (state_path(folder, step), path / LEGACY_STATE_FILE):
+            if state.is_file():
+                return step, path, state
     return None
 
 
@@ -102,6 +114,16 @@ def _load(path: Path) -> Any:
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     model.config.use_cache = False
     return model
+
+
+def folder_dtype(path: Path) -> torch.dtype:
+    """The dtype a model folder's weights are stored in (float32 when its
+    config does not say)."""
+    config = AutoConfig.from_pretrained(path)
+    dtype = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype, None)
+    return dtype if isinstance(dtype, torch.dtype) and dtype.is_floating_point else torch.float32
 
 
 def _schedule(config: TrainConfig) -> Callable[[int], float]:
@@ -152,8 +174,16 @@ def distill_loss(
 
 
 @torch.no_grad()
-def eval_loss(model: Any, examples: list[Encoded], *, pad_id: int, batch_size: int = 8) -> float:
-    """Mean cross-entropy per assistant token (the training mask)."""
+def eval_loss(
+    model: Any,
+    examples: list[Encoded],
+    *,
+    pad_id: int,
+    batch_size: int = 8,
+    progress: Callable[[int], None] | None = None,
+) -> float:
+    """Mean cross-entropy per assistant token (the training mask);
+    progress is told how many examples are scored after each batch."""
     was_training = model.training
     model.eval()
     total, count = 0.0, 0
@@ -163,6 +193,8 @@ def eval_loss(model: Any, examples: list[Encoded], *, pad_id: int, batch_size: i
         loss_sum, n = token_losses(logits.float(), batch["labels"])
         total += float(loss_sum)
         count += n
+        if progress is not None:
+            progress(min(start + batch_size, len(examples)))
     if was_training:
         model.train()
     return total / max(count, 1)
@@ -186,8 +218,8 @@ class Trainer:
                 parameter.requires_grad_(False)
         resume = _resumable(config.output_dir)
         if resume is not None:
-            step, path = resume
-            state = torch.load(path / STATE_FILE, map_location="cpu", weights_only=False)
+            step, path, state_file = resume
+            state = torch.load(state_file, map_location="cpu", weights_only=False)
             self.hooks.log(f"Resuming from checkpoint {step}")
             # A run killed between writing a checkpoint and reporting it
             # reports it now (the caller's registration is idempotent).
@@ -200,6 +232,10 @@ class Trainer:
                 set_peft_model_state_dict(model, state["adapter"])
             else:
                 model = _load(path)
+                if "weights" in state:
+                    # The checkpoint is narrower than float32: go on from
+                    # the exact weights the run had.
+                    model.load_state_dict(state["weights"])
             return model, teacher, step, state
         if config.kind == "distill":
             if config.student_dir is not None:
@@ -236,28 +272,49 @@ class Trainer:
 
     # --- checkpoints ---------------------------------------------------------
 
+    def _save_dtype(self) -> torch.dtype:
+        """Checkpoints are stored as the model trained from is (training
+        itself runs in float32)."""
+        config = self.config
+        source = config.student_dir if config.kind == "distill" and config.student_dir else None
+        return folder_dtype(source or config.base_dir)
+
     def _save(self, step: int, model: Any, tokenizer: Any, state: dict[str, Any]) -> Path:
         out = self.config.output_dir
         final = out / f"checkpoint-{step}"
         staging = out / f".checkpoint-{step}.tmp"
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
+        dtype = self._save_dtype()
         to_save = model
         if self.config.lora:
             # The candidate is a plain model: the adapter merged into a copy.
             to_save = copy.deepcopy(model).merge_and_unload()
+        if dtype != torch.float32:
+            if not self.config.lora:
+                state["weights"] = model.state_dict()
+                to_save = copy.deepcopy(model)
+            # Cast as a module, so tied weights stay one tensor.
+            to_save = to_save.to(dtype)
         to_save.config.use_cache = True
         to_save.save_pretrained(staging, safe_serialization=True)
         to_save.config.use_cache = False
         tokenizer.save_pretrained(staging)
-        torch.save(state, staging / STATE_FILE)
+        # The state first, then the checkpoint: a checkpoint in place always
+        # has its state beside it.
+        state_file = state_path(out, step)
+        staging_state = out / f".{state_file.name}.tmp"
+        torch.save(state, staging_state)
+        staging_state.replace(state_file)
         if final.exists():
             shutil.rmtree(final)
         staging.rename(final)
         # Only the newest checkpoint keeps the (large) optimizer state.
-        for older_step, older in checkpoints(out):
-            if older_step != step:
-                (older / STATE_FILE).unlink(missing_ok=True)
+        for older in out.glob("trainer-state-*.pt"):
+            if older != state_file:
+                older.unlink(missing_ok=True)
+        for _older_step, older in checkpoints(out):
+            (older / LEGACY_STATE_FILE).unlink(missing_ok=True)
         return final
 
     # --- the loop ------------------------------------------------------------
@@ -268,6 +325,8 @@ class Trainer:
         hf_logging.disable_progress_bar()  # a job's log is its reports
         for stale in config.output_dir.glob(".checkpoint-*.tmp"):
             shutil.rmtree(stale, ignore_errors=True)
+        for stale in config.output_dir.glob(".trainer-state-*.tmp"):
+            stale.unlink(missing_ok=True)
         torch.manual_seed(config.seed)
         tokenizer = AutoTokenizer.from_pretrained(config.base_dir)
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0

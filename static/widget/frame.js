@@ -380,7 +380,8 @@
       if (!known && answer.status !== "pending") countUnread(answer);
     }
     updateComposer();
-    view.toBottom(false);
+    // A person's reply is what the visitor waits for: always show it.
+    view.toBottom(!!(answer && answer.author));
   }
 
   function onFinished(answer) {

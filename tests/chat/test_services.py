@@ -263,6 +263,37 @@ def test_editing_a_question_branches_and_the_user_can_switch_back(user, conversa
     assert [m.content for m in thread.path][-2:] == ["Question two", "Answer two"]
 
 
+def test_switching_a_question_back_shows_the_answer_selected_under_it(user, conversation):
+    """Question one has answers A, B, C (two regenerations); the person
+    picks B, edits the question, then switches back to the first version:
+    B comes back, not the newest answer C."""
+    first = _send(user, conversation, content="Question one")
+    _finish(first.answer, text="A")
+    answers = [first.answer]
+    for text in ("B", "C"):
+        conversation.refresh_from_db()
+        regenerated = message_regenerate(
+            user=user, conversation=conversation, message=answers[-1], client_id=uuid.uuid4()
+        ).answer
+        _finish(regenerated, text=text)
+        answers.append(regenerated)
+    conversation.refresh_from_db()
+    conversation_branch_select(conversation=conversation, message=answers[1])
+    edited = _send(user, conversation, content="Question one, edited", parent_id=None)
+    _finish(edited.answer, text="D")
+    conversation.refresh_from_db()
+    assert [m.content for m in thread_load(conversation=conversation).path] == [
+        "Question one, edited",
+        "D",
+    ]
+    conversation_branch_select(conversation=conversation, message=first.question)
+    thread = thread_load(conversation=conversation)
+    assert [m.content for m in thread.path] == ["Question one", "B"]
+    # And forward again: the edited version's own answer.
+    conversation_branch_select(conversation=conversation, message=edited.question)
+    assert [m.content for m in thread_load(conversation=conversation).path][-1] == "D"
+
+
 def test_editing_the_first_question_makes_a_new_root(user, conversation):
     first = _send(user, conversation, content="Hi")
     _finish(first.answer)

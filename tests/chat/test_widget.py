@@ -13,7 +13,14 @@ from channels.testing import WebsocketCommunicator
 from django.core.exceptions import ValidationError
 
 from chat.models import Conversation, Message, WidgetSite, WidgetVisitor
-from chat.services.widget import agent_reply, handoff_release, handoff_take, widget_message_send
+from chat.services.widget import (
+    agent_reply,
+    handoff_close,
+    handoff_release,
+    handoff_request,
+    handoff_take,
+    widget_message_send,
+)
 from chat.services.widget_identity import (
     WidgetError,
     identity_signature,
@@ -225,6 +232,33 @@ def test_while_a_person_owns_the_conversation_the_model_stays_silent(
     with django_capture_on_commit_callbacks(execute=False):
         again = widget_message_send(visitor=visitor, content="Thanks", client_id=uuid.uuid4())
     assert again.answer is not None and again.answer.status == Message.Status.PENDING
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("step", ["request", "take", "close"])
+def test_a_handoff_stops_the_running_answer_and_keeps_its_text(
+    step, redis_conn, django_capture_on_commit_callbacks
+):
+    """The visitor asking for a person, staff taking over and closing each
+    cancel the bot's running answer; what it wrote so far stays for staff
+    to read. (No worker runs here, so the stop ends the answer at once.)"""
+    site = _site(handoff_enabled=True)
+    visitor = visitor_start(site=site, token=None)
+    agent = UserFactory(first_name="Anna", is_staff=True)
+    sent = widget_message_send(visitor=visitor, content="Hello", client_id=uuid.uuid4())
+    assert sent.answer is not None and sent.answer.status == Message.Status.PENDING
+    conversation = Conversation.objects.get(visitor=visitor)
+    with django_capture_on_commit_callbacks(execute=True):
+        if step == "request":
+            handoff_request(visitor=visitor)
+        elif step == "take":
+            handoff_take(conversation=conversation, agent=agent)
+        else:
+            handoff_close(conversation=conversation)
+    answer = Message.objects.get(pk=sent.answer.pk)
+    assert answer.status == Message.Status.CANCELLED
+    assert answer.finish_reason == "cancelled"
+    assert Message.objects.filter(conversation=conversation, status="pending").count() == 0
 
 
 # --- the socket ----------------------------------------------------------------

@@ -68,7 +68,7 @@ def celery_worker(settings, tmp_path):
                 "chatsite",
                 "worker",
                 "-Q",
-                "training,default",
+                "training,default,evaluation",
                 "--pool",
                 "solo",
                 "--without-mingle",

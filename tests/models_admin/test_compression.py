@@ -11,7 +11,8 @@ from django.core.management import call_command
 from models_admin.models import Compression, ModelVersion
 from models_admin.services import model_version_promote, model_version_register
 from models_admin.services.compression import compression_start
-from models_admin.services.training import model_version_evaluate, training_job_create
+from models_admin.services.evaluations import model_version_evaluate
+from models_admin.services.training import training_job_create
 from tests.conftest import wait_for
 from tests.models_admin.conftest import grant
 
@@ -61,7 +62,7 @@ def test_a_broken_source_fails_with_its_reason_and_registers_nothing(settings, t
 def _run(compression_id: int) -> Compression:
     from models_admin.services.compression import compression_run
 
-    result = compression_run(compression_id=compression_id)
+    result = compression_run(compression_id=compression_id, measure_here=True)
     assert result is not None
     return result
 

@@ -13,7 +13,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
 from models_admin.dashboard.selectors.jobs import curve_series, duration_format
-from models_admin.models import Dataset, ModelVersion, TrainingJob
+from models_admin.models import Dataset, Evaluation, ModelVersion, TrainingJob
 from models_admin.services.datasets import dataset_create
 from models_admin.services.training import (
     PARAMS,
@@ -213,6 +213,52 @@ def test_a_valid_form_queues_the_job_with_its_parameters_and_sends_it_to_the_que
     assert job.params["learning_rate"] == 3e-4 and job.params["steps"] == 12
     assert job.params["lora"] is True and "temperature" not in job.params
     assert broker["run"] == [(job.pk,)]
+    # The base is measured on the job's data on the evaluation queue, not
+    # ahead of the job on the training queue.
+    [evaluation] = Evaluation.objects.filter(job=job)
+    assert (evaluation.version, evaluation.dataset) == (production, dataset)
+    assert broker["evaluate"] == [(evaluation.pk,)]
+
+
+def test_evaluations_have_their_own_queue():
+    from chatsite.celery import app
+    from models_admin import tasks
+
+    route = app.amqp.router.route({}, tasks.model_version_evaluate_task.name)
+    assert route["queue"].name == "evaluation"
+    route = app.amqp.router.route({}, tasks.training_job_run_task.name)
+    assert route["queue"].name == "training"
+
+
+def test_the_job_page_says_what_a_job_and_its_measurements_wait_for(
+    client, staff, dataset, production, broker, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        first = training_job_create(kind="finetune", dataset=dataset, params={"steps": 5})
+        second = training_job_create(kind="finetune", dataset=dataset, params={"steps": 5})
+    data = client.get(reverse("dashboard:job-data", args=[second.pk])).json()
+    assert data["note"] == "Waiting for a training worker; 1 job queued before this one."
+    TrainingJob.objects.filter(pk=first.pk).update(state=TrainingJob.State.RUNNING)
+    data = client.get(reverse("dashboard:job-data", args=[second.pk])).json()
+    assert data["note"] == f"Waiting for the training worker: it is running {first}."
+
+    data = client.get(reverse("dashboard:job-data", args=[first.pk])).json()
+    [row] = data["evaluations"]
+    assert row["what"] == f"the base model on {dataset.name}"
+    assert row["text"] == "waiting for the evaluation worker" and data["evaluating"]
+    evaluation = Evaluation.objects.get(pk=row["id"])
+    Evaluation.objects.filter(pk=evaluation.pk).update(
+        state=Evaluation.State.RUNNING, phase="answers", done=2, total=8
+    )
+    page = client.get(reverse("dashboard:job", args=[first.pk])).content.decode()
+    assert "Measuring the base model on shop:" in page
+    assert "answers to the fixed prompts 2/8" in page
+    Evaluation.objects.filter(pk=evaluation.pk).update(
+        state=Evaluation.State.FAILED, error="Traceback...\nOSError: no model file"
+    )
+    data = client.get(reverse("dashboard:job-data", args=[first.pk])).json()
+    assert data["evaluations"][0]["text"] == "failed: OSError: no model file"
+    assert not data["evaluating"]
 
 
 def test_a_form_sent_without_scripts_starts_the_job_with_the_kind_s_parameters_only(

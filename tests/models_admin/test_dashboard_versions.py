@@ -207,6 +207,36 @@ def test_the_confirm_page_compares_production_and_the_candidate(
 
 
 @pytest.mark.django_db
+def test_size_and_parameter_changes_read_in_units_people_use(client, operator, production):
+    """A checkpoint three times its base reads "+1.0 GB (+200.0%)", not
+    "+1.076e+09"."""
+    production.metrics = {
+        **production.metrics,
+        "size_bytes": 540_000_000,
+        "parameters": 134_515_008,
+    }
+    production.save(update_fields=["metrics"])
+    grown = ModelVersionFactory(
+        parent=production,
+        metrics={"size_bytes": 1_620_000_000, "parameters": 134_515_008 + 1_500_000},
+    )
+    client.force_login(operator)
+    deltas = {
+        row["label"]: row
+        for row in client.get(_url("version-promote", grown.pk)).context["deltas"]
+    }
+    assert deltas["Size"]["candidate"] == "1.5\xa0GB"
+    assert deltas["Size"]["text"] == "+1.0\xa0GB (+200.0%)"
+    assert deltas["Parameters"]["text"] == "+1.5M (+1.1%)"
+    smaller = ModelVersionFactory(parent=production, metrics={"size_bytes": 270_000_000})
+    deltas = {
+        row["label"]: row
+        for row in client.get(_url("version-promote", smaller.pk)).context["deltas"]
+    }
+    assert deltas["Size"]["text"] == "-257.5\xa0MB (-50.0%)"
+
+
+@pytest.mark.django_db
 def test_promoting_moves_production_and_records_the_note_and_the_user(
     client, operator, production, candidate
 ):

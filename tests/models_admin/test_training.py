@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from models_admin.training.data import IGNORE, batch_indices, encode
-from models_admin.training.loop import Hooks, TrainConfig, Trainer, checkpoints
+from models_admin.training.loop import Hooks, TrainConfig, Trainer, checkpoints, state_path
 from models_admin.training.student import layers_to_keep, student_from_teacher
 from tests.tiny_models import tiny_llama_save
 
@@ -135,9 +135,12 @@ def test_fine_tuning_lowers_the_loss_and_checkpoints_loadable_models(tmp_path, t
     assert saved[1][1]["eval_loss"] < saved[0][1]["eval_loss"] + 1.0
     folders = checkpoints(config.output_dir)
     assert [step for step, _ in folders] == [6, 12]
-    # Only the newest keeps the optimizer state; each is a loadable model.
-    assert not (folders[0][1] / "trainer_state.pt").exists()
-    assert (folders[1][1] / "trainer_state.pt").exists()
+    # Only the newest keeps the optimizer state, beside it and not in it;
+    # each is a loadable model.
+    assert not state_path(config.output_dir, 6).exists()
+    assert state_path(config.output_dir, 12).exists()
+    assert [p.name for p in config.output_dir.glob("trainer-state-*")] == ["trainer-state-12.pt"]
+    assert not list(folders[1][1].glob("*.pt"))
     model = AutoModelForCausalLM.from_pretrained(folders[1][1])
     assert model.config.num_hidden_layers == 4
     assert not list(config.output_dir.glob(".checkpoint-*"))
@@ -168,6 +171,54 @@ def test_a_resumed_run_continues_the_step_numbers_and_ends_where_an_unbroken_one
     b = load_file(broken.output_dir / "checkpoint-8" / "model.safetensors")
     for name in a:
         torch.testing.assert_close(a[name], b[name], rtol=1e-4, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def bf16_teacher_dir(tmp_path_factory, teacher_dir):
+    """The tiny teacher stored in bfloat16, its head tied to the embedding."""
+    model = AutoModelForCausalLM.from_pretrained(teacher_dir, dtype=torch.bfloat16)
+    assert model.config.tie_word_embeddings
+    folder = tmp_path_factory.mktemp("bf16") / "tiny"
+    model.save_pretrained(folder, safe_serialization=True)
+    AutoTokenizer.from_pretrained(teacher_dir).save_pretrained(folder)
+    return folder
+
+
+def _weights_bytes(folder) -> int:
+    return sum(p.stat().st_size for p in folder.glob("*.safetensors"))
+
+
+def test_checkpoints_keep_the_base_dtype_and_tied_weights_so_they_are_its_size(
+    tmp_path, bf16_teacher_dir
+):
+    """Training runs in float32; the checkpoint is stored as the base is
+    (bfloat16, head tied), so a candidate is the base's size, not 2-3x it."""
+    broken = _config(tmp_path / "b", bf16_teacher_dir, steps=6, checkpoint_every=3)
+    seen: list[int] = []
+    Trainer(
+        broken,
+        Hooks(
+            progress=lambda report: seen.append(report["step"]),
+            should_stop=lambda: len(seen) >= 4,
+        ),
+    ).run()
+    folder = checkpoints(broken.output_dir)[-1][1]
+    tensors = load_file(folder / "model.safetensors")
+    assert {t.dtype for t in tensors.values()} == {torch.bfloat16}
+    assert "lm_head.weight" not in tensors
+    assert _weights_bytes(folder) == pytest.approx(_weights_bytes(bf16_teacher_dir), rel=0.02)
+    tuned = AutoModelForCausalLM.from_pretrained(folder)
+    assert tuned.lm_head.weight.data_ptr() == tuned.model.embed_tokens.weight.data_ptr()
+
+    # A restart goes on from the float32 weights it had, not the rounded
+    # checkpoint: it ends where an unbroken run does.
+    _run(broken)
+    unbroken = _config(tmp_path / "a", bf16_teacher_dir, steps=6, checkpoint_every=3)
+    _run(unbroken)
+    a = load_file(unbroken.output_dir / "checkpoint-6" / "model.safetensors")
+    b = load_file(broken.output_dir / "checkpoint-6" / "model.safetensors")
+    for name in a:
+        torch.testing.assert_close(a[name].float(), b[name].float(), rtol=1e-2, atol=1e-3)
 
 
 def test_distilling_builds_a_smaller_student_whose_loss_falls(tmp_path, teacher_dir):

@@ -12,7 +12,7 @@ from django.db.models import Count, QuerySet
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
 
-from models_admin.models import Dataset, ModelVersion, TrainingJob
+from models_admin.models import Dataset, Evaluation, ModelVersion, TrainingJob
 
 #: Characters of the log that ``data.json`` returns (the newest ones).
 LOG_TAIL_CHARS = 20_000
@@ -115,6 +115,81 @@ def curve_series(curve: list[dict[str, Any]]) -> dict[str, list[list[float]]]:
     return {key: _thin(sorted(series.items())) for key, series in by_step.items()}
 
 
+#: How pages name each phase of an evaluation.
+EVALUATION_PHASES = {
+    "loading": "loading the model",
+    "eval loss": "eval loss",
+    "decode speed": "decode speed",
+    "answers": "answers to the fixed prompts",
+}
+
+
+def evaluation_describe(evaluation: Evaluation) -> str:
+    """What an evaluation is doing, for people: "answers to the fixed
+    prompts 2/8", "waiting for the evaluation worker"."""
+    if evaluation.state == Evaluation.State.QUEUED:
+        return "waiting for the evaluation worker"
+    if evaluation.state == Evaluation.State.FAILED:
+        reason = evaluation.error.strip().splitlines()[-1] if evaluation.error.strip() else ""
+        return f"failed: {reason}" if reason else "failed"
+    if evaluation.state == Evaluation.State.COMPLETED:
+        return "done"
+    phase = EVALUATION_PHASES.get(evaluation.phase, evaluation.phase or "starting")
+    if evaluation.total:
+        return f"{phase} {min(evaluation.done, evaluation.total)}/{evaluation.total}"
+    return phase
+
+
+def _evaluation_row(job: TrainingJob, evaluation: Evaluation) -> dict[str, Any]:
+    version = evaluation.version
+    if version.pk == job.base_version_id:
+        what = "the base model"
+        if evaluation.dataset is not None:
+            what += f" on {evaluation.dataset.name}"
+    else:
+        what = f"checkpoint {version.step}" if version.step is not None else version.name
+    percent = 100.0 * evaluation.done / evaluation.total if evaluation.total else 0.0
+    return {
+        "id": evaluation.pk,
+        "version": version.pk,
+        "what": what,
+        "state": evaluation.state,
+        "text": evaluation_describe(evaluation),
+        "percent": round(percent, 1),
+        "finished": evaluation.finished,
+    }
+
+
+def job_evaluations(job: TrainingJob) -> list[dict[str, Any]]:
+    """The measurements queued for the job, oldest first."""
+    rows = Evaluation.objects.filter(job=job).select_related("version", "dataset")
+    return [_evaluation_row(job, evaluation) for evaluation in rows.order_by("created_at", "id")]
+
+
+def job_waiting_note(job: TrainingJob) -> str:
+    """What a queued job waits for, in words."""
+    if job.cancel_requested:
+        return "Cancelling…"
+    ahead = (
+        TrainingJob.objects.filter(state=TrainingJob.State.RUNNING)
+        .exclude(pk=job.pk)
+        .order_by("started_at", "id")
+        .first()
+    )
+    queued_before = TrainingJob.objects.filter(
+        state=TrainingJob.State.QUEUED, created_at__lt=job.created_at
+    ).count()
+    if ahead is not None:
+        note = f"Waiting for the training worker: it is running {ahead}"
+        if queued_before:
+            note += f", and {queued_before} more queued before this one"
+        return note + "."
+    if queued_before:
+        jobs = f"{queued_before} job{'s' if queued_before != 1 else ''}"
+        return f"Waiting for a training worker; {jobs} queued before this one."
+    return "Waiting for a training worker to pick it up."
+
+
 def _checkpoint_row(version: ModelVersion) -> dict[str, Any]:
     metrics = version.metrics or {}
     training = metrics.get("training") or {}
@@ -176,6 +251,7 @@ def job_payload(job: TrainingJob, *, full: bool = True) -> dict[str, Any]:
             else None
         ),
         "url": reverse("dashboard:job", args=[job.pk]),
+        "note": job_waiting_note(job) if job.state == TrainingJob.State.QUEUED else "",
     }
     if full:
         log = job.log or ""
@@ -185,9 +261,16 @@ def job_payload(job: TrainingJob, *, full: bool = True) -> dict[str, Any]:
         data["curve"] = curve_series(job.curve)
         data["log"] = tail
         data["log_truncated"] = len(tail) < len(log)
-        data["checkpoints"] = [
-            _checkpoint_row(version) for version in job.checkpoints.order_by("step", "pk")
-        ]
+        evaluations = job_evaluations(job)
+        data["evaluations"] = evaluations
+        data["evaluating"] = any(not row["finished"] for row in evaluations)
+        latest = {row["version"]: row for row in evaluations}
+        data["checkpoints"] = []
+        for version in job.checkpoints.order_by("step", "pk"):
+            row = _checkpoint_row(version)
+            evaluation = latest.get(version.pk)
+            row["evaluation"] = evaluation["text"] if evaluation else ""
+            data["checkpoints"].append(row)
     return data
 
 

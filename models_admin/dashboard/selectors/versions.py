@@ -45,6 +45,7 @@ def _count_human(value: Any) -> str:
 
 
 def _size_human(value: Any) -> str:
+    """Bytes for people: "492.1 MB", "1.4 GB" (filesizeformat)."""
     return str(filesizeformat(value))
 
 
@@ -266,7 +267,14 @@ def canary_panel(canary: Canary | None) -> dict[str, Any]:
     return panel
 
 
-def _delta(metric_better: str, old: float | None, new: float | None) -> dict[str, Any]:
+def _delta(
+    metric_better: str,
+    old: float | None,
+    new: float | None,
+    fmt: Callable[[Any], str] | None = None,
+) -> dict[str, Any]:
+    """The change from old to new, signed and written as the figure itself
+    is (fmt: "+1.0 GB", "+1.23M"), with the relative change."""
     if old is None or new is None:
         return {"text": MISSING, "verdict": ""}
     change = new - old
@@ -275,7 +283,9 @@ def _delta(metric_better: str, old: float | None, new: float | None) -> dict[str
     if metric_better and change:
         improved = change < 0 if metric_better == "lower" else change > 0
         verdict = "better" if improved else "worse"
-    return {"text": f"{change:+,.4g}{percent}", "verdict": verdict}
+    sign = "+" if change >= 0 else "-"
+    amount = f"{change:+,.4g}" if fmt is None else sign + fmt(abs(change))
+    return {"text": f"{amount}{percent}", "verdict": verdict}
 
 
 def promotion_deltas(production: ModelVersion, candidate: ModelVersion) -> list[dict[str, Any]]:
@@ -285,7 +295,7 @@ def promotion_deltas(production: ModelVersion, candidate: ModelVersion) -> list[
             "label": metric.label,
             "production": metric.display(production),
             "candidate": metric.display(candidate),
-            **_delta(metric.better, metric.value(production), metric.value(candidate)),
+            **_delta(metric.better, metric.value(production), metric.value(candidate), metric.fmt),
         }
         for metric in METRICS
     ]

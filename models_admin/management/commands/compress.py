@@ -41,7 +41,7 @@ class Command(BaseCommand):
         self.stdout.write(
             f"Compressing {compression.source.name} to {compression.quantization}..."
         )
-        done = compression_run(compression_id=compression.pk)
+        done = compression_run(compression_id=compression.pk, measure_here=True)
         if done is None or done.state != Compression.State.COMPLETED or done.result is None:
             raise CommandError(f"Compression failed: {done.error if done else 'not run'}")
         result = done.result

@@ -234,7 +234,7 @@
         if (!row.evaluated) {
           const note = document.createElement("span");
           note.className = "muted small";
-          note.textContent = " evaluating";
+          note.textContent = ` ${row.evaluation || "evaluating"}`;
           state.appendChild(note);
         }
         tr.append(
@@ -254,7 +254,7 @@
       const note = root.querySelector('[data-cell="progress-note"]');
       if (!note) return;
       if (data.state === "queued") {
-        note.textContent = data.cancel_requested ? "Cancelling…" : "Waiting for a training worker.";
+        note.textContent = data.note || "Waiting for a training worker.";
       } else if (data.state === "running") {
         note.textContent = data.cancel_requested
           ? "Cancel requested: stopping at the next step."
@@ -292,6 +292,36 @@
       }
     }
 
+    function drawEvaluations(rows) {
+      const list = root.querySelector("[data-evaluations]");
+      if (!list) return;
+      list.hidden = !rows.length;
+      list.replaceChildren(...rows.map((row) => {
+        const item = document.createElement("li");
+        item.className = `evaluation ${row.state}`;
+        item.dataset.evaluation = String(row.id);
+        const what = document.createElement("span");
+        what.className = "what";
+        what.textContent = `${row.finished ? "Measured" : "Measuring"} ${row.what}:`;
+        const text = document.createElement("span");
+        text.className = "muted";
+        text.dataset.evaluationText = "";
+        text.textContent = row.text;
+        item.append(what, " ", text);
+        if (!row.finished) {
+          const bar = document.createElement("span");
+          bar.className = "mini-progress";
+          bar.setAttribute("aria-hidden", "true");
+          const fill = document.createElement("span");
+          fill.className = "progress-fill running";
+          fill.style.width = `${num(row.percent) ? row.percent : 0}%`;
+          bar.append(fill);
+          item.append(" ", bar);
+        }
+        return item;
+      }));
+    }
+
     function render(data) {
       setState(root, data);
       setText(root, "state-text", data.state_display);
@@ -316,6 +346,7 @@
       drawCharts(data.curve || {});
       drawLog(data);
       drawCheckpoints(data.checkpoints || []);
+      drawEvaluations(data.evaluations || []);
     }
 
     if (follow) {
@@ -331,13 +362,14 @@
     const initial = JSON.parse(document.getElementById("job-data").textContent);
     render(initial);
     log.scrollTop = log.scrollHeight;
-    if (initial.finished) return; // a finished job does not change any more
+    // A finished job whose measurements are done does not change any more.
+    if (initial.finished && !initial.evaluating) return;
 
     const refresh = throttle(async () => {
       if (done) return;
       const data = await getJSON(url);
       render(data);
-      if (data.finished) {
+      if (data.finished && !data.evaluating) {
         done = true;
         const live = root.querySelector("[data-live]");
         if (live) live.remove();
