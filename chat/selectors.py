@@ -21,6 +21,7 @@ from django.utils import timezone
 from django.utils.crypto import constant_time_compare
 
 from chat.models import ApiKey, ApiRequest, Conversation, Feedback, Message
+from models_admin.models import ModelVersion
 
 CONVERSATIONS_PER_PAGE = 30
 
@@ -60,13 +61,38 @@ def conversation_list_for_user(
     page: Any = 1,
     per_page: int = CONVERSATIONS_PER_PAGE,
 ) -> Page[Conversation]:
-    """Newest first; ``query`` matches titles and message text."""
+    """Pinned first (the latest pinned on top), then newest first;
+    ``query`` matches titles and message text."""
     rows = Conversation.objects.filter(user_id=_user_id(user))
     query = query.strip()
     if query:
         matching = Message.objects.filter(content__icontains=query).values("conversation_id")
         rows = rows.filter(Q(title__icontains=query) | Q(pk__in=matching))
-    return Paginator(rows.order_by("-updated_at", "-id"), per_page).get_page(page)
+    ordered = rows.order_by(F("pinned_at").desc(nulls_last=True), "-updated_at", "-id")
+    return Paginator(ordered, per_page).get_page(page)
+
+
+def chat_versions_for_user(*, user: AbstractBaseUser | AnonymousUser) -> list[ModelVersion]:
+    """The model versions a person may pick for a conversation: production
+    for everyone, and the candidates too for staff (to try them before
+    promoting). Production first, then the newest candidates."""
+    if not user.is_authenticated:
+        return []
+    states = [ModelVersion.State.PRODUCTION]
+    if getattr(user, "is_staff", False):
+        states.append(ModelVersion.State.CANDIDATE)
+    rows = ModelVersion.objects.filter(state__in=states).order_by("-created_at", "-id")
+    return sorted(rows, key=lambda v: v.state != ModelVersion.State.PRODUCTION)
+
+
+def chat_version_serialize(version: ModelVersion) -> dict[str, Any]:
+    return {
+        "id": version.pk,
+        "name": version.name,
+        "state": version.state,
+        "format": version.format,
+        "kind": version.kind,
+    }
 
 
 @dataclass(frozen=True)
@@ -185,6 +211,8 @@ def conversation_serialize(conversation: Conversation) -> dict[str, Any]:
         # Made from the first question (settings leave it out of the field).
         "title_is_auto": conversation.title_is_auto,
         "pinned": conversation.pinned_at is not None,
+        # The version picked for it; None answers with production.
+        "model_version": conversation.model_version_id,
         "system_prompt": conversation.system_prompt,
         "temperature": conversation.temperature,
         "top_p": conversation.top_p,

@@ -105,6 +105,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "chatsite.context_processors.site_identity",
             ],
         },
     },
@@ -369,6 +370,13 @@ STORAGES = {
         )
     },
 }
+
+# --- Site identity ----------------------------------------------------------
+
+#: The product's name in the top bar, page titles and the landing page.
+SITE_NAME = env_str("SITE_NAME").strip() or "Chat"
+#: The logo beside it (and the tab's icon): a path under static/, or a URL.
+SITE_LOGO = env_str("SITE_LOGO").strip() or "favicon.svg"
 
 # --- Security -------------------------------------------------------------
 

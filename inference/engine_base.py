@@ -81,10 +81,21 @@ def messages_check(messages: Any) -> None:
         raise RequestError("the conversation has no user message with text")
 
 
-def chat_prompt_ids(tokenizer: Any, messages: list[Message]) -> list[int]:
-    """Render chat messages through the tokenizer's template into token ids."""
+def chat_prompt_ids(
+    tokenizer: Any, messages: list[Message], *, continue_final: bool = False
+) -> list[int]:
+    """Render chat messages through the tokenizer's template into token ids:
+    ready for a new assistant turn, or (``continue_final``) ending inside
+    the last message, an assistant's, so the model goes on with it."""
     messages_check(messages)
-    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+    if continue_final:
+        if messages[-1]["role"] != "assistant" or not messages[-1]["content"]:
+            raise RequestError("only an assistant message with text can be continued")
+        ids = tokenizer.apply_chat_template(
+            messages, continue_final_message=True, add_generation_prompt=False, tokenize=True
+        )
+    else:
+        ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
     if isinstance(ids, dict) or hasattr(ids, "input_ids"):
         ids = ids["input_ids"]
     return list(ids)
@@ -145,9 +156,9 @@ class EngineBase(ABC):
 
     # --- requests ------------------------------------------------------
 
-    def prompt_ids(self, messages: list[Message]) -> list[int]:
+    def prompt_ids(self, messages: list[Message], *, continue_final: bool = False) -> list[int]:
         """Render chat messages through the model's template into token ids."""
-        return chat_prompt_ids(self.tokenizer, messages)
+        return chat_prompt_ids(self.tokenizer, messages, continue_final=continue_final)
 
     def submit(
         self,
@@ -165,7 +176,7 @@ class EngineBase(ABC):
         if prompt is None:
             if messages is None:
                 raise RequestError("a request needs messages or prompt ids")
-            prompt = self.prompt_ids(messages)
+            prompt = self.prompt_ids(messages, continue_final=params.continue_final_message)
         if not prompt:
             raise RequestError("the prompt is empty")
         if len(prompt) >= self.max_context:

@@ -90,6 +90,9 @@ class SamplingParams:
     stop: tuple[str, ...] = field(default_factory=tuple)
     #: Generate exactly max_new_tokens, ignoring end-of-sequence (benchmarks).
     ignore_eos: bool = False
+    #: The last message is an assistant's answer to go on with (a stopped or
+    #: length-cut answer continued), not a turn to answer.
+    continue_final_message: bool = False
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> SamplingParams:
@@ -134,6 +137,8 @@ class SamplingParams:
             isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0
         ):
             raise SamplingError("seed must be a whole number, 0 or more")
+        if not isinstance(self.continue_final_message, bool):
+            raise SamplingError("continue_final_message must be true or false")
         if len(self.stop) > MAX_STOP_STRINGS:
             raise SamplingError(f"stop takes at most {MAX_STOP_STRINGS} strings")
         for text in self.stop:

@@ -7,6 +7,8 @@ Client frames (JSON objects with a ``type``):
   absent: from the start), so a reconnecting page resumes where it was;
 - ``message.send {conversation, content, client_id, parent?}``;
 - ``message.regenerate {message, client_id}``;
+- ``message.continue {message, client_id}``: go on with a stopped or
+  length-cut answer (the same message; new text is added to its end);
 - ``generation.stop {message}``;
 - ``ping``.
 
@@ -54,6 +56,7 @@ from chat.services.events import conversation_group, user_group
 from chat.services.messages import (
     ChatError,
     generation_stop,
+    message_continue,
     message_regenerate,
     message_send,
 )
@@ -124,6 +127,18 @@ def _sent_frame(conversation_id: int, sent: Any, client_id: Any) -> dict[str, An
 
 
 @_db
+def _continue(user: Any, content: dict[str, Any]) -> dict[str, Any]:
+    message = message_get_for_user(user=user, message_id=content.get("message"))
+    sent = message_continue(
+        user=user,
+        conversation=message.conversation,
+        message=message,
+        client_id=content.get("client_id"),
+    )
+    return _sent_frame(message.conversation_id, sent, content.get("client_id"))
+
+
+@_db
 def _stop(user: Any, message_id: Any) -> None:
     generation_stop(message=message_get_for_user(user=user, message_id=message_id))
 
@@ -137,6 +152,7 @@ class ChatConsumer(SocketConsumer):
     async def connect(self) -> None:
         self.user = self.scope.get("user")
         self.tails: dict[int, asyncio.Task[None]] = {}
+        self.tail_generations: dict[int, str] = {}
         self.conversation_id: int | None = None
         self.bucket = FrameBucket(rate=10.0, burst=30.0)
         self.groups_joined: list[str] = []
@@ -215,6 +231,7 @@ class ChatConsumer(SocketConsumer):
             "conversation.open": self._on_open,
             "message.send": self._on_send,
             "message.regenerate": self._on_regenerate,
+            "message.continue": self._on_continue,
             "generation.stop": self._on_stop,
             "ping": self._on_ping,
         }
@@ -281,6 +298,10 @@ class ChatConsumer(SocketConsumer):
         frame = await _regenerate(self.user, content)
         await self._accepted(frame)
 
+    async def _on_continue(self, content: dict[str, Any]) -> None:
+        frame = await _continue(self.user, content)
+        await self._accepted(frame)
+
     async def _accepted(self, frame: dict[str, Any]) -> None:
         # Sending in a conversation means watching it.
         await self._watch(frame["conversation"])
@@ -321,9 +342,12 @@ class ChatConsumer(SocketConsumer):
     ) -> None:
         task = self.tails.get(message_id)
         if task is not None and not task.done():
-            if not restart:
+            # A continued answer is the same message with a new generation.
+            same = self.tail_generations.get(message_id) == generation_id
+            if same and not restart:
                 return
             task.cancel()
+        self.tail_generations[message_id] = generation_id
         self.tails[message_id] = asyncio.ensure_future(
             self._tail(message_id, generation_id, after)
         )

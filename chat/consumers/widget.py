@@ -127,6 +127,7 @@ class WidgetConsumer(ChatConsumer):
         self.user = None
         self.visitor: Any = None
         self.tails = {}
+        self.tail_generations = {}
         self.conversation_id = None
         self.bucket = FrameBucket(rate=5.0, burst=15.0)
         self.groups_joined = []

@@ -5,26 +5,31 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('chat', '0005_client_history_key_limits'),
-        ('models_admin', '0008_evaluations'),
+        ("chat", "0005_client_history_key_limits"),
+        ("models_admin", "0008_evaluations"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='conversation',
-            name='model_version',
-            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='models_admin.modelversion'),
+            model_name="conversation",
+            name="model_version",
+            field=models.ForeignKey(
+                blank=True,
+                null=True,
+                on_delete=django.db.models.deletion.SET_NULL,
+                related_name="+",
+                to="models_admin.modelversion",
+            ),
         ),
         migrations.AddField(
-            model_name='conversation',
-            name='pinned_at',
+            model_name="conversation",
+            name="pinned_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='message',
-            name='selected_at',
+            model_name="message",
+            name="selected_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
     ]

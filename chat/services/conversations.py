@@ -11,7 +11,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from chat.models import Conversation, Message
-from chat.selectors import thread_load, thread_selected_leaf
+from chat.selectors import chat_versions_for_user, thread_load, thread_selected_leaf
 from chat.services.events import conversation_group, notify_on_commit, user_group
 from inference.client import generation_cancel
 from models_admin.filters import content_filter_input, filter_hits_record
@@ -55,11 +55,17 @@ def conversation_create(
     temperature: float | None = None,
     top_p: float | None = None,
     max_tokens: int | None = None,
+    pinned: bool = False,
+    model_version: int | None = None,
     source: str = Conversation.Source.CHAT,
 ) -> Conversation:
     conversation = Conversation(
         user_id=user.pk, title=title.strip(), title_is_auto=not title.strip(), source=source
     )
+    if pinned:
+        conversation.pinned_at = timezone.now()
+    if model_version is not None:
+        conversation.model_version = _version_usable(user=user, version_id=model_version)
     conversation.system_prompt = _system_prompt_filter(
         text=system_prompt, user_id=int(user.pk), surface=source
     )
@@ -97,6 +103,15 @@ def conversations_room_check(*, user_id: int) -> None:
 _UNSET: Any = object()
 
 
+def _version_usable(*, user: Any, version_id: int) -> Any:
+    """The version with this id if the person may pick it; else raise
+    ValidationError on ``model_version``."""
+    for version in chat_versions_for_user(user=user):
+        if version.pk == version_id:
+            return version
+    raise ValidationError({"model_version": ["Pick one of the models offered to you."]})
+
+
 def conversation_update(
     *,
     conversation: Conversation,
@@ -105,10 +120,23 @@ def conversation_update(
     temperature: float = _UNSET,
     top_p: float = _UNSET,
     max_tokens: int = _UNSET,
+    pinned: bool = _UNSET,
+    model_version: int | None = _UNSET,
 ) -> Conversation:
     """Change the given fields; raise ValidationError naming a field out of
-    bounds or a system prompt a content rule blocks."""
+    bounds, a model version the person may not use, or a system prompt a
+    content rule blocks."""
     fields: list[str] = []
+    if pinned is not _UNSET and bool(pinned) != (conversation.pinned_at is not None):
+        conversation.pinned_at = timezone.now() if pinned else None
+        fields.append("pinned_at")
+    if model_version is not _UNSET:
+        conversation.model_version = (
+            None
+            if model_version is None
+            else _version_usable(user=conversation.user, version_id=model_version)
+        )
+        fields.append("model_version")
     if system_prompt is not _UNSET and system_prompt != conversation.system_prompt:
         system_prompt = _system_prompt_filter(
             text=str(system_prompt),
@@ -142,8 +170,10 @@ def conversation_update(
             setattr(conversation, name, value)
             fields.append(name)
     conversation.full_clean()
+    # Pinning is not activity: it does not move the conversation in time.
+    touched = [] if fields == ["pinned_at"] else ["updated_at"]
     with transaction.atomic():
-        conversation.save(update_fields=[*fields, "updated_at"])
+        conversation.save(update_fields=[*fields, *touched])
         conversations_changed(user_id=conversation.user_id)
         notify_on_commit(
             conversation_group(conversation.pk),

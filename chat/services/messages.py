@@ -12,6 +12,8 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import IntegrityError, transaction
+from django.db.models import F, TextField, Value
+from django.db.models.functions import Coalesce, Concat
 from django.utils import timezone
 
 from chat.models import Conversation, Feedback, Message
@@ -179,7 +181,13 @@ def _filter_hits_store(
         )
 
 
-def _answer_queue(*, conversation: Conversation, answer: Message, messages: list[dict]) -> None:
+def _answer_queue(
+    *,
+    conversation: Conversation,
+    answer: Message,
+    messages: list[dict],
+    params_extra: dict[str, Any] | None = None,
+) -> None:
     """After commit, queue the generation; if the queue is unreachable, end
     the answer with an error instead of leaving it pending."""
     generation_id = str(answer.generation_id)
@@ -189,7 +197,7 @@ def _answer_queue(*, conversation: Conversation, answer: Message, messages: list
         "surface": conversation.source,
         "site": conversation.site_id,
     }
-    params = _params(conversation)
+    params = {**_params(conversation), **(params_extra or {})}
 
     def submit() -> None:
         try:
@@ -361,6 +369,8 @@ def _answer_create(
     site = conversation.site if conversation.site_id else None
     if site is not None and site.model_version_id:
         version = site.model_version
+    elif conversation.model_version_id is not None and _picked_usable(conversation):
+        version = conversation.model_version
     else:
         version = model_version_route(conversation_id=conversation.pk)
     answer = Message(
@@ -376,6 +386,17 @@ def _answer_create(
     answer.full_clean()
     answer.save()
     return answer
+
+
+def _picked_usable(conversation: Conversation) -> bool:
+    """The version picked for the conversation is still one its owner may
+    use (not archived; a candidate only for staff)."""
+    from chat.selectors import chat_versions_for_user
+
+    if conversation.user is None:
+        return False
+    usable = chat_versions_for_user(user=conversation.user)
+    return any(v.pk == conversation.model_version_id for v in usable)
 
 
 def _answer_blocked(*, conversation: Conversation, parent: Message, notice: str) -> Message:
@@ -444,6 +465,63 @@ def message_regenerate(
     return sent
 
 
+#: Finish reasons after which an answer can be continued.
+CONTINUABLE = ("cancelled", "length")
+
+
+def message_continue(
+    *, user: AbstractBaseUser, conversation: Conversation, message: Message, client_id: Any
+) -> Sent:
+    """Go on with a stopped or length-cut answer: the same message runs
+    again, the model continuing its own text, and what it writes is added
+    to the end. Only the last answer of the active path can be continued.
+    Sending the same client_id again while it runs changes nothing."""
+    _client_uuid(client_id)
+    if message.conversation_id != conversation.pk or message.role != Message.Role.ASSISTANT:
+        raise ChatError("invalid", "Only answers can be continued.")
+    with transaction.atomic():
+        locked = Conversation.objects.select_for_update().get(pk=conversation.pk)
+        answer = Message.objects.select_for_update().get(pk=message.pk)
+        if answer.status == Message.Status.PENDING:
+            return Sent(question=None, answer=answer, created=False)
+        if locked.current_leaf_id != answer.pk:
+            raise ChatError(
+                "invalid", "Only the last answer of the conversation can be continued."
+            )
+        if answer.finish_reason not in CONTINUABLE or not answer.content.strip():
+            raise ChatError(
+                "invalid", "Only an answer that was stopped or cut at its length can be continued."
+            )
+        if answer.author_id is not None:
+            raise ChatError("invalid", "Only a model's answer can be continued.")
+        _limits_check(user_id=int(user.pk))
+        thread = thread_load(conversation=locked)
+        question = thread.messages[answer.parent_id] if answer.parent_id else None
+        if question is None:
+            raise ChatError("invalid", "This answer has no question.")
+        system_prompt = _system_prompt_now(conversation=locked)
+        prompt = _system_prompt_use(prompt_messages(thread=thread, upto=question), system_prompt)
+        prompt.append({"role": "assistant", "content": answer.content})
+        answer.status = Message.Status.PENDING
+        answer.generation_id = uuid.uuid4().hex
+        answer.finish_reason = ""
+        answer.error = ""
+        answer.finished_at = None
+        answer.save(
+            update_fields=["status", "generation_id", "finish_reason", "error", "finished_at"]
+        )
+        locked.save(update_fields=["updated_at"])
+        sent = Sent(question=None, answer=answer, created=True)
+        _answer_queue(
+            conversation=locked,
+            answer=answer,
+            messages=prompt,
+            params_extra={"continue_final_message": True},
+        )
+        _announce(locked, sent)
+    return sent
+
+
 def generation_stop(*, message: Message) -> bool:
     """Ask the worker to stop this answer; the text so far is kept. Return
     False when it had already finished."""
@@ -487,13 +565,25 @@ def message_generation_finish(
     usage = final.get("usage") or {}
     version_id = final.get("model_version_id")
     version = ModelVersion.objects.filter(pk=version_id).first() if version_id else None
+    # A continued answer keeps what it had and gains the new text (a new
+    # answer's content is empty until now); a blocked one is replaced.
+    content: Any = (
+        text
+        if reason == "content_filter"
+        else Concat(F("content"), Value(text), output_field=TextField())
+    )
+    completion = usage.get("completion_tokens")
     fields: dict[str, Any] = {
-        "content": text,
+        "content": content,
         "status": status,
         "finish_reason": reason,
         "error": str(final.get("error") or "")[:2000],
         "prompt_tokens": usage.get("prompt_tokens"),
-        "completion_tokens": usage.get("completion_tokens"),
+        "completion_tokens": (
+            None
+            if completion is None
+            else Coalesce(F("completion_tokens"), Value(0)) + Value(int(completion))
+        ),
         "timings": final.get("timings") or {},
         "finished_at": timezone.now(),
     }

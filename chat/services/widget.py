@@ -3,6 +3,7 @@ and the handoff to a person."""
 
 from __future__ import annotations
 
+import functools
 from datetime import timedelta
 from typing import Any
 
@@ -162,7 +163,7 @@ def _answers_stop(conversation: Conversation) -> None:
         author=None,
     ).exclude(generation_id=None)
     for message in running:
-        transaction.on_commit(lambda message=message: generation_stop(message=message))
+        transaction.on_commit(functools.partial(generation_stop, message=message))
 
 
 def _locked(conversation: Conversation) -> Conversation:

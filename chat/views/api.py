@@ -12,6 +12,8 @@ from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.http import require_http_methods
 
 from chat.selectors import (
+    chat_version_serialize,
+    chat_versions_for_user,
     conversation_export,
     conversation_export_markdown,
     conversation_get_for_user,
@@ -31,7 +33,15 @@ from chat.services.messages import ChatError, feedback_set
 from chat.views.body import BodyError, json_body
 
 MAX_BODY_BYTES = 64_000
-SETTINGS_FIELDS = ("title", "system_prompt", "temperature", "top_p", "max_tokens")
+SETTINGS_FIELDS = (
+    "title",
+    "system_prompt",
+    "temperature",
+    "top_p",
+    "max_tokens",
+    "pinned",
+    "model_version",
+)
 
 
 def _error(status: int, code: str, message: str, **extra: Any) -> JsonResponse:
@@ -87,6 +97,12 @@ def _settings_from(data: dict[str, Any]) -> dict[str, Any]:
         if name in ("title", "system_prompt"):
             if not isinstance(value, str):
                 raise ValidationError({name: ["Must be text."]})
+        elif name == "pinned":
+            if not isinstance(value, bool):
+                raise ValidationError({name: ["Must be true or false."]})
+        elif name == "model_version":
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+                raise ValidationError({name: ["Must be a version id, or null for production."]})
         elif name == "max_tokens":
             if (
                 isinstance(value, bool)
@@ -120,6 +136,14 @@ def conversations(request: HttpRequest) -> HttpResponse:
             "has_next": page.has_next(),
         }
     )
+
+
+@json_endpoint
+@require_http_methods(["GET"])
+def chat_versions(request: HttpRequest) -> HttpResponse:
+    """The model versions the person may pick in the chat."""
+    versions = chat_versions_for_user(user=request.user)
+    return JsonResponse({"versions": [chat_version_serialize(v) for v in versions]})
 
 
 @json_endpoint

@@ -13,8 +13,23 @@ def status(request: HttpRequest) -> HttpResponse:
     return render(request, "chat/status.html", {"production": model_version_get_production()})
 
 
-@login_required
+def landing(request: HttpRequest) -> HttpResponse:
+    """What the site is, for a visitor who is not signed in, and which
+    model answers."""
+    production = model_version_get_production()
+    return render(request, "landing.html", {"production": production.name if production else None})
+
+
 def chat_page(request: HttpRequest, conversation_id: int | None = None) -> HttpResponse:
+    """``/``: the landing page for a visitor, the chat for a signed-in user.
+    A conversation's own page asks a visitor to log in."""
+    if conversation_id is None and not request.user.is_authenticated:
+        return landing(request)
+    return _chat(request, conversation_id=conversation_id)
+
+
+@login_required
+def _chat(request: HttpRequest, conversation_id: int | None = None) -> HttpResponse:
     """The chat page, with the opened conversation's active path inlined so
     the first paint needs no second request."""
     initial = None
@@ -34,6 +49,7 @@ def chat_page(request: HttpRequest, conversation_id: int | None = None) -> HttpR
             "chat_config": {
                 "maxMessageChars": settings.CHAT_MAX_MESSAGE_CHARS,
                 "production": production.name if production else None,
+                "productName": settings.SITE_NAME,
             },
         },
     )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import logging
 import os
 import threading
@@ -57,6 +58,19 @@ def available() -> str:
     except RuntimeUnavailable as exc:
         return str(exc)
     return ""
+
+
+@functools.cache
+def _cpu_has_amx() -> bool:
+    """Whether the CPU has Intel AMX tiles for int8 (Linux: /proc/cpuinfo)."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as info:
+            for line in info:
+                if line.startswith("flags"):
+                    return "amx_int8" in line.split()
+    except OSError:
+        return False
+    return False
 
 
 def _backend_init(llama_cpp: Any) -> None:
@@ -128,6 +142,11 @@ class LlamaRuntime:
         # Weights are mapped from the file: pages are shared between
         # processes serving the same version and loaded as they are read.
         model_params.use_mmap = True
+        if _cpu_has_amx():
+            # llama.cpp's AMX weight buffers crash in llama_decode on small
+            # quantized matrices (seen with Q8_0 on a Xeon with AMX):
+            # quantized weights stay in plain buffers on such CPUs.
+            model_params.use_extra_bufts = False
         self._model = llama_cpp.llama_model_load_from_file(str(self.path).encode(), model_params)
         if not self._model:
             raise RuntimeUnavailable(f"llama.cpp cannot load {self.path}")

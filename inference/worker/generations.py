@@ -157,7 +157,7 @@ class Generations:
         engine = self.versions.engines[item.version.id]
         # Checked by the engine: what it refuses ends the request.
         messages: Any = payload.get("messages")
-        prompt = engine.prompt_ids(messages)
+        prompt = engine.prompt_ids(messages, continue_final=params.continue_final_message)
         if streamed:
             prompt += engine.tokenizer.encode(streamed, add_special_tokens=False)
             produced = max(len(engine.tokenizer.encode(streamed, add_special_tokens=False)), 1)

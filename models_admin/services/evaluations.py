@@ -94,13 +94,14 @@ def _claim(evaluation_id: int) -> Evaluation | None:
 
 
 def _progress_writer(evaluation: Evaluation) -> Progress:
-    last = {"phase": evaluation.phase, "at": 0.0}
+    last_phase = [evaluation.phase]
+    last_at = [0.0]
 
     def report(phase: str, done: int, total: int) -> None:
         now = time.monotonic()
-        if phase == last["phase"] and now - last["at"] < PROGRESS_INTERVAL_S and done < total:
+        if phase == last_phase[0] and now - last_at[0] < PROGRESS_INTERVAL_S and done < total:
             return
-        last.update(phase=phase, at=now)
+        last_phase[0], last_at[0] = phase, now
         with transaction.atomic():
             Evaluation.objects.filter(pk=evaluation.pk).update(phase=phase, done=done, total=total)
             evaluation.phase, evaluation.done, evaluation.total = phase, done, total

@@ -10,6 +10,9 @@
   "use strict";
 
   const BANNER_MS = 8000;
+  // A deleted conversation can be brought back for this long.
+  const UNDO_MS = 6000;
+  const MAC = /Mac|iPhone|iPad/.test(navigator.platform || navigator.userAgent);
   const { el, setMarkdown } = window.ChatUI;
 
   const $ = (id) => document.getElementById(id);
@@ -17,6 +20,14 @@
     app: $("chat-app"),
     sidebar: $("sidebar"),
     sidebarToggle: $("sidebar-toggle"),
+    sidebarClose: $("sidebar-close"),
+    backdrop: $("sidebar-backdrop"),
+    modelPicker: $("model-picker"),
+    modelPickerWrap: $("model-picker-wrap"),
+    toast: $("toast"),
+    toastText: $("toast-text"),
+    toastUndo: $("toast-undo"),
+    shortcutsDialog: $("shortcuts-dialog"),
     list: $("conversation-list"),
     more: $("more"),
     search: $("search"),
@@ -65,6 +76,9 @@
     streams,
     listPage: 1,
     listQuery: "",
+    versions: [], // the model versions this person may pick
+    pickedVersion: null, // the pick for a chat not created yet
+    deleting: new Map(), // conversation id -> {timer, conversation}
   };
 
   // --- helpers ---------------------------------------------------------
@@ -205,7 +219,23 @@
   }
 
   function placeNewMessages(question, answer) {
-    if (state.path.some((m) => m.id === answer.id)) return;
+    const index = state.path.findIndex((m) => m.id === answer.id);
+    if (index !== -1) {
+      // The same answer running again: it is being continued.
+      if (answer.status === "pending" && state.path[index].status !== "pending") {
+        const previous = state.path[index];
+        state.path[index] = Object.assign({}, previous, answer, {
+          siblings: previous.siblings,
+          sibling_index: previous.sibling_index,
+          rating: previous.rating,
+        });
+        streams.remove(answer.id);
+        streams.ensure(answer.id);
+        view.follow(() => replaceMessageNode(state.path[index]));
+        updateComposer();
+      }
+      return;
+    }
     const last = state.path[state.path.length - 1];
     const continues = question
       ? question.parent === (last ? last.id : null)
@@ -233,7 +263,9 @@
       sibling_index: previous.sibling_index,
       rating: previous.rating,
     });
-    replaceMessageNode(state.path[index]);
+    // Its actions appear now: keep them in view when the reader was at
+    // the end, not hidden below the composer.
+    view.follow(() => replaceMessageNode(state.path[index]));
     updateComposer();
   }
 
@@ -269,7 +301,8 @@
     const note = node.querySelector(".msg-note");
     const stream = streams.get(message.id);
     const pending = message.status === "pending";
-    const text = pending ? (stream ? stream.text : "") : message.content;
+    // A continued answer shows what it had, then what streams.
+    const text = pending ? (message.content || "") + (stream ? stream.text : "") : message.content;
     setMarkdown(body, text);
     node.classList.toggle("streaming", pending);
     let noteText = "";
@@ -372,9 +405,6 @@
         message.status !== "pending" &&
         message.status !== "supplied" &&
         !(message.status === "blocked" && !message.model_version);
-      if (message.model_version) {
-        actions.append(el("span", { class: "model-label", "data-testid": "model-label", text: message.model_version }));
-      }
       if (finished) {
         actions.append(
           el("button", {
@@ -383,33 +413,130 @@
             "data-testid": "regenerate",
             text: "Regenerate",
             onclick: () => regenerate(message),
-          }),
-          el("button", {
-            type: "button",
-            class: `small-button thumb${message.rating === 1 ? " active" : ""}`,
-            "aria-label": "Good answer",
-            "aria-pressed": message.rating === 1 ? "true" : "false",
-            "data-testid": "thumbs-up",
-            onclick: () => rate(message, message.rating === 1 ? 0 : 1, ""),
-          }, thumbIcon(false)),
-          el("button", {
-            type: "button",
-            class: `small-button thumb${message.rating === -1 ? " active" : ""}`,
-            "aria-label": "Bad answer",
-            "aria-pressed": message.rating === -1 ? "true" : "false",
-            "data-testid": "thumbs-down",
-            onclick: () => (message.rating === -1 ? rate(message, 0, "") : askReason(message)),
-          }, thumbIcon(true))
+          })
         );
+        if (continuable(message)) {
+          actions.append(
+            el("button", {
+              type: "button",
+              class: "small-button",
+              "data-testid": "continue",
+              title: "Go on with this answer from where it stopped",
+              text: "Continue",
+              onclick: () => continueAnswer(message),
+            })
+          );
+        }
+        actions.append(
+          el(
+            "span",
+            { class: "rate-group" },
+            el("button", {
+              type: "button",
+              class: `small-button thumb${message.rating === 1 ? " active" : ""}`,
+              "aria-label": "Good answer",
+              "aria-pressed": message.rating === 1 ? "true" : "false",
+              "data-testid": "thumbs-up",
+              onclick: () => rate(message, message.rating === 1 ? 0 : 1, ""),
+            }, thumbIcon(false)),
+            el("button", {
+              type: "button",
+              class: `small-button thumb${message.rating === -1 ? " active" : ""}`,
+              "aria-label": "Bad answer",
+              "aria-pressed": message.rating === -1 ? "true" : "false",
+              "data-testid": "thumbs-down",
+              onclick: () => (message.rating === -1 ? rate(message, 0, "") : askReason(message)),
+            }, thumbIcon(true)),
+            detailsButton(message)
+          )
+        );
+      }
+      if (message.model_version) {
+        actions.append(el("span", { class: "model-label", "data-testid": "model-label", text: message.model_version }));
       }
     }
     node.append(actions);
     return node;
   }
 
+  // --- per-answer details ---------------------------------------------------
+
+  const FINISH_LABELS = {
+    stop: "ended on its own",
+    length: "cut at the length limit",
+    cancelled: "stopped",
+    content_filter: "blocked by a content rule",
+    error: "failed",
+  };
+
+  function seconds(value) {
+    if (typeof value !== "number" || !isFinite(value)) return null;
+    return value < 1 ? `${Math.round(value * 1000)} ms` : `${value.toFixed(2)} s`;
+  }
+
+  /* Rows of what is known about a finished answer: [label, value]. */
+  function answerDetails(message) {
+    const usage = message.usage || {};
+    const t = message.timings || {};
+    const rows = [];
+    if (message.model_version) rows.push(["Model", message.model_version]);
+    if (Number.isInteger(usage.completion_tokens)) {
+      const prompt = Number.isInteger(usage.prompt_tokens) ? ` (prompt ${usage.prompt_tokens})` : "";
+      rows.push(["Tokens", `${usage.completion_tokens}${prompt}`]);
+    }
+    const ttft = typeof t.ttft_s === "number" ? t.ttft_s + (typeof t.claim_wait_s === "number" ? t.claim_wait_s : 0) : null;
+    if (seconds(ttft)) rows.push(["Time to first token", seconds(ttft)]);
+    let rate = null;
+    if (typeof t.itl_mean_s === "number" && t.itl_mean_s > 0) rate = 1 / t.itl_mean_s;
+    else if (Number.isInteger(usage.completion_tokens) && t.total_s > t.ttft_s) {
+      rate = usage.completion_tokens / (t.total_s - t.ttft_s);
+    }
+    if (rate) rows.push(["Speed", `${rate.toFixed(1)} tokens/s`]);
+    if (seconds(t.total_s)) rows.push(["Total time", seconds(t.total_s)]);
+    if (message.finish_reason) rows.push(["Finish", FINISH_LABELS[message.finish_reason] || message.finish_reason]);
+    return rows;
+  }
+
+  function detailsButton(message) {
+    const rows = answerDetails(message);
+    if (!rows.length) return null;
+    const panel = el(
+      "div",
+      { class: "msg-details", role: "tooltip", id: `details-${message.id}`, "data-testid": "answer-details" },
+      el("dl", {}, ...rows.flatMap(([label, value]) => [el("dt", { text: label }), el("dd", { text: value })]))
+    );
+    const wrap = el("span", { class: "details-wrap" });
+    const button = el("button", {
+      type: "button",
+      class: "small-button details-button",
+      "aria-label": "Answer details",
+      "aria-describedby": panel.id,
+      "aria-expanded": "false",
+      "data-testid": "details-button",
+      text: "i",
+      onclick: () => {
+        const open = wrap.classList.toggle("open");
+        button.setAttribute("aria-expanded", open ? "true" : "false");
+      },
+    });
+    wrap.append(button, panel);
+    return wrap;
+  }
+
+  function continuable(message) {
+    const last = state.path[state.path.length - 1];
+    return (
+      !!last &&
+      last.id === message.id &&
+      !message.author &&
+      (message.finish_reason === "length" || message.finish_reason === "cancelled") &&
+      !!(message.content || "").trim()
+    );
+  }
+
   function currentText(message) {
     const stream = streams.get(message.id);
-    return message.status === "pending" && stream ? stream.text : message.content;
+    return message.status === "pending" && stream ? (message.content || "") + stream.text : message.content;
   }
 
   function replaceMessageNode(message) {
@@ -430,15 +557,16 @@
   function renderHeader() {
     const conversation = state.conversation;
     els.title.textContent = conversation ? conversation.title : "New chat";
-    document.title = `${conversation ? conversation.title : "New chat"} · Chat`;
+    document.title = `${conversation ? conversation.title : "New chat"} · ${config.productName || "Chat"}`;
     els.headActions.hidden = !conversation;
     if (conversation) {
       els.exportMd.href = `/api/conversations/${conversation.id}/export.md`;
       els.exportJson.href = `/api/conversations/${conversation.id}/export.json`;
     }
-    for (const item of els.list.querySelectorAll("li")) {
+    for (const item of els.list.querySelectorAll("li[data-id]")) {
       item.classList.toggle("active", !!conversation && item.dataset.id === String(conversation.id));
     }
+    renderPicker();
   }
 
   function runningAnswer() {
@@ -520,7 +648,12 @@
     }
     if (!state.conversation) {
       try {
-        const created = await api("POST", "/api/conversations/", {});
+        const created = await api(
+          "POST",
+          "/api/conversations/",
+          state.pickedVersion ? { model_version: state.pickedVersion } : {}
+        );
+        state.pickedVersion = null;
         state.conversation = created;
         history.pushState({ conversation: created.id }, "", `/c/${created.id}/`);
         renderHeader();
@@ -548,6 +681,14 @@
       return;
     }
     action({ type: "message.regenerate", message: message.id });
+  }
+
+  function continueAnswer(message) {
+    if (runningAnswer()) {
+      showError("Wait for the answer to finish, or stop it, first.");
+      return;
+    }
+    action({ type: "message.continue", message: message.id });
   }
 
   function startEdit(node, message) {
@@ -616,7 +757,10 @@
     const c = state.conversation;
     if (!c) return;
     const form = els.settingsForm;
-    form.title.value = c.title === "New chat" ? "" : c.title;
+    // An automatic title (made from the first message, maybe cut with
+    // "…") is not put in the field: left empty, it stays automatic.
+    form.title.value = c.title_is_auto ? "" : c.title;
+    form.title.placeholder = c.title_is_auto && c.title !== "New chat" ? c.title : "Made from the first message";
     form.system_prompt.value = c.system_prompt;
     form.temperature.value = c.temperature;
     form.top_p.value = c.top_p;
@@ -644,15 +788,115 @@
     }
   }
 
-  async function deleteConversation() {
-    if (!state.conversation) return;
-    if (!confirm(`Delete “${state.conversation.title}”? This cannot be undone.`)) return;
+  // --- deleting, with undo -------------------------------------------------
+
+  let toastAction = null;
+  let toastTimer = null;
+  function showToast(text, undo) {
+    els.toastText.textContent = text;
+    els.toastUndo.hidden = !undo;
+    toastAction = undo;
+    els.toast.hidden = false;
+    clearTimeout(toastTimer);
+    toastTimer = setTimeout(hideToast, UNDO_MS);
+  }
+  function hideToast() {
+    els.toast.hidden = true;
+    toastAction = null;
+  }
+
+  function deleteNow(id) {
+    const pending = state.deleting.get(id);
+    if (!pending) return;
+    clearTimeout(pending.timer);
+    state.deleting.delete(id);
+    api("DELETE", `/api/conversations/${id}/`).then(scheduleListRefresh, (error) => {
+      if (error.status !== 404) showError(error.message);
+      scheduleListRefresh();
+    });
+  }
+
+  /* Take it off the list at once; delete it for real once the undo time
+   * has passed (or the page is left). */
+  function deleteConversation(conversation) {
+    const target = conversation || state.conversation;
+    if (!target || state.deleting.has(target.id)) return;
+    const wasOpen = !!state.conversation && state.conversation.id === target.id;
+    if (wasOpen) goToNewChat();
+    state.deleting.set(target.id, {
+      timer: setTimeout(() => deleteNow(target.id), UNDO_MS),
+      conversation: target,
+    });
+    renderList();
+    showToast(`Deleted “${target.title}”.`, () => {
+      const pending = state.deleting.get(target.id);
+      if (!pending) return;
+      clearTimeout(pending.timer);
+      state.deleting.delete(target.id);
+      renderList();
+      if (wasOpen) openConversation(target.id);
+      hideToast();
+    });
+  }
+
+  window.addEventListener("pagehide", () => {
+    // Leaving the page ends the undo time: the deletions go through.
+    for (const id of state.deleting.keys()) {
+      fetch(`/api/conversations/${id}/`, {
+        method: "DELETE",
+        keepalive: true,
+        credentials: "same-origin",
+        headers: { "X-CSRFToken": csrfToken(), Accept: "application/json" },
+      });
+    }
+    state.deleting.clear();
+  });
+
+  // --- the model picker ----------------------------------------------------
+
+  async function loadVersions() {
     try {
-      await api("DELETE", `/api/conversations/${state.conversation.id}/`);
-      goToNewChat();
-      refreshList();
+      const data = await api("GET", "/api/versions/");
+      state.versions = data.versions || [];
+    } catch (_error) {
+      state.versions = [];
+    }
+    renderPicker();
+  }
+
+  function renderPicker() {
+    const versions = state.versions;
+    els.modelPickerWrap.hidden = versions.length === 0;
+    if (!versions.length) return;
+    const production = versions.find((v) => v.state === "production");
+    const options = [
+      el("option", { value: "", text: production ? `${production.name} (default)` : "Default model" }),
+    ];
+    for (const version of versions) {
+      if (production && version.id === production.id) continue;
+      options.push(el("option", { value: String(version.id), text: `${version.name} · ${version.state}` }));
+    }
+    els.modelPicker.replaceChildren(...options);
+    const picked = state.conversation ? state.conversation.model_version : state.pickedVersion;
+    const known = picked && versions.some((v) => v.id === picked);
+    els.modelPicker.value = known ? String(picked) : "";
+    els.modelPicker.disabled = versions.length < 2;
+    els.modelPicker.title = versions.length < 2 ? "The model that answers here" : "The model that answers in this conversation";
+  }
+
+  async function pickVersion() {
+    const value = els.modelPicker.value ? Number(els.modelPicker.value) : null;
+    if (!state.conversation) {
+      state.pickedVersion = value; // sent when the chat is created
+      return;
+    }
+    try {
+      const data = await api("PATCH", `/api/conversations/${state.conversation.id}/`, { model_version: value });
+      state.conversation = data.conversation;
+      renderPicker();
     } catch (error) {
       showError(error.message);
+      renderPicker();
     }
   }
 
@@ -664,49 +908,276 @@
     listTimer = setTimeout(refreshList, 300);
   }
 
+  /* The group a conversation falls in by its last activity. */
+  function dateGroup(iso, now) {
+    const day = (d) => new Date(d.getFullYear(), d.getMonth(), d.getDate()).getTime();
+    const days = Math.round((day(now) - day(new Date(iso))) / 86400000);
+    if (days <= 0) return "Today";
+    if (days === 1) return "Yesterday";
+    if (days < 7) return "Previous 7 days";
+    if (days < 30) return "Previous 30 days";
+    return new Date(iso).toLocaleDateString(undefined, { month: "long", year: "numeric" });
+  }
+
+  let listed = []; // the conversations shown, in order
+
   async function refreshList(append = false) {
     const page = append ? state.listPage + 1 : 1;
     const query = encodeURIComponent(state.listQuery);
     try {
       const data = await api("GET", `/api/conversations/?page=${page}&q=${query}`);
-      if (!append) els.list.replaceChildren();
       state.listPage = data.page;
-      for (const c of data.results) {
-        const link = el("a", { href: `/c/${c.id}/`, text: c.title });
-        link.addEventListener("click", (event) => {
-          if (event.metaKey || event.ctrlKey || event.shiftKey || event.button !== 0) return;
-          event.preventDefault();
-          openConversation(c.id);
-        });
-        els.list.append(el("li", { "data-id": c.id, "data-testid": "conversation-item" }, link));
-      }
-      if (!els.list.children.length) {
-        els.list.append(
-          el("li", { class: "muted small empty-list", text: state.listQuery ? "Nothing found." : "No conversations yet." })
-        );
-      }
+      listed = append ? listed.concat(data.results) : data.results;
+      renderList();
       els.more.hidden = !data.has_next;
       const current = state.conversation && data.results.find((c) => c.id === state.conversation.id);
-      if (current && !append) state.conversation.title = current.title;
+      if (current && !append) Object.assign(state.conversation, { title: current.title, title_is_auto: current.title_is_auto, pinned: current.pinned });
       renderHeader();
     } catch (_error) {
       /* the next change notification retries */
     }
   }
 
+  function renderList() {
+    const now = new Date();
+    const items = [];
+    let group = null;
+    const shown = listed.filter((c) => !state.deleting.has(c.id));
+    for (const c of shown) {
+      const name = c.pinned ? "Pinned" : dateGroup(c.updated_at, now);
+      if (name !== group) {
+        group = name;
+        items.push(el("li", { class: "list-group", "data-testid": "list-group", role: "presentation", text: name }));
+      }
+      items.push(listItem(c));
+    }
+    if (!shown.length) {
+      items.push(el("li", { class: "muted small empty-list", text: state.listQuery ? "Nothing found." : "No conversations yet." }));
+    }
+    els.list.replaceChildren(...items);
+  }
+
+  function listItem(c) {
+    const link = el("a", { href: `/c/${c.id}/`, class: "item-link", text: c.title });
+    link.addEventListener("click", (event) => {
+      if (event.metaKey || event.ctrlKey || event.shiftKey || event.button !== 0) return;
+      event.preventDefault();
+      openConversation(c.id);
+    });
+    const item = el("li", {
+      "data-id": c.id,
+      "data-testid": "conversation-item",
+      class: c.pinned ? "pinned" : null,
+    });
+    if (state.conversation && state.conversation.id === c.id) item.classList.add("active");
+    const menu = el(
+      "div",
+      { class: "item-menu", role: "menu", hidden: true },
+      el("button", { type: "button", role: "menuitem", "data-testid": "item-rename", text: "Rename", onclick: () => { closeMenus(); startRename(item, c); } }),
+      el("button", { type: "button", role: "menuitem", "data-testid": "item-pin", text: c.pinned ? "Unpin" : "Pin", onclick: () => { closeMenus(); setPinned(c, !c.pinned); } }),
+      el("button", { type: "button", role: "menuitem", class: "danger", "data-testid": "item-delete", text: "Delete", onclick: () => { closeMenus(); deleteConversation(c); } })
+    );
+    const toggle = el("button", {
+      type: "button",
+      class: "icon-button item-more",
+      "aria-label": `Actions for ${c.title}`,
+      "aria-haspopup": "menu",
+      "aria-expanded": "false",
+      "data-testid": "item-more",
+      text: "⋯",
+      onclick: (event) => {
+        event.stopPropagation();
+        const open = menu.hidden;
+        closeMenus();
+        menu.hidden = !open;
+        toggle.setAttribute("aria-expanded", open ? "true" : "false");
+        if (open) menu.querySelector("button").focus();
+      },
+    });
+    if (c.pinned) item.append(pinIcon());
+    item.append(link, toggle, menu);
+    return item;
+  }
+
+  function pinIcon() {
+    const svg = document.createElementNS(SVG_NS, "svg");
+    svg.setAttribute("viewBox", "0 0 24 24");
+    svg.setAttribute("width", "13");
+    svg.setAttribute("height", "13");
+    svg.setAttribute("class", "pin-mark");
+    svg.setAttribute("role", "img");
+    svg.setAttribute("aria-label", "Pinned");
+    const path = document.createElementNS(SVG_NS, "path");
+    path.setAttribute("d", "M9 3h6l-1 6 4 4H6l4-4zM12 13v8");
+    svg.append(path);
+    return svg;
+  }
+
+  function closeMenus() {
+    for (const menu of els.list.querySelectorAll(".item-menu")) menu.hidden = true;
+    for (const toggle of els.list.querySelectorAll(".item-more")) toggle.setAttribute("aria-expanded", "false");
+  }
+
+  function startRename(item, c) {
+    const link = item.querySelector(".item-link");
+    if (!link || item.querySelector(".rename-input")) return;
+    const input = el("input", { class: "rename-input", maxlength: 200, "aria-label": "New title", "data-testid": "rename-input" });
+    input.value = c.title_is_auto ? "" : c.title;
+    input.placeholder = c.title;
+    let done = false;
+    const finish = async (save) => {
+      if (done) return;
+      done = true;
+      input.replaceWith(link);
+      if (!save || input.value.trim() === (c.title_is_auto ? "" : c.title)) return;
+      try {
+        const data = await api("PATCH", `/api/conversations/${c.id}/`, { title: input.value });
+        c.title = data.conversation.title;
+        c.title_is_auto = data.conversation.title_is_auto;
+        link.textContent = c.title;
+        if (state.conversation && state.conversation.id === c.id) {
+          Object.assign(state.conversation, data.conversation);
+          renderHeader();
+        }
+      } catch (error) {
+        showError(error.message);
+      }
+    };
+    input.addEventListener("keydown", (event) => {
+      if (event.key === "Enter") { event.preventDefault(); finish(true); }
+      else if (event.key === "Escape") { event.preventDefault(); event.stopPropagation(); finish(false); }
+    });
+    input.addEventListener("blur", () => finish(true));
+    link.replaceWith(input);
+    input.focus();
+    input.select();
+  }
+
+  async function setPinned(c, pinned) {
+    try {
+      await api("PATCH", `/api/conversations/${c.id}/`, { pinned });
+      refreshList();
+    } catch (error) {
+      showError(error.message);
+    }
+  }
+
+  function sidebarIsDrawer() {
+    return getComputedStyle(els.sidebarToggle).display !== "none";
+  }
+
+  function openSidebar() {
+    els.app.classList.add("sidebar-open");
+    els.sidebarToggle.setAttribute("aria-expanded", "true");
+    els.backdrop.hidden = !sidebarIsDrawer();
+    if (sidebarIsDrawer()) els.sidebarClose.focus();
+  }
+
   function closeSidebar() {
+    const wasOpen = els.app.classList.contains("sidebar-open");
     els.app.classList.remove("sidebar-open");
     els.sidebarToggle.setAttribute("aria-expanded", "false");
+    els.backdrop.hidden = true;
+    closeMenus();
+    if (wasOpen && sidebarIsDrawer() && els.sidebar.contains(document.activeElement)) els.sidebarToggle.focus();
+  }
+
+  function toggleSidebar() {
+    if (sidebarIsDrawer()) {
+      if (els.app.classList.contains("sidebar-open")) closeSidebar();
+      else openSidebar();
+    } else {
+      // On a wide screen the list is beside the chat: hide it or show it.
+      els.app.classList.toggle("sidebar-hidden");
+    }
+  }
+
+  // --- keyboard shortcuts ---------------------------------------------------
+
+  function typing(target) {
+    return !!target && (target.isContentEditable || /^(INPUT|TEXTAREA|SELECT)$/.test(target.tagName));
+  }
+
+  function lastAnswer() {
+    for (let i = state.path.length - 1; i >= 0; i--) {
+      if (state.path[i].role === "assistant") return state.path[i];
+    }
+    return null;
+  }
+
+  function onShortcut(event) {
+    const mod = MAC ? event.metaKey : event.ctrlKey;
+    const key = event.key.length === 1 ? event.key.toLowerCase() : event.key;
+    if (mod && event.shiftKey && key === "o") {
+      event.preventDefault();
+      goToNewChat();
+      closeSidebar();
+    } else if (mod && !event.shiftKey && key === "k") {
+      event.preventDefault();
+      if (sidebarIsDrawer()) openSidebar();
+      else els.app.classList.remove("sidebar-hidden");
+      els.search.focus();
+      els.search.select();
+    } else if (mod && event.shiftKey && key === "c") {
+      const answer = lastAnswer();
+      if (!answer) return;
+      event.preventDefault();
+      const node = els.messages.querySelector(`[data-message-id="${answer.id}"] [data-testid="copy-message"]`);
+      if (node) copy(currentText(answer), node);
+    } else if (mod && event.shiftKey && key === "s") {
+      event.preventDefault();
+      toggleSidebar();
+    } else if (event.shiftKey && event.key === "Escape") {
+      event.preventDefault();
+      els.input.focus();
+    } else if ((key === "?" && !mod && !typing(event.target)) || (mod && key === "/")) {
+      event.preventDefault();
+      if (!els.shortcutsDialog.open) els.shortcutsDialog.showModal();
+    } else {
+      return;
+    }
   }
 
   // --- wiring --------------------------------------------------------------
 
   document.addEventListener("keydown", (event) => {
-    if (event.key === "Escape" && !document.querySelector("dialog[open]") && runningAnswer()) {
-      event.preventDefault();
-      stopGeneration();
+    if (event.defaultPrevented) return;
+    if (event.key === "Escape" && !event.shiftKey && !document.querySelector("dialog[open]")) {
+      // Esc closes what is open over the chat first, then stops the answer.
+      if (els.list.querySelector(".item-menu:not([hidden])")) {
+        event.preventDefault();
+        closeMenus();
+        return;
+      }
+      if (sidebarIsDrawer() && els.app.classList.contains("sidebar-open")) {
+        event.preventDefault();
+        closeSidebar();
+        return;
+      }
+      if (runningAnswer()) {
+        event.preventDefault();
+        stopGeneration();
+      }
+      return;
+    }
+    onShortcut(event);
+  });
+  document.addEventListener("click", (event) => {
+    if (!event.target.closest(".item-menu, .item-more")) closeMenus();
+    if (!event.target.closest(".details-wrap")) {
+      for (const wrap of els.messages.querySelectorAll(".details-wrap.open")) {
+        wrap.classList.remove("open");
+        wrap.querySelector("button").setAttribute("aria-expanded", "false");
+      }
     }
   });
+  els.toastUndo.addEventListener("click", () => {
+    if (toastAction) toastAction();
+  });
+  els.modelPicker.addEventListener("change", pickVersion);
+  $("open-shortcuts").addEventListener("click", () => els.shortcutsDialog.showModal());
+  $("shortcuts-close").addEventListener("click", () => els.shortcutsDialog.close());
+  if (MAC) for (const key of els.shortcutsDialog.querySelectorAll("kbd[data-mod]")) key.textContent = "⌘";
   els.stop.addEventListener("click", stopGeneration);
   els.openSettings.addEventListener("click", openSettings);
   els.settingsForm.addEventListener("submit", saveSettings);
@@ -717,7 +1188,7 @@
     if (feedbackTarget) rate(feedbackTarget, -1, els.feedbackForm.reason.value);
   });
   $("feedback-cancel").addEventListener("click", () => els.feedbackDialog.close());
-  els.del.addEventListener("click", deleteConversation);
+  els.del.addEventListener("click", () => deleteConversation());
   $("new-chat").addEventListener("click", (event) => {
     event.preventDefault();
     goToNewChat();
@@ -732,10 +1203,9 @@
       refreshList();
     }, 250);
   });
-  els.sidebarToggle.addEventListener("click", () => {
-    const open = els.app.classList.toggle("sidebar-open");
-    els.sidebarToggle.setAttribute("aria-expanded", open ? "true" : "false");
-  });
+  els.sidebarToggle.addEventListener("click", toggleSidebar);
+  els.sidebarClose.addEventListener("click", closeSidebar);
+  els.backdrop.addEventListener("click", closeSidebar);
   window.addEventListener("popstate", () => {
     const match = location.pathname.match(/^\/c\/(\d+)\/$/);
     if (match) openConversation(Number(match[1]), { push: false });
@@ -745,6 +1215,7 @@
   if (initial) applyThread(initial, { scroll: true });
   else renderHeader();
   refreshList();
+  loadVersions();
   socket.connect();
   els.input.focus();
   window.chatState = state; // for debugging from the console

@@ -1,7 +1,9 @@
 """Account pages through HTTP, and the account services.
 
-The chat page at ``/`` is not rendered here: tests check where a response
-redirects and who the request belongs to, without following to ``/``.
+The chat page at ``/`` is rendered here once, to tell a signed-in request
+from a visitor's (who gets the landing page there); otherwise tests check
+where a response redirects and who the request belongs to, without
+following to ``/``.
 """
 
 from __future__ import annotations
@@ -182,8 +184,11 @@ def test_login_ignores_the_case_of_the_username_and_stays_logged_in(client):
 
     assert response.status_code == 302
     assert _logged_in_as(client) == "Alice"
-    # The session's backend resolves the user on the next request.
-    assert client.get(reverse("chat")).status_code == 200
+    # The session's backend resolves the user on the next request: the
+    # chat, not the landing page a visitor gets at the same URL.
+    response = client.get(reverse("chat"))
+    assert response.status_code == 200
+    assert "chat/chat.html" in [t.name for t in response.templates]
 
 
 def test_login_with_a_wrong_password_shows_an_error(client):

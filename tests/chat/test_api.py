@@ -51,8 +51,15 @@ def _json(client, method, url, body=None):
     )
 
 
-def test_the_chat_page_needs_a_login():
-    response = Client().get(reverse("chat"))
+def test_the_chat_needs_a_login(answered):
+    """A visitor gets the landing page at ``/`` and the login page for a
+    conversation, never the chat."""
+    conversation, _sent = answered
+    root = Client().get(reverse("chat"))
+    assert root.status_code == 200
+    assert "landing.html" in [t.name for t in root.templates]
+    assert b'data-testid="chat-app"' not in root.content
+    response = Client().get(reverse("conversation", args=[conversation.pk]))
     assert response.status_code == 302 and response.url.startswith(reverse("login"))
 
 
@@ -209,3 +216,68 @@ def test_delete_removes_the_conversation(client, answered):
         == 204
     )
     assert not Conversation.objects.filter(pk=conversation.pk).exists()
+
+
+def test_pinned_conversations_come_first_and_unpinning_puts_them_back(client, user):
+    older = conversation_create(user=user, title="Older")
+    newer = conversation_create(user=user, title="Newer")
+    url = reverse("api-conversations")
+    assert [c["title"] for c in client.get(url).json()["results"]] == ["Newer", "Older"]
+    pinned = _json(client, "patch", reverse("api-conversation", args=[older.pk]), {"pinned": True})
+    assert pinned.json()["conversation"]["pinned"] is True
+    results = client.get(url).json()["results"]
+    assert [(c["title"], c["pinned"]) for c in results] == [("Older", True), ("Newer", False)]
+    _json(client, "patch", reverse("api-conversation", args=[older.pk]), {"pinned": False})
+    assert client.get(url).json()["results"][0]["title"] == "Newer"
+    bad = _json(client, "patch", reverse("api-conversation", args=[newer.pk]), {"pinned": "yes"})
+    assert bad.status_code == 400 and "pinned" in bad.json()["fields"]
+
+
+def test_clearing_a_title_goes_back_to_the_automatic_one(client, user, answered):
+    conversation, _sent = answered
+    url = reverse("api-conversation", args=[conversation.pk])
+    data = _json(client, "patch", url, {"title": ""}).json()["conversation"]
+    assert data["title"] == "Where is it?" and data["title_is_auto"] is True
+    data = _json(client, "patch", url, {"title": "Parcel"}).json()["conversation"]
+    assert data["title"] == "Parcel" and data["title_is_auto"] is False
+    # Saving the settings of an automatic title with the field left empty
+    # keeps the automatic title.
+    _json(client, "patch", url, {"title": ""})
+    data = _json(client, "patch", url, {"title": "", "temperature": 0.5}).json()["conversation"]
+    assert data["title"] == "Where is it?"
+
+
+def test_the_model_picker_offers_production_to_all_and_candidates_to_staff(client, user):
+    from models_admin.models import ModelVersion
+
+    production = ModelVersionFactory(name="prod", state=ModelVersion.State.PRODUCTION)
+    candidate = ModelVersionFactory(name="cand", state=ModelVersion.State.CANDIDATE)
+    ModelVersionFactory(name="old", state=ModelVersion.State.ARCHIVED)
+    names = [v["name"] for v in client.get(reverse("api-versions")).json()["versions"]]
+    assert names == ["prod"]
+    conversation = conversation_create(user=user)
+    url = reverse("api-conversation", args=[conversation.pk])
+    refused = _json(client, "patch", url, {"model_version": candidate.pk})
+    assert refused.status_code == 400 and "model_version" in refused.json()["fields"]
+
+    staff = UserFactory(is_staff=True)
+    staff_client = Client()
+    staff_client.force_login(staff)
+    names = [v["name"] for v in staff_client.get(reverse("api-versions")).json()["versions"]]
+    assert names == ["prod", "cand"]
+    created = _json(
+        staff_client, "post", reverse("api-conversations"), {"model_version": candidate.pk}
+    )
+    assert created.status_code == 201 and created.json()["model_version"] == candidate.pk
+    picked = Conversation.objects.get(pk=created.json()["id"])
+    # The picked version answers, not production.
+    sent = message_send(user=staff, conversation=picked, content="Hi", client_id=uuid.uuid4())
+    assert sent.answer.model_version == candidate
+    data = _json(
+        staff_client,
+        "patch",
+        reverse("api-conversation", args=[picked.pk]),
+        {"model_version": None},
+    ).json()
+    assert data["conversation"]["model_version"] is None
+    assert production.pk != candidate.pk

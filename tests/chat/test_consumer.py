@@ -106,8 +106,9 @@ async def test_a_message_streams_numbered_text_and_ends_with_the_stored_answer(
             "client_id": client_id,
         }
     )
-    frames = await _until(socket, lambda f: f["type"] == "message.finished")
-    accepted = next(f for f in frames if f["type"] == "message.accepted")
+    frames = await _until(socket, lambda f: f["type"] in ("message.finished", "error"))
+    accepted = next((f for f in frames if f["type"] == "message.accepted"), None)
+    assert accepted is not None, frames[-1]
     assert accepted["client_id"] == client_id and accepted["created"]
     assert accepted["question"]["content"] == "Hello!"
     answer_id = accepted["answer"]["id"]
@@ -418,4 +419,72 @@ async def test_an_idle_socket_stays_open_and_still_hears_its_groups(user, conver
     assert frames[-1]["conversation"] == conversation.pk
     await socket.send_json_to({"type": "ping"})
     assert (await _until(socket, lambda f: f["type"] == "pong"))[-1] == {"type": "pong"}
+    await socket.disconnect()
+
+
+CHAIN_TEXT = "Returns are free within thirty days of delivery"
+
+
+@pytest.fixture
+def chain_worker(start_worker, tmp_path, default_model_dir):
+    """A worker whose model answers CHAIN_TEXT, whatever it is asked."""
+    from chat.services.messages import message_generation_finish
+    from tests.tiny_models import chain_llama_save
+
+    folder, chain = chain_llama_save(
+        tmp_path / "chain", text=CHAIN_TEXT, default_model_dir=default_model_dir
+    )
+
+    def store(generation_id, final, text):
+        message_generation_finish(generation_id=generation_id, final=final, text=text)
+
+    worker = start_worker(lambda: VersionSpec(1, "chain", folder), on_finished=store)
+    return worker, chain
+
+
+async def test_a_length_cut_answer_continued_ends_as_the_uncut_one_would(
+    user, conversation, chain_worker
+):
+    """Cut at 4 tokens, then continued: the model goes on from its own text
+    (the prompt ends inside the answer, not after it), the same message
+    grows, and the stored answer is the whole text."""
+    _worker, chain = chain_worker
+    await sync_to_async(conversation_update)(conversation=conversation, max_tokens=4)
+    socket = await _connect(user)
+    await socket.send_json_to({"type": "conversation.open", "conversation": conversation.pk})
+    await socket.send_json_to(
+        {
+            "type": "message.send",
+            "conversation": conversation.pk,
+            "content": "How do returns work?",
+            "client_id": str(uuid.uuid4()),
+        }
+    )
+    cut = _finished(await _until(socket, lambda f: f["type"] == "message.finished"))
+    assert cut["finish_reason"] == "length" and cut["usage"]["completion_tokens"] == 4
+    assert CHAIN_TEXT.startswith(cut["content"]) and cut["content"] != CHAIN_TEXT
+
+    await sync_to_async(conversation_update)(conversation=conversation, max_tokens=100)
+    client_id = str(uuid.uuid4())
+    await socket.send_json_to(
+        {"type": "message.continue", "message": cut["id"], "client_id": client_id}
+    )
+    frames = await _until(socket, lambda f: f["type"] in ("message.finished", "error"))
+    accepted = next((f for f in frames if f["type"] == "message.accepted"), None)
+    assert accepted is not None, frames[-1]
+    assert accepted["client_id"] == client_id and accepted["answer"]["id"] == cut["id"]
+    assert accepted["answer"]["status"] == "pending"
+    whole = _finished(frames)
+    assert whole["id"] == cut["id"] and whole["finish_reason"] == "stop"
+    assert whole["content"] == CHAIN_TEXT
+    assert _streamed(frames, cut["id"]) == CHAIN_TEXT[len(cut["content"]) :]
+    assert whole["usage"]["completion_tokens"] == len(chain) + 1  # and the end of turn
+    assert await sync_to_async(Message.objects.filter(role="assistant").count)() == 1
+
+    # A finished answer that ended on its own is not continued.
+    await socket.send_json_to(
+        {"type": "message.continue", "message": cut["id"], "client_id": str(uuid.uuid4())}
+    )
+    refused = await socket.receive_json_from(timeout=TIMEOUT)
+    assert refused["type"] == "error" and refused["code"] == "invalid"
     await socket.disconnect()

@@ -197,3 +197,17 @@ def host_page_set_key(folder: Path, key: str) -> None:
     """Make the host page in folder embed the widget of the site key."""
     page = folder / "index.html"
     page.write_text(page.read_text().replace('data-site="KEY"', f'data-site="{key}"'))
+
+
+def last_answer_wait(page, timeout: int = 180_000) -> str:
+    """Wait until the last answer on the chat page is no longer being
+    written; return its status."""
+    page.wait_for_function(
+        """() => {
+            const answers = document.querySelectorAll('[data-testid=assistant-message]');
+            const last = answers[answers.length - 1];
+            return last && last.dataset.status !== 'pending';
+        }""",
+        timeout=timeout,
+    )
+    return page.locator('[data-testid="assistant-message"]').last.get_attribute("data-status")

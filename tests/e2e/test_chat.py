@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from tests.e2e.conftest import signup
+from tests.e2e.conftest import last_answer_wait, signup
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
@@ -31,20 +31,6 @@ def _wait_text_longer_than(page, length: int, timeout: int = 180_000) -> None:
         arg=length,
         timeout=timeout,
     )
-
-
-def _wait_last_finished(page, timeout: int = 180_000) -> str:
-    """Wait until the last answer on the page is no longer being written;
-    return its status."""
-    page.wait_for_function(
-        """() => {
-            const answers = document.querySelectorAll('[data-testid=assistant-message]');
-            const last = answers[answers.length - 1];
-            return last && last.dataset.status !== 'pending';
-        }""",
-        timeout=timeout,
-    )
-    return page.locator(ANSWER).last.get_attribute("data-status")
 
 
 def test_a_new_user_chats_reloads_mid_stream_stops_and_switches_versions(
@@ -94,13 +80,13 @@ def test_a_new_user_chats_reloads_mid_stream_stops_and_switches_versions(
 
     # Esc stops it; the partial text stays.
     page.keyboard.press("Escape")
-    assert _wait_last_finished(page) == "cancelled"
+    assert last_answer_wait(page) == "cancelled"
     partial = _answer_text(page)
     assert partial.startswith(resumed[:20])
     page.screenshot(path=str(artifacts_dir / "chat-stopped.png"))
     # What the page showed is what was stored.
     page.reload()
-    _wait_last_finished(page)
+    last_answer_wait(page)
     assert _answer_text(page) == partial
 
     # Regenerate makes a second version; switch back and forth.
@@ -109,7 +95,7 @@ def test_a_new_user_chats_reloads_mid_stream_stops_and_switches_versions(
     assert page.get_by_test_id("version-count").last.inner_text() == "2 / 2"
     page.wait_for_selector(f'{ANSWER}[data-status="pending"]')
     page.get_by_test_id("stop").click()
-    assert _wait_last_finished(page) == "cancelled"
+    assert last_answer_wait(page) == "cancelled"
     page.get_by_test_id("version-prev").last.click()
     page.wait_for_function(
         "() => [...document.querySelectorAll('[data-testid=version-count]')].pop()"

@@ -10,6 +10,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.hashers import PBKDF2PasswordHasher
 from django.contrib.auth.models import Permission
+from playwright.sync_api import expect
 
 from chat.models import WidgetVisitor
 from chat.services.widget_identity import visitor_start
@@ -64,8 +65,19 @@ def test_a_visitor_chats_comes_back_and_talks_to_a_person(
         visitor.get_by_test_id("widget-unread").is_visible()
     )
 
-    # The visitor asks for a person; staff take it from the inbox.
+    # The visitor asks something long, then asks for a person while the
+    # answer is still being written: the bot stops there.
+    frame.get_by_test_id("widget-input").fill("Tell me everything about your returns policy")
+    frame.get_by_test_id("widget-send").click()
+    running = frame.locator('[data-testid="widget-answer"]').last
+    frame.locator('[data-testid="widget-answer"][data-status="pending"]').first.wait_for(
+        timeout=60_000
+    )
     frame.get_by_test_id("widget-handoff").click()
+    expect(frame.locator('[data-testid="widget-answer"][data-status="pending"]')).to_have_count(
+        0, timeout=30_000
+    )
+    assert running.get_attribute("data-status") in ("cancelled", "done")
     agent = get_user_model().objects.create_user("anna", "anna@example.com", first_name="Anna")
     agent.password = PBKDF2PasswordHasher().encode(STAFF_PASSWORD, PBKDF2PasswordHasher().salt())
     agent.is_staff = True
@@ -86,7 +98,23 @@ def test_a_visitor_chats_comes_back_and_talks_to_a_person(
         "Hello, this is Anna from the shop."
     )
     staff.get_by_test_id("send").click()
-    frame.get_by_text("Hello, this is Anna from the shop.").wait_for(timeout=30_000)
+    reply = frame.get_by_text("Hello, this is Anna from the shop.")
+    reply.wait_for(timeout=30_000)
+    # The person's reply is the last message and scrolled into view; the
+    # bot's answer above it no longer grows.
+    bot_text = running.inner_text()
+    visitor.wait_for_timeout(1500)
+    assert running.inner_text() == bot_text
+    last_message = frame.locator('[data-testid="widget-messages"] > *').last
+    assert "Hello, this is Anna from the shop." in last_message.inner_text()
+    panel = frame.get_by_test_id("widget-messages").bounding_box()
+    shown = reply.bounding_box()
+    assert (
+        panel["y"] <= shown["y"]
+        and shown["y"] + shown["height"] <= panel["y"] + panel["height"] + 1
+    )
+    # Staff see what the bot had written before they took over.
+    assert staff.locator('[data-status="cancelled"], [data-status="done"]').count() >= 2
     staff.screenshot(path=str(artifacts_dir / "dashboard-inbox.png"), full_page=True)
     visitor.screenshot(path=str(artifacts_dir / "widget-handoff.png"))
     staff_context.close()

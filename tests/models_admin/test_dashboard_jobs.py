@@ -9,12 +9,15 @@ import re
 
 import pytest
 from django.contrib.auth.models import Permission
+from django.core.exceptions import ValidationError
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.test import Client
 from django.urls import reverse
 
 from models_admin.dashboard.selectors.jobs import curve_series, duration_format
+from models_admin.dashboard.views import datasets as dataset_views
 from models_admin.models import Dataset, Evaluation, ModelVersion, TrainingJob
-from models_admin.services.datasets import dataset_create
+from models_admin.services.datasets import DEMO_NAME, dataset_create
 from models_admin.services.training import (
     PARAMS,
     training_job_create,
@@ -518,3 +521,75 @@ def test_a_dataset_page_lists_its_export_filters_jobs_and_a_prefilled_job_link(c
     listing = client.get(reverse("dashboard:datasets")).content.decode()
     row = re.search(rf'<tr>\s*<td><a href="[^"]*/{dataset.pk}/">liked</a>.*?</tr>', listing, re.S)
     assert row and '<td class="num">1</td>' in row.group(0)
+
+
+# --- the demo dataset -------------------------------------------------------------
+
+
+def test_a_trainer_creates_the_demo_dataset_with_one_click_and_lands_on_it(client, runner):
+    listing = client.get(reverse("dashboard:datasets")).content.decode()
+    form = re.search(r'<form[^>]*data-testid="demo-dataset-form".*?</form>', listing, re.S)
+    assert form, "the list offers the demo button"
+    assert 'method="post"' in form.group(0)
+    assert 'name="csrfmiddlewaretoken"' in form.group(0)
+    assert f'action="{reverse("dashboard:dataset-demo")}"' in form.group(0)
+
+    response = client.post(reverse("dashboard:dataset-demo"), follow=True)
+    demo = Dataset.objects.get(name=DEMO_NAME)
+    assert response.redirect_chain == [(reverse("dashboard:dataset", args=[demo.pk]), 302)]
+    assert demo.source == Dataset.Source.DEMO
+    assert demo.stats["examples"] == 300
+    page = response.content.decode()
+    train, evaluation = demo.stats["train"], demo.stats["eval"]
+    assert f"The demo dataset is stored: {train} training and {evaluation} eval" in page
+    listing = client.get(reverse("dashboard:datasets")).content.decode()
+    assert 'data-testid="create-demo-dataset"' not in listing
+    link = re.search(r'<a [^>]*data-testid="demo-dataset"[^>]*>', listing)
+    assert link and f'href="{reverse("dashboard:dataset", args=[demo.pk])}"' in link.group(0)
+
+
+def test_asking_again_for_the_demo_dataset_links_to_it_and_creates_nothing(client, runner):
+    existing = dataset_create(
+        name=DEMO_NAME, conversations=CONVERSATIONS, source=Dataset.Source.DEMO
+    )
+    response = client.post(reverse("dashboard:dataset-demo"), follow=True)
+    assert response.status_code == 200
+    assert response.redirect_chain == [(reverse("dashboard:datasets"), 302)]
+    page = response.content.decode()
+    link = f'<a href="{reverse("dashboard:dataset", args=[existing.pk])}">{DEMO_NAME}</a>'
+    assert f"A dataset named {link} already exists; nothing new was created." in page
+    assert Dataset.objects.filter(name=DEMO_NAME).count() == 1
+    assert Dataset.objects.get(name=DEMO_NAME).stats["examples"] == len(CONVERSATIONS)
+
+
+def test_a_demo_dataset_stored_by_another_click_meanwhile_is_linked_not_an_error(
+    client, runner, monkeypatch
+):
+    """Two clicks at once: the later one finds the name taken when it
+    saves, and says so as if the dataset had been there before."""
+
+    def stored_first(**kwargs):
+        dataset_create(name=DEMO_NAME, conversations=CONVERSATIONS, source=Dataset.Source.DEMO)
+        raise ValidationError({"name": ["Dataset with this Name already exists."]})
+
+    monkeypatch.setattr(dataset_views, "dataset_demo_create", stored_first)
+    response = client.post(reverse("dashboard:dataset-demo"), follow=True)
+    assert response.redirect_chain == [(reverse("dashboard:datasets"), 302)]
+    assert "already exists; nothing new was created." in response.content.decode()
+    assert Dataset.objects.filter(name=DEMO_NAME).count() == 1
+
+
+def test_the_demo_dataset_needs_the_upload_right_a_post_and_the_csrf_token(client, staff):
+    url = reverse("dashboard:dataset-demo")
+    listing = client.get(reverse("dashboard:datasets")).content.decode()
+    assert 'data-testid="create-demo-dataset"' not in listing
+    assert client.post(url).status_code == 403
+    assert not Dataset.objects.filter(name=DEMO_NAME).exists()
+
+    trainer = UserFactory(username="csrf-trainer", is_staff=True)
+    trainer.user_permissions.add(Permission.objects.get(codename="run_trainingjob"))
+    strict = Client(enforce_csrf_checks=True)
+    strict.force_login(trainer)
+    assert strict.get(url).status_code == 405
+    assert strict.post(url).status_code == 403
+    assert not Dataset.objects.filter(name=DEMO_NAME).exists()

@@ -8,6 +8,7 @@ import html
 import json
 import re
 import time
+import uuid
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -16,7 +17,8 @@ import redis
 from django.urls import reverse
 from django.utils import timezone
 
-from chat.models import Conversation, Feedback, Message
+from chat.models import Conversation, Feedback, Message, WidgetSite, WidgetVisitor
+from chat.services.widget_sites import widget_site_save
 from inference.connection import requests_stream_key, worker_heartbeat_key
 from models_admin.dashboard.selectors import live as live_selectors
 from models_admin.dashboard.selectors.figures import version_stats
@@ -607,3 +609,106 @@ def _section(page: str, testid: str) -> str:
     match = re.search(rf'<section[^>]*data-testid="{testid}"[^>]*>(.*?)</section>', page, re.S)
     assert match, f"no section {testid}"
     return match.group(1)
+
+
+# --- answers without a user or without a model version --------------------------
+
+
+def _visitor_conversation(site: WidgetSite) -> Conversation:
+    """A widget visitor's conversation: no user, as the widget makes it."""
+    visitor = WidgetVisitor.objects.create(site=site, token=uuid.uuid4())
+    return Conversation.objects.create(
+        site=site, visitor=visitor, source=Conversation.Source.WIDGET
+    )
+
+
+def _top_users_table(page: str) -> str:
+    match = re.search(r'data-testid="usage-top-users">(.*?)</table>', page, re.S)
+    assert match, "no top-users table"
+    return match.group(1)
+
+
+def test_widget_visitors_are_counted_together_per_site_never_as_a_user_named_none(
+    site_tz, window, staff_client
+):
+    """Answers without a user are widget visitors': one row per site,
+    labelled with the site's name and how many visitors it holds."""
+    version = ModelVersionFactory(name="prod-a")
+    shop = widget_site_save(
+        data={"name": "Fernhollow shop", "allowed_origins": "https://shop.example"}
+    )
+    first, second = _visitor_conversation(shop), _visitor_conversation(shop)
+    for conversation in (first, first, second):
+        _answer(conversation, at=_utc(11, 9), version=version, prompt=5, completion=5)
+    dora = _conversation(UserFactory(username="dora"))
+    _answer(dora, at=_utc(11, 10), version=version, prompt=1, completion=1)
+
+    rows = usage_top_users(window=window)
+    assert [row["label"] for row in rows] == ["Widget visitors (Fernhollow shop)", "dora"]
+    visitors, user = rows
+    assert (visitors["kind"], visitors["site_id"], visitors["visitors"]) == (
+        "visitors",
+        shop.pk,
+        2,
+    )
+    assert (visitors["requests"], visitors["conversations"], visitors["tokens"]) == (3, 2, 30)
+    assert (visitors["user_id"], visitors["username"]) == (None, None)
+    assert (user["kind"], user["username"], user["site_id"]) == ("user", "dora", None)
+
+    page = staff_client.get(reverse("dashboard:usage"), WINDOW_QUERY).content.decode()
+    table = _top_users_table(page)
+    assert f'<tr data-site="{shop.pk}">' in table
+    assert "Widget visitors (Fernhollow shop)" in table
+    assert "2 visitors without an account" in table
+    assert "None" not in table
+    data = staff_client.get(reverse("dashboard:usage-data"), WINDOW_QUERY).json()
+    assert [row["label"] for row in data["top_users"]] == [
+        "Widget visitors (Fernhollow shop)",
+        "dora",
+    ]
+
+
+def test_the_top_list_ranks_visitors_and_users_together_within_its_limit(site_tz, window):
+    version = ModelVersionFactory(name="prod-a")
+    shop = widget_site_save(data={"name": "Shop", "allowed_origins": "https://shop.example"})
+    _answer(_visitor_conversation(shop), at=_utc(11, 9), version=version, prompt=2)
+    eve = _conversation(UserFactory(username="eve"))
+    for _ in range(2):
+        _answer(eve, at=_utc(11, 9), version=version, prompt=1)
+    _answer(_conversation(UserFactory(username="finn")), at=_utc(11, 9), version=version)
+    assert [row["label"] for row in usage_top_users(window=window, limit=2)] == [
+        "eve",
+        "Widget visitors (Shop)",
+    ]
+
+
+def test_answers_no_model_wrote_are_labelled_by_why_never_unknown(site_tz, window, staff_client):
+    """A blocked question's notice, a staff member's handoff reply and an
+    answer sent while nothing was in production have no version; each
+    says so. A deleted version keeps its name."""
+    version = ModelVersionFactory(name="prod-a")
+    retired = ModelVersionFactory(name="retired-c")
+    chat = _conversation(UserFactory(username="erin"))
+    _answer(chat, at=_utc(11, 9), version=version)
+    _answer(chat, at=_utc(11, 9), version=retired)
+    _answer(chat, at=_utc(11, 9), version=None, status=Message.Status.BLOCKED)
+    _answer(chat, at=_utc(11, 9), version=None, status=Message.Status.ERROR)
+    _answer(chat, at=_utc(11, 9), version=None, status=Message.Status.CANCELLED)
+    shop = widget_site_save(data={"name": "Shop", "allowed_origins": "https://shop.example"})
+    handled = _answer(_visitor_conversation(shop), at=_utc(11, 9), version=None)
+    Message.objects.filter(pk=handled.pk).update(author=UserFactory(is_staff=True))
+    retired.delete()
+
+    eleventh = usage_by_day(window=window)[1]
+    assert eleventh["answers"] == 6
+    assert eleventh["by_version"] == {
+        "No model (blocked by a filter)": 1,
+        "No model (none was in production)": 2,
+        "No model (written by staff)": 1,
+        "prod-a": 1,
+        "retired-c": 1,
+    }
+    data = staff_client.get(reverse("dashboard:usage-data"), WINDOW_QUERY).json()
+    labels = {label for day in data["days"] for label in day["by_version"]}
+    assert "unknown" not in labels
+    assert "No model (written by staff)" in labels

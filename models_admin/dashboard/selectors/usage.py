@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from django.db.models import Count, F, Max, QuerySet, Sum
+from django.db.models import Case, CharField, Count, F, Max, Q, QuerySet, Sum, Value, When
 from django.db.models.functions import TruncDate, TruncHour
 from django.utils import timezone
 
@@ -155,8 +155,31 @@ def usage_summary(
     return figures
 
 
-def _version_label(name: str | None) -> str:
-    return name or "unknown"
+#: Labels of answers that no model version wrote, by why none did.
+NO_MODEL_LABELS = {
+    "blocked": "No model (blocked by a filter)",
+    "staff": "No model (written by staff)",
+    "none": "No model (none was in production)",
+}
+
+
+def _no_model_reason() -> Case:
+    """Why an answer has no version's name: "" when it has one; "blocked"
+    for a question a filter stopped (the notice is the answer), "staff"
+    for a reply a person wrote in a widget handoff, "none" for an answer
+    sent while no version was in production (it failed or was stopped
+    before any model ran)."""
+    return Case(
+        When(~Q(model_version_name=""), then=Value("")),
+        When(status=Message.Status.BLOCKED, then=Value("blocked")),
+        When(author__isnull=False, then=Value("staff")),
+        default=Value("none"),
+        output_field=CharField(),
+    )
+
+
+def _version_label(name: str, no_model: str) -> str:
+    return name or NO_MODEL_LABELS[no_model]
 
 
 def usage_by_day(
@@ -165,19 +188,24 @@ def usage_by_day(
     """The window's figures per calendar day of settings.TIME_ZONE, one
     row per day of the window, oldest first; a day without answers has
     zero counts and None rates. Each row has ``day`` and ``by_version``
-    (answers per version name, "unknown" for a deleted version) beside
-    the figures of ``usage_summary`` (users and conversations aside)."""
+    (answers per version name, a deleted version's kept name included;
+    answers no version wrote under a NO_MODEL_LABELS label) beside the
+    figures of ``usage_summary`` (users and conversations aside)."""
     tz = timezone.get_default_timezone()
     answers = _answers(window=window, version_id=version_id, source=source)
     by_day = answers.annotate(day=TruncDate("created_at", tzinfo=tz))
     counts: dict[date, dict[str, int]] = {}
     by_version: dict[date, dict[str, int]] = defaultdict(dict)
-    grouped = by_day.values("day", "model_version_name").annotate(**count_aggregates())
+    grouped = (
+        by_day.annotate(no_model=_no_model_reason())
+        .values("day", "model_version_name", "no_model")
+        .annotate(**count_aggregates())
+    )
     for row in dicts(grouped.order_by()):
         total = counts.setdefault(row["day"], dict.fromkeys(count_aggregates(), 0))
         for field in total:
             total[field] += row[field] or 0
-        label = _version_label(row["model_version_name"])
+        label = _version_label(row["model_version_name"], row["no_model"])
         by_version[row["day"]][label] = by_version[row["day"]].get(label, 0) + row["answers"]
     timings: dict[date, AnswerTimings] = defaultdict(AnswerTimings)
     for day, raw, completion in by_day.values_list(
@@ -230,6 +258,21 @@ def usage_by_version(
     return rows
 
 
+def _requester_aggregates() -> dict[str, Any]:
+    """Aggregates of the answers one requester got."""
+    return {
+        "requests": Count("pk"),
+        "prompt_tokens": Sum("prompt_tokens", default=0),
+        "completion_tokens": Sum("completion_tokens", default=0),
+        "conversations": Count("conversation", distinct=True),
+        "last_active": Max("created_at"),
+    }
+
+
+def _visitors_label(site_name: str | None) -> str:
+    return f"Widget visitors ({site_name})" if site_name else "Widget visitors"
+
+
 def usage_top_users(
     *,
     window: UsageWindow,
@@ -237,26 +280,45 @@ def usage_top_users(
     source: str | None = None,
     limit: int = 10,
 ) -> list[dict[str, Any]]:
-    """The users with the most answers in the window, then the most
-    tokens (in plus out), then by username: user id, username, requests,
-    prompt and completion tokens, conversations and the time of their
-    last answer in the window."""
+    """Who got the most answers in the window, then the most tokens (in
+    plus out), then by label: each signed-in user (API calls count for
+    the key's owner), and the visitors of each widget site together, who
+    have no account.
+
+    A row has ``kind`` ("user" or "visitors"), ``label`` (the username,
+    or "Widget visitors (site name)"), ``user_id`` and ``username`` (None
+    for visitors), ``site_id`` and ``visitors`` (None for a user),
+    requests, prompt and completion tokens, tokens, conversations and the
+    time of the last answer in the window."""
     answers = _answers(window=window, version_id=version_id, source=source)
-    rows = (
-        answers.values(
-            user_id=F("conversation__user_id"), username=F("conversation__user__username")
-        )
+    top = ("-requests", "-tokens")
+    users = (
+        answers.filter(conversation__user__isnull=False)
+        .values(user_id=F("conversation__user_id"), username=F("conversation__user__username"))
+        .annotate(**_requester_aggregates())
+        .annotate(tokens=F("prompt_tokens") + F("completion_tokens"))
+        .order_by(*top, "username")[:limit]
+    )
+    # A conversation has a user or a widget visitor (a database
+    # constraint): the others are visitors', counted by site.
+    sites = (
+        answers.filter(conversation__user__isnull=True)
+        .values(site_id=F("conversation__site_id"), site_name=F("conversation__site__name"))
         .annotate(
-            requests=Count("pk"),
-            prompt_tokens=Sum("prompt_tokens", default=0),
-            completion_tokens=Sum("completion_tokens", default=0),
-            conversations=Count("conversation", distinct=True),
-            last_active=Max("created_at"),
+            **_requester_aggregates(), visitors=Count("conversation__visitor", distinct=True)
         )
         .annotate(tokens=F("prompt_tokens") + F("completion_tokens"))
-        .order_by("-requests", "-tokens", "username")[:limit]
+        .order_by(*top, "site_name")[:limit]
     )
-    return dicts(rows)
+    rows = [
+        {**row, "kind": "user", "label": row["username"], "site_id": None, "visitors": None}
+        for row in dicts(users)
+    ]
+    for row in dicts(sites):
+        label = _visitors_label(row.pop("site_name"))
+        rows.append({**row, "kind": "visitors", "label": label, "user_id": None, "username": None})
+    rows.sort(key=lambda row: (-row["requests"], -row["tokens"], row["label"]))
+    return rows[:limit]
 
 
 def usage_by_hour(*, hours: int = 24, now: datetime | None = None) -> list[dict[str, Any]]:

@@ -358,12 +358,21 @@ def compare_metric_rows(chosen: list[ModelVersion]) -> list[dict[str, Any]]:
 
 def compare_answer_rows(chosen: list[ModelVersion]) -> list[dict[str, Any]]:
     """Each fixed prompt any chosen version answered, with every version's
-    stored answer (None where it has none)."""
+    stored answer (None where it has none) in ``cells``, and the same
+    answers beside their version's name in ``by_version``, which a narrow
+    screen shows above each answer when the columns stack."""
     answers = [_answers(v) for v in chosen]
     prompts: list[str] = []
     for by_prompt in answers:
         prompts.extend(p for p in by_prompt if p not in prompts)
-    return [
-        {"prompt": prompt, "cells": [by_prompt.get(prompt) for by_prompt in answers]}
-        for prompt in prompts
-    ]
+    rows = []
+    for prompt in prompts:
+        cells = [by_prompt.get(prompt) for by_prompt in answers]
+        rows.append(
+            {
+                "prompt": prompt,
+                "cells": cells,
+                "by_version": [(v.name, cell) for v, cell in zip(chosen, cells, strict=True)],
+            }
+        )
+    return rows

@@ -1,16 +1,20 @@
 """The dashboard's datasets: the list, a dataset's page with a preview of
 its examples and the jobs that trained on it, and uploading one.
 
-Every page is for staff; uploading needs ``models_admin.run_trainingjob``.
+Every page is for staff; uploading and creating the demo dataset need
+``models_admin.run_trainingjob``.
 """
 
 from __future__ import annotations
 
 from django.contrib import messages
 from django.core.exceptions import ValidationError
+from django.db import IntegrityError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
-from django.urls import path
+from django.urls import path, reverse
+from django.utils.html import format_html
+from django.views.decorators.http import require_POST
 
 from models_admin.dashboard.forms.datasets import DatasetUploadForm
 from models_admin.dashboard.paging import page_get
@@ -27,12 +31,21 @@ from models_admin.dashboard.views.access import (
 )
 from models_admin.dashboard.views.jobs import RUN_TRAINING, can_run_training
 from models_admin.dataset_format import DatasetFormatError
+from models_admin.models import Dataset
 from models_admin.selectors import dataset_preview
-from models_admin.services.datasets import dataset_upload
+from models_admin.services.datasets import DEMO_NAME, dataset_demo_create, dataset_upload
 
 DATASETS_PER_PAGE = 50
 PREVIEW_EXAMPLES = 8
 DATASET_JOBS_SHOWN = 20
+
+
+def _demo_dataset() -> Dataset | None:
+    """The dataset ``dataset_demo_create`` would return as it is: the one
+    under the demo's name, whatever its source."""
+    # One read the service leaves to its caller; the dashboard's dataset
+    # selectors (selectors/jobs.py) are its natural home.
+    return Dataset.objects.filter(name=DEMO_NAME).first()
 
 
 @staff_required
@@ -41,7 +54,12 @@ def dataset_list(request: HttpRequest) -> HttpResponse:
     return render(
         request,
         "dashboard/jobs/datasets.html",
-        {"section": "datasets", "page": page, "can_run": can_run_training(request)},
+        {
+            "section": "datasets",
+            "page": page,
+            "can_run": can_run_training(request),
+            "demo": _demo_dataset(),
+        },
     )
 
 
@@ -111,8 +129,47 @@ def dataset_upload_form(request: HttpRequest) -> HttpResponse:
     )
 
 
+def _demo_exists_message(request: HttpRequest, dataset: Dataset) -> None:
+    messages.info(
+        request,
+        format_html(
+            'A dataset named <a href="{}">{}</a> already exists; nothing new was created.',
+            reverse("dashboard:dataset", args=[dataset.pk]),
+            dataset.name,
+        ),
+    )
+
+
+@permission_required(RUN_TRAINING)
+@require_POST
+def dataset_demo(request: HttpRequest) -> HttpResponse:
+    """Create the demo dataset (as ``manage.py dataset demo`` does) and open
+    it; when one of its name exists, say so and link to it instead."""
+    existing = _demo_dataset()
+    if existing is not None:
+        _demo_exists_message(request, existing)
+        return redirect("dashboard:datasets")
+    try:
+        dataset = dataset_demo_create()
+    except (ValidationError, IntegrityError):
+        # Another click stored it first: the name is unique.
+        existing = _demo_dataset()
+        if existing is None:
+            raise
+        _demo_exists_message(request, existing)
+        return redirect("dashboard:datasets")
+    stats = dataset.stats
+    messages.success(
+        request,
+        f"The demo dataset is stored: {stats.get('train', 0):,} training "
+        f"and {stats.get('eval', 0):,} eval examples.",
+    )
+    return redirect("dashboard:dataset", pk=dataset.pk)
+
+
 urlpatterns = [
     path("datasets/", dataset_list, name="datasets"),
     path("datasets/upload/", dataset_upload_form, name="dataset-upload"),
+    path("datasets/demo/", dataset_demo, name="dataset-demo"),
     path("datasets/<int:pk>/", dataset_detail, name="dataset"),
 ]

@@ -253,8 +253,17 @@
     }, "No answers in this window.", 11);
     fillRows(q("top_users"), data.top_users, (row) => {
       const tr = document.createElement("tr");
-      tr.dataset.user = row.user_id;
-      cell(tr, row.username);
+      if (row.kind === "visitors") {
+        // Widget visitors have no account: one row per site.
+        tr.dataset.site = row.site_id === null ? "" : row.site_id;
+        const who = document.createElement("div");
+        const count = `${format(row.visitors, "int")} visitor${row.visitors === 1 ? "" : "s"}`;
+        who.append(row.label, small(`${count} without an account`, "muted"));
+        cell(tr, who);
+      } else {
+        tr.dataset.user = row.user_id;
+        cell(tr, row.label);
+      }
       cell(tr, format(row.requests, "int"), "num");
       cell(tr, format(row.prompt_tokens, "int"), "num");
       cell(tr, format(row.completion_tokens, "int"), "num");
