@@ -15,8 +15,12 @@ from models_admin.models import Dataset, ModelVersion
 from models_admin.services import model_version_create
 from models_admin.services.datasets import dataset_create
 from models_admin.services.training import training_job_create
-from tests.e2e.conftest import host_page_set_key, staff_login, staff_superuser_create
-from tests.e2e.test_chat import _wait_last_finished
+from tests.e2e.conftest import (
+    host_page_set_key,
+    last_answer_wait,
+    staff_login,
+    staff_superuser_create,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
@@ -95,7 +99,7 @@ def test_pages_and_the_widget_run_under_the_policy_without_violations(
     staff_login(page, base, "warden")
     page.get_by_test_id("composer-input").fill("Show me a **table** and `code`.")
     page.keyboard.press("Enter")
-    assert _wait_last_finished(page) in ("done", "cancelled")
+    assert last_answer_wait(page) in ("done", "cancelled")
     seen += [f"chat: {line}" for line in violations.take(page)]
     conversation = Conversation.objects.get(user__username="warden")
 

@@ -13,8 +13,8 @@ import pytest
 from models_admin.models import Dataset, ModelVersion, Promotion, ReviewEvent
 from models_admin.services import model_version_create
 from models_admin.services.datasets import dataset_create
-from tests.e2e.conftest import signup, staff_login, staff_superuser_create
-from tests.e2e.test_chat import ANSWER, _wait_last_finished, _wait_text_longer_than
+from tests.e2e.conftest import last_answer_wait, signup, staff_login, staff_superuser_create
+from tests.e2e.test_chat import ANSWER, _wait_text_longer_than
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
@@ -37,7 +37,7 @@ def test_staff_promote_while_a_chat_streams_compare_and_roll_back(
     signup(page, base, "chatter")
     page.get_by_test_id("composer-input").fill("Hi!")
     page.keyboard.press("Enter")
-    assert _wait_last_finished(page) == "done"
+    assert last_answer_wait(page) == "done"
     page.get_by_test_id("open-settings").click()
     page.fill('input[name="max_tokens"]', "1500")
     page.get_by_test_id("settings-save").click()
@@ -72,7 +72,7 @@ def test_staff_promote_while_a_chat_streams_compare_and_roll_back(
 
     # The running answer finishes on the old version without an error...
     page.get_by_test_id("stop").click()
-    assert _wait_last_finished(page) in ("done", "cancelled")
+    assert last_answer_wait(page) in ("done", "cancelled")
     assert page.get_by_test_id("model-label").last.inner_text() == "tiny"
     # ...and the next turn is answered by the new one.
     page.get_by_test_id("open-settings").click()
@@ -84,7 +84,7 @@ def test_staff_promote_while_a_chat_streams_compare_and_roll_back(
     page.wait_for_function(
         "() => document.querySelectorAll('[data-testid=assistant-message]').length === 3"
     )
-    assert _wait_last_finished(page) == "done"
+    assert last_answer_wait(page) == "done"
     assert page.get_by_test_id("model-label").last.inner_text() == "tiny-b"
     page.screenshot(path=str(artifacts_dir / "chat-after-promotion.png"))
 
@@ -177,7 +177,7 @@ def test_staff_promote_while_a_chat_streams_compare_and_roll_back(
     page.wait_for_function(
         "() => document.querySelectorAll('[data-testid=assistant-message]').length === 4"
     )
-    assert _wait_last_finished(page) == "blocked"
+    assert last_answer_wait(page) == "blocked"
     assert "keep this friendly" in page.locator(f"{ANSWER} .msg-body").last.inner_text()
     page.screenshot(path=str(artifacts_dir / "chat-blocked.png"))
     staff.goto(f"{base}/dashboard/filters/hits/")
