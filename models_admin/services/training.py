@@ -319,7 +319,7 @@ def training_job_run(*, job: TrainingJob) -> TrainingJob:
     """Run a claimed job to its end (or its cancellation) in this process,
     resuming from the job folder's last checkpoint when there is one."""
     from models_admin.models import DatasetExample
-    from models_admin.training.loop import Hooks, TrainConfig, Trainer
+    from models_admin.training.loop import Hooks, TrainConfig, Trainer, states_drop
 
     params = dict(job.params)
     params.pop("epochs", None)
@@ -373,4 +373,7 @@ def training_job_run(*, job: TrainingJob) -> TrainingJob:
         if outcome.state == "completed"
         else TrainingJob.State.CANCELLED
     )
-    return training_job_finish(job_id=job.pk, state=state)
+    finished = training_job_finish(job_id=job.pk, state=state)
+    # Completed or cancelled, the job is not resumed: its restart state goes.
+    states_drop(job.folder)
+    return finished

@@ -9,7 +9,8 @@ restart needs (optimizer, schedule, random state, LoRA adapter, the float32
 weights when the checkpoint is narrower): a restarted run continues from
 it, the step numbers go on and the batches are the ones the first run
 would have seen. It stays out of the checkpoint, which becomes a model
-version the size of its base.
+version the size of its base; ``states_drop`` deletes it once the run is
+over for good.
 """
 
 from __future__ import annotations
@@ -114,6 +115,13 @@ def _load(path: Path) -> Any:
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     model.config.use_cache = False
     return model
+
+
+def states_drop(folder: Path) -> None:
+    """Delete a run folder's restart state (the size of two models): for a
+    run that will not be continued."""
+    for state in folder.glob("trainer-state-*.pt"):
+        state.unlink(missing_ok=True)
 
 
 def folder_dtype(path: Path) -> torch.dtype:

@@ -48,6 +48,8 @@ def test_a_fine_tune_job_checkpoints_and_evaluates_candidate_versions(
     assert job.curve[-1]["loss"] < job.curve[0]["loss"]
     versions = list(job.checkpoints.order_by("step"))
     assert [v.step for v in versions] == [3, 6]
+    # Finished for good: no restart state is left beside the checkpoints.
+    assert not list(job.folder.glob("trainer-state-*"))
     for version in versions:
         assert version.state == ModelVersion.State.CANDIDATE
         assert version.parent == base_version and version.dataset == demo

@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from models_admin.training.data import IGNORE, batch_indices, encode
-from models_admin.training.loop import Hooks, TrainConfig, Trainer, checkpoints, state_path
+from models_admin.training.loop import Hooks, TrainConfig, Trainer, checkpoints, states_drop
 from models_admin.training.student import layers_to_keep, student_from_teacher
 from tests.tiny_models import tiny_llama_save
 
@@ -128,7 +128,15 @@ def test_a_student_has_the_requested_layers_and_still_runs(teacher_dir):
 
 def test_fine_tuning_lowers_the_loss_and_checkpoints_loadable_models(tmp_path, teacher_dir):
     config = _config(tmp_path, teacher_dir)
-    reports, saved = _run(config)
+    states_at: dict[int, list[str]] = {}
+    reports: list[dict] = []
+    saved: list[tuple[int, dict]] = []
+
+    def checkpoint(step, folder, metrics):
+        saved.append((step, metrics))
+        states_at[step] = sorted(p.name for p in config.output_dir.glob("trainer-state-*"))
+
+    Trainer(config, Hooks(progress=reports.append, checkpoint=checkpoint)).run()
     assert [r["step"] for r in reports] == list(range(1, 13))
     assert reports[-1]["loss"] < reports[0]["loss"] * 0.7
     assert [step for step, _ in saved] == [6, 12]
@@ -136,11 +144,12 @@ def test_fine_tuning_lowers_the_loss_and_checkpoints_loadable_models(tmp_path, t
     folders = checkpoints(config.output_dir)
     assert [step for step, _ in folders] == [6, 12]
     # Only the newest keeps the optimizer state, beside it and not in it;
-    # each is a loadable model.
-    assert not state_path(config.output_dir, 6).exists()
-    assert state_path(config.output_dir, 12).exists()
-    assert [p.name for p in config.output_dir.glob("trainer-state-*")] == ["trainer-state-12.pt"]
+    # each is a loadable model. A run over for good drops it.
+    assert states_at == {6: ["trainer-state-6.pt"], 12: ["trainer-state-12.pt"]}
     assert not list(folders[1][1].glob("*.pt"))
+    states_drop(config.output_dir)
+    assert not list(config.output_dir.glob("trainer-state-*"))
+    assert [step for step, _ in checkpoints(config.output_dir)] == [6, 12]
     model = AutoModelForCausalLM.from_pretrained(folders[1][1])
     assert model.config.num_hidden_layers == 4
     assert not list(config.output_dir.glob(".checkpoint-*"))
