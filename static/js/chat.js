@@ -277,7 +277,8 @@
       const node = els.messages.querySelector(`[data-message-id="${id}"]`);
       if (node) fillAnswerBody(node, state.path.find((m) => m.id === id));
     }
-    if (nearBottom) view.toBottom(false);
+    // It was at the end before this text: keep it there, however much came.
+    if (nearBottom) view.toBottom(true);
   }
 
   function statusLabel(message) {
