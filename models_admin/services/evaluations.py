@@ -169,6 +169,8 @@ def model_version_evaluate(
         ).order_by("index")[:EVAL_LIMIT]
         conversations = [row.messages for row in rows]
     system = DEMO_SYSTEM_PROMPT if dataset and dataset.source == Dataset.Source.DEMO else ""
+    training = TrainingJob.objects.filter(state=TrainingJob.State.RUNNING)
+    busy = training.exists()
     metrics, answers = evaluate(
         version.path,
         eval_conversations=conversations,
@@ -176,6 +178,9 @@ def model_version_evaluate(
         system_prompt=system,
         progress=progress,
     )
+    # A training job on the same machine slows decoding: say so beside the
+    # speed, so it is not compared with one measured alone.
+    metrics["speed_under_load"] = busy or training.exists()
     if dataset is not None:
         metrics["eval_dataset"] = dataset.name
         by_dataset = dict(version.metrics.get("eval_by_dataset", {}))

@@ -606,3 +606,17 @@ def test_a_browser_leaving_ask_all_cancels_the_generations(served_pair, monkeypa
         final = list(generation_events_sync(generation_id, timeout_s=30))[-1]
         assert final.type == "done"
         assert final.data["finish_reason"] == "cancelled"
+
+
+@pytest.mark.django_db
+def test_a_speed_measured_during_training_is_marked_so(client, operator, production):
+    loaded = ModelVersionFactory(
+        parent=production, metrics={"tokens_per_s": 20.0, "speed_under_load": True}
+    )
+    client.force_login(operator)
+    deltas = {
+        row["label"]: row
+        for row in client.get(_url("version-promote", loaded.pk)).context["deltas"]
+    }
+    assert deltas["Tokens/s"]["candidate"] == "20.0 (under load)"
+    assert deltas["Tokens/s"]["production"] == "40.0"

@@ -47,6 +47,7 @@ def test_an_evaluation_reports_each_phase_and_stores_the_measurements(
     assert (stored.phase, stored.done, stored.total) == ("answers", 8, 8)
     version = ModelVersion.objects.get(pk=base_version.pk)
     assert version.evaluated_at is not None and version.metrics["eval_loss"] > 0
+    assert version.metrics["speed_under_load"] is False  # no training job ran
     assert demo.name in version.metrics["eval_by_dataset"]
     # A finished evaluation is not run again (a task delivered twice).
     assert evaluation_run(evaluation_id=evaluation.pk) is None

@@ -77,7 +77,14 @@ class Metric:
 
     def display(self, version: ModelVersion) -> str:
         value = self.value(version)
-        return MISSING if value is None else self.fmt(value)
+        if value is None:
+            return MISSING
+        text = self.fmt(value)
+        if self.key == "tokens_per_s" and (version.metrics or {}).get("speed_under_load"):
+            # Measured while a training job shared the CPU: not comparable
+            # with a figure measured alone.
+            text += " (under load)"
+        return text
 
 
 METRICS = [
