@@ -302,10 +302,11 @@ class EngineBase(ABC):
         self._take(request, request.sampler.sample(self._penalized(request, logits)), events)
 
     def _penalized(self, request: Request, logits: torch.Tensor) -> torch.Tensor:
-        if request.params.repetition_penalty == 1.0:
+        if not request.sampler.penalizes:
             return logits
         seen = torch.tensor(request.prompt + request.generated, device=self.device)
-        return request.sampler.penalize(logits, seen)
+        generated = torch.tensor(request.generated, dtype=torch.long, device=self.device)
+        return request.sampler.penalize(logits, seen, generated)
 
     def _take(self, request: Request, token: int, events: list[Event]) -> bool:
         """Append token to request's answer and emit what it makes visible;

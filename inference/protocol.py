@@ -84,7 +84,14 @@ class SamplingParams:
     temperature: float = 0.7
     top_p: float = 0.95
     top_k: int = 0
+    #: Drop tokens less likely than min_p times the most likely one (0: off).
+    min_p: float = 0.0
+    #: Multiplicative penalty on every token seen so far, as transformers.
     repetition_penalty: float = 1.0
+    #: OpenAI's: subtracted from a token's logit once per time it was
+    #: generated (frequency) and once if it was generated at all (presence).
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
     seed: int | None = None
     max_new_tokens: int = 512
     stop: tuple[str, ...] = field(default_factory=tuple)
@@ -125,6 +132,9 @@ class SamplingParams:
         if self.top_p == 0.0:
             raise SamplingError("top_p must be greater than 0")
         number("repetition_penalty", self.repetition_penalty, 0.1, 10.0)
+        number("min_p", self.min_p, 0.0, 1.0)
+        number("frequency_penalty", self.frequency_penalty, -2.0, 2.0)
+        number("presence_penalty", self.presence_penalty, -2.0, 2.0)
         if isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or self.top_k < 0:
             raise SamplingError("top_k must be a whole number, 0 or more (0 turns it off)")
         if (

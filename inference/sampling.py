@@ -22,21 +22,46 @@ class Sampler:
             self.generator = torch.Generator(device=device)
             self.generator.manual_seed(params.seed)
 
-    def penalize(self, logits: torch.Tensor, seen: torch.Tensor) -> torch.Tensor:
-        """Apply the repetition penalty (as transformers does) to seen ids."""
-        penalty = self.params.repetition_penalty
-        if penalty == 1.0 or seen.numel() == 0:
-            return logits
-        logits = logits.clone()
-        picked = logits.gather(0, seen)
-        picked = torch.where(picked < 0, picked * penalty, picked / penalty)
-        logits.scatter_(0, seen, picked)
+    @property
+    def penalizes(self) -> bool:
+        params = self.params
+        return (
+            params.repetition_penalty != 1.0
+            or params.frequency_penalty != 0.0
+            or params.presence_penalty != 0.0
+        )
+
+    def penalize(
+        self, logits: torch.Tensor, seen: torch.Tensor, generated: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Apply the repetition penalty (as transformers does) to the seen
+        ids (prompt and answer), then OpenAI's frequency and presence
+        penalties to the generated ones: logit -= frequency * count +
+        presence * (count > 0)."""
+        params = self.params
+        penalty = params.repetition_penalty
+        if penalty != 1.0 and seen.numel():
+            logits = logits.clone()
+            picked = logits.gather(0, seen)
+            picked = torch.where(picked < 0, picked * penalty, picked / penalty)
+            logits.scatter_(0, seen, picked)
+        if (
+            generated is not None
+            and generated.numel()
+            and (params.frequency_penalty != 0.0 or params.presence_penalty != 0.0)
+        ):
+            ids, counts = torch.unique(generated, return_counts=True)
+            shift = params.frequency_penalty * counts.to(logits.dtype) + params.presence_penalty
+            logits = logits.clone()
+            logits.index_add_(0, ids, -shift)
         return logits
 
     def nucleus(self, logits: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
         """The tokens that may be picked and their probabilities (summing to
         1): the top_k most likely, then the smallest prefix of those whose
-        mass reaches top_p. ids is None when every token may be picked.
+        mass reaches top_p, then those within min_p of the most likely. ids
+        is None when every token may be picked (probabilities of 0 are
+        never picked).
 
         Top-p looks at the most likely tokens first and widens only when
         they do not hold top_p of the mass, so a peaked distribution costs
@@ -46,7 +71,7 @@ class Sampler:
         vocab = probs.shape[-1]
         limit = params.top_k if 0 < params.top_k < vocab else vocab
         if limit == vocab and params.top_p >= 1.0:
-            return None, probs
+            return None, self._min_p(probs)
         if limit < vocab:
             values, ids = torch.topk(probs, limit)
             values = values / values.sum()
@@ -67,7 +92,15 @@ class Sampler:
             # Keep the smallest prefix whose mass reaches top_p (at least one).
             keep = int(((values.cumsum(dim=-1) - values) < params.top_p).sum())
             values, ids = values[: max(keep, 1)], ids[: max(keep, 1)]
-        return ids, values / values.sum()
+        return ids, self._min_p(values / values.sum())
+
+    def _min_p(self, probs: torch.Tensor) -> torch.Tensor:
+        """Last, as transformers orders its warpers: drop the tokens under
+        min_p times the most likely one's probability, and renormalize."""
+        if self.params.min_p <= 0.0:
+            return probs
+        kept = torch.where(probs >= self.params.min_p * probs.max(), probs, 0.0)
+        return kept / kept.sum()
 
     def _probs(self, logits: torch.Tensor) -> torch.Tensor:
         """The nucleus as a distribution over the whole vocabulary."""

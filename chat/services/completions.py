@@ -32,6 +32,11 @@ KNOWN = {
     "messages",
     "temperature",
     "top_p",
+    "top_k",
+    "min_p",
+    "frequency_penalty",
+    "presence_penalty",
+    "repetition_penalty",
     "max_tokens",
     "max_completion_tokens",
     "stop",
@@ -58,8 +63,6 @@ UNSUPPORTED = {
     "audio": "Audio is not supported.",
     "modalities": "Only text is supported.",
     "prediction": "Predicted outputs are not supported.",
-    "presence_penalty": "presence_penalty is not supported; leave it out.",
-    "frequency_penalty": "frequency_penalty is not supported; leave it out.",
 }
 #: The values of unsupported parameters that change nothing.
 NEUTRAL: dict[str, tuple[Any, ...]] = {
@@ -72,8 +75,6 @@ NEUTRAL: dict[str, tuple[Any, ...]] = {
     "logit_bias": ({},),
     "response_format": ({"type": "text"},),
     "modalities": (["text"],),
-    "presence_penalty": (0,),
-    "frequency_penalty": (0,),
 }
 #: Keys and characters of the ``metadata`` object, as OpenAI bounds them.
 METADATA_KEYS = 16
@@ -301,6 +302,21 @@ def completion_request_parse(*, key: ApiKey, body: Any) -> CompletionRequest:
     top_p = _number(body, "top_p", 0.0, 1.0, low_open=True)
     if top_p is not None:
         params["top_p"] = top_p
+    # top_k as vLLM takes it: -1 (or 0) turns it off.
+    top_k = _integer(body, "top_k", -1, 1_000_000)
+    if top_k is not None:
+        params["top_k"] = max(top_k, 0)
+    for name, low, high in (
+        ("min_p", 0.0, 1.0),
+        ("frequency_penalty", -2.0, 2.0),
+        ("presence_penalty", -2.0, 2.0),
+    ):
+        value = _number(body, name, low, high)
+        if value is not None:
+            params[name] = value
+    repetition = _number(body, "repetition_penalty", 0.1, 10.0)
+    if repetition is not None:
+        params["repetition_penalty"] = repetition
     limit = settings.API_MAX_TOKENS
     max_tokens = _integer(body, "max_completion_tokens", 1, limit) or _integer(
         body, "max_tokens", 1, limit

@@ -116,7 +116,12 @@ def test_models_lists_what_the_key_may_use_production_first(client, secret, tiny
         ({"seed": 1.5}, 400, "seed"),
         ({"stream_options": {"include_usage": True}}, 400, "stream_options"),
         ({"tools": [{"type": "function"}]}, 400, "tools"),
-        ({"frequency_penalty": 1.2}, 400, "frequency_penalty"),
+        ({"frequency_penalty": 2.5}, 400, "frequency_penalty"),
+        ({"presence_penalty": -2.1}, 400, "presence_penalty"),
+        ({"min_p": 1.5}, 400, "min_p"),
+        ({"top_k": -2}, 400, "top_k"),
+        ({"top_k": 1.5}, 400, "top_k"),
+        ({"repetition_penalty": 0}, 400, "repetition_penalty"),
         ({"unheard_of": 1}, 400, "unheard_of"),
     ],
 )  # fmt: skip
@@ -378,3 +383,38 @@ def test_a_prompt_longer_than_the_context_is_a_400_before_any_byte(live):
     assert response.json()["error"]["code"] == "context_length_exceeded"
     assert [r.status_code for r in ApiRequest.objects.all()] == [400, 400]
     assert not any(e.running for e in live["worker"].engines.values())
+
+
+@pytest.mark.slow
+def test_penalties_min_p_and_top_k_reach_the_engine_through_the_official_client(live):
+    """The penalties reach the engine (negative ones make a greedy answer
+    repeat what it said); top_k, min_p and repetition_penalty (vLLM's
+    extras, sent as extra_body) are taken."""
+    client = _client(live)
+    ask = [{"role": "user", "content": "Say something long"}]
+    plain = client.chat.completions.create(
+        model="tiny", messages=ask, max_tokens=24, temperature=0
+    )
+    penalized = client.chat.completions.create(
+        model="tiny",
+        messages=ask,
+        max_tokens=24,
+        temperature=0,
+        frequency_penalty=-2.0,
+        presence_penalty=-2.0,
+    )
+    assert penalized.choices[0].message.content != plain.choices[0].message.content
+    sampled = client.chat.completions.create(
+        model="tiny",
+        messages=ask,
+        max_tokens=8,
+        temperature=1.0,
+        seed=5,
+        extra_body={"top_k": 5, "min_p": 0.1, "repetition_penalty": 1.2},
+    )
+    assert sampled.choices[0].message.content
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(
+            model="tiny", messages=ask, max_tokens=8, extra_body={"min_p": 2}
+        )
+    assert caught.value.body["param"] == "min_p"

@@ -301,3 +301,39 @@ def test_sampling_runs_on_one_thread_and_forwards_on_all(tiny, monkeypatch):
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def _penalized_greedy(loaded, prompt: list[int], steps: int, frequency: float, presence: float):
+    """Greedy decoding by hand with OpenAI's penalties on generated tokens."""
+    ids = list(prompt)
+    out: list[int] = []
+    with torch.no_grad():
+        for _ in range(steps):
+            logits = loaded.model(torch.tensor([ids])).logits[0, -1].float()
+            for token in set(out):
+                logits[token] -= frequency * out.count(token) + presence
+            token = int(torch.argmax(logits))
+            out.append(token)
+            ids.append(token)
+            if token in loaded.eos_token_ids:
+                break
+    return out
+
+
+@pytest.mark.parametrize(("frequency", "presence"), [(1.5, 0.0), (0.0, 2.0), (0.7, 0.4)])
+def test_penalized_greedy_answers_match_a_reference_loop_token_for_token(
+    tiny, frequency, presence
+):
+    engine = Engine(tiny, slots=2, max_context=256, speculative_tokens=0)
+    prompts = _prompts(tiny, 2)
+    params = SamplingParams(
+        temperature=0.0, max_new_tokens=24, frequency_penalty=frequency, presence_penalty=presence
+    )
+    for index, prompt in enumerate(prompts):
+        engine.submit(f"p{index}", prompt=prompt, params=params)
+    events = run_engine(engine)
+    for index, prompt in enumerate(prompts):
+        want = _penalized_greedy(tiny, prompt, 24, frequency, presence)
+        assert events[f"p{index}"][-1].token_ids == want
+    plain = _hf_greedy(tiny, prompts[0], 24)
+    assert events["p0"][-1].token_ids != plain  # the penalties did change the answer

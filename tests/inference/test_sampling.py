@@ -57,3 +57,65 @@ def test_samples_follow_the_nucleus_distribution(top_p):
     for _ in range(20_000):
         counts[sampler.sample(logits)] += 1
     assert torch.allclose(counts / counts.sum(), want, atol=0.01)
+
+
+@pytest.mark.parametrize(
+    ("temperature", "top_p", "top_k", "min_p"),
+    [(1.0, 1.0, 0, 0.05), (0.7, 0.9, 0, 0.1), (1.0, 0.95, 40, 0.2), (1.5, 1.0, 0, 0.5)],
+)
+def test_min_p_keeps_what_transformers_keeps(temperature, top_p, top_k, min_p):
+    """Same tokens, same probabilities as transformers' warpers in its
+    order: temperature, top-k, top-p, min-p."""
+    from transformers.generation.logits_process import (
+        MinPLogitsWarper,
+        TemperatureLogitsWarper,
+        TopKLogitsWarper,
+        TopPLogitsWarper,
+    )
+
+    generator = torch.Generator().manual_seed(7)
+    logits = torch.randn(5000, generator=generator) * 4.0
+    params = SamplingParams(temperature=temperature, top_p=top_p, top_k=top_k, min_p=min_p)
+    got = Sampler(params, torch.device("cpu"))._probs(logits)
+    scores = logits[None].clone()
+    warpers = [TemperatureLogitsWarper(temperature)]
+    if top_k:
+        warpers.append(TopKLogitsWarper(top_k))
+    if top_p < 1.0:
+        warpers.append(TopPLogitsWarper(top_p))
+    warpers.append(MinPLogitsWarper(min_p))
+    for warper in warpers:
+        scores = warper(None, scores)
+    want = torch.softmax(scores[0], dim=-1)
+    assert torch.equal(got > 0, want > 0), "the same tokens may be picked"
+    assert torch.allclose(got, want, atol=1e-6)
+
+
+def test_frequency_and_presence_penalties_follow_openai():
+    """logit -= frequency * count + presence * (count > 0), on generated
+    tokens only; the prompt's tokens are left alone."""
+    logits = torch.zeros(10)
+    params = SamplingParams(frequency_penalty=0.5, presence_penalty=1.0)
+    sampler = Sampler(params, torch.device("cpu"))
+    assert sampler.penalizes
+    seen = torch.tensor([1, 2, 2, 3, 3, 3])  # prompt 1, then generated 2, 2, 3, 3, 3
+    got = sampler.penalize(logits, seen, torch.tensor([2, 2, 3, 3, 3]))
+    want = torch.zeros(10)
+    want[2] = -(0.5 * 2 + 1.0)
+    want[3] = -(0.5 * 3 + 1.0)
+    assert torch.equal(got, want)
+    # A negative penalty encourages repeats.
+    encouraging = Sampler(SamplingParams(presence_penalty=-1.0), torch.device("cpu"))
+    assert encouraging.penalize(logits, seen, torch.tensor([4]))[4] == 1.0
+    assert not Sampler(SamplingParams(), torch.device("cpu")).penalizes
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("min_p", 1.5), ("min_p", -0.1), ("frequency_penalty", 2.5), ("presence_penalty", -3.0)],
+)
+def test_penalties_and_min_p_out_of_range_are_refused_by_name(name, value):
+    from inference.protocol import SamplingError
+
+    with pytest.raises(SamplingError, match=name):
+        SamplingParams.from_dict({name: value})
