@@ -164,6 +164,7 @@ class Engine(EngineBase):
                     token, accepted = request.sampler.verify(row_logits, draft[offset])
                 else:
                     token, accepted = request.sampler.sample(row_logits), False
+                self._logprob_note(request, row_logits, token)
                 request.drafts.record(proposed=offset < len(draft), accepted=accepted)
                 if self._take(request, token, events) or not accepted:
                     break

@@ -35,6 +35,7 @@ from inference.engine_types import (
     OutputFilter,
     RequestError,
     Timings,
+    TokenLogprob,
 )
 from inference.protocol import SamplingParams
 from inference.sampling import Sampler
@@ -59,6 +60,8 @@ class Request:
     last_token: int | None = None
     cancelled: bool = False
     drafts: PromptLookup = field(default_factory=lambda: PromptLookup())
+    #: Log-probabilities of the tokens decided since the last event.
+    logprobs: list[TokenLogprob] = field(default_factory=list)
 
     @property
     def length(self) -> int:
@@ -299,7 +302,22 @@ class EngineBase(ABC):
         """Sample the next token of request and emit what it makes visible."""
         if request.cancelled:
             return
-        self._take(request, request.sampler.sample(self._penalized(request, logits)), events)
+        penalized = self._penalized(request, logits)
+        token = request.sampler.sample(penalized)
+        self._logprob_note(request, penalized, token)
+        self._take(request, token, events)
+
+    def _logprob_note(self, request: Request, logits: torch.Tensor, token: int) -> None:
+        """Keep token's log-probabilities for the next event, when asked."""
+        if request.params.logprobs is not None:
+            request.logprobs.append(request.sampler.logprobs(logits, token))
+
+    @staticmethod
+    def _logprobs_take(request: Request) -> list[TokenLogprob] | None:
+        if request.params.logprobs is None:
+            return None
+        taken, request.logprobs = request.logprobs, []
+        return taken
 
     def _penalized(self, request: Request, logits: torch.Tensor) -> torch.Tensor:
         if not request.sampler.penalizes:
@@ -363,7 +381,7 @@ class EngineBase(ABC):
                 events.append(self._finish(request, FinishReason.CONTENT_FILTER))
                 return
         if text:
-            events.append(Event(request.id, text=text))
+            events.append(Event(request.id, text=text, logprobs=self._logprobs_take(request)))
         if final:
             events.append(self._finish(request, reason or FinishReason.STOP))
 
@@ -385,6 +403,7 @@ class EngineBase(ABC):
             timings=request.timings.summary(),
             token_gaps=gaps,
             token_ids=list(request.generated),
+            logprobs=self._logprobs_take(request),
         )
 
     def _error_event(self, request: Request, message: str) -> Event:

@@ -69,6 +69,18 @@ def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 6)
 
 
+@dataclass(frozen=True)
+class TokenLogprob:
+    """The log-probability of a chosen token and of the most likely
+    alternatives, from the distribution the sampler picked from
+    (temperature and penalties applied, before top-k/top-p/min-p cuts)."""
+
+    token: int
+    logprob: float
+    #: (token, logprob) of the most likely tokens, most likely first.
+    top: tuple[tuple[int, float], ...] = ()
+
+
 @dataclass
 class Event:
     """Something to deliver: new text, or the end of a request."""
@@ -84,3 +96,7 @@ class Event:
     token_gaps: list[float] | None = None
     #: On the final event: every token generated, end-of-sequence included.
     token_ids: list[int] | None = None
+    #: When the request asked for them: the tokens decided since the last
+    #: event, each with its log-probability (a token whose text is held
+    #: back comes with a later event; the final event has the rest).
+    logprobs: list[TokenLogprob] | None = None

@@ -72,6 +72,8 @@ def seq_of(entry_id: str) -> int:
 # The ``params`` of a request: checked by the web before it is queued and
 # again by the worker that claims it.
 MAX_STOP_STRINGS = 8
+#: Alternatives a token's log-probabilities list at most (as OpenAI).
+MAX_TOP_LOGPROBS = 20
 MAX_STOP_LENGTH = 64
 
 
@@ -97,6 +99,9 @@ class SamplingParams:
     stop: tuple[str, ...] = field(default_factory=tuple)
     #: Generate exactly max_new_tokens, ignoring end-of-sequence (benchmarks).
     ignore_eos: bool = False
+    #: Log-probabilities of each chosen token and of this many most likely
+    #: alternatives (0 to MAX_TOP_LOGPROBS); None: not computed.
+    logprobs: int | None = None
     #: The last message is an assistant's answer to go on with (a stopped or
     #: length-cut answer continued), not a turn to answer.
     continue_final_message: bool = False
@@ -147,6 +152,14 @@ class SamplingParams:
             isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0
         ):
             raise SamplingError("seed must be a whole number, 0 or more")
+        if self.logprobs is not None and (
+            isinstance(self.logprobs, bool)
+            or not isinstance(self.logprobs, int)
+            or not 0 <= self.logprobs <= MAX_TOP_LOGPROBS
+        ):
+            raise SamplingError(
+                f"logprobs must be a whole number from 0 to {MAX_TOP_LOGPROBS}, or null"
+            )
         if not isinstance(self.continue_final_message, bool):
             raise SamplingError("continue_final_message must be true or false")
         if len(self.stop) > MAX_STOP_STRINGS:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 
+from inference.engine_types import TokenLogprob
 from inference.protocol import SamplingParams
 
 #: How many of the most likely tokens top-p looks at first.
@@ -109,6 +110,20 @@ class Sampler:
             return values
         zeros = torch.zeros(logits.shape[-1], dtype=values.dtype, device=values.device)
         return zeros.scatter(0, ids, values)
+
+    def logprobs(self, logits: torch.Tensor, token: int) -> TokenLogprob:
+        """The chosen token's log-probability and the top alternatives',
+        from logits as the sampler saw them (penalties applied), scaled by
+        the temperature (1 when greedy)."""
+        params = self.params
+        temperature = params.temperature if params.temperature > 0 else 1.0
+        logprobs = torch.log_softmax(logits.float() / temperature, dim=-1)
+        top: tuple[tuple[int, float], ...] = ()
+        count = params.logprobs or 0
+        if count:
+            values, ids = torch.topk(logprobs, min(count, logprobs.shape[-1]))
+            top = tuple(zip(ids.tolist(), values.tolist(), strict=True))
+        return TokenLogprob(token=token, logprob=float(logprobs[token]), top=top)
 
     def sample(self, logits: torch.Tensor) -> int:
         if self.params.greedy:

@@ -337,3 +337,55 @@ def test_penalized_greedy_answers_match_a_reference_loop_token_for_token(
         assert events[f"p{index}"][-1].token_ids == want
     plain = _hf_greedy(tiny, prompts[0], 24)
     assert events["p0"][-1].token_ids != plain  # the penalties did change the answer
+
+
+@pytest.mark.parametrize("speculative", [0, 4])
+def test_logprobs_match_transformers_for_every_token_and_its_alternatives(tiny, speculative):
+    """Greedy with logprobs=5: each chosen token's log-probability and its
+    five most likely alternatives equal transformers' (log-softmax of the
+    step's logits) within 1e-4; every token is reported exactly once,
+    whatever the detokenizer held back."""
+    prompt = _prompts(tiny, 4)[3]
+    steps = 16
+    output = tiny.model.generate(
+        torch.tensor([prompt]),
+        attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
+        max_new_tokens=steps,
+        do_sample=False,
+        eos_token_id=sorted(tiny.eos_token_ids),
+        pad_token_id=tiny.tokenizer.pad_token_id,
+        temperature=None,
+        top_p=None,
+        top_k=None,
+        output_logits=True,
+        return_dict_in_generate=True,
+    )
+    tokens = output.sequences[0, len(prompt) :].tolist()
+    engine = Engine(tiny, slots=2, max_context=256, speculative_tokens=speculative)
+    params = SamplingParams(temperature=0.0, max_new_tokens=steps, logprobs=5)
+    engine.submit("lp", prompt=prompt, params=params)
+    events = run_engine(engine)["lp"]
+    got = [entry for event in events for entry in (event.logprobs or [])]
+    assert [entry.token for entry in got] == tokens == events[-1].token_ids
+    for entry, logits in zip(got, output.logits, strict=True):
+        want = torch.log_softmax(logits[0].float(), dim=-1)
+        assert entry.logprob == pytest.approx(float(want[entry.token]), abs=1e-4)
+        values, ids = torch.topk(want, 5)
+        assert [t for t, _ in entry.top] == ids.tolist()
+        for (_, value), expected in zip(entry.top, values.tolist(), strict=True):
+            assert value == pytest.approx(expected, abs=1e-4)
+    # Not asked for, not computed.
+    engine.submit("plain", prompt=prompt, params=SamplingParams(temperature=0.0, max_new_tokens=4))
+    assert all(event.logprobs is None for event in run_engine(engine)["plain"])
+
+
+def test_logprobs_follow_the_temperature_and_refuse_more_than_20_alternatives(tiny):
+    engine = Engine(tiny, slots=1, max_context=256, speculative_tokens=0)
+    params = SamplingParams(temperature=0.5, max_new_tokens=6, seed=3, logprobs=0)
+    engine.submit("t", prompt=_prompts(tiny, 1)[0], params=params)
+    events = run_engine(engine)["t"]
+    got = [entry for event in events for entry in (event.logprobs or [])]
+    assert len(got) == len(events[-1].token_ids) and all(entry.top == () for entry in got)
+    assert all(entry.logprob <= 0.0 for entry in got)
+    with pytest.raises(SamplingError, match="logprobs"):
+        SamplingParams.from_dict({"logprobs": 21})

@@ -235,3 +235,21 @@ def test_quantized_folders_are_smaller_and_still_answer(tiny_model_dir, tiny_ggu
     with pytest.raises(ExportError, match="unknown quantization"):
         gguf_folder_build(tiny_model_dir, tmp_path / "bad", quantization="q3_nonsense")
     assert not (tmp_path / "bad").exists()
+
+
+def test_logprobs_from_llama_cpp_agree_with_the_transformers_engine(tiny_hf, tiny_gguf):
+    """The same sampler computes them from llama.cpp's logits: with f32
+    weights and KV they agree with the torch engine's to 1e-3."""
+    prompt = _prompts(tiny_hf.tokenizer, 1)[0]
+    params = SamplingParams(temperature=0.0, max_new_tokens=12, logprobs=3)
+    torch_engine = Engine(tiny_hf, slots=1, max_context=256, speculative_tokens=0)
+    llama = LlamaCppEngine(tiny_gguf, kv_type="f32", slots=1, max_context=256, threads=1)
+    got = {}
+    for name, engine in (("torch", torch_engine), ("llama", llama)):
+        engine.submit("lp", prompt=prompt, params=params)
+        events = run_engine(engine)["lp"]
+        got[name] = [entry for event in events for entry in (event.logprobs or [])]
+    assert [e.token for e in got["llama"]] == [e.token for e in got["torch"]]
+    for mine, theirs in zip(got["llama"], got["torch"], strict=True):
+        assert mine.logprob == pytest.approx(theirs.logprob, abs=1e-3)
+        assert [t for t, _ in mine.top] == [t for t, _ in theirs.top]
