@@ -4,11 +4,14 @@
 the decoded tail ends in U+FFFD it waits for more tokens, at most
 ``MAX_HOLD_TOKENS`` (a UTF-8 character spans at most four bytes).
 ``StopMatcher`` holds back text that could still become a stop string and
-never lets a stop string through.
+never lets a stop string through. ``token_bytes`` gives one token's own
+bytes (for log-probabilities, where a token may be part of a character).
 """
 
 from __future__ import annotations
 
+import functools
+import re
 from typing import Any
 
 REPLACEMENT = "\ufffd"
@@ -83,3 +86,43 @@ class StopMatcher:
                     longest = size
                     break
         return longest
+
+
+@functools.cache
+def _byte_level_decoder() -> dict[str, int]:
+    """GPT-2's byte-level alphabet, reversed: the character that stands for
+    each byte in a byte-level BPE vocabulary."""
+    printable = (
+        list(range(ord("!"), ord("~") + 1))
+        + list(range(ord("\xa1"), ord("\xac") + 1))
+        + list(range(ord("\xae"), ord("\xff") + 1))
+    )
+    codes = list(printable)
+    extra = 0
+    for byte in range(256):
+        if byte not in printable:
+            printable.append(byte)
+            codes.append(256 + extra)
+            extra += 1
+    return {chr(code): byte for byte, code in zip(printable, codes, strict=True)}
+
+
+_BYTE_TOKEN = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
+
+
+def token_bytes(tokenizer: Any, token_id: int) -> bytes:
+    """The bytes token_id stands for: byte-level BPE pieces mapped back to
+    bytes, SentencePiece byte tokens (<0xE2>) as their byte, "▁" as a
+    space, special tokens as their text."""
+    if token_id in set(getattr(tokenizer, "all_special_ids", ()) or ()):
+        return tokenizer.decode([token_id]).encode()
+    piece = tokenizer.convert_ids_to_tokens(token_id)
+    if not isinstance(piece, str):
+        return tokenizer.decode([token_id]).encode()
+    match = _BYTE_TOKEN.match(piece)
+    if match:
+        return bytes([int(match.group(1), 16)])
+    decoder = _byte_level_decoder()
+    if all(char in decoder for char in piece):
+        return bytes(decoder[char] for char in piece)
+    return piece.replace("\u2581", " ").encode()

@@ -19,7 +19,7 @@ from chat.services.conversations import conversation_title_auto, conversations_r
 from chat.services.limits import user_generation_check
 from chat.services.messages import message_generation_finish
 from inference.client import generation_submit
-from inference.protocol import MAX_STOP_LENGTH, SamplingError, SamplingParams
+from inference.protocol import MAX_STOP_LENGTH, MAX_TOP_LOGPROBS, SamplingError, SamplingParams
 from models_admin.filters import content_filter_input, filter_hits_record
 from models_admin.models import ModelVersion
 from models_admin.selectors import model_version_get_production
@@ -34,6 +34,8 @@ KNOWN = {
     "top_p",
     "top_k",
     "min_p",
+    "logprobs",
+    "top_logprobs",
     "frequency_penalty",
     "presence_penalty",
     "repetition_penalty",
@@ -56,8 +58,6 @@ UNSUPPORTED = {
     "tool_choice": "Tool calls are not supported.",
     "functions": "Function calls are not supported.",
     "function_call": "Function calls are not supported.",
-    "logprobs": "Log probabilities are not supported.",
-    "top_logprobs": "Log probabilities are not supported.",
     "logit_bias": "logit_bias is not supported.",
     "response_format": "Only plain text responses are supported.",
     "audio": "Audio is not supported.",
@@ -70,8 +70,6 @@ NEUTRAL: dict[str, tuple[Any, ...]] = {
     "tool_choice": ("none",),
     "functions": ([],),
     "function_call": ("none",),
-    "logprobs": (False,),
-    "top_logprobs": (0,),
     "logit_bias": ({},),
     "response_format": ({"type": "text"},),
     "modalities": (["text"],),
@@ -270,6 +268,8 @@ class CompletionRequest:
     stream: bool
     include_usage: bool
     end_user: str
+    #: The answer carries each token's log-probabilities.
+    logprobs: bool = False
 
 
 def completion_request_parse(*, key: ApiKey, body: Any) -> CompletionRequest:
@@ -314,6 +314,14 @@ def completion_request_parse(*, key: ApiKey, body: Any) -> CompletionRequest:
         value = _number(body, name, low, high)
         if value is not None:
             params[name] = value
+    logprobs = body.get("logprobs")
+    if logprobs is not None and not isinstance(logprobs, bool):
+        raise _invalid("logprobs", "logprobs must be true or false.")
+    top_logprobs = _integer(body, "top_logprobs", 0, MAX_TOP_LOGPROBS)
+    if top_logprobs is not None and not logprobs:
+        raise _invalid("top_logprobs", "top_logprobs needs logprobs=true.")
+    if logprobs:
+        params["logprobs"] = top_logprobs or 0
     repetition = _number(body, "repetition_penalty", 0.1, 10.0)
     if repetition is not None:
         params["repetition_penalty"] = repetition
@@ -370,6 +378,7 @@ def completion_request_parse(*, key: ApiKey, body: Any) -> CompletionRequest:
         stream=stream,
         include_usage=include_usage,
         end_user=end_user,
+        logprobs=bool(logprobs),
     )
 
 

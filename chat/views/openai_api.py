@@ -258,10 +258,16 @@ class _Call:
             return [("reset", None)]
         if not isinstance(event, StreamEvent):
             return []
-        if event.type == "text" and event.text:
-            if self.first_text_at is None:
-                self.first_text_at = time.monotonic()
-            return [("text", event.text)]
+        if event.type == "text":
+            items: list[tuple[str, Any]] = []
+            logprobs = event.data.get("logprobs")
+            if self.request.logprobs and isinstance(logprobs, list) and logprobs:
+                items.append(("logprobs", logprobs))
+            if event.text:
+                if self.first_text_at is None:
+                    self.first_text_at = time.monotonic()
+                items.append(("text", event.text))
+            return items
         if event.type == "done":
             self.final = dict(event.data)
             return [("end", self.final)]
@@ -296,7 +302,12 @@ class _Call:
             "total_tokens": prompt + completion,
         }
 
-    def chunk(self, delta: dict[str, Any], finish_reason: str | None) -> dict[str, Any]:
+    def chunk(
+        self,
+        delta: dict[str, Any],
+        finish_reason: str | None,
+        logprobs: list[dict[str, Any]] | None = None,
+    ) -> dict[str, Any]:
         body: dict[str, Any] = {
             "id": self.id,
             "object": "chat.completion.chunk",
@@ -304,7 +315,12 @@ class _Call:
             "model": self.started.model,
             "system_fingerprint": None,
             "choices": [
-                {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+                {
+                    "index": 0,
+                    "delta": delta,
+                    "logprobs": {"content": logprobs, "refusal": None} if logprobs else None,
+                    "finish_reason": finish_reason,
+                }
             ],
         }
         if self.request.include_usage:
@@ -325,16 +341,25 @@ async def _stream(call: _Call) -> AsyncIterator[bytes]:
     done = False
     try:
         yield _sse(call.chunk({"role": "assistant", "content": "", "refusal": None}, None))
+        # Tokens whose text is still held back come with the next text.
+        waiting: list[dict[str, Any]] = []
         async for kind, value in call.events():
+            if kind == "logprobs":
+                waiting.extend(value)
+                continue
             if kind == "text":
-                yield _sse(call.chunk({"content": value}, None))
+                yield _sse(call.chunk({"content": value}, None, waiting))
+                waiting = []
+                continue
+            if kind == "reset":
+                waiting = []
                 continue
             done = True
             if value.get("finish_reason") == "error":
                 error = ApiError(500, call.error, type="server_error", code="generation_failed")
                 yield _sse(error.body())
             else:
-                yield _sse(call.chunk({}, _finish_reason(value)))
+                yield _sse(call.chunk({}, _finish_reason(value), waiting))
                 if call.request.include_usage:
                     usage_chunk = call.chunk({}, None)
                     usage_chunk["choices"] = []
@@ -359,12 +384,16 @@ async def _stream(call: _Call) -> AsyncIterator[bytes]:
 
 async def _complete(call: _Call) -> HttpResponse:
     text: list[str] = []
+    logprobs: list[dict[str, Any]] = []
     try:
         async for kind, value in call.events():
             if kind == "text":
                 text.append(value)
+            elif kind == "logprobs":
+                logprobs.extend(value)
             elif kind == "reset":
                 text.clear()
+                logprobs.clear()
     except TimeoutError:
         call.error = "no answer from the model service in time"
         await call.record(status_code=504)
@@ -392,7 +421,9 @@ async def _complete(call: _Call) -> HttpResponse:
                 {
                     "index": 0,
                     "message": {"role": "assistant", "content": content, "refusal": None},
-                    "logprobs": None,
+                    "logprobs": (
+                        {"content": logprobs, "refusal": None} if call.request.logprobs else None
+                    ),
                     "finish_reason": reason,
                 }
             ],

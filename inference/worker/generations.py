@@ -18,7 +18,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from inference.engine_types import Event, OutputFilter, RequestError
+from inference.detokenize import token_bytes
+from inference.engine_types import Event, OutputFilter, RequestError, TokenLogprob
 from inference.metrics import WorkerMetrics
 from inference.protocol import SamplingError, SamplingParams
 from inference.worker.link import REDIS_DOWN, RedisLink
@@ -212,9 +213,13 @@ class Generations:
         item = self.inflight.get(event.request_id)
         if item is None:
             return
-        if event.text:
+        extra: dict[str, Any] = {}
+        if event.logprobs:
+            tokenizer = self.versions.engines[item.version.id].tokenizer
+            extra["logprobs"] = logprobs_json(tokenizer, event.logprobs)
+        if event.text or extra:
             item.text.append(event.text)
-            if not self.streams.publish(item, "text", text=event.text):
+            if not self.streams.publish(item, "text", text=event.text, **extra):
                 # Another worker continues this generation: let it.
                 self.inflight.pop(event.request_id, None)
                 self.versions.engines[item.version.id].cancel(event.request_id)
@@ -315,3 +320,20 @@ def _with_wait(timings: dict[str, Any] | None, wait: float | None) -> dict[str, 
     if timings is None or wait is None:
         return timings
     return {**timings, "claim_wait_s": wait}
+
+
+def _token_json(tokenizer: Any, token: int, logprob: float) -> dict[str, Any]:
+    raw = token_bytes(tokenizer, token)
+    return {"token": raw.decode("utf-8", errors="replace"), "logprob": logprob, "bytes": list(raw)}
+
+
+def logprobs_json(tokenizer: Any, entries: list[TokenLogprob]) -> list[dict[str, Any]]:
+    """Log-probabilities as OpenAI's ``logprobs.content`` items: each
+    token's text, bytes and log-probability, with its top alternatives."""
+    return [
+        {
+            **_token_json(tokenizer, entry.token, entry.logprob),
+            "top_logprobs": [_token_json(tokenizer, t, lp) for t, lp in entry.top],
+        }
+        for entry in entries
+    ]

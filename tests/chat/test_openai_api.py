@@ -122,6 +122,9 @@ def test_models_lists_what_the_key_may_use_production_first(client, secret, tiny
         ({"top_k": -2}, 400, "top_k"),
         ({"top_k": 1.5}, 400, "top_k"),
         ({"repetition_penalty": 0}, 400, "repetition_penalty"),
+        ({"logprobs": "yes"}, 400, "logprobs"),
+        ({"top_logprobs": 3}, 400, "top_logprobs"),
+        ({"logprobs": True, "top_logprobs": 21}, 400, "top_logprobs"),
         ({"unheard_of": 1}, 400, "unheard_of"),
     ],
 )  # fmt: skip
@@ -418,3 +421,49 @@ def test_penalties_min_p_and_top_k_reach_the_engine_through_the_official_client(
             model="tiny", messages=ask, max_tokens=8, extra_body={"min_p": 2}
         )
     assert caught.value.body["param"] == "min_p"
+
+
+@pytest.mark.slow
+def test_logprobs_come_with_the_answer_streamed_or_not(live):
+    """Each token's text, bytes and log-probability with its top
+    alternatives; the tokens spell the answer; streamed chunks carry the
+    same entries as the whole answer (greedy)."""
+    client = _client(live)
+    ask = [{"role": "user", "content": "Write a few words"}]
+    whole = client.chat.completions.create(
+        model="tiny", messages=ask, max_tokens=10, temperature=0, logprobs=True, top_logprobs=3
+    )
+    choice = whole.choices[0]
+    content = choice.logprobs.content
+    assert len(content) == whole.usage.completion_tokens
+    # (A lone byte of a broken character is in the bytes but not the text;
+    # an end-of-turn token is in the bytes too.)
+    spelled = b"".join(bytes(entry.bytes) for entry in content).decode("utf-8", "replace")
+    assert spelled.replace("\ufffd", "").startswith(choice.message.content.replace("\ufffd", ""))
+    for entry in content:
+        assert entry.logprob <= 0.0 and len(entry.top_logprobs) == 3
+        assert entry.top_logprobs[0].logprob >= entry.top_logprobs[-1].logprob
+        # Greedy: the chosen token is the most likely one.
+        assert entry.token == entry.top_logprobs[0].token
+    chunks = list(
+        client.chat.completions.create(
+            model="tiny",
+            messages=ask,
+            max_tokens=10,
+            temperature=0,
+            logprobs=True,
+            top_logprobs=3,
+            stream=True,
+        )
+    )
+    streamed = [
+        e
+        for c in chunks
+        if c.choices and c.choices[0].logprobs
+        for e in c.choices[0].logprobs.content
+    ]
+    assert [(e.token, round(e.logprob, 5)) for e in streamed] == [
+        (e.token, round(e.logprob, 5)) for e in content
+    ]
+    plain = client.chat.completions.create(model="tiny", messages=ask, max_tokens=4)
+    assert plain.choices[0].logprobs is None
