@@ -373,7 +373,7 @@ def training_job_run(*, job: TrainingJob) -> TrainingJob:
         if outcome.state == "completed"
         else TrainingJob.State.CANCELLED
     )
-    finished = training_job_finish(job_id=job.pk, state=state)
-    # Completed or cancelled, the job is not resumed: its restart state goes.
+    # Completed or cancelled, the job is not resumed: its restart state goes
+    # before the job reads as finished, so a finished job never has one.
     states_drop(job.folder)
-    return finished
+    return training_job_finish(job_id=job.pk, state=state)
