@@ -99,6 +99,23 @@ class Engine(EngineBase):
     def _slot_take(self, request: Request) -> None:
         request.row = self.running
 
+    def _row_copy(self, source: Request, target: Request) -> None:
+        # Called with source's logits in hand: its last token is in the
+        # cache, the one it picks next is not.
+        held = source.prefilled + len(source.generated)
+        self.cache.move_row(source.row, target.row, held)
+        target.prefilled = source.prefilled
+        target.generated = list(source.generated)
+        target.last_token = source.last_token
+
+    def _fork_start(self, source: Request, fork: Request) -> None:
+        fork.row = self.running
+        self.prefilling.append(fork)
+        # Into a decoding row first (a swap copies only what rows hold),
+        # then the copy.
+        self._promote_to_decoding(fork)
+        self._row_copy(source, fork)
+
     def _decode(self, events: list[Event]) -> None:
         batch = self.decoding
         drafts = self._drafts(batch)
@@ -124,8 +141,11 @@ class Engine(EngineBase):
         is bound by reading the weights, not by arithmetic."""
         if not self.speculative_tokens or len(batch) > self.speculative_max_batch:
             return [[] for _ in batch]
-        drafts = []
+        drafts: list[list[int]] = []
         for request in batch:
+            if request.group is not None and request.group.beam is not None:
+                drafts.append([])  # a beam moves by the search, not by drafts
+                continue
             room = min(
                 self.speculative_tokens,
                 request.params.max_new_tokens - len(request.generated) - 1,
@@ -157,6 +177,9 @@ class Engine(EngineBase):
         self.trace.append((self.steps, "decode", tuple(r.id for r in batch)))
         for index, (request, draft) in enumerate(zip(list(batch), drafts, strict=True)):
             if request.cancelled:
+                continue
+            if request.group is not None and request.group.beam is not None:
+                self._accept(request, logits[index, 0], events)
                 continue
             for offset in range(len(draft) + 1):
                 row_logits = self._penalized(request, logits[index, offset])

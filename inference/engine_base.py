@@ -21,11 +21,12 @@ from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
 
+from inference.beam import BeamSearch
 from inference.content_filter import FilterResult
 from inference.detokenize import IncrementalDetokenizer, StopMatcher
 from inference.engine_types import (
@@ -62,11 +63,41 @@ class Request:
     drafts: PromptLookup = field(default_factory=lambda: PromptLookup())
     #: Log-probabilities of the tokens decided since the last event.
     logprobs: list[TokenLogprob] = field(default_factory=list)
+    #: Several answers to one prompt (``n``, or beams) are a group; index
+    #: is this one's place in it. Its events carry the group's id.
+    group: Group | None = None
+    index: int = 0
 
     @property
     def length(self) -> int:
         """Tokens in the cache for this request."""
         return self.prefilled + max(len(self.generated) - 1, 0)
+
+    @property
+    def event_id(self) -> str:
+        """The id the request was submitted under."""
+        return self.group.id if self.group is not None else self.id
+
+
+@dataclass
+class Group:
+    """The sequences of one request that asked for several (``n`` samples
+    or a beam search). The first member is fed the prompt; the others
+    start from a copy of its KV memory once it is in (``pending`` until
+    then), so the prompt is computed once."""
+
+    id: str
+    members: list[Request]
+    pending: list[Request] = field(default_factory=list)
+    beam: BeamSearch | None = None
+
+    @property
+    def primary(self) -> Request:
+        return self.members[0]
+
+    @property
+    def ended(self) -> bool:
+        return all(member.cancelled for member in self.members)
 
 
 def messages_check(messages: Any) -> None:
@@ -129,6 +160,8 @@ class EngineBase(ABC):
     backend = ""
     #: The model as loaded: at least its ``device`` and ``dtype``.
     loaded: Any
+    #: Whether the engine runs beam searches (it can copy a row's KV).
+    beam_search_supported = True
 
     def __init__(
         self,
@@ -171,9 +204,15 @@ class EngineBase(ABC):
         prompt: list[int] | None = None,
         params: SamplingParams | None = None,
         output_filter: OutputFilter | None = None,
+        output_filters: list[OutputFilter | None] | None = None,
     ) -> None:
         """Queue a request; raise RequestError or SamplingError when it is
-        invalid. Thread-safe: it is admitted at the next step."""
+        invalid. Thread-safe: it is admitted at the next step.
+
+        A request with ``n`` > 1 gives each answer's events under the same
+        id with its ``index``, each answer ending with its own final event;
+        ``output_filters`` then holds one filter per answer. A beam search
+        emits its best ``n`` beams when it ends."""
         params = params or SamplingParams()
         params.validate()
         if prompt is None:
@@ -187,16 +226,47 @@ class EngineBase(ABC):
                 f"the prompt is {len(prompt)} tokens; the context holds {self.max_context} "
                 "and the answer needs at least one more: shorten the conversation"
             )
-        request = Request(
-            id=request_id,
-            prompt=list(prompt),
-            params=params,
-            sampler=Sampler(params, self.device),
-            detok=IncrementalDetokenizer(self.tokenizer),
-            stops=StopMatcher(params.stop),
-            output_filter=output_filter,
-            timings=Timings(arrived=self.clock()),
-        )
+        if params.rows > self.slots:
+            raise RequestError(
+                f"the request runs {params.rows} sequences at once (n or beams); this engine "
+                f"holds {self.slots}"
+            )
+        if params.beam_search and not self.beam_search_supported:
+            raise RequestError(f"beam search is not available on the {self.backend} engine")
+        if output_filters is not None:
+            filters = list(output_filters)
+        else:
+            filters = [output_filter] + [None] * (params.rows - 1)
+        if (output_filter is not None and params.n > 1) or len(filters) < params.n:
+            raise RequestError("each answer of the request needs its own output filter")
+        arrived = self.clock()
+
+        def member(index: int) -> Request:
+            seed = params.seed
+            sampler_params = params
+            if index and seed is not None:
+                # Each answer its own reproducible stream of random numbers.
+                sampler_params = replace(params, seed=(seed + index) % 2**32)
+            return Request(
+                id=request_id if index == 0 else f"{request_id}/{index}",
+                prompt=list(prompt),
+                params=params,
+                sampler=Sampler(sampler_params, self.device),
+                detok=IncrementalDetokenizer(self.tokenizer),
+                stops=StopMatcher(params.stop),
+                output_filter=filters[index] if index < len(filters) else None,
+                timings=Timings(arrived=arrived),
+                index=index,
+            )
+
+        request = member(0)
+        if params.rows > 1:
+            members = [request, *(member(i) for i in range(1, params.rows))]
+            group = Group(id=request_id, members=members, pending=members[1:])
+            if params.beam_search:
+                group.beam = BeamSearch(params, eos_ids=self.eos_ids, max_context=self.max_context)
+            for each in members:
+                each.group = group
         self._inbox.put(("submit", request))
 
     def cancel(self, request_id: str) -> None:
@@ -273,18 +343,31 @@ class EngineBase(ABC):
                 self._cancel_now(payload, events)
 
     def _cancel_now(self, request_id: str, events: list[Event]) -> None:
-        for request in self.waiting:
-            if request.id == request_id:
-                self.waiting.remove(request)
-                events.append(self._finish(request, FinishReason.CANCELLED, release=False))
-                return
-        for request in (*self.decoding, *self.prefilling):
-            if request.id == request_id:
-                events.append(self._finish(request, FinishReason.CANCELLED))
+        for request in (*self.waiting, *self.decoding, *self.prefilling):
+            if request.event_id == request_id:
+                self._end_all(request, FinishReason.CANCELLED, events)
                 return
 
+    def _end_all(self, request: Request, reason: str, events: list[Event]) -> None:
+        """End request and the rest of its group, waiting or running: one
+        final event for each answer the request asked for."""
+        members = request.group.members if request.group is not None else [request]
+        started = {id(m) for m in (*self.decoding, *self.prefilling)}
+        for member in members:
+            if member in self.waiting:
+                self.waiting.remove(member)
+            if member.cancelled:
+                continue
+            event = self._finish(member, reason, release=id(member) in started)
+            if member.index < member.params.n:
+                events.append(event)
+        if request.group is not None:
+            request.group.pending.clear()
+            if request.group.beam is not None:
+                request.group.beam.spare.clear()
+
     def _admit(self) -> None:
-        while self.waiting and self.running < self.slots:
+        while self.waiting and self._rows_free() >= self._rows_wanted(self.waiting[0]):
             if self._admission_held(self.waiting[0]):
                 break
             request = self.waiting.popleft()
@@ -292,9 +375,57 @@ class EngineBase(ABC):
             self._slot_take(request)
             self.prefilling.append(request)
 
+    def _rows_free(self) -> int:
+        """Rows neither running nor kept for a group's sequences to come."""
+        groups = {
+            id(r.group): r.group for r in (*self.decoding, *self.prefilling) if r.group is not None
+        }
+        reserved = sum(
+            len(g.pending) + (len(g.beam.spare) if g.beam is not None else 0)
+            for g in groups.values()
+        )
+        return self.slots - self.running - reserved
+
+    @staticmethod
+    def _rows_wanted(request: Request) -> int:
+        """Rows a waiting request needs: its own and its group's to come."""
+        group = request.group
+        if group is None:
+            return 1
+        return 1 + len(group.pending) + (len(group.beam.spare) if group.beam is not None else 0)
+
     def _admission_held(self, request: Request) -> bool:
         """Whether the request at the head of the queue waits a step."""
         return False
+
+    # --- groups ---------------------------------------------------------
+
+    @abstractmethod
+    def _row_copy(self, source: Request, target: Request) -> None:
+        """Give target (running, or just given a row) the KV memory source
+        holds now, and the answer so far that goes with it."""
+
+    @abstractmethod
+    def _fork_start(self, source: Request, fork: Request) -> None:
+        """Start a group member that has no row yet: take one, copy
+        source's KV memory into it (``_row_copy``), and decode."""
+
+    def _forks_start(self, request: Request) -> list[Request]:
+        """When a group's first member has its prompt in: start the others
+        from copies of it; return them."""
+        group = request.group
+        if group is None or not group.pending or request is not group.primary:
+            return []
+        forks, group.pending = group.pending, []
+        if group.beam is not None:
+            # Beams start one by one, as the search branches.
+            group.beam.spare = forks
+            return []
+        now = self.clock()
+        for fork in forks:
+            fork.timings.scheduled = now
+            self._fork_start(request, fork)
+        return forks
 
     # --- tokens to text ------------------------------------------------
 
@@ -302,10 +433,115 @@ class EngineBase(ABC):
         """Sample the next token of request and emit what it makes visible."""
         if request.cancelled:
             return
-        penalized = self._penalized(request, logits)
-        token = request.sampler.sample(penalized)
-        self._logprob_note(request, penalized, token)
-        self._take(request, token, events)
+        forks = self._forks_start(request)
+        group = request.group
+        if group is not None and group.beam is not None:
+            self._beam_accept(request, logits, events)
+            return
+        for member in (request, *forks):
+            penalized = self._penalized(member, logits)
+            token = member.sampler.sample(penalized)
+            self._logprob_note(member, penalized, token)
+            self._take(member, token, events)
+
+    # --- beam search ------------------------------------------------------
+
+    def _beam_accept(self, request: Request, logits: torch.Tensor, events: list[Event]) -> None:
+        """Gather a running beam's logits; once every running beam of the
+        group has given its own, take the search a step on."""
+        group = request.group
+        assert group is not None and group.beam is not None
+        beam = group.beam
+        if not beam.rows:
+            beam.rows = [request]
+            beam.start(len(request.prompt))
+        beam.gathered[id(request)] = logits
+        if len(beam.gathered) < len({id(r) for r in beam.rows}):
+            return
+        rows = []
+        for holder in beam.rows if len(beam.rows) > 1 else beam.rows * beam.beams:
+            log_probs = torch.log_softmax(beam.gathered[id(holder)].float(), dim=-1)
+            rows.append(self._penalized(holder, log_probs))
+        beam.gathered.clear()
+        step = beam.step(torch.stack(rows))
+        if step.done:
+            self._beam_finish(group, events)
+            return
+        self._beams_move(group, step.parents, step.tokens)
+
+    def _beams_move(self, group: Group, parents: list[int], tokens: list[int]) -> None:
+        """Give each new beam its row: the first child of a beam keeps its
+        parent's row; the others take rows freed by beams without children
+        (or not started yet) and a copy of their parent's KV memory."""
+        beam = group.beam
+        assert beam is not None
+        old = beam.rows if len(beam.rows) > 1 else beam.rows * beam.beams
+        histories = [list(holder.generated) for holder in old]
+        placed: list[Request | None] = [None] * len(parents)
+        kept: set[int] = set()
+        for j, parent in enumerate(parents):
+            holder = old[parent]
+            if id(holder) not in kept:
+                kept.add(id(holder))
+                placed[j] = holder
+        distinct = list({id(h): h for h in old}.values())
+        free = [h for h in distinct if id(h) not in kept] + beam.spare
+        now = self.clock()
+        for j, parent in enumerate(parents):
+            if placed[j] is not None:
+                continue
+            target = free.pop(0)
+            source = old[parent]
+            if target in beam.spare:
+                beam.spare.remove(target)
+                target.timings.scheduled = now
+                self._fork_start(source, target)
+            else:
+                self._row_copy(source, target)
+            placed[j] = target
+        for j, (holder, parent, token) in enumerate(zip(placed, parents, tokens, strict=True)):
+            assert holder is not None
+            holder.generated = histories[parent] + [token]
+            holder.last_token = token
+            if holder.timings.first_token is None:
+                holder.timings.first_token = now
+            holder.timings.token_times.append(now)
+            placed[j] = holder
+        beam.rows = [h for h in placed if h is not None]
+
+    def _beam_finish(self, group: Group, events: list[Event]) -> None:
+        """Emit the best n finished beams as whole answers (each through
+        stop strings and its output filter) and free every row."""
+        beam = group.beam
+        assert beam is not None
+        params = group.primary.params
+        best = beam.best(params.n)
+        for member in group.members:
+            if member.index >= len(best):
+                member.cancelled = True
+                self._slot_release(member)
+        primary = group.primary
+        for member, hypothesis in zip(group.members, best, strict=False):
+            member.generated = hypothesis.tokens
+            member.timings.first_token = primary.timings.first_token
+            member.timings.token_times = list(primary.timings.token_times)
+            stops, detok = member.stops, member.detok
+            text = ""
+            for token in hypothesis.tokens:
+                if token in beam.eos_ids:
+                    break
+                text += stops.push(detok.push(token))
+                if stops.stopped:
+                    break
+            if not stops.stopped:
+                text += stops.push(detok.flush())
+            if not stops.stopped:
+                text += stops.flush()
+            ended = hypothesis.ended or stops.stopped
+            reason = FinishReason.STOP if ended else FinishReason.LENGTH
+            self._emit(member, text, events, final=True, reason=reason)
+        group.pending.clear()
+        beam.spare.clear()
 
     def _logprob_note(self, request: Request, logits: torch.Tensor, token: int) -> None:
         """Keep token's log-probabilities for the next event, when asked."""
@@ -377,11 +613,18 @@ class EngineBase(ABC):
                 result = end
             if result.block:
                 if text:
-                    events.append(Event(request.id, text=text))
+                    events.append(Event(request.event_id, text=text, index=request.index))
                 events.append(self._finish(request, FinishReason.CONTENT_FILTER))
                 return
         if text:
-            events.append(Event(request.id, text=text, logprobs=self._logprobs_take(request)))
+            events.append(
+                Event(
+                    request.event_id,
+                    text=text,
+                    logprobs=self._logprobs_take(request),
+                    index=request.index,
+                )
+            )
         if final:
             events.append(self._finish(request, reason or FinishReason.STOP))
 
@@ -392,10 +635,12 @@ class EngineBase(ABC):
         if release:
             self._slot_release(request)
         request.timings.finished = self.clock()
-        self.ids.discard(request.id)
+        if request.group is None or request.group.ended:
+            self.ids.discard(request.event_id)
         gaps = [b - a for a, b in itertools.pairwise(request.timings.token_times)]
         return Event(
-            request.id,
+            request.event_id,
+            index=request.index,
             finished=True,
             finish_reason=reason,
             prompt_tokens=len(request.prompt),

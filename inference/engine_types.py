@@ -100,3 +100,5 @@ class Event:
     #: event, each with its log-probability (a token whose text is held
     #: back comes with a later event; the final event has the rest).
     logprobs: list[TokenLogprob] | None = None
+    #: Which answer of a request that asked for several (n, beams).
+    index: int = 0

@@ -75,6 +75,9 @@ MAX_STOP_STRINGS = 8
 #: Alternatives a token's log-probabilities list at most (as OpenAI).
 MAX_TOP_LOGPROBS = 20
 MAX_STOP_LENGTH = 64
+#: Answers one request may ask for (``n``), and beams of a beam search.
+MAX_CHOICES = 16
+MAX_BEAMS = 16
 
 
 class SamplingError(ValueError):
@@ -105,6 +108,19 @@ class SamplingParams:
     #: The last message is an assistant's answer to go on with (a stopped or
     #: length-cut answer continued), not a turn to answer.
     continue_final_message: bool = False
+    #: Independent answers to the prompt, sharing its prefill; with beam
+    #: search, the best n beams.
+    n: int = 1
+    #: Beam search with this many beams when more than 1 (sampling
+    #: parameters other than the penalties are then unused).
+    beams: int = 1
+    #: Beam search: a finished beam's score is its log-probability divided
+    #: by its length to this power (above 0 favours longer answers).
+    length_penalty: float = 1.0
+    #: Beam search: True ends once ``beams`` answers are finished; False
+    #: once no running beam can beat the finished ones as scored now;
+    #: "never" once none could at the longest length (as transformers).
+    early_stopping: bool | str = False
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> SamplingParams:
@@ -160,6 +176,20 @@ class SamplingParams:
             raise SamplingError(
                 f"logprobs must be a whole number from 0 to {MAX_TOP_LOGPROBS}, or null"
             )
+        for name, value, high in (("n", self.n, MAX_CHOICES), ("beams", self.beams, MAX_BEAMS)):
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= high:
+                raise SamplingError(f"{name} must be a whole number from 1 to {high}")
+        number("length_penalty", self.length_penalty, -10.0, 10.0)
+        if not isinstance(self.early_stopping, bool) and self.early_stopping != "never":
+            raise SamplingError('early_stopping must be true, false or "never"')
+        if self.beams > 1:
+            if self.n > self.beams:
+                raise SamplingError(
+                    f"n ({self.n}) must not exceed beams ({self.beams}): beam search returns "
+                    "its best beams"
+                )
+            if self.logprobs is not None:
+                raise SamplingError("logprobs are not available with beam search")
         if not isinstance(self.continue_final_message, bool):
             raise SamplingError("continue_final_message must be true or false")
         if len(self.stop) > MAX_STOP_STRINGS:
@@ -171,3 +201,12 @@ class SamplingParams:
     @property
     def greedy(self) -> bool:
         return self.temperature == 0.0
+
+    @property
+    def beam_search(self) -> bool:
+        return self.beams > 1
+
+    @property
+    def rows(self) -> int:
+        """Sequences the request runs at once (each a row of KV memory)."""
+        return self.beams if self.beam_search else self.n

@@ -19,7 +19,14 @@ from chat.services.conversations import conversation_title_auto, conversations_r
 from chat.services.limits import user_generation_check
 from chat.services.messages import message_generation_finish
 from inference.client import generation_submit
-from inference.protocol import MAX_STOP_LENGTH, MAX_TOP_LOGPROBS, SamplingError, SamplingParams
+from inference.protocol import (
+    MAX_BEAMS,
+    MAX_CHOICES,
+    MAX_STOP_LENGTH,
+    MAX_TOP_LOGPROBS,
+    SamplingError,
+    SamplingParams,
+)
 from models_admin.filters import content_filter_input, filter_hits_record
 from models_admin.models import ModelVersion
 from models_admin.selectors import model_version_get_production
@@ -44,6 +51,10 @@ KNOWN = {
     "stop",
     "seed",
     "n",
+    "best_of",
+    "use_beam_search",
+    "length_penalty",
+    "early_stopping",
     "user",
     "stream",
     "stream_options",
@@ -260,6 +271,40 @@ def _flags_check(body: dict[str, Any]) -> None:
             )
 
 
+def _beams_parse(body: dict[str, Any], n: int, params: dict[str, Any]) -> None:
+    """Beam search as vLLM's server takes it: ``use_beam_search`` with
+    ``best_of`` beams (n by default), ``length_penalty`` and
+    ``early_stopping``."""
+    beam = body.get("use_beam_search")
+    if beam is not None and not isinstance(beam, bool):
+        raise _invalid("use_beam_search", "use_beam_search must be true or false.")
+    best_of = _integer(body, "best_of", 1, MAX_BEAMS)
+    if not beam:
+        if best_of is not None and best_of != n:
+            raise _invalid(
+                "best_of", "best_of other than n needs use_beam_search=true (the beam width)."
+            )
+        for name in ("length_penalty", "early_stopping"):
+            if body.get(name) is not None:
+                raise _invalid(name, f"{name} applies to beam search: set use_beam_search=true.")
+        return
+    beams = best_of or max(n, 2)
+    if n > beams:
+        raise _invalid("n", f"n ({n}) must not exceed the beams (best_of={beams}).")
+    params["beams"] = beams
+    penalty = _number(body, "length_penalty", -10.0, 10.0)
+    if penalty is not None:
+        params["length_penalty"] = penalty
+    early = body.get("early_stopping")
+    if early is not None:
+        if not isinstance(early, bool) and early != "never":
+            raise _invalid("early_stopping", 'early_stopping is true, false or "never".')
+        params["early_stopping"] = early
+    for name in ("logprobs", "top_logprobs"):
+        if body.get(name):
+            raise _invalid(name, f"{name} is not available with beam search.")
+
+
 @dataclass(frozen=True)
 class CompletionRequest:
     version: ModelVersion
@@ -270,6 +315,8 @@ class CompletionRequest:
     end_user: str
     #: The answer carries each token's log-probabilities.
     logprobs: bool = False
+    #: Answers asked for (choices).
+    n: int = 1
 
 
 def completion_request_parse(*, key: ApiKey, body: Any) -> CompletionRequest:
@@ -292,10 +339,20 @@ def completion_request_parse(*, key: ApiKey, body: Any) -> CompletionRequest:
     _flags_check(body)
     version = _model(key, body.get("model"))
     messages = _messages(body.get("messages"))
-    n = _integer(body, "n", 1, 128)
-    if n not in (None, 1):
-        raise _invalid("n", "Only n=1 is supported.")
     params: dict[str, Any] = {}
+    n = _integer(body, "n", 1, MAX_CHOICES) or 1
+    _beams_parse(body, n, params)
+    if n > 1:
+        params["n"] = n
+    rows = max(n, params.get("beams", 1))
+    if rows > settings.INFERENCE_SLOTS:
+        # The engine runs each answer (or beam) in a slot of its own.
+        param = "best_of" if params.get("beams", 1) > n else "n"
+        raise _invalid(
+            param,
+            f"This server answers at most {settings.INFERENCE_SLOTS} sequences at once "
+            f"(n and beams); got {rows}.",
+        )
     temperature = _number(body, "temperature", 0.0, 2.0)
     if temperature is not None:
         params["temperature"] = temperature
@@ -379,6 +436,7 @@ def completion_request_parse(*, key: ApiKey, body: Any) -> CompletionRequest:
         include_usage=include_usage,
         end_user=end_user,
         logprobs=bool(logprobs),
+        n=n,
     )
 
 

@@ -231,10 +231,11 @@ class _Call:
         self.error = "client disconnected"
         await self.record(status_code=499)
 
-    async def events(self) -> AsyncIterator[tuple[str, Any]]:
-        """("text", str) pieces, then ("end", final data); ("reset", None)
-        when the stream lost events in transit and every piece comes again
-        from the start. A stream that keeps losing them ends in an error."""
+    async def events(self) -> AsyncIterator[tuple[str, int, Any]]:
+        """("text", choice, str) and ("logprobs", choice, list) pieces,
+        then ("end", 0, final data); ("reset", 0, None) when the stream lost
+        events in transit and every piece comes again from the start. A
+        stream that keeps losing them ends in an error."""
         first, self._first = self._first, None
         try:
             if isinstance(first, StreamBroken):
@@ -249,32 +250,35 @@ class _Call:
             logger.warning("Completion %s: %s", self.id, broken)
             self.error = "the answer's stream lost events in transit"
             self.final = {"finish_reason": "error", "error": self.error}
-            yield "end", self.final
+            yield "end", 0, self.final
 
-    def _translate(self, event: Notice) -> list[tuple[str, Any]]:
+    def _translate(self, event: Notice) -> list[tuple[str, int, Any]]:
         """What a generation event means for the answer: text, the end, a
         reset, or nothing (a start)."""
         if isinstance(event, Reset):
-            return [("reset", None)]
+            return [("reset", 0, None)]
         if not isinstance(event, StreamEvent):
             return []
         if event.type == "text":
-            items: list[tuple[str, Any]] = []
+            items: list[tuple[str, int, Any]] = []
+            index = event.data.get("index", 0)
+            if not isinstance(index, int) or not 0 <= index < self.request.n:
+                return []
             logprobs = event.data.get("logprobs")
             if self.request.logprobs and isinstance(logprobs, list) and logprobs:
-                items.append(("logprobs", logprobs))
+                items.append(("logprobs", index, logprobs))
             if event.text:
                 if self.first_text_at is None:
                     self.first_text_at = time.monotonic()
-                items.append(("text", event.text))
+                items.append(("text", index, event.text))
             return items
         if event.type == "done":
             self.final = dict(event.data)
-            return [("end", self.final)]
+            return [("end", 0, self.final)]
         if event.type == "error":
             self.final = {"finish_reason": "error", **event.data}
             self.error = str(event.data.get("error") or "generation failed")
-            return [("end", self.final)]
+            return [("end", 0, self.final)]
         return []
 
     async def record(self, *, status_code: int = 200) -> None:
@@ -307,6 +311,7 @@ class _Call:
         delta: dict[str, Any],
         finish_reason: str | None,
         logprobs: list[dict[str, Any]] | None = None,
+        index: int = 0,
     ) -> dict[str, Any]:
         body: dict[str, Any] = {
             "id": self.id,
@@ -316,7 +321,7 @@ class _Call:
             "system_fingerprint": None,
             "choices": [
                 {
-                    "index": 0,
+                    "index": index,
                     "delta": delta,
                     "logprobs": {"content": logprobs, "refusal": None} if logprobs else None,
                     "finish_reason": finish_reason,
@@ -333,6 +338,16 @@ def _finish_reason(final: dict[str, Any]) -> str:
     return reason if reason in ("stop", "length", "content_filter") else "stop"
 
 
+def _finish_reasons(final: dict[str, Any], count: int) -> list[str]:
+    """Each answer's finish reason (a request for several has one each)."""
+    reasons = [_finish_reason(final)] * count
+    for choice in final.get("choices") or []:
+        index = choice.get("index") if isinstance(choice, dict) else None
+        if isinstance(index, int) and 0 <= index < count:
+            reasons[index] = _finish_reason(choice)
+    return reasons
+
+
 def _sse(data: Any) -> bytes:
     return f"data: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
 
@@ -340,26 +355,30 @@ def _sse(data: Any) -> bytes:
 async def _stream(call: _Call) -> AsyncIterator[bytes]:
     done = False
     try:
-        yield _sse(call.chunk({"role": "assistant", "content": "", "refusal": None}, None))
+        count = call.request.n
+        for index in range(count):
+            opening = {"role": "assistant", "content": "", "refusal": None}
+            yield _sse(call.chunk(opening, None, index=index))
         # Tokens whose text is still held back come with the next text.
-        waiting: list[dict[str, Any]] = []
-        async for kind, value in call.events():
+        waiting: list[list[dict[str, Any]]] = [[] for _ in range(count)]
+        async for kind, index, value in call.events():
             if kind == "logprobs":
-                waiting.extend(value)
+                waiting[index].extend(value)
                 continue
             if kind == "text":
-                yield _sse(call.chunk({"content": value}, None, waiting))
-                waiting = []
+                yield _sse(call.chunk({"content": value}, None, waiting[index], index=index))
+                waiting[index] = []
                 continue
             if kind == "reset":
-                waiting = []
+                waiting = [[] for _ in range(count)]
                 continue
             done = True
             if value.get("finish_reason") == "error":
                 error = ApiError(500, call.error, type="server_error", code="generation_failed")
                 yield _sse(error.body())
             else:
-                yield _sse(call.chunk({}, _finish_reason(value), waiting))
+                for index, reason in enumerate(_finish_reasons(value, count)):
+                    yield _sse(call.chunk({}, reason, waiting[index], index=index))
                 if call.request.include_usage:
                     usage_chunk = call.chunk({}, None)
                     usage_chunk["choices"] = []
@@ -383,17 +402,18 @@ async def _stream(call: _Call) -> AsyncIterator[bytes]:
 
 
 async def _complete(call: _Call) -> HttpResponse:
-    text: list[str] = []
-    logprobs: list[dict[str, Any]] = []
+    count = call.request.n
+    texts: list[list[str]] = [[] for _ in range(count)]
+    logprobs: list[list[dict[str, Any]]] = [[] for _ in range(count)]
     try:
-        async for kind, value in call.events():
+        async for kind, index, value in call.events():
             if kind == "text":
-                text.append(value)
+                texts[index].append(value)
             elif kind == "logprobs":
-                logprobs.extend(value)
+                logprobs[index].extend(value)
             elif kind == "reset":
-                text.clear()
-                logprobs.clear()
+                texts = [[] for _ in range(count)]
+                logprobs = [[] for _ in range(count)]
     except TimeoutError:
         call.error = "no answer from the model service in time"
         await call.record(status_code=504)
@@ -406,10 +426,23 @@ async def _complete(call: _Call) -> HttpResponse:
         await call.record(status_code=500)
         return _error(ApiError(500, call.error, type="server_error", code="generation_failed"))
     await call.record()
-    reason = _finish_reason(final)
-    content = "".join(text)
-    if reason == "content_filter" and final.get("notice"):
-        content = str(final["notice"])
+    choices = []
+    for index, reason in enumerate(_finish_reasons(final, count)):
+        content = "".join(texts[index])
+        if reason == "content_filter" and final.get("notice"):
+            content = str(final["notice"])
+        choices.append(
+            {
+                "index": index,
+                "message": {"role": "assistant", "content": content, "refusal": None},
+                "logprobs": (
+                    {"content": logprobs[index], "refusal": None}
+                    if call.request.logprobs
+                    else None
+                ),
+                "finish_reason": reason,
+            }
+        )
     return JsonResponse(
         {
             "id": call.id,
@@ -417,16 +450,7 @@ async def _complete(call: _Call) -> HttpResponse:
             "created": call.created,
             "model": call.started.model,
             "system_fingerprint": None,
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": content, "refusal": None},
-                    "logprobs": (
-                        {"content": logprobs, "refusal": None} if call.request.logprobs else None
-                    ),
-                    "finish_reason": reason,
-                }
-            ],
+            "choices": choices,
             "usage": call.usage(),
         }
     )

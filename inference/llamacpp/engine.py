@@ -138,6 +138,20 @@ class LlamaCppEngine(EngineBase):
         request.row = self._free_rows.pop(0)
         self._cached[request.id] = self._prefix_share(request)
 
+    def _row_copy(self, source: Request, target: Request) -> None:
+        held = self._cached[source.id]
+        self.runtime.sequence_clear(target.row)
+        self.runtime.sequence_share(source.row, target.row, held)
+        self._cached[target.id] = held
+        target.prefilled = source.prefilled
+        target.generated = list(source.generated)
+        target.last_token = source.last_token
+
+    def _fork_start(self, source: Request, fork: Request) -> None:
+        fork.row = self._free_rows.pop(0)
+        self._row_copy(source, fork)
+        self.decoding.append(fork)
+
     def _prefix_share(self, request: Request) -> int:
         """Share into request's row the longest start of its tokens that a
         cached prefix or a running request holds; return its length."""
@@ -278,7 +292,11 @@ class LlamaCppEngine(EngineBase):
         running = [*self.decoding, *self.prefilling]
         if len(running) <= 1:
             return  # a lone request always fits: the pool holds a whole context
-        victim = max(running, key=lambda r: r.timings.scheduled or 0.0)
+        # A beam waits for the whole search: beams are never preempted.
+        candidates = [r for r in running if r.group is None or r.group.beam is None]
+        if not candidates:
+            return
+        victim = max(candidates, key=lambda r: r.timings.scheduled or 0.0)
         self.preemptions += 1
         logger.info("KV pool full: request %s waits to be fed again", victim.id)
         self._pool_full = True

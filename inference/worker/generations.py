@@ -137,7 +137,7 @@ class Generations:
             if not isinstance(failure, RequestError | SamplingError | TypeError):
                 logger.exception("Request %s failed to start", generation_id)
             self.inflight.pop(generation_id, None)
-            item.text, item.output_filter = [], None
+            item.text, item.output_filter, item.output_filters = [], None, []
             final = {"finish_reason": "error", "error": str(failure)}
             code = getattr(failure, "code", "")
             if code:
@@ -156,6 +156,11 @@ class Generations:
         already streamed."""
         params = SamplingParams.from_dict(payload.get("params"))
         engine = self.versions.engines[item.version.id]
+        if streamed and params.rows > 1:
+            raise RequestError(
+                "the worker running this request stopped after it began to answer; a request "
+                "for several answers is not resumed: send it again"
+            )
         # Checked by the engine: what it refuses ends the request.
         messages: Any = payload.get("messages")
         prompt = engine.prompt_ids(messages, continue_final=params.continue_final_message)
@@ -166,11 +171,13 @@ class Generations:
                 params, max_new_tokens=max(params.max_new_tokens - produced, 1)
             )
         factory = self._output_filter_factory
-        item.output_filter = factory(payload) if factory else None
+        item.output_filters = [factory(payload) if factory else None for _ in range(params.n)]
+        item.output_filter = item.output_filters[0]
+        item.choices = params.n
         item.text = [streamed]
         self.inflight[item.generation_id] = item
         engine.submit(
-            item.generation_id, prompt=prompt, params=params, output_filter=item.output_filter
+            item.generation_id, prompt=prompt, params=params, output_filters=item.output_filters
         )
 
     def unpark(self, version_id: int) -> None:
@@ -217,8 +224,12 @@ class Generations:
         if event.logprobs:
             tokenizer = self.versions.engines[item.version.id].tokenizer
             extra["logprobs"] = logprobs_json(tokenizer, event.logprobs)
-        if event.text or extra:
-            item.text.append(event.text)
+        if item.choices > 1:
+            # Which answer; the first is the one a stored conversation keeps.
+            extra["index"] = event.index
+        if event.text or event.logprobs:
+            if event.index == 0:
+                item.text.append(event.text)
             if not self.streams.publish(item, "text", text=event.text, **extra):
                 # Another worker continues this generation: let it.
                 self.inflight.pop(event.request_id, None)
@@ -226,23 +237,43 @@ class Generations:
                 return
         if not event.finished:
             return
+        if item.choices > 1 and not event.error:
+            # Done once every answer is.
+            item.ends[event.index] = event
+            if len(item.ends) < item.choices:
+                return
+        completion_tokens = sum(e.completion_tokens for e in item.ends.values()) or (
+            event.completion_tokens
+        )
+        first = item.ends.get(0, event)
         final: dict[str, Any]
         if event.error:
             final = {"finish_reason": "error", "error": event.error}
             owned = self.streams.publish(item, "error", **final)
+            if item.choices > 1:
+                # One answer failed: the request has, and its others stop.
+                self.versions.engines[item.version.id].cancel(event.request_id)
         else:
             final = {
-                "finish_reason": event.finish_reason,
+                "finish_reason": first.finish_reason,
                 "usage": {
                     "prompt_tokens": event.prompt_tokens,
-                    "completion_tokens": event.completion_tokens,
+                    "completion_tokens": completion_tokens,
                 },
-                "timings": _with_wait(event.timings, item.claim_wait_s),
+                "timings": _with_wait(first.timings, item.claim_wait_s),
                 "model_version": item.version.name,
                 "model_version_id": item.version.id,
             }
-            report = getattr(item.output_filter, "report", None)
-            filtered = report() if report is not None else {}
+            if item.choices > 1:
+                final["choices"] = [
+                    {
+                        "index": index,
+                        "finish_reason": end.finish_reason,
+                        "completion_tokens": end.completion_tokens,
+                    }
+                    for index, end in sorted(item.ends.items())
+                ]
+            filtered = _filter_reports(item.output_filters or [item.output_filter])
             if filtered.get("notice"):
                 final["notice"] = filtered["notice"]
             owned = self.streams.publish(item, "done", **final)
@@ -257,9 +288,9 @@ class Generations:
         self.metrics.finished(
             finish_reason=final["finish_reason"],
             prompt_tokens=event.prompt_tokens,
-            completion_tokens=event.completion_tokens,
-            timings=event.timings,
-            gaps=event.token_gaps or (),
+            completion_tokens=completion_tokens,
+            timings=first.timings,
+            gaps=first.token_gaps or (),
         )
         self.complete(item, final)
 
@@ -304,6 +335,26 @@ class Generations:
             engine = self.versions.engines.get(item.version.id)
             if engine is not None:
                 engine.cancel(item.generation_id)
+
+
+def _filter_reports(filters: list[Any]) -> dict[str, Any]:
+    """What the output filters of a request's answers did: the first
+    notice, and every hit."""
+    notice = ""
+    hits: list[Any] = []
+    for output_filter in filters:
+        report = getattr(output_filter, "report", None)
+        if report is None:
+            continue
+        filtered = report()
+        notice = notice or filtered.get("notice", "")
+        hits.extend(filtered.get("hits") or [])
+    out: dict[str, Any] = {}
+    if notice:
+        out["notice"] = notice
+    if hits:
+        out["hits"] = hits
+    return out
 
 
 def _since_queued(entry_id: str) -> float | None:

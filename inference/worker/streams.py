@@ -57,6 +57,11 @@ class Inflight:
     text: list[str] = field(default_factory=list)
     position: int | None = None
     output_filter: Any = None
+    #: With n answers: one output filter per answer (the first is
+    #: ``output_filter``) and the final event of each answer ended so far.
+    output_filters: list[Any] = field(default_factory=list)
+    choices: int = 1
+    ends: dict[int, Any] = field(default_factory=dict)
     #: This worker's mark on the events it writes (field ``w``).
     writer: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     #: Every event of the stream, earlier workers' included: (seq, fields).

@@ -111,7 +111,15 @@ def test_models_lists_what_the_key_may_use_production_first(client, secret, tiny
         ({"top_p": 0}, 400, "top_p"),
         ({"max_tokens": 0}, 400, "max_tokens"),
         ({"max_completion_tokens": 10**9}, 400, "max_completion_tokens"),
-        ({"n": 2}, 400, "n"),
+        ({"n": 0}, 400, "n"),
+        ({"n": 17}, 400, "n"),
+        ({"best_of": 3}, 400, "best_of"),
+        ({"length_penalty": 2}, 400, "length_penalty"),
+        ({"use_beam_search": "yes"}, 400, "use_beam_search"),
+        ({"use_beam_search": True, "n": 4, "best_of": 2}, 400, "n"),
+        ({"use_beam_search": True, "best_of": 17}, 400, "best_of"),
+        ({"use_beam_search": True, "early_stopping": "soon"}, 400, "early_stopping"),
+        ({"use_beam_search": True, "logprobs": True}, 400, "logprobs"),
         ({"stop": ["a", "b", "c", "d", "e"]}, 400, "stop"),
         ({"seed": 1.5}, 400, "seed"),
         ({"stream_options": {"include_usage": True}}, 400, "stream_options"),
@@ -467,3 +475,49 @@ def test_logprobs_come_with_the_answer_streamed_or_not(live):
     ]
     plain = client.chat.completions.create(model="tiny", messages=ask, max_tokens=4)
     assert plain.choices[0].logprobs is None
+
+
+@pytest.mark.slow
+def test_n_answers_and_beam_search_through_the_official_client(live):
+    """n answers, streamed or not, each with its own index and finish
+    reason; usage counts every answer's tokens; beam search as vLLM's
+    server takes it (use_beam_search, best_of) returns its best beams."""
+    client = _client(live)
+    ask = [{"role": "user", "content": "Name a colour"}]
+    three = client.chat.completions.create(
+        model="tiny", messages=ask, max_tokens=6, temperature=1.0, seed=3, n=3
+    )
+    assert [c.index for c in three.choices] == [0, 1, 2]
+    assert all(c.message.content and c.finish_reason for c in three.choices)
+    assert len({c.message.content for c in three.choices}) > 1
+    assert three.usage.completion_tokens > 6  # every answer counted, not the first
+    chunks = list(
+        client.chat.completions.create(
+            model="tiny", messages=ask, max_tokens=6, temperature=1.0, seed=3, n=3, stream=True,
+            stream_options={"include_usage": True},
+        )
+    )  # fmt: skip
+    streamed = {0: "", 1: "", 2: ""}
+    ends = {}
+    for chunk in chunks:
+        for choice in chunk.choices:
+            streamed[choice.index] += choice.delta.content or ""
+            if choice.finish_reason:
+                ends[choice.index] = choice.finish_reason
+    assert streamed == {c.index: c.message.content for c in three.choices}
+    assert sorted(ends) == [0, 1, 2]
+    assert chunks[-1].usage.completion_tokens == three.usage.completion_tokens
+    beams, again = (
+        client.chat.completions.create(
+            model="tiny",
+            messages=ask,
+            max_tokens=8,
+            n=2,
+            extra_body={"use_beam_search": True, "best_of": 4, "length_penalty": 1.0},
+        )
+        for _ in range(2)
+    )
+    assert [c.index for c in beams.choices] == [0, 1]
+    assert beams.choices[0].message.content != beams.choices[1].message.content
+    # A search, not a draw: the same beams every time.
+    assert [c.message.content for c in again.choices] == [c.message.content for c in beams.choices]

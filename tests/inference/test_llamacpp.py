@@ -253,3 +253,28 @@ def test_logprobs_from_llama_cpp_agree_with_the_transformers_engine(tiny_hf, tin
     for mine, theirs in zip(got["llama"], got["torch"], strict=True):
         assert mine.logprob == pytest.approx(theirs.logprob, abs=1e-3)
         assert [t for t, _ in mine.top] == [t for t, _ in theirs.top]
+
+
+def test_n_answers_and_beam_search_run_on_llama_cpp_as_on_transformers(tiny_hf, tiny_gguf):
+    from tests.inference.test_choices_beams import _hf_beams
+
+    prompt = _prompts(tiny_hf.tokenizer, 4)[3]
+    engine = LlamaCppEngine(tiny_gguf, kv_type="f32", slots=4, max_context=256, threads=1)
+    sampled = SamplingParams(temperature=1.0, top_p=1.0, seed=11, n=3, max_new_tokens=8)
+    engine.submit("g", prompt=prompt, params=sampled)
+    events = run_engine(engine)["g"]
+    answers = {e.index: e.token_ids for e in events if e.finished}
+    # The prompt was fed once; each answer is a lone request with its seed.
+    assert [ids for _s, kind, ids in engine.trace if kind == "prefill"] == [("g",)]
+    for index in range(3):
+        lone = SamplingParams(temperature=1.0, top_p=1.0, seed=11 + index, max_new_tokens=8)
+        assert answers[index] == _answers(engine, [prompt], lone)[0]
+    # Beam search: the same beams as transformers' generate().
+    beams = SamplingParams(temperature=0.0, beams=4, n=2, max_new_tokens=10)
+    engine.submit("b", prompt=prompt, params=beams)
+    finals = {e.index: e.token_ids for e in run_engine(engine)["b"] if e.finished}
+    expected = _hf_beams(
+        tiny_hf, prompt, beams=4, n=2, max_new_tokens=10, length_penalty=1.0, early_stopping=False
+    )
+    assert [finals[0], finals[1]] == expected
+    assert sorted(engine._free_rows) == [0, 1, 2, 3]
