@@ -10,6 +10,8 @@ from django.db.models import Q
 #: Bounds of the per-conversation sampling settings.
 TEMPERATURE_MAX = 2.0
 MAX_TOKENS_MAX = 4096
+BEAMS_MAX = 8
+TOP_K_MAX = 1000
 
 
 class Conversation(models.Model):
@@ -57,6 +59,26 @@ class Conversation(models.Model):
     )
     max_tokens = models.PositiveIntegerField(
         default=512, validators=[MinValueValidator(1), MaxValueValidator(MAX_TOKENS_MAX)]
+    )
+
+    class Strategy(models.TextChoices):
+        SAMPLING = "sampling", "Sampling"
+        BEAM = "beam", "Beam search"
+
+    strategy = models.CharField(max_length=10, choices=Strategy.choices, default=Strategy.SAMPLING)
+    #: Beam search: how many beams the search keeps.
+    beams = models.PositiveSmallIntegerField(
+        default=4, validators=[MinValueValidator(2), MaxValueValidator(BEAMS_MAX)]
+    )
+    #: Sampling: only the top_k most likely tokens (0: off).
+    top_k = models.PositiveIntegerField(
+        default=0, validators=[MinValueValidator(0), MaxValueValidator(TOP_K_MAX)]
+    )
+    frequency_penalty = models.FloatField(
+        default=0.0, validators=[MinValueValidator(-2.0), MaxValueValidator(2.0)]
+    )
+    presence_penalty = models.FloatField(
+        default=0.0, validators=[MinValueValidator(-2.0), MaxValueValidator(2.0)]
     )
     source = models.CharField(max_length=10, choices=Source.choices, default=Source.CHAT)
     current_leaf = models.ForeignKey(
@@ -165,6 +187,9 @@ class Message(models.Model):
     prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
     completion_tokens = models.PositiveIntegerField(null=True, blank=True)
     timings = models.JSONField(default=dict, blank=True)
+    #: The answer's tokens with their log-probabilities and most likely
+    #: alternatives: ``[text, logprob, [[text, logprob], ...], bytes hex]``.
+    tokens = models.JSONField(default=list, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     # When the person last made this leaf the end of the active path by

@@ -193,7 +193,22 @@ def message_serialize(
         "sibling_index": siblings.index(message.pk) if message.pk in siblings else 0,
         "rating": rating,
         "author": _author_name(message),
+        # Its tokens' probabilities can be shown (``message_tokens``).
+        "has_tokens": bool(message.tokens),
     }
+
+
+def message_tokens(message: Message) -> list[dict[str, Any]]:
+    """An answer's tokens for its token view: each token's text and
+    probability with the alternatives the model weighed there."""
+    return [
+        {
+            "text": text,
+            "logprob": logprob,
+            "top": [{"text": alt, "logprob": alt_logprob} for alt, alt_logprob in top],
+        }
+        for text, logprob, top, _raw in message.tokens
+    ]
 
 
 def _author_name(message: Message) -> str | None:
@@ -217,6 +232,11 @@ def conversation_serialize(conversation: Conversation) -> dict[str, Any]:
         "temperature": conversation.temperature,
         "top_p": conversation.top_p,
         "max_tokens": conversation.max_tokens,
+        "strategy": conversation.strategy,
+        "beams": conversation.beams,
+        "top_k": conversation.top_k,
+        "frequency_penalty": conversation.frequency_penalty,
+        "presence_penalty": conversation.presence_penalty,
         "updated_at": conversation.updated_at.isoformat(),
     }
 

@@ -24,6 +24,7 @@ urlpatterns = [
         name="api-conversation-export",
     ),
     path("api/messages/<int:message_id>/feedback/", api.message_feedback, name="api-feedback"),
+    path("api/messages/<int:message_id>/tokens/", api.message_tokens_view, name="api-tokens"),
     path("api/versions/", api.chat_versions, name="api-versions"),
     path("widget/config/", widget.widget_config, name="widget-config"),
     path("widget/frame/", widget.widget_frame, name="widget-frame"),

@@ -240,6 +240,9 @@ INFERENCE_DRAIN_TIMEOUT = env_float("INFERENCE_DRAIN_TIMEOUT", 30.0)
 CHAT_MESSAGES_PER_MINUTE = env_int("CHAT_MESSAGES_PER_MINUTE", 20, minimum=1)
 CHAT_MAX_MESSAGE_CHARS = env_int("CHAT_MAX_MESSAGE_CHARS", 16_000, minimum=1)
 CHAT_MAX_CONCURRENT_GENERATIONS = env_int("CHAT_MAX_CONCURRENT_GENERATIONS", 2, minimum=1)
+#: Alternatives kept per token of a chat answer for its token view (0:
+#: answers keep no token probabilities).
+CHAT_TOKEN_ALTERNATIVES = min(env_int("CHAT_TOKEN_ALTERNATIVES", 5, minimum=0), 20)
 # The largest WebSocket frame a chat socket accepts, in bytes.
 CHAT_MAX_FRAME_BYTES = env_int("CHAT_MAX_FRAME_BYTES", 64_000, minimum=1024)
 # Answers still pending after this many seconds no longer count against the

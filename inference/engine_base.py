@@ -67,6 +67,11 @@ class Request:
     #: is this one's place in it. Its events carry the group's id.
     group: Group | None = None
     index: int = 0
+    #: The text given to the output filter and the text it showed, while
+    #: log-probabilities are asked for; withheld once they differ.
+    filter_raw: str = ""
+    filter_shown: str = ""
+    logprobs_withheld: bool = False
 
     @property
     def length(self) -> int:
@@ -553,7 +558,20 @@ class EngineBase(ABC):
         if request.params.logprobs is None:
             return None
         taken, request.logprobs = request.logprobs, []
-        return taken
+        return [] if request.logprobs_withheld else taken
+
+    @staticmethod
+    def _logprobs_guard(request: Request, raw: str, shown: str) -> None:
+        """Tokens spell the model's own text: once an output filter shows
+        something else (a masked word), the tokens would give away what it
+        hid, so the request's log-probabilities stop there."""
+        if request.params.logprobs is None or request.logprobs_withheld:
+            return
+        request.filter_raw += raw
+        request.filter_shown += shown
+        if not request.filter_raw.startswith(request.filter_shown):
+            request.logprobs_withheld = True
+            request.logprobs = []
 
     def _penalized(self, request: Request, logits: torch.Tensor) -> torch.Tensor:
         if not request.sampler.penalizes:
@@ -605,12 +623,14 @@ class EngineBase(ABC):
         """Pass text through the request's output filter and emit it."""
         output_filter = request.output_filter
         if output_filter is not None:
+            raw = text
             result = output_filter.push(text) if text else FilterResult("")
             text = result.text
             if not result.block and final:
                 end = output_filter.finish()
                 text += end.text
                 result = end
+            self._logprobs_guard(request, raw, text)
             if result.block:
                 if text:
                     events.append(Event(request.event_id, text=text, index=request.index))

@@ -9,6 +9,9 @@ Client frames (JSON objects with a ``type``):
 - ``message.regenerate {message, client_id}``;
 - ``message.continue {message, client_id}``: go on with a stopped or
   length-cut answer (the same message; new text is added to its end);
+- ``message.branch {message, index, token, client_id}``: a new version of
+  an answer that keeps its tokens before ``index``, takes ``token`` (one
+  of the alternatives listed there) and goes on from it;
 - ``generation.stop {message}``;
 - ``ping``.
 
@@ -56,6 +59,7 @@ from chat.services.events import conversation_group, user_group
 from chat.services.messages import (
     ChatError,
     generation_stop,
+    message_branch,
     message_continue,
     message_regenerate,
     message_send,
@@ -133,6 +137,20 @@ def _continue(user: Any, content: dict[str, Any]) -> dict[str, Any]:
         user=user,
         conversation=message.conversation,
         message=message,
+        client_id=content.get("client_id"),
+    )
+    return _sent_frame(message.conversation_id, sent, content.get("client_id"))
+
+
+@_db
+def _branch(user: Any, content: dict[str, Any]) -> dict[str, Any]:
+    message = message_get_for_user(user=user, message_id=content.get("message"))
+    sent = message_branch(
+        user=user,
+        conversation=message.conversation,
+        message=message,
+        index=content.get("index"),
+        token=content.get("token"),
         client_id=content.get("client_id"),
     )
     return _sent_frame(message.conversation_id, sent, content.get("client_id"))
@@ -232,6 +250,7 @@ class ChatConsumer(SocketConsumer):
             "message.send": self._on_send,
             "message.regenerate": self._on_regenerate,
             "message.continue": self._on_continue,
+            "message.branch": self._on_branch,
             "generation.stop": self._on_stop,
             "ping": self._on_ping,
         }
@@ -300,6 +319,10 @@ class ChatConsumer(SocketConsumer):
 
     async def _on_continue(self, content: dict[str, Any]) -> None:
         frame = await _continue(self.user, content)
+        await self._accepted(frame)
+
+    async def _on_branch(self, content: dict[str, Any]) -> None:
+        frame = await _branch(self.user, content)
         await self._accepted(frame)
 
     async def _accepted(self, frame: dict[str, Any]) -> None:

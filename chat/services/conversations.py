@@ -122,6 +122,11 @@ def conversation_update(
     max_tokens: int = _UNSET,
     pinned: bool = _UNSET,
     model_version: int | None = _UNSET,
+    strategy: str = _UNSET,
+    beams: int = _UNSET,
+    top_k: int = _UNSET,
+    frequency_penalty: float = _UNSET,
+    presence_penalty: float = _UNSET,
 ) -> Conversation:
     """Change the given fields; raise ValidationError naming a field out of
     bounds, a model version the person may not use, or a system prompt a
@@ -165,6 +170,11 @@ def conversation_update(
         ("temperature", temperature),
         ("top_p", top_p),
         ("max_tokens", max_tokens),
+        ("strategy", strategy),
+        ("beams", beams),
+        ("top_k", top_k),
+        ("frequency_penalty", frequency_penalty),
+        ("presence_penalty", presence_penalty),
     ):
         if value is not _UNSET:
             setattr(conversation, name, value)

@@ -132,11 +132,22 @@ def _system_prompt_use(messages: list[dict], system_prompt: str | None) -> list[
 
 
 def _params(conversation: Conversation) -> dict[str, Any]:
-    return {
+    params: dict[str, Any] = {
         "temperature": conversation.temperature,
         "top_p": conversation.top_p,
         "max_new_tokens": conversation.max_tokens,
+        "frequency_penalty": conversation.frequency_penalty,
+        "presence_penalty": conversation.presence_penalty,
     }
+    if conversation.strategy == Conversation.Strategy.BEAM:
+        params["beams"] = conversation.beams
+        params["temperature"] = 0.0
+        return params
+    params["top_k"] = conversation.top_k
+    if settings.CHAT_TOKEN_ALTERNATIVES and conversation.source == Conversation.Source.CHAT:
+        # Kept with the answer for its token view.
+        params["logprobs"] = settings.CHAT_TOKEN_ALTERNATIVES
+    return params
 
 
 def _existing(conversation: Conversation, client_uuid: uuid.UUID) -> Sent | None:
@@ -465,6 +476,82 @@ def message_regenerate(
     return sent
 
 
+def _tokens_text(tokens: list[list[Any]]) -> str:
+    """The text stored tokens spell (bytes where a token holds part of a
+    character)."""
+    raw = b"".join(bytes.fromhex(t[3]) if t[3] else str(t[0]).encode() for t in tokens)
+    return raw.decode("utf-8", errors="replace")
+
+
+def message_branch(
+    *,
+    user: AbstractBaseUser,
+    conversation: Conversation,
+    message: Message,
+    index: Any,
+    token: Any,
+    client_id: Any,
+) -> Sent:
+    """Regenerate an answer from one of its tokens: a new version of the
+    answer (a sibling under the same question, made the active path) that
+    keeps the tokens before ``index``, takes ``token`` (one of the
+    alternatives the model weighed there) in its place, and lets the
+    model go on from there."""
+    client_uuid = _client_uuid(client_id)
+    earlier = _existing(conversation, client_uuid)
+    if earlier is not None:
+        return earlier
+    if message.conversation_id != conversation.pk or message.role != Message.Role.ASSISTANT:
+        raise ChatError("invalid", "Only answers can be regenerated from a token.")
+    if message.author_id is not None or not message.tokens:
+        raise ChatError("invalid", "This answer has no token probabilities to branch from.")
+    position = _int(index)
+    if not 0 <= position < len(message.tokens):
+        raise ChatError("invalid", f"The answer has tokens 0 to {len(message.tokens) - 1}.")
+    entry = message.tokens[position]
+    choices = {str(text): logprob for text, logprob in entry[2]}
+    if not isinstance(token, str) or token not in choices:
+        raise ChatError("invalid", "Pick one of the alternatives the model weighed there.")
+    if "\ufffd" in token or not token:
+        raise ChatError("invalid", "That alternative is part of a character; pick another.")
+    prefix_tokens = message.tokens[:position]
+    prefix = _tokens_text(prefix_tokens) + token
+    if not prefix.strip():
+        raise ChatError("invalid", "The answer would start with blank text; pick another token.")
+    system_prompt = _system_prompt_now(conversation=conversation)
+    try:
+        with transaction.atomic():
+            locked = Conversation.objects.select_for_update().get(pk=conversation.pk)
+            if Message.objects.filter(pk=message.pk, status=Message.Status.PENDING).exists():
+                raise ChatError("busy", "This answer is still being written; stop it first.")
+            _limits_check(user_id=int(user.pk))
+            thread = thread_load(conversation=locked)
+            question = thread.messages[message.parent_id] if message.parent_id else None
+            if question is None:
+                raise ChatError("invalid", "This answer has no question to answer again.")
+            answer = _answer_create(conversation=locked, parent=question, client_id=client_uuid)
+            answer.content = prefix
+            answer.tokens = [*prefix_tokens, [token, choices[token], entry[2], ""]]
+            answer.save(update_fields=["content", "tokens"])
+            locked.current_leaf = answer
+            locked.save(update_fields=["current_leaf", "updated_at"])
+            sent = Sent(question=None, answer=answer, created=True)
+            prompt = _system_prompt_use(
+                prompt_messages(thread=thread, upto=question), system_prompt
+            )
+            prompt.append({"role": "assistant", "content": prefix})
+            _answer_queue(
+                conversation=locked,
+                answer=answer,
+                messages=prompt,
+                params_extra={"continue_final_message": True},
+            )
+            _announce(locked, sent)
+    except IntegrityError as error:
+        return _race_lost(conversation, client_uuid, error)
+    return sent
+
+
 #: Finish reasons after which an answer can be continued.
 CONTINUABLE = ("cancelled", "length")
 
@@ -610,6 +697,8 @@ def message_generation_finish(
                 conversation=answer.conversation,
                 message_id=answer.pk,
             )
+        if final.get("tokens") and reason != "content_filter":
+            _tokens_store(answer_id=answer.pk, tokens=final["tokens"], text=text)
         if updated:
             Conversation.objects.filter(pk=answer.conversation_id).update(
                 updated_at=timezone.now()
@@ -620,6 +709,26 @@ def message_generation_finish(
             )
             conversations_changed(user_id=answer.conversation.user_id)
     return answer
+
+
+def _tokens_store(*, answer_id: int, tokens: list[Any], text: str) -> None:
+    """Keep an answer's tokens (the worker's word, whoever stored the text
+    first): after those it had when it was continued, and only when they
+    spell its text."""
+    answer = Message.objects.select_for_update().filter(pk=answer_id).first()
+    if answer is None:
+        return
+    combined = [*answer.tokens, *tokens]
+    if _tokens_text(combined) != answer.content:
+        # A filter changed the text, or the answer's start has no tokens.
+        return
+    answer.tokens = combined
+    answer.save(update_fields=["tokens"])
+    # A page that took the answer from the stream learns it has them now.
+    notify_on_commit(
+        conversation_group(answer.conversation_id),
+        {"type": "message.finished", "answer": message_serialize(answer)},
+    )
 
 
 #: What an answer whose request a Redis restart lost ends with.

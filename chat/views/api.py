@@ -20,6 +20,7 @@ from chat.selectors import (
     conversation_list_for_user,
     conversation_serialize,
     message_get_for_user,
+    message_tokens,
     thread_load,
     thread_serialize,
 )
@@ -41,6 +42,11 @@ SETTINGS_FIELDS = (
     "max_tokens",
     "pinned",
     "model_version",
+    "strategy",
+    "beams",
+    "top_k",
+    "frequency_penalty",
+    "presence_penalty",
 )
 
 
@@ -94,7 +100,7 @@ def _settings_from(data: dict[str, Any]) -> dict[str, Any]:
         if name not in data:
             continue
         value = data[name]
-        if name in ("title", "system_prompt"):
+        if name in ("title", "system_prompt", "strategy"):
             if not isinstance(value, str):
                 raise ValidationError({name: ["Must be text."]})
         elif name == "pinned":
@@ -103,7 +109,7 @@ def _settings_from(data: dict[str, Any]) -> dict[str, Any]:
         elif name == "model_version":
             if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
                 raise ValidationError({name: ["Must be a version id, or null for production."]})
-        elif name == "max_tokens":
+        elif name in ("max_tokens", "beams", "top_k"):
             if (
                 isinstance(value, bool)
                 or not isinstance(value, int | float)
@@ -186,6 +192,14 @@ def message_feedback(request: HttpRequest, message_id: int) -> HttpResponse:
             "reason": feedback.reason if feedback else "",
         }
     )
+
+
+@json_endpoint
+@require_http_methods(["GET"])
+def message_tokens_view(request: HttpRequest, message_id: int) -> HttpResponse:
+    """An answer's tokens with their probabilities and alternatives."""
+    message = message_get_for_user(user=request.user, message_id=message_id)
+    return JsonResponse({"message": message.pk, "tokens": message_tokens(message)})
 
 
 @json_endpoint

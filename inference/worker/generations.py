@@ -224,6 +224,8 @@ class Generations:
         if event.logprobs:
             tokenizer = self.versions.engines[item.version.id].tokenizer
             extra["logprobs"] = logprobs_json(tokenizer, event.logprobs)
+            if event.index == 0:
+                item.tokens.extend(event.logprobs)
         if item.choices > 1:
             # Which answer; the first is the one a stored conversation keeps.
             extra["index"] = event.index
@@ -281,6 +283,9 @@ class Generations:
                 # Kept out of the stream that clients read: excerpts quote
                 # the filtered text.
                 final = {**final, "filter_hits": filtered["hits"]}
+            if item.tokens:
+                engine = self.versions.engines[item.version.id]
+                final = {**final, "tokens": tokens_compact(engine, item.tokens)}
         self.inflight.pop(event.request_id, None)
         if not owned:
             # Another worker runs it now: it acknowledges and stores it.
@@ -376,6 +381,28 @@ def _with_wait(timings: dict[str, Any] | None, wait: float | None) -> dict[str, 
 def _token_json(tokenizer: Any, token: int, logprob: float) -> dict[str, Any]:
     raw = token_bytes(tokenizer, token)
     return {"token": raw.decode("utf-8", errors="replace"), "logprob": logprob, "bytes": list(raw)}
+
+
+def _token_compact(tokenizer: Any, token: int) -> tuple[str, str]:
+    raw = token_bytes(tokenizer, token)
+    text = raw.decode("utf-8", errors="replace")
+    # The bytes only where the text alone cannot give them back (a piece
+    # of a character split over tokens).
+    return text, (raw.hex() if "\ufffd" in text else "")
+
+
+def tokens_compact(engine: Any, entries: list[TokenLogprob]) -> list[list[Any]]:
+    """An answer's tokens as stored with it: ``[text, logprob, [[text,
+    logprob], ...alternatives], bytes hex or ""]``, end tokens left out."""
+    tokenizer = engine.tokenizer
+    out: list[list[Any]] = []
+    for entry in entries:
+        if entry.token in engine.eos_ids:
+            continue
+        text, raw = _token_compact(tokenizer, entry.token)
+        top = [[_token_compact(tokenizer, t)[0], round(lp, 4)] for t, lp in entry.top]
+        out.append([text, round(entry.logprob, 4), top, raw])
+    return out
 
 
 def logprobs_json(tokenizer: Any, entries: list[TokenLogprob]) -> list[dict[str, Any]]:

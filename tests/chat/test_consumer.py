@@ -488,3 +488,117 @@ async def test_a_length_cut_answer_continued_ends_as_the_uncut_one_would(
     refused = await socket.receive_json_from(timeout=TIMEOUT)
     assert refused["type"] == "error" and refused["code"] == "invalid"
     await socket.disconnect()
+
+
+@sync_to_async
+def _tokens(user, message_id: int) -> list[dict]:
+    client = Client()
+    client.force_login(user)
+    response = client.get(f"/api/messages/{message_id}/tokens/")
+    assert response.status_code == 200, response.content
+    return response.json()["tokens"]
+
+
+async def _answer(socket, conversation, text: str) -> dict:
+    await socket.send_json_to(
+        {
+            "type": "message.send",
+            "conversation": conversation.pk,
+            "content": text,
+            "client_id": str(uuid.uuid4()),
+        }
+    )
+    return _finished(await _until(socket, lambda f: f["type"] == "message.finished"))
+
+
+async def test_an_answer_keeps_its_tokens_and_branches_from_an_alternative(
+    user, conversation, worker
+):
+    """The answer's tokens spell it, each with the alternatives the model
+    weighed; regenerating from one of them makes a new version that keeps
+    the text before it, takes the alternative and goes on."""
+    await sync_to_async(conversation_update)(conversation=conversation, max_tokens=12)
+    socket = await _connect(user)
+    await socket.send_json_to({"type": "conversation.open", "conversation": conversation.pk})
+    first = await _answer(socket, conversation, "Tell me something")
+    if not first["has_tokens"]:
+        # The stream's end can come before the worker stores the tokens;
+        # the page hears of them then.
+        frames = await _until(
+            socket, lambda f: f["type"] == "message.finished" and f["answer"]["has_tokens"]
+        )
+        first = frames[-1]["answer"]
+    tokens = await _tokens(user, first["id"])
+    assert "".join(t["text"] for t in tokens) == first["content"]
+    assert all(len(t["top"]) == 5 and t["logprob"] <= 0 for t in tokens)
+    index = len(tokens) // 2
+    alternative = next(
+        a["text"] for a in tokens[index]["top"] if a["text"] != tokens[index]["text"]
+    )
+    client_id = str(uuid.uuid4())
+    await socket.send_json_to(
+        {
+            "type": "message.branch",
+            "message": first["id"],
+            "index": index,
+            "token": alternative,
+            "client_id": client_id,
+        }
+    )
+    frames = await _until(
+        socket,
+        lambda f: (
+            f["type"] == "error"
+            or (f["type"] == "message.accepted" and f["client_id"] == client_id)
+        ),
+    )
+    accepted = frames[-1]
+    assert accepted["type"] == "message.accepted", accepted
+    new_id = accepted["answer"]["id"]
+    frames = await _until(
+        socket, lambda f: f["type"] == "message.finished" and f["answer"]["id"] == new_id
+    )
+    branched = _finished(frames[-1:])
+    assert branched["id"] != first["id"] and branched["parent"] == first["parent"]
+    start = "".join(t["text"] for t in tokens[:index]) + alternative
+    assert branched["content"].startswith(start)
+    versions = Message.objects.filter(parent_id=first["parent"]).order_by("pk")
+    assert await sync_to_async(list)(versions.values_list("pk", flat=True)) == [
+        first["id"],
+        branched["id"],
+    ]
+    kept = await _tokens(user, branched["id"])
+    assert [t["text"] for t in kept[: index + 1]] == [t["text"] for t in tokens[:index]] + [
+        alternative
+    ]
+    assert "".join(t["text"] for t in kept) == branched["content"]
+    # Only an alternative listed there is taken.
+    await socket.send_json_to(
+        {
+            "type": "message.branch",
+            "message": first["id"],
+            "index": index,
+            "token": "not-a-listed-token",
+            "client_id": str(uuid.uuid4()),
+        }
+    )
+    refused = (await _until(socket, lambda f: f["type"] == "error"))[-1]
+    assert refused["code"] == "invalid"
+    await socket.disconnect()
+
+
+async def test_a_beam_search_conversation_answers_whole_without_a_token_view(
+    user, conversation, worker
+):
+    await sync_to_async(conversation_update)(
+        conversation=conversation, strategy="beam", beams=3, max_tokens=8
+    )
+    socket = await _connect(user)
+    await socket.send_json_to({"type": "conversation.open", "conversation": conversation.pk})
+    answer = await _answer(socket, conversation, "Hello there")
+    assert answer["status"] == "done" and answer["content"]
+    assert not answer["has_tokens"]
+    # The search is deterministic: asking again gives the same answer.
+    again = await _answer(socket, conversation, "Hello there")
+    assert again["content"] == answer["content"]
+    await socket.disconnect()

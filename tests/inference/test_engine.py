@@ -213,6 +213,38 @@ def test_an_output_filter_can_rewrite_and_block(tiny):
     assert engine.running == 0
 
 
+def test_logprobs_stop_once_an_output_filter_shows_other_text_than_the_model_wrote(tiny):
+    """Tokens would give away what a filter masked: from the first masked
+    piece on, no more log-probabilities; an unchanged text keeps them all."""
+
+    class MaskFourth:
+        def __init__(self):
+            self.pieces = 0
+
+        def push(self, text):
+            self.pieces += 1
+            return FilterResult("***" if self.pieces == 4 else text)
+
+        def finish(self):
+            return FilterResult("")
+
+    class Same:
+        def push(self, text):
+            return FilterResult(text)
+
+        def finish(self):
+            return FilterResult("")
+
+    engine = Engine(tiny, slots=2, speculative_tokens=0)
+    params = SamplingParams(temperature=0, max_new_tokens=10, ignore_eos=True, logprobs=2)
+    engine.submit("m", prompt=[5, 6, 7], params=params, output_filter=MaskFourth())
+    engine.submit("s", prompt=[5, 6, 7], params=params, output_filter=Same())
+    events = run_engine(engine)
+    masked = [len(e.logprobs or []) for e in events["m"]]
+    assert sum(masked) == 3 and "***" in _text(events["m"])
+    assert sum(len(e.logprobs or []) for e in events["s"]) == 10
+
+
 @pytest.mark.parametrize(
     ("params", "message"),
     [
