@@ -60,6 +60,7 @@ class Engine(EngineBase):
             slots=slots,
             max_context=min(max_context, getattr(config, "max_position_embeddings", max_context)),
             step_token_budget=step_token_budget,
+            vocab_size=int(config.vocab_size),
             clock=clock,
         )
         self.loaded = loaded
@@ -143,8 +144,11 @@ class Engine(EngineBase):
             return [[] for _ in batch]
         drafts: list[list[int]] = []
         for request in batch:
-            if request.group is not None and request.group.beam is not None:
-                drafts.append([])  # a beam moves by the search, not by drafts
+            if (
+                request.group is not None and request.group.beam is not None
+            ) or request.grammar is not None:
+                # A beam moves by the search, a grammar token by token.
+                drafts.append([])
                 continue
             room = min(
                 self.speculative_tokens,
@@ -178,7 +182,9 @@ class Engine(EngineBase):
         for index, (request, draft) in enumerate(zip(list(batch), drafts, strict=True)):
             if request.cancelled:
                 continue
-            if request.group is not None and request.group.beam is not None:
+            if (
+                request.group is not None and request.group.beam is not None
+            ) or request.grammar is not None:
                 self._accept(request, logits[index, 0], events)
                 continue
             for offset in range(len(draft) + 1):

@@ -22,7 +22,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -40,6 +40,9 @@ from inference.engine_types import (
 )
 from inference.protocol import SamplingParams
 from inference.sampling import Sampler
+
+if TYPE_CHECKING:
+    from inference.structured import CompiledGrammar, GrammarCompiler, GrammarMatcher
 from inference.speculative import PromptLookup
 
 Message = dict[str, str]
@@ -63,6 +66,8 @@ class Request:
     drafts: PromptLookup = field(default_factory=lambda: PromptLookup())
     #: Log-probabilities of the tokens decided since the last event.
     logprobs: list[TokenLogprob] = field(default_factory=list)
+    #: Structured output: the grammar state that masks each next token.
+    grammar: GrammarMatcher | None = None
     #: Several answers to one prompt (``n``, or beams) are a group; index
     #: is this one's place in it. Its events carry the group's id.
     group: Group | None = None
@@ -177,6 +182,7 @@ class EngineBase(ABC):
         slots: int,
         max_context: int,
         step_token_budget: int,
+        vocab_size: int = 0,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.tokenizer = tokenizer
@@ -192,6 +198,9 @@ class EngineBase(ABC):
         self.prefilling: list[Request] = []
         self.ids: set[str] = set()
         self.steps = 0
+        #: Width of the model's logits (the grammar masks' length).
+        self.vocab_size = vocab_size or len(tokenizer)
+        self._grammars: GrammarCompiler | None = None
         #: Each step's work, for tests and diagnostics: (step, kind, request ids).
         self.trace: deque[tuple[int, str, tuple[str, ...]]] = deque(maxlen=10_000)
 
@@ -245,6 +254,7 @@ class EngineBase(ABC):
         if (output_filter is not None and params.n > 1) or len(filters) < params.n:
             raise RequestError("each answer of the request needs its own output filter")
         arrived = self.clock()
+        grammar = self._grammar_compile(params)
 
         def member(index: int) -> Request:
             seed = params.seed
@@ -262,6 +272,7 @@ class EngineBase(ABC):
                 output_filter=filters[index] if index < len(filters) else None,
                 timings=Timings(arrived=arrived),
                 index=index,
+                grammar=grammar.matcher() if grammar is not None else None,
             )
 
         request = member(0)
@@ -273,6 +284,22 @@ class EngineBase(ABC):
             for each in members:
                 each.group = group
         self._inbox.put(("submit", request))
+
+    def _grammar_compile(self, params: SamplingParams) -> CompiledGrammar | None:
+        """The grammar a structured-output request decodes under; raise
+        RequestError when the format cannot be compiled for this model."""
+        if not params.constrained:
+            return None
+        from inference.structured import StructuredError, grammar_compiler
+
+        try:
+            if self._grammars is None:
+                self._grammars = grammar_compiler(
+                    self.tokenizer, self.vocab_size, eos_ids=set(self.eos_ids)
+                )
+            return self._grammars.compile(params.response_format)
+        except StructuredError as exc:
+            raise RequestError(f"response_format: {exc}") from None
 
     def cancel(self, request_id: str) -> None:
         """Stop a request; its slot is free after the next step. Thread-safe."""
@@ -445,9 +472,23 @@ class EngineBase(ABC):
             return
         for member in (request, *forks):
             penalized = self._penalized(member, logits)
-            token = member.sampler.sample(penalized)
+            token = member.sampler.sample(self._masked(member, penalized))
             self._logprob_note(member, penalized, token)
+            self._grammar_accept(member, token)
             self._take(member, token, events)
+
+    @staticmethod
+    def _masked(request: Request, logits: torch.Tensor) -> torch.Tensor:
+        """Logits with the tokens the request's grammar forbids ruled out
+        (a copy: the row may be shared by a group's answers)."""
+        if request.grammar is None:
+            return logits
+        return request.grammar.mask(logits.clone())
+
+    @staticmethod
+    def _grammar_accept(request: Request, token: int) -> None:
+        if request.grammar is not None and not request.grammar.finished:
+            request.grammar.accept(token)
 
     # --- beam search ------------------------------------------------------
 

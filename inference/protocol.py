@@ -121,6 +121,10 @@ class SamplingParams:
     #: once no running beam can beat the finished ones as scored now;
     #: "never" once none could at the longest length (as transformers).
     early_stopping: bool | str = False
+    #: OpenAI's ``response_format``: ``{"type": "json_object"}`` or
+    #: ``{"type": "json_schema", "json_schema": {"schema": ...}}`` constrain
+    #: decoding to JSON (``inference.structured``); None or text: free.
+    response_format: dict[str, Any] | None = None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> SamplingParams:
@@ -190,6 +194,22 @@ class SamplingParams:
                 )
             if self.logprobs is not None:
                 raise SamplingError("logprobs are not available with beam search")
+        if self.response_format is not None:
+            from inference.structured import (
+                StructuredError,
+                response_format_check,
+                response_format_constrains,
+            )
+
+            try:
+                response_format_check(self.response_format)
+            except StructuredError as exc:
+                raise SamplingError(f"response_format: {exc}") from None
+            if response_format_constrains(self.response_format):
+                if self.beams > 1:
+                    raise SamplingError("response_format is not available with beam search")
+                if self.ignore_eos:
+                    raise SamplingError("response_format cannot be combined with ignore_eos")
         if not isinstance(self.continue_final_message, bool):
             raise SamplingError("continue_final_message must be true or false")
         if len(self.stop) > MAX_STOP_STRINGS:
@@ -201,6 +221,15 @@ class SamplingParams:
     @property
     def greedy(self) -> bool:
         return self.temperature == 0.0
+
+    @property
+    def constrained(self) -> bool:
+        """Decoding follows a grammar (structured output)."""
+        if self.response_format is None:
+            return False
+        from inference.structured import response_format_constrains
+
+        return response_format_constrains(self.response_format)
 
     @property
     def beam_search(self) -> bool:

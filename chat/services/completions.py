@@ -27,6 +27,11 @@ from inference.protocol import (
     SamplingError,
     SamplingParams,
 )
+from inference.structured import (
+    StructuredError,
+    response_format_check,
+    response_format_constrains,
+)
 from models_admin.filters import content_filter_input, filter_hits_record
 from models_admin.models import ModelVersion
 from models_admin.selectors import model_version_get_production
@@ -55,6 +60,7 @@ KNOWN = {
     "use_beam_search",
     "length_penalty",
     "early_stopping",
+    "response_format",
     "user",
     "stream",
     "stream_options",
@@ -70,7 +76,6 @@ UNSUPPORTED = {
     "functions": "Function calls are not supported.",
     "function_call": "Function calls are not supported.",
     "logit_bias": "logit_bias is not supported.",
-    "response_format": "Only plain text responses are supported.",
     "audio": "Audio is not supported.",
     "modalities": "Only text is supported.",
     "prediction": "Predicted outputs are not supported.",
@@ -82,7 +87,6 @@ NEUTRAL: dict[str, tuple[Any, ...]] = {
     "functions": ([],),
     "function_call": ("none",),
     "logit_bias": ({},),
-    "response_format": ({"type": "text"},),
     "modalities": (["text"],),
 }
 #: Keys and characters of the ``metadata`` object, as OpenAI bounds them.
@@ -271,6 +275,23 @@ def _flags_check(body: dict[str, Any]) -> None:
             )
 
 
+def _response_format_parse(body: dict[str, Any], params: dict[str, Any]) -> None:
+    """``response_format``: text, or JSON (any object, or one following a
+    JSON schema) that decoding is held to."""
+    value = body.get("response_format")
+    if value is None:
+        return
+    try:
+        response_format_check(value)
+    except StructuredError as exc:
+        raise _invalid("response_format", f"response_format: {exc}") from None
+    if not response_format_constrains(value):
+        return
+    if params.get("beams", 1) > 1:
+        raise _invalid("response_format", "response_format is not available with beam search.")
+    params["response_format"] = value
+
+
 def _beams_parse(body: dict[str, Any], n: int, params: dict[str, Any]) -> None:
     """Beam search as vLLM's server takes it: ``use_beam_search`` with
     ``best_of`` beams (n by default), ``length_penalty`` and
@@ -379,6 +400,7 @@ def completion_request_parse(*, key: ApiKey, body: Any) -> CompletionRequest:
         raise _invalid("top_logprobs", "top_logprobs needs logprobs=true.")
     if logprobs:
         params["logprobs"] = top_logprobs or 0
+    _response_format_parse(body, params)
     repetition = _number(body, "repetition_penalty", 0.1, 10.0)
     if repetition is not None:
         params["repetition_penalty"] = repetition

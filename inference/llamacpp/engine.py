@@ -94,6 +94,7 @@ class LlamaCppEngine(EngineBase):
             slots=slots,
             max_context=runtime.sequence_tokens,
             step_token_budget=budget,
+            vocab_size=runtime.vocab_size,
             clock=clock,
         )
         self.loaded = loaded

@@ -120,6 +120,11 @@ def test_models_lists_what_the_key_may_use_production_first(client, secret, tiny
         ({"use_beam_search": True, "best_of": 17}, 400, "best_of"),
         ({"use_beam_search": True, "early_stopping": "soon"}, 400, "early_stopping"),
         ({"use_beam_search": True, "logprobs": True}, 400, "logprobs"),
+        ({"response_format": {"type": "yaml"}}, 400, "response_format"),
+        ({"response_format": {"type": "json_schema", "json_schema": {"schema": {"type": "frob"}}}},
+         400, "response_format"),
+        ({"response_format": {"type": "json_object"}, "use_beam_search": True}, 400,
+         "response_format"),
         ({"stop": ["a", "b", "c", "d", "e"]}, 400, "stop"),
         ({"seed": 1.5}, 400, "seed"),
         ({"stream_options": {"include_usage": True}}, 400, "stream_options"),
@@ -521,3 +526,55 @@ def test_n_answers_and_beam_search_through_the_official_client(live):
     assert beams.choices[0].message.content != beams.choices[1].message.content
     # A search, not a draw: the same beams every time.
     assert [c.message.content for c in again.choices] == [c.message.content for c in beams.choices]
+
+
+@pytest.mark.slow
+def test_response_format_holds_the_answer_to_json_through_the_official_client(live):
+    client = _client(live)
+    ask = [{"role": "user", "content": "Describe a customer"}]
+    schema = {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string", "maxLength": 10},
+            "age": {"type": "integer", "minimum": 0, "maximum": 120},
+            "plan": {"enum": ["free", "pro"]},
+        },
+        "required": ["name", "age", "plan"],
+        "additionalProperties": False,
+    }
+    shaped = client.chat.completions.create(
+        model="tiny",
+        messages=ask,
+        max_tokens=200,
+        temperature=0.8,
+        seed=1,
+        n=2,
+        response_format={
+            "type": "json_schema",
+            "json_schema": {"name": "customer", "schema": schema, "strict": True},
+        },
+    )
+    for choice in shaped.choices:
+        assert choice.finish_reason == "stop"
+        data = json.loads(choice.message.content)
+        assert set(data) == {"name", "age", "plan"} and data["plan"] in ("free", "pro")
+        assert isinstance(data["age"], int) and len(data["name"]) <= 10
+    anything = client.chat.completions.create(
+        model="tiny",
+        messages=ask,
+        max_tokens=300,
+        temperature=0,
+        response_format={"type": "json_object"},
+        stream=True,
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in anything if c.choices)
+    # A random model may run out of tokens inside the object; what it wrote
+    # is a JSON object's start either way.
+    assert text.startswith("{")
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(
+            model="tiny",
+            messages=ask,
+            response_format={"type": "json_schema", "json_schema": {"schema": {"type": "frob"}}},
+        )
+    assert caught.value.body["param"] == "response_format"
