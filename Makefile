@@ -80,6 +80,7 @@ BENCH_ARGS ?=
 bench: install model
 	$(PY) -m tools.engine_bench $(BENCH_ARGS)
 	$(PY) -m tools.filter_bench $(FILTER_BENCH_ARGS)
+	$(PY) -m tools.controls_bench $(CONTROLS_BENCH_ARGS)
 
 # Fine-tune and distill the default model on the demo dataset (about 30
 # minutes on 2 cores); TRAIN_BENCH_ARGS as for python -m tools.train_bench.

@@ -90,3 +90,56 @@ def test_speculative_sampling_is_reproducible_with_a_seed(smollm):
         runs.append(text)
     assert runs[0] == runs[1]
     assert torch.get_num_threads() >= 1
+
+
+def test_beam_search_and_logprobs_equal_transformers_on_the_default_model(smollm):
+    """Four beams give transformers' beams token for token; each greedy
+    token's log-probability and its alternatives' are transformers' own
+    (scores of generate) within 1e-4."""
+    from inference.engine_base import chat_prompt_ids
+    from tests.inference.test_choices_beams import _hf_beams
+
+    prompts = [
+        chat_prompt_ids(smollm.tokenizer, [{"role": "user", "content": text}])
+        for text in PROMPTS[:2]
+    ]
+    engine = Engine(smollm, slots=8, max_context=1024)
+    beams = SamplingParams(temperature=0, beams=4, n=2, max_new_tokens=16)
+    for index, prompt in enumerate(prompts):
+        engine.submit(f"b{index}", prompt=prompt, params=beams)
+    greedy = SamplingParams(temperature=0, max_new_tokens=12, logprobs=5)
+    engine.submit("g", prompt=prompts[0], params=greedy)
+    finals: dict[tuple[str, int], list[int]] = {}
+    logprobs = []
+    while engine.has_work():
+        for event in engine.step():
+            if event.request_id == "g" and event.logprobs:
+                logprobs.extend(event.logprobs)
+            if event.finished:
+                finals[(event.request_id, event.index)] = event.token_ids
+    for index, prompt in enumerate(prompts):
+        expected = _hf_beams(
+            smollm, prompt, beams=4, n=2, max_new_tokens=16, length_penalty=1.0,
+            early_stopping=False,
+        )  # fmt: skip
+        assert [finals[(f"b{index}", 0)], finals[(f"b{index}", 1)]] == expected
+    output = smollm.model.generate(
+        torch.tensor([prompts[0]]),
+        max_new_tokens=12,
+        do_sample=False,
+        temperature=None,
+        top_p=None,
+        top_k=None,
+        output_logits=True,
+        return_dict_in_generate=True,
+        eos_token_id=sorted(smollm.eos_token_ids),
+        pad_token_id=smollm.tokenizer.pad_token_id,
+    )
+    reference = [torch.log_softmax(step[0].float(), dim=-1) for step in output.logits]
+    assert [e.token for e in logprobs] == output.sequences[0, len(prompts[0]) :].tolist()
+    for entry, row in zip(logprobs, reference, strict=True):
+        assert abs(entry.logprob - float(row[entry.token])) < 1e-4
+        values, ids = torch.topk(row, 5)
+        assert [t for t, _lp in entry.top] == ids.tolist()
+        gaps = [abs(lp - float(v)) for (_t, lp), v in zip(entry.top, values, strict=True)]
+        assert max(gaps) < 1e-4
