@@ -32,5 +32,6 @@ urlpatterns = [
     path("v1/models", openai_api.models, name="v1-models"),
     path("v1/models/<path:model_id>", openai_api.models, name="v1-model"),
     path("v1/chat/completions", openai_api.chat_completions, name="v1-chat-completions"),
+    path("v1/completions", openai_api.completions, name="v1-completions"),
     re_path(r"^v1/(?P<path>.*)$", openai_api.not_found, name="v1-not-found"),
 ]

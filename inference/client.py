@@ -45,13 +45,16 @@ def generation_submit(
     model_version_id: int | None = None,
     generation_id: str | None = None,
     extra: dict[str, Any] | None = None,
+    prompt: str | None = None,
 ) -> str:
-    """Queue a generation and return its id. Raise SamplingError for bad
-    parameters; the request itself is checked by the worker."""
+    """Queue a generation and return its id: an answer to chat messages,
+    or (``prompt``) the continuation of plain text. Raise SamplingError for
+    bad parameters; the request itself is checked by the worker."""
     SamplingParams.from_dict(params)
     generation_id = generation_id or uuid.uuid4().hex
     payload = {
         "id": generation_id,
+        **({"prompt": prompt} if prompt is not None else {}),
         "messages": messages,
         "params": params or {},
         "model_version_id": model_version_id,

@@ -211,7 +211,17 @@ class Engine(EngineBase):
             budget -= len(chunk)
             chunks.append((request, chunk))
         many = len(chunks) > 1
-        logits = self._prefill_many(chunks) if many else self._prefill_one(*chunks[0])
+        # Every position's logits when a prompt's own log-probabilities are
+        # asked for; the last one's otherwise.
+        keep = 0 if any(r.params.prompt_logprobs is not None for r, _c in chunks) else 1
+        if many:
+            logits = self._prefill_many(chunks, keep)
+        else:
+            logits = self._prefill_one(*chunks[0], keep=keep)
+        for index, (request, chunk) in enumerate(chunks):
+            if request.params.prompt_logprobs is not None:
+                rows = logits[index, logits.shape[1] - len(chunk) :]
+                self._prompt_logprobs_note(request, request.prefilled, rows)
         # Every row's new length first: promoting one request swaps rows,
         # and a swap copies each row's positions up to its length.
         for request, chunk in chunks:
@@ -222,7 +232,7 @@ class Engine(EngineBase):
                 self._promote_to_decoding(request)
                 self._accept(request, logits[index, -1], events)
 
-    def _prefill_one(self, request: Request, chunk: list[int]) -> torch.Tensor:
+    def _prefill_one(self, request: Request, chunk: list[int], keep: int = 1) -> torch.Tensor:
         start, length = request.prefilled, len(chunk)
         self.cache.prefill_row(request.row, start, length)
         mask = torch.full(
@@ -230,9 +240,11 @@ class Engine(EngineBase):
         ).triu(start + 1)
         positions = torch.arange(start, start + length, device=self.device)[None, :]
         input_ids = torch.tensor([chunk], device=self.device)
-        return self._forward(input_ids, positions, mask[None, None])
+        return self._forward(input_ids, positions, mask[None, None], keep=keep)
 
-    def _prefill_many(self, chunks: list[tuple[Request, list[int]]]) -> torch.Tensor:
+    def _prefill_many(
+        self, chunks: list[tuple[Request, list[int]]], keep: int = 1
+    ) -> torch.Tensor:
         """Several rows' chunks in one forward. Chunks are aligned on their
         last token (so one kept logit per row is each chunk's last); the
         padding before a shorter chunk is fed at spare positions past the
@@ -254,7 +266,7 @@ class Engine(EngineBase):
         valid = keys[None, None, :] <= positions[:, :, None]
         mask = torch.zeros(valid.shape, dtype=self.loaded.dtype, device=self.device)
         mask.masked_fill_(~valid, self._mask_min)
-        return self._forward(ids, positions, mask[:, None])
+        return self._forward(ids, positions, mask[:, None], keep=keep)
 
     def _forward(
         self, input_ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor, keep: int = 1

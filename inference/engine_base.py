@@ -15,6 +15,7 @@ One thread calls ``step()``; other threads may call ``submit()`` and
 from __future__ import annotations
 
 import itertools
+import math
 import queue
 import time
 from abc import ABC, abstractmethod
@@ -68,6 +69,8 @@ class Request:
     logprobs: list[TokenLogprob] = field(default_factory=list)
     #: Structured output: the grammar state that masks each next token.
     grammar: GrammarMatcher | None = None
+    #: The prompt's token log-probabilities gathered while it is fed.
+    prompt_logprobs: list[TokenLogprob] = field(default_factory=list)
     #: Several answers to one prompt (``n``, or beams) are a group; index
     #: is this one's place in it. Its events carry the group's id.
     group: Group | None = None
@@ -465,6 +468,9 @@ class EngineBase(ABC):
         """Sample the next token of request and emit what it makes visible."""
         if request.cancelled:
             return
+        if not request.generated and request.params.prompt_logprobs is not None:
+            # The prompt is in: its log-probabilities come before any text.
+            self._prompt_logprobs_emit(request, events)
         forks = self._forks_start(request)
         group = request.group
         if group is not None and group.beam is not None:
@@ -588,6 +594,26 @@ class EngineBase(ABC):
             self._emit(member, text, events, final=True, reason=reason)
         group.pending.clear()
         beam.spare.clear()
+
+    def _prompt_logprobs_note(self, request: Request, start: int, logits: torch.Tensor) -> None:
+        """Rows of logits for the prompt positions start.. of a chunk just
+        fed: keep the log-probabilities of the prompt tokens they predict."""
+        count = request.params.prompt_logprobs
+        if count is None:
+            return
+        targets = request.prompt[start + 1 : start + 1 + logits.shape[0]]
+        if targets:
+            rows = logits[: len(targets)]
+            request.prompt_logprobs.extend(Sampler.prompt_logprobs(rows, targets, count))
+
+    def _prompt_logprobs_emit(self, request: Request, events: list[Event]) -> None:
+        if request.params.prompt_logprobs is None:
+            return
+        # The first token has nothing before it: no log-probability (NaN).
+        first = TokenLogprob(token=request.prompt[0], logprob=math.nan)
+        entries = [first, *request.prompt_logprobs]
+        events.append(Event(request.event_id, index=request.index, prompt_logprobs=entries))
+        request.prompt_logprobs = []
 
     def _logprob_note(self, request: Request, logits: torch.Tensor, token: int) -> None:
         """Keep token's log-probabilities for the next event, when asked."""

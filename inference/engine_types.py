@@ -102,3 +102,6 @@ class Event:
     logprobs: list[TokenLogprob] | None = None
     #: Which answer of a request that asked for several (n, beams).
     index: int = 0
+    #: When asked for: the prompt's tokens, each with its log-probability
+    #: given the tokens before it (the first: NaN), once, before any text.
+    prompt_logprobs: list[TokenLogprob] | None = None

@@ -105,6 +105,10 @@ class SamplingParams:
     #: Log-probabilities of each chosen token and of this many most likely
     #: alternatives (0 to MAX_TOP_LOGPROBS); None: not computed.
     logprobs: int | None = None
+    #: Log-probabilities of the prompt's own tokens (each from the ones
+    #: before it; the first has none) with this many alternatives: for
+    #: completions that echo their prompt. None: not computed.
+    prompt_logprobs: int | None = None
     #: The last message is an assistant's answer to go on with (a stopped or
     #: length-cut answer continued), not a turn to answer.
     continue_final_message: bool = False
@@ -172,14 +176,16 @@ class SamplingParams:
             isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0
         ):
             raise SamplingError("seed must be a whole number, 0 or more")
-        if self.logprobs is not None and (
-            isinstance(self.logprobs, bool)
-            or not isinstance(self.logprobs, int)
-            or not 0 <= self.logprobs <= MAX_TOP_LOGPROBS
-        ):
-            raise SamplingError(
-                f"logprobs must be a whole number from 0 to {MAX_TOP_LOGPROBS}, or null"
-            )
+        counts = (("logprobs", self.logprobs), ("prompt_logprobs", self.prompt_logprobs))
+        for name, value in counts:
+            if value is not None and (
+                isinstance(value, bool)
+                or not isinstance(value, int)
+                or not 0 <= value <= MAX_TOP_LOGPROBS
+            ):
+                raise SamplingError(
+                    f"{name} must be a whole number from 0 to {MAX_TOP_LOGPROBS}, or null"
+                )
         for name, value, high in (("n", self.n, MAX_CHOICES), ("beams", self.beams, MAX_BEAMS)):
             if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= high:
                 raise SamplingError(f"{name} must be a whole number from 1 to {high}")

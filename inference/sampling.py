@@ -111,6 +111,24 @@ class Sampler:
         zeros = torch.zeros(logits.shape[-1], dtype=values.dtype, device=values.device)
         return zeros.scatter(0, ids, values)
 
+    @staticmethod
+    def prompt_logprobs(logits: torch.Tensor, tokens: list[int], count: int) -> list[TokenLogprob]:
+        """Each token's log-probability from the logits row before it (the
+        model's own distribution, no temperature), with count alternatives."""
+        logprobs = torch.log_softmax(logits.float(), dim=-1)
+        chosen = logprobs.gather(1, torch.tensor(tokens, device=logits.device)[:, None])[:, 0]
+        tops: list[tuple[tuple[int, float], ...]] = [()] * len(tokens)
+        if count:
+            values, ids = torch.topk(logprobs, min(count, logprobs.shape[-1]), dim=-1)
+            tops = [
+                tuple(zip(row_ids, row_values, strict=True))
+                for row_ids, row_values in zip(ids.tolist(), values.tolist(), strict=True)
+            ]
+        return [
+            TokenLogprob(token=token, logprob=float(lp), top=top)
+            for token, lp, top in zip(tokens, chosen.tolist(), tops, strict=True)
+        ]
+
     def logprobs(self, logits: torch.Tensor, token: int) -> TokenLogprob:
         """The chosen token's log-probability and the top alternatives',
         from logits as the sampler saw them (penalties applied), scaled by

@@ -338,6 +338,78 @@ class CompletionRequest:
     logprobs: bool = False
     #: Answers asked for (choices).
     n: int = 1
+    #: ``/v1/completions``: the text to continue (no chat template), and
+    #: whether the answer repeats it first.
+    prompt: str | None = None
+    echo: bool = False
+
+
+#: Parameters of ``/v1/completions`` besides the chat ones it shares.
+TEXT_KNOWN = (KNOWN - {"messages", "logprobs", "top_logprobs", "response_format"}) | {
+    "prompt",
+    "echo",
+    "logprobs",
+    "suffix",
+}
+
+
+def _prompt(value: Any) -> str:
+    """The text to continue: a string, or a list holding one."""
+    if isinstance(value, list) and len(value) == 1 and isinstance(value[0], str):
+        value = value[0]
+    if isinstance(value, list):
+        raise _invalid("prompt", "prompt is one string (a list of prompts is not supported).")
+    if not isinstance(value, str) or not value:
+        raise _invalid("prompt", "prompt must be a non-empty string.")
+    if len(value) > MAX_PROMPT_CHARS:
+        raise _invalid("prompt", f"The prompt is limited to {MAX_PROMPT_CHARS:,} characters.")
+    return value
+
+
+def text_completion_request_parse(*, key: ApiKey, body: Any) -> CompletionRequest:
+    """Check a ``/v1/completions`` body (OpenAI's legacy text completions:
+    ``prompt``, ``echo``, ``logprobs`` as a count of alternatives);
+    raise ApiError naming the parameter."""
+    if not isinstance(body, dict):
+        raise ApiError(400, "The request body must be a JSON object.")
+    for name in body:
+        if name not in TEXT_KNOWN:
+            raise ApiError(
+                400, f"Unrecognized request argument supplied: {name}", param=name, code=None
+            )
+    if body.get("suffix") not in (None, ""):
+        raise _invalid("suffix", "suffix is not supported.")
+    prompt = _prompt(body.get("prompt"))
+    echo = body.get("echo", False)
+    if echo is not None and not isinstance(echo, bool):
+        raise _invalid("echo", "echo must be true or false.")
+    alternatives = _integer(body, "logprobs", 0, MAX_TOP_LOGPROBS)
+    chat_body = {
+        name: value
+        for name, value in body.items()
+        if name not in ("prompt", "echo", "logprobs", "suffix")
+    }
+    chat_body["messages"] = [{"role": "user", "content": prompt}]
+    if alternatives is not None:
+        chat_body.update(logprobs=True, top_logprobs=alternatives)
+    if "max_tokens" not in body and "max_completion_tokens" not in body:
+        chat_body["max_tokens"] = min(16, settings.API_MAX_TOKENS)  # OpenAI's default here
+    parsed = completion_request_parse(key=key, body=chat_body)
+    params = dict(parsed.params)
+    if echo and alternatives is not None:
+        params["prompt_logprobs"] = alternatives
+    return CompletionRequest(
+        version=parsed.version,
+        messages=parsed.messages,
+        params=params,
+        stream=parsed.stream,
+        include_usage=parsed.include_usage,
+        end_user=parsed.end_user,
+        logprobs=parsed.logprobs,
+        n=parsed.n,
+        prompt=prompt,
+        echo=bool(echo),
+    )
 
 
 def completion_request_parse(*, key: ApiKey, body: Any) -> CompletionRequest:
@@ -566,6 +638,8 @@ def completion_start(*, key: ApiKey, request: CompletionRequest) -> Started:
                     model_version_id=request.version.pk,
                     generation_id=generation_id,
                     extra=extra,
+                    # The filtered text, for a text completion.
+                    prompt=messages[0]["content"] if request.prompt is not None else None,
                 )
             except Exception as exc:
                 logger.exception("Queueing API generation %s failed", generation_id)

@@ -18,6 +18,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -38,6 +39,7 @@ from chat.services.completions import (
     completion_record,
     completion_request_parse,
     completion_start,
+    text_completion_request_parse,
 )
 from chat.services.limits import LimitError, user_generation_check
 from chat.streams import CancelPolicy, GenerationFollower, Notice, Reset
@@ -174,7 +176,8 @@ class _Call:
         self.final: dict[str, Any] | None = None
         self.error = ""
         self.created = int(time.time())
-        self.id = f"chatcmpl-{started.generation_id}"
+        prefix = "cmpl" if request.prompt is not None else "chatcmpl"
+        self.id = f"{prefix}-{started.generation_id}"
         # A client that goes away mid-answer frees the engine slot at once.
         # Without streaming, a stream that lost events is read again from
         # the start; a stream already sent in part cannot be taken back.
@@ -264,6 +267,9 @@ class _Call:
             index = event.data.get("index", 0)
             if not isinstance(index, int) or not 0 <= index < self.request.n:
                 return []
+            prompt_logprobs = event.data.get("prompt_logprobs")
+            if isinstance(prompt_logprobs, list) and prompt_logprobs:
+                items.append(("prompt_logprobs", index, prompt_logprobs))
             logprobs = event.data.get("logprobs")
             if self.request.logprobs and isinstance(logprobs, list) and logprobs:
                 items.append(("logprobs", index, logprobs))
@@ -401,19 +407,37 @@ async def _stream(call: _Call) -> AsyncIterator[bytes]:
         await call.record(status_code=200 if not call.error or done else 499)
 
 
-async def _complete(call: _Call) -> HttpResponse:
+@dataclass
+class _Answers:
+    """What a call without streaming gathered: each answer's text pieces,
+    its tokens' log-probabilities and its prompt's (echo)."""
+
+    texts: list[list[str]]
+    logprobs: list[list[dict[str, Any]]]
+    prompts: list[list[dict[str, Any]]]
+    final: dict[str, Any]
+
+
+async def _gather(call: _Call) -> _Answers | HttpResponse:
+    """Read a call to its end; an error response when it failed."""
     count = call.request.n
-    texts: list[list[str]] = [[] for _ in range(count)]
-    logprobs: list[list[dict[str, Any]]] = [[] for _ in range(count)]
+
+    def empty() -> _Answers:
+        return _Answers(
+            [[] for _ in range(count)], [[] for _ in range(count)], [[] for _ in range(count)], {}
+        )
+
+    answers = empty()
     try:
         async for kind, index, value in call.events():
             if kind == "text":
-                texts[index].append(value)
+                answers.texts[index].append(value)
             elif kind == "logprobs":
-                logprobs[index].extend(value)
+                answers.logprobs[index].extend(value)
+            elif kind == "prompt_logprobs":
+                answers.prompts[index].extend(value)
             elif kind == "reset":
-                texts = [[] for _ in range(count)]
-                logprobs = [[] for _ in range(count)]
+                answers = empty()
     except TimeoutError:
         call.error = "no answer from the model service in time"
         await call.record(status_code=504)
@@ -421,11 +445,20 @@ async def _complete(call: _Call) -> HttpResponse:
     except asyncio.CancelledError:
         await call.left()
         raise
-    final = call.final or {}
-    if final.get("finish_reason") == "error":
+    answers.final = call.final or {}
+    if answers.final.get("finish_reason") == "error":
         await call.record(status_code=500)
         return _error(ApiError(500, call.error, type="server_error", code="generation_failed"))
     await call.record()
+    return answers
+
+
+async def _complete(call: _Call) -> HttpResponse:
+    count = call.request.n
+    answers = await _gather(call)
+    if isinstance(answers, HttpResponse):
+        return answers
+    final, texts, logprobs = answers.final, answers.texts, answers.logprobs
     choices = []
     for index, reason in enumerate(_finish_reasons(final, count)):
         content = "".join(texts[index])
@@ -473,8 +506,171 @@ async def not_found(request: HttpRequest, path: str = "") -> HttpResponse:
     )
 
 
+class _LegacyLogprobs:
+    """One answer's log-probabilities in the text completions shape:
+    tokens, token_logprobs, top_logprobs (token -> logprob) and each
+    token's offset in the answer's text."""
+
+    def __init__(self) -> None:
+        self.offset = 0
+
+    def take(self, entries: list[dict[str, Any]]) -> dict[str, Any]:
+        out: dict[str, list[Any]] = {
+            "tokens": [],
+            "token_logprobs": [],
+            "top_logprobs": [],
+            "text_offset": [],
+        }
+        for entry in entries:
+            out["tokens"].append(entry["token"])
+            out["token_logprobs"].append(entry["logprob"])
+            top: dict[str, float] = {}
+            for alternative in entry.get("top_logprobs") or []:
+                top.setdefault(alternative["token"], alternative["logprob"])
+            out["top_logprobs"].append(top if entry["logprob"] is not None else None)
+            out["text_offset"].append(self.offset)
+            self.offset += len(entry["token"])
+        return out
+
+
+def _legacy_merge(into: dict[str, Any] | None, more: dict[str, Any]) -> dict[str, Any]:
+    if into is None:
+        return more
+    for name, values in more.items():
+        into[name].extend(values)
+    return into
+
+
+def _text_chunk(call: _Call, index: int, text: str, reason: str | None, logprobs: Any) -> bytes:
+    return _sse(
+        {
+            "id": call.id,
+            "object": "text_completion",
+            "created": call.created,
+            "model": call.started.model,
+            "system_fingerprint": None,
+            "choices": [
+                {"index": index, "text": text, "logprobs": logprobs, "finish_reason": reason}
+            ],
+        }
+    )
+
+
+async def _text_stream(call: _Call) -> AsyncIterator[bytes]:
+    count = call.request.n
+    wants_logprobs = call.request.logprobs
+    done = False
+    offsets = [_LegacyLogprobs() for _ in range(count)]
+    waiting: list[list[dict[str, Any]]] = [[] for _ in range(count)]
+    prompts: list[list[dict[str, Any]]] = [[] for _ in range(count)]
+    # With echo, each answer opens with the prompt (and its tokens).
+    to_echo = [call.request.echo] * count
+
+    def logprobs_of(entries: list[dict[str, Any]], index: int) -> Any:
+        return offsets[index].take(entries) if wants_logprobs else None
+
+    try:
+        async for kind, index, value in call.events():
+            if kind == "prompt_logprobs":
+                prompts[index].extend(value)
+                continue
+            if kind == "reset":
+                continue
+            if kind == "logprobs":
+                waiting[index].extend(value)
+                continue
+            echoes = range(count) if kind == "end" else [index]
+            for choice in echoes:
+                if to_echo[choice]:
+                    to_echo[choice] = False
+                    entries = prompts[choice] or prompts[0]
+                    prompt = call.request.prompt or ""
+                    yield _text_chunk(call, choice, prompt, None, logprobs_of(entries, choice))
+            if kind == "text":
+                yield _text_chunk(call, index, value, None, logprobs_of(waiting[index], index))
+                waiting[index] = []
+                continue
+            done = True
+            if value.get("finish_reason") == "error":
+                error = ApiError(500, call.error, type="server_error", code="generation_failed")
+                yield _sse(error.body())
+            else:
+                for choice, reason in enumerate(_finish_reasons(value, count)):
+                    tail = logprobs_of(waiting[choice], choice)
+                    yield _text_chunk(call, choice, "", reason, tail)
+                if call.request.include_usage:
+                    yield _sse(
+                        {
+                            "id": call.id,
+                            "object": "text_completion",
+                            "created": call.created,
+                            "model": call.started.model,
+                            "choices": [],
+                            "usage": call.usage(),
+                        }
+                    )
+            yield b"data: [DONE]\n\n"
+            break
+    except TimeoutError:
+        done = True
+        call.error = "no answer from the model service in time"
+        yield _sse(ApiError(504, call.error, type="server_error", code="timeout").body())
+        yield b"data: [DONE]\n\n"
+    finally:
+        await call.follower.aclose()
+        if not done:
+            call.final = call.final or {"finish_reason": "cancelled"}
+            call.error = call.error or "client disconnected"
+        await call.record(status_code=200 if not call.error or done else 499)
+
+
+async def _text_complete(call: _Call) -> HttpResponse:
+    count = call.request.n
+    answers = await _gather(call)
+    if isinstance(answers, HttpResponse):
+        return answers
+    final, texts = answers.final, answers.texts
+    entries, prompt_entries = answers.logprobs, answers.prompts
+    choices = []
+    echo = call.request.prompt if call.request.echo else ""
+    for index, reason in enumerate(_finish_reasons(final, count)):
+        text = "".join(texts[index])
+        if reason == "content_filter" and final.get("notice"):
+            text = str(final["notice"])
+        logprobs = None
+        if call.request.logprobs:
+            # Every answer repeats the prompt the first one was given.
+            echoed = prompt_entries[index] or prompt_entries[0] if echo else []
+            logprobs = _LegacyLogprobs().take([*echoed, *entries[index]])
+        choices.append(
+            {"index": index, "text": (echo or "") + text, "logprobs": logprobs,
+             "finish_reason": reason}
+        )  # fmt: skip
+    return JsonResponse(
+        {
+            "id": call.id,
+            "object": "text_completion",
+            "created": call.created,
+            "model": call.started.model,
+            "system_fingerprint": None,
+            "choices": choices,
+            "usage": call.usage(),
+        }
+    )
+
+
+@_api_view
+async def completions(request: HttpRequest) -> HttpResponseBase:
+    """``POST /v1/completions``: plain text continued, OpenAI's legacy shape."""
+    return await _completion_call(request, text=True)
+
+
 @_api_view
 async def chat_completions(request: HttpRequest) -> HttpResponseBase:
+    return await _completion_call(request, text=False)
+
+
+async def _completion_call(request: HttpRequest, *, text: bool) -> HttpResponseBase:
     if request.method != "POST":
         return _error(ApiError(405, "Use POST.", code="method_not_allowed"))
     try:
@@ -483,7 +679,8 @@ async def chat_completions(request: HttpRequest) -> HttpResponseBase:
             body = json_body(request, max_bytes=MAX_BODY_BYTES)
         except BodyError as exc:
             raise ApiError(exc.status, exc.message) from None
-        parsed = await sync_to_async(completion_request_parse)(key=key, body=body)
+        parse = text_completion_request_parse if text else completion_request_parse
+        parsed = await sync_to_async(parse)(key=key, body=body)
         await sync_to_async(api_limits_check)(key=key)
         # Before the worker check, so that a refusal does not depend on it;
         # completion_start checks again under the user's lock.
@@ -517,9 +714,10 @@ async def chat_completions(request: HttpRequest) -> HttpResponseBase:
         return _error(refused)
     response: HttpResponseBase
     if not parsed.stream:
-        response = await _complete(call)
+        response = await (_text_complete(call) if text else _complete(call))
     else:
-        response = StreamingHttpResponse(_stream(call), content_type="text/event-stream")
+        stream = _text_stream(call) if text else _stream(call)
+        response = StreamingHttpResponse(stream, content_type="text/event-stream")
         response["Cache-Control"] = "no-cache"
         response["X-Accel-Buffering"] = "no"
     if settings.API_STORE_CONVERSATIONS and not started.stored:

@@ -33,6 +33,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
+import numpy as np
 import torch
 
 from inference.engine_base import EngineBase, Request
@@ -156,6 +157,8 @@ class LlamaCppEngine(EngineBase):
     def _prefix_share(self, request: Request) -> int:
         """Share into request's row the longest start of its tokens that a
         cached prefix or a running request holds; return its length."""
+        if request.params.prompt_logprobs is not None:
+            return 0  # every prompt position is fed, for its logits
         context = request.prompt + request.generated
         # At least the last token is fed: its logits are the next token's.
         limit = len(context) - 1
@@ -235,9 +238,10 @@ class LlamaCppEngine(EngineBase):
             start = self._cached[request.id]
             chunk = context[start : start + room]
             last = len(context) - 1
+            every = request.params.prompt_logprobs is not None
             for offset, token in enumerate(chunk):
                 position = start + offset
-                entries.append((token, position, request.row, position == last))
+                entries.append((token, position, request.row, every or position == last))
             fed.append((request, len(chunk)))
             prefill_ids.append(request.id)
             room -= len(chunk)
@@ -259,6 +263,11 @@ class LlamaCppEngine(EngineBase):
             self.trace.append((self.steps, "prefill", (request_id,)))
         index = 0
         for request, count in fed:
+            wants = request.params.prompt_logprobs is not None and not request.generated
+            if wants and request in self.prefilling:
+                rows = np.stack([self.runtime.logits(index + i) for i in range(count)])
+                start = self._cached[request.id]
+                self._prompt_logprobs_note(request, start, torch.from_numpy(rows))
             index += count
             self._cached[request.id] += count
             request.prefilled = min(self._cached[request.id], len(request.prompt))

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -162,8 +163,15 @@ class Generations:
                 "for several answers is not resumed: send it again"
             )
         # Checked by the engine: what it refuses ends the request.
-        messages: Any = payload.get("messages")
-        prompt = engine.prompt_ids(messages, continue_final=params.continue_final_message)
+        text_prompt = payload.get("prompt")
+        if text_prompt is not None:
+            # A completion of plain text: no chat template.
+            if not isinstance(text_prompt, str) or not text_prompt:
+                raise RequestError("prompt must be non-empty text")
+            prompt = list(engine.tokenizer.encode(text_prompt, add_special_tokens=True))
+        else:
+            messages: Any = payload.get("messages")
+            prompt = engine.prompt_ids(messages, continue_final=params.continue_final_message)
         if streamed:
             prompt += engine.tokenizer.encode(streamed, add_special_tokens=False)
             produced = max(len(engine.tokenizer.encode(streamed, add_special_tokens=False)), 1)
@@ -226,10 +234,13 @@ class Generations:
             extra["logprobs"] = logprobs_json(tokenizer, event.logprobs)
             if event.index == 0:
                 item.tokens.extend(event.logprobs)
+        if event.prompt_logprobs:
+            tokenizer = self.versions.engines[item.version.id].tokenizer
+            extra["prompt_logprobs"] = logprobs_json(tokenizer, event.prompt_logprobs)
         if item.choices > 1:
             # Which answer; the first is the one a stored conversation keeps.
             extra["index"] = event.index
-        if event.text or event.logprobs:
+        if event.text or event.logprobs or event.prompt_logprobs:
             if event.index == 0:
                 item.text.append(event.text)
             if not self.streams.publish(item, "text", text=event.text, **extra):
@@ -380,7 +391,12 @@ def _with_wait(timings: dict[str, Any] | None, wait: float | None) -> dict[str, 
 
 def _token_json(tokenizer: Any, token: int, logprob: float) -> dict[str, Any]:
     raw = token_bytes(tokenizer, token)
-    return {"token": raw.decode("utf-8", errors="replace"), "logprob": logprob, "bytes": list(raw)}
+    return {
+        "token": raw.decode("utf-8", errors="replace"),
+        # A prompt's first token has none.
+        "logprob": None if math.isnan(logprob) else logprob,
+        "bytes": list(raw),
+    }
 
 
 def _token_compact(tokenizer: Any, token: int) -> tuple[str, str]:

@@ -578,3 +578,53 @@ def test_response_format_holds_the_answer_to_json_through_the_official_client(li
             response_format={"type": "json_schema", "json_schema": {"schema": {"type": "frob"}}},
         )
     assert caught.value.body["param"] == "response_format"
+
+
+@pytest.mark.slow
+def test_text_completions_with_echo_and_logprobs_through_the_official_client(live):
+    """/v1/completions continues plain text (no chat template): echo
+    repeats the prompt, logprobs lists every token (the prompt's too with
+    echo, the first without a value) with its alternatives and offsets;
+    streamed or not, n answers, usage counting them all."""
+    client = _client(live)
+    prompt = "The shop opens at"
+    plain = client.completions.create(model="tiny", prompt=prompt, max_tokens=6, temperature=0)
+    assert plain.object == "text_completion" and plain.id.startswith("cmpl-")
+    choice = plain.choices[0]
+    assert choice.text and not choice.text.startswith(prompt) and choice.logprobs is None
+    echoed = client.completions.create(
+        model="tiny", prompt=prompt, max_tokens=6, temperature=0, echo=True, logprobs=3
+    )
+    choice = echoed.choices[0]
+    assert choice.text == prompt + plain.choices[0].text
+    logprobs = choice.logprobs
+    assert "".join(logprobs.tokens) == choice.text
+    assert logprobs.token_logprobs[0] is None and logprobs.top_logprobs[0] is None
+    assert all(lp <= 0 for lp in logprobs.token_logprobs[1:])
+    assert all(len(top) <= 3 for top in logprobs.top_logprobs[1:])
+    assert logprobs.text_offset == [
+        sum(len(t) for t in logprobs.tokens[:i]) for i in range(len(logprobs.tokens))
+    ]
+    prompt_tokens = echoed.usage.prompt_tokens
+    assert len(logprobs.tokens) == prompt_tokens + echoed.usage.completion_tokens
+    streamed = list(
+        client.completions.create(
+            model="tiny", prompt=prompt, max_tokens=6, temperature=0, echo=True, logprobs=3,
+            stream=True, n=2,
+        )
+    )  # fmt: skip
+    texts = {0: "", 1: ""}
+    tokens: dict[int, list[str]] = {0: [], 1: []}
+    for chunk in streamed:
+        for part in chunk.choices:
+            texts[part.index] += part.text
+            if part.logprobs:
+                tokens[part.index] += part.logprobs.tokens
+    assert texts == {0: choice.text, 1: choice.text}
+    assert tokens[0] == logprobs.tokens
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.completions.create(model="tiny", prompt=["one", "two"], max_tokens=4)
+    assert caught.value.body["param"] == "prompt"
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.completions.create(model="tiny", prompt="x", logprobs=21)
+    assert caught.value.body["param"] == "logprobs"

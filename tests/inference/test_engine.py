@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -421,3 +423,31 @@ def test_logprobs_follow_the_temperature_and_refuse_more_than_20_alternatives(ti
     assert all(entry.logprob <= 0.0 for entry in got)
     with pytest.raises(SamplingError, match="logprobs"):
         SamplingParams.from_dict({"logprobs": 21})
+
+
+@pytest.mark.parametrize("budget", [7, 256])
+def test_prompt_logprobs_match_transformers_whatever_the_chunks(tiny, budget):
+    """Each prompt token after the first, with its log-probability given
+    the ones before it and its alternatives, as transformers computes
+    them; fed in chunks beside another prompt or in one piece."""
+    prompt = _prompts(tiny, 4)[3]
+    engine = Engine(tiny, slots=2, max_context=256, step_token_budget=budget)
+    params = SamplingParams(temperature=0, max_new_tokens=3, prompt_logprobs=3)
+    engine.submit("p", prompt=prompt, params=params)
+    engine.submit("o", prompt=_prompts(tiny, 2)[1], params=SamplingParams(max_new_tokens=3))
+    events = run_engine(engine)
+    got = [e for event in events["p"] if event.prompt_logprobs for e in event.prompt_logprobs]
+    assert not any(event.prompt_logprobs for event in events["o"])
+    with torch.no_grad():
+        reference = torch.log_softmax(tiny.model(torch.tensor([prompt])).logits[0].float(), -1)
+    # The first token has nothing before it.
+    assert got[0].token == prompt[0] and math.isnan(got[0].logprob)
+    got = got[1:]
+    assert [e.token for e in got] == prompt[1:]
+    for position, entry in enumerate(got):
+        row = reference[position]
+        assert abs(entry.logprob - float(row[entry.token])) < 1e-4
+        assert [t for t, _lp in entry.top] == torch.topk(row, 3).indices.tolist()
+    # They come before any text of the answer.
+    first = next(i for i, e in enumerate(events["p"]) if e.prompt_logprobs)
+    assert all(not e.text for e in events["p"][:first])

@@ -278,3 +278,21 @@ def test_n_answers_and_beam_search_run_on_llama_cpp_as_on_transformers(tiny_hf, 
     )
     assert [finals[0], finals[1]] == expected
     assert sorted(engine._free_rows) == [0, 1, 2, 3]
+
+
+def test_prompt_logprobs_from_llama_cpp_agree_with_transformers(tiny_hf, tiny_gguf):
+    prompt = _prompts(tiny_hf.tokenizer, 4)[3]
+    engine = LlamaCppEngine(
+        tiny_gguf, kv_type="f32", slots=2, max_context=256, step_token_budget=8, threads=1
+    )
+    # An earlier request with the same start: not shared, every position fed.
+    _answers(engine, [prompt])
+    params = SamplingParams(temperature=0, max_new_tokens=2, prompt_logprobs=2)
+    engine.submit("p", prompt=prompt, params=params)
+    got = [e for event in run_engine(engine)["p"] if event.prompt_logprobs
+           for e in event.prompt_logprobs]  # fmt: skip
+    with torch.no_grad():
+        reference = torch.log_softmax(tiny_hf.model(torch.tensor([prompt])).logits[0], -1)
+    assert [e.token for e in got] == prompt
+    for position, entry in enumerate(got[1:]):
+        assert abs(entry.logprob - float(reference[position, entry.token])) < 2e-3
