@@ -300,6 +300,17 @@ class _Call:
             error=self.error,
         )
 
+    def envelope(self, kind: str, **rest: Any) -> dict[str, Any]:
+        """A response body of this call: its id, object kind, time and model."""
+        return {
+            "id": self.id,
+            "object": kind,
+            "created": self.created,
+            "model": self.started.model,
+            "system_fingerprint": None,
+            **rest,
+        }
+
     def usage(self) -> dict[str, int]:
         usage = (self.final or {}).get("usage") or {}
         prompt, completion = (
@@ -476,17 +487,7 @@ async def _complete(call: _Call) -> HttpResponse:
                 "finish_reason": reason,
             }
         )
-    return JsonResponse(
-        {
-            "id": call.id,
-            "object": "chat.completion",
-            "created": call.created,
-            "model": call.started.model,
-            "system_fingerprint": None,
-            "choices": choices,
-            "usage": call.usage(),
-        }
-    )
+    return JsonResponse(call.envelope("chat.completion", choices=choices, usage=call.usage()))
 
 
 @_api_view
@@ -542,18 +543,8 @@ def _legacy_merge(into: dict[str, Any] | None, more: dict[str, Any]) -> dict[str
 
 
 def _text_chunk(call: _Call, index: int, text: str, reason: str | None, logprobs: Any) -> bytes:
-    return _sse(
-        {
-            "id": call.id,
-            "object": "text_completion",
-            "created": call.created,
-            "model": call.started.model,
-            "system_fingerprint": None,
-            "choices": [
-                {"index": index, "text": text, "logprobs": logprobs, "finish_reason": reason}
-            ],
-        }
-    )
+    choice = {"index": index, "text": text, "logprobs": logprobs, "finish_reason": reason}
+    return _sse(call.envelope("text_completion", choices=[choice]))
 
 
 async def _text_stream(call: _Call) -> AsyncIterator[bytes]:
@@ -646,17 +637,7 @@ async def _text_complete(call: _Call) -> HttpResponse:
             {"index": index, "text": (echo or "") + text, "logprobs": logprobs,
              "finish_reason": reason}
         )  # fmt: skip
-    return JsonResponse(
-        {
-            "id": call.id,
-            "object": "text_completion",
-            "created": call.created,
-            "model": call.started.model,
-            "system_fingerprint": None,
-            "choices": choices,
-            "usage": call.usage(),
-        }
-    )
+    return JsonResponse(call.envelope("text_completion", choices=choices, usage=call.usage()))
 
 
 @_api_view
