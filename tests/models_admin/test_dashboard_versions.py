@@ -533,6 +533,10 @@ def test_ask_all_streams_every_version_s_answer_and_ends(served_pair):
         assert 1 <= done["completion_tokens"] <= 8
         assert done["ttft_s"] > 0
         assert "".join(e["text"] for e in mine if e["type"] == "text")
+        # Each token comes with its probability and 5 alternatives, for the
+        # page's token view.
+        tokens = [t for e in mine if e["type"] == "text" for t in e.get("logprobs", [])]
+        assert tokens and all(len(t["top_logprobs"]) == 5 for t in tokens)
 
 
 @pytest.mark.django_db(transaction=True)

@@ -88,6 +88,10 @@ def compare(request: HttpRequest) -> HttpResponse:
 # --- "ask all": one question, every compared version, streamed --------------
 
 
+#: Alternatives each answered token comes with, for the token view.
+COMPARE_ALTERNATIVES = 5
+
+
 @dataclass(frozen=True)
 class _Run:
     version_id: int
@@ -126,6 +130,8 @@ def _ask_submit(body: dict[str, Any]) -> list[_Run] | JsonResponse:
                     params={
                         "max_new_tokens": data["max_tokens"],
                         "temperature": data["temperature"],
+                        # For the token view: each token with its top 5.
+                        "logprobs": COMPARE_ALTERNATIVES,
                     },
                     model_version_id=version.pk,
                 )
@@ -148,7 +154,8 @@ def _ask_event(run: _Run, event: StreamEvent) -> dict[str, Any] | None:
     if event.type == "start":
         return {**base, "model_version": event.data.get("model_version", "")}
     if event.type == "text":
-        return {**base, "text": event.text}
+        logprobs = event.data.get("logprobs")
+        return {**base, "text": event.text, **({"logprobs": logprobs} if logprobs else {})}
     if event.type == "done":
         usage = event.data.get("usage") or {}
         timings = event.data.get("timings") or {}
