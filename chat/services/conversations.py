@@ -180,6 +180,14 @@ def conversation_update(
             setattr(conversation, name, value)
             fields.append(name)
     conversation.full_clean()
+    if (
+        conversation.strategy == Conversation.Strategy.BEAM
+        and conversation.beams > settings.INFERENCE_SLOTS
+    ):
+        # Each beam takes one of the engine's slots.
+        raise ValidationError(
+            {"beams": [f"This server runs at most {settings.INFERENCE_SLOTS} beams."]}
+        )
     # Pinning is not activity: it does not move the conversation in time.
     touched = [] if fields == ["pinned_at"] else ["updated_at"]
     with transaction.atomic():

@@ -126,6 +126,13 @@ def test_settings_are_validated_naming_the_field(client, answered):
         ({"max_tokens": 1.5}, "max_tokens"),
         ({"max_tokens": 100_000}, "max_tokens"),
         ({"title": 5}, "title"),
+        ({"strategy": "greedy"}, "strategy"),
+        ({"strategy": "beam", "beams": 9}, "beams"),
+        ({"beams": 1}, "beams"),
+        ({"top_k": -1}, "top_k"),
+        ({"top_k": 2.5}, "top_k"),
+        ({"frequency_penalty": 3}, "frequency_penalty"),
+        ({"presence_penalty": "a lot"}, "presence_penalty"),
     ):
         response = _json(client, "patch", url, body)
         assert response.status_code == 400, body
@@ -137,6 +144,11 @@ def test_settings_are_validated_naming_the_field(client, answered):
     assert response.json()["conversation"]["title"] == "Renamed"
     conversation.refresh_from_db()
     assert (conversation.temperature, conversation.max_tokens) == (0.3, 64)
+    controls = {"strategy": "beam", "beams": 3, "top_k": 40, "frequency_penalty": 0.5,
+                "presence_penalty": -0.5}  # fmt: skip
+    response = _json(client, "patch", url, controls)
+    assert response.status_code == 200
+    assert {k: response.json()["conversation"][k] for k in controls} == controls
 
 
 def test_malformed_bodies_get_a_clear_400(client, answered):
