@@ -79,7 +79,13 @@ def _with(change: str) -> str:
         ('"parallel_tool_calls": 3', "parallel_tool_calls"),
         ('"logprobs": 1', "logprobs"),
         ('"top_logprobs": NaN', "top_logprobs"),
-        ('"response_format": {"type": "json_object"}', "response_format"),
+        ('"response_format": {"type": "json_schema", "json_schema": {"schema": NaN}}',
+         "response_format"),
+        ('"response_format": {"type": "json_schema", "json_schema": {"schema": '
+         '{"type": "object", "properties": {"a": {"type": "string", "minLength": 5, '
+         '"maxLength": 2}}, "required": ["a"]}}}', "response_format"),
+        ('"best_of": 1e9', "best_of"),
+        ('"use_beam_search": true, "best_of": 2, "n": 3', "n"),
         ('"tool_choice": "auto"', "tool_choice"),
         ('"messages": [{"role": "user", "content": "   \\n\\t "}]', "messages[0].content"),
     ],
@@ -126,7 +132,7 @@ def test_unknown_v1_paths_answer_json_404_and_every_response_has_a_request_id(cl
     auth = {"HTTP_AUTHORIZATION": f"Bearer {secret}"}
     for method, path in [
         ("get", "/v1/embeddings"),
-        ("post", "/v1/completions"),
+        ("post", "/v1/embeddings"),
         ("get", "/v1/models/"),
         ("delete", "/v1/files/abc"),
     ]:
