@@ -683,6 +683,10 @@ def message_generation_finish(
         updated = Message.objects.filter(
             generation_id=generation_id, status=Message.Status.PENDING
         ).update(**fields)
+        if updated and final.get("tokens") and reason != "content_filter":
+            # With the text, by whoever stores it (the worker, or a socket
+            # that read the end of the stream first).
+            _tokens_store(generation_id=generation_id, tokens=final["tokens"])
         answer = (
             Message.objects.select_related("conversation")
             .filter(generation_id=generation_id)
@@ -697,38 +701,33 @@ def message_generation_finish(
                 conversation=answer.conversation,
                 message_id=answer.pk,
             )
-        if final.get("tokens") and reason != "content_filter":
-            _tokens_store(answer_id=answer.pk, tokens=final["tokens"], text=text)
         if updated:
             Conversation.objects.filter(pk=answer.conversation_id).update(
                 updated_at=timezone.now()
             )
+            conversations_changed(user_id=answer.conversation.user_id)
             notify_on_commit(
                 conversation_group(answer.conversation_id),
                 {"type": "message.finished", "answer": message_serialize(answer)},
             )
-            conversations_changed(user_id=answer.conversation.user_id)
     return answer
 
 
-def _tokens_store(*, answer_id: int, tokens: list[Any], text: str) -> None:
-    """Keep an answer's tokens (the worker's word, whoever stored the text
-    first): after those it had when it was continued, and only when they
-    spell its text."""
-    answer = Message.objects.select_for_update().filter(pk=answer_id).first()
+def _tokens_store(*, generation_id: str, tokens: list[Any]) -> bool:
+    """Keep a finished answer's tokens, after those it had when it was
+    continued, and only when they spell its text; return whether they
+    were kept."""
+    answer = Message.objects.select_for_update().filter(generation_id=generation_id).first()
     if answer is None:
-        return
+        return False
     combined = [*answer.tokens, *tokens]
     if _tokens_text(combined) != answer.content:
-        # A filter changed the text, or the answer's start has no tokens.
-        return
+        # A filter or a stop string changed the text, or the answer's start
+        # has no tokens.
+        return False
     answer.tokens = combined
     answer.save(update_fields=["tokens"])
-    # A page that took the answer from the stream learns it has them now.
-    notify_on_commit(
-        conversation_group(answer.conversation_id),
-        {"type": "message.finished", "answer": message_serialize(answer)},
-    )
+    return True
 
 
 #: What an answer whose request a Redis restart lost ends with.

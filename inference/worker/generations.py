@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from inference.detokenize import token_bytes
+from inference.detokenize import IncrementalDetokenizer, token_bytes
 from inference.engine_types import Event, OutputFilter, RequestError, TokenLogprob
 from inference.metrics import WorkerMetrics
 from inference.protocol import SamplingError, SamplingParams
@@ -182,6 +182,8 @@ class Generations:
         item.output_filters = [factory(payload) if factory else None for _ in range(params.n)]
         item.output_filter = item.output_filters[0]
         item.choices = params.n
+        # A stored answer keeps its tokens for its token view.
+        item.tokens_kept = payload.get("message") is not None and params.logprobs is not None
         item.text = [streamed]
         self.inflight[item.generation_id] = item
         engine.submit(
@@ -232,7 +234,7 @@ class Generations:
         if event.logprobs:
             tokenizer = self.versions.engines[item.version.id].tokenizer
             extra["logprobs"] = logprobs_json(tokenizer, event.logprobs)
-            if event.index == 0:
+            if event.index == 0 and item.tokens_kept:
                 item.tokens.extend(event.logprobs)
         if event.prompt_logprobs:
             tokenizer = self.versions.engines[item.version.id].tokenizer
@@ -289,14 +291,16 @@ class Generations:
             filtered = _filter_reports(item.output_filters or [item.output_filter])
             if filtered.get("notice"):
                 final["notice"] = filtered["notice"]
+            if item.tokens and item.tokens_kept:
+                # A chat answer's tokens, stored with its text by whoever
+                # reads this end first.
+                engine = self.versions.engines[item.version.id]
+                final["tokens"] = tokens_compact(engine, item.tokens)
             owned = self.streams.publish(item, "done", **final)
             if filtered.get("hits"):
                 # Kept out of the stream that clients read: excerpts quote
                 # the filtered text.
                 final = {**final, "filter_hits": filtered["hits"]}
-            if item.tokens:
-                engine = self.versions.engines[item.version.id]
-                final = {**final, "tokens": tokens_compact(engine, item.tokens)}
         self.inflight.pop(event.request_id, None)
         if not owned:
             # Another worker runs it now: it acknowledges and stores it.
@@ -409,15 +413,20 @@ def _token_compact(tokenizer: Any, token: int) -> tuple[str, str]:
 
 def tokens_compact(engine: Any, entries: list[TokenLogprob]) -> list[list[Any]]:
     """An answer's tokens as stored with it: ``[text, logprob, [[text,
-    logprob], ...alternatives], bytes hex or ""]``, end tokens left out."""
+    logprob], ...alternatives], ""]``, end tokens left out. Each token's
+    text is what it added to the answer as the engine's detokenizer wrote
+    it (a piece of a character adds nothing until the character is whole;
+    cleaned-up spaces are gone), so the texts spell the answer exactly."""
     tokenizer = engine.tokenizer
+    detok = IncrementalDetokenizer(tokenizer)
     out: list[list[Any]] = []
     for entry in entries:
         if entry.token in engine.eos_ids:
             continue
-        text, raw = _token_compact(tokenizer, entry.token)
         top = [[_token_compact(tokenizer, t)[0], round(lp, 4)] for t, lp in entry.top]
-        out.append([text, round(entry.logprob, 4), top, raw])
+        out.append([detok.push(entry.token), round(entry.logprob, 4), top, ""])
+    if out:
+        out[-1][0] += detok.flush()
     return out
 
 

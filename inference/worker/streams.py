@@ -62,9 +62,10 @@ class Inflight:
     output_filters: list[Any] = field(default_factory=list)
     choices: int = 1
     ends: dict[int, Any] = field(default_factory=dict)
-    #: The first answer's tokens with their log-probabilities, when asked
-    #: for: stored with the answer (not published again).
+    #: A chat answer's tokens with their log-probabilities: stored with it
+    #: (``tokens`` in its final event).
     tokens: list[Any] = field(default_factory=list)
+    tokens_kept: bool = False
     #: This worker's mark on the events it writes (field ``w``).
     writer: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     #: Every event of the stream, earlier workers' included: (seq, fields).

@@ -95,7 +95,16 @@ def test_send_stores_the_question_and_a_pending_answer_and_queues_it_after_commi
         {"role": "system", "content": "Be brief."},
         {"role": "user", "content": "Where is my order?"},
     ]
-    assert request["params"] == {"temperature": 0.7, "top_p": 0.9, "max_new_tokens": 512}
+    assert request["params"] == {
+        "temperature": 0.7,
+        "top_p": 0.9,
+        "max_new_tokens": 512,
+        "top_k": 0,
+        "frequency_penalty": 0.0,
+        "presence_penalty": 0.0,
+        # Kept with the answer for its token view.
+        "logprobs": 5,
+    }
     assert request["message"] == sent.answer.pk
 
 
