@@ -219,6 +219,11 @@ class _CompiledRules:
 _compiled = _CompiledRules()
 
 
+def compiled_rules() -> RuleBook:
+    """The enabled rules, compiled (shared by this process's threads)."""
+    return _compiled.at(filter_rules_epoch())
+
+
 def content_filter_input(*, text: str, surface: str, site_id: int | None = None) -> Verdict:
     """Run the input rules of a surface (chat, widget, api), and of a
     widget site, on a message."""

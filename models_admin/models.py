@@ -201,6 +201,7 @@ class Dataset(models.Model):
         UPLOAD = "upload", "Upload"
         EXPORT = "export", "Exported from conversations"
         DEMO = "demo", "Demo"
+        CLEAN = "clean", "Cleaned copy"
 
     name = models.CharField(max_length=200, unique=True)
     description = models.TextField(blank=True)
@@ -211,6 +212,10 @@ class Dataset(models.Model):
     stats = models.JSONField(default=dict, blank=True)
     # What an export was made from, so it can be explained and repeated.
     filters = models.JSONField(default=dict, blank=True)
+    #: The dataset this one was made from (a cleaned copy's original).
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="derived"
+    )
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL,
         null=True,

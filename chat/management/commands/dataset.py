@@ -13,6 +13,7 @@ from chat.services.exports import dataset_export
 from models_admin.dataset_format import DatasetFormatError
 from models_admin.models import Dataset
 from models_admin.selectors import dataset_preview
+from models_admin.services.dataset_cleaning import dataset_clean, dataset_clean_preview
 from models_admin.services.datasets import DEMO_NAME, dataset_demo_create, dataset_upload
 
 
@@ -23,7 +24,8 @@ def _date(value: str) -> datetime:
 
 class Command(BaseCommand):
     help = (
-        "Datasets for training: import a JSONL file, create the demo, export conversations, list."
+        "Datasets for training: import a JSONL file, create the demo, export conversations, "
+        "clean with the filter rules, list."
     )
 
     def add_arguments(self, parser: Any) -> None:
@@ -42,6 +44,15 @@ class Command(BaseCommand):
         exported.add_argument("--source", choices=["chat", "widget", "api"], default="")
         exported.add_argument("--site", type=int, default=None, help="a widget site's id")
         exported.add_argument("--eval-fraction", type=float, default=0.1)
+        clean = sub.add_parser(
+            "clean",
+            help="apply the content filter rules: preview what they drop or mask, or store "
+            "the cleaned copy as a new dataset",
+        )
+        clean.add_argument("source_name", metavar="dataset")
+        clean.add_argument("--name", help="store the cleaned copy under this name")
+        clean.add_argument("--surface", choices=["chat", "widget", "api"], default="chat")
+        clean.add_argument("--drop-duplicates", action="store_true")
         sub.add_parser("list", help="list datasets with their statistics")
         show = sub.add_parser("show", help="statistics and the first examples of a dataset")
         show.add_argument("name")
@@ -68,6 +79,20 @@ class Command(BaseCommand):
                     site_id=options["site"],
                     eval_fraction=options["eval_fraction"],
                 )
+            elif action == "clean":
+                original = Dataset.objects.filter(name=options["source_name"]).first()
+                if original is None:
+                    raise CommandError(f"No dataset named {options['source_name']!r}.")
+                if not options["name"]:
+                    self._clean_preview(original, options["surface"])
+                    return
+                dataset = dataset_clean(
+                    dataset=original,
+                    name=options["name"],
+                    surface=options["surface"],
+                    drop_duplicates=options["drop_duplicates"],
+                )
+                self.stdout.write(f"Cleaned copy: {json.dumps(dataset.filters)}")
             elif action == "show":
                 shown = Dataset.objects.filter(name=options["name"]).first()
                 if shown is None:
@@ -85,3 +110,20 @@ class Command(BaseCommand):
         except (ValidationError, OSError) as exc:
             raise CommandError(str(exc)) from None
         self.stdout.write(f"Dataset {dataset.name}: {json.dumps(dataset.stats)}")
+
+    def _clean_preview(self, dataset: Dataset, surface: str) -> None:
+        preview = dataset_clean_preview(dataset=dataset, surface=surface)
+        counts = preview.counts
+        self.stdout.write(
+            f"{dataset.name}: {counts['keep']} kept, {counts['mask']} masked, "
+            f"{counts['drop']} dropped by the {surface} rules"
+        )
+        for example in preview.changed:
+            for reason in example.reasons:
+                self.stdout.write(
+                    f"  example {example.index} ({example.action}): turn {reason.turn} "
+                    f"({reason.role}) {reason.rule} -> {reason.action}: {reason.excerpt}"
+                )
+        for group in preview.duplicates:
+            self.stdout.write(f"  near duplicates: examples {', '.join(map(str, group))}")
+        self.stdout.write("Store the cleaned copy with --name NAME.")
