@@ -79,11 +79,16 @@ def _with(change: str) -> str:
         ('"parallel_tool_calls": 3', "parallel_tool_calls"),
         ('"logprobs": 1', "logprobs"),
         ('"top_logprobs": NaN', "top_logprobs"),
-        ('"response_format": {"type": "json_schema", "json_schema": {"schema": NaN}}',
-         "response_format"),
-        ('"response_format": {"type": "json_schema", "json_schema": {"schema": '
-         '{"type": "object", "properties": {"a": {"type": "string", "minLength": 5, '
-         '"maxLength": 2}}, "required": ["a"]}}}', "response_format"),
+        (
+            '"response_format": {"type": "json_schema", "json_schema": {"schema": NaN}}',
+            "response_format",
+        ),
+        (
+            '"response_format": {"type": "json_schema", "json_schema": {"schema": '
+            '{"type": "object", "properties": {"a": {"type": "string", "minLength": 5, '
+            '"maxLength": 2}}, "required": ["a"]}}}',
+            "response_format",
+        ),
         ('"best_of": 1e9', "best_of"),
         ('"use_beam_search": true, "best_of": 2, "n": 3', "n"),
         ('"tool_choice": "auto"', "tool_choice"),
