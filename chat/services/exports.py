@@ -10,7 +10,9 @@ from django.contrib.auth.base_user import AbstractBaseUser
 
 from chat.models import Conversation, Feedback, Message
 from chat.selectors import thread_load
+from models_admin.filters import compiled_rules
 from models_admin.models import Dataset
+from models_admin.services.dataset_cleaning import example_clean
 from models_admin.services.datasets import dataset_create
 
 #: One conversation in the training format: ``{"role", "content"}`` dicts.
@@ -43,7 +45,27 @@ def conversation_training_messages(
     if conversation.system_prompt.strip():
         messages.append({"role": "system", "content": conversation.system_prompt})
     keep_until = len(messages)
-    for message in path:
+    for position, message in enumerate(path):
+        following = path[position + 1] if position + 1 < len(path) else None
+        staff_next = (
+            following is not None
+            and following.role == Message.Role.ASSISTANT
+            and following.author_id is not None
+        )
+        if message.role == Message.Role.ASSISTANT and message.author_id is None and staff_next:
+            # A person took over from here: their reply is the answer to
+            # train on, not the model's that it replaced.
+            continue
+        if message.role == Message.Role.ASSISTANT and message.author_id is not None:
+            if messages and messages[-1]["role"] == "assistant":
+                # Several replies in a row are one answer.
+                messages[-1]["content"] += "\n\n" + message.content
+            elif message.content.strip():
+                messages.append({"role": "assistant", "content": message.content})
+            answered = bool(messages) and messages[-1]["role"] == "assistant"
+            if answered and (not thumbs_up_only or message.pk in liked):
+                keep_until = len(messages)
+            continue
         if message.role == Message.Role.ASSISTANT:
             # Only a version's finished answer: a stopped, failed or blocked
             # one, or text an API caller supplied as history, ends the path.
@@ -73,13 +95,16 @@ def dataset_export(
     source: str = "",
     site_id: int | None = None,
     exclude_flagged: bool = True,
+    apply_rules: bool = True,
     eval_fraction: float = 0.1,
     seed: int = 0,
 ) -> Dataset:
     """Turn stored conversations into a dataset: each conversation's active
     path as ``conversation_training_messages`` cuts it; conversations left
     without an answer, and flagged ones with ``exclude_flagged``, are
-    skipped."""
+    skipped. With ``apply_rules`` (the default) the content filter rules
+    of each conversation's surface run on it as ``dataset clean`` runs
+    them: what they block is left out, what they mask stays masked."""
     rows = Conversation.objects.all()
     if date_from is not None:
         rows = rows.filter(updated_at__gte=date_from)
@@ -96,6 +121,8 @@ def dataset_export(
         Feedback.objects.filter(rating=Feedback.Rating.UP).values_list("message_id", flat=True)
     )
     conversations: list[TrainingMessages] = []
+    cleaned = {"mask": 0, "drop": 0}
+    book = compiled_rules() if apply_rules else None
     for conversation in rows.order_by("pk").iterator():
         messages = conversation_training_messages(
             conversation=conversation,
@@ -103,6 +130,13 @@ def dataset_export(
             thumbs_up_only=thumbs_up_only,
             exclude_blocked=exclude_flagged,
         )
+        if messages and book is not None:
+            # The rules of the surface it came from, as the cleaning of a
+            # dataset applies them.
+            example = example_clean(0, messages, book, conversation.source)
+            if example.action in cleaned:
+                cleaned[example.action] += 1
+            messages = [] if example.action == "drop" else example.messages
         if messages:
             conversations.append(messages)
     filters = {
@@ -112,6 +146,9 @@ def dataset_export(
         "source": source or None,
         "site": site_id,
         "exclude_flagged": exclude_flagged,
+        "rules_applied": apply_rules,
+        "masked": cleaned["mask"],
+        "dropped": cleaned["drop"],
     }
     return dataset_create(
         name=name,

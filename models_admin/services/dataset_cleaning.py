@@ -72,7 +72,8 @@ class CleanPreview:
         return [e for e in self.examples if e.action != "keep" or e.reasons]
 
 
-def _example_clean(index: int, messages: Messages, book: Any, surface: str) -> CleanedExample:
+def example_clean(index: int, messages: Messages, book: Any, surface: str) -> CleanedExample:
+    """One conversation through the rules of surface (see the module)."""
     cleaned: Messages = []
     reasons: list[CleanReason] = []
     action = "keep"
@@ -144,7 +145,7 @@ def dataset_clean_preview(*, dataset: Dataset, surface: str = "chat") -> CleanPr
         .order_by("index")
         .values_list("index", "messages")
     )
-    examples = [_example_clean(index, messages, book, surface) for index, messages in rows]
+    examples = [example_clean(index, messages, book, surface) for index, messages in rows]
     groups = near_duplicates([messages for _index, messages in rows])
     duplicates = [[rows[p][0] for p in group] for group in groups]
     return CleanPreview(dataset, surface, examples, duplicates)

@@ -141,3 +141,58 @@ def test_the_dataset_command_imports_shows_and_reports_bad_lines(production, tmp
     with pytest.raises(CommandError, match="line 1"):
         call_command("dataset", "import", str(bad), "--name", "bad")
     assert not Dataset.objects.filter(name="bad").exists()
+
+
+def test_exports_run_the_filter_rules_unless_told_not_to(production):
+    from models_admin.filters import filter_rule_save
+
+    filter_rule_save(
+        data={"name": "internal", "kind": "keywords", "keywords": "zorbex", "scope": "output",
+              "action": "block"},
+        by=None,
+    )  # fmt: skip
+    filter_rule_save(
+        data={"name": "mail", "kind": "preset", "preset": "email", "scope": "output",
+              "action": "mask"},
+        by=None,
+    )  # fmt: skip
+    user = UserFactory()
+    for question, answer in (
+        ("Where is it?", "In the zorbex warehouse."),
+        ("Who do I write to?", "Write to help@shop.example for returns."),
+        ("Hello", "Hello! How can I help?"),
+    ):
+        _exchange(user, conversation_create(user=user), question, answer)
+    cleaned = dataset_export(name="clean", eval_fraction=0.0)
+    answers = [row.messages[-1]["content"] for row in cleaned.examples.order_by("index")]
+    assert len(answers) == 2 and not any("zorbex" in a for a in answers)
+    assert "help@shop.example" not in answers[0] and answers[1] == "Hello! How can I help?"
+    assert (cleaned.filters["masked"], cleaned.filters["dropped"]) == (1, 1)
+    raw = dataset_export(name="raw", eval_fraction=0.0, apply_rules=False)
+    assert raw.examples.count() == 3 and raw.filters["rules_applied"] is False
+
+
+def test_a_staff_reply_in_a_handoff_exports_as_the_answer_it_replaced(production):
+    from chat.models import Message
+
+    user, agent = UserFactory(), UserFactory(is_staff=True)
+    conversation = conversation_create(user=user)
+    # The bot's answer was stopped when a person took over; the person's
+    # reply (as ``agent_reply`` stores it) follows it, in two messages.
+    bot = _exchange(user, conversation, "Can I return a used kettle?", "Sure, any", "cancelled")
+    parent = bot
+    for text in ("Only unused kettles can be returned.", "Used ones can be repaired."):
+        parent = Message.objects.create(
+            conversation=conversation, parent=parent, role=Message.Role.ASSISTANT,
+            status=Message.Status.DONE, content=text, author=agent,
+        )  # fmt: skip
+    conversation.current_leaf = parent
+    conversation.save(update_fields=["current_leaf"])
+    exported = dataset_export(name="handoffs", eval_fraction=0.0)
+    assert exported.examples.get().messages == [
+        {"role": "user", "content": "Can I return a used kettle?"},
+        {
+            "role": "assistant",
+            "content": "Only unused kettles can be returned.\n\nUsed ones can be repaired.",
+        },
+    ]
