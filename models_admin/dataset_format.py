@@ -9,13 +9,18 @@ A dataset file holds one conversation per line::
 
 An optional system message comes first; then user and assistant turns
 alternate, starting with the user and ending with the assistant.
+
+A preference file (``parse_line=pair_parse``) holds one pair per line::
+
+    {"prompt": [...messages ending with a user's...],
+     "chosen": "the better answer", "rejected": "the worse one"}
 """
 
 from __future__ import annotations
 
 import json
 import random
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -127,11 +132,8 @@ def _order_check(roles: list[str]) -> str | None:
     return None
 
 
-def _example_parse(text: str) -> tuple[list[dict[str, str]] | None, str | None]:
-    """Parse one non-blank line into a conversation.
-
-    Return ``(conversation, None)`` or ``(None, first problem)``.
-    """
+def _object_parse(text: str) -> tuple[dict[str, Any] | None, str | None]:
+    """One line as a JSON object, or the first problem with it."""
     try:
         value = json.loads(text)
     except json.JSONDecodeError as error:
@@ -143,6 +145,17 @@ def _example_parse(text: str) -> tuple[list[dict[str, str]] | None, str | None]:
         return None, f"not valid JSON: {error}"
     if not isinstance(value, dict):
         return None, f"each line must be a JSON object (got {_shown(value)})"
+    return value, None
+
+
+def _example_parse(text: str) -> tuple[list[dict[str, str]] | None, str | None]:
+    """Parse one non-blank line into a conversation.
+
+    Return ``(conversation, None)`` or ``(None, first problem)``.
+    """
+    value, problem = _object_parse(text)
+    if value is None:
+        return None, problem
     if "messages" not in value:
         return None, 'the object has no "messages" key'
     messages = value["messages"]
@@ -160,10 +173,57 @@ def _example_parse(text: str) -> tuple[list[dict[str, str]] | None, str | None]:
     return [{"role": m["role"], "content": m["content"]} for m in messages], None
 
 
+def pair_parse(text: str) -> tuple[dict[str, Any] | None, str | None]:
+    """Parse one line of a preference file, ``{"prompt": [messages],
+    "chosen": "...", "rejected": "..."}``: the prompt is a conversation that
+    ends with a user's turn; chosen and rejected are two different answers
+    to it. Return ``(pair, None)`` or ``(None, first problem)``."""
+    value, problem = _object_parse(text)
+    if value is None:
+        return None, problem
+    for key in ("prompt", "chosen", "rejected"):
+        if key not in value:
+            return None, f'the object has no "{key}" key'
+    prompt = value["prompt"]
+    if not isinstance(prompt, list) or not prompt:
+        return None, f'"prompt" must be a non-empty list of messages (got {_shown(prompt)})'
+    for number, message in enumerate(prompt, start=1):
+        problem = _message_check(number, message)
+        if problem is not None:
+            return None, f"in the prompt, {problem}"
+    roles = [message["role"] for message in prompt]
+    problem = _order_check([*roles, "assistant"])
+    if problem is not None:
+        return None, f"in the prompt, {problem}"
+    answers = {}
+    for key in ("chosen", "rejected"):
+        answer = value[key]
+        if not isinstance(answer, str):
+            return None, f'"{key}" must be a string (got {_shown(answer)})'
+        if not answer.strip():
+            return None, f'"{key}" is empty'
+        try:
+            answer.encode("utf-8")
+        except UnicodeEncodeError:
+            return None, f'"{key}" holds an unpaired surrogate escape'
+        answers[key] = answer
+    if answers["chosen"].strip() == answers["rejected"].strip():
+        return None, '"chosen" and "rejected" are the same answer'
+    return {
+        "prompt": [{"role": m["role"], "content": m["content"]} for m in prompt],
+        **answers,
+    }, None
+
+
 def jsonl_parse(
-    data: bytes, *, max_bytes: int = 50_000_000, max_examples: int = 100_000
-) -> list[list[dict[str, str]]]:
-    """Return the conversations in a JSONL dataset file.
+    data: bytes,
+    *,
+    max_bytes: int = 50_000_000,
+    max_examples: int = 100_000,
+    parse_line: Callable[[str], tuple[Any, str | None]] = _example_parse,
+) -> list[Any]:
+    """Return the examples in a JSONL dataset file: conversations, or
+    whatever ``parse_line`` reads from a line (preference pairs).
 
     Each conversation is a list of ``{"role", "content"}`` dicts; other
     keys are dropped. A leading UTF-8 byte order mark, CRLF line endings
@@ -204,7 +264,7 @@ def jsonl_parse(
         if examples > max_examples:
             errors.insert(0, LineError(0, f"the file has more than {max_examples:,} examples"))
             break
-        conversation, problem = _example_parse(line.removesuffix("\r"))
+        conversation, problem = parse_line(line.removesuffix("\r"))
         if problem is not None:
             errors.append(LineError(number, problem))
         elif conversation is not None:
