@@ -18,6 +18,7 @@ from typing import Any
 
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.exceptions import ValidationError
+from django.db import transaction
 
 from models_admin.filters import compiled_rules
 from models_admin.models import Dataset, DatasetExample
@@ -171,6 +172,20 @@ def dataset_clean(
         if e.action != "drop" and not (drop_duplicates and e.index in repeats)
     ]
     counts = preview.counts
+    with transaction.atomic():
+        return _clean_store(dataset, name, kept, counts, surface, repeats, drop_duplicates, user)
+
+
+def _clean_store(
+    dataset: Dataset,
+    name: str,
+    kept: list[CleanedExample],
+    counts: dict[str, int],
+    surface: str,
+    repeats: set[int],
+    drop_duplicates: bool,
+    user: AbstractBaseUser | None,
+) -> Dataset:
     cleaned = dataset_create(
         name=name,
         conversations=[e.messages for e in kept],

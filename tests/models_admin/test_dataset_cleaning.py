@@ -126,7 +126,7 @@ def test_the_command_previews_then_stores_the_cleaned_copy(dataset, rules):
     call_command("dataset", "clean", "Shop", stdout=out)
     text = out.getvalue()
     assert "4 kept, 1 masked, 2 dropped by the chat rules" in text
-    assert "example 2 (drop): turn 0 (user) banned event -> block" in text
+    assert "example 2 (drop): turn 1 (user) banned event -> block" in text
     assert "near duplicates: examples 5, 6" in text
     assert not Dataset.objects.filter(source=Dataset.Source.CLEAN).exists()
     call_command("dataset", "clean", "Shop", "--name", "Shop clean", stdout=StringIO())

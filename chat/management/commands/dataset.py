@@ -121,7 +121,7 @@ class Command(BaseCommand):
         for example in preview.changed:
             for reason in example.reasons:
                 self.stdout.write(
-                    f"  example {example.index} ({example.action}): turn {reason.turn} "
+                    f"  example {example.index} ({example.action}): turn {reason.turn + 1} "
                     f"({reason.role}) {reason.rule} -> {reason.action}: {reason.excerpt}"
                 )
         for group in preview.duplicates:

@@ -1,15 +1,17 @@
-"""The form of a dataset upload. ``dataset_upload`` decides whether the
-file is a dataset; its errors come back next to the fields they name (the
-conversations' next to the file)."""
+"""The forms of a dataset upload and of a dataset's cleaned copy. The
+services decide whether the input makes a dataset; their errors come back
+next to the fields they name (an upload's conversations next to the file,
+a cleaned copy's above the form)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from django import forms
-from django.core.exceptions import ValidationError
+from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 
 from models_admin.dashboard.forms.common import ServiceForm
+from models_admin.models import FilterRule
 
 #: The size ``jsonl_parse`` accepts; larger files are refused unread.
 UPLOAD_MAX_BYTES = 50_000_000
@@ -51,3 +53,29 @@ class DatasetUploadForm(ServiceForm):
                 f"The file is {upload.size:,} bytes; the limit is {UPLOAD_MAX_BYTES:,}."
             )
         return upload
+
+
+#: The surfaces whose rules can clean a dataset, as the rules name them.
+CLEAN_SURFACES = [(value, label) for value, label in FilterRule.Surface.choices if value != "all"]
+
+
+class DatasetCleanForm(ServiceForm):
+    # No example left after cleaning is the form's error, not a field's.
+    service_fields = {"conversations": NON_FIELD_ERRORS, "eval_fraction": NON_FIELD_ERRORS}
+
+    name = forms.CharField(
+        max_length=200, help_text="Of the new dataset; the original stays as it is."
+    )
+    surface = forms.ChoiceField(
+        choices=CLEAN_SURFACES,
+        initial="chat",
+        label="Rules of",
+        help_text="Questions go through the surface's input rules, answers its output rules.",
+    )
+    drop_duplicates = forms.BooleanField(
+        required=False, label="Leave out near duplicates (all but the first)"
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("label_suffix", "")
+        super().__init__(*args, **kwargs)

@@ -12,7 +12,7 @@ from django.db.models import Count, QuerySet
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
 
-from models_admin.models import Dataset, Evaluation, ModelVersion, TrainingJob
+from models_admin.models import Dataset, Evaluation, FilterRule, ModelVersion, TrainingJob
 
 #: Characters of the log that ``data.json`` returns (the newest ones).
 LOG_TAIL_CHARS = 20_000
@@ -39,8 +39,45 @@ def job_state_counts() -> dict[str, int]:
 
 
 def dataset_get(*, pk: int) -> Dataset:
-    """Return a dataset or raise Http404."""
-    return get_object_or_404(Dataset.objects.select_related("created_by"), pk=pk)
+    """Return a dataset (with its creator and original) or raise Http404."""
+    return get_object_or_404(Dataset.objects.select_related("created_by", "parent"), pk=pk)
+
+
+def dataset_derived(dataset: Dataset) -> list[Dataset]:
+    """The datasets made from dataset (its cleaned copies), oldest first."""
+    return list(dataset.derived.order_by("created_at", "id"))
+
+
+def dataset_messages_by_index(*, dataset: Dataset, indexes: list[int]) -> dict[int, Any]:
+    """The stored messages of the dataset's examples at these indexes."""
+    rows = dataset.examples.filter(index__in=indexes).values_list("index", "messages")
+    return dict(rows)
+
+
+def dataset_name_free(base: str, *, max_length: int = 200) -> str:
+    """base, or base with a number after it, whichever no dataset has yet
+    (shortened to fit ``max_length``)."""
+    taken = set(
+        Dataset.objects.filter(name__startswith=base[: max_length - 4]).values_list(
+            "name", flat=True
+        )
+    )
+    name = base[:max_length]
+    number = 2
+    while name in taken:
+        suffix = f" {number}"
+        name = base[: max_length - len(suffix)] + suffix
+        number += 1
+    return name
+
+
+def filter_rules_applying_count(*, surface: str) -> int:
+    """How many enabled content filter rules a dataset cleaned for surface
+    (chat, widget, api) goes through: those of every surface and of this
+    one, but not those of one widget site."""
+    return FilterRule.objects.filter(
+        enabled=True, surface__in=[FilterRule.Surface.ALL, surface], site__isnull=True
+    ).count()
 
 
 def datasets_query() -> QuerySet[Dataset]:

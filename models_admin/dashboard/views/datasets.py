@@ -1,11 +1,14 @@
 """The dashboard's datasets: the list, a dataset's page with a preview of
-its examples and the jobs that trained on it, and uploading one.
+its examples, the jobs that trained on it and its lineage, uploading one,
+and cleaning one with the content filter rules.
 
-Every page is for staff; uploading and creating the demo dataset need
-``models_admin.run_trainingjob``.
+Every page is for staff; uploading, creating the demo dataset and storing
+a cleaned copy need ``models_admin.run_trainingjob``.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from django.contrib import messages
 from django.core.exceptions import ValidationError
@@ -16,12 +19,20 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 from django.views.decorators.http import require_POST
 
-from models_admin.dashboard.forms.datasets import DatasetUploadForm
+from models_admin.dashboard.forms.datasets import (
+    CLEAN_SURFACES,
+    DatasetCleanForm,
+    DatasetUploadForm,
+)
 from models_admin.dashboard.paging import page_get
 from models_admin.dashboard.selectors.jobs import (
+    dataset_derived,
     dataset_filter_rows,
     dataset_get,
+    dataset_messages_by_index,
+    dataset_name_free,
     datasets_query,
+    filter_rules_applying_count,
     job_payload,
 )
 from models_admin.dashboard.views.access import (
@@ -33,11 +44,28 @@ from models_admin.dashboard.views.jobs import RUN_TRAINING, can_run_training
 from models_admin.dataset_format import DatasetFormatError
 from models_admin.models import Dataset
 from models_admin.selectors import dataset_preview
+from models_admin.services.dataset_cleaning import (
+    MAX_REASONS,
+    CleanedExample,
+    CleanPreview,
+    dataset_clean,
+    dataset_clean_preview,
+)
 from models_admin.services.datasets import DEMO_NAME, dataset_demo_create, dataset_upload
 
 DATASETS_PER_PAGE = 50
 PREVIEW_EXAMPLES = 8
 DATASET_JOBS_SHOWN = 20
+#: Changed examples on one page of a cleaning preview.
+CLEAN_EXAMPLES_PER_PAGE = 50
+#: Near-duplicate groups a cleaning preview lists.
+DUPLICATE_GROUPS_SHOWN = 50
+#: Unchanged characters shown either side of what masking changed, and
+#: the most of the changed text itself.
+MASK_CONTEXT = 60
+MASK_SPAN = 240
+#: How a cleaned copy's summary names the surface of its rules.
+SURFACE_WORDS = {"chat": "chat", "widget": "widget", "api": "API"}
 
 
 def _demo_dataset() -> Dataset | None:
@@ -63,6 +91,22 @@ def dataset_list(request: HttpRequest) -> HttpResponse:
     )
 
 
+def _plural(count: int, word: str) -> str:
+    return f"{count:,} {word}{'' if count == 1 else 's'}"
+
+
+def clean_summary(filters: dict[str, Any]) -> str:
+    """What cleaning did, in words, from a cleaned copy's ``filters``."""
+    done = [
+        f"{_plural(filters.get('masked') or 0, 'example')} masked",
+        f"{filters.get('dropped') or 0:,} dropped",
+    ]
+    if filters.get("duplicates_dropped"):
+        done.append(f"{_plural(filters['duplicates_dropped'], 'near duplicate')} left out")
+    surface = SURFACE_WORDS.get(filters.get("surface") or "", filters.get("surface") or "")
+    return f"{', '.join(done)}, by the {surface} filter rules."
+
+
 @staff_required
 def dataset_detail(request: HttpRequest, pk: int) -> HttpResponse:
     dataset = dataset_get(pk=pk)
@@ -86,6 +130,10 @@ def dataset_detail(request: HttpRequest, pk: int) -> HttpResponse:
             ],
             "job_count": jobs.count(),
             "can_run": can_run_training(request),
+            "clean_summary": (
+                clean_summary(dataset.filters) if dataset.source == Dataset.Source.CLEAN else ""
+            ),
+            "derived": dataset_derived(dataset),
         },
     )
 
@@ -167,9 +215,174 @@ def dataset_demo(request: HttpRequest) -> HttpResponse:
     return redirect("dashboard:dataset", pk=dataset.pk)
 
 
+def _clip(text: str, limit: int = MASK_SPAN) -> str:
+    if len(text) <= limit:
+        return text
+    half = limit // 2
+    return f"{text[:half]} … {text[-half:]}"
+
+
+def masked_turn(before: str, after: str) -> dict[str, Any]:
+    """The part of a turn that masking changed, before and after, with a
+    little unchanged text either side; long parts are shortened."""
+    start, limit = 0, min(len(before), len(after))
+    while start < limit and before[start] == after[start]:
+        start += 1
+    end = 0
+    while end < limit - start and before[-1 - end] == after[-1 - end]:
+        end += 1
+    prefix = before[max(start - MASK_CONTEXT, 0) : start]
+    suffix = before[len(before) - end : len(before) - end + MASK_CONTEXT]
+    lead, trail = start > MASK_CONTEXT, end > MASK_CONTEXT
+    # Cut shortened context at a space rather than inside a word.
+    if lead and " " in prefix[:-1]:
+        prefix = prefix[prefix.index(" ", 0, len(prefix) - 1) + 1 :]
+    if trail and " " in suffix[1:]:
+        suffix = suffix[: suffix.rindex(" ", 1)]
+    return {
+        "lead": lead,
+        "prefix": prefix,
+        "before": _clip(before[start : len(before) - end]),
+        "after": _clip(after[start : len(after) - end]),
+        "suffix": suffix,
+        "trail": trail,
+    }
+
+
+def _changed_rows(dataset: Dataset, examples: list[CleanedExample]) -> list[dict[str, Any]]:
+    """The changed examples of one page as the cleaning page shows them:
+    the reasons (at most MAX_REASONS) and each masked turn's change."""
+    masked = [e.index for e in examples if e.action == "mask"]
+    originals = dataset_messages_by_index(dataset=dataset, indexes=masked) if masked else {}
+    rows = []
+    for example in examples:
+        turns = []
+        for turn, (old, new) in enumerate(
+            zip(originals.get(example.index, []), example.messages, strict=False)
+        ):
+            if old.get("content") != new.get("content"):
+                change = masked_turn(old.get("content", ""), new.get("content", ""))
+                turns.append({"turn": turn, "role": new.get("role", ""), **change})
+        rows.append(
+            {
+                "example": example,
+                "opening": _opening(example.messages),
+                "reasons": example.reasons[:MAX_REASONS],
+                "more_reasons": max(len(example.reasons) - MAX_REASONS, 0),
+                "masked": turns,
+            }
+        )
+    return rows
+
+
+def _opening(messages: list[dict[str, str]]) -> str:
+    """The first words of a conversation: its first turn that is not a
+    system prompt."""
+    for message in messages:
+        if message.get("role") != "system" and message.get("content"):
+            return message["content"]
+    return messages[0].get("content", "") if messages else ""
+
+
+def _duplicate_rows(preview: CleanPreview) -> list[dict[str, Any]]:
+    by_index = {example.index: example for example in preview.examples}
+    return [
+        {"indexes": group, "opening": _opening(by_index[group[0]].messages)}
+        for group in preview.duplicates[:DUPLICATE_GROUPS_SHOWN]
+    ]
+
+
+def _surface(value: Any) -> str:
+    """The surface a query names; chat for none or an unknown one."""
+    return value if value in dict(CLEAN_SURFACES) else "chat"
+
+
+def _clean_render(
+    request: HttpRequest, dataset: Dataset, form: DatasetCleanForm, surface: str
+) -> HttpResponse:
+    preview = dataset_clean_preview(dataset=dataset, surface=surface)
+    changed = preview.changed
+    page = page_get(changed, per_page=CLEAN_EXAMPLES_PER_PAGE, number=request.GET.get("page"))
+    counts = preview.counts
+    repeats = {index for group in preview.duplicates for index in group[1:]}
+    return render(
+        request,
+        "dashboard/jobs/dataset_clean.html",
+        {
+            "section": "datasets",
+            "dataset": dataset,
+            "form": form,
+            "can_run": can_run_training(request),
+            "surface": surface,
+            "surfaces": CLEAN_SURFACES,
+            "rules_applying": filter_rules_applying_count(surface=surface),
+            "counts": counts,
+            "total": len(preview.examples),
+            "left": counts["keep"] + counts["mask"],
+            "left_without_duplicates": sum(
+                1 for e in preview.examples if e.action != "drop" and e.index not in repeats
+            ),
+            "flagged": sum(1 for e in changed if e.action == "keep"),
+            "changed_count": len(changed),
+            "page": page,
+            "rows": _changed_rows(dataset, list(page.object_list)),
+            "duplicates": _duplicate_rows(preview),
+            "duplicate_groups": len(preview.duplicates),
+            "duplicate_extra": sum(len(group) - 1 for group in preview.duplicates),
+            "max_reasons": MAX_REASONS,
+        },
+    )
+
+
+@staff_required
+def dataset_clean_page(request: HttpRequest, pk: int) -> HttpResponse:
+    """What the filter rules of a surface would do to the dataset; the
+    form that stores the cleaned copy posts here."""
+    if request.method == "POST":
+        return _dataset_clean_store(request, pk)
+    dataset = dataset_get(pk=pk)
+    surface = _surface(request.GET.get("surface"))
+    form = DatasetCleanForm(
+        initial={"name": dataset_name_free(f"{dataset.name} (clean)"), "surface": surface}
+    )
+    return _clean_render(request, dataset, form, surface)
+
+
+@permission_required(RUN_TRAINING)
+def _dataset_clean_store(request: HttpRequest, pk: int) -> HttpResponse:
+    dataset = dataset_get(pk=pk)
+    form = DatasetCleanForm(request.POST)
+    if form.is_valid():
+        data = form.cleaned_data
+        try:
+            cleaned = dataset_clean(
+                dataset=dataset,
+                name=data["name"],
+                surface=data["surface"],
+                drop_duplicates=data["drop_duplicates"],
+                user=staff_member(request),
+            )
+        except ValidationError as exc:
+            form.add_service_errors(exc)
+        except IntegrityError:
+            # The name is unique: another request stored it meanwhile.
+            form.add_error("name", "A dataset of this name was stored meanwhile; pick another.")
+        else:
+            messages.success(
+                request,
+                f"The cleaned copy {cleaned.name} is stored with "
+                f"{_plural(cleaned.stats.get('examples', 0), 'example')}: "
+                f"{clean_summary(cleaned.filters)}",
+            )
+            return redirect("dashboard:dataset", pk=cleaned.pk)
+    surface = _surface(form.data.get("surface") or request.GET.get("surface"))
+    return _clean_render(request, dataset, form, surface)
+
+
 urlpatterns = [
     path("datasets/", dataset_list, name="datasets"),
     path("datasets/upload/", dataset_upload_form, name="dataset-upload"),
     path("datasets/demo/", dataset_demo, name="dataset-demo"),
     path("datasets/<int:pk>/", dataset_detail, name="dataset"),
+    path("datasets/<int:pk>/clean/", dataset_clean_page, name="dataset-clean"),
 ]
