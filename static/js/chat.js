@@ -313,11 +313,9 @@
     const text = pending ? (message.content || "") + (stream ? stream.text : "") : message.content;
     const tokens = !pending && tokenViewOpen.has(message.id) ? tokenCache.get(message.id) : null;
     body.classList.toggle("markdown", !tokens);
-    body.classList.toggle("token-text", !!tokens);
-    if (tokens) tokensRender(body, tokens);
+    if (tokens) TokenView.render(body, tokens);
     else {
-      body.removeAttribute("role");
-      body.removeAttribute("aria-label");
+      TokenView.unrender(body);
       setMarkdown(body, text);
     }
     node.classList.toggle("streaming", pending);
@@ -415,7 +413,7 @@
       );
     } else {
       fillAnswerBody(node, message);
-      if (body.classList.contains("token-text")) body.after(tokenLegend());
+      if (body.classList.contains("token-text")) body.after(TokenView.legend());
       // A blocked question's notice and an API caller's own "answer" were
       // written by no model: nothing to regenerate or rate.
       const finished =
@@ -544,93 +542,43 @@
   // --- token probabilities --------------------------------------------------
   //
   // An answer shown as its tokens, each tinted by how likely the model
-  // found it. A token's popover lists the alternatives the model weighed
-  // there; picking one asks for a new version of the answer that keeps the
-  // text before the token, takes the alternative and goes on from it
-  // (message.branch). Model text only ever goes in through textContent.
+  // found it (js/token_view.js). A token's popover lists the alternatives
+  // the model weighed there; picking one asks for a new version of the
+  // answer that keeps the text before the token, takes the alternative and
+  // goes on from it (message.branch).
 
-  // Lowest probability of each tint, most likely first.
-  const TOKEN_BUCKETS = [
-    { min: 0.9, tint: "p-high", label: "90% and up" },
-    { min: 0.5, tint: "p-mid", label: "50–90%" },
-    { min: 0.2, tint: "p-low", label: "20–50%" },
-    { min: 0, tint: "p-rare", label: "under 20%" },
-  ];
-  const HOVER_OPEN_MS = 120;
-  const HOVER_CLOSE_MS = 250;
+  const TokenView = window.TokenView;
   const tokenCache = new Map(); // answer id -> its tokens, fetched once
   const tokenViewOpen = new Set(); // answers shown as tokens
-  const canHover = window.matchMedia("(hover: hover) and (pointer: fine)");
 
-  const tokenPopover = el("div", {
-    class: "token-popover",
-    role: "dialog",
-    "aria-label": "Alternatives for this token",
-    "data-testid": "token-popover",
-    hidden: true,
+  const tokenPopover = TokenView.popover({
+    container: els.messages,
+    context: tokenContext,
+    pick: {
+      mark: "↻",
+      label: (text) => `Regenerate from here with “${text}”`,
+      hint: "↻ regenerates the answer from here with that token.",
+      // What the server refuses (message_branch), said before it is sent.
+      blocked({ tokens, index }, text) {
+        const prefix = tokens.slice(0, index).map((t) => t.text).join("");
+        if (!text || text.includes("\uFFFD")) return "Part of a character: it cannot be picked alone.";
+        if (!(prefix + text).trim()) return "An answer cannot start with blank text.";
+        return null;
+      },
+      run: ({ id, index }, text) => branchFrom(id, index, text),
+    },
   });
-  els.messages.append(tokenPopover);
-  // The token it is open for, and whether a click or a key opened it (it
-  // then stays until closed) or the mouse resting on the token did.
-  let popoverAt = { anchor: null, pinned: false };
-  let hoverTimer = null;
-
-  function probability(logprob) {
-    const p = typeof logprob === "number" ? Math.exp(logprob) : 0;
-    return isFinite(p) ? Math.min(Math.max(p, 0), 1) : 0;
-  }
-
-  function percent(logprob) {
-    const value = probability(logprob) * 100;
-    if (value > 0 && value < 0.1) return "<0.1%";
-    return `${value >= 99.95 ? 100 : value.toFixed(1)}%`;
-  }
-
-  function tokenBucket(logprob) {
-    const p = probability(logprob);
-    return TOKEN_BUCKETS.find((bucket) => p >= bucket.min);
-  }
-
-  /* Whitespace made visible, for a token standing on its own. */
-  function tokenShown(text) {
-    return text.replace(/ /g, "␣").replace(/\n/g, "↵").replace(/\t/g, "⇥");
-  }
-
-  function tokensIcon() {
-    const svg = document.createElementNS(SVG_NS, "svg");
-    svg.setAttribute("viewBox", "0 0 24 24");
-    svg.setAttribute("width", "14");
-    svg.setAttribute("height", "14");
-    svg.setAttribute("aria-hidden", "true");
-    svg.setAttribute("class", "tokens-icon");
-    // Bars of different heights: how likely each token was.
-    for (const d of ["M4 20V13", "M9.3 20V5", "M14.6 20V10", "M20 20v-4"]) {
-      const path = document.createElementNS(SVG_NS, "path");
-      path.setAttribute("d", d);
-      svg.append(path);
-    }
-    return svg;
-  }
 
   function tokenViewButton(message) {
-    const open = tokenViewOpen.has(message.id);
-    return el(
-      "button",
-      {
-        type: "button",
-        class: `small-button tokens-button${open ? " active" : ""}`,
-        "aria-label": "Token probabilities",
-        "aria-pressed": open ? "true" : "false",
-        title: open ? "Token probabilities (click for the plain answer)" : "Token probabilities",
-        "data-testid": "token-view-toggle",
-        onclick: (event) => toggleTokenView(message.id, event.currentTarget),
-      },
-      tokensIcon()
-    );
+    return TokenView.button({
+      pressed: tokenViewOpen.has(message.id),
+      className: "small-button",
+      onClick: (event) => toggleTokenView(message.id, event.currentTarget),
+    });
   }
 
   async function toggleTokenView(messageId, button) {
-    tokenPopoverClose(false);
+    tokenPopover.close(false);
     if (tokenViewOpen.has(messageId)) {
       tokenViewOpen.delete(messageId);
     } else {
@@ -657,47 +605,6 @@
     if (again) again.focus();
   }
 
-  /* Fill body with one focusable span per token; only the first is in the
-   * tab order, the arrow keys move between them. */
-  function tokensRender(body, tokens) {
-    body.setAttribute("role", "group");
-    body.setAttribute("aria-label", "The answer's tokens: arrow keys move, Enter lists the alternatives");
-    if (!tokens.length) {
-      body.replaceChildren(el("span", { class: "muted", text: "No token probabilities were kept for this answer." }));
-      return;
-    }
-    body.replaceChildren(
-      ...tokens.map((token, index) => {
-        const text = String(token.text);
-        const newline = /\n/.test(text) && !text.trim();
-        return el("span", {
-          class: `tok ${tokenBucket(token.logprob).tint}${newline ? " tok-nl" : ""}`,
-          role: "button",
-          tabindex: index === 0 ? "0" : "-1",
-          "aria-haspopup": "dialog",
-          "aria-expanded": "false",
-          "aria-label": `${text.trim() ? text : tokenShown(text)} (${percent(token.logprob)})`,
-          "data-index": index,
-          "data-testid": "token",
-          text,
-        });
-      })
-    );
-  }
-
-  function tokenLegend() {
-    return el(
-      "div",
-      { class: "token-legend", "data-testid": "token-legend" },
-      el("span", { class: "legend-title", text: "Probability" }),
-      ...TOKEN_BUCKETS.map((bucket) => el("span", { class: `legend-key ${bucket.tint}`, text: bucket.label })),
-      el("span", {
-        class: "legend-hint",
-        text: canHover.matches ? "Point at or click a token for its alternatives." : "Tap a token for its alternatives.",
-      })
-    );
-  }
-
   /* The answer a token span belongs to, its tokens and the token's index. */
   function tokenContext(span) {
     const node = span.closest(".msg");
@@ -705,139 +612,7 @@
     const tokens = tokenCache.get(id);
     const index = Number(span.dataset.index);
     if (!tokens || !tokens[index]) return null;
-    return { id, tokens, index, token: tokens[index] };
-  }
-
-  function popoverRow(alt, { chosen, blocked, onPick }) {
-    const tint = tokenBucket(alt.logprob).tint;
-    const fill = el("span", { class: `tp-fill ${tint}` });
-    fill.style.width = `${(probability(alt.logprob) * 100).toFixed(1)}%`;
-    const parts = [
-      el("span", { class: "tp-mark", "aria-hidden": "true", text: chosen ? "✓" : "↻" }),
-      el("code", { class: "tp-token", text: tokenShown(alt.text) }),
-      el("span", { class: "tp-bar", "aria-hidden": "true" }, fill),
-      el("span", { class: "tp-pct", text: percent(alt.logprob) }),
-    ];
-    if (chosen) {
-      return el(
-        "div",
-        { class: "tp-row tp-chosen", "data-testid": "token-chosen" },
-        ...parts,
-        el("span", { class: "visually-hidden", text: " (chosen)" })
-      );
-    }
-    const label = `Regenerate from here with “${alt.text}” (${percent(alt.logprob)})`;
-    return el(
-      "button",
-      {
-        type: "button",
-        class: "tp-row tp-alt",
-        "aria-label": label,
-        title: blocked || `Regenerate from here with “${alt.text}”`,
-        "data-testid": "token-alternative",
-        "data-token": alt.text,
-        disabled: !!blocked,
-        onclick: onPick,
-      },
-      ...parts
-    );
-  }
-
-  function tokenPopoverOpen(span, { pinned, focus }) {
-    const context = tokenContext(span);
-    if (!context) return;
-    clearTimeout(hoverTimer);
-    if (popoverAt.anchor && popoverAt.anchor !== span) tokenPopoverClose(false);
-    const { id, tokens, index, token } = context;
-    const prefix = tokens.slice(0, index).map((t) => t.text).join("");
-    const top = Array.isArray(token.top) ? token.top : [];
-    const rows = [];
-    if (!top.some((alt) => alt.text === token.text)) rows.push(popoverRow(token, { chosen: true }));
-    for (const alt of top) {
-      const text = String(alt.text);
-      if (text === token.text) {
-        rows.push(popoverRow(alt, { chosen: true }));
-        continue;
-      }
-      // What the server refuses (message_branch), said before it is sent.
-      let blocked = null;
-      if (!text || text.includes("\uFFFD")) blocked = "Part of a character: it cannot be picked alone.";
-      else if (!(prefix + text).trim()) blocked = "An answer cannot start with blank text.";
-      rows.push(popoverRow({ text, logprob: alt.logprob }, { blocked, onPick: () => branchFrom(id, index, text) }));
-    }
-    tokenPopover.replaceChildren(
-      el(
-        "div",
-        { class: "tp-head" },
-        el("span", { text: `Token ${index + 1} of ${tokens.length}` }),
-        el("button", {
-          type: "button",
-          class: "icon-button tp-close",
-          "aria-label": "Close the alternatives",
-          "data-testid": "token-popover-close",
-          text: "✕",
-          onclick: () => tokenPopoverClose(true),
-        })
-      ),
-      el("ul", { class: "tp-list" }, ...rows.map((row) => el("li", {}, row))),
-      el("p", {
-        class: "tp-hint",
-        text: top.length > 1 ? "↻ regenerates the answer from here with that token." : "The model weighed no other token here.",
-      })
-    );
-    popoverAt = { anchor: span, pinned: pinned || (popoverAt.anchor === span && popoverAt.pinned) };
-    span.classList.add("active");
-    span.setAttribute("aria-expanded", "true");
-    tokenPopover.hidden = false;
-    tokenPopoverPlace(span);
-    if (focus) {
-      tokenPopover.scrollIntoView({ block: "nearest" });
-      const first = tokenPopover.querySelector(".tp-alt:not(:disabled)") || tokenPopover.querySelector(".tp-close");
-      first.focus();
-    }
-  }
-
-  /* Under the token, or over it where there is more room there; inside
-   * the message list's width. A token broken over two lines is kept
-   * clear of: under its last line, over its first. */
-  function tokenPopoverPlace(span) {
-    const box = els.messages;
-    const boxRect = box.getBoundingClientRect();
-    const lines = span.getClientRects();
-    const first = lines[0] || span.getBoundingClientRect();
-    const last = lines[lines.length - 1] || first;
-    const gap = 6;
-    const margin = 8;
-    const height = tokenPopover.offsetHeight;
-    const width = tokenPopover.offsetWidth;
-    const roomBelow = boxRect.bottom - last.bottom;
-    const roomAbove = first.top - boxRect.top;
-    const above = height + gap > roomBelow && roomAbove > roomBelow;
-    const rect = above ? first : last;
-    const left = Math.max(margin, Math.min(rect.left - boxRect.left, box.clientWidth - width - margin));
-    const top = above ? rect.top - boxRect.top - height - gap : rect.bottom - boxRect.top + gap;
-    tokenPopover.classList.toggle("above", above);
-    tokenPopover.style.left = `${Math.round(left)}px`;
-    tokenPopover.style.top = `${Math.round(Math.max(top + box.scrollTop, 0))}px`;
-  }
-
-  function tokenPopoverClose(returnFocus) {
-    clearTimeout(hoverTimer);
-    const anchor = popoverAt.anchor;
-    popoverAt = { anchor: null, pinned: false };
-    if (tokenPopover.hidden) return;
-    tokenPopover.hidden = true;
-    tokenPopover.replaceChildren();
-    if (!anchor) return;
-    anchor.classList.remove("active");
-    anchor.setAttribute("aria-expanded", "false");
-    if (returnFocus && anchor.isConnected) anchor.focus();
-  }
-
-  /* A re-rendered answer has new token spans: the open popover points at
-   * one that is gone. */
-  function tokenPopoverCheck() {
-    if (popoverAt.anchor && !popoverAt.anchor.isConnected) tokenPopoverClose(false);
+    return { id, tokens, index };
   }
 
   function branchFrom(messageId, index, token) {
@@ -845,83 +620,8 @@
       showError("Wait for the answer to finish, or stop it, first.");
       return;
     }
-    tokenPopoverClose(false);
+    tokenPopover.close(false);
     action({ type: "message.branch", message: messageId, index, token });
-  }
-
-  function tokenFocus(from, to) {
-    if (!to) return;
-    from.setAttribute("tabindex", "-1");
-    to.setAttribute("tabindex", "0");
-    to.focus();
-    // Keyboard readers browse the alternatives as they go.
-    if (popoverAt.anchor === from) tokenPopoverOpen(to, { pinned: true, focus: false });
-  }
-
-  function onTokenKey(event) {
-    const span = event.target.closest ? event.target.closest(".tok") : null;
-    if (span) {
-      const body = span.parentElement;
-      if (event.key === "Enter" || event.key === " ") {
-        event.preventDefault();
-        tokenPopoverOpen(span, { pinned: true, focus: true });
-      } else if (event.key === "ArrowRight") {
-        event.preventDefault();
-        tokenFocus(span, span.nextElementSibling);
-      } else if (event.key === "ArrowLeft") {
-        event.preventDefault();
-        tokenFocus(span, span.previousElementSibling);
-      } else if (event.key === "Home") {
-        event.preventDefault();
-        tokenFocus(span, body.firstElementChild);
-      } else if (event.key === "End") {
-        event.preventDefault();
-        tokenFocus(span, body.lastElementChild);
-      }
-      return;
-    }
-    if (tokenPopover.contains(event.target) && (event.key === "ArrowDown" || event.key === "ArrowUp")) {
-      const buttons = [...tokenPopover.querySelectorAll("button:not(:disabled)")];
-      const at = buttons.indexOf(event.target);
-      const next = buttons[(at + (event.key === "ArrowDown" ? 1 : -1) + buttons.length) % buttons.length];
-      if (next) {
-        event.preventDefault();
-        next.focus();
-      }
-    }
-  }
-
-  function onTokenClick(event) {
-    const span = event.target.closest ? event.target.closest(".tok") : null;
-    if (!span) return;
-    if (popoverAt.anchor === span && popoverAt.pinned) tokenPopoverClose(false);
-    else tokenPopoverOpen(span, { pinned: true, focus: false });
-  }
-
-  // The mouse resting on a token opens its popover; leaving the token and
-  // the popover closes it, unless a click pinned it.
-  function onTokenPointerOver(event) {
-    if (event.pointerType !== "mouse") return;
-    if (tokenPopover.contains(event.target)) {
-      clearTimeout(hoverTimer);
-      return;
-    }
-    const span = event.target.closest(".tok");
-    if (!span) return;
-    clearTimeout(hoverTimer);
-    if (span === popoverAt.anchor || popoverAt.pinned) return;
-    hoverTimer = setTimeout(() => tokenPopoverOpen(span, { pinned: false, focus: false }), HOVER_OPEN_MS);
-  }
-
-  function onTokenPointerOut(event) {
-    if (event.pointerType !== "mouse") return;
-    const from = event.target.closest(".tok, .token-popover");
-    if (!from || (event.relatedTarget && from.contains(event.relatedTarget))) return;
-    clearTimeout(hoverTimer);
-    if (popoverAt.pinned) return;
-    hoverTimer = setTimeout(() => {
-      if (!popoverAt.pinned) tokenPopoverClose(false);
-    }, HOVER_CLOSE_MS);
   }
 
   function continuable(message) {
@@ -943,7 +643,7 @@
   function replaceMessageNode(message) {
     const old = els.messages.querySelector(`[data-message-id="${message.id}"]`);
     if (old) old.replaceWith(messageNode(message));
-    tokenPopoverCheck();
+    tokenPopover.check();
   }
 
   function renderThread() {
@@ -953,7 +653,7 @@
     els.messages.append(fragment);
     els.empty.hidden = state.path.length > 0;
     if (window.ChatMarkdown) window.ChatMarkdown.enhance(els.messages);
-    tokenPopoverCheck();
+    tokenPopover.check();
     updateComposer();
   }
 
@@ -1595,10 +1295,8 @@
     if (event.defaultPrevented) return;
     if (event.key === "Escape" && !event.shiftKey && !document.querySelector("dialog[open]")) {
       // Esc closes what is open over the chat first, then stops the answer.
-      if (!tokenPopover.hidden) {
+      if (tokenPopover.escape()) {
         event.preventDefault();
-        const inside = tokenPopover.contains(document.activeElement) || document.activeElement === popoverAt.anchor;
-        tokenPopoverClose(inside);
         return;
       }
       if (els.list.querySelector(".item-menu:not([hidden])")) {
@@ -1621,7 +1319,6 @@
   });
   document.addEventListener("click", (event) => {
     if (!event.target.closest(".item-menu, .item-more")) closeMenus();
-    if (!event.target.closest(".token-popover, .tok")) tokenPopoverClose(false);
     if (!event.target.closest(".details-wrap")) {
       for (const wrap of els.messages.querySelectorAll(".details-wrap.open")) {
         wrap.classList.remove("open");
@@ -1629,11 +1326,6 @@
       }
     }
   });
-  els.messages.addEventListener("click", onTokenClick);
-  els.messages.addEventListener("keydown", onTokenKey);
-  els.messages.addEventListener("pointerover", onTokenPointerOver);
-  els.messages.addEventListener("pointerout", onTokenPointerOut);
-  window.addEventListener("resize", () => tokenPopoverClose(false));
   els.toastUndo.addEventListener("click", () => {
     if (toastAction) toastAction();
   });

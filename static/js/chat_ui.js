@@ -1,5 +1,6 @@
-/* DOM helpers of the chat page (js/chat.js) and the widget frame
- * (widget/frame.js). Load it before either.
+/* DOM helpers of the chat page (js/chat.js), the widget frame
+ * (widget/frame.js) and the token view (js/token_view.js). Load it before
+ * any of them.
  *
  * window.ChatUI = {
  *   el(tag, attrs, ...children) -> Element

@@ -3,6 +3,11 @@
  * (EventSource cannot POST). Each event names its version; text goes into
  * that version's column as plain text, and "done" shows TTFT and tokens/s.
  * Stop aborts the request; the server then cancels the generations.
+ *
+ * Text events carry the probabilities of the tokens they spell (OpenAI's
+ * logprobs.content items). Once a column's answer has finished, its
+ * "Token probabilities" toggle shows the answer as those tokens, with a
+ * popover of the alternatives at each (js/token_view.js).
  */
 (function () {
   "use strict";
@@ -14,15 +19,33 @@
   const submit = form.querySelector("[data-ask-submit]");
   const stop = form.querySelector("[data-ask-stop]");
   const status = form.querySelector("[data-ask-status]");
+  const TokenView = window.TokenView;
   const columns = new Map();
   document.querySelectorAll("[data-ask-version]").forEach((element) => {
-    columns.set(Number(element.dataset.askVersion), {
+    const column = {
       element,
       state: element.querySelector("[data-ask-state]"),
       output: element.querySelector("[data-ask-output]"),
       stats: element.querySelector("[data-ask-stats]"),
       finished: true,
-    });
+      text: "", // the answer as streamed
+      logprobs: [], // its tokens' probabilities as streamed
+      tokens: null, // those as TokenView tokens, while shown
+      toggle: null,
+      legend: null,
+    };
+    column.toggle = TokenView.button({ pressed: false, onClick: () => tokenViewToggle(column) });
+    column.toggle.hidden = true;
+    element.querySelector("[data-ask-tools]").append(column.toggle);
+    columns.set(Number(element.dataset.askVersion), column);
+  });
+  const popover = TokenView.popover({
+    container: form.closest(".ask-all"),
+    context(span) {
+      const element = span.closest("[data-ask-version]");
+      const column = element && columns.get(Number(element.dataset.askVersion));
+      return column && column.tokens ? { tokens: column.tokens, index: Number(span.dataset.index) } : null;
+    },
   });
   let controller = null;
 
@@ -52,21 +75,58 @@
     else form.prepend(list);
   }
 
+  /* Show the column's answer as its tokens (tokens), or as text (null). */
+  function tokenViewShow(column, tokens) {
+    popover.close(false);
+    column.tokens = tokens;
+    const shown = !!tokens;
+    column.toggle.classList.toggle("active", shown);
+    column.toggle.setAttribute("aria-pressed", shown ? "true" : "false");
+    column.toggle.title = shown ? "Token probabilities (click for the plain answer)" : "Token probabilities";
+    if (shown) {
+      TokenView.render(column.output, tokens);
+      if (!column.legend) {
+        column.legend = TokenView.legend();
+        column.output.after(column.legend);
+      }
+    } else {
+      TokenView.unrender(column.output);
+      column.output.textContent = column.text;
+      if (column.legend) column.legend.remove();
+      column.legend = null;
+    }
+  }
+
+  function tokenViewToggle(column) {
+    if (!column.finished) return;
+    tokenViewShow(column, column.tokens ? null : TokenView.fromLogprobs(column.logprobs, column.text));
+  }
+
+  /* A finished answer with token probabilities can be shown as tokens. */
+  function columnFinish(column) {
+    column.finished = true;
+    column.element.classList.remove("streaming");
+    column.toggle.hidden = column.logprobs.length === 0;
+  }
+
   function columnsReset() {
     columns.forEach((column) => {
+      if (column.tokens) tokenViewShow(column, null);
       column.element.classList.remove("error", "streaming");
       column.state.textContent = "Waiting for a worker…";
       column.output.textContent = "";
       column.stats.textContent = "";
       column.finished = false;
+      column.text = "";
+      column.logprobs = [];
+      column.toggle.hidden = true;
     });
   }
 
   function columnsUnfinished(text) {
     columns.forEach((column) => {
       if (column.finished) return;
-      column.finished = true;
-      column.element.classList.remove("streaming");
+      columnFinish(column);
       column.state.textContent = text;
     });
   }
@@ -79,11 +139,13 @@
       column.state.textContent = "Writing…";
     } else if (event.type === "text") {
       // Plain text only: the model's output is never parsed as HTML.
-      column.output.append(document.createTextNode(event.text || ""));
+      const text = typeof event.text === "string" ? event.text : "";
+      column.text += text;
+      if (Array.isArray(event.logprobs)) column.logprobs.push(...event.logprobs);
+      column.output.append(document.createTextNode(text));
       column.output.scrollTop = column.output.scrollHeight;
     } else if (event.type === "done") {
-      column.finished = true;
-      column.element.classList.remove("streaming");
+      columnFinish(column);
       const reasons = { length: "Done (max tokens reached)", cancelled: "Stopped" };
       column.state.textContent = reasons[event.finish_reason] || "Done";
       const speed = event.tokens_per_s == null ? "–" : event.tokens_per_s.toFixed(1);
@@ -91,8 +153,7 @@
       column.stats.textContent =
         `TTFT ${seconds(event.ttft_s)} · ${speed} tokens/s · ${tokens} tokens`;
     } else if (event.type === "error") {
-      column.finished = true;
-      column.element.classList.remove("streaming");
+      columnFinish(column);
       column.element.classList.add("error");
       column.state.textContent = `Error: ${event.error || "the generation failed"}`;
     }
@@ -213,5 +274,8 @@
   });
   stop.addEventListener("click", () => {
     if (controller) controller.abort();
+  });
+  document.addEventListener("keydown", (event) => {
+    if (event.key === "Escape" && !event.defaultPrevented && popover.escape()) event.preventDefault();
   });
 })();
