@@ -45,6 +45,7 @@ EXEMPT = {
     "v1-models": "OpenAI-compatible API: a bearer API key, never the session cookie",
     "v1-model": "OpenAI-compatible API: a bearer API key, never the session cookie",
     "v1-chat-completions": "OpenAI-compatible API: a bearer API key, never the session cookie",
+    "v1-completions": "OpenAI-compatible API: a bearer API key, never the session cookie",
     "v1-not-found": "OpenAI-compatible API: answers 404 to every method, changes nothing",
 }
 
@@ -191,6 +192,7 @@ def url_values(rows: dict[str, Any]) -> Callable[[str, list[str], Any], dict[str
         "dashboard:job-data": {"pk": rows["job"].pk},
         "dashboard:job-cancel": {"pk": rows["job"].pk},
         "dashboard:dataset": {"pk": rows["dataset"].pk},
+        "dashboard:dataset-clean": {"pk": rows["dataset"].pk},
         "dashboard:conversation-review": {"pk": rows["conversation"].pk},
         "dashboard:conversation-flag": {"pk": rows["conversation"].pk},
         "dashboard:filter-edit": {"pk": rows["rule"].pk},
@@ -216,6 +218,7 @@ def url_values(rows: dict[str, Any]) -> Callable[[str, list[str], Any], dict[str
         "api-conversation-branch": {"conversation_id": rows["conversation"].pk},
         "api-conversation-export": {"conversation_id": rows["conversation"].pk, "fmt": "md"},
         "api-feedback": {"message_id": rows["answer"].pk},
+        "api-tokens": {"message_id": rows["answer"].pk},
         "v1-model": {"model_id": rows["version"].name},
         "v1-not-found": {"path": "embeddings"},
         "admin:auth_user_password_change": {"id": root.pk},
