@@ -1071,6 +1071,10 @@
   }
 
   let listed = []; // the conversations shown, in order
+  // While a title is being typed in the list, a refresh waits for it:
+  // redrawing would take the field away mid-word.
+  let renaming = false;
+  let listStale = false;
 
   async function refreshList(append = false) {
     const page = append ? state.listPage + 1 : 1;
@@ -1090,6 +1094,10 @@
   }
 
   function renderList() {
+    if (renaming) {
+      listStale = true;
+      return;
+    }
     const now = new Date();
     const items = [];
     let group = null;
@@ -1180,6 +1188,11 @@
       if (done) return;
       done = true;
       input.replaceWith(link);
+      renaming = false;
+      if (listStale) {
+        listStale = false;
+        renderList();
+      }
       if (!save || input.value.trim() === (c.title_is_auto ? "" : c.title)) return;
       try {
         const data = await api("PATCH", `/api/conversations/${c.id}/`, { title: input.value });
@@ -1199,6 +1212,7 @@
       else if (event.key === "Escape") { event.preventDefault(); event.stopPropagation(); finish(false); }
     });
     input.addEventListener("blur", () => finish(true));
+    renaming = true;
     link.replaceWith(input);
     input.focus();
     input.select();
