@@ -11,14 +11,10 @@ cancels the generation in the engine.
 
 from __future__ import annotations
 
-import asyncio
 import functools
-import json
 import logging
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -33,28 +29,24 @@ from chat.services.api_keys import ApiLimitError, api_key_authenticate, api_limi
 from chat.services.completions import (
     DEFAULT_ALIAS,
     ApiError,
-    CompletionRequest,
-    Started,
     api_models_for_key,
-    completion_record,
     completion_request_parse,
     completion_start,
     text_completion_request_parse,
 )
 from chat.services.limits import LimitError, user_generation_check
-from chat.streams import CancelPolicy, GenerationFollower, Notice, Reset
 from chat.views.body import BodyError, json_body
-from inference.client import StreamBroken, workers_live_count
-from inference.protocol import StreamEvent
+from chat.views.openai_calls import (
+    Call,
+    error_response,
+    finish_reasons,
+    gather,
+    sse,
+)
+from inference.client import workers_live_count
 
 logger = logging.getLogger(__name__)
 
-#: Seconds without an event before a call gives up on the worker.
-IDLE_TIMEOUT_S = 120.0
-#: Times a call without streaming reads a broken stream again from the
-#: start before it gives up with an error.
-MAX_REPLAYS = 2
-#: Largest request body.
 MAX_BODY_BYTES = 2_000_000
 
 
@@ -66,21 +58,6 @@ USER_LIMIT_CODES = {
 #: Retry-After when the user's answers at once are spent: a guess, since
 #: it depends on when one of them ends.
 RUNNING_RETRY_AFTER_S = 5
-#: Statuses a retry may cure: OpenAI's clients retry these unless told not to.
-RETRYABLE = {408, 409, 429, 500, 502, 503, 504}
-#: 429 codes that the same call cannot get past by waiting a moment.
-FINAL_429_CODES = {"insufficient_quota"}
-
-
-def _error(error: ApiError, *, retry_after: int | None = None) -> JsonResponse:
-    response = JsonResponse(error.body(), status=error.status)
-    if retry_after is not None:
-        response["Retry-After"] = str(retry_after)
-    if error.status not in RETRYABLE or error.code in FINAL_429_CODES:
-        # The official clients retry 429s and 5xx three times by default;
-        # a refusal that waiting cannot change says so.
-        response["x-should-retry"] = "false"
-    return response
 
 
 def _api_view(view: Callable[..., Awaitable[HttpResponseBase]]) -> Callable[..., Any]:
@@ -95,7 +72,7 @@ def _api_view(view: Callable[..., Awaitable[HttpResponseBase]]) -> Callable[...,
             response = await view(request, *args, **kwargs)
         except Exception:
             logger.exception("API request %s failed", request_id)
-            response = _error(
+            response = error_response(
                 ApiError(
                     500,
                     f"The server had an error processing the request ({request_id}).",
@@ -139,11 +116,11 @@ def _model_object(version: Any) -> dict[str, Any]:
 @_api_view
 async def models(request: HttpRequest, model_id: str | None = None) -> HttpResponse:
     if request.method != "GET":
-        return _error(ApiError(405, "Use GET.", code="method_not_allowed"))
+        return error_response(ApiError(405, "Use GET.", code="method_not_allowed"))
     try:
         key = await _key(request)
     except ApiError as error:
-        return _error(error)
+        return error_response(error)
     versions = await sync_to_async(api_models_for_key)(key=key)
     if model_id is None:
         return JsonResponse({"object": "list", "data": [_model_object(v) for v in versions]})
@@ -154,7 +131,7 @@ async def models(request: HttpRequest, model_id: str | None = None) -> HttpRespo
     for version in versions:
         if version.name == model_id:
             return JsonResponse(_model_object(version))
-    return _error(
+    return error_response(
         ApiError(
             404,
             f"The model `{model_id}` does not exist or you do not have access to it.",
@@ -164,218 +141,13 @@ async def models(request: HttpRequest, model_id: str | None = None) -> HttpRespo
     )
 
 
-class _Call:
-    """One completion in flight: reads the generation's events and keeps
-    what the usage record needs."""
-
-    def __init__(self, started: Started, request: CompletionRequest) -> None:
-        self.started = started
-        self.request = request
-        self.began = time.monotonic()
-        self.first_text_at: float | None = None
-        self.final: dict[str, Any] | None = None
-        self.error = ""
-        self.created = int(time.time())
-        prefix = "cmpl" if request.prompt is not None else "chatcmpl"
-        self.id = f"{prefix}-{started.generation_id}"
-        # A client that goes away mid-answer frees the engine slot at once.
-        # Without streaming, a stream that lost events is read again from
-        # the start; a stream already sent in part cannot be taken back.
-        self.follower = GenerationFollower(
-            started.generation_id,
-            idle_timeout_s=IDLE_TIMEOUT_S,
-            max_resets=0 if request.stream else MAX_REPLAYS,
-            cancel=CancelPolicy.IF_LEFT,
-        )
-        # What ``opening`` read first: a notice, or the stream broken.
-        self._first: Notice | StreamBroken | None = None
-
-    async def opening(self) -> ApiError | None:
-        """Wait until the worker starts the generation or refuses it, so
-        that a refusal the caller can act on (a prompt longer than the
-        context) is an error status before any byte of an answer. Return
-        that refusal, or None to go on reading."""
-        try:
-            first = await anext(self.follower)
-        except StopAsyncIteration:
-            return None
-        except StreamBroken as broken:
-            self._first = broken
-            return None
-        except asyncio.CancelledError:
-            await self.left()
-            raise
-        except TimeoutError:
-            self.error = "no answer from the model service in time"
-            await self.record(status_code=504)
-            return ApiError(504, self.error, type="server_error", code="timeout")
-        if (
-            isinstance(first, StreamEvent)
-            and first.type == "error"
-            and first.data.get("code") == "context_length_exceeded"
-        ):
-            await self.follower.aclose()
-            self.final = {"finish_reason": "error", **first.data}
-            self.error = str(first.data.get("error") or "")
-            await self.record(status_code=400)
-            return ApiError(
-                400,
-                f"This model's context is too short for these messages: {self.error}.",
-                param="messages",
-                code="context_length_exceeded",
-            )
-        self._first = first
-        return None
-
-    async def left(self) -> None:
-        """The client went away: cancel the generation and record it."""
-        await self.follower.aclose()
-        self.final = {"finish_reason": "cancelled"}
-        self.error = "client disconnected"
-        await self.record(status_code=499)
-
-    async def events(self) -> AsyncIterator[tuple[str, int, Any]]:
-        """("text", choice, str) and ("logprobs", choice, list) pieces,
-        then ("end", 0, final data); ("reset", 0, None) when the stream lost
-        events in transit and every piece comes again from the start. A
-        stream that keeps losing them ends in an error."""
-        first, self._first = self._first, None
-        try:
-            if isinstance(first, StreamBroken):
-                raise first
-            if first is not None:
-                for item in self._translate(first):
-                    yield item
-            async for notice in self.follower:
-                for item in self._translate(notice):
-                    yield item
-        except StreamBroken as broken:
-            logger.warning("Completion %s: %s", self.id, broken)
-            self.error = "the answer's stream lost events in transit"
-            self.final = {"finish_reason": "error", "error": self.error}
-            yield "end", 0, self.final
-
-    def _translate(self, event: Notice) -> list[tuple[str, int, Any]]:
-        """What a generation event means for the answer: text, the end, a
-        reset, or nothing (a start)."""
-        if isinstance(event, Reset):
-            return [("reset", 0, None)]
-        if not isinstance(event, StreamEvent):
-            return []
-        if event.type == "text":
-            items: list[tuple[str, int, Any]] = []
-            index = event.data.get("index", 0)
-            if not isinstance(index, int) or not 0 <= index < self.request.n:
-                return []
-            prompt_logprobs = event.data.get("prompt_logprobs")
-            if isinstance(prompt_logprobs, list) and prompt_logprobs:
-                items.append(("prompt_logprobs", index, prompt_logprobs))
-            logprobs = event.data.get("logprobs")
-            if self.request.logprobs and isinstance(logprobs, list) and logprobs:
-                items.append(("logprobs", index, logprobs))
-            if event.text:
-                if self.first_text_at is None:
-                    self.first_text_at = time.monotonic()
-                items.append(("text", index, event.text))
-            return items
-        if event.type == "done":
-            self.final = dict(event.data)
-            return [("end", 0, self.final)]
-        if event.type == "error":
-            self.final = {"finish_reason": "error", **event.data}
-            self.error = str(event.data.get("error") or "generation failed")
-            return [("end", 0, self.final)]
-        return []
-
-    async def record(self, *, status_code: int = 200) -> None:
-        ttft = self.first_text_at - self.began if self.first_text_at else None
-        await sync_to_async(completion_record)(
-            record_id=self.started.record_id,
-            # A call that ends without the worker's word (a timeout) is
-            # over all the same: it no longer counts as running.
-            final=self.final or {"finish_reason": "error"},
-            ttft_s=ttft,
-            duration_s=time.monotonic() - self.began,
-            status_code=status_code,
-            error=self.error,
-        )
-
-    def envelope(self, kind: str, **rest: Any) -> dict[str, Any]:
-        """A response body of this call: its id, object kind, time and model."""
-        return {
-            "id": self.id,
-            "object": kind,
-            "created": self.created,
-            "model": self.started.model,
-            "system_fingerprint": None,
-            **rest,
-        }
-
-    def usage(self) -> dict[str, int]:
-        usage = (self.final or {}).get("usage") or {}
-        prompt, completion = (
-            int(usage.get("prompt_tokens") or 0),
-            int(usage.get("completion_tokens") or 0),
-        )
-        return {
-            "prompt_tokens": prompt,
-            "completion_tokens": completion,
-            "total_tokens": prompt + completion,
-        }
-
-    def chunk(
-        self,
-        delta: dict[str, Any],
-        finish_reason: str | None,
-        logprobs: list[dict[str, Any]] | None = None,
-        index: int = 0,
-    ) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "id": self.id,
-            "object": "chat.completion.chunk",
-            "created": self.created,
-            "model": self.started.model,
-            "system_fingerprint": None,
-            "choices": [
-                {
-                    "index": index,
-                    "delta": delta,
-                    "logprobs": {"content": logprobs, "refusal": None} if logprobs else None,
-                    "finish_reason": finish_reason,
-                }
-            ],
-        }
-        if self.request.include_usage:
-            body["usage"] = None
-        return body
-
-
-def _finish_reason(final: dict[str, Any]) -> str:
-    reason = str(final.get("finish_reason") or "stop")
-    return reason if reason in ("stop", "length", "content_filter") else "stop"
-
-
-def _finish_reasons(final: dict[str, Any], count: int) -> list[str]:
-    """Each answer's finish reason (a request for several has one each)."""
-    reasons = [_finish_reason(final)] * count
-    for choice in final.get("choices") or []:
-        index = choice.get("index") if isinstance(choice, dict) else None
-        if isinstance(index, int) and 0 <= index < count:
-            reasons[index] = _finish_reason(choice)
-    return reasons
-
-
-def _sse(data: Any) -> bytes:
-    return f"data: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
-
-
-async def _stream(call: _Call) -> AsyncIterator[bytes]:
+async def _stream(call: Call) -> AsyncIterator[bytes]:
     done = False
     try:
         count = call.request.n
         for index in range(count):
             opening = {"role": "assistant", "content": "", "refusal": None}
-            yield _sse(call.chunk(opening, None, index=index))
+            yield sse(call.chunk(opening, None, index=index))
         # Tokens whose text is still held back come with the next text.
         waiting: list[list[dict[str, Any]]] = [[] for _ in range(count)]
         async for kind, index, value in call.events():
@@ -383,7 +155,7 @@ async def _stream(call: _Call) -> AsyncIterator[bytes]:
                 waiting[index].extend(value)
                 continue
             if kind == "text":
-                yield _sse(call.chunk({"content": value}, None, waiting[index], index=index))
+                yield sse(call.chunk({"content": value}, None, waiting[index], index=index))
                 waiting[index] = []
                 continue
             if kind == "reset":
@@ -392,22 +164,22 @@ async def _stream(call: _Call) -> AsyncIterator[bytes]:
             done = True
             if value.get("finish_reason") == "error":
                 error = ApiError(500, call.error, type="server_error", code="generation_failed")
-                yield _sse(error.body())
+                yield sse(error.body())
             else:
-                for index, reason in enumerate(_finish_reasons(value, count)):
-                    yield _sse(call.chunk({}, reason, waiting[index], index=index))
+                for index, reason in enumerate(finish_reasons(value, count)):
+                    yield sse(call.chunk({}, reason, waiting[index], index=index))
                 if call.request.include_usage:
                     usage_chunk = call.chunk({}, None)
                     usage_chunk["choices"] = []
                     usage_chunk["usage"] = call.usage()
-                    yield _sse(usage_chunk)
+                    yield sse(usage_chunk)
             yield b"data: [DONE]\n\n"
             break
     except TimeoutError:
         done = True
         call.error = "no answer from the model service in time"
         error = ApiError(504, call.error, type="server_error", code="timeout")
-        yield _sse(error.body())
+        yield sse(error.body())
         yield b"data: [DONE]\n\n"
     finally:
         # A client that went away cancels the generation.
@@ -418,60 +190,14 @@ async def _stream(call: _Call) -> AsyncIterator[bytes]:
         await call.record(status_code=200 if not call.error or done else 499)
 
 
-@dataclass
-class _Answers:
-    """What a call without streaming gathered: each answer's text pieces,
-    its tokens' log-probabilities and its prompt's (echo)."""
-
-    texts: list[list[str]]
-    logprobs: list[list[dict[str, Any]]]
-    prompts: list[list[dict[str, Any]]]
-    final: dict[str, Any]
-
-
-async def _gather(call: _Call) -> _Answers | HttpResponse:
-    """Read a call to its end; an error response when it failed."""
+async def _complete(call: Call) -> HttpResponse:
     count = call.request.n
-
-    def empty() -> _Answers:
-        return _Answers(
-            [[] for _ in range(count)], [[] for _ in range(count)], [[] for _ in range(count)], {}
-        )
-
-    answers = empty()
-    try:
-        async for kind, index, value in call.events():
-            if kind == "text":
-                answers.texts[index].append(value)
-            elif kind == "logprobs":
-                answers.logprobs[index].extend(value)
-            elif kind == "prompt_logprobs":
-                answers.prompts[index].extend(value)
-            elif kind == "reset":
-                answers = empty()
-    except TimeoutError:
-        call.error = "no answer from the model service in time"
-        await call.record(status_code=504)
-        return _error(ApiError(504, call.error, type="server_error", code="timeout"))
-    except asyncio.CancelledError:
-        await call.left()
-        raise
-    answers.final = call.final or {}
-    if answers.final.get("finish_reason") == "error":
-        await call.record(status_code=500)
-        return _error(ApiError(500, call.error, type="server_error", code="generation_failed"))
-    await call.record()
-    return answers
-
-
-async def _complete(call: _Call) -> HttpResponse:
-    count = call.request.n
-    answers = await _gather(call)
+    answers = await gather(call)
     if isinstance(answers, HttpResponse):
         return answers
     final, texts, logprobs = answers.final, answers.texts, answers.logprobs
     choices = []
-    for index, reason in enumerate(_finish_reasons(final, count)):
+    for index, reason in enumerate(finish_reasons(final, count)):
         content = "".join(texts[index])
         if reason == "content_filter" and final.get("notice"):
             content = str(final["notice"])
@@ -497,8 +223,8 @@ async def not_found(request: HttpRequest, path: str = "") -> HttpResponse:
     try:
         await _key(request)
     except ApiError as error:
-        return _error(error)
-    return _error(
+        return error_response(error)
+    return error_response(
         ApiError(
             404,
             f"Invalid URL ({request.method} {request.path}).",
@@ -534,20 +260,12 @@ class _LegacyLogprobs:
         return out
 
 
-def _legacy_merge(into: dict[str, Any] | None, more: dict[str, Any]) -> dict[str, Any]:
-    if into is None:
-        return more
-    for name, values in more.items():
-        into[name].extend(values)
-    return into
-
-
-def _text_chunk(call: _Call, index: int, text: str, reason: str | None, logprobs: Any) -> bytes:
+def _text_chunk(call: Call, index: int, text: str, reason: str | None, logprobs: Any) -> bytes:
     choice = {"index": index, "text": text, "logprobs": logprobs, "finish_reason": reason}
-    return _sse(call.envelope("text_completion", choices=[choice]))
+    return sse(call.envelope("text_completion", choices=[choice]))
 
 
-async def _text_stream(call: _Call) -> AsyncIterator[bytes]:
+async def _text_stream(call: Call) -> AsyncIterator[bytes]:
     count = call.request.n
     wants_logprobs = call.request.logprobs
     done = False
@@ -584,13 +302,13 @@ async def _text_stream(call: _Call) -> AsyncIterator[bytes]:
             done = True
             if value.get("finish_reason") == "error":
                 error = ApiError(500, call.error, type="server_error", code="generation_failed")
-                yield _sse(error.body())
+                yield sse(error.body())
             else:
-                for choice, reason in enumerate(_finish_reasons(value, count)):
+                for choice, reason in enumerate(finish_reasons(value, count)):
                     tail = logprobs_of(waiting[choice], choice)
                     yield _text_chunk(call, choice, "", reason, tail)
                 if call.request.include_usage:
-                    yield _sse(
+                    yield sse(
                         {
                             "id": call.id,
                             "object": "text_completion",
@@ -605,7 +323,7 @@ async def _text_stream(call: _Call) -> AsyncIterator[bytes]:
     except TimeoutError:
         done = True
         call.error = "no answer from the model service in time"
-        yield _sse(ApiError(504, call.error, type="server_error", code="timeout").body())
+        yield sse(ApiError(504, call.error, type="server_error", code="timeout").body())
         yield b"data: [DONE]\n\n"
     finally:
         await call.follower.aclose()
@@ -615,16 +333,16 @@ async def _text_stream(call: _Call) -> AsyncIterator[bytes]:
         await call.record(status_code=200 if not call.error or done else 499)
 
 
-async def _text_complete(call: _Call) -> HttpResponse:
+async def _text_complete(call: Call) -> HttpResponse:
     count = call.request.n
-    answers = await _gather(call)
+    answers = await gather(call)
     if isinstance(answers, HttpResponse):
         return answers
     final, texts = answers.final, answers.texts
     entries, prompt_entries = answers.logprobs, answers.prompts
     choices = []
     echo = call.request.prompt if call.request.echo else ""
-    for index, reason in enumerate(_finish_reasons(final, count)):
+    for index, reason in enumerate(finish_reasons(final, count)):
         text = "".join(texts[index])
         if reason == "content_filter" and final.get("notice"):
             text = str(final["notice"])
@@ -653,7 +371,7 @@ async def chat_completions(request: HttpRequest) -> HttpResponseBase:
 
 async def _completion_call(request: HttpRequest, *, text: bool) -> HttpResponseBase:
     if request.method != "POST":
-        return _error(ApiError(405, "Use POST.", code="method_not_allowed"))
+        return error_response(ApiError(405, "Use POST.", code="method_not_allowed"))
     try:
         key = await _key(request)
         try:
@@ -676,23 +394,23 @@ async def _completion_call(request: HttpRequest, *, text: bool) -> HttpResponseB
         # Apart from the shared thread: it runs the content filter.
         started = await db_apart(completion_start)(key=key, request=parsed)
     except ApiLimitError as limit:
-        return _error(
+        return error_response(
             ApiError(429, limit.message, type="requests", code=limit.code),
             retry_after=limit.retry_after,
         )
     except LimitError as limit:
         code = USER_LIMIT_CODES.get(limit.code, limit.code)
         wait = limit.retry_after if limit.retry_after is not None else RUNNING_RETRY_AFTER_S
-        return _error(
+        return error_response(
             ApiError(429, limit.message, type="requests", code=code),
             retry_after=max(1, round(wait)),
         )
     except ApiError as error:
-        return _error(error)
-    call = _Call(started, parsed)
+        return error_response(error)
+    call = Call(started, parsed)
     refused = await call.opening()
     if refused is not None:
-        return _error(refused)
+        return error_response(refused)
     response: HttpResponseBase
     if not parsed.stream:
         response = await (_text_complete(call) if text else _complete(call))
