@@ -98,6 +98,7 @@ def _redis_and_workers_check() -> tuple[dict, dict]:
             "state": beat.state,
             "error": beat.error or None,
             "model_version": beat.model_version,
+            "model_version_id": beat.model_version_id,
             "device": beat.device,
             "heartbeat_age_s": round(now - (beat.at if beat.at is not None else now), 2),
         }

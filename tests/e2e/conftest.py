@@ -22,6 +22,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.hashers import PBKDF2PasswordHasher
 
+from inference.worker.heartbeat import WorkerState
 from models_admin.services import model_version_promote, model_version_register
 from tests.conftest import REPO_ROOT, database_url_for_children, free_port
 
@@ -96,25 +97,40 @@ def stack_stop(process: subprocess.Popen) -> None:
         leftover.kill()
 
 
-@pytest.fixture
-def stack(transactional_db, tiny_model_dir, tmp_path, settings):
-    settings.MODEL_DIR = tiny_model_dir.parent
-    version = model_version_register(name="tiny", folder=tiny_model_dir)
-    model_version_promote(version=version)
+def _stack_start(
+    folder: Path, model_dir: Path, *, shared: bool = False
+) -> tuple[subprocess.Popen, str, Path]:
+    """Start the launcher as ``make run`` does, on the test database and
+    the session's Redis when it is external (else the launcher's embedded
+    one), with its var folder in folder; return the process, the base URL
+    and the log once the web server answers.
+
+    A shared stack keeps its Redis keys apart from the tests' own workers
+    (its prefix) and, since many tests sign up and open widgets from
+    127.0.0.1 within the hour, counts no per-address limits that a test
+    could exhaust for the next."""
+    from django.conf import settings
+
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "WEB_PORT")}
     if os.environ.get("REDIS_URL"):
         env["REDIS_URL"] = settings.REDIS_URL
-        env["REDIS_KEY_PREFIX"] = settings.REDIS_KEY_PREFIX
+        env["REDIS_KEY_PREFIX"] = settings.REDIS_KEY_PREFIX + ("stack:" if shared else "")
+    if shared:
+        env.update(
+            SIGNUPS_PER_ADDRESS_PER_HOUR="100000",
+            WIDGET_VISITORS_PER_HOUR_PER_ADDRESS="100000",
+            WIDGET_MESSAGES_PER_MINUTE_PER_ADDRESS="100000",
+        )
     env.update(
-        VAR_DIR=str(tmp_path / "var"),
-        MODEL_DIR=str(tiny_model_dir.parent),
+        VAR_DIR=str(folder / "var"),
+        MODEL_DIR=str(model_dir.parent),
         DATABASE_URL=database_url_for_children(),
         WEB_PORT=str(port),
         INFERENCE_HEARTBEAT_INTERVAL="0.5",
         PYTHONUNBUFFERED="1",
     )
-    log_path = tmp_path / "stack.log"
+    log_path = folder / "stack.log"
     log = log_path.open("w")
     process = subprocess.Popen(
         [sys.executable, "-m", "chatsite.launcher"],
@@ -124,23 +140,78 @@ def stack(transactional_db, tiny_model_dir, tmp_path, settings):
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
+    log.close()
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 90
-    status, body = 0, {}
+    status = 0
     while time.monotonic() < deadline and process.poll() is None:
         try:
-            status, body = get_json(f"{base}/readyz")
+            status, _body = get_json(f"{base}/healthz")
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             status = 0
         if status == 200:
             break
-        time.sleep(0.5)
+        time.sleep(0.3)
     if status != 200:
         stack_stop(process)
-        pytest.fail(f"stack not ready: {status} {body}\n{log_path.read_text()[-4000:]}")
+        pytest.fail(f"stack not up: {status}\n{log_path.read_text()[-4000:]}")
+    return process, base, log_path
+
+
+def _stack_serving(base: str, process: subprocess.Popen, log_path: Path, version_id: int) -> None:
+    """Wait until the stack is ready and every worker serves version_id."""
+    deadline = time.monotonic() + 90
+    status, body = 0, {}
+    while time.monotonic() < deadline and process.poll() is None:
+        status, body = get_json(f"{base}/readyz")
+        workers = body.get("checks", {}).get("inference", {}).get("workers", [])
+        if status == 200 and all(
+            w["state"] == WorkerState.READY and w["model_version_id"] == version_id
+            for w in workers
+        ):
+            return
+        time.sleep(0.2)
+    pytest.fail(f"stack not ready: {status} {body}\n{log_path.read_text()[-4000:]}")
+
+
+@pytest.fixture(scope="package")
+def stack_shared(django_db_setup, django_db_blocker, tiny_model_dir, tmp_path_factory):
+    """One launcher (Daphne, an inference worker, a Celery worker) for the
+    browser tests (stopped when they end): starting one costs seconds of a small
+    machine's two cores. Each test gets a fresh database (``stack``); the
+    worker follows the production version each test promotes."""
+    process, base, log_path = _stack_start(
+        tmp_path_factory.mktemp("stack"), tiny_model_dir, shared=True
+    )
     yield {"base": base, "process": process, "log": log_path}
     stack_stop(process)
-    log.close()
+
+
+@pytest.fixture
+def stack(transactional_db, stack_shared, tiny_model_dir, settings):
+    """The shared stack, serving the tiny model as production from this
+    test's empty database. A test that stops or restarts the stack's
+    processes takes ``stack_private`` instead."""
+    process = stack_shared["process"]
+    if process.poll() is not None:
+        pytest.fail(f"the shared stack has stopped:\n{stack_shared['log'].read_text()[-4000:]}")
+    settings.MODEL_DIR = tiny_model_dir.parent
+    version = model_version_register(name="tiny", folder=tiny_model_dir)
+    model_version_promote(version=version)
+    _stack_serving(stack_shared["base"], process, stack_shared["log"], version.pk)
+    yield stack_shared
+
+
+@pytest.fixture
+def stack_private(transactional_db, tiny_model_dir, tmp_path, settings):
+    """A launcher of this test's own, which the test may stop."""
+    settings.MODEL_DIR = tiny_model_dir.parent
+    version = model_version_register(name="tiny", folder=tiny_model_dir)
+    model_version_promote(version=version)
+    process, base, log_path = _stack_start(tmp_path, tiny_model_dir)
+    _stack_serving(base, process, log_path, version.pk)
+    yield {"base": base, "process": process, "log": log_path}
+    stack_stop(process)
 
 
 def signup(page, base: str, username: str) -> None:

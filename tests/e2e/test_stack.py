@@ -15,7 +15,10 @@ from tests.e2e.conftest import get_json
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
 
-def test_make_run_stack_is_ready_serves_the_page_and_stops_cleanly(stack, page, artifacts_dir):
+def test_make_run_stack_is_ready_serves_the_page_and_stops_cleanly(
+    stack_private, page, artifacts_dir
+):
+    stack = stack_private
     base, process = stack["base"], stack["process"]
     status, body = get_json(f"{base}/readyz")
     assert status == 200
