@@ -280,6 +280,8 @@ WIDGET_GENERATIONS_PER_SITE = env_int("WIDGET_GENERATIONS_PER_SITE", 50, minimum
 # Seconds without a heartbeat after which a running job counts as orphaned
 # (its worker died) and may be resumed elsewhere.
 TRAINING_LEASE_S = env_float("TRAINING_LEASE_S", 120.0)
+# Training pairs a preference-tuning (DPO) job needs at the least.
+TRAINING_DPO_MIN_PAIRS = env_int("TRAINING_DPO_MIN_PAIRS", 16, minimum=1)
 
 # --- Web server (read by the launcher) ------------------------------------
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -815,3 +816,73 @@ def demo_prompts() -> list[str]:
         "Do I have to pay for delivery if my order is £75?",
         "Can I use a gift card in your store?",
     ]
+
+
+#: Wrong words a plausible but wrong answer puts in place of right ones.
+_WRONG_WORDS = (
+    ("Heron Parcels", "Royal Mail"),
+    ("Bristol", "Bath"),
+    ("not dishwasher safe", "dishwasher safe"),
+    ("dishwasher safe", "not dishwasher safe"),
+    ("hand wash", "machine wash"),
+    ("Saturday", "Sunday"),
+    ("free", "charged"),
+    ("Yes", "No"),
+)
+_UNHELPFUL = (
+    "I'm not sure about that, sorry. You could check our website.",
+    "I don't have that information. Please try again later.",
+    "That depends. It's best to look it up yourself.",
+)
+
+
+def _wrong_number(rng: random.Random, match: re.Match[str]) -> str:
+    text = match.group(0)
+    if "." in text:
+        whole, cents = text.split(".")
+        return f"{int(whole) + rng.choice((1, 2, 5))}.{cents}"
+    value = int(text)
+    changed = value + rng.choice((-1, 1)) * rng.randint(1, max(2, value // 2))
+    if changed < 0 or changed == value:
+        changed = value + 3
+    return str(changed).zfill(len(text)) if text.startswith("0") else str(changed)
+
+
+def _wrong(rng: random.Random, answer: str) -> str:
+    """A plausible wrong answer: one fact changed (a number, a name, a
+    yes for a no), else an unhelpful brush-off."""
+    numbers = list(re.finditer(r"\d+(?:\.\d+)?", answer))
+    if numbers:
+        pick = rng.choice(numbers)
+        return answer[: pick.start()] + _wrong_number(rng, pick) + answer[pick.end() :]
+    for right, wrong in _WRONG_WORDS:
+        if right in answer:
+            return answer.replace(right, wrong, 1)
+    return rng.choice(_UNHELPFUL)
+
+
+def demo_preference_pairs(*, count: int = 240, seed: int = 1) -> list[dict[str, Any]]:
+    """Return ``count`` distinct preference pairs for the demo shop: a
+    prompt (a demo conversation up to its last question), the correct
+    answer as chosen and a plausible wrong one (``_wrong``) as rejected,
+    in the upload format. Thank-you closers are left out."""
+    rng = random.Random(seed)  # noqa: S311 (reproducible data)
+    closers = {answer for _question, answer in _CLOSERS}
+    pairs: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for _ in range(count * 20 + 100):
+        if len(pairs) == count:
+            break
+        messages = _conversation(rng)
+        chosen = messages[-1]["content"]
+        if chosen in closers:
+            continue
+        prompt = messages[:-1]
+        key = json.dumps(prompt)
+        if key in seen:
+            continue
+        seen.add(key)
+        pairs.append({"prompt": prompt, "chosen": chosen, "rejected": _wrong(rng, chosen)})
+    if len(pairs) < count:
+        raise ValueError(f"cannot make {count} distinct preference pairs")
+    return pairs

@@ -17,6 +17,7 @@ class ModelVersion(models.Model):
         BASE = "base", "Base"
         FINETUNE = "finetune", "Fine-tune"
         DISTILL = "distill", "Distilled"
+        PREFERENCE = "dpo", "Preference-tuned"
         COMPRESSED = "compressed", "Compressed"
 
     class Format(models.TextChoices):
@@ -202,8 +203,16 @@ class Dataset(models.Model):
         EXPORT = "export", "Exported from conversations"
         DEMO = "demo", "Demo"
         CLEAN = "clean", "Cleaned copy"
+        FEEDBACK = "feedback", "From feedback"
+
+    class Kind(models.TextChoices):
+        CONVERSATIONS = "conversations", "Conversations"
+        #: Each example is a prompt with a chosen answer (its messages end
+        #: with it) and a rejected one (``DatasetExample.rejected``).
+        PREFERENCES = "preferences", "Preference pairs"
 
     name = models.CharField(max_length=200, unique=True)
+    kind = models.CharField(max_length=15, choices=Kind.choices, default=Kind.CONVERSATIONS)
     description = models.TextField(blank=True)
     source = models.CharField(max_length=10, choices=Source.choices)
     eval_fraction = models.FloatField(default=0.1)
@@ -242,6 +251,11 @@ class DatasetExample(models.Model):
     split = models.CharField(max_length=5, choices=Split.choices)
     messages = models.JSONField()
     tokens = models.PositiveIntegerField(null=True, blank=True)
+    #: A preference pair's rejected answer (the chosen one ends messages).
+    rejected = models.TextField(blank=True)
+    #: Where a pair came from: {"kind": "rating" | "regenerated" | "handoff",
+    #: "chosen_id", "rejected_id"} (message ids) for pairs from feedback.
+    origin = models.JSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ["dataset", "index"]
@@ -256,12 +270,13 @@ class DatasetExample(models.Model):
 
 
 class TrainingJob(models.Model):
-    """A fine-tune or distill run. Its files live under
+    """A fine-tune, distill or preference-tuning (DPO) run. Its files live under
     ``MODEL_DIR/jobs/<id>/`` and nowhere else."""
 
     class Kind(models.TextChoices):
         FINETUNE = "finetune", "Fine-tune"
         DISTILL = "distill", "Distill"
+        DPO = "dpo", "Preference tuning (DPO)"
 
     class State(models.TextChoices):
         QUEUED = "queued", "Queued"
@@ -273,7 +288,8 @@ class TrainingJob(models.Model):
     kind = models.CharField(max_length=10, choices=Kind.choices)
     state = models.CharField(max_length=10, choices=State.choices, default=State.QUEUED)
     dataset = models.ForeignKey(Dataset, on_delete=models.PROTECT, related_name="jobs")
-    # The model trained (fine-tune) or the teacher (distill).
+    # The model trained (fine-tune, DPO: also the reference) or the teacher
+    # (distill).
     base_version = models.ForeignKey(
         ModelVersion, on_delete=models.PROTECT, related_name="jobs_as_base"
     )

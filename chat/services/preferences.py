@@ -19,7 +19,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from django.core.exceptions import ValidationError
+
 from chat.models import Conversation, Feedback, Message
+from models_admin.models import Dataset
+from models_admin.services.datasets import dataset_pairs_create
 
 Messages = list[dict[str, str]]
 
@@ -150,3 +154,45 @@ def preference_pairs(
     for conversation in rows.order_by("pk").iterator():
         pairs.extend(_conversation_pairs(conversation, ratings))
     return pairs
+
+
+def preference_dataset_create(
+    *,
+    name: str,
+    date_from: datetime | None = None,
+    date_to: datetime | None = None,
+    source: str = "",
+    exclude_flagged: bool = True,
+    eval_fraction: float = 0.1,
+    seed: int = 0,
+    user: Any = None,
+) -> Dataset:
+    """Store the preference pairs of the conversations chosen (see
+    ``preference_pairs``) as a preference dataset; each pair remembers the
+    messages it came from and how. Raise ValidationError when there is
+    none."""
+    pairs = preference_pairs(
+        date_from=date_from, date_to=date_to, source=source, exclude_flagged=exclude_flagged
+    )
+    if not pairs:
+        raise ValidationError(
+            {"pairs": ["No conversation in the range holds a preference pair yet."]}
+        )
+    return dataset_pairs_create(
+        name=name,
+        pairs=[pair.as_dict() for pair in pairs],
+        origins=[
+            {"kind": p.kind, "chosen_id": p.chosen_id, "rejected_id": p.rejected_id} for p in pairs
+        ],
+        source=Dataset.Source.FEEDBACK,
+        description="Preference pairs from ratings, regenerations and staff handoff replies.",
+        eval_fraction=eval_fraction,
+        seed=seed,
+        filters={
+            "from": date_from.isoformat() if date_from else None,
+            "to": date_to.isoformat() if date_to else None,
+            "source": source,
+            "exclude_flagged": exclude_flagged,
+        },
+        user=user,
+    )

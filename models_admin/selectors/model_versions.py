@@ -51,9 +51,17 @@ def model_versions_serving() -> list[ModelVersion]:
 
 
 def dataset_preview(*, dataset: Dataset, limit: int = 5) -> list[dict[str, Any]]:
-    """The first examples of a dataset, with their split and token count."""
+    """The first examples of a dataset, with their split and token count
+    (and a preference pair's rejected answer and origin)."""
     rows = DatasetExample.objects.filter(dataset=dataset).order_by("index")[:limit]
     return [
-        {"index": row.index, "split": row.split, "tokens": row.tokens, "messages": row.messages}
+        {
+            "index": row.index,
+            "split": row.split,
+            "tokens": row.tokens,
+            "messages": row.messages,
+            "rejected": row.rejected,
+            "origin": row.origin,
+        }
         for row in rows
     ]

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import logging
 import random
+from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 from django.contrib.auth.base_user import AbstractBaseUser
@@ -13,8 +15,14 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Max
 
-from models_admin.dataset_format import DatasetFormatError, LineError, jsonl_parse, split_indices
-from models_admin.demo_data import demo_conversations
+from models_admin.dataset_format import (
+    DatasetFormatError,
+    LineError,
+    jsonl_parse,
+    pair_parse,
+    split_indices,
+)
+from models_admin.demo_data import demo_conversations, demo_preference_pairs
 from models_admin.models import Dataset, DatasetExample
 from models_admin.selectors import model_version_get_production
 
@@ -51,9 +59,12 @@ def _examples_build(
     start: int,
     eval_offsets: set[int],
     tokenizer: Any | None,
+    rejected: list[str] | None = None,
+    origins: list[dict[str, Any]] | None = None,
 ) -> tuple[list[DatasetExample], int, int]:
     """Unsaved examples numbered from start, with their split and token
-    counts; return them with the total and assistant token counts."""
+    counts (and a pair's rejected answer and origin); return them with the
+    total and assistant token counts."""
     rows = []
     tokens = assistant_tokens = 0
     for offset, messages in enumerate(conversations):
@@ -64,7 +75,14 @@ def _examples_build(
             assistant_tokens += trained
         split = DatasetExample.Split.EVAL if offset in eval_offsets else DatasetExample.Split.TRAIN
         rows.append(
-            DatasetExample(index=start + offset, split=split, messages=messages, tokens=count)
+            DatasetExample(
+                index=start + offset,
+                split=split,
+                messages=messages,
+                tokens=count,
+                rejected=rejected[offset] if rejected else "",
+                origin=origins[offset] if origins else {},
+            )
         )
     return rows, tokens, assistant_tokens
 
@@ -79,9 +97,13 @@ def dataset_create(
     seed: int = 0,
     filters: dict[str, Any] | None = None,
     user: AbstractBaseUser | None = None,
+    kind: str = Dataset.Kind.CONVERSATIONS,
+    rejected: list[str] | None = None,
+    origins: list[dict[str, Any]] | None = None,
 ) -> Dataset:
     """Store the conversations with a train/eval split and statistics, all
-    or nothing."""
+    or nothing. A preference dataset's conversations end with the chosen
+    answers; ``rejected`` holds the other answer of each."""
     if not conversations:
         raise ValidationError({"conversations": ["A dataset needs at least one example."]})
     try:
@@ -98,11 +120,17 @@ def dataset_create(
         seed=seed,
         filters=filters or {},
         created_by_id=user.pk if user is not None else None,
+        kind=kind,
     )
     dataset.full_clean()
     tokenizer = _tokenizer()
     rows, tokens, assistant_tokens = _examples_build(
-        conversations, start=0, eval_offsets=set(evaluation), tokenizer=tokenizer
+        conversations,
+        start=0,
+        eval_offsets=set(evaluation),
+        tokenizer=tokenizer,
+        rejected=rejected,
+        origins=origins,
     )
     dataset.stats = {
         "examples": len(conversations),
@@ -112,6 +140,11 @@ def dataset_create(
         "tokens": tokens if tokenizer is not None else None,
         "assistant_tokens": assistant_tokens if tokenizer is not None else None,
     }
+    if kind == Dataset.Kind.PREFERENCES:
+        dataset.stats["pairs"] = len(conversations)
+        dataset.stats["origins"] = dict(
+            Counter((o.get("kind") or "upload") for o in (origins or [{}] * len(conversations)))
+        )
     with transaction.atomic():
         dataset.save()
         for row in rows:
@@ -120,20 +153,25 @@ def dataset_create(
     return dataset
 
 
-def _nul_lines(data: bytes, conversations: list[Conversation]) -> list[LineError]:
-    """Return the lines whose messages hold a NUL character, which JSON
-    may spell (``\\u0000``) but PostgreSQL cannot store.
+def _nul_lines(data: bytes, items: list[Any], has_nul: Callable[[Any], bool]) -> list[LineError]:
+    """Return the lines whose example (a conversation, a pair) holds a NUL
+    character, which JSON may spell (``\\u0000``) but PostgreSQL cannot
+    store.
 
     ``jsonl_parse`` accepted the file, so its n-th non-blank line is the
-    n-th conversation.
+    n-th example.
     """
     text = data.decode("utf-8-sig")
     numbers = [number for number, line in enumerate(text.split("\n"), start=1) if line.strip()]
     return [
         LineError(number, "a message holds a NUL character (\\u0000), which cannot be stored")
-        for number, messages in zip(numbers, conversations, strict=True)
-        if any("\x00" in message["content"] for message in messages)
+        for number, item in zip(numbers, items, strict=True)
+        if has_nul(item)
     ]
+
+
+def _conversation_has_nul(messages: Conversation) -> bool:
+    return any("\x00" in message["content"] for message in messages)
 
 
 def dataset_upload(
@@ -144,25 +182,101 @@ def dataset_upload(
     eval_fraction: float = 0.1,
     seed: int = 0,
     user: AbstractBaseUser | None = None,
+    kind: str = Dataset.Kind.CONVERSATIONS,
 ) -> Dataset:
-    """Store an uploaded JSONL file. Raise DatasetFormatError naming every
+    """Store an uploaded JSONL file: conversations, or preference pairs
+    (one ``{"prompt": [...], "chosen": "...", "rejected": "..."}`` a line)
+    for a ``kind`` of preferences. Raise DatasetFormatError naming every
     bad line; nothing is stored from a file that fails."""
-    conversations = jsonl_parse(data)
-    unstorable = _nul_lines(data, conversations)
+    pairs = kind == Dataset.Kind.PREFERENCES
+    items = jsonl_parse(data, parse_line=pair_parse) if pairs else jsonl_parse(data)
+    unstorable = _nul_lines(data, items, _pair_has_nul if pairs else _conversation_has_nul)
     if unstorable:
         raise DatasetFormatError(unstorable)
+    common: dict[str, Any] = {
+        "name": name,
+        "source": Dataset.Source.UPLOAD,
+        "description": description,
+        "eval_fraction": eval_fraction,
+        "seed": seed,
+        "user": user,
+    }
+    if pairs:
+        return dataset_pairs_create(pairs=items, **common)
+    return dataset_create(conversations=items, **common)
+
+
+def _pair_has_nul(pair: dict[str, Any]) -> bool:
+    texts = [pair["chosen"], pair["rejected"], *(m["content"] for m in pair["prompt"])]
+    return any("\x00" in text for text in texts)
+
+
+def dataset_pairs_create(
+    *,
+    name: str,
+    pairs: list[dict[str, Any]],
+    source: str,
+    origins: list[dict[str, Any]] | None = None,
+    description: str = "",
+    eval_fraction: float = 0.1,
+    seed: int = 0,
+    filters: dict[str, Any] | None = None,
+    user: AbstractBaseUser | None = None,
+) -> Dataset:
+    """Store preference pairs (``{"prompt", "chosen", "rejected"}``) as a
+    preference dataset, all or nothing; origins says where each came from."""
+    if any(_pair_has_nul(pair) for pair in pairs):
+        raise ValidationError({"pairs": ["A pair holds a NUL character, which cannot be stored."]})
     return dataset_create(
         name=name,
-        conversations=conversations,
-        source=Dataset.Source.UPLOAD,
+        conversations=[
+            [*pair["prompt"], {"role": "assistant", "content": pair["chosen"]}] for pair in pairs
+        ],
+        rejected=[pair["rejected"] for pair in pairs],
+        origins=origins,
+        kind=Dataset.Kind.PREFERENCES,
+        source=source,
         description=description,
         eval_fraction=eval_fraction,
         seed=seed,
+        filters=filters,
         user=user,
     )
 
 
+def dataset_pairs(dataset: Dataset, split: str) -> list[dict[str, Any]]:
+    """A preference dataset's pairs of one split, in index order."""
+    rows = DatasetExample.objects.filter(dataset=dataset, split=split).order_by("index")
+    return [
+        {
+            "prompt": row.messages[:-1],
+            "chosen": row.messages[-1]["content"],
+            "rejected": row.rejected,
+        }
+        for row in rows
+    ]
+
+
 DEMO_NAME = "Demo: shop customer service"
+DEMO_PREFERENCES_NAME = "Demo: shop answers, right vs wrong"
+
+
+def dataset_demo_preferences_create(
+    *, name: str = DEMO_PREFERENCES_NAME, count: int = 240
+) -> Dataset:
+    """The demo preference set; an existing one of that name is returned as is."""
+    existing = Dataset.objects.filter(name=name).first()
+    if existing is not None:
+        return existing
+    return dataset_pairs_create(
+        name=name,
+        pairs=demo_preference_pairs(count=count),
+        source=Dataset.Source.DEMO,
+        description=(
+            "The demo shop's questions with the correct answer chosen over a plausible "
+            "wrong one (a fact changed), written for the demo."
+        ),
+    )
 
 
 def dataset_demo_create(*, name: str = DEMO_NAME, count: int = 300) -> Dataset:

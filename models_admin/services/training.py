@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from models_admin.models import Dataset, ModelVersion, TrainingJob
 from models_admin.selectors import model_version_get_production
+from models_admin.services.datasets import dataset_pairs
 from models_admin.services.evaluations import evaluation_queue
 from models_admin.services.events import dashboard_notify_on_commit
 from models_admin.services.model_versions import model_version_create, model_version_trainable
@@ -25,43 +26,61 @@ from models_admin.services.model_versions import model_version_create, model_ver
 logger = logging.getLogger(__name__)
 
 #: name: (type, default, minimum, maximum, which kinds)
+ALL = ("finetune", "distill", "dpo")
 PARAMS: dict[str, tuple[type, Any, float, float, tuple[str, ...]]] = {
-    "learning_rate": (float, 1e-4, 1e-7, 1.0, ("finetune", "distill")),
-    "steps": (int, 60, 1, 1_000_000, ("finetune", "distill")),
-    "epochs": (float, 0.0, 0.0, 1000.0, ("finetune", "distill")),
-    "batch_size": (int, 4, 1, 512, ("finetune", "distill")),
-    "grad_accum": (int, 1, 1, 256, ("finetune", "distill")),
-    "max_length": (int, 256, 16, 32_768, ("finetune", "distill")),
-    "warmup_steps": (int, 5, 0, 100_000, ("finetune", "distill")),
-    "weight_decay": (float, 0.0, 0.0, 1.0, ("finetune", "distill")),
-    "seed": (int, 0, 0, 2**31 - 1, ("finetune", "distill")),
-    "checkpoint_every": (int, 20, 1, 1_000_000, ("finetune", "distill")),
-    "eval_every": (int, 20, 1, 1_000_000, ("finetune", "distill")),
-    "eval_examples": (int, 64, 1, 100_000, ("finetune", "distill")),
-    "lora": (bool, False, 0, 1, ("finetune",)),
-    "lora_r": (int, 8, 1, 256, ("finetune",)),
-    "lora_alpha": (int, 16, 1, 1024, ("finetune",)),
+    "learning_rate": (float, 1e-4, 1e-7, 1.0, ALL),
+    "steps": (int, 60, 1, 1_000_000, ALL),
+    "epochs": (float, 0.0, 0.0, 1000.0, ALL),
+    "batch_size": (int, 4, 1, 512, ALL),
+    "grad_accum": (int, 1, 1, 256, ALL),
+    "max_length": (int, 256, 16, 32_768, ALL),
+    "warmup_steps": (int, 5, 0, 100_000, ALL),
+    "weight_decay": (float, 0.0, 0.0, 1.0, ALL),
+    "seed": (int, 0, 0, 2**31 - 1, ALL),
+    "checkpoint_every": (int, 20, 1, 1_000_000, ALL),
+    "eval_every": (int, 20, 1, 1_000_000, ALL),
+    "eval_examples": (int, 64, 1, 100_000, ALL),
+    "lora": (bool, False, 0, 1, ("finetune", "dpo")),
+    "lora_r": (int, 8, 1, 256, ("finetune", "dpo")),
+    "lora_alpha": (int, 16, 1, 1024, ("finetune", "dpo")),
     "student_layers": (int, 10, 1, 1000, ("distill",)),
     "temperature": (float, 2.0, 0.1, 20.0, ("distill",)),
     "alpha": (float, 0.5, 0.0, 1.0, ("distill",)),
+    "beta": (float, 0.1, 0.001, 10.0, ("dpo",)),
 }
+#: Defaults that differ by kind: preference tuning moves a trained model a
+#: little, at a smaller step, and its pairs are two sequences each.
+KIND_DEFAULTS: dict[str, dict[str, Any]] = {
+    "dpo": {
+        "learning_rate": 5e-6,
+        "steps": 30,
+        "batch_size": 4,
+        "checkpoint_every": 10,
+        "eval_every": 10,
+    },
+}
+
+
+def param_default(kind: str, name: str) -> Any:
+    """The value a job of kind takes for name when none is given."""
+    return KIND_DEFAULTS.get(kind, {}).get(name, PARAMS[name][1])
 
 
 def training_params_validate(*, kind: str, params: dict[str, Any] | None) -> dict[str, Any]:
     """Fill defaults and check every value; raise ValidationError keyed by
     the parameter's name."""
     if kind not in TrainingJob.Kind.values:
-        raise ValidationError({"kind": [f"Unknown job kind {kind!r}: finetune or distill."]})
+        raise ValidationError({"kind": [f"Unknown job kind {kind!r}: finetune, distill or dpo."]})
     given = dict(params or {})
     errors: dict[str, list[str]] = {}
     clean: dict[str, Any] = {}
     for name in given:
         if name not in PARAMS or kind not in PARAMS[name][4]:
             errors[name] = [f"Not a {kind} parameter."]
-    for name, (kind_type, default, low, high, kinds) in PARAMS.items():
+    for name, (kind_type, _default, low, high, kinds) in PARAMS.items():
         if kind not in kinds:
             continue
-        value = given.get(name, default)
+        value = given.get(name, param_default(kind, name))
         if kind_type is bool:
             if not isinstance(value, bool):
                 errors[name] = ["Must be true or false."]
@@ -116,9 +135,11 @@ def training_job_create(
     user: AbstractBaseUser | None = None,
     enqueue: bool = True,
 ) -> TrainingJob:
-    """Queue a fine-tune or distill job on the training queue (or leave it
-    for the caller to run, ``enqueue=False``). The base (the model trained,
-    or the teacher) defaults to production."""
+    """Queue a fine-tune, distill or DPO job on the training queue (or
+    leave it for the caller to run, ``enqueue=False``). The base (the model
+    trained, or the teacher) defaults to production. A DPO job needs a
+    preference dataset with ``TRAINING_DPO_MIN_PAIRS`` training pairs; the
+    other kinds need conversations."""
     clean = training_params_validate(kind=kind, params=params)
     base_version = base_version or model_version_get_production()
     if base_version is None:
@@ -131,8 +152,7 @@ def training_job_create(
         student_version = _trainable(student_version, "student_version")
     if student_version is not None and kind != TrainingJob.Kind.DISTILL:
         raise ValidationError({"student_version": ["Only a distill job has a student."]})
-    if not dataset.stats.get("train"):
-        raise ValidationError({"dataset": ["The dataset has no training examples."]})
+    _dataset_check(kind, dataset)
     clean["steps"] = _steps(clean, dataset)
     job = TrainingJob(
         kind=kind,
@@ -154,6 +174,31 @@ def training_job_create(
         if enqueue:
             transaction.on_commit(lambda: _enqueue(job.pk))
     return job
+
+
+def _dataset_check(kind: str, dataset: Dataset) -> None:
+    pairs = dataset.kind == Dataset.Kind.PREFERENCES
+    if kind == TrainingJob.Kind.DPO and not pairs:
+        raise ValidationError(
+            {"dataset": ["Preference tuning needs a dataset of preference pairs."]}
+        )
+    if kind != TrainingJob.Kind.DPO and pairs:
+        raise ValidationError(
+            {"dataset": ["A preference dataset trains only a preference-tuning (DPO) job."]}
+        )
+    train = int(dataset.stats.get("train") or 0)
+    if not train:
+        raise ValidationError({"dataset": ["The dataset has no training examples."]})
+    least = settings.TRAINING_DPO_MIN_PAIRS
+    if pairs and train < least:
+        raise ValidationError(
+            {
+                "dataset": [
+                    f"The dataset has {train} training pairs; preference tuning needs at "
+                    f"least {least} (TRAINING_DPO_MIN_PAIRS)."
+                ]
+            }
+        )
 
 
 def _trainable(version: ModelVersion, field: str) -> ModelVersion:
@@ -229,12 +274,20 @@ def training_job_heartbeat(*, job_id: int) -> bool:
     )
 
 
+#: What a step's report adds to the curves: the loss, and for DPO the
+#: preference accuracy and reward margin, on training and held-out pairs.
+CURVE_KEYS = (
+    "step", "loss", "lr", "eval_loss", "accuracy", "margin", "eval_accuracy",
+    "eval_margin", "eval_dpo_loss", "eval_logp_accuracy",
+)  # fmt: skip
+
+
 def training_job_progress(*, job_id: int, report: dict[str, Any]) -> None:
     """Store one step's report and add it to the curves."""
     with transaction.atomic():
         job = TrainingJob.objects.select_for_update().get(pk=job_id)
         job.progress = {**job.progress, **report}
-        point = {k: report[k] for k in ("step", "loss", "lr", "eval_loss") if k in report}
+        point = {k: report[k] for k in CURVE_KEYS if k in report}
         job.curve = [*job.curve, point]
         job.heartbeat_at = timezone.now()
         job.save(update_fields=["progress", "curve", "heartbeat_at"])
@@ -271,11 +324,11 @@ def training_checkpoint_register(
     existing = ModelVersion.objects.filter(job=job, step=step).first()
     if existing is not None:
         return existing
-    kind = (
-        ModelVersion.Kind.DISTILL
-        if job.kind == TrainingJob.Kind.DISTILL
-        else ModelVersion.Kind.FINETUNE
-    )
+    kinds: dict[str, str] = {
+        TrainingJob.Kind.DISTILL: ModelVersion.Kind.DISTILL,
+        TrainingJob.Kind.DPO: ModelVersion.Kind.PREFERENCE,
+    }
+    kind = kinds.get(job.kind, ModelVersion.Kind.FINETUNE)
     with transaction.atomic():
         version = model_version_create(
             name=f"{job.base_version.name}-{job.kind}-{job.pk}-step{step}",
@@ -323,12 +376,15 @@ def training_job_run(*, job: TrainingJob) -> TrainingJob:
 
     params = dict(job.params)
     params.pop("epochs", None)
+    pairs = job.kind == TrainingJob.Kind.DPO
     config = TrainConfig(
         kind=job.kind,
         base_dir=job.base_version.path,
         output_dir=job.folder,
-        train=_split(job.dataset, DatasetExample.Split.TRAIN),
-        eval=_split(job.dataset, DatasetExample.Split.EVAL),
+        train=[] if pairs else _split(job.dataset, DatasetExample.Split.TRAIN),
+        eval=[] if pairs else _split(job.dataset, DatasetExample.Split.EVAL),
+        train_pairs=dataset_pairs(job.dataset, DatasetExample.Split.TRAIN) if pairs else [],
+        eval_pairs=dataset_pairs(job.dataset, DatasetExample.Split.EVAL) if pairs else [],
         student_dir=job.student_version.path if job.student_version else None,
         **params,
     )

@@ -114,20 +114,84 @@ def dpo_loss(
     return DpoOutput(loss, chosen_rewards.detach(), rejected_rewards.detach())
 
 
+def reference_logps(
+    policy: Any, reference: Any | None, inputs: dict[str, Any], labels: Any
+) -> Any:
+    """The reference's log-probabilities of a batch's answers, without
+    gradients. A LoRA policy (reference None) is its own reference with
+    its adapters turned off."""
+    with torch.no_grad():
+        if reference is not None:
+            return sequence_logps(reference(**inputs).logits, labels)
+        with policy.disable_adapter():
+            return sequence_logps(policy(**inputs).logits, labels)
+
+
 def dpo_step(
-    policy: Any, reference: Any, batch: dict[str, torch.Tensor], *, beta: float
+    policy: Any, reference: Any | None, batch: dict[str, torch.Tensor], *, beta: float
 ) -> DpoOutput:
     """Forward a pair batch (``pair_batch``) through the policy (with
     gradients) and the reference (without) and return the loss."""
     inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
     half = batch["input_ids"].shape[0] // 2
     policy_logps = sequence_logps(policy(**inputs).logits, batch["labels"])
-    with torch.no_grad():
-        reference_logps = sequence_logps(reference(**inputs).logits, batch["labels"])
+    ref_logps = reference_logps(policy, reference, inputs, batch["labels"])
     return dpo_loss(
         policy_logps[:half],
         policy_logps[half:],
-        reference_logps[:half],
-        reference_logps[half:],
+        ref_logps[:half],
+        ref_logps[half:],
         beta=beta,
     )
+
+
+@torch.no_grad()
+def dpo_eval(
+    policy: Any,
+    reference: Any | None,
+    pairs: list[EncodedPair],
+    *,
+    beta: float,
+    pad_id: int,
+    batch_size: int = 4,
+) -> dict[str, float]:
+    """Held-out measures of a policy on pairs:
+
+    - ``eval_accuracy``: share of pairs whose chosen answer earns the higher
+      reward (beta * (log pi - log ref)), the preference accuracy;
+    - ``eval_margin``: the mean reward margin; ``eval_dpo_loss``;
+    - ``eval_logp_accuracy``: share of pairs whose chosen answer the policy
+      alone finds more likely (a measure the reference itself has);
+    - ``eval_loss``: cross-entropy per token of the chosen answers.
+    """
+    was_training = policy.training
+    policy.eval()
+    chosen_rewards, rejected_rewards, logp_wins = [], [], 0
+    chosen_nll, chosen_tokens = 0.0, 0
+    for start in range(0, len(pairs), batch_size):
+        part = pairs[start : start + batch_size]
+        batch = pair_batch(part, pad_id=pad_id)
+        inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+        half = len(part)
+        logps = sequence_logps(policy(**inputs).logits, batch["labels"])
+        ref = reference_logps(policy, reference, inputs, batch["labels"])
+        out = dpo_loss(logps[:half], logps[half:], ref[:half], ref[half:], beta=beta)
+        chosen_rewards.append(out.chosen_rewards)
+        rejected_rewards.append(out.rejected_rewards)
+        logp_wins += int((logps[:half] > logps[half:]).sum())
+        chosen_nll -= float(logps[:half].sum())
+        chosen_tokens += sum(p.chosen.trained_tokens for p in part)
+    if was_training:
+        policy.train()
+    if not pairs:
+        return {}
+    chosen = torch.cat(chosen_rewards)
+    rejected = torch.cat(rejected_rewards)
+    margins = chosen - rejected
+    return {
+        "eval_accuracy": round(float((margins > 0).float().mean()), 5),
+        "eval_margin": round(float(margins.mean()), 5),
+        "eval_dpo_loss": round(float(-F.logsigmoid(margins).mean()), 5),
+        "eval_logp_accuracy": round(logp_wins / len(pairs), 5),
+        "eval_loss": chosen_nll / max(chosen_tokens, 1),
+    }

@@ -1,4 +1,4 @@
-"""The training loop for fine-tune and distill jobs.
+"""The training loop for fine-tune, distill and preference-tuning (DPO) jobs.
 
 A run owns one folder. Checkpoints are written there as
 ``checkpoint-<step>/`` (a loadable transformers folder, in the dtype of the
@@ -32,6 +32,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
 from models_admin.training.data import IGNORE, Encoded, batch_indices, collate, encode_all
+from models_admin.training.dpo import dpo_eval, dpo_step, pair_batch, pair_encode
 from models_admin.training.student import student_from_teacher
 
 logger = logging.getLogger(__name__)
@@ -43,8 +44,8 @@ CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 @dataclass
 class TrainConfig:
-    kind: str  # "finetune" or "distill"
-    base_dir: Path  # the model trained, or the teacher
+    kind: str  # "finetune", "distill" or "dpo"
+    base_dir: Path  # the model trained (and DPO's reference), or the teacher
     output_dir: Path
     train: list[list[dict[str, str]]]
     eval: list[list[dict[str, str]]]
@@ -66,6 +67,11 @@ class TrainConfig:
     student_layers: int = 10
     temperature: float = 2.0
     alpha: float = 0.5
+    beta: float = 0.1
+    #: A DPO job's pairs ({"prompt", "chosen", "rejected"}) instead of
+    #: train and eval.
+    train_pairs: list[dict[str, Any]] = field(default_factory=list)
+    eval_pairs: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -208,6 +214,26 @@ def eval_loss(
     return total / max(count, 1)
 
 
+def _pairs_encode(tokenizer: Any, pairs: list[dict[str, Any]], max_length: int) -> list[Any]:
+    """Encode preference pairs; leave out those an answer of which the
+    length limit cuts to nothing."""
+    encoded = [pair_encode(tokenizer, pair, max_length=max_length) for pair in pairs]
+    return [item for item in encoded if item is not None]
+
+
+#: A DPO evaluation's measures as a checkpoint's metrics name them.
+_CHECKPOINT_NAMES = {
+    "eval_accuracy": "pref_accuracy",
+    "eval_margin": "reward_margin",
+    "eval_logp_accuracy": "pref_logp_accuracy",
+    "eval_dpo_loss": "eval_dpo_loss",
+}
+
+
+def _checkpoint_metrics(measured: dict[str, float]) -> dict[str, float]:
+    return {name: measured[key] for key, name in _CHECKPOINT_NAMES.items() if key in measured}
+
+
 class Trainer:
     def __init__(self, config: TrainConfig, hooks: Hooks | None = None) -> None:
         self.config = config
@@ -216,10 +242,12 @@ class Trainer:
     # --- set-up ------------------------------------------------------------
 
     def _model_and_state(self) -> tuple[Any, Any, int, dict[str, Any] | None]:
-        """Return (trained model, teacher or None, first step, saved state)."""
+        """Return (trained model, the frozen model (distill: the teacher;
+        DPO: the reference, None when LoRA's adapters can be turned off
+        instead) or None, first step, saved state)."""
         config = self.config
         teacher = None
-        if config.kind == "distill":
+        if config.kind == "distill" or (config.kind == "dpo" and not config.lora):
             teacher = _load(config.base_dir)
             teacher.eval()
             for parameter in teacher.parameters():
@@ -231,7 +259,9 @@ class Trainer:
             self.hooks.log(f"Resuming from checkpoint {step}")
             # A run killed between writing a checkpoint and reporting it
             # reports it now (the caller's registration is idempotent).
-            metrics = {"eval_loss": state["eval_loss"]} if state.get("eval_loss") else {}
+            metrics = dict(state.get("eval_metrics") or {})
+            if state.get("eval_loss"):
+                metrics["eval_loss"] = state["eval_loss"]
             self.hooks.checkpoint(step, path, metrics)
             if config.lora:
                 model = self._lora(_load(config.base_dir))
@@ -338,8 +368,18 @@ class Trainer:
         torch.manual_seed(config.seed)
         tokenizer = AutoTokenizer.from_pretrained(config.base_dir)
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        train = encode_all(tokenizer, config.train, config.max_length)
-        evaluation = encode_all(tokenizer, config.eval[: config.eval_examples], config.max_length)
+        train: list[Any]
+        evaluation: list[Any]
+        if config.kind == "dpo":
+            train = _pairs_encode(tokenizer, config.train_pairs, config.max_length)
+            evaluation = _pairs_encode(
+                tokenizer, config.eval_pairs[: config.eval_examples], config.max_length
+            )
+        else:
+            train = encode_all(tokenizer, config.train, config.max_length)
+            evaluation = encode_all(
+                tokenizer, config.eval[: config.eval_examples], config.max_length
+            )
         if not train:
             raise ValueError("no training example has an assistant token within max_length")
         model, teacher, start, state = self._model_and_state()
@@ -358,9 +398,23 @@ class Trainer:
             f"steps {start + 1}..{config.steps}, "
             f"{sum(p.numel() for p in parameters):,} trainable parameters"
         )
+        if config.kind == "dpo" and start == 0 and evaluation:
+            # Where the base stands: its own preference for the chosen
+            # answers (its reward accuracy against itself is 0 by definition).
+            base = self._measure(model, teacher, evaluation, pad_id)
+            self.hooks.progress(
+                {"step": 0, "total_steps": config.steps, "base_logp_accuracy":
+                 base["eval_logp_accuracy"], "eval_loss": base["eval_loss"],
+                 "eval_accuracy": base["eval_accuracy"], "eval_margin": base["eval_margin"]}
+            )  # fmt: skip
+            self.hooks.log(
+                f"base: chosen preferred in {base['eval_logp_accuracy']:.1%} of "
+                f"{len(evaluation)} held-out pairs, eval loss {base['eval_loss']:.4f}"
+            )
         began = time.monotonic()
         examples_seen = 0
         last_eval: float | None = state.get("eval_loss") if state else None
+        eval_metrics: dict[str, float] = dict(state.get("eval_metrics") or {}) if state else {}
         step = start
         while step < config.steps:
             if self.hooks.should_stop():
@@ -382,8 +436,13 @@ class Trainer:
             )
             at_end = step == config.steps
             if evaluation and (at_end or step % config.eval_every == 0):
-                last_eval = eval_loss(model, evaluation, pad_id=pad_id)
-                report["eval_loss"] = last_eval
+                if config.kind == "dpo":
+                    eval_metrics = self._measure(model, teacher, evaluation, pad_id)
+                    last_eval = eval_metrics["eval_loss"]
+                    report.update(eval_metrics)
+                else:
+                    last_eval = eval_loss(model, evaluation, pad_id=pad_id)
+                    report["eval_loss"] = last_eval
             self.hooks.progress(report)
             if at_end or step % config.checkpoint_every == 0:
                 saved = {
@@ -392,24 +451,37 @@ class Trainer:
                     "scheduler": scheduler.state_dict(),
                     "rng": torch.get_rng_state(),
                     "eval_loss": last_eval,
+                    "eval_metrics": _checkpoint_metrics(eval_metrics),
                 }
                 if config.lora:
                     from peft import get_peft_model_state_dict
 
                     saved["adapter"] = get_peft_model_state_dict(model)
                 folder = self._save(step, model, tokenizer, saved)
-                metrics = {"train_loss": report["loss"]}
+                metrics = {"train_loss": report["loss"], **_checkpoint_metrics(eval_metrics)}
                 if last_eval is not None:
                     metrics["eval_loss"] = last_eval
                 self.hooks.checkpoint(step, folder, metrics)
         return Outcome("completed", step)
+
+    def _measure(
+        self, model: Any, reference: Any, evaluation: list[Any], pad_id: int
+    ) -> dict[str, float]:
+        return dpo_eval(
+            model,
+            reference,
+            evaluation,
+            beta=self.config.beta,
+            pad_id=pad_id,
+            batch_size=self.config.batch_size,
+        )
 
     def _step(
         self,
         step: int,
         model: Any,
         teacher: Any,
-        train: list[Encoded],
+        train: list[Any],
         optimizer: torch.optim.Optimizer,
         pad_id: int,
     ) -> dict[str, Any]:
@@ -422,6 +494,23 @@ class Trainer:
                 count=len(train),
                 seed=config.seed,
             )
+            if config.kind == "dpo":
+                out = dpo_step(
+                    model,
+                    teacher,
+                    pair_batch([train[i] for i in indices], pad_id=pad_id),
+                    beta=config.beta,
+                )
+                loss = out.loss
+                parts = {
+                    "loss": float(loss.detach()),
+                    "accuracy": out.accuracy,
+                    "margin": float(out.margins.mean()),
+                }
+                (loss / config.grad_accum).backward()
+                for name, value in parts.items():
+                    totals[name] = totals.get(name, 0.0) + value / config.grad_accum
+                continue
             batch = collate([train[i] for i in indices], pad_id=pad_id)
             logits = model(
                 input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]

@@ -3,10 +3,12 @@ staff replies in handoffs, through the chat's own services."""
 
 from __future__ import annotations
 
+import io
 import json
 import uuid
 
 import pytest
+from django.core.management import CommandError, call_command
 
 from chat.models import Message
 from chat.services.conversations import conversation_create, conversation_update
@@ -18,6 +20,7 @@ from chat.services.messages import (
 )
 from chat.services.preferences import preference_pairs
 from models_admin.dataset_format import jsonl_parse, pair_parse
+from models_admin.models import Dataset
 from models_admin.services import model_version_register
 from tests.factories import UserFactory
 
@@ -77,6 +80,25 @@ def test_ratings_and_regenerations_make_pairs_with_the_conversation_as_prompt():
     # The pairs read back as an upload would.
     text = "\n".join(json.dumps(p.as_dict()) for p in pairs).encode()
     assert len(jsonl_parse(text, parse_line=pair_parse)) == 2
+
+    # `manage.py dataset preferences` stores them, each with its origin.
+    call_command("dataset", "preferences", "--name", "from feedback", stdout=io.StringIO())
+    dataset = Dataset.objects.get(name="from feedback")
+    assert (dataset.kind, dataset.source) == ("preferences", "feedback")
+    assert dataset.stats["pairs"] == 2
+    assert dataset.stats["origins"] == {"rating": 1, "regenerated": 1}
+    rows = {row.origin["kind"]: row for row in dataset.examples.all()}
+    assert rows["rating"].origin == {
+        "kind": "rating", "chosen_id": right.pk, "rejected_id": wrong.pk
+    }  # fmt: skip
+    answer = {"role": "assistant", "content": right.content}
+    assert rows["rating"].messages == [*pair.prompt, answer]
+    assert rows["rating"].rejected == wrong.content
+    with pytest.raises(CommandError, match="No conversation in the range"):
+        call_command(
+            "dataset", "preferences", "--name", "empty", "--from", "2999-01-01",
+            stdout=io.StringIO(),
+        )  # fmt: skip
 
 
 def test_no_rating_up_no_pair_and_a_later_version_is_not_regenerated_away():

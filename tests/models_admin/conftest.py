@@ -34,6 +34,15 @@ def viewer(client):
 
 
 @pytest.fixture
+def runner(client):
+    """A staff member who may run training, logged in."""
+    user = UserFactory(username="trainer", is_staff=True)
+    user.user_permissions.add(Permission.objects.get(codename="run_trainingjob"))
+    client.force_login(user)
+    return user
+
+
+@pytest.fixture
 def base_version(tiny_model_dir, settings, tmp_path):
     settings.MODEL_DIR = tmp_path / "models"
     settings.MODEL_DIR.mkdir()

@@ -63,14 +63,6 @@ def staff(client):
     return user
 
 
-@pytest.fixture
-def runner(client):
-    user = UserFactory(username="trainer", is_staff=True)
-    user.user_permissions.add(Permission.objects.get(codename="run_trainingjob"))
-    client.force_login(user)
-    return user
-
-
 def _url(dataset) -> str:
     return reverse("dashboard:dataset-clean", args=[dataset.pk])
 

@@ -60,14 +60,6 @@ def staff(client):
 
 
 @pytest.fixture
-def runner(client):
-    user = UserFactory(username="trainer", is_staff=True)
-    user.user_permissions.add(Permission.objects.get(codename="run_trainingjob"))
-    client.force_login(user)
-    return user
-
-
-@pytest.fixture
 def job(dataset, production):
     return training_job_create(
         kind="finetune", dataset=dataset, params={"steps": 10}, enqueue=False

@@ -13,7 +13,7 @@ from django.core.exceptions import ValidationError
 
 from models_admin.dataset_format import DatasetFormatError
 from models_admin.models import Dataset, DatasetExample, ModelVersion, TrainingJob
-from models_admin.services.datasets import dataset_upload
+from models_admin.services.datasets import dataset_demo_preferences_create, dataset_upload
 from models_admin.services.training import training_job_cancel, training_job_create
 from tests.conftest import wait_for
 from tests.models_admin.conftest import CELERY_LEASE_S
@@ -112,12 +112,18 @@ def test_a_queued_job_cancelled_before_it_starts_never_runs(base_version, demo):
     assert _job(job).state == TrainingJob.State.CANCELLED
 
 
-def test_a_killed_worker_s_job_resumes_from_its_checkpoint(celery_worker, base_version, demo):
+@pytest.mark.parametrize("kind", ["finetune", "dpo"])
+def test_a_killed_worker_s_job_resumes_from_its_checkpoint(
+    celery_worker, base_version, demo, kind
+):
     first = celery_worker()
+    params = {"steps": 15, "checkpoint_every": 3, "eval_every": 15, "batch_size": 2}
+    if kind == "dpo":
+        params.update(eval_examples=4, learning_rate=1e-4)
     job = training_job_create(
-        kind="finetune",
-        dataset=demo,
-        params={"steps": 15, "checkpoint_every": 3, "eval_every": 15, "batch_size": 2},
+        kind=kind,
+        dataset=dataset_demo_preferences_create(count=40) if kind == "dpo" else demo,
+        params=params,
     )
     wait_for(lambda: _job(job).checkpoints.filter(step__gte=3).exists(), timeout=120)
     os.killpg(first.pid, signal.SIGKILL)
@@ -134,7 +140,8 @@ def test_a_killed_worker_s_job_resumes_from_its_checkpoint(celery_worker, base_v
     # after the last checkpoint ran twice, the earlier ones once.
     resumed = int(re.search(r"Resuming from checkpoint (\d+)", job.log).group(1))
     assert 3 <= resumed <= killed_at
-    steps = [p["step"] for p in job.curve]
+    # (A DPO job measures the base first, as step 0, once.)
+    steps = [p["step"] for p in job.curve if p["step"]]
     assert steps == list(range(1, killed_at + 1)) + list(range(resumed + 1, 16))
     # Every checkpoint on disk is a version, including one written just
     # before the kill.

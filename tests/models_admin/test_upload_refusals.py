@@ -10,13 +10,11 @@ import html
 import json
 
 import pytest
-from django.contrib.auth.models import Permission
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
 from models_admin.dashboard.forms.datasets import UPLOAD_MAX_BYTES
 from models_admin.models import Dataset, DatasetExample
-from tests.factories import UserFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -24,14 +22,6 @@ UPLOAD = reverse("dashboard:dataset-upload")
 GOOD_LINE = json.dumps(
     {"messages": [{"role": "user", "content": "Hi?"}, {"role": "assistant", "content": "Hello."}]}
 ).encode()
-
-
-@pytest.fixture
-def runner(client):
-    user = UserFactory(username="trainer", is_staff=True)
-    user.user_permissions.add(Permission.objects.get(codename="run_trainingjob"))
-    client.force_login(user)
-    return user
 
 
 def _upload(client, data: bytes, *, name: str = "refused.jsonl") -> str:

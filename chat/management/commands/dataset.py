@@ -10,11 +10,18 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
 from chat.services.exports import dataset_export
+from chat.services.preferences import preference_dataset_create
 from models_admin.dataset_format import DatasetFormatError
 from models_admin.models import Dataset
 from models_admin.selectors import dataset_preview
 from models_admin.services.dataset_cleaning import dataset_clean, dataset_clean_preview
-from models_admin.services.datasets import DEMO_NAME, dataset_demo_create, dataset_upload
+from models_admin.services.datasets import (
+    DEMO_NAME,
+    DEMO_PREFERENCES_NAME,
+    dataset_demo_create,
+    dataset_demo_preferences_create,
+    dataset_upload,
+)
 
 
 def _date(value: str) -> datetime:
@@ -24,8 +31,9 @@ def _date(value: str) -> datetime:
 
 class Command(BaseCommand):
     help = (
-        "Datasets for training: import a JSONL file, create the demo, export conversations, "
-        "clean with the filter rules, list."
+        "Datasets for training: import a JSONL file (conversations or preference pairs), create "
+        "the demos, export conversations, make preference pairs from feedback, clean with the "
+        "filter rules, list."
     )
 
     def add_arguments(self, parser: Any) -> None:
@@ -34,8 +42,26 @@ class Command(BaseCommand):
         imported.add_argument("file", type=Path)
         imported.add_argument("--name", required=True)
         imported.add_argument("--eval-fraction", type=float, default=0.1)
+        imported.add_argument(
+            "--pairs",
+            action="store_true",
+            help='preference pairs, one {"prompt", "chosen", "rejected"} a line',
+        )
         demo = sub.add_parser("demo", help="create the demo customer-service dataset")
-        demo.add_argument("--name", default=DEMO_NAME)
+        demo.add_argument("--name")
+        demo.add_argument(
+            "--preferences", action="store_true", help="the demo preference pairs instead"
+        )
+        preferences = sub.add_parser(
+            "preferences",
+            help="make a preference dataset from feedback: ratings, regenerations and staff "
+            "handoff replies",
+        )
+        preferences.add_argument("--name", required=True)
+        preferences.add_argument("--from", dest="date_from", type=_date)
+        preferences.add_argument("--to", dest="date_to", type=_date)
+        preferences.add_argument("--source", choices=["chat", "widget", "api"], default="")
+        preferences.add_argument("--eval-fraction", type=float, default=0.1)
         exported = sub.add_parser("export", help="make a dataset from stored conversations")
         exported.add_argument("--name", required=True)
         exported.add_argument("--from", dest="date_from", type=_date)
@@ -63,12 +89,27 @@ class Command(BaseCommand):
         try:
             if action == "import":
                 dataset = dataset_upload(
+                    kind=Dataset.Kind.PREFERENCES
+                    if options["pairs"]
+                    else Dataset.Kind.CONVERSATIONS,
                     name=options["name"],
                     data=options["file"].read_bytes(),
                     eval_fraction=options["eval_fraction"],
                 )
+            elif action == "demo" and options["preferences"]:
+                dataset = dataset_demo_preferences_create(
+                    name=options["name"] or DEMO_PREFERENCES_NAME
+                )
             elif action == "demo":
-                dataset = dataset_demo_create(name=options["name"])
+                dataset = dataset_demo_create(name=options["name"] or DEMO_NAME)
+            elif action == "preferences":
+                dataset = preference_dataset_create(
+                    name=options["name"],
+                    date_from=options["date_from"],
+                    date_to=options["date_to"],
+                    source=options["source"],
+                    eval_fraction=options["eval_fraction"],
+                )
             elif action == "export":
                 dataset = dataset_export(
                     name=options["name"],

@@ -11,15 +11,26 @@ from django import forms
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 
 from models_admin.dashboard.forms.common import ServiceForm
-from models_admin.models import FilterRule
+from models_admin.models import Dataset, FilterRule
 
 #: The size ``jsonl_parse`` accepts; larger files are refused unread.
 UPLOAD_MAX_BYTES = 50_000_000
 
 
 class DatasetUploadForm(ServiceForm):
-    service_fields = {"conversations": "file"}
+    service_fields = {"conversations": "file", "pairs": "file"}
 
+    kind = forms.ChoiceField(
+        choices=Dataset.Kind.choices,
+        initial=Dataset.Kind.CONVERSATIONS,
+        required=False,  # conversations when not sent
+        widget=forms.RadioSelect,
+        label="What the file holds",
+        help_text=(
+            'Preference pairs: one {"prompt": [messages ending with the user\'s], '
+            '"chosen": "...", "rejected": "..."} a line, for preference tuning (DPO).'
+        ),
+    )
     name = forms.CharField(max_length=200, help_text="Unique; jobs and versions show it.")
     description = forms.CharField(
         required=False,

@@ -8,6 +8,7 @@ input attributes.
 
 from __future__ import annotations
 
+import json
 from typing import Any, cast
 
 from django import forms
@@ -16,7 +17,7 @@ from django.db.models import Case, IntegerField, Value, When
 
 from models_admin.dashboard.forms.common import ServiceForm, VersionChoiceField
 from models_admin.models import Dataset, ModelVersion, TrainingJob
-from models_admin.services.training import PARAMS, training_params_validate
+from models_admin.services.training import PARAMS, param_default, training_params_validate
 
 #: name: (label, help), in the order the form shows them.
 PARAM_TEXT: dict[str, tuple[str, str]] = {
@@ -41,6 +42,10 @@ PARAM_TEXT: dict[str, tuple[str, str]] = {
     ),
     "temperature": ("Temperature", "Softens both distributions; 1 to 4 is usual."),
     "alpha": ("Alpha", "Share of the loss from the teacher (KL); the rest is plain CE."),
+    "beta": (
+        "Beta",
+        "How far the model may move from the base: higher keeps it closer; 0.1 is usual.",
+    ),
 }
 
 KIND_TEXT = {
@@ -52,6 +57,11 @@ KIND_TEXT = {
         "Distill: train a smaller student to answer like the base version (the teacher) "
         "on the dataset. The student is a copy of the teacher with fewer layers, or the "
         "student version you choose."
+    ),
+    TrainingJob.Kind.DPO: (
+        "Preference tuning (DPO): teach the base version to prefer the chosen answer of each "
+        "pair over the rejected one, measured against the base itself. Needs a dataset of "
+        "preference pairs: from feedback, an upload or the demo."
     ),
 }
 
@@ -93,6 +103,11 @@ def _param_field(name: str) -> forms.Field:
     # The page marks each input with the kinds that use it, so its script
     # can hide the others.
     field.kinds = kinds  # type: ignore[union-attr]
+    by_kind = {kind: param_default(kind, name) for kind in kinds}
+    if len(set(map(str, by_kind.values()))) > 1:
+        # The page's script swaps in the chosen kind's default while the
+        # value is still the previous kind's.
+        field.widget.attrs["data-defaults"] = json.dumps(by_kind)
     return field
 
 
@@ -100,7 +115,8 @@ class _DatasetChoice(forms.ModelChoiceField):
     def label_from_instance(self, obj: Any) -> str:
         train = obj.stats.get("train") or 0
         evaluation = obj.stats.get("eval") or 0
-        return f"{obj.name} ({train:,} train / {evaluation:,} eval)"
+        what = "pairs " if obj.kind == Dataset.Kind.PREFERENCES else ""
+        return f"{obj.name} ({what}{train:,} train / {evaluation:,} eval)"
 
 
 def _versions() -> Any:
@@ -148,9 +164,11 @@ class TrainingJobForm(ServiceForm):
             # The page's script leaves out the inputs the chosen kind does
             # not use; shown again, they hold their defaults, not blanks.
             data = self.data.copy()  # type: ignore[attr-defined]  # a QueryDict
+            kind = str(data.get("kind") or "")
             for name, (kind_type, default, *_rest) in PARAMS.items():
                 if kind_type is not bool and name not in data:
-                    data[name] = str(default)
+                    used = kind in PARAMS[name][4]
+                    data[name] = str(param_default(kind, name) if used else default)
             self.data = data
         for name in ("base_version", "student_version"):
             cast(forms.ModelChoiceField, self.fields[name]).queryset = _versions()
@@ -187,7 +205,8 @@ class TrainingJobForm(ServiceForm):
         without scripts sends them untouched, which must not fail the form.
         A changed one is passed on so the validator can refuse it.
         """
-        kind_type, default, _low, _high, kinds = PARAMS[name]
+        kind_type, _default, _low, _high, kinds = PARAMS[name]
+        default = param_default(kind, name) if kind in kinds else PARAMS[name][1]
         value = self.cleaned_data.get(name)
         present = bool(value) if kind_type is bool else value is not None
         if not present:

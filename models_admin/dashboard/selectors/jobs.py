@@ -135,10 +135,12 @@ def _thin(points: list[tuple[int, float]], limit: int = CURVE_POINTS) -> list[li
 
 def curve_series(curve: list[dict[str, Any]]) -> dict[str, list[list[float]]]:
     """Split the job's curve into ``loss``, ``eval_loss`` and ``lr`` series
-    of ``[step, value]`` sorted by step. A step reported twice (a job that
-    resumed from a checkpoint repeats the steps after it) keeps the later
-    value."""
-    by_step: dict[str, dict[int, float]] = {"loss": {}, "eval_loss": {}, "lr": {}}
+    (and a DPO job's ``accuracy``, ``margin``, ``eval_accuracy`` and
+    ``eval_margin``) of ``[step, value]`` sorted by step. A step reported
+    twice (a job that resumed from a checkpoint repeats the steps after it)
+    keeps the later value."""
+    names = ("loss", "eval_loss", "lr", "accuracy", "margin", "eval_accuracy", "eval_margin")
+    by_step: dict[str, dict[int, float]] = {name: {} for name in names}
     for point in curve if isinstance(curve, list) else []:
         if not isinstance(point, dict):
             continue
@@ -255,7 +257,11 @@ def job_payload(job: TrainingJob, *, full: bool = True) -> dict[str, Any]:
     tail and the checkpoints."""
     progress = {
         key: _number((job.progress or {}).get(key))
-        for key in ("step", "total_steps", "loss", "lr", "eval_loss", "examples_per_s", "eta_s")
+        for key in (
+            *("step", "total_steps", "loss", "lr", "eval_loss", "examples_per_s", "eta_s"),
+            # A DPO job's held-out preference accuracy and margin, and the base's.
+            *("eval_accuracy", "eval_margin", "base_logp_accuracy"),
+        )
     }
     step = progress["step"] or 0
     total = progress["total_steps"] or job.params.get("steps") or 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -14,7 +15,7 @@ from django.db.models import QuerySet
 from django.template.defaultfilters import filesizeformat
 
 from models_admin.dashboard.selectors.figures import version_stats
-from models_admin.models import Canary, ModelVersion, Promotion
+from models_admin.models import Canary, Dataset, DatasetExample, ModelVersion, Promotion
 from models_admin.selectors import model_version_get_production
 
 LINEAGE_MAX_DEPTH = 100
@@ -383,3 +384,55 @@ def compare_answer_rows(chosen: list[ModelVersion]) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+#: Pairs from feedback a version page lists (the counts cover them all).
+FEEDBACK_PAIRS_SHOWN = 25
+FEEDBACK_KINDS = {
+    "rating": "rated up over a version rated down",
+    "regenerated": "kept over a version regenerated away",
+    "handoff": "a staff reply over the bot's answer",
+}
+
+
+def version_feedback(version: ModelVersion) -> dict[str, Any] | None:
+    """The feedback that went into a preference-tuned version: how many
+    pairs of each kind its dataset took from conversations, and the first
+    of them with the conversation each came from. None for a version not
+    trained on preference pairs."""
+    from chat.models import Message
+
+    dataset = version.dataset
+    if dataset is None or dataset.kind != Dataset.Kind.PREFERENCES:
+        return None
+    origins = [
+        origin
+        for origin in DatasetExample.objects.filter(dataset=dataset)
+        .order_by("index")
+        .values_list("origin", flat=True)
+        if isinstance(origin, dict) and origin.get("kind")
+    ]
+    counts = Counter(origin["kind"] for origin in origins)
+    shown = origins[:FEEDBACK_PAIRS_SHOWN]
+    ids = {o.get("chosen_id") for o in shown} | {o.get("rejected_id") for o in shown}
+    conversations = dict(
+        Message.objects.filter(pk__in=[i for i in ids if isinstance(i, int)]).values_list(
+            "pk", "conversation_id"
+        )
+    )
+    rows = [
+        {
+            "kind": origin["kind"],
+            "kind_text": FEEDBACK_KINDS.get(origin["kind"], origin["kind"]),
+            "chosen_id": origin.get("chosen_id"),
+            "rejected_id": origin.get("rejected_id"),
+            "conversation_id": conversations.get(origin.get("chosen_id") or 0),
+        }
+        for origin in shown
+    ]
+    return {
+        "pairs": int(dataset.stats.get("pairs") or dataset.stats.get("examples") or 0),
+        "from_feedback": len(origins),
+        "counts": [(FEEDBACK_KINDS.get(k, k), n) for k, n in sorted(counts.items())],
+        "rows": rows,
+    }

@@ -16,6 +16,7 @@ from django.db import IntegrityError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import path, reverse
+from django.utils import timezone
 from django.utils.html import format_html
 from django.views.decorators.http import require_POST
 
@@ -51,7 +52,13 @@ from models_admin.services.dataset_cleaning import (
     dataset_clean,
     dataset_clean_preview,
 )
-from models_admin.services.datasets import DEMO_NAME, dataset_demo_create, dataset_upload
+from models_admin.services.datasets import (
+    DEMO_NAME,
+    DEMO_PREFERENCES_NAME,
+    dataset_demo_create,
+    dataset_demo_preferences_create,
+    dataset_upload,
+)
 
 DATASETS_PER_PAGE = 50
 PREVIEW_EXAMPLES = 8
@@ -68,12 +75,12 @@ MASK_SPAN = 240
 SURFACE_WORDS = {"chat": "chat", "widget": "widget", "api": "API"}
 
 
-def _demo_dataset() -> Dataset | None:
-    """The dataset ``dataset_demo_create`` would return as it is: the one
-    under the demo's name, whatever its source."""
+def _demo_dataset(name: str = DEMO_NAME) -> Dataset | None:
+    """The dataset ``dataset_demo_create`` (or the preference demo's) would
+    return as it is: the one under the demo's name, whatever its source."""
     # One read the service leaves to its caller; the dashboard's dataset
     # selectors (selectors/jobs.py) are its natural home.
-    return Dataset.objects.filter(name=DEMO_NAME).first()
+    return Dataset.objects.filter(name=name).first()
 
 
 @staff_required
@@ -87,6 +94,7 @@ def dataset_list(request: HttpRequest) -> HttpResponse:
             "page": page,
             "can_run": can_run_training(request),
             "demo": _demo_dataset(),
+            "demo_preferences": _demo_dataset(DEMO_PREFERENCES_NAME),
         },
     )
 
@@ -147,6 +155,7 @@ def dataset_upload_form(request: HttpRequest) -> HttpResponse:
             data = form.cleaned_data
             try:
                 dataset = dataset_upload(
+                    kind=data["kind"] or Dataset.Kind.CONVERSATIONS,
                     name=data["name"],
                     data=data["file"].read(),
                     description=data["description"],
@@ -156,7 +165,10 @@ def dataset_upload_form(request: HttpRequest) -> HttpResponse:
             except DatasetFormatError as exc:
                 format_error = exc
                 form.add_error(
-                    "file", "The file is not in the training format; nothing was stored."
+                    "file",
+                    "The file is not in the format chosen; nothing was stored."
+                    if data["kind"] == Dataset.Kind.PREFERENCES
+                    else "The file is not in the training format; nothing was stored.",
                 )
             except ValidationError as exc:
                 form.add_service_errors(exc)
@@ -191,27 +203,49 @@ def _demo_exists_message(request: HttpRequest, dataset: Dataset) -> None:
 @permission_required(RUN_TRAINING)
 @require_POST
 def dataset_demo(request: HttpRequest) -> HttpResponse:
-    """Create the demo dataset (as ``manage.py dataset demo`` does) and open
-    it; when one of its name exists, say so and link to it instead."""
-    existing = _demo_dataset()
+    """Create the demo dataset (as ``manage.py dataset demo`` does), or with
+    ``which=preferences`` the demo preference pairs, and open it; when one
+    of its name exists, say so and link to it instead."""
+    pairs = request.POST.get("which") == "preferences"
+    name = DEMO_PREFERENCES_NAME if pairs else DEMO_NAME
+    existing = _demo_dataset(name)
     if existing is not None:
         _demo_exists_message(request, existing)
         return redirect("dashboard:datasets")
     try:
-        dataset = dataset_demo_create()
+        dataset = dataset_demo_preferences_create() if pairs else dataset_demo_create()
     except (ValidationError, IntegrityError):
         # Another click stored it first: the name is unique.
-        existing = _demo_dataset()
+        existing = _demo_dataset(name)
         if existing is None:
             raise
         _demo_exists_message(request, existing)
         return redirect("dashboard:datasets")
     stats = dataset.stats
+    what = "demo preference pairs are" if pairs else "demo dataset is"
     messages.success(
         request,
-        f"The demo dataset is stored: {stats.get('train', 0):,} training "
+        f"The {what} stored: {stats.get('train', 0):,} training "
         f"and {stats.get('eval', 0):,} eval examples.",
     )
+    return redirect("dashboard:dataset", pk=dataset.pk)
+
+
+@permission_required(RUN_TRAINING)
+@require_POST
+def dataset_from_feedback(request: HttpRequest) -> HttpResponse:
+    """Make a preference dataset of every pair the stored feedback holds
+    (as ``manage.py dataset preferences`` does) and open it."""
+    from chat.services.preferences import preference_dataset_create
+
+    name = f"Feedback pairs {timezone.localtime():%Y-%m-%d %H:%M:%S}"
+    try:
+        dataset = preference_dataset_create(name=name, user=staff_member(request))
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+        return redirect("dashboard:datasets")
+    origins = ", ".join(f"{n:,} {kind}" for kind, n in sorted(dataset.stats["origins"].items()))
+    messages.success(request, f"Dataset {dataset.name} is stored: {origins}.")
     return redirect("dashboard:dataset", pk=dataset.pk)
 
 
@@ -383,6 +417,7 @@ urlpatterns = [
     path("datasets/", dataset_list, name="datasets"),
     path("datasets/upload/", dataset_upload_form, name="dataset-upload"),
     path("datasets/demo/", dataset_demo, name="dataset-demo"),
+    path("datasets/feedback/", dataset_from_feedback, name="dataset-feedback"),
     path("datasets/<int:pk>/", dataset_detail, name="dataset"),
     path("datasets/<int:pk>/clean/", dataset_clean_page, name="dataset-clean"),
 ]

@@ -34,6 +34,7 @@ from models_admin.dashboard.selectors.versions import (
     rollback_target,
     version_badge,
     version_eval_rows,
+    version_feedback,
     version_lineage,
     version_metrics_table,
     version_row,
@@ -137,6 +138,7 @@ def version_detail(request: HttpRequest, pk: int) -> HttpResponse:
         else None,
         "compress_form": CompressForm() if request.user.has_perm(RUN_TRAINING) else None,
         "compressions": version.compressions.select_related("result", "created_by")[:20],
+        "feedback": version_feedback(version),
     }
     return render(request, "dashboard/versions/detail.html", context)
 

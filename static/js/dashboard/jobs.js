@@ -166,13 +166,15 @@
     const follow = root.querySelector("[data-follow]");
     const lossChart = root.querySelector('[data-chart="loss"]');
     const lrChart = root.querySelector('[data-chart="lr"]');
+    const accuracyChart = root.querySelector('[data-chart="accuracy"]');
+    const marginChart = root.querySelector('[data-chart="margin"]');
     const checkpoints = root.querySelector("[data-checkpoints]");
     let curveKey = "";
     let checkpointsKey = "";
     let done = false;
 
     function drawCharts(curve) {
-      const key = ["loss", "eval_loss", "lr"]
+      const key = ["loss", "eval_loss", "lr", "accuracy", "eval_accuracy", "margin", "eval_margin"]
         .map((name) => { const s = curve[name] || []; return `${s.length}:${JSON.stringify(s[s.length - 1] || null)}`; })
         .join("|");
       if (key === curveKey) return;
@@ -196,6 +198,31 @@
         yFormat: (v) => (v === 0 ? "0" : v.toExponential(1)),
         emptyText: "No steps yet.",
       });
+      if (accuracyChart) {
+        Charts.line(accuracyChart, {
+          series: [
+            { name: "train accuracy", points: curve.accuracy || [] },
+            { name: "held-out accuracy", points: curve.eval_accuracy || [], dots: true },
+          ],
+          xLabel: "step",
+          yLabel: "accuracy",
+          label: "Preference accuracy by step, training and held-out pairs",
+          yFormat: (v) => `${Math.round(v * 100)}%`,
+          emptyText: "No steps yet.",
+        });
+      }
+      if (marginChart) {
+        Charts.line(marginChart, {
+          series: [
+            { name: "train margin", points: curve.margin || [] },
+            { name: "held-out margin", points: curve.eval_margin || [], dots: true },
+          ],
+          xLabel: "step",
+          yLabel: "margin",
+          label: "Reward margin by step, training and held-out pairs",
+          emptyText: "No steps yet.",
+        });
+      }
     }
 
     function drawLog(data) {
@@ -331,6 +358,10 @@
       setText(root, "loss", fmt.loss(data.progress.loss));
       setText(root, "eval_loss", fmt.loss(data.progress.eval_loss));
       setText(root, "lr", fmt.lr(data.progress.lr));
+      const accuracy = data.progress.eval_accuracy;
+      setText(root, "eval_accuracy", typeof accuracy === "number" ? `${Math.round(accuracy * 100)}%` : DASH);
+      const margin = data.progress.eval_margin;
+      setText(root, "eval_margin", typeof margin === "number" ? margin.toFixed(3) : DASH);
       setText(root, "examples_per_s", fmt.rate(data.progress.examples_per_s));
       setText(root, "eta", data.eta || DASH);
       setText(root, "attempts", String(data.attempts));
@@ -383,9 +414,20 @@
   // --- new job form ------------------------------------------------------------
 
   function jobForm(form) {
+    let shownKind = null;
+    function defaults(kind) {
+      // An input whose default depends on the kind takes the new kind's
+      // while it still holds the previous kind's (not one typed in).
+      form.querySelectorAll("[data-defaults]").forEach((input) => {
+        const by = JSON.parse(input.dataset.defaults);
+        if (shownKind && String(by[shownKind]) === input.value && kind in by) input.value = String(by[kind]);
+      });
+      shownKind = kind;
+    }
     function apply() {
       const checked = form.querySelector('input[name="kind"]:checked');
       const kind = checked ? checked.value : "finetune";
+      defaults(kind);
       form.querySelectorAll("[data-kinds]").forEach((node) => {
         const on = node.dataset.kinds.split(" ").includes(kind);
         node.hidden = !on;
