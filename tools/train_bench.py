@@ -2,7 +2,9 @@
 
 ``python -m tools.train_bench`` (``make train-bench``) runs, in
 one process on the default model: the base model's eval loss; a fine-tune
-(wall time, eval loss, reduction from the base); then, with the
+(wall time, eval loss, reduction from the base); preference tuning (DPO)
+of the fine-tuned model on the demo pairs (wall time, held-out preference
+accuracy and reward margin, the rise of the eval loss); then, with the
 fine-tuned model as the teacher, the layer-dropped student before training,
 a distillation (wall time, eval loss, share of the teacher-student gap
 recovered, decode speed against the teacher) and the same student trained
@@ -25,7 +27,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from models_admin.dataset_format import split_indices
-from models_admin.demo_data import demo_conversations
+from models_admin.demo_data import demo_conversations, demo_preference_pairs
 from models_admin.training.evaluate import evaluate
 from models_admin.training.loop import Hooks, TrainConfig, Trainer, checkpoints
 from models_admin.training.student import student_from_teacher
@@ -41,16 +43,66 @@ def _train(config: TrainConfig) -> tuple[float, Path, list[dict[str, Any]]]:
 
     def show(report: dict[str, Any]) -> None:
         reports.append(report)
-        print(
-            f"  step {report['step']}/{report['total_steps']} loss {report['loss']:.4f}"
-            + (f" eval {report['eval_loss']:.4f}" if "eval_loss" in report else ""),
-            flush=True,
-        )
+        shown = [f"  step {report['step']}/{report['total_steps']}"]
+        for key in ("loss", "eval_loss", "accuracy", "eval_accuracy", "eval_margin"):
+            if key in report:
+                shown.append(f"{key.replace('_', ' ')} {report[key]:.4f}")
+        print(" ".join(shown), flush=True)
 
     started = time.monotonic()
     Trainer(config, Hooks(progress=show, log=lambda line: print("  " + line, flush=True))).run()
     elapsed = time.monotonic() - started
     return elapsed, checkpoints(config.output_dir)[-1][1], reports
+
+
+def _dpo(
+    args: argparse.Namespace,
+    policy_dir: Path,
+    policy_metrics: dict[str, Any],
+    evaluation: list,
+    work: Path,
+) -> dict[str, Any]:
+    """Preference-tune policy_dir on the demo pairs; return the wall time,
+    the held-out preference accuracy and margin (and the reference's own
+    preference for the chosen answers), and how much the eval loss on the
+    demo conversations rose."""
+    pairs = demo_preference_pairs()
+    train_idx, eval_idx = split_indices(len(pairs), eval_fraction=0.1, seed=0)
+    print(f"Preference tuning (DPO), {args.dpo_steps} steps", flush=True)
+    seconds, folder, reports = _train(
+        TrainConfig(
+            kind="dpo",
+            base_dir=policy_dir,
+            output_dir=work / "dpo",
+            train=[],
+            eval=[],
+            train_pairs=[pairs[i] for i in train_idx],
+            eval_pairs=[pairs[i] for i in eval_idx],
+            steps=args.dpo_steps,
+            learning_rate=args.dpo_lr,
+            beta=args.dpo_beta,
+            batch_size=args.batch_size,
+            max_length=256,
+            checkpoint_every=args.dpo_steps,
+            eval_every=args.dpo_steps,
+            eval_examples=len(eval_idx),
+        )
+    )
+    start, end = reports[0], reports[-1]
+    after = _eval(folder, evaluation)
+    return {
+        "seconds": round(seconds, 1),
+        "steps": args.dpo_steps,
+        "train_pairs": len(train_idx),
+        "eval_pairs": len(eval_idx),
+        "reference_logp_accuracy": start["base_logp_accuracy"],
+        "pref_accuracy": end["eval_accuracy"],
+        "logp_accuracy": end["eval_logp_accuracy"],
+        "reward_margin": end["eval_margin"],
+        "sft_eval_loss_before": policy_metrics["eval_loss"],
+        "sft_eval_loss_after": after["eval_loss"],
+        "sft_eval_loss_rise": round(after["eval_loss"] / policy_metrics["eval_loss"] - 1, 4),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,7 +117,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--alpha", type=float, default=0.5, help="weight of the KL term")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--threads", type=int, default=0)
-    parser.add_argument("--skip", default="", help="comma list of: finetune, distill, ce")
+    parser.add_argument("--dpo-steps", type=int, default=40)
+    parser.add_argument("--dpo-lr", type=float, default=5e-6)
+    parser.add_argument("--dpo-beta", type=float, default=0.1)
+    parser.add_argument("--skip", default="", help="comma list of: finetune, dpo, distill, ce")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -125,6 +180,14 @@ def main(argv: list[str] | None = None) -> int:
                 "eval_loss": tuned["eval_loss"],
                 "reduction": round(1 - tuned["eval_loss"] / base["eval_loss"], 4),
             }
+
+        if "dpo" not in skip:
+            # Preference tuning follows fine-tuning, as a shop would run it:
+            # the fine-tuned model is the policy's start and its reference.
+            policy_dir, policy_metrics = (
+                (folder, tuned) if "finetune" in results else (model_dir, base)
+            )
+            results["dpo"] = _dpo(args, policy_dir, policy_metrics, evaluation, work)
 
         # The teacher is what a shop would distill: the fine-tuned model when
         # there is one (the base knows nothing of the shop), else the base.
