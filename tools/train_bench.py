@@ -27,7 +27,12 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from models_admin.dataset_format import split_indices
-from models_admin.demo_data import demo_conversations, demo_preference_pairs
+from models_admin.demo_data import (
+    DEMO_SYSTEM_PROMPT,
+    demo_conversations,
+    demo_preference_pairs,
+    demo_prompts,
+)
 from models_admin.training.evaluate import evaluate
 from models_admin.training.loop import Hooks, TrainConfig, Trainer, checkpoints
 from models_admin.training.student import student_from_teacher
@@ -105,6 +110,93 @@ def _dpo(
     }
 
 
+@torch.no_grad()
+def _teacher_likelihood(teacher_dir: Path, student_dir: Path, tokens: int = 48) -> float:
+    """The mean log-probability per token, under the teacher, of the
+    student's greedy answers to the fixed prompts: how close the student's
+    own words are to what the teacher would say."""
+    tokenizer = AutoTokenizer.from_pretrained(student_dir)
+    student = AutoModelForCausalLM.from_pretrained(student_dir, dtype=torch.float32).eval()
+    teacher = AutoModelForCausalLM.from_pretrained(teacher_dir, dtype=torch.float32).eval()
+    total, count = 0.0, 0
+    for prompt in demo_prompts():
+        messages = [
+            {"role": "system", "content": DEMO_SYSTEM_PROMPT},
+            {"role": "user", "content": prompt},
+        ]
+        text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
+        output = student.generate(
+            input_ids=ids, max_new_tokens=tokens, do_sample=False, pad_token_id=0
+        )
+        answer = output[:, ids.shape[1] :]
+        logits = teacher(input_ids=output).logits[:, ids.shape[1] - 1 : -1].float()
+        picked = torch.log_softmax(logits, dim=-1).gather(2, answer.unsqueeze(-1))
+        total += float(picked.sum())
+        count += answer.shape[1]
+    return round(total / max(count, 1), 4)
+
+
+def _distill_study(
+    args: argparse.Namespace,
+    teacher_dir: Path,
+    untrained: dict[str, Any],
+    gap: float,
+    evaluation: list,
+    common: dict[str, Any],
+    work: Path,
+) -> list[dict[str, Any]]:
+    """The student trained with cross-entropy only for --distill-steps, then
+    with each distillation setting for the same wall time: eval loss, the
+    share of the teacher-student gap recovered, steps reached, and the
+    teacher's log-likelihood of the student's answers to the fixed prompts."""
+    settings = [(0.0, 0.0, 0.0)] + [
+        tuple(float(x) for x in item.split(":")) for item in args.study.split(",") if item
+    ]
+    rows: list[dict[str, Any]] = []
+    budget = 0.0
+    for temperature, alpha, on_policy in settings:
+        name = "ce" if alpha == 0 else f"T{temperature:g}-a{alpha:g}-op{on_policy:g}"
+        print(f"Study {name}" + (f", {budget:.0f} s" if budget else ""), flush=True)
+        seconds, folder, reports = _train(
+            TrainConfig(
+                kind="distill",
+                base_dir=teacher_dir,
+                output_dir=work / f"study-{name}",
+                steps=args.distill_steps if not budget else 100_000,
+                max_seconds=budget,
+                learning_rate=args.distill_lr,
+                student_layers=args.layers,
+                alpha=alpha,
+                temperature=temperature or 1.0,
+                on_policy=on_policy,
+                checkpoint_every=100_000,
+                eval_every=100_000,
+                **common,
+            )
+        )
+        budget = budget or seconds
+        measured = _eval(folder, evaluation)
+        rows.append(
+            {
+                "name": name,
+                "temperature": temperature,
+                "alpha": alpha,
+                "on_policy": on_policy,
+                "seconds": round(seconds, 1),
+                "steps": reports[-1]["step"],
+                "eval_loss": measured["eval_loss"],
+                "gap_recovered": round((untrained["eval_loss"] - measured["eval_loss"]) / gap, 4)
+                if gap > 0
+                else None,
+                "teacher_logp": _teacher_likelihood(teacher_dir, folder),
+            }
+        )
+        print(f"  {json.dumps(rows[-1])}", flush=True)
+        shutil.rmtree(folder.parent, ignore_errors=True)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=None, help="model folder (default model)")
@@ -120,6 +212,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dpo-steps", type=int, default=40)
     parser.add_argument("--dpo-lr", type=float, default=5e-6)
     parser.add_argument("--dpo-beta", type=float, default=0.1)
+    parser.add_argument(
+        "--distill-study",
+        action="store_true",
+        help="distill with each setting of --study (T:alpha:on_policy) for the wall time "
+        "the cross-entropy-only student took, instead of one distillation for as many steps",
+    )
+    parser.add_argument(
+        "--study",
+        default="2:0.5:0,1:0.5:0,1:0.9:0,4:0.5:0,1:0.5:0.5",
+        help="T:alpha:on_policy,...",
+    )
     parser.add_argument("--skip", default="", help="comma list of: finetune, dpo, distill, ce")
     args = parser.parse_args(argv)
     if args.threads:
@@ -211,6 +314,11 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
             gap = untrained["eval_loss"] - teacher_metrics["eval_loss"]
+            if args.distill_study:
+                results["study"] = _distill_study(
+                    args, teacher_dir, untrained, gap, evaluation, common, work
+                )
+                skip |= {"distill", "ce"}
             for name, alpha in (("distill", args.alpha), ("ce", 0.0)):
                 if name in skip:
                     continue

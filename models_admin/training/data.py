@@ -76,6 +76,17 @@ def encode(tokenizer: Any, messages: list[dict[str, str]], *, max_length: int) -
     return Encoded(input_ids=ids[:max_length], labels=labels[:max_length])
 
 
+def last_answer_span(labels: list[int]) -> tuple[int, int]:
+    """(start, end) of the last labelled run of labels: the final answer."""
+    end = len(labels)
+    while end > 0 and labels[end - 1] == IGNORE:
+        end -= 1
+    start = end
+    while start > 0 and labels[start - 1] != IGNORE:
+        start -= 1
+    return start, end
+
+
 def collate(batch: list[Encoded], *, pad_id: int) -> dict[str, torch.Tensor]:
     """Right-pad to the longest example; padding is masked and ignored."""
     width = max(len(item.input_ids) for item in batch)

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from models_admin.training.data import IGNORE, Encoded, collate, encode
+from models_admin.training.data import IGNORE, Encoded, collate, encode, last_answer_span
 
 Pair = dict[str, Any]
 
@@ -40,12 +40,7 @@ def _last_answer_only(encoded: Encoded) -> Encoded:
     """Labels on the final answer's tokens only (earlier answers in the
     prompt are context)."""
     labels = list(encoded.labels)
-    end = len(labels)
-    while end > 0 and labels[end - 1] == IGNORE:
-        end -= 1
-    start = end
-    while start > 0 and labels[start - 1] != IGNORE:
-        start -= 1
+    start, end = last_answer_span(labels)
     return Encoded(
         input_ids=encoded.input_ids,
         labels=[label if start <= i < end else IGNORE for i, label in enumerate(labels)],

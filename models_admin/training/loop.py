@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import random
 import re
 import shutil
 import time
@@ -31,7 +32,14 @@ import torch.nn.functional as F
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
-from models_admin.training.data import IGNORE, Encoded, batch_indices, collate, encode_all
+from models_admin.training.data import (
+    IGNORE,
+    Encoded,
+    batch_indices,
+    collate,
+    encode_all,
+    last_answer_span,
+)
 from models_admin.training.dpo import dpo_eval, dpo_step, pair_batch, pair_encode
 from models_admin.training.student import student_from_teacher
 
@@ -68,6 +76,14 @@ class TrainConfig:
     temperature: float = 2.0
     alpha: float = 0.5
     beta: float = 0.1
+    #: Distill: the share of batches whose answers the student writes
+    #: itself (sampled, up to on_policy_tokens) for the teacher to score,
+    #: as in generalized knowledge distillation; the rest use the dataset's.
+    on_policy: float = 0.0
+    on_policy_tokens: int = 48
+    #: When above 0, the run ends (evaluated and checkpointed) at the first
+    #: step that brings its training time to this many seconds.
+    max_seconds: float = 0.0
     #: A DPO job's pairs ({"prompt", "chosen", "rejected"}) instead of
     #: train and eval.
     train_pairs: list[dict[str, Any]] = field(default_factory=list)
@@ -212,6 +228,43 @@ def eval_loss(
     if was_training:
         model.train()
     return total / max(count, 1)
+
+
+def _on_policy(config: TrainConfig, batch_number: int) -> bool:
+    """Whether a distill batch is written by the student: drawn from the
+    seed and the batch's number, so a resumed run draws the same."""
+    if config.on_policy <= 0:
+        return False
+    draw = random.Random(config.seed * 1_000_003 + batch_number).random()  # noqa: S311
+    return draw < config.on_policy
+
+
+@torch.no_grad()
+def _student_answers(
+    model: Any, examples: list[Encoded], max_new_tokens: int, pad_id: int
+) -> list[Encoded]:
+    """Each example's conversation up to its last answer, answered by the
+    model itself (sampled at temperature 1); labels on the new tokens."""
+    answered = []
+    for example in examples:
+        prompt = example.input_ids[: last_answer_span(example.labels)[0]]
+        output = model.generate(
+            input_ids=torch.tensor([prompt]),
+            attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
+            max_new_tokens=max_new_tokens,
+            do_sample=True,
+            temperature=1.0,
+            top_k=0,
+            top_p=1.0,
+            use_cache=True,
+            pad_token_id=pad_id,
+        )
+        new = output[0, len(prompt) :].tolist()
+        if not new:
+            answered.append(example)
+            continue
+        answered.append(Encoded(input_ids=prompt + new, labels=[IGNORE] * len(prompt) + new))
+    return answered
 
 
 def _pairs_encode(tokenizer: Any, pairs: list[dict[str, Any]], max_length: int) -> list[Any]:
@@ -434,7 +487,9 @@ class Trainer:
                 examples_per_s=round(rate, 3),
                 eta_s=round(steps_left * elapsed / (step - start), 1),
             )
-            at_end = step == config.steps
+            at_end = step == config.steps or (
+                config.max_seconds > 0 and elapsed >= config.max_seconds
+            )
             if evaluation and (at_end or step % config.eval_every == 0):
                 if config.kind == "dpo":
                     eval_metrics = self._measure(model, teacher, evaluation, pad_id)
@@ -462,6 +517,8 @@ class Trainer:
                 if last_eval is not None:
                     metrics["eval_loss"] = last_eval
                 self.hooks.checkpoint(step, folder, metrics)
+            if at_end:
+                break
         return Outcome("completed", step)
 
     def _measure(
@@ -511,7 +568,12 @@ class Trainer:
                 for name, value in parts.items():
                     totals[name] = totals.get(name, 0.0) + value / config.grad_accum
                 continue
-            batch = collate([train[i] for i in indices], pad_id=pad_id)
+            examples = [train[i] for i in indices]
+            alpha = config.alpha
+            if teacher is not None and _on_policy(config, step * config.grad_accum + micro):
+                examples = _student_answers(model, examples, config.on_policy_tokens, pad_id)
+                alpha = 1.0  # the student's own words have no reference answer
+            batch = collate(examples, pad_id=pad_id)
             logits = model(
                 input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
             ).logits
@@ -529,7 +591,7 @@ class Trainer:
                     teacher_logits,
                     batch["labels"],
                     temperature=config.temperature,
-                    alpha=config.alpha,
+                    alpha=alpha,
                 )
                 parts["loss"] = float(loss.detach())
             (loss / config.grad_accum).backward()

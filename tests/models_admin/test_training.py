@@ -240,6 +240,48 @@ def test_distilling_builds_a_smaller_student_whose_loss_falls(tmp_path, teacher_
     assert [step for step, _ in saved] == [6, 10]
 
 
+def test_on_policy_distillation_scores_the_student_s_own_answers(tmp_path, teacher_dir):
+    """With on_policy 1 every batch is the student's sampled answers to the
+    conversations' last questions, scored by the teacher alone (KL only:
+    there is no reference answer for the student's words)."""
+    from models_admin.training import loop
+
+    written: list[list] = []
+    real = loop._student_answers
+
+    def recording(model, examples, max_new_tokens, pad_id):
+        answered = real(model, examples, max_new_tokens, pad_id)
+        written.append(answered)
+        return answered
+
+    config = _config(
+        tmp_path, teacher_dir, kind="distill", student_layers=2, steps=3, on_policy=1.0,
+        on_policy_tokens=6, checkpoint_every=3, eval_every=3,
+    )  # fmt: skip
+    loop._student_answers = recording
+    try:
+        reports, saved = _run(config)
+    finally:
+        loop._student_answers = real
+    assert len(written) == 3 and [step for step, _ in saved] == [3]
+    for example in written[0]:
+        new = [label for label in example.labels if label != IGNORE]
+        assert 1 <= len(new) <= 6 and example.input_ids[-len(new) :] == new
+    assert all(r["ce"] >= 0 and r["kl"] >= 0 for r in reports)
+    # A resumed run draws the same batches as on-policy: the draw is seeded.
+    assert [loop._on_policy(config, n) for n in range(20)] == [True] * 20
+    half = _config(tmp_path, teacher_dir, on_policy=0.5)
+    draws = [loop._on_policy(half, n) for n in range(200)]
+    assert draws == [loop._on_policy(half, n) for n in range(200)] and 60 < sum(draws) < 140
+
+
+def test_a_time_budget_ends_the_run_with_an_evaluated_checkpoint(tmp_path, teacher_dir):
+    config = _config(tmp_path, teacher_dir, steps=10_000, max_seconds=0.01)
+    reports, saved = _run(config)
+    assert [r["step"] for r in reports] == [1] and "eval_loss" in reports[0]
+    assert [step for step, _ in saved] == [1]
+
+
 def test_lora_fine_tuning_saves_merged_plain_models(tmp_path, teacher_dir):
     config = _config(
         tmp_path, teacher_dir, lora=True, steps=6, checkpoint_every=6, learning_rate=1e-2
