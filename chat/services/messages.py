@@ -426,6 +426,22 @@ def message_regenerate(
         return earlier
     if message.conversation_id != conversation.pk or message.role != Message.Role.ASSISTANT:
         raise ChatError("invalid", "Only answers can be regenerated.")
+    return _answer_again(
+        user=user, conversation=conversation, message=message, client_uuid=client_uuid
+    )
+
+
+def _answer_again(
+    *,
+    user: AbstractBaseUser,
+    conversation: Conversation,
+    message: Message,
+    client_uuid: uuid.UUID,
+    start: tuple[str, list] | None = None,
+) -> Sent:
+    """Queue a new version of an answer: a sibling under the same question,
+    made the active path. ``start`` (text, tokens) is what the new version
+    begins with; the model goes on from it."""
     system_prompt = _system_prompt_now(conversation=conversation)
     try:
         with transaction.atomic():
@@ -442,16 +458,19 @@ def message_regenerate(
                     "blocked", "This message was blocked by a content rule; it is not answered."
                 )
             answer = _answer_create(conversation=locked, parent=question, client_id=client_uuid)
+            prompt = _system_prompt_use(
+                prompt_messages(thread=thread, upto=question), system_prompt
+            )
+            extra = None
+            if start is not None:
+                answer.content, answer.tokens = start
+                answer.save(update_fields=["content", "tokens"])
+                prompt.append({"role": "assistant", "content": answer.content})
+                extra = {"continue_final_message": True}
             locked.current_leaf = answer
             locked.save(update_fields=["current_leaf", "updated_at"])
             sent = Sent(question=None, answer=answer, created=True)
-            _answer_queue(
-                conversation=locked,
-                answer=answer,
-                messages=_system_prompt_use(
-                    prompt_messages(thread=thread, upto=question), system_prompt
-                ),
-            )
+            _answer_queue(conversation=locked, answer=answer, messages=prompt, params_extra=extra)
             _announce(locked, sent)
     except IntegrityError as error:
         return _race_lost(conversation, client_uuid, error)
@@ -493,38 +512,13 @@ def message_branch(
     prefix = tokens_text(prefix_tokens) + token
     if not prefix.strip():
         raise ChatError("invalid", "The answer would start with blank text; pick another token.")
-    system_prompt = _system_prompt_now(conversation=conversation)
-    try:
-        with transaction.atomic():
-            locked = Conversation.objects.select_for_update().get(pk=conversation.pk)
-            if Message.objects.filter(pk=message.pk, status=Message.Status.PENDING).exists():
-                raise ChatError("busy", "This answer is still being written; stop it first.")
-            _limits_check(user_id=int(user.pk))
-            thread = thread_load(conversation=locked)
-            question = thread.messages[message.parent_id] if message.parent_id else None
-            if question is None:
-                raise ChatError("invalid", "This answer has no question to answer again.")
-            answer = _answer_create(conversation=locked, parent=question, client_id=client_uuid)
-            answer.content = prefix
-            answer.tokens = [*prefix_tokens, [token, choices[token], entry[2], ""]]
-            answer.save(update_fields=["content", "tokens"])
-            locked.current_leaf = answer
-            locked.save(update_fields=["current_leaf", "updated_at"])
-            sent = Sent(question=None, answer=answer, created=True)
-            prompt = _system_prompt_use(
-                prompt_messages(thread=thread, upto=question), system_prompt
-            )
-            prompt.append({"role": "assistant", "content": prefix})
-            _answer_queue(
-                conversation=locked,
-                answer=answer,
-                messages=prompt,
-                params_extra={"continue_final_message": True},
-            )
-            _announce(locked, sent)
-    except IntegrityError as error:
-        return _race_lost(conversation, client_uuid, error)
-    return sent
+    return _answer_again(
+        user=user,
+        conversation=conversation,
+        message=message,
+        client_uuid=client_uuid,
+        start=(prefix, [*prefix_tokens, [token, choices[token], entry[2], ""]]),
+    )
 
 
 #: Finish reasons after which an answer can be continued.

@@ -73,8 +73,8 @@ class TrainConfig:
     lora_r: int = 8
     lora_alpha: int = 16
     student_layers: int = 10
-    temperature: float = 2.0
-    alpha: float = 0.5
+    temperature: float = 1.0
+    alpha: float = 0.9
     beta: float = 0.1
     #: Distill: the share of batches whose answers the student writes
     #: itself (sampled, up to on_policy_tokens) for the teacher to score,

@@ -269,7 +269,7 @@ def test_a_form_sent_without_scripts_starts_the_job_with_the_kind_s_parameters_o
     assert response.status_code == 302, response.context["form"].errors
     job = TrainingJob.objects.get()
     assert job.kind == "distill" and "lora_r" not in job.params
-    assert job.params["temperature"] == 2.0
+    assert job.params["temperature"] == 1.0
 
 
 def test_a_distill_job_takes_a_student_version_and_its_own_parameters(

@@ -33,7 +33,12 @@ from models_admin.dashboard.views.access import (
 )
 from models_admin.models import Dataset, TrainingJob
 from models_admin.selectors import model_version_get_production
-from models_admin.services.training import PARAMS, training_job_cancel, training_job_create
+from models_admin.services.training import (
+    PARAMS,
+    param_default,
+    training_job_cancel,
+    training_job_create,
+)
 
 RUN_TRAINING = "models_admin.run_trainingjob"
 JOBS_PER_PAGE = 50
@@ -56,9 +61,10 @@ def _param_rows(job: TrainingJob) -> list[dict[str, Any]]:
     """Return the job's hyperparameters in form order, marking the ones
     that differ from their default; unknown keys (older jobs) come last."""
     rows = []
-    for name, (_type, default, _low, _high, kinds) in PARAMS.items():
+    for name, (_type, _default, _low, _high, kinds) in PARAMS.items():
         if name not in job.params and job.kind not in kinds:
             continue
+        default = param_default(job.kind, name) if job.kind in kinds else _default
         value = job.params.get(name, default)
         rows.append(
             {
