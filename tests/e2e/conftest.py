@@ -214,6 +214,22 @@ def stack_private(transactional_db, tiny_model_dir, tmp_path, settings):
     stack_stop(process)
 
 
+def page_problems(page) -> list[str]:
+    """Collect the page's script errors, console errors and policy
+    violations as they happen; the test asserts the list stays empty."""
+    problems: list[str] = []
+    page.on("pageerror", lambda error: problems.append(str(error)))
+    page.on(
+        "console",
+        lambda msg: (
+            problems.append(msg.text)
+            if msg.type == "error" or "Content Security Policy" in msg.text
+            else None
+        ),
+    )
+    return problems
+
+
 def signup(page, base: str, username: str) -> None:
     """Sign a new user up through the page; end on the chat page."""
     page.goto(base + "/accounts/signup/")

@@ -11,7 +11,7 @@ import pytest
 from models_admin.filters import filter_rule_save
 from models_admin.models import Dataset
 from models_admin.services.datasets import dataset_create
-from tests.e2e.conftest import staff_login, staff_superuser_create
+from tests.e2e.conftest import page_problems, staff_login, staff_superuser_create
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
@@ -61,20 +61,6 @@ def _rules() -> None:
         filter_rule_save(data=data, by=None)
 
 
-def _watch(page) -> list[str]:
-    problems: list[str] = []
-    page.on("pageerror", lambda error: problems.append(str(error)))
-    page.on(
-        "console",
-        lambda msg: (
-            problems.append(msg.text)
-            if msg.type == "error" or "Content Security Policy" in msg.text
-            else None
-        ),
-    )
-    return problems
-
-
 def _no_sideways_scroll(page, name: str) -> None:
     width = page.evaluate("() => document.documentElement.scrollWidth")
     assert width <= page.viewport_size["width"], f"{name}: the page is {width}px wide"
@@ -100,7 +86,7 @@ def test_the_cleaning_page_reads_well_and_stores_a_copy_that_names_its_original(
                 viewport=viewport, color_scheme=scheme, storage_state=signed_in
             )
             page = context.new_page()
-            problems = _watch(page)
+            problems = page_problems(page)
             page.goto(url)
             page.wait_for_selector('[data-testid="clean-changed"]')
             assert page.locator('[data-count="drop"]').inner_text() == "2"
@@ -120,7 +106,7 @@ def test_the_cleaning_page_reads_well_and_stores_a_copy_that_names_its_original(
 
     context = browser.new_context(viewport=VIEWPORTS["desktop"], storage_state=signed_in)
     page = context.new_page()
-    problems = _watch(page)
+    problems = page_problems(page)
     page.goto(f"{base}/dashboard/training/datasets/{dataset.pk}/")
     page.get_by_test_id("clean-dataset").click()
     page.wait_for_selector('[data-testid="clean-form"]')

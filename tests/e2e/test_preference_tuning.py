@@ -12,23 +12,9 @@ import pytest
 
 from models_admin.models import Dataset, ModelVersion, TrainingJob
 from models_admin.services.datasets import DEMO_PREFERENCES_NAME
-from tests.e2e.conftest import staff_login, staff_superuser_create
+from tests.e2e.conftest import page_problems, staff_login, staff_superuser_create
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
-
-
-def _watch(page) -> list[str]:
-    problems: list[str] = []
-    page.on("pageerror", lambda error: problems.append(str(error)))
-    page.on(
-        "console",
-        lambda msg: (
-            problems.append(msg.text)
-            if msg.type == "error" or "Content Security Policy" in msg.text
-            else None
-        ),
-    )
-    return problems
 
 
 def test_staff_make_the_demo_pairs_and_preference_tune_with_live_curves(
@@ -38,7 +24,7 @@ def test_staff_make_the_demo_pairs_and_preference_tune_with_live_curves(
     staff_superuser_create("tuner")
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     page = context.new_page()
-    problems = _watch(page)
+    problems = page_problems(page)
     staff_login(page, base, "tuner")
 
     page.goto(f"{base}/dashboard/training/datasets/")
@@ -88,7 +74,7 @@ def test_staff_make_the_demo_pairs_and_preference_tune_with_live_curves(
         viewport={"width": 390, "height": 844}, color_scheme="dark", storage_state=storage
     )
     page = phone.new_page()
-    problems = _watch(page)
+    problems = page_problems(page)
     page.goto(f"{base}/dashboard/training/{job.pk}/")
     page.get_by_test_id("chart-accuracy").locator("svg path.series-line").first.wait_for()
     width = page.evaluate("() => document.documentElement.scrollWidth")
