@@ -41,6 +41,7 @@ def test_staff_make_the_demo_pairs_and_preference_tune_with_live_curves(
     page.check('input[name="kind"][value="dpo"]')
     # The kind's own default replaces the fine-tune's, and beta appears.
     assert float(rate.input_value()) == pytest.approx(5e-6)
+    assert "Default 5e-06." in page.locator('[data-field="learning_rate"]').inner_text()
     assert page.locator('input[name="beta"]').is_visible()
     assert not page.locator('input[name="temperature"]').is_visible()
     for name, value in {

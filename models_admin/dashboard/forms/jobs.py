@@ -190,6 +190,9 @@ class TrainingJobForm(ServiceForm):
                     "kinds": " ".join(kinds),
                     "only": only,
                     "default": _default_shown(default),
+                    "defaults": json.dumps(
+                        {kind: _default_shown(param_default(kind, name)) for kind in kinds}
+                    ),
                 }
             )
         return rows

@@ -422,6 +422,10 @@
         const by = JSON.parse(input.dataset.defaults);
         if (shownKind && String(by[shownKind]) === input.value && kind in by) input.value = String(by[kind]);
       });
+      form.querySelectorAll("[data-default-texts]").forEach((span) => {
+        const texts = JSON.parse(span.dataset.defaultTexts);
+        if (kind in texts) span.textContent = `Default ${texts[kind]}.`;
+      });
       shownKind = kind;
     }
     function apply() {
