@@ -19,7 +19,7 @@ from inference.llamacpp.scoring import labelled_token_losses
 from inference.loading import model_load
 from inference.protocol import SamplingParams
 from models_admin.training.data import encode_all
-from models_admin.training.loop import eval_loss
+from models_admin.training.losses import eval_loss
 
 SPEED_PROMPT = [{"role": "user", "content": "Describe a lighthouse in a few sentences."}]
 #: Told each phase's progress: (phase, done, total). Phases: "loading",

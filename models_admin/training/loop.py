@@ -18,7 +18,6 @@ from __future__ import annotations
 import copy
 import logging
 import math
-import random
 import re
 import shutil
 import time
@@ -28,20 +27,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
 from models_admin.training.data import (
-    IGNORE,
-    Encoded,
     batch_indices,
     collate,
     encode_all,
-    last_answer_span,
 )
 from models_admin.training.dpo import dpo_eval, dpo_step, pair_batch, pair_encode
-from models_admin.training.student import student_from_teacher
+from models_admin.training.losses import distill_loss, eval_loss, token_losses
+from models_admin.training.student import on_policy_draw, student_answers, student_from_teacher
 
 logger = logging.getLogger(__name__)
 
@@ -167,104 +163,6 @@ def _schedule(config: TrainConfig) -> Callable[[int], float]:
         return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
 
     return factor
-
-
-def token_losses(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """Summed cross-entropy over the labelled tokens and their count."""
-    shifted_logits = logits[:, :-1].reshape(-1, logits.size(-1))
-    shifted_labels = labels[:, 1:].reshape(-1)
-    total = F.cross_entropy(shifted_logits, shifted_labels, ignore_index=IGNORE, reduction="sum")
-    return total, int((shifted_labels != IGNORE).sum())
-
-
-def distill_loss(
-    student_logits: torch.Tensor,
-    teacher_logits: torch.Tensor,
-    labels: torch.Tensor,
-    *,
-    temperature: float,
-    alpha: float,
-) -> tuple[torch.Tensor, dict[str, float]]:
-    """alpha * T^2 * KL(teacher || student at temperature T) + (1 - alpha)
-    * cross-entropy, both averaged over the assistant tokens."""
-    mask = labels[:, 1:] != IGNORE
-    count = int(mask.sum())
-    student = student_logits[:, :-1][mask] / temperature
-    teacher = teacher_logits[:, :-1][mask] / temperature
-    kl = F.kl_div(
-        F.log_softmax(student, dim=-1),
-        F.log_softmax(teacher, dim=-1),
-        log_target=True,
-        reduction="sum",
-    ) / max(count, 1)
-    ce_sum, _ = token_losses(student_logits, labels)
-    ce = ce_sum / max(count, 1)
-    loss = alpha * temperature**2 * kl + (1 - alpha) * ce
-    return loss, {"kl": float(kl.detach()), "ce": float(ce.detach())}
-
-
-@torch.no_grad()
-def eval_loss(
-    model: Any,
-    examples: list[Encoded],
-    *,
-    pad_id: int,
-    batch_size: int = 8,
-    progress: Callable[[int], None] | None = None,
-) -> float:
-    """Mean cross-entropy per assistant token (the training mask);
-    progress is told how many examples are scored after each batch."""
-    was_training = model.training
-    model.eval()
-    total, count = 0.0, 0
-    for start in range(0, len(examples), batch_size):
-        batch = collate(examples[start : start + batch_size], pad_id=pad_id)
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        loss_sum, n = token_losses(logits.float(), batch["labels"])
-        total += float(loss_sum)
-        count += n
-        if progress is not None:
-            progress(min(start + batch_size, len(examples)))
-    if was_training:
-        model.train()
-    return total / max(count, 1)
-
-
-def _on_policy(config: TrainConfig, batch_number: int) -> bool:
-    """Whether a distill batch is written by the student: drawn from the
-    seed and the batch's number, so a resumed run draws the same."""
-    if config.on_policy <= 0:
-        return False
-    draw = random.Random(config.seed * 1_000_003 + batch_number).random()  # noqa: S311
-    return draw < config.on_policy
-
-
-@torch.no_grad()
-def _student_answers(
-    model: Any, examples: list[Encoded], max_new_tokens: int, pad_id: int
-) -> list[Encoded]:
-    """Each example's conversation up to its last answer, answered by the
-    model itself (sampled at temperature 1); labels on the new tokens."""
-    answered = []
-    for example in examples:
-        prompt = example.input_ids[: last_answer_span(example.labels)[0]]
-        output = model.generate(
-            input_ids=torch.tensor([prompt]),
-            attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
-            max_new_tokens=max_new_tokens,
-            do_sample=True,
-            temperature=1.0,
-            top_k=0,
-            top_p=1.0,
-            use_cache=True,
-            pad_token_id=pad_id,
-        )
-        new = output[0, len(prompt) :].tolist()
-        if not new:
-            answered.append(example)
-            continue
-        answered.append(Encoded(input_ids=prompt + new, labels=[IGNORE] * len(prompt) + new))
-    return answered
 
 
 def _pairs_encode(tokenizer: Any, pairs: list[dict[str, Any]], max_length: int) -> list[Any]:
@@ -570,8 +468,9 @@ class Trainer:
                 continue
             examples = [train[i] for i in indices]
             alpha = config.alpha
-            if teacher is not None and _on_policy(config, step * config.grad_accum + micro):
-                examples = _student_answers(model, examples, config.on_policy_tokens, pad_id)
+            number = step * config.grad_accum + micro
+            if teacher is not None and on_policy_draw(config.on_policy, config.seed, number):
+                examples = student_answers(model, examples, config.on_policy_tokens, pad_id)
                 alpha = 1.0  # the student's own words have no reference answer
             batch = collate(examples, pad_id=pad_id)
             logits = model(

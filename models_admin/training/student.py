@@ -1,11 +1,16 @@
-"""A smaller student made from a teacher by keeping some of its layers."""
+"""A smaller student made from a teacher by keeping some of its layers,
+and the student's own answers for on-policy distillation."""
 
 from __future__ import annotations
 
 import copy
+import random
 from typing import Any
 
+import torch
 from torch import nn
+
+from models_admin.training.data import IGNORE, Encoded, last_answer_span
 
 
 def layers_to_keep(total: int, keep: int) -> list[int]:
@@ -33,3 +38,40 @@ def student_from_teacher(teacher: Any, *, layers: int) -> Any:
     if getattr(student.config, "layer_types", None):
         student.config.layer_types = [student.config.layer_types[i] for i in kept]
     return student
+
+
+def on_policy_draw(share: float, seed: int, batch_number: int) -> bool:
+    """Whether a distill batch is written by the student: drawn from the
+    seed and the batch's number, so a resumed run draws the same."""
+    if share <= 0:
+        return False
+    draw = random.Random(seed * 1_000_003 + batch_number).random()  # noqa: S311
+    return draw < share
+
+
+@torch.no_grad()
+def student_answers(
+    model: Any, examples: list[Encoded], max_new_tokens: int, pad_id: int
+) -> list[Encoded]:
+    """Each example's conversation up to its last answer, answered by the
+    model itself (sampled at temperature 1); labels on the new tokens."""
+    answered = []
+    for example in examples:
+        prompt = example.input_ids[: last_answer_span(example.labels)[0]]
+        output = model.generate(
+            input_ids=torch.tensor([prompt]),
+            attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
+            max_new_tokens=max_new_tokens,
+            do_sample=True,
+            temperature=1.0,
+            top_k=0,
+            top_p=1.0,
+            use_cache=True,
+            pad_token_id=pad_id,
+        )
+        new = output[0, len(prompt) :].tolist()
+        if not new:
+            answered.append(example)
+            continue
+        answered.append(Encoded(input_ids=prompt + new, labels=[IGNORE] * len(prompt) + new))
+    return answered

@@ -10,7 +10,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from models_admin.training.data import IGNORE, batch_indices, encode
 from models_admin.training.loop import Hooks, TrainConfig, Trainer, checkpoints, states_drop
-from models_admin.training.student import layers_to_keep, student_from_teacher
+from models_admin.training.student import layers_to_keep, on_policy_draw, student_from_teacher
 from tests.tiny_models import tiny_llama_save
 
 CONVERSATIONS = [
@@ -247,7 +247,7 @@ def test_on_policy_distillation_scores_the_student_s_own_answers(tmp_path, teach
     from models_admin.training import loop
 
     written: list[list] = []
-    real = loop._student_answers
+    real = loop.student_answers
 
     def recording(model, examples, max_new_tokens, pad_id):
         answered = real(model, examples, max_new_tokens, pad_id)
@@ -258,21 +258,20 @@ def test_on_policy_distillation_scores_the_student_s_own_answers(tmp_path, teach
         tmp_path, teacher_dir, kind="distill", student_layers=2, steps=3, on_policy=1.0,
         on_policy_tokens=6, checkpoint_every=3, eval_every=3,
     )  # fmt: skip
-    loop._student_answers = recording
+    loop.student_answers = recording
     try:
         reports, saved = _run(config)
     finally:
-        loop._student_answers = real
+        loop.student_answers = real
     assert len(written) == 3 and [step for step, _ in saved] == [3]
     for example in written[0]:
         new = [label for label in example.labels if label != IGNORE]
         assert 1 <= len(new) <= 6 and example.input_ids[-len(new) :] == new
     assert all(r["ce"] >= 0 and r["kl"] >= 0 for r in reports)
     # A resumed run draws the same batches as on-policy: the draw is seeded.
-    assert [loop._on_policy(config, n) for n in range(20)] == [True] * 20
-    half = _config(tmp_path, teacher_dir, on_policy=0.5)
-    draws = [loop._on_policy(half, n) for n in range(200)]
-    assert draws == [loop._on_policy(half, n) for n in range(200)] and 60 < sum(draws) < 140
+    assert [on_policy_draw(config.on_policy, config.seed, n) for n in range(20)] == [True] * 20
+    draws = [on_policy_draw(0.5, 0, n) for n in range(200)]
+    assert draws == [on_policy_draw(0.5, 0, n) for n in range(200)] and 60 < sum(draws) < 140
 
 
 def test_a_time_budget_ends_the_run_with_an_evaluated_checkpoint(tmp_path, teacher_dir):
