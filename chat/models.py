@@ -109,6 +109,15 @@ class Conversation(models.Model):
         on_delete=models.SET_NULL,
         related_name="+",
     )
+    # Answers are grounded in this base's passages and cite them (the
+    # person opts in per conversation; a widget's follows its site).
+    knowledge_base = models.ForeignKey(
+        "models_admin.KnowledgeBase",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -190,6 +199,10 @@ class Message(models.Model):
     #: The answer's tokens with their log-probabilities and most likely
     #: alternatives: ``[text, logprob, [[text, logprob], ...], bytes hex]``.
     tokens = models.JSONField(default=list, blank=True)
+    #: The passages an answer was given (``{"base", "name", "query",
+    #: "found", "passages": [card, ...], "cited": [n, ...]}``); empty when
+    #: no knowledge base was asked.
+    knowledge = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     # When the person last made this leaf the end of the active path by
@@ -267,6 +280,14 @@ class ApiKey(models.Model):
     )
     all_versions = models.BooleanField(
         default=False, help_text="May use any model version, not only production."
+    )
+    knowledge_base = models.ForeignKey(
+        "models_admin.KnowledgeBase",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="Answers of calls with this key are grounded in this base by default.",
     )
     # When staff last set this key's limits. A new key of the same user
     # starts with the limits last set on any of their keys, revoked ones
@@ -365,6 +386,14 @@ class WidgetSite(models.Model):
         on_delete=models.SET_NULL,
         related_name="+",
         help_text="Empty: the production version.",
+    )
+    knowledge_base = models.ForeignKey(
+        "models_admin.KnowledgeBase",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="Answers are grounded in this base's articles and cite them.",
     )
     # {"timezone": "Europe/Paris", "days": {"mon": [["09:00", "18:00"]], ...}};
     # empty: always open.

@@ -195,6 +195,8 @@ def message_serialize(
         "author": _author_name(message),
         # Its tokens' probabilities can be shown (``message_tokens``).
         "has_tokens": bool(message.tokens),
+        # The passages it was given, as source cards, and those it cites.
+        "knowledge": message.knowledge or None,
     }
 
 

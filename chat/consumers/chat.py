@@ -55,13 +55,11 @@ from chat.selectors import (
     message_serialize,
 )
 from chat.services import widget_identity
+from chat.services.answers import message_branch, message_continue, message_regenerate
 from chat.services.events import conversation_group, user_group
 from chat.services.messages import (
     ChatError,
     generation_stop,
-    message_branch,
-    message_continue,
-    message_regenerate,
     message_send,
 )
 from chat.streams import GenerationFollower, Reset, Stored, Waiting

@@ -19,6 +19,7 @@ from chat.selectors import (
 )
 from chat.services.conversations import conversations_changed
 from chat.services.events import conversation_group, notify_on_commit
+from chat.services.knowledge import knowledge_cited
 from inference.client import (
     generation_cancel,
     generation_fail_if_unknown,
@@ -143,6 +144,9 @@ def message_generation_finish(
         )
         if answer is None:
             return None
+        if updated and answer.knowledge.get("passages"):
+            answer.knowledge = knowledge_cited(answer.knowledge, answer.content)
+            answer.save(update_fields=["knowledge"])
         if final.get("filter_hits"):
             filter_hits_store(
                 hits=final["filter_hits"],

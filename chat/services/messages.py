@@ -31,12 +31,18 @@ from chat.services.generations import (  # noqa: F401 (callers' names)
     message_generation_finish,
     tokens_text,
 )
+from chat.services.knowledge import (
+    Grounding,
+    grounding_for,
+    knowledge_base_of,
+    messages_grounded,
+)
 from chat.services.limits import LimitError, user_generation_check
 from inference.client import (
     generation_submit,
 )
 from models_admin.filters import content_filter_input, filter_hits_record
-from models_admin.selectors import model_version_route
+from models_admin.selectors import model_version_get_production, model_version_route
 
 logger = logging.getLogger(__name__)
 
@@ -180,16 +186,22 @@ def _answer_queue(
     answer: Message,
     messages: list[dict],
     params_extra: dict[str, Any] | None = None,
+    grounding: Grounding | None = None,
 ) -> None:
     """After commit, queue the generation; if the queue is unreachable, end
-    the answer with an error instead of leaving it pending."""
+    the answer with an error instead of leaving it pending. With a
+    ``grounding`` that found passages, the prompt holds them and the
+    answer may cite only their numbers."""
     generation_id = str(answer.generation_id)
-    extra = {
+    extra: dict[str, Any] = {
         "conversation": conversation.pk,
         "message": answer.pk,
         "surface": conversation.source,
         "site": conversation.site_id,
     }
+    if grounding is not None and grounding.found:
+        messages = messages_grounded(messages, grounding)
+        extra["citations"] = len(grounding.passages)
     params = {**_params(conversation), **(params_extra or {})}
 
     def submit() -> None:
@@ -214,6 +226,40 @@ def _answer_queue(
             del exc
 
     transaction.on_commit(submit)
+
+
+def grounding_get(*, conversation: Conversation, question: str) -> Grounding | None:
+    """The passages of the conversation's knowledge base for ``question``,
+    or None when it has no base. A search that fails leaves the answer
+    ungrounded rather than refusing it."""
+    base = knowledge_base_of(conversation)
+    if base is None:
+        return None
+    try:
+        return grounding_for(base=base, question=question, version=model_version_get_production())
+    except Exception:
+        logger.exception("Searching knowledge base %s failed", base.pk)
+        return None
+
+
+def _answer_nothing_found(
+    *, conversation: Conversation, parent: Message, grounding: Grounding
+) -> Message:
+    """The answer to a question the knowledge base has nothing on: the
+    base's reply; nothing is generated."""
+    answer = Message(
+        conversation=conversation,
+        parent=parent,
+        role=Message.Role.ASSISTANT,
+        status=Message.Status.DONE,
+        content=grounding.base.nothing_found,
+        finish_reason="no_passages",
+        finished_at=timezone.now(),
+        knowledge=grounding.record(),
+    )
+    answer.full_clean()
+    answer.save()
+    return answer
 
 
 def _announce(conversation: Conversation, sent: Sent) -> None:
@@ -281,6 +327,11 @@ def question_send(
         text=text, surface=conversation.source, site_id=conversation.site_id
     )
     system_prompt = _system_prompt_now(conversation=conversation)
+    grounding = (
+        grounding_get(conversation=conversation, question=verdict.text)
+        if answer and not verdict.blocked
+        else None
+    )
     try:
         with transaction.atomic():
             # The conversation row is the lock that orders concurrent
@@ -325,8 +376,12 @@ def question_send(
                 reply = _answer_blocked(
                     conversation=locked, parent=question, notice=verdict.notice
                 )
+            elif answer and grounding is not None and not grounding.found:
+                reply = _answer_nothing_found(
+                    conversation=locked, parent=question, grounding=grounding
+                )
             elif answer:
-                reply = _answer_create(conversation=locked, parent=question)
+                reply = _answer_create(conversation=locked, parent=question, grounding=grounding)
             else:
                 reply = None
             if verdict.hits:
@@ -345,7 +400,9 @@ def question_send(
             locked.save(update_fields=["current_leaf", "title", "title_is_auto", "updated_at"])
             sent = Sent(question=question, answer=reply, created=True)
             if reply is not None and reply.status == Message.Status.PENDING:
-                _answer_queue(conversation=locked, answer=reply, messages=messages)
+                _answer_queue(
+                    conversation=locked, answer=reply, messages=messages, grounding=grounding
+                )
             _announce(locked, sent)
     except IntegrityError as error:
         return _race_lost(conversation, client_uuid, error)
@@ -354,7 +411,11 @@ def question_send(
 
 
 def _answer_create(
-    *, conversation: Conversation, parent: Message, client_id: uuid.UUID | None = None
+    *,
+    conversation: Conversation,
+    parent: Message,
+    client_id: uuid.UUID | None = None,
+    grounding: Grounding | None = None,
 ) -> Message:
     # The version is chosen now (production, or the canary for its share
     # of conversations, or the one a widget site is pinned to) so a
@@ -375,6 +436,7 @@ def _answer_create(
         generation_id=uuid.uuid4().hex,
         model_version=version,
         model_version_name=version.name if version else "",
+        knowledge=grounding.record() if grounding is not None else {},
     )
     answer.full_clean()
     answer.save()
@@ -413,166 +475,3 @@ def _int(value: Any) -> int:
         return int(value)
     except (TypeError, ValueError, OverflowError):
         raise ChatError("invalid", "Message ids are integers.") from None
-
-
-def message_regenerate(
-    *, user: AbstractBaseUser, conversation: Conversation, message: Message, client_id: Any
-) -> Sent:
-    """Generate a new version of an answer: a sibling under the same
-    question, which becomes the active path."""
-    client_uuid = _client_uuid(client_id)
-    earlier = _existing(conversation, client_uuid)
-    if earlier is not None:
-        return earlier
-    if message.conversation_id != conversation.pk or message.role != Message.Role.ASSISTANT:
-        raise ChatError("invalid", "Only answers can be regenerated.")
-    return _answer_again(
-        user=user, conversation=conversation, message=message, client_uuid=client_uuid
-    )
-
-
-def _answer_again(
-    *,
-    user: AbstractBaseUser,
-    conversation: Conversation,
-    message: Message,
-    client_uuid: uuid.UUID,
-    start: tuple[str, list] | None = None,
-) -> Sent:
-    """Queue a new version of an answer: a sibling under the same question,
-    made the active path. ``start`` (text, tokens) is what the new version
-    begins with; the model goes on from it."""
-    system_prompt = _system_prompt_now(conversation=conversation)
-    try:
-        with transaction.atomic():
-            locked = Conversation.objects.select_for_update().get(pk=conversation.pk)
-            if Message.objects.filter(pk=message.pk, status=Message.Status.PENDING).exists():
-                raise ChatError("busy", "This answer is still being written; stop it first.")
-            _limits_check(user_id=int(user.pk))
-            thread = thread_load(conversation=locked)
-            question = thread.messages[message.parent_id] if message.parent_id else None
-            if question is None:
-                raise ChatError("invalid", "This answer has no question to answer again.")
-            if question.status == Message.Status.BLOCKED:
-                raise ChatError(
-                    "blocked", "This message was blocked by a content rule; it is not answered."
-                )
-            answer = _answer_create(conversation=locked, parent=question, client_id=client_uuid)
-            prompt = _system_prompt_use(
-                prompt_messages(thread=thread, upto=question), system_prompt
-            )
-            extra = None
-            if start is not None:
-                answer.content, answer.tokens = start
-                answer.save(update_fields=["content", "tokens"])
-                prompt.append({"role": "assistant", "content": answer.content})
-                extra = {"continue_final_message": True}
-            locked.current_leaf = answer
-            locked.save(update_fields=["current_leaf", "updated_at"])
-            sent = Sent(question=None, answer=answer, created=True)
-            _answer_queue(conversation=locked, answer=answer, messages=prompt, params_extra=extra)
-            _announce(locked, sent)
-    except IntegrityError as error:
-        return _race_lost(conversation, client_uuid, error)
-    return sent
-
-
-def message_branch(
-    *,
-    user: AbstractBaseUser,
-    conversation: Conversation,
-    message: Message,
-    index: Any,
-    token: Any,
-    client_id: Any,
-) -> Sent:
-    """Regenerate an answer from one of its tokens: a new version of the
-    answer (a sibling under the same question, made the active path) that
-    keeps the tokens before ``index``, takes ``token`` (one of the
-    alternatives the model weighed there) in its place, and lets the
-    model go on from there."""
-    client_uuid = _client_uuid(client_id)
-    earlier = _existing(conversation, client_uuid)
-    if earlier is not None:
-        return earlier
-    if message.conversation_id != conversation.pk or message.role != Message.Role.ASSISTANT:
-        raise ChatError("invalid", "Only answers can be regenerated from a token.")
-    if message.author_id is not None or not message.tokens:
-        raise ChatError("invalid", "This answer has no token probabilities to branch from.")
-    position = _int(index)
-    if not 0 <= position < len(message.tokens):
-        raise ChatError("invalid", f"The answer has tokens 0 to {len(message.tokens) - 1}.")
-    entry = message.tokens[position]
-    choices = {str(text): logprob for text, logprob in entry[2]}
-    if not isinstance(token, str) or token not in choices:
-        raise ChatError("invalid", "Pick one of the alternatives the model weighed there.")
-    if "\ufffd" in token or not token:
-        raise ChatError("invalid", "That alternative is part of a character; pick another.")
-    prefix_tokens = message.tokens[:position]
-    prefix = tokens_text(prefix_tokens) + token
-    if not prefix.strip():
-        raise ChatError("invalid", "The answer would start with blank text; pick another token.")
-    return _answer_again(
-        user=user,
-        conversation=conversation,
-        message=message,
-        client_uuid=client_uuid,
-        start=(prefix, [*prefix_tokens, [token, choices[token], entry[2], ""]]),
-    )
-
-
-#: Finish reasons after which an answer can be continued.
-CONTINUABLE = ("cancelled", "length")
-
-
-def message_continue(
-    *, user: AbstractBaseUser, conversation: Conversation, message: Message, client_id: Any
-) -> Sent:
-    """Go on with a stopped or length-cut answer: the same message runs
-    again, the model continuing its own text, and what it writes is added
-    to the end. Only the last answer of the active path can be continued.
-    Sending the same client_id again while it runs changes nothing."""
-    _client_uuid(client_id)
-    if message.conversation_id != conversation.pk or message.role != Message.Role.ASSISTANT:
-        raise ChatError("invalid", "Only answers can be continued.")
-    with transaction.atomic():
-        locked = Conversation.objects.select_for_update().get(pk=conversation.pk)
-        answer = Message.objects.select_for_update().get(pk=message.pk)
-        if answer.status == Message.Status.PENDING:
-            return Sent(question=None, answer=answer, created=False)
-        if locked.current_leaf_id != answer.pk:
-            raise ChatError(
-                "invalid", "Only the last answer of the conversation can be continued."
-            )
-        if answer.finish_reason not in CONTINUABLE or not answer.content.strip():
-            raise ChatError(
-                "invalid", "Only an answer that was stopped or cut at its length can be continued."
-            )
-        if answer.author_id is not None:
-            raise ChatError("invalid", "Only a model's answer can be continued.")
-        _limits_check(user_id=int(user.pk))
-        thread = thread_load(conversation=locked)
-        question = thread.messages[answer.parent_id] if answer.parent_id else None
-        if question is None:
-            raise ChatError("invalid", "This answer has no question.")
-        system_prompt = _system_prompt_now(conversation=locked)
-        prompt = _system_prompt_use(prompt_messages(thread=thread, upto=question), system_prompt)
-        prompt.append({"role": "assistant", "content": answer.content})
-        answer.status = Message.Status.PENDING
-        answer.generation_id = uuid.uuid4().hex
-        answer.finish_reason = ""
-        answer.error = ""
-        answer.finished_at = None
-        answer.save(
-            update_fields=["status", "generation_id", "finish_reason", "error", "finished_at"]
-        )
-        locked.save(update_fields=["updated_at"])
-        sent = Sent(question=None, answer=answer, created=True)
-        _answer_queue(
-            conversation=locked,
-            answer=answer,
-            messages=prompt,
-            params_extra={"continue_final_message": True},
-        )
-        _announce(locked, sent)
-    return sent

@@ -19,6 +19,7 @@ from django.utils import timezone
 
 from chat.services.completions import completion_usage_store
 from chat.services.messages import generations_end_lost, message_generation_finish
+from inference.citations import CitationFilter
 from inference.connection import redis_client, worker_keys
 from inference.engine_types import OutputFilter
 from inference.worker.loop import InferenceWorker
@@ -64,7 +65,12 @@ def output_filter(payload: dict[str, Any]) -> OutputFilter | None:
     """The output filter of one request: the output rules in force for its
     surface and widget site (compiled once per rules' epoch)."""
     close_old_connections()
-    return content_filter_output(payload)
+    rules = content_filter_output(payload)
+    citations = payload.get("citations")
+    if isinstance(citations, int) and not isinstance(citations, bool) and citations > 0:
+        # An answer from numbered passages cites only those numbers.
+        return CitationFilter(citations, rules)
+    return rules
 
 
 def generation_store(generation_id: str, final: dict[str, Any], text: str) -> None:

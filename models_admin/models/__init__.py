@@ -1,6 +1,12 @@
 """The app's models, one module per concern; importable from here as
 Django expects."""
 
+from models_admin.models.knowledge import (
+    KnowledgeBase,
+    KnowledgeChunk,
+    KnowledgeIndex,
+    KnowledgeSource,
+)
 from models_admin.models.moderation import FilterHit, FilterRule, FilterRulesEpoch, ReviewEvent
 from models_admin.models.training import Dataset, DatasetExample, TrainingJob
 from models_admin.models.versions import Canary, Compression, Evaluation, ModelVersion, Promotion
@@ -14,6 +20,10 @@ __all__ = [
     "FilterHit",
     "FilterRule",
     "FilterRulesEpoch",
+    "KnowledgeBase",
+    "KnowledgeChunk",
+    "KnowledgeIndex",
+    "KnowledgeSource",
     "ModelVersion",
     "Promotion",
     "ReviewEvent",

