@@ -230,6 +230,8 @@ def conversation_serialize(conversation: Conversation) -> dict[str, Any]:
         "pinned": conversation.pinned_at is not None,
         # The version picked for it; None answers with production.
         "model_version": conversation.model_version_id,
+        # Answers are grounded in this knowledge base (None: the model alone).
+        "knowledge_base": conversation.knowledge_base_id,
         "system_prompt": conversation.system_prompt,
         "temperature": conversation.temperature,
         "top_p": conversation.top_p,

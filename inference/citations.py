@@ -16,7 +16,7 @@ from inference.content_filter.stream import FilterResult
 
 #: A complete mark: one or more numbers in brackets, with commas, spaces
 #: or "and" between them.
-MARK = re.compile(r"(\s*)\[(\d{1,3}(?:\s*(?:,|and|&|;)?\s*\d{1,3})*)\]")
+MARK = re.compile(r"(\s*)\[(\d{1,3}(?:(?:\s*(?:,|and|&|;)\s*|\s+)\d{1,3})*)\]")
 _NUMBER = re.compile(r"\d{1,3}")
 #: What may still become a mark: an opening bracket followed by numbers
 #: and separators only, not yet closed.

@@ -69,13 +69,14 @@ def _jobs_recover(**_kwargs: Any) -> None:
         logger.info("Queued again training jobs %s whose worker stopped", recovered)
 
 
-@shared_task(acks_late=True, reject_on_worker_lost=True)
+# No result is kept: queuing never waits on the result store.
+@shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
 def knowledge_source_fetch_task(source_id: int) -> str:
     source = knowledge_source_fetch(source_id=source_id)
     return source.status if source is not None else "skipped"
 
 
-@shared_task(acks_late=True, reject_on_worker_lost=True)
+@shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
 def knowledge_index_build_task(base_id: int) -> str:
     index = knowledge_index_build(base_id=base_id)
     return f"v{index.version}" if index is not None else "skipped"

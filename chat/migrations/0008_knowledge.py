@@ -5,31 +5,50 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('chat', '0007_generation_controls'),
-        ('models_admin', '0011_knowledge_bases'),
+        ("chat", "0007_generation_controls"),
+        ("models_admin", "0011_knowledge_bases"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='apikey',
-            name='knowledge_base',
-            field=models.ForeignKey(blank=True, help_text='Answers of calls with this key are grounded in this base by default.', null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='models_admin.knowledgebase'),
+            model_name="apikey",
+            name="knowledge_base",
+            field=models.ForeignKey(
+                blank=True,
+                help_text="Answers of calls with this key are grounded in this base by default.",
+                null=True,
+                on_delete=django.db.models.deletion.SET_NULL,
+                related_name="+",
+                to="models_admin.knowledgebase",
+            ),
         ),
         migrations.AddField(
-            model_name='conversation',
-            name='knowledge_base',
-            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='models_admin.knowledgebase'),
+            model_name="conversation",
+            name="knowledge_base",
+            field=models.ForeignKey(
+                blank=True,
+                null=True,
+                on_delete=django.db.models.deletion.SET_NULL,
+                related_name="+",
+                to="models_admin.knowledgebase",
+            ),
         ),
         migrations.AddField(
-            model_name='message',
-            name='knowledge',
+            model_name="message",
+            name="knowledge",
             field=models.JSONField(blank=True, default=dict),
         ),
         migrations.AddField(
-            model_name='widgetsite',
-            name='knowledge_base',
-            field=models.ForeignKey(blank=True, help_text="Answers are grounded in this base's articles and cite them.", null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='models_admin.knowledgebase'),
+            model_name="widgetsite",
+            name="knowledge_base",
+            field=models.ForeignKey(
+                blank=True,
+                help_text="Answers are grounded in this base's articles and cite them.",
+                null=True,
+                on_delete=django.db.models.deletion.SET_NULL,
+                related_name="+",
+                to="models_admin.knowledgebase",
+            ),
         ),
     ]

@@ -25,8 +25,9 @@ from inference.structured import (
     response_format_check,
     response_format_constrains,
 )
-from models_admin.models import ModelVersion
+from models_admin.models import KnowledgeBase, ModelVersion
 from models_admin.selectors import model_version_get_production
+from models_admin.selectors.knowledge import knowledge_base_for_api
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +55,8 @@ KNOWN = {
     "early_stopping",
     "response_format",
     "user",
+    # This server's own: ground the answer in a knowledge base (name or id).
+    "knowledge_base",
     "stream",
     "stream_options",
     "store",
@@ -334,10 +337,14 @@ class CompletionRequest:
     #: whether the answer repeats it first.
     prompt: str | None = None
     echo: bool = False
+    #: The knowledge base the answer is grounded in (a ``KnowledgeBase``).
+    knowledge_base: Any = None
 
 
 #: Parameters of ``/v1/completions`` besides the chat ones it shares.
-TEXT_KNOWN = (KNOWN - {"messages", "logprobs", "top_logprobs", "response_format"}) | {
+TEXT_KNOWN = (
+    KNOWN - {"messages", "logprobs", "top_logprobs", "response_format", "knowledge_base"}
+) | {
     "prompt",
     "echo",
     "logprobs",
@@ -402,6 +409,29 @@ def text_completion_request_parse(*, key: ApiKey, body: Any) -> CompletionReques
         prompt=prompt,
         echo=bool(echo),
     )
+
+
+def _knowledge_base(key: ApiKey, body: dict[str, Any]) -> Any:
+    """The base a call names (``knowledge_base``: a name or id of one open
+    to members, or the key's own; null for none), else the key's own."""
+    own = (
+        KnowledgeBase.objects.filter(pk=key.knowledge_base_id).first()
+        if key.knowledge_base_id is not None
+        else None
+    )
+    if "knowledge_base" not in body:
+        return own
+    value = body["knowledge_base"]
+    if value is None:
+        return None
+    base = knowledge_base_for_api(name=value, default=own)
+    if base is None:
+        raise _invalid(
+            "knowledge_base",
+            "No knowledge base of that name or id is open to API calls; leave it out or "
+            "use null to answer without one.",
+        )
+    return base
 
 
 def completion_request_parse(*, key: ApiKey, body: Any) -> CompletionRequest:
@@ -514,7 +544,11 @@ def completion_request_parse(*, key: ApiKey, body: Any) -> CompletionRequest:
     end_user = body.get("user") or ""
     if not isinstance(end_user, str) or len(end_user) > 200:
         raise _invalid("user", "user is a string of at most 200 characters.")
+    base = _knowledge_base(key, body)
+    if base is not None and n > 1:
+        raise _invalid("n", "n above 1 is not available with a knowledge base.")
     return CompletionRequest(
+        knowledge_base=base,
         version=version,
         messages=messages,
         params=params,

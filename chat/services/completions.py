@@ -24,6 +24,7 @@ from chat.services.completion_requests import (  # noqa: F401 (the API's names)
     text_completion_request_parse,
 )
 from chat.services.conversations import conversation_title_auto, conversations_room_left
+from chat.services.knowledge import grounding_for, messages_grounded
 from chat.services.limits import user_generation_check
 from chat.services.messages import message_generation_finish
 from inference.client import generation_submit
@@ -38,6 +39,11 @@ class Started:
     record_id: int
     model: str
     stored: bool = False
+    #: The passages the answer was given (``Message.knowledge``), if any.
+    knowledge: dict[str, Any] | None = None
+    #: The whole answer, when no model writes one (the knowledge base has
+    #: nothing on the question).
+    reply: str | None = None
 
 
 def _filter_input(*, key: ApiKey, messages: list[dict[str, str]]) -> list[dict[str, str]]:
@@ -105,6 +111,17 @@ def completion_start(*, key: ApiKey, request: CompletionRequest) -> Started:
     messages = _filter_input(key=key, messages=request.messages)
     generation_id = uuid.uuid4().hex
     extra: dict[str, Any] = {"surface": "api"}
+    grounding = None
+    if request.knowledge_base is not None:
+        question = next(m["content"] for m in reversed(messages) if m["role"] == "user")
+        grounding = grounding_for(
+            base=request.knowledge_base, question=question, version=request.version
+        )
+        if grounding.found:
+            messages = messages_grounded(messages, grounding)
+            extra["citations"] = len(grounding.passages)
+        else:
+            return _nothing_found(key=key, request=request, messages=messages, grounding=grounding)
     with transaction.atomic():
         # Counted with the user's chat answers, under the user's row lock.
         user_generation_check(user_id=key.user_id, lock=True)
@@ -116,6 +133,9 @@ def completion_start(*, key: ApiKey, request: CompletionRequest) -> Started:
                 key=key, request=request, messages=messages, generation_id=generation_id
             )
             extra.update(conversation=conversation.pk, message=answer.pk)
+            if grounding is not None:
+                answer.knowledge = grounding.record()
+                answer.save(update_fields=["knowledge"])
         record = ApiRequest.objects.create(
             key=key,
             user_id=key.user_id,
@@ -160,6 +180,50 @@ def completion_start(*, key: ApiKey, request: CompletionRequest) -> Started:
         record_id=record.pk,
         model=request.version.name,
         stored=conversation is not None,
+        knowledge=grounding.record() if grounding is not None else None,
+    )
+
+
+def _nothing_found(
+    *, key: ApiKey, request: CompletionRequest, messages: list[dict[str, str]], grounding: Any
+) -> Started:
+    """Answer a question the knowledge base has nothing on with the base's
+    reply; no model runs, no tokens are counted."""
+    generation_id = uuid.uuid4().hex
+    reply = grounding.base.nothing_found
+    with transaction.atomic():
+        user_generation_check(user_id=key.user_id, lock=True)
+        conversation = None
+        if settings.API_STORE_CONVERSATIONS and conversations_room_left(user_id=key.user_id):
+            conversation, answer = _conversation_store(
+                key=key, request=request, messages=messages, generation_id=generation_id
+            )
+            Message.objects.filter(pk=answer.pk).update(
+                content=reply,
+                status=Message.Status.DONE,
+                finish_reason="no_passages",
+                finished_at=timezone.now(),
+                knowledge=grounding.record(),
+            )
+        record = ApiRequest.objects.create(
+            key=key,
+            user_id=key.user_id,
+            model_version=request.version,
+            model_name=request.version.name,
+            conversation=conversation,
+            generation_id=generation_id,
+            stream=request.stream,
+            end_user=request.end_user,
+            finish_reason="stop",
+            duration_s=0.0,
+        )
+    return Started(
+        generation_id=generation_id,
+        record_id=record.pk,
+        model=request.version.name,
+        stored=conversation is not None,
+        knowledge=grounding.record(),
+        reply=reply,
     )
 
 

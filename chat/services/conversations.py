@@ -15,6 +15,8 @@ from chat.selectors import chat_versions_for_user, thread_load, thread_selected_
 from chat.services.events import conversation_group, notify_on_commit, user_group
 from inference.client import generation_cancel
 from models_admin.filters import content_filter_input, filter_hits_record
+from models_admin.models import KnowledgeBase
+from models_admin.selectors.knowledge import knowledge_bases_for_chat
 
 #: Words an automatic title keeps from the first question.
 TITLE_WORDS = 8
@@ -57,6 +59,7 @@ def conversation_create(
     max_tokens: int | None = None,
     pinned: bool = False,
     model_version: int | None = None,
+    knowledge_base: int | None = None,
     source: str = Conversation.Source.CHAT,
 ) -> Conversation:
     conversation = Conversation(
@@ -66,6 +69,8 @@ def conversation_create(
         conversation.pinned_at = timezone.now()
     if model_version is not None:
         conversation.model_version = _version_usable(user=user, version_id=model_version)
+    if knowledge_base is not None:
+        conversation.knowledge_base = _knowledge_base_usable(base_id=knowledge_base)
     conversation.system_prompt = _system_prompt_filter(
         text=system_prompt, user_id=int(user.pk), surface=source
     )
@@ -112,6 +117,13 @@ def _version_usable(*, user: Any, version_id: int) -> Any:
     raise ValidationError({"model_version": ["Pick one of the models offered to you."]})
 
 
+def _knowledge_base_usable(*, base_id: int) -> KnowledgeBase:
+    base = knowledge_bases_for_chat().filter(pk=base_id).first()
+    if base is None:
+        raise ValidationError({"knowledge_base": ["Pick one of the knowledge bases offered."]})
+    return base
+
+
 def conversation_update(
     *,
     conversation: Conversation,
@@ -127,11 +139,17 @@ def conversation_update(
     top_k: int = _UNSET,
     frequency_penalty: float = _UNSET,
     presence_penalty: float = _UNSET,
+    knowledge_base: int | None = _UNSET,
 ) -> Conversation:
     """Change the given fields; raise ValidationError naming a field out of
-    bounds, a model version the person may not use, or a system prompt a
-    content rule blocks."""
+    bounds, a model version or knowledge base the person may not use, or a
+    system prompt a content rule blocks."""
     fields: list[str] = []
+    if knowledge_base is not _UNSET:
+        conversation.knowledge_base = (
+            None if knowledge_base is None else _knowledge_base_usable(base_id=knowledge_base)
+        )
+        fields.append("knowledge_base")
     if pinned is not _UNSET and bool(pinned) != (conversation.pinned_at is not None):
         conversation.pinned_at = timezone.now() if pinned else None
         fields.append("pinned_at")

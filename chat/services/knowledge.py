@@ -67,7 +67,10 @@ class Grounding:
 
 
 def _passage_block(number: int, passage: Passage) -> str:
-    label = HEADING_JOIN.join(part for part in (passage.title, passage.heading) if part)
+    heading = passage.heading
+    if passage.title and not heading.startswith(passage.title):
+        heading = HEADING_JOIN.join(part for part in (passage.title, heading) if part)
+    label = heading or passage.title
     return f"[{number}] {label}\n{passage.text}".strip()
 
 
@@ -150,3 +153,26 @@ def knowledge_cited(knowledge: dict[str, Any], text: str) -> dict[str, Any]:
     if not knowledge.get("passages"):
         return knowledge
     return {**knowledge, "cited": citations_used(text, allowed=len(knowledge["passages"]))}
+
+
+def knowledge_json(knowledge: dict[str, Any], text: str) -> dict[str, Any]:
+    """What an API answer says of its knowledge base: the base, whether it
+    had anything on the question, and the passages given (``sources``),
+    each marked when ``text`` cites it."""
+    passages = knowledge.get("passages") or []
+    cited = set(citations_used(text, allowed=len(passages)))
+    return {
+        "base": knowledge.get("name", ""),
+        "found": bool(knowledge.get("found")),
+        "sources": [
+            {
+                "n": card["n"],
+                "title": card["title"],
+                "url": card["url"],
+                "heading": card["heading"],
+                "excerpt": card["excerpt"],
+                "cited": card["n"] in cited,
+            }
+            for card in passages
+        ],
+    }

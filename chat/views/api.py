@@ -32,6 +32,7 @@ from chat.services.conversations import (
 )
 from chat.services.messages import ChatError, feedback_set
 from chat.views.body import BodyError, json_body
+from models_admin.selectors.knowledge import knowledge_bases_for_chat
 
 MAX_BODY_BYTES = 64_000
 SETTINGS_FIELDS = (
@@ -47,6 +48,7 @@ SETTINGS_FIELDS = (
     "top_k",
     "frequency_penalty",
     "presence_penalty",
+    "knowledge_base",
 )
 
 
@@ -109,6 +111,9 @@ def _settings_from(data: dict[str, Any]) -> dict[str, Any]:
         elif name == "model_version":
             if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
                 raise ValidationError({name: ["Must be a version id, or null for production."]})
+        elif name == "knowledge_base":
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+                raise ValidationError({name: ["Must be a knowledge base id, or null for none."]})
         elif name in ("max_tokens", "beams", "top_k"):
             if (
                 isinstance(value, bool)
@@ -149,7 +154,17 @@ def conversations(request: HttpRequest) -> HttpResponse:
 def chat_versions(request: HttpRequest) -> HttpResponse:
     """The model versions the person may pick in the chat."""
     versions = chat_versions_for_user(user=request.user)
-    return JsonResponse({"versions": [chat_version_serialize(v) for v in versions]})
+    bases = knowledge_bases_for_chat()
+    return JsonResponse(
+        {
+            "versions": [chat_version_serialize(v) for v in versions],
+            # The knowledge bases answers may be grounded in.
+            "knowledge_bases": [
+                {"id": base.pk, "name": base.name, "description": base.description}
+                for base in bases
+            ],
+        }
+    )
 
 
 @json_endpoint

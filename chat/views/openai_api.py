@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -34,6 +35,7 @@ from chat.services.completions import (
     completion_start,
     text_completion_request_parse,
 )
+from chat.services.knowledge import knowledge_json
 from chat.services.limits import LimitError, user_generation_check
 from chat.views.body import BodyError, json_body
 from chat.views.openai_calls import (
@@ -147,7 +149,11 @@ async def _stream(call: Call) -> AsyncIterator[bytes]:
         count = call.request.n
         for index in range(count):
             opening = {"role": "assistant", "content": "", "refusal": None}
-            yield sse(call.chunk(opening, None, index=index))
+            first = call.chunk(opening, None, index=index)
+            if call.started.knowledge is not None and index == 0:
+                # The passages given, before the text that cites them.
+                first["knowledge"] = knowledge_json(call.started.knowledge, "")
+            yield sse(first)
         # Tokens whose text is still held back come with the next text.
         waiting: list[list[dict[str, Any]]] = [[] for _ in range(count)]
         async for kind, index, value in call.events():
@@ -213,7 +219,52 @@ async def _complete(call: Call) -> HttpResponse:
                 "finish_reason": reason,
             }
         )
-    return JsonResponse(call.envelope("chat.completion", choices=choices, usage=call.usage()))
+    extra = {}
+    if call.started.knowledge is not None:
+        extra["knowledge"] = knowledge_json(call.started.knowledge, "".join(texts[0]))
+    return JsonResponse(
+        call.envelope("chat.completion", choices=choices, usage=call.usage(), **extra)
+    )
+
+
+def _reply_now(started: Any, request: Any) -> HttpResponseBase:
+    """The answer a knowledge base gives itself (nothing on the question),
+    in the shape of a completion: whole, or as a stream of chunks."""
+    reply = str(started.reply)
+    head = {
+        "id": f"chatcmpl-{started.generation_id}",
+        "created": int(time.time()),
+        "model": started.model,
+        "system_fingerprint": None,
+    }
+    usage = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+    knowledge = knowledge_json(started.knowledge, reply)
+    if not request.stream:
+        choice = {
+            "index": 0,
+            "message": {"role": "assistant", "content": reply, "refusal": None},
+            "logprobs": None,
+            "finish_reason": "stop",
+        }
+        body = {**head, "object": "chat.completion", "choices": [choice], "usage": usage}
+        return JsonResponse({**body, "knowledge": knowledge})
+
+    def chunk(delta: dict[str, Any], reason: str | None) -> dict[str, Any]:
+        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": reason}
+        return {**head, "object": "chat.completion.chunk", "choices": [choice]}
+
+    async def events() -> AsyncIterator[bytes]:
+        first = chunk({"role": "assistant", "content": "", "refusal": None}, None)
+        yield sse({**first, "knowledge": knowledge})
+        yield sse(chunk({"content": reply}, None))
+        yield sse(chunk({}, "stop"))
+        if request.include_usage:
+            yield sse({**chunk({}, None), "choices": [], "usage": usage})
+        yield b"data: [DONE]\n\n"
+
+    response = StreamingHttpResponse(events(), content_type="text/event-stream")
+    response["Cache-Control"] = "no-cache"
+    return response
 
 
 @_api_view
@@ -407,6 +458,8 @@ async def _completion_call(request: HttpRequest, *, text: bool) -> HttpResponseB
         )
     except ApiError as error:
         return error_response(error)
+    if started.reply is not None:
+        return _reply_now(started, parsed)
     call = Call(started, parsed)
     refused = await call.opening()
     if refused is not None:

@@ -7,99 +7,217 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('models_admin', '0010_preference_pairs'),
+        ("models_admin", "0010_preference_pairs"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='KnowledgeBase',
+            name="KnowledgeBase",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=200, unique=True)),
-                ('description', models.TextField(blank=True, max_length=2000)),
-                ('in_chat', models.BooleanField(default=False)),
-                ('passages', models.PositiveSmallIntegerField(default=4, validators=[django.core.validators.MinValueValidator(1), django.core.validators.MaxValueValidator(10)])),
-                ('min_match', models.FloatField(default=0.3, validators=[django.core.validators.MinValueValidator(0.0), django.core.validators.MaxValueValidator(1.0)])),
-                ('nothing_found', models.TextField(default='I could not find this in our help articles, so I would rather not guess. Could you put the question another way?', max_length=2000)),
-                ('min_similarity', models.FloatField(default=0.35, validators=[django.core.validators.MinValueValidator(-1.0), django.core.validators.MaxValueValidator(1.0)])),
-                ('changed_at', models.DateTimeField(blank=True, null=True)),
-                ('index_error', models.TextField(blank=True, max_length=2000)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('created_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=200, unique=True)),
+                ("description", models.TextField(blank=True, max_length=2000)),
+                ("in_chat", models.BooleanField(default=False)),
+                (
+                    "passages",
+                    models.PositiveSmallIntegerField(
+                        default=4,
+                        validators=[
+                            django.core.validators.MinValueValidator(1),
+                            django.core.validators.MaxValueValidator(10),
+                        ],
+                    ),
+                ),
+                (
+                    "min_match",
+                    models.FloatField(
+                        default=0.3,
+                        validators=[
+                            django.core.validators.MinValueValidator(0.0),
+                            django.core.validators.MaxValueValidator(1.0),
+                        ],
+                    ),
+                ),
+                (
+                    "nothing_found",
+                    models.TextField(
+                        default="I could not find this in our help articles, so I would rather not guess. Could you put the question another way?",
+                        max_length=2000,
+                    ),
+                ),
+                (
+                    "min_similarity",
+                    models.FloatField(
+                        default=0.35,
+                        validators=[
+                            django.core.validators.MinValueValidator(-1.0),
+                            django.core.validators.MaxValueValidator(1.0),
+                        ],
+                    ),
+                ),
+                ("changed_at", models.DateTimeField(blank=True, null=True)),
+                ("index_error", models.TextField(blank=True, max_length=2000)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['name'],
-                'permissions': [('manage_knowledge', 'Can manage knowledge bases and their sources')],
+                "ordering": ["name"],
+                "permissions": [
+                    ("manage_knowledge", "Can manage knowledge bases and their sources")
+                ],
             },
         ),
         migrations.CreateModel(
-            name='KnowledgeIndex',
+            name="KnowledgeIndex",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('version', models.PositiveIntegerField(default=0)),
-                ('data', models.BinaryField()),
-                ('chunk_count', models.PositiveIntegerField(default=0)),
-                ('embedding_key', models.CharField(blank=True, max_length=100)),
-                ('build_seconds', models.FloatField(default=0.0)),
-                ('built_at', models.DateTimeField()),
-                ('covers', models.DateTimeField(blank=True, null=True)),
-                ('base', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, related_name='index', to='models_admin.knowledgebase')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("version", models.PositiveIntegerField(default=0)),
+                ("data", models.BinaryField()),
+                ("chunk_count", models.PositiveIntegerField(default=0)),
+                ("embedding_key", models.CharField(blank=True, max_length=100)),
+                ("build_seconds", models.FloatField(default=0.0)),
+                ("built_at", models.DateTimeField()),
+                ("covers", models.DateTimeField(blank=True, null=True)),
+                (
+                    "base",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="index",
+                        to="models_admin.knowledgebase",
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='KnowledgeSource',
+            name="KnowledgeSource",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('kind', models.CharField(choices=[('file', 'File'), ('url', 'Web page')], max_length=5)),
-                ('title', models.CharField(blank=True, max_length=300)),
-                ('url', models.URLField(blank=True, max_length=2000)),
-                ('filename', models.CharField(blank=True, max_length=255)),
-                ('document_kind', models.CharField(blank=True, max_length=10)),
-                ('status', models.CharField(choices=[('queued', 'Queued'), ('fetching', 'Fetching'), ('ready', 'Ready'), ('failed', 'Failed')], default='queued', max_length=10)),
-                ('error', models.TextField(blank=True, max_length=2000)),
-                ('version', models.PositiveIntegerField(default=0)),
-                ('content_hash', models.CharField(blank=True, max_length=64)),
-                ('size_bytes', models.PositiveBigIntegerField(default=0)),
-                ('chunk_count', models.PositiveIntegerField(default=0)),
-                ('imported_at', models.DateTimeField(blank=True, null=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('base', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='sources', to='models_admin.knowledgebase')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[("file", "File"), ("url", "Web page")], max_length=5
+                    ),
+                ),
+                ("title", models.CharField(blank=True, max_length=300)),
+                ("url", models.URLField(blank=True, max_length=2000)),
+                ("filename", models.CharField(blank=True, max_length=255)),
+                ("document_kind", models.CharField(blank=True, max_length=10)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("queued", "Queued"),
+                            ("fetching", "Fetching"),
+                            ("ready", "Ready"),
+                            ("failed", "Failed"),
+                        ],
+                        default="queued",
+                        max_length=10,
+                    ),
+                ),
+                ("error", models.TextField(blank=True, max_length=2000)),
+                ("version", models.PositiveIntegerField(default=0)),
+                ("content_hash", models.CharField(blank=True, max_length=64)),
+                ("size_bytes", models.PositiveBigIntegerField(default=0)),
+                ("chunk_count", models.PositiveIntegerField(default=0)),
+                ("imported_at", models.DateTimeField(blank=True, null=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "base",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="sources",
+                        to="models_admin.knowledgebase",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['title', 'id'],
+                "ordering": ["title", "id"],
             },
         ),
         migrations.CreateModel(
-            name='KnowledgeChunk',
+            name="KnowledgeChunk",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('position', models.PositiveIntegerField()),
-                ('heading', models.CharField(blank=True, max_length=1000)),
-                ('text', models.TextField()),
-                ('embedding', models.BinaryField(blank=True, null=True)),
-                ('embedding_key', models.CharField(blank=True, max_length=100)),
-                ('base', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='chunks', to='models_admin.knowledgebase')),
-                ('source', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='chunks', to='models_admin.knowledgesource')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("position", models.PositiveIntegerField()),
+                ("heading", models.CharField(blank=True, max_length=1000)),
+                ("text", models.TextField()),
+                ("embedding", models.BinaryField(blank=True, null=True)),
+                ("embedding_key", models.CharField(blank=True, max_length=100)),
+                (
+                    "base",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="chunks",
+                        to="models_admin.knowledgebase",
+                    ),
+                ),
+                (
+                    "source",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="chunks",
+                        to="models_admin.knowledgesource",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['source', 'position'],
+                "ordering": ["source", "position"],
             },
         ),
         migrations.AddConstraint(
-            model_name='knowledgesource',
-            constraint=models.UniqueConstraint(condition=models.Q(('kind', 'url')), fields=('base', 'url'), name='knowledge_source_url'),
+            model_name="knowledgesource",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("kind", "url")),
+                fields=("base", "url"),
+                name="knowledge_source_url",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='knowledgesource',
-            constraint=models.UniqueConstraint(condition=models.Q(('kind', 'file')), fields=('base', 'filename'), name='knowledge_source_file'),
+            model_name="knowledgesource",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("kind", "file")),
+                fields=("base", "filename"),
+                name="knowledge_source_file",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='knowledgechunk',
-            constraint=models.UniqueConstraint(fields=('source', 'position'), name='knowledge_chunk_position'),
+            model_name="knowledgechunk",
+            constraint=models.UniqueConstraint(
+                fields=("source", "position"), name="knowledge_chunk_position"
+            ),
         ),
     ]

@@ -46,7 +46,8 @@ def knowledge_base_create(
     description: str = "",
     in_chat: bool = False,
     passages: int = 4,
-    min_match: float = 2.0,
+    min_match: float | None = None,
+    min_similarity: float | None = None,
     nothing_found: str = "",
     user: AbstractBaseUser | None = None,
 ) -> KnowledgeBase:
@@ -55,9 +56,12 @@ def knowledge_base_create(
         description=description.strip(),
         in_chat=in_chat,
         passages=passages,
-        min_match=min_match,
         created_by_id=user.pk if user is not None and user.pk else None,
     )
+    if min_match is not None:
+        base.min_match = min_match
+    if min_similarity is not None:
+        base.min_similarity = min_similarity
     if nothing_found.strip():
         base.nothing_found = nothing_found.strip()
     base.full_clean()
@@ -67,8 +71,16 @@ def knowledge_base_create(
 
 def knowledge_base_update(*, base: KnowledgeBase, **fields: Any) -> KnowledgeBase:
     """Change a base's settings (``name``, ``description``, ``in_chat``,
-    ``passages``, ``min_match``, ``nothing_found``)."""
-    allowed = {"name", "description", "in_chat", "passages", "min_match", "nothing_found"}
+    ``passages``, ``min_match``, ``min_similarity``, ``nothing_found``)."""
+    allowed = {
+        "name",
+        "description",
+        "in_chat",
+        "passages",
+        "min_match",
+        "min_similarity",
+        "nothing_found",
+    }
     unknown = set(fields) - allowed
     if unknown:
         raise TypeError(f"unknown fields: {sorted(unknown)}")
@@ -83,10 +95,12 @@ def knowledge_base_delete(*, base: KnowledgeBase) -> None:
     base.delete()
 
 
-def _changed(base_id: int) -> None:
-    """Mark the base changed and queue its index build after commit."""
+def _changed(base_id: int, *, queue: bool = True) -> None:
+    """Mark the base changed and (``queue``) queue its index build after
+    commit."""
     KnowledgeBase.objects.filter(pk=base_id).update(changed_at=timezone.now())
-    transaction.on_commit(lambda: knowledge_index_queue(base_id=base_id))
+    if queue:
+        transaction.on_commit(lambda: knowledge_index_queue(base_id=base_id))
 
 
 def knowledge_index_queue(*, base_id: int) -> None:
@@ -114,7 +128,12 @@ def _document_read(
 
 
 def _passages_store(
-    *, source: KnowledgeSource, document: Document, data: bytes, title: str = ""
+    *,
+    source: KnowledgeSource,
+    document: Document,
+    data: bytes,
+    title: str = "",
+    queue: bool = True,
 ) -> KnowledgeSource:
     """Replace ``source``'s passages with ``document``'s. Call inside a
     transaction that holds the source's row lock."""
@@ -144,16 +163,23 @@ def _passages_store(
     source.imported_at = timezone.now()
     source.full_clean()
     source.save()
-    _changed(source.base_id)
+    _changed(source.base_id, queue=queue)
     return source
 
 
 def knowledge_file_add(
-    *, base: KnowledgeBase, filename: str, data: bytes, content_type: str = "", title: str = ""
+    *,
+    base: KnowledgeBase,
+    filename: str,
+    data: bytes,
+    content_type: str = "",
+    title: str = "",
+    queue: bool = True,
 ) -> KnowledgeSource:
     """Import a file into ``base``; a file of the same name is replaced
     (its passages swapped in one transaction). A file that cannot be read
-    raises ValidationError and changes nothing."""
+    raises ValidationError and changes nothing. With ``queue`` False the
+    caller builds the index (after a batch, say)."""
     filename = filename.replace("\\", "/").rsplit("/", 1)[-1].strip()[:255]
     if not filename:
         raise ValidationError("The file has no name.")
@@ -165,14 +191,18 @@ def knowledge_file_add(
             source, _ = KnowledgeSource.objects.select_for_update().get_or_create(
                 base=base, kind=KnowledgeSource.Kind.FILE, filename=filename
             )
-            return _passages_store(source=source, document=document, data=data, title=title)
+            return _passages_store(
+                source=source, document=document, data=data, title=title, queue=queue
+            )
     except IntegrityError:
         # Another upload of the same name created it first: replace that.
         with transaction.atomic():
             source = KnowledgeSource.objects.select_for_update().get(
                 base=base, kind=KnowledgeSource.Kind.FILE, filename=filename
             )
-            return _passages_store(source=source, document=document, data=data, title=title)
+            return _passages_store(
+                source=source, document=document, data=data, title=title, queue=queue
+            )
 
 
 def _url_clean(url: str) -> str:
@@ -186,10 +216,13 @@ def _url_clean(url: str) -> str:
     return url
 
 
-def knowledge_urls_add(*, base: KnowledgeBase, urls: list[str]) -> list[KnowledgeSource]:
-    """Add web pages to ``base`` and queue their fetch; an address already
-    in the base is fetched again. Every address is checked first: one bad
-    address refuses them all, naming it."""
+def knowledge_urls_add(
+    *, base: KnowledgeBase, urls: list[str], queue: bool = True
+) -> list[KnowledgeSource]:
+    """Add web pages to ``base`` and queue their fetch (with ``queue``
+    False the caller fetches them); an address already in the base is
+    fetched again. Every address is checked first: one bad address
+    refuses them all, naming it."""
     cleaned = list(dict.fromkeys(_url_clean(url) for url in urls if url.strip()))
     if not cleaned:
         raise ValidationError("Give at least one address.")
@@ -205,7 +238,8 @@ def knowledge_urls_add(*, base: KnowledgeBase, urls: list[str]) -> list[Knowledg
             source.error = ""
             source.save(update_fields=["status", "error", "updated_at"])
             sources.append(source)
-            transaction.on_commit(partial(knowledge_fetch_queue, source_id=source.pk))
+            if queue:
+                transaction.on_commit(partial(knowledge_fetch_queue, source_id=source.pk))
     return sources
 
 
@@ -268,12 +302,13 @@ def knowledge_source_fetch(*, source_id: int) -> KnowledgeSource | None:
         return _passages_store(source=locked, document=document, data=fetched.data)
 
 
-def knowledge_source_delete(*, source: KnowledgeSource) -> None:
-    """Delete a source and its passages; the base's index is rebuilt."""
+def knowledge_source_delete(*, source: KnowledgeSource, queue: bool = True) -> None:
+    """Delete a source and its passages; the base's index is rebuilt (on
+    the queue, unless ``queue`` is False)."""
     with transaction.atomic():
         base_id = source.base_id
         source.delete()
-        _changed(base_id)
+        _changed(base_id, queue=queue)
 
 
 def knowledge_index_rebuild(*, base: KnowledgeBase) -> None:
@@ -368,3 +403,28 @@ def knowledge_index_build(*, base_id: int) -> KnowledgeIndex | None:
         index.build_seconds,
     )  # fmt: skip
     return index
+
+
+def knowledge_demo_create(
+    *, user: AbstractBaseUser | None = None, queue: bool = True
+) -> KnowledgeBase:
+    """The demo shop's help center as a base (``DEMO_KNOWLEDGE_NAME``), its
+    articles imported again when it exists; members may use it. One index
+    build is queued for the lot (none with ``queue`` False)."""
+    from models_admin.demo_knowledge import DEMO_KNOWLEDGE_NAME, demo_articles
+
+    base = KnowledgeBase.objects.filter(name=DEMO_KNOWLEDGE_NAME).first()
+    if base is None:
+        base = knowledge_base_create(
+            name=DEMO_KNOWLEDGE_NAME,
+            description="Fernhollow's policy articles: returns, delivery, payment, loyalty.",
+            in_chat=True,
+            user=user,
+        )
+    for filename, data in demo_articles().items():
+        knowledge_file_add(
+            base=base, filename=filename, data=data, content_type="text/markdown", queue=False
+        )
+    if queue:
+        knowledge_index_rebuild(base=base)
+    return base

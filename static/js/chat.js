@@ -24,6 +24,8 @@
     backdrop: $("sidebar-backdrop"),
     modelPicker: $("model-picker"),
     modelPickerWrap: $("model-picker-wrap"),
+    knowledgePicker: $("knowledge-picker"),
+    knowledgePickerWrap: $("knowledge-picker-wrap"),
     toast: $("toast"),
     toastText: $("toast-text"),
     toastUndo: $("toast-undo"),
@@ -78,6 +80,8 @@
     listQuery: "",
     versions: [], // the model versions this person may pick
     pickedVersion: null, // the pick for a chat not created yet
+    knowledgeBases: [], // the knowledge bases answers may be grounded in
+    pickedKnowledge: null, // the base picked for a chat not created yet
     deleting: new Map(), // conversation id -> {timer, conversation}
   };
 
@@ -261,9 +265,10 @@
     // The same end can be announced twice (by the worker and by this
     // page's socket): one that changes nothing leaves the page as it is,
     // so a reader's place and an open token view stay where they are.
-    const same = ["status", "content", "finish_reason", "has_tokens", "model_version"].every(
-      (key) => previous[key] === answer[key]
-    );
+    const same =
+      ["status", "content", "finish_reason", "has_tokens", "model_version"].every(
+        (key) => previous[key] === answer[key]
+      ) && JSON.stringify(previous.knowledge) === JSON.stringify(answer.knowledge);
     if (same) return;
     state.path[index] = Object.assign({}, previous, answer, {
       siblings: previous.siblings,
@@ -317,7 +322,12 @@
     else {
       TokenView.unrender(body);
       setMarkdown(body, text);
+      window.ChatUI.citations(body, message.knowledge, `src-${message.id}-`);
     }
+    const cards = window.ChatUI.sources(message.knowledge, `src-${message.id}-`);
+    const oldCards = node.querySelector(".sources");
+    if (oldCards) oldCards.remove();
+    if (cards) body.after(cards);
     node.classList.toggle("streaming", pending);
     let noteText = "";
     if (pending && stream) noteText = stream.note || "";
@@ -483,6 +493,7 @@
     cancelled: "stopped",
     content_filter: "blocked by a content rule",
     error: "failed",
+    no_passages: "nothing in the knowledge base answers it",
   };
 
   function seconds(value) {
@@ -670,6 +681,7 @@
       item.classList.toggle("active", !!conversation && item.dataset.id === String(conversation.id));
     }
     renderPicker();
+    renderKnowledgePicker();
   }
 
   function runningAnswer() {
@@ -754,9 +766,14 @@
         const created = await api(
           "POST",
           "/api/conversations/",
-          state.pickedVersion ? { model_version: state.pickedVersion } : {}
+          Object.assign(
+            {},
+            state.pickedVersion ? { model_version: state.pickedVersion } : {},
+            state.pickedKnowledge ? { knowledge_base: state.pickedKnowledge } : {}
+          )
         );
         state.pickedVersion = null;
+        state.pickedKnowledge = null;
         state.conversation = created;
         history.pushState({ conversation: created.id }, "", `/c/${created.id}/`);
         renderHeader();
@@ -1009,10 +1026,43 @@
     try {
       const data = await api("GET", "/api/versions/");
       state.versions = data.versions || [];
+      state.knowledgeBases = data.knowledge_bases || [];
     } catch (_error) {
       state.versions = [];
+      state.knowledgeBases = [];
     }
     renderPicker();
+    renderKnowledgePicker();
+  }
+
+  /* Which knowledge base answers are grounded in: none, or one offered. */
+  function renderKnowledgePicker() {
+    const bases = state.knowledgeBases;
+    els.knowledgePickerWrap.hidden = bases.length === 0;
+    if (!bases.length) return;
+    const options = [el("option", { value: "", text: "Model only" })];
+    for (const base of bases) {
+      options.push(el("option", { value: String(base.id), text: `Answer from: ${base.name}`, title: base.description || null }));
+    }
+    els.knowledgePicker.replaceChildren(...options);
+    const picked = state.conversation ? state.conversation.knowledge_base : state.pickedKnowledge;
+    const known = picked && bases.some((b) => b.id === picked);
+    els.knowledgePicker.value = known ? String(picked) : "";
+  }
+
+  async function pickKnowledge() {
+    const value = els.knowledgePicker.value ? Number(els.knowledgePicker.value) : null;
+    if (!state.conversation) {
+      state.pickedKnowledge = value; // sent when the chat is created
+      return;
+    }
+    try {
+      const data = await api("PATCH", `/api/conversations/${state.conversation.id}/`, { knowledge_base: value });
+      state.conversation = data.conversation;
+    } catch (error) {
+      showError(error.message);
+    }
+    renderKnowledgePicker();
   }
 
   function renderPicker() {
@@ -1344,6 +1394,7 @@
     if (toastAction) toastAction();
   });
   els.modelPicker.addEventListener("change", pickVersion);
+  els.knowledgePicker.addEventListener("change", pickKnowledge);
   $("open-shortcuts").addEventListener("click", () => els.shortcutsDialog.showModal());
   $("shortcuts-close").addEventListener("click", () => els.shortcutsDialog.close());
   if (MAC) for (const key of els.shortcutsDialog.querySelectorAll("kbd[data-mod]")) key.textContent = "⌘";

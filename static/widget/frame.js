@@ -466,10 +466,17 @@
   }
 
   function offerPersonIfAsked(question) {
-    if (!els.handoff || !WANTS_PERSON.test(question.content || "")) return;
-    if (state.handoff.state === "requested" || state.handoff.state === "active") return;
+    if (!WANTS_PERSON.test(question.content || "")) return;
     const node = nodeFor(question.id);
-    if (!node) return;
+    if (node) offerPerson(node);
+  }
+
+  /* Offer a person under node, once, where the site has handoff. */
+  function offerPerson(node) {
+    if (!els.handoff || !node.parentNode) return;
+    if (state.handoff.state === "requested" || state.handoff.state === "active") return;
+    const next = node.nextElementSibling;
+    if (next && next.classList.contains("offer")) return;
     const offer = el(
       "div",
       { class: "note offer", "data-testid": "widget-handoff-offer" },
@@ -552,7 +559,19 @@
     const pending = message.status === "pending";
     const stream = streams.get(message.id);
     const text = pending ? (stream ? stream.text : "") : message.content || "";
-    setMarkdown(node.querySelector(".bubble"), text);
+    const bubble = node.querySelector(".bubble");
+    setMarkdown(bubble, text);
+    // An answer from the site's help articles links its citations to the
+    // articles it was given; one the articles had nothing for offers a person.
+    window.ChatUI.citations(bubble, message.knowledge, `wsrc-${message.id}-`);
+    const oldCards = node.querySelector(".sources");
+    if (oldCards) oldCards.remove();
+    if (message.knowledge && message.knowledge.found) {
+      const cards = window.ChatUI.sources(message.knowledge, `wsrc-${message.id}-`);
+      if (cards) bubble.after(cards);
+    }
+    // (Once the node is in the list.)
+    if (message.finish_reason === "no_passages") queueMicrotask(() => offerPerson(node));
     const note = node.querySelector(".msg-note");
     note.textContent = statusNote(message);
     note.hidden = !note.textContent;
