@@ -26,6 +26,8 @@ EXTENSIONS = {
     ".pdf": "pdf",
 }
 KINDS = ("markdown", "text", "html", "pdf")
+#: The most pages a PDF source may have (reading one costs time per page).
+MAX_PDF_PAGES = 2000
 #: Control characters (other than tab and line breaks) that mark binary data.
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
@@ -306,6 +308,11 @@ def pdf_sections(data: bytes) -> tuple[str, list[Section]]:
         reader = PdfReader(io.BytesIO(data))
         if reader.is_encrypted and not reader.decrypt(""):
             raise DocumentError("The PDF is encrypted with a password.")
+        if len(reader.pages) > MAX_PDF_PAGES:
+            raise DocumentError(
+                f"The PDF has {len(reader.pages):,} pages; knowledge sources take up to "
+                f"{MAX_PDF_PAGES:,}. Split it."
+            )
         title = ""
         metadata = reader.metadata
         if metadata is not None and metadata.title:

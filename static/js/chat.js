@@ -1040,9 +1040,9 @@
     const bases = state.knowledgeBases;
     els.knowledgePickerWrap.hidden = bases.length === 0;
     if (!bases.length) return;
-    const options = [el("option", { value: "", text: "Model only" })];
+    const options = [el("option", { value: "", text: "No knowledge base" })];
     for (const base of bases) {
-      options.push(el("option", { value: String(base.id), text: `Answer from: ${base.name}`, title: base.description || null }));
+      options.push(el("option", { value: String(base.id), text: base.name, title: base.description || null }));
     }
     els.knowledgePicker.replaceChildren(...options);
     const picked = state.conversation ? state.conversation.knowledge_base : state.pickedKnowledge;

@@ -115,10 +115,12 @@
       const parts = [];
       let last = 0;
       node.data.replace(MARK, (match, inner, offset) => {
-        parts.push(document.createTextNode(node.data.slice(last, offset)));
         const numbers = [...new Set(inner.match(/\d+/g).map(Number))].filter(
           (n) => n >= 1 && n <= given
         );
+        const before = node.data.slice(last, offset);
+        // A dropped mark takes the space before it along.
+        parts.push(document.createTextNode(numbers.length ? before : before.replace(/\s+$/, "")));
         for (const n of numbers) {
           parts.push(
             el(
