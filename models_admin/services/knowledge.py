@@ -358,13 +358,20 @@ def _vectors(passages: list[tuple[int, str]]) -> tuple[Any, str, str]:
 def knowledge_index_build(*, base_id: int) -> KnowledgeIndex | None:
     """Build ``base``'s index from its passages as they are now and store
     it as the next version; a build that finds the index already covers
-    the last change does nothing."""
+    the last change, with the embedding model in use now, does nothing."""
     base = KnowledgeBase.objects.filter(pk=base_id).first()
     if base is None:
         return None
     covers = base.changed_at
     current = KnowledgeIndex.objects.filter(base=base).defer("data").first()
-    if current is not None and covers is not None and current.covers == covers:
+    model = embedding_model()
+    if (
+        current is not None
+        and covers is not None
+        and current.covers == covers
+        # An embedding model added, changed or taken away since: build.
+        and current.embedding_key == (model[1] if model is not None else "")
+    ):
         return current
     started = time.monotonic()
     rows = list(

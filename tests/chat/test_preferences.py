@@ -11,13 +11,13 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from chat.models import Message
+from chat.services.answers import message_regenerate
 from chat.services.conversations import conversation_create, conversation_update
 from chat.services.messages import (
     feedback_set,
     message_generation_finish,
     message_send,
 )
-from chat.services.answers import message_regenerate
 from chat.services.preferences import preference_pairs
 from models_admin.dataset_format import jsonl_parse, pair_parse
 from models_admin.models import Dataset

@@ -19,6 +19,7 @@ from chat.selectors import (
     thread_load,
     thread_serialize,
 )
+from chat.services.answers import message_regenerate
 from chat.services.conversations import (
     conversation_branch_select,
     conversation_create,
@@ -32,7 +33,6 @@ from chat.services.messages import (
     message_generation_finish,
     message_send,
 )
-from chat.services.answers import message_regenerate
 from inference.connection import cancel_key, generation_key, requests_stream_key
 from inference.protocol import event_encode
 from tests.factories import ModelVersionFactory, UserFactory

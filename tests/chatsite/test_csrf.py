@@ -35,6 +35,7 @@ from models_admin.dashboard.services.review import conversation_flag
 from models_admin.filters import filter_rule_save
 from models_admin.models import Dataset, ModelVersion
 from models_admin.services.datasets import dataset_create
+from models_admin.services.knowledge import knowledge_base_create, knowledge_file_add
 from models_admin.services.training import training_job_create
 from tests.factories import ModelVersionFactory, UserFactory
 
@@ -167,7 +168,13 @@ def rows() -> dict[str, Any]:
         by=None,
     )
     key, _secret = api_key_create(user=root, name="scripts")
+    base = knowledge_base_create(name="Help")
+    source = knowledge_file_add(
+        base=base, filename="returns.md", data=b"# Returns\n\nWithin 30 days.\n", queue=False
+    )
     return {
+        "base": base,
+        "source": source,
         "root": root,
         "version": version,
         "job": job,
@@ -208,6 +215,20 @@ def url_values(rows: dict[str, Any]) -> Callable[[str, list[str], Any], dict[str
         "dashboard:inbox-reply": {"pk": rows["visit"].pk},
         "dashboard:inbox-release": {"pk": rows["visit"].pk},
         "dashboard:inbox-close": {"pk": rows["visit"].pk},
+        "dashboard:knowledge-base": {"pk": rows["base"].pk},
+        "dashboard:knowledge-delete": {"pk": rows["base"].pk},
+        "dashboard:knowledge-rebuild": {"pk": rows["base"].pk},
+        "dashboard:knowledge-upload": {"pk": rows["base"].pk},
+        "dashboard:knowledge-urls": {"pk": rows["base"].pk},
+        "dashboard:knowledge-gaps": {"pk": rows["base"].pk},
+        "dashboard:knowledge-source-fetch": {
+            "pk": rows["base"].pk,
+            "source_pk": rows["source"].pk,
+        },
+        "dashboard:knowledge-source-delete": {
+            "pk": rows["base"].pk,
+            "source_pk": rows["source"].pk,
+        },
         "password_reset_confirm": {
             "uidb64": urlsafe_base64_encode(force_bytes(root.pk)),
             "token": default_token_generator.make_token(root),

@@ -13,13 +13,13 @@ from django.test import RequestFactory
 from django.urls import reverse
 
 from chat.models import Conversation
+from chat.services.answers import message_regenerate
 from chat.services.conversations import conversation_create
 from chat.services.messages import (
     feedback_set,
     message_generation_finish,
     message_send,
 )
-from chat.services.answers import message_regenerate
 from models_admin.dashboard.selectors.review import conversations_for_review
 from models_admin.dashboard.services.review import (
     conversation_flag,

@@ -20,6 +20,7 @@ from models_admin.dashboard.selectors.api_usage import (
     STATES,
     api_key_user_choices,
 )
+from models_admin.models import KnowledgeBase
 
 #: The largest values the columns hold.
 RATE_LIMIT_MAX = 2**31 - 1
@@ -76,6 +77,16 @@ class ApiKeyLimitsForm(ServiceForm):
         required=False,
         help_text="Any version that is not archived, by name; off: production only.",
     )
+    knowledge_base = forms.ModelChoiceField(
+        queryset=KnowledgeBase.objects.none(),
+        label="Knowledge base",
+        required=False,
+        empty_label="None",
+        help_text=(
+            "Calls with the key are grounded in this base unless they name another one "
+            "members may use. It stays with this key; the owner's next keys start without."
+        ),
+    )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("label_suffix", "")
@@ -83,6 +94,8 @@ class ApiKeyLimitsForm(ServiceForm):
         rate = settings.API_RATE_LIMIT_PER_MINUTE
         quota = settings.API_MONTHLY_TOKEN_QUOTA
         quota_text = f"{quota:,}" if quota else "no quota"
+        bases = cast(forms.ModelChoiceField, self.fields["knowledge_base"])
+        bases.queryset = KnowledgeBase.objects.order_by("name")
         self.fields["rate_limit_per_minute"].help_text = f"Empty: the site default ({rate:,})."
         self.fields["monthly_token_quota"].help_text = (
             f"Tokens in and out per calendar month through all the owner's keys, revoked "
@@ -98,4 +111,5 @@ class ApiKeyLimitsForm(ServiceForm):
             "rate_limit_per_minute": key.rate_limit_per_minute,
             "monthly_token_quota": key.monthly_token_quota,
             "all_versions": key.all_versions,
+            "knowledge_base": key.knowledge_base_id,
         }

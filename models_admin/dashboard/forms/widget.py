@@ -18,7 +18,7 @@ from django.conf import settings
 
 from chat.models import WidgetSite
 from models_admin.dashboard.forms.common import ServiceForm, VersionChoiceField
-from models_admin.models import ModelVersion
+from models_admin.models import KnowledgeBase, ModelVersion
 
 #: The weekdays as ``business_hours["days"]`` names them, with labels.
 DAYS = [
@@ -47,6 +47,7 @@ SITE_FIELDS = (
     "suggestions",
     "system_prompt",
     "model_version",
+    "knowledge_base",
     "offline_message",
     "handoff_enabled",
     "messages_per_minute",
@@ -139,6 +140,16 @@ class WidgetSiteForm(ServiceForm):
         label="Model version",
         empty_label="Production (whichever version is live)",
     )
+    knowledge_base = forms.ModelChoiceField(
+        queryset=KnowledgeBase.objects.none(),
+        required=False,
+        label="Knowledge base",
+        empty_label="None (answers are not grounded in documents)",
+        help_text=(
+            "Answers are grounded in this base's documents and cite them; a question it "
+            "has nothing on gets the base's nothing-found reply."
+        ),
+    )
     timezone = forms.ChoiceField(
         choices=(),
         label="Time zone",
@@ -170,6 +181,8 @@ class WidgetSiteForm(ServiceForm):
         super().__init__(*args, **kwargs)
         versions = cast(forms.ModelChoiceField, self.fields["model_version"])
         versions.queryset = ModelVersion.objects.order_by("-created_at", "-id")
+        bases = cast(forms.ModelChoiceField, self.fields["knowledge_base"])
+        bases.queryset = KnowledgeBase.objects.order_by("name")
         zone = cast(forms.ChoiceField, self.fields["timezone"])
         zone.choices = _time_zones()
         zone.initial = settings.TIME_ZONE
@@ -199,6 +212,7 @@ class WidgetSiteForm(ServiceForm):
         """The site's values as the form's ``initial``."""
         initial: dict[str, Any] = {name: getattr(site, name) for name in SITE_FIELDS}
         initial["model_version"] = site.model_version_id
+        initial["knowledge_base"] = site.knowledge_base_id
         hours = site.business_hours or {}
         initial["timezone"] = hours.get("timezone") or settings.TIME_ZONE
         for day, spans in (hours.get("days") or {}).items():

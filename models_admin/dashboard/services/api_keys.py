@@ -5,6 +5,7 @@ with who made it."""
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.exceptions import ValidationError
@@ -12,10 +13,16 @@ from django.utils import timezone
 
 from chat.models import ApiKey
 from chat.services.api_keys import api_key_revoke
+from models_admin.models import KnowledgeBase
 
 logger = logging.getLogger(__name__)
 
+#: ``knowledge_base`` not given: the key keeps its base.
+_UNCHANGED: Any = object()
+
 LIMIT_FIELDS = ["rate_limit_per_minute", "monthly_token_quota", "all_versions"]
+#: Set with the limits, but not carried to the owner's next keys.
+KEY_FIELDS = [*LIMIT_FIELDS, "knowledge_base"]
 
 
 def api_key_limits_set(
@@ -25,22 +32,28 @@ def api_key_limits_set(
     monthly_token_quota: int | None,
     all_versions: bool,
     by: AbstractBaseUser | None,
+    knowledge_base: KnowledgeBase | None = _UNCHANGED,
 ) -> ApiKey:
     """Set the key's limits: requests a minute (None: the site default),
     tokens a month (None: the site default; 0: no quota) and whether it
     may call every version that is not archived. The key's calls see the
     change from their next request on, and the user's next keys start with
-    these limits (``api_key_limits_inherited``)."""
+    these limits (``api_key_limits_inherited``). ``knowledge_base``, when
+    given, is the base its calls are grounded in by default (None: none);
+    it is the key's own and does not pass to the next keys."""
     if rate_limit_per_minute is not None and rate_limit_per_minute < 1:
         # The API reads 0 as "the default"; refuse it rather than let a
         # limit of zero quietly mean sixty.
         raise ValidationError(
             {"rate_limit_per_minute": ["At least 1 a minute; leave it empty for the default."]}
         )
-    before = {name: getattr(key, name) for name in LIMIT_FIELDS}
+    fields = LIMIT_FIELDS if knowledge_base is _UNCHANGED else KEY_FIELDS
+    before = {name: getattr(key, name) for name in fields}
     key.rate_limit_per_minute = rate_limit_per_minute
     key.monthly_token_quota = monthly_token_quota
     key.all_versions = all_versions
+    if knowledge_base is not _UNCHANGED:
+        key.knowledge_base = knowledge_base
     key.limits_set_at = timezone.now()
     try:
         key.full_clean()
@@ -48,14 +61,14 @@ def api_key_limits_set(
         for name, value in before.items():
             setattr(key, name, value)
         raise
-    key.save(update_fields=[*LIMIT_FIELDS, "limits_set_at"])
+    key.save(update_fields=[*fields, "limits_set_at"])
     logger.info(
         "%s set the limits of API key %s (%s) from %s to %s",
         by,
         key.pk,
         key.prefix,
         before,
-        {name: getattr(key, name) for name in LIMIT_FIELDS},
+        {name: getattr(key, name) for name in fields},
     )
     return key
 

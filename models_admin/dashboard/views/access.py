@@ -29,6 +29,7 @@ PERMISSIONS = {
     "chat.add_widgetsite": "create widget sites",
     "chat.change_widgetsite": "change widget sites or rotate their identity secret",
     "chat.answer_visitors": "take widget conversations and answer visitors",
+    "models_admin.manage_knowledge": "manage knowledge bases and their sources",
 }
 
 

@@ -128,6 +128,7 @@ def api_key_limits_post(request: HttpRequest, pk: int) -> HttpResponse:
                 rate_limit_per_minute=data["rate_limit_per_minute"],
                 monthly_token_quota=data["monthly_token_quota"],
                 all_versions=data["all_versions"],
+                knowledge_base=data["knowledge_base"],
                 by=staff_member(request),
             )
         except ValidationError as exc:
