@@ -14,7 +14,7 @@ STAMP := $(VENV)/.installed
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 
-.PHONY: help install model migrate run test test-services lint chromium clean bench train-bench soak
+.PHONY: help install model migrate run test test-services lint chromium clean bench train-bench knowledge-bench soak
 
 help:
 	@echo "make run            set up (first time) and start every process on http://127.0.0.1:8000"
@@ -22,6 +22,7 @@ help:
 	@echo "make test-services  the suite against PostgreSQL and Redis (TEST_DATABASE_URL, TEST_REDIS_URL)"
 	@echo "make bench          the engine against transformers generate (BENCH_ARGS=...)"
 	@echo "make train-bench    fine-tune and distill the default model on the demo data (TRAIN_BENCH_ARGS=...)"
+	@echo "make knowledge-bench  retrieval and grounded answers on the demo help center (KNOWLEDGE_BENCH_ARGS=...)"
 	@echo "make soak           500 idle chat sockets and 64 streaming chats against a stack of its own (SOAK_ARGS=...)"
 	@echo "make lint           ruff, mypy, Django's system checks and the migrations check"
 
@@ -86,6 +87,11 @@ bench: install model
 # minutes on 2 cores); TRAIN_BENCH_ARGS as for python -m tools.train_bench.
 train-bench: install model
 	$(PY) -m tools.train_bench $(TRAIN_BENCH_ARGS)
+
+# Knowledge retrieval and grounded answers on the demo help center
+# (about 2 minutes on 2 cores); KNOWLEDGE_BENCH_ARGS as for python -m tools.knowledge_bench.
+knowledge-bench: install model
+	$(PY) -m tools.knowledge_bench $(KNOWLEDGE_BENCH_ARGS)
 
 # Hold idle chat sockets and run streaming chats against a stack of its own
 # (a tiny model); SOAK_ARGS as for python -m tools.soak.
