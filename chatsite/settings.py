@@ -469,8 +469,6 @@ LOGGING = {
         "django": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
         "daphne": {"level": "WARNING"},
         "axes": {"level": "WARNING"},
-        # Logs each index build at DEBUG.
-        "bm25s": {"level": "WARNING"},
     },
 }
 

@@ -26,9 +26,10 @@ from models_admin.selectors.knowledge import Passage, Retrieval, knowledge_searc
 logger = logging.getLogger(__name__)
 
 INSTRUCTIONS = (
-    "Answer the question using only the numbered passages from {name} below. "
-    "After each fact, cite the passage it comes from by its number in square "
-    "brackets, like [1]. If the passages do not answer the question, say that "
+    "Answer the question in one or two sentences, using only the numbered "
+    "passages from {name} above. End each sentence with the number of the "
+    "passage it comes from in square brackets, like this: \"Refunds take 5 "
+    "working days [2].\" If the passages do not answer the question, say that "
     "you do not know."
 )
 #: Characters per token when the model's tokenizer cannot be read.
@@ -60,9 +61,10 @@ class Grounding:
         }
 
     def system_text(self) -> str:
-        blocks = [INSTRUCTIONS.format(name=self.base.name)]
-        for number, passage in enumerate(self.passages, start=1):
-            blocks.append(_passage_block(number, passage))
+        # The passages first and what to do with them last: small models
+        # follow the instruction they read last.
+        blocks = [_passage_block(n, p) for n, p in enumerate(self.passages, start=1)]
+        blocks.append(INSTRUCTIONS.format(name=self.base.name))
         return "\n\n".join(blocks)
 
 

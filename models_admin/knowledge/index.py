@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import tempfile
 import zipfile
 from dataclasses import dataclass
@@ -29,6 +30,16 @@ DENSE_WEIGHT = 0.7
 
 
 @lru_cache(maxsize=1)
+def _bm25s() -> Any:
+    """bm25s, imported once; it sets its own logger to DEBUG on import,
+    which would log every index build."""
+    import bm25s
+
+    logging.getLogger("bm25s").setLevel(logging.WARNING)
+    return bm25s
+
+
+@lru_cache(maxsize=1)
 def _stemmer() -> Any:
     import Stemmer
 
@@ -37,9 +48,7 @@ def _stemmer() -> Any:
 
 def tokens(texts: list[str]) -> list[list[str]]:
     """Each text as the stemmed words the index reads (stop words out)."""
-    import bm25s
-
-    return bm25s.tokenize(
+    return _bm25s().tokenize(
         texts, stopwords="en_plus", stemmer=_stemmer(), return_ids=False, show_progress=False
     )
 
@@ -87,9 +96,7 @@ class SearchIndex:
     ) -> SearchIndex:
         """Index ``(chunk id, text)`` pairs; ``vectors`` (one row per pair)
         are normalised to unit length."""
-        import bm25s
-
-        retriever = bm25s.BM25()
+        retriever = _bm25s().BM25()
         if passages:
             corpus = tokens([text for _, text in passages])
             retriever.index(corpus, show_progress=False)
@@ -117,8 +124,7 @@ class SearchIndex:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> SearchIndex:
-        import bm25s
-
+        bm25s = _bm25s()
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             names = archive.namelist()
             chunk_ids = [int(i) for i in json.loads(archive.read("chunks.json"))]

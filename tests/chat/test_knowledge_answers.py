@@ -78,11 +78,12 @@ def test_a_grounded_question_sends_the_passages_and_the_numbers_it_may_cite(
     [payload] = queued()
     system = payload["messages"][0]
     assert system["role"] == "system"
-    assert system["content"].startswith("Be brief.\n\nAnswer the question using only")
-    assert (
-        "[1] Candle care › Burn time\nThe large soy candle burns for about 45 hours."
-        in (system["content"])
+    # The passages, numbered, then what to do with them.
+    assert system["content"].startswith(
+        "Be brief.\n\n[1] Candle care › Burn time\nThe large soy candle burns for about 45 hours."
+        "\n\n[2] "
     )
+    assert system["content"].endswith("say that you do not know.")
     assert payload["citations"] == len(sent.answer.knowledge["passages"])
     # The stored question is the person's words, not the passages.
     assert payload["messages"][-1] == {
