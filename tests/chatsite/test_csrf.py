@@ -221,6 +221,7 @@ def url_values(rows: dict[str, Any]) -> Callable[[str, list[str], Any], dict[str
         "dashboard:knowledge-upload": {"pk": rows["base"].pk},
         "dashboard:knowledge-urls": {"pk": rows["base"].pk},
         "dashboard:knowledge-gaps": {"pk": rows["base"].pk},
+        "dashboard:knowledge-ask": {"pk": rows["base"].pk},
         "dashboard:knowledge-source-fetch": {
             "pk": rows["base"].pk,
             "source_pk": rows["source"].pk,

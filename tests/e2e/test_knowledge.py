@@ -16,7 +16,14 @@ from models_admin.services.knowledge import (
     knowledge_file_add,
     knowledge_index_build,
 )
-from tests.e2e.conftest import host_page_set_key, last_answer_wait, page_problems, signup
+from tests.e2e.conftest import (
+    host_page_set_key,
+    last_answer_wait,
+    page_problems,
+    signup,
+    staff_login,
+    staff_superuser_create,
+)
 from tests.models_admin.knowledge_files import SHOP_DOCS
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
@@ -133,5 +140,33 @@ def test_a_member_picks_a_knowledge_base_and_sees_the_sources(
     page.locator('[data-testid="source-card"]').first.wait_for(timeout=30_000)
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
     page.screenshot(path=str(artifacts_dir / "knowledge-chat-390-dark.png"))
+    assert problems == []
+    context.close()
+
+
+def test_staff_test_a_question_and_ask_the_model_from_the_dashboard(
+    stack, browser, help_center, artifacts_dir
+):
+    staff_superuser_create("librarian")
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    problems = page_problems(page)
+    staff_login(page, stack["base"], "librarian")
+    page.goto(f"{stack['base']}/dashboard/knowledge/{help_center.pk}/#test")
+    page.get_by_test_id("test-box").locator("input[name=q]").fill("Do you deliver to Norway?")
+    page.get_by_test_id("run-test").click()
+    page.get_by_test_id("test-outcome").wait_for()
+    assert "Found" in page.get_by_test_id("test-outcome").inner_text()
+    assert "Countries" in page.get_by_test_id("test-result").inner_text()
+    page.get_by_test_id("ask-model-button").click()
+    status = page.get_by_test_id("ask-model-status")
+    page.wait_for_function(
+        "() => document.querySelector('[data-testid=ask-model-status]').textContent"
+        ".startsWith('Done')",
+        timeout=120_000,
+    )
+    assert page.get_by_test_id("ask-model-answer").inner_text().strip()
+    assert "tokens" in status.inner_text()
+    page.get_by_test_id("test-box").screenshot(path=str(artifacts_dir / "knowledge-ask.png"))
     assert problems == []
     context.close()

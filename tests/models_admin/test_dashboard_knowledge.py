@@ -769,3 +769,58 @@ def test_an_api_key_saves_its_knowledge_base_with_its_limits(client, shop):
     assert "errorlist" in _field_html(response.content.decode(), "knowledge_base")
     client.post(limits, {"rate_limit_per_minute": "5", "knowledge_base": ""})
     assert ApiKey.objects.get(pk=key.pk).knowledge_base is None
+
+
+# --- asking the model from the test box ----------------------------------
+
+
+def _ask(client, base, question):
+    import json as _json
+
+    return client.post(
+        _url("ask", base), data=_json.dumps({"question": question}),
+        content_type="application/json",
+    )  # fmt: skip
+
+
+def test_the_test_box_asks_the_production_model_with_the_grounded_prompt(
+    manager, client, shop, redis_conn, tiny_model_dir, monkeypatch
+):
+    import json as _json
+
+    from inference.connection import requests_stream_key
+    from models_admin.services import model_version_create, model_version_promote
+
+    model_version_promote(version=model_version_create(name="tiny", folder=tiny_model_dir))
+    page = client.get(_page(shop), {"q": "How long does the large candle burn?"}).content.decode()
+    assert 'data-testid="ask-model"' in page
+    redis_conn.delete(requests_stream_key())
+    monkeypatch.setattr("models_admin.dashboard.views.knowledge_ask.workers_live_count", lambda: 1)
+    response = _ask(client, shop, "How long does the large candle burn?")
+    assert response["Content-Type"] == "text/event-stream"
+    response.close()
+    [(_id, fields)] = redis_conn.xrange(requests_stream_key(), "-", "+")
+    payload = _json.loads(fields["payload"])
+    assert payload["citations"] >= 1 and payload["params"]["temperature"] == 0.0
+    assert payload["messages"][0]["content"].startswith("[1] Candle care › Burn time")
+    assert payload["messages"][-1] == {
+        "role": "user",
+        "content": "How long does the large candle burn?",
+    }
+
+
+def test_the_test_box_answers_with_the_base_s_reply_when_nothing_fits(
+    manager, client, shop, tiny_model_dir
+):
+    from models_admin.services import model_version_create, model_version_promote
+
+    model_version_promote(version=model_version_create(name="tiny", folder=tiny_model_dir))
+    body = _ask(client, shop, "What is the capital of Peru?").json()
+    assert body["found"] is False and body["reply"] == shop.nothing_found
+    assert _ask(client, shop, "").status_code == 400
+    assert _ask(client, shop, "x" * 3000).status_code == 400
+
+
+def test_only_staff_ask_the_model(client, shop):
+    client.force_login(UserFactory(username="member"))
+    assert _ask(client, shop, "Anything?").status_code == 403

@@ -46,11 +46,8 @@ def _tiny_bert(folder: Path, *, cls_pooling: bool = False) -> BertModel:
     model.save_pretrained(folder, safe_serialization=True)
     (folder / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 48}))
     (folder / "1_Pooling").mkdir()
-    (folder / "1_Pooling" / "config.json").write_text(
-        json.dumps(
-            {"pooling_mode_mean_tokens": not cls_pooling, "pooling_mode_cls_token": cls_pooling}
-        )  # fmt: skip
-    )
+    pooling = {"pooling_mode_mean_tokens": not cls_pooling, "pooling_mode_cls_token": cls_pooling}
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps(pooling))
     return model
 
 

@@ -93,12 +93,12 @@ COMPARE_ALTERNATIVES = 5
 
 
 @dataclass(frozen=True)
-class _Run:
+class AnswerRun:
     version_id: int
     generation_id: str
 
 
-async def _staff_refusal(request: HttpRequest) -> HttpResponseBase | None:
+async def staff_refusal(request: HttpRequest) -> HttpResponseBase | None:
     """``staff_required`` for a coroutine view, answering in JSON."""
     user = await request.auser()
     if not user.is_authenticated:
@@ -108,7 +108,7 @@ async def _staff_refusal(request: HttpRequest) -> HttpResponseBase | None:
     return None
 
 
-def _ask_submit(body: dict[str, Any]) -> list[_Run] | JsonResponse:
+def _ask_submit(body: dict[str, Any]) -> list[AnswerRun] | JsonResponse:
     """Validate the question and queue one greedy (or chosen-temperature)
     generation per version; return the runs, or the error to answer."""
     form = CompareAskForm(body)
@@ -122,7 +122,7 @@ def _ask_submit(body: dict[str, Any]) -> list[_Run] | JsonResponse:
     try:
         if workers_live_count() == 0:
             return json_error("No inference worker is running.", status=503)
-        runs: list[_Run] = []
+        runs: list[AnswerRun] = []
         try:
             for version in data["versions"]:
                 generation_id = generation_submit(
@@ -135,7 +135,7 @@ def _ask_submit(body: dict[str, Any]) -> list[_Run] | JsonResponse:
                     },
                     model_version_id=version.pk,
                 )
-                runs.append(_Run(version.pk, generation_id))
+                runs.append(AnswerRun(version.pk, generation_id))
         except BaseException:
             for run in runs:
                 generation_cancel(run.generation_id)
@@ -148,7 +148,7 @@ def _ask_submit(body: dict[str, Any]) -> list[_Run] | JsonResponse:
     return runs
 
 
-def _ask_event(run: _Run, event: StreamEvent) -> dict[str, Any] | None:
+def _ask_event(run: AnswerRun, event: StreamEvent) -> dict[str, Any] | None:
     """What the page gets of one generation event; None to skip it."""
     base = {"version": run.version_id, "type": event.type}
     if event.type == "start":
@@ -174,7 +174,7 @@ def _ask_event(run: _Run, event: StreamEvent) -> dict[str, Any] | None:
     return None  # "queued": the page shows a spinner until "start" anyway
 
 
-async def _ask_stream(runs: list[_Run]) -> AsyncIterator[str]:
+async def answers_stream(runs: list[AnswerRun]) -> AsyncIterator[str]:
     """Merge the generations' events as they come; end with ``end``.
 
     Each generation is read by its own task into one queue. When the
@@ -191,7 +191,7 @@ async def _ask_stream(runs: list[_Run]) -> AsyncIterator[str]:
         for run in runs
     ]
 
-    async def read(run: _Run, follower: GenerationFollower) -> None:
+    async def read(run: AnswerRun, follower: GenerationFollower) -> None:
         try:
             async for event in follower:
                 payload = _ask_event(run, event) if isinstance(event, StreamEvent) else None
@@ -232,7 +232,7 @@ async def compare_ask(request: HttpRequest) -> HttpResponseBase:
     """POST ``{"versions": [ids], "question", "system", "max_tokens",
     "temperature"}``; answer a ``text/event-stream`` of every version's
     answer as it is written, or a JSON error."""
-    refusal = await _staff_refusal(request)
+    refusal = await staff_refusal(request)
     if refusal is not None:
         return refusal
     if request.method != "POST":
@@ -245,7 +245,7 @@ async def compare_ask(request: HttpRequest) -> HttpResponseBase:
     runs = await sync_to_async(_ask_submit)(body)
     if isinstance(runs, JsonResponse):
         return runs
-    stream = StreamingHttpResponse(_ask_stream(runs), content_type="text/event-stream")
+    stream = StreamingHttpResponse(answers_stream(runs), content_type="text/event-stream")
     stream["Cache-Control"] = "no-cache"
     stream["X-Accel-Buffering"] = "no"  # let proxies pass events at once
     return stream

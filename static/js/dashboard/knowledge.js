@@ -1,0 +1,90 @@
+/* The knowledge test box's "Ask the production model": POST the question
+ * tested and show the grounded answer as it streams (the compare page's
+ * events), or the base's reply when nothing fits. */
+(function () {
+  "use strict";
+
+  const box = document.querySelector("[data-testid=ask-model]");
+  if (!box) return;
+  const button = box.querySelector("[data-testid=ask-model-button]");
+  const status = box.querySelector("[data-testid=ask-model-status]");
+  const answer = box.querySelector("[data-testid=ask-model-answer]");
+
+  function csrfToken() {
+    const match = document.cookie.match(/(?:^|;\s*)csrftoken=([^;]+)/);
+    return match ? decodeURIComponent(match[1]) : "";
+  }
+
+  function handle(event) {
+    if (event.type === "start") status.textContent = `Answering with ${event.model_version}…`;
+    else if (event.type === "text") answer.textContent += event.text;
+    else if (event.type === "done") {
+      const speed = event.tokens_per_s ? `, ${event.tokens_per_s.toFixed(1)} tokens/s` : "";
+      status.textContent = `Done (${event.finish_reason}, ${event.completion_tokens} tokens${speed}).`;
+    } else if (event.type === "error") status.textContent = event.error;
+  }
+
+  async function read(response) {
+    const reader = response.body.getReader();
+    const decoder = new TextDecoder();
+    let buffer = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return;
+      buffer += decoder.decode(value, { stream: true });
+      let cut;
+      while ((cut = buffer.indexOf("\n\n")) >= 0) {
+        const block = buffer.slice(0, cut);
+        buffer = buffer.slice(cut + 2);
+        const data = block
+          .split("\n")
+          .filter((line) => line.startsWith("data:"))
+          .map((line) => line.slice(5).trimStart())
+          .join("\n");
+        if (!data) continue;
+        try {
+          handle(JSON.parse(data));
+        } catch (_err) {
+          // A broken event is skipped.
+        }
+      }
+    }
+  }
+
+  button.addEventListener("click", async () => {
+    button.disabled = true;
+    answer.textContent = "";
+    answer.hidden = false;
+    status.textContent = "Asking…";
+    try {
+      const response = await fetch(box.dataset.url, {
+        method: "POST",
+        credentials: "same-origin",
+        headers: {
+          "Content-Type": "application/json",
+          Accept: "text/event-stream",
+          "X-CSRFToken": csrfToken(),
+        },
+        body: JSON.stringify({ question: box.dataset.question }),
+      });
+      const type = response.headers.get("Content-Type") || "";
+      if (type.startsWith("text/event-stream")) {
+        await read(response);
+      } else {
+        const data = await response.json();
+        if (data.found === false) {
+          answer.textContent = data.reply;
+          status.textContent = "Nothing fits: the base's reply, without the model.";
+        } else {
+          answer.hidden = true;
+          status.textContent = data.error || "The question could not be asked.";
+        }
+      }
+    } catch (err) {
+      console.error(err);
+      status.textContent = "The connection failed.";
+    } finally {
+      button.disabled = false;
+    }
+  });
+})();
