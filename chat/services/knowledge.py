@@ -28,8 +28,8 @@ logger = logging.getLogger(__name__)
 INSTRUCTIONS = (
     "Answer the question in one or two sentences, using only the numbered "
     "passages from {name} above. End each sentence with the number of the "
-    "passage it comes from in square brackets, like this: \"Refunds take 5 "
-    "working days [2].\" If the passages do not answer the question, say that "
+    'passage it comes from in square brackets, like this: "Refunds take 5 '
+    'working days [2]." If the passages do not answer the question, say that '
     "you do not know."
 )
 #: Characters per token when the model's tokenizer cannot be read.
