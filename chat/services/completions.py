@@ -105,6 +105,29 @@ def _conversation_store(
     return conversation, answer
 
 
+def _api_request_create(
+    *,
+    key: ApiKey,
+    request: CompletionRequest,
+    conversation: Conversation | None,
+    generation_id: str,
+    **ended: Any,
+) -> ApiRequest:
+    """The usage record of one call (``ended``: how it ended, when known
+    now)."""
+    return ApiRequest.objects.create(
+        key=key,
+        user_id=key.user_id,
+        model_version=request.version,
+        model_name=request.version.name,
+        conversation=conversation,
+        generation_id=generation_id,
+        stream=request.stream,
+        end_user=request.end_user,
+        **ended,
+    )
+
+
 def completion_start(*, key: ApiKey, request: CompletionRequest) -> Started:
     """Filter, store (when configured) and queue one completion; raise
     LimitError when the user's answers at once or a minute are spent."""
@@ -136,15 +159,8 @@ def completion_start(*, key: ApiKey, request: CompletionRequest) -> Started:
             if grounding is not None:
                 answer.knowledge = grounding.record()
                 answer.save(update_fields=["knowledge"])
-        record = ApiRequest.objects.create(
-            key=key,
-            user_id=key.user_id,
-            model_version=request.version,
-            model_name=request.version.name,
-            conversation=conversation,
-            generation_id=generation_id,
-            stream=request.stream,
-            end_user=request.end_user,
+        record = _api_request_create(
+            key=key, request=request, conversation=conversation, generation_id=generation_id
         )
         params = request.params
 
@@ -205,15 +221,11 @@ def _nothing_found(
                 finished_at=timezone.now(),
                 knowledge=grounding.record(),
             )
-        record = ApiRequest.objects.create(
+        record = _api_request_create(
             key=key,
-            user_id=key.user_id,
-            model_version=request.version,
-            model_name=request.version.name,
+            request=request,
             conversation=conversation,
             generation_id=generation_id,
-            stream=request.stream,
-            end_user=request.end_user,
             finish_reason="stop",
             duration_s=0.0,
         )

@@ -159,38 +159,6 @@
     }
   }
 
-  async function read(response) {
-    const reader = response.body.getReader();
-    const decoder = new TextDecoder();
-    let buffer = "";
-    let ended = false;
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      buffer += decoder.decode(value, { stream: true });
-      let cut;
-      while ((cut = buffer.indexOf("\n\n")) >= 0) {
-        const block = buffer.slice(0, cut);
-        buffer = buffer.slice(cut + 2);
-        const data = block
-          .split("\n")
-          .filter((line) => line.startsWith("data:"))
-          .map((line) => line.slice(5).trimStart())
-          .join("\n");
-        if (!data) continue;
-        let event;
-        try {
-          event = JSON.parse(data);
-        } catch (_err) {
-          continue;
-        }
-        if (event.type === "end") ended = true;
-        else handle(event);
-      }
-    }
-    return ended;
-  }
-
   async function ask() {
     errorsClear();
     const question = form.elements.namedItem("question").value;
@@ -243,7 +211,7 @@
         status.textContent = "";
         return;
       }
-      const ended = await read(response);
+      const ended = await window.EventStream.read(response, handle);
       columnsUnfinished(ended ? "No answer" : "The stream was cut off.");
       status.textContent = ended ? "Done." : "The stream was cut off.";
     } catch (err) {

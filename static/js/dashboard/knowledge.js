@@ -24,33 +24,6 @@
     } else if (event.type === "error") status.textContent = event.error;
   }
 
-  async function read(response) {
-    const reader = response.body.getReader();
-    const decoder = new TextDecoder();
-    let buffer = "";
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) return;
-      buffer += decoder.decode(value, { stream: true });
-      let cut;
-      while ((cut = buffer.indexOf("\n\n")) >= 0) {
-        const block = buffer.slice(0, cut);
-        buffer = buffer.slice(cut + 2);
-        const data = block
-          .split("\n")
-          .filter((line) => line.startsWith("data:"))
-          .map((line) => line.slice(5).trimStart())
-          .join("\n");
-        if (!data) continue;
-        try {
-          handle(JSON.parse(data));
-        } catch (_err) {
-          // A broken event is skipped.
-        }
-      }
-    }
-  }
-
   button.addEventListener("click", async () => {
     button.disabled = true;
     answer.textContent = "";
@@ -69,7 +42,7 @@
       });
       const type = response.headers.get("Content-Type") || "";
       if (type.startsWith("text/event-stream")) {
-        await read(response);
+        await window.EventStream.read(response, handle);
       } else {
         const data = await response.json();
         if (data.found === false) {
