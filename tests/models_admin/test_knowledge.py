@@ -270,7 +270,7 @@ class _Pages(http.server.BaseHTTPRequestHandler):
             self.send_header("Location", "/help/returns.html")
             self.end_headers()
         elif self.path == "/slow":
-            time.sleep(3)
+            time.sleep(1.5)
             self._send(200, b"late", "text/plain")
         elif self.path == "/big":
             self._send(200, b"x" * 50_000, "text/plain")
@@ -290,10 +290,10 @@ class _Pages(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def site(settings) -> Iterator[str]:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Pages)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     settings.KNOWLEDGE_FETCH_PRIVATE = True
-    settings.KNOWLEDGE_FETCH_TIMEOUT = 1.0
+    settings.KNOWLEDGE_FETCH_TIMEOUT = 0.5
     yield f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
 
