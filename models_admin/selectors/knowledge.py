@@ -204,13 +204,6 @@ def knowledge_cache_clear() -> None:
     _cache.clear()
 
 
-def knowledge_base_get(*, base_id: Any) -> KnowledgeBase | None:
-    try:
-        return KnowledgeBase.objects.filter(pk=int(base_id)).first()
-    except (TypeError, ValueError, OverflowError):
-        return None
-
-
 def knowledge_bases_for_chat() -> QuerySet[KnowledgeBase]:
     """The bases members may attach to a conversation or name in the API."""
     return KnowledgeBase.objects.filter(in_chat=True).order_by("name")
@@ -255,17 +248,34 @@ def knowledge_bases_overview() -> QuerySet[KnowledgeBase]:
     )
 
 
-def knowledge_index_state(*, base: KnowledgeBase) -> dict[str, Any]:
-    """Whether the base's index is current: its version, passages, build
-    time, and ``stale`` while a change waits for its build."""
-    index = KnowledgeIndex.objects.filter(base=base).defer("data").first()
+def knowledge_index_describe(base: KnowledgeBase, index: KnowledgeIndex | None) -> dict[str, Any]:
+    """What is known of a base's index: ``version`` (0 when none was
+    built), ``chunks``, ``built_at``, ``build_seconds``, ``stale`` while a
+    change waits for its build, ``vectors`` when it holds any and
+    ``dense`` when they are the embedding model's in use (else ranking is
+    by words alone)."""
+    stale = base.changed_at is not None and (
+        index is None or index.covers is None or index.covers < base.changed_at
+    )
     if index is None:
-        return {"version": 0, "stale": base.changed_at is not None, "chunks": 0}
+        return {"version": 0, "chunks": 0, "stale": stale, "dense": False, "vectors": False}
+    model = embedding_model()
     return {
         "version": index.version,
         "chunks": index.chunk_count,
         "built_at": index.built_at,
         "build_seconds": index.build_seconds,
-        "stale": base.changed_at is not None
-        and (index.covers is None or index.covers < base.changed_at),
+        "stale": stale,
+        "dense": model is not None
+        and bool(index.embedding_key)
+        and model[1] == index.embedding_key,
+        "vectors": bool(index.embedding_key),
     }
+
+
+def knowledge_index_state(*, base: KnowledgeBase) -> dict[str, Any]:
+    """``knowledge_index_describe`` of the base's index, read without its
+    data."""
+    return knowledge_index_describe(
+        base, KnowledgeIndex.objects.filter(base=base).defer("data").first()
+    )

@@ -19,7 +19,10 @@ from django.utils import timezone
 from chat.models import ApiKey, Conversation, Message, WidgetSite
 from models_admin.demo_knowledge import DEMO_KNOWLEDGE_NAME
 from models_admin.models import KnowledgeBase, KnowledgeIndex, KnowledgeSource
-from models_admin.selectors.knowledge import embedding_model, knowledge_bases_overview
+from models_admin.selectors.knowledge import (
+    knowledge_bases_overview,
+    knowledge_index_describe,
+)
 
 #: Days the hit rate and the gaps look back.
 HIT_RATE_DAYS = 30
@@ -67,39 +70,10 @@ def knowledge_sources(*, base: KnowledgeBase) -> QuerySet[KnowledgeSource]:
     return KnowledgeSource.objects.filter(base=base).order_by("title", "filename", "url", "id")
 
 
-def index_state(base: KnowledgeBase, index: KnowledgeIndex | None) -> dict[str, Any]:
-    """What the pages say of a base's index: ``version`` (0 when none was
-    built), ``chunks``, ``built_at``, ``build_seconds``, ``stale`` while a
-    change waits for its build, and ``dense`` when it holds vectors of the
-    embedding model in use (else ranking is by words alone)."""
-    model = embedding_model()
-    stale = base.changed_at is not None and (
-        index is None or index.covers is None or index.covers < base.changed_at
-    )
-    if index is None:
-        return {"version": 0, "chunks": 0, "stale": stale, "dense": False, "vectors": False}
-    return {
-        "version": index.version,
-        "chunks": index.chunk_count,
-        "built_at": index.built_at,
-        "build_seconds": index.build_seconds,
-        "stale": stale,
-        "dense": model is not None
-        and bool(index.embedding_key)
-        and model[1] == index.embedding_key,
-        "vectors": bool(index.embedding_key),
-    }
-
-
-def knowledge_index_get(*, base: KnowledgeBase) -> dict[str, Any]:
-    """``index_state`` of one base, read without the index's data."""
-    return index_state(base, KnowledgeIndex.objects.filter(base=base).defer("data").first())
-
-
 def knowledge_bases_list() -> list[dict[str, Any]]:
     """Every base by name: ``base``, its sources ``ready``, ``failed`` and
     ``pending`` (queued or fetching), ``passages`` of its ready sources,
-    and ``index`` (``index_state``)."""
+    and ``index`` (``knowledge_index_describe``)."""
     # The counts come from the domain's annotations, which the stubs do
     # not follow through a second annotate().
     bases: QuerySet[Any] = knowledge_bases_overview().annotate(
@@ -117,7 +91,7 @@ def knowledge_bases_list() -> list[dict[str, Any]]:
                 "failed": base.source_failed,
                 "pending": base.source_pending,
                 "passages": base.passage_total or 0,
-                "index": index_state(base, index),
+                "index": knowledge_index_describe(base, index),
             }
         )
     return rows

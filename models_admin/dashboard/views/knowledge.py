@@ -40,7 +40,6 @@ from models_admin.dashboard.selectors.knowledge import (
     knowledge_gap_count,
     knowledge_gaps,
     knowledge_hit_rates,
-    knowledge_index_get,
     knowledge_source_get,
     knowledge_sources,
     knowledge_users,
@@ -54,7 +53,7 @@ from models_admin.dashboard.views.access import (
 from models_admin.dashboard.views.editing import EditPages
 from models_admin.models import KnowledgeBase, KnowledgeSource, ReviewEvent
 from models_admin.selectors import model_version_get_production
-from models_admin.selectors.knowledge import embedding_model
+from models_admin.selectors.knowledge import embedding_model, knowledge_index_state
 from models_admin.services.knowledge import (
     knowledge_base_create,
     knowledge_base_delete,
@@ -203,7 +202,7 @@ def _base_page(
         "section": "knowledge",
         "base": base,
         "form": form,
-        "index": knowledge_index_get(base=base),
+        "index": knowledge_index_state(base=base),
         "dense_now": form.dense,
         "sources": sources,
         "pending": sum(
@@ -295,7 +294,7 @@ def knowledge_rebuild(request: HttpRequest, pk: int) -> HttpResponseRedirect:
     """Queue a build of the base's index when a change waits for one (a
     build that failed, or a queue that was away)."""
     base = knowledge_base_get(pk=pk)
-    state = knowledge_index_get(base=base)
+    state = knowledge_index_state(base=base)
     if state["version"] and not state["stale"]:
         messages.info(request, "The index already holds every change; there is nothing to build.")
         return redirect(_base_url(base, "index"))
