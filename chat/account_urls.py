@@ -1,5 +1,6 @@
-"""Account URLs under ``/accounts/``: log in and out, sign up, change and
-reset the password, API keys."""
+"""Account URLs under ``/accounts/``: the account page with its data
+rights (training choice, exports, deletion), log in and out, sign up,
+change and reset the password, API keys."""
 
 from django.contrib.auth import views as auth_views
 from django.urls import path
@@ -7,8 +8,22 @@ from django.urls import path
 from chat.forms import LoginForm, PasswordChangeForm, PasswordResetForm, SetPasswordForm
 from chat.views.accounts import PasswordResetConfirmView, signup
 from chat.views.api_keys import api_key_revoke_view, api_keys
+from chat.views.privacy import (
+    account,
+    account_delete,
+    data_export_download,
+    data_export_start,
+    data_exports_status,
+    training_choice_view,
+)
 
 urlpatterns = [
+    path("", account, name="account"),
+    path("training/", training_choice_view, name="account-training"),
+    path("delete/", account_delete, name="account-delete"),
+    path("data/", data_export_start, name="data-export-start"),
+    path("data/status/", data_exports_status, name="data-exports-status"),
+    path("data/<str:token>/", data_export_download, name="data-export-download"),
     path(
         "login/",
         auth_views.LoginView.as_view(

@@ -97,3 +97,44 @@ class ApiKeyCreateForm(forms.Form):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         _test_ids_set(self, "api-key")
+
+
+class TrainingChoiceForm(forms.Form):
+    """Whether the user's chats may be used to train models."""
+
+    train_on_chats = forms.BooleanField(
+        required=False,
+        label="Let my chats help train models",
+        help_text=(
+            "Off: your conversations, ratings and answers you regenerate are left out of "
+            "every training dataset made from now on."
+        ),
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _test_ids_set(self, "privacy")
+
+
+class AccountDeleteForm(forms.Form):
+    """Delete one's own account: the password again, and a tick."""
+
+    password = forms.CharField(
+        label="Your password",
+        strip=False,
+        widget=forms.PasswordInput(attrs={"autocomplete": "current-password"}),
+    )
+    confirm = forms.BooleanField(
+        label="I understand that my account and all my conversations are deleted for good.",
+    )
+
+    def __init__(self, *args: Any, user: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.user = user
+        _test_ids_set(self, "delete")
+
+    def clean_password(self) -> str:
+        password: str = self.cleaned_data.get("password") or ""
+        if not self.user.check_password(password):
+            raise ValidationError("That is not your password.", code="password_incorrect")
+        return password

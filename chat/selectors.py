@@ -62,8 +62,9 @@ def conversation_list_for_user(
     per_page: int = CONVERSATIONS_PER_PAGE,
 ) -> Page[Conversation]:
     """Pinned first (the latest pinned on top), then newest first;
-    ``query`` matches titles and message text."""
-    rows = Conversation.objects.filter(user_id=_user_id(user))
+    ``query`` matches titles and message text. Temporary chats are not
+    listed."""
+    rows = Conversation.objects.filter(user_id=_user_id(user), temporary=False)
     query = query.strip()
     if query:
         matching = Message.objects.filter(content__icontains=query).values("conversation_id")
@@ -228,6 +229,8 @@ def conversation_serialize(conversation: Conversation) -> dict[str, Any]:
         # Made from the first question (settings leave it out of the field).
         "title_is_auto": conversation.title_is_auto,
         "pinned": conversation.pinned_at is not None,
+        # Not listed, never trained on, deleted when its page closes.
+        "temporary": conversation.temporary,
         # The version picked for it; None answers with production.
         "model_version": conversation.model_version_id,
         # Answers are grounded in this knowledge base (None: the model alone).

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import dj_database_url
+from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
 
 from chatsite.env import (
@@ -189,6 +190,8 @@ CELERY_TASK_ROUTES = {
     "models_admin.tasks.model_version_evaluate_task": {"queue": "evaluation"},
     # Fetching and indexing knowledge sources never waits behind training.
     "models_admin.tasks.knowledge_*": {"queue": "knowledge"},
+    # Data exports and the retention run, beside knowledge work.
+    "chat.tasks.*": {"queue": "privacy"},
     "models_admin.tasks.*": {"queue": "training"},
 }
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
@@ -302,6 +305,42 @@ KNOWLEDGE_EMBEDDING_PACKAGE = env_str("KNOWLEDGE_EMBEDDING_PACKAGE", "gt-all-min
 # Tokens of passages an answer's prompt may hold.
 KNOWLEDGE_PROMPT_TOKENS = env_int("KNOWLEDGE_PROMPT_TOKENS", 700, minimum=50)
 
+# --- privacy and retention ------------------------------------------------
+# Whether a person's chats may train models until they choose (account page)
+# or, for widget visitors, until their site's switch says.
+TRAINING_OPT_IN_DEFAULT = env_bool("TRAINING_OPT_IN_DEFAULT", True)
+# Data exports: where the archives are written and how long a link works.
+DATA_EXPORT_DIR = Path(env_str("DATA_EXPORT_DIR", str(VAR_DIR / "exports")))
+DATA_EXPORT_HOURS = env_int("DATA_EXPORT_HOURS", 24, minimum=1)
+# Per source, days without a message after which a conversation is deleted or
+# anonymised (0: kept until its person deletes it), run daily at RETENTION_HOUR.
+RETENTION = {
+    source: (
+        env_int(f"RETENTION_{source.upper()}_DAYS", 0, minimum=0),
+        env_choice(f"RETENTION_{source.upper()}_ACTION", "delete", ("delete", "anonymise")),
+    )
+    for source in ("chat", "api", "widget")
+}
+RETENTION_HOUR = env_int("RETENTION_HOUR", 3, minimum=0)
+if RETENTION_HOUR > 23:
+    raise ImproperlyConfigured("RETENTION_HOUR must be an hour of the day, 0 to 23.")
+# Staff review and privacy log rows, and filter hits: days kept (0: forever).
+RETENTION_AUDIT_DAYS = env_int("RETENTION_AUDIT_DAYS", 365, minimum=0)
+RETENTION_FILTER_HITS_DAYS = env_int("RETENTION_FILTER_HITS_DAYS", 90, minimum=0)
+# Temporary chats are deleted when closed, or this many hours after the last message.
+TEMPORARY_CHAT_HOURS = env_int("TEMPORARY_CHAT_HOURS", 24, minimum=1)
+# Store messages with email addresses, phone and card numbers (and the
+# operator's own mask rules) masked; only the live conversation sees them.
+PII_MASK_AT_REST = env_bool("PII_MASK_AT_REST", False)
+# The daily retention run, by Celery beat (a process of its own in the Procfile).
+CELERY_BEAT_SCHEDULE = {
+    "retention": {
+        "task": "chat.tasks.retention_task",
+        "schedule": crontab(hour=RETENTION_HOUR, minute=0),
+    },
+}
+CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+
 # --- Web server (read by the launcher) ------------------------------------
 
 WEB_HOST = env_str("WEB_HOST", "127.0.0.1")
@@ -381,6 +420,8 @@ AUTH_PASSWORD_VALIDATORS = [
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = env_str("TIME_ZONE", "UTC")
+# Celery beat reads its schedule (RETENTION_HOUR) in the site's time zone.
+CELERY_TIMEZONE = TIME_ZONE
 USE_I18N = True
 USE_TZ = True
 

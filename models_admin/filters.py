@@ -24,6 +24,7 @@ from django.db.models import Count, Max
 
 from inference.content_filter import RuleBook, RuleError, StreamFilter, Verdict
 from models_admin.models import FilterHit, FilterRule, FilterRulesEpoch
+from models_admin.pii import pii_mask
 from models_admin.services.events import dashboard_notify_on_commit
 
 logger = logging.getLogger(__name__)
@@ -263,7 +264,8 @@ def filter_hits_record(
     visitor: str = "",
     generation_id: str = "",
 ) -> list[FilterHit]:
-    """Store hits (``Hit.as_dict()`` rows) in the audit."""
+    """Store hits (``Hit.as_dict()`` rows) in the audit, their excerpts
+    with emails, phone and card numbers masked (``models_admin.pii``)."""
     known = set(
         FilterRule.objects.filter(pk__in=[h.get("rule_id") for h in hits]).values_list(
             "pk", flat=True
@@ -281,7 +283,8 @@ def filter_hits_record(
             user_id=user_id,
             visitor=visitor[:100],
             generation_id=generation_id[:64],
-            excerpt=str(hit.get("excerpt") or "")[:500],
+            # Personal details around a match never reach the audit.
+            excerpt=pii_mask(str(hit.get("excerpt") or ""))[:500],
         )
         for hit in hits
     ]

@@ -29,6 +29,7 @@ from chat.services.limits import user_generation_check
 from chat.services.messages import message_generation_finish
 from inference.client import generation_submit
 from models_admin.filters import content_filter_input, filter_hits_record
+from models_admin.pii import at_rest
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +85,7 @@ def _conversation_store(
             conversation=conversation,
             parent=parent,
             role=message["role"],
-            content=message["content"],
+            content=at_rest(message["content"]),
             # The caller wrote these "answers": no version's work, never
             # training data nor a version's usage.
             status=Message.Status.SUPPLIED if supplied else Message.Status.DONE,
@@ -98,7 +99,7 @@ def _conversation_store(
         model_version=request.version,
         model_version_name=request.version.name,
     )
-    last_question = next(m["content"] for m in reversed(messages) if m["role"] == "user")
+    last_question = at_rest(next(m["content"] for m in reversed(messages) if m["role"] == "user"))
     conversation.current_leaf = answer
     conversation_title_auto(conversation=conversation, question=last_question)
     conversation.save(update_fields=["current_leaf", "title", "title_is_auto", "updated_at"])

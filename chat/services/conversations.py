@@ -61,9 +61,17 @@ def conversation_create(
     model_version: int | None = None,
     knowledge_base: int | None = None,
     source: str = Conversation.Source.CHAT,
+    temporary: bool = False,
 ) -> Conversation:
+    """A new conversation of the user's. A ``temporary`` one is not listed,
+    never used for training, and deleted when its page closes or after
+    ``TEMPORARY_CHAT_HOURS``."""
     conversation = Conversation(
-        user_id=user.pk, title=title.strip(), title_is_auto=not title.strip(), source=source
+        user_id=user.pk,
+        title=title.strip(),
+        title_is_auto=not title.strip(),
+        source=source,
+        temporary=temporary,
     )
     if pinned:
         conversation.pinned_at = timezone.now()

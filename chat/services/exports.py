@@ -5,11 +5,13 @@ selects."""
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from django.contrib.auth.base_user import AbstractBaseUser
 
 from chat.models import Conversation, Feedback, Message
 from chat.selectors import thread_load
+from chat.services.privacy import training_allowed_q
 from models_admin.filters import compiled_rules
 from models_admin.models import Dataset
 from models_admin.services.dataset_cleaning import example_clean
@@ -85,6 +87,17 @@ def conversation_training_messages(
     return messages
 
 
+def conversation_origin(conversation: Conversation) -> dict[str, Any]:
+    """Where a dataset example came from, so that deleting the person's
+    data can find it (``chat.services.privacy.examples_redact``)."""
+    return {
+        "kind": "conversation",
+        "conversation_id": conversation.pk,
+        "user_id": conversation.user_id,
+        "site_id": conversation.site_id,
+    }
+
+
 def dataset_export(
     *,
     name: str,
@@ -102,10 +115,12 @@ def dataset_export(
     """Turn stored conversations into a dataset: each conversation's active
     path as ``conversation_training_messages`` cuts it; conversations left
     without an answer, and flagged ones with ``exclude_flagged``, are
-    skipped. With ``apply_rules`` (the default) the content filter rules
-    of each conversation's surface run on it as ``dataset clean`` runs
-    them: what they block is left out, what they mask stays masked."""
-    rows = Conversation.objects.all()
+    skipped, and so are those whose people chose not to have their chats
+    used for training (``training_allowed_q``). With ``apply_rules`` (the
+    default) the content filter rules of each conversation's surface run on
+    it as ``dataset clean`` runs them: what they block is left out, what
+    they mask stays masked."""
+    rows = Conversation.objects.filter(training_allowed_q())
     if date_from is not None:
         rows = rows.filter(updated_at__gte=date_from)
     if date_to is not None:
@@ -121,6 +136,7 @@ def dataset_export(
         Feedback.objects.filter(rating=Feedback.Rating.UP).values_list("message_id", flat=True)
     )
     conversations: list[TrainingMessages] = []
+    origins: list[dict[str, Any]] = []
     cleaned = {"mask": 0, "drop": 0}
     book = compiled_rules() if apply_rules else None
     for conversation in rows.order_by("pk").iterator():
@@ -139,6 +155,7 @@ def dataset_export(
             messages = [] if example.action == "drop" else example.messages
         if messages:
             conversations.append(messages)
+            origins.append(conversation_origin(conversation))
     filters = {
         "date_from": date_from.isoformat() if date_from else None,
         "date_to": date_to.isoformat() if date_to else None,
@@ -158,4 +175,5 @@ def dataset_export(
         seed=seed,
         filters=filters,
         user=user,
+        origins=origins,
     )

@@ -28,6 +28,7 @@ from inference.client import (
 )
 from models_admin.filters import filter_hits_record
 from models_admin.models import ModelVersion
+from models_admin.pii import at_rest
 
 logger = logging.getLogger(__name__)
 
@@ -99,6 +100,9 @@ def message_generation_finish(
     if reason == "content_filter":
         # The whole answer gives way to the notice, even what streamed.
         text = str(final.get("notice") or settings.FILTER_BLOCK_NOTICE)
+    stored = at_rest(text)
+    masked = stored != text  # then the tokens, which spell the text, are not kept
+    text = stored
     usage = final.get("usage") or {}
     version_id = final.get("model_version_id")
     version = ModelVersion.objects.filter(pk=version_id).first() if version_id else None
@@ -133,7 +137,7 @@ def message_generation_finish(
         updated = Message.objects.filter(
             generation_id=generation_id, status=Message.Status.PENDING
         ).update(**fields)
-        if updated and final.get("tokens") and reason != "content_filter":
+        if updated and final.get("tokens") and reason != "content_filter" and not masked:
             # With the text, by whoever stores it (the worker, or a socket
             # that read the end of the stream first).
             _tokens_store(generation_id=generation_id, tokens=final["tokens"])

@@ -21,6 +21,7 @@ from chat.models import Conversation
 from inference.citations import citations_used
 from models_admin.knowledge.chunks import HEADING_JOIN
 from models_admin.models import KnowledgeBase, ModelVersion
+from models_admin.pii import at_rest
 from models_admin.selectors.knowledge import Passage, Retrieval, knowledge_search
 
 logger = logging.getLogger(__name__)
@@ -53,7 +54,7 @@ class Grounding:
         return {
             "base": self.base.pk,
             "name": self.base.name,
-            "query": self.retrieval.query[:500],
+            "query": at_rest(self.retrieval.query[:500]),
             "found": self.found,
             "match": round(self.retrieval.best_match, 3),
             "passages": [p.card(n) for n, p in enumerate(self.passages, start=1)],

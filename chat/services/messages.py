@@ -42,6 +42,7 @@ from inference.client import (
     generation_submit,
 )
 from models_admin.filters import content_filter_input, filter_hits_record
+from models_admin.pii import at_rest
 from models_admin.selectors import model_version_get_production, model_version_route
 
 logger = logging.getLogger(__name__)
@@ -360,12 +361,14 @@ def question_send(
                 raise ChatError(
                     "busy", "Wait for the answer to finish, or stop it, before sending."
                 )
+            # A rule's mask changes what is stored, so what the model sees;
+            # with PII_MASK_AT_REST personal details are masked in what is
+            # stored, and only this turn's prompt has them as written.
             question = Message(
                 conversation=locked,
                 parent=parent,
                 role=Message.Role.USER,
-                # A mask changes what is stored, so what the model sees.
-                content=text if verdict.blocked else verdict.text,
+                content=at_rest(text if verdict.blocked else verdict.text),
                 status=Message.Status.BLOCKED if verdict.blocked else Message.Status.DONE,
                 client_id=client_uuid,
             )
@@ -395,6 +398,8 @@ def question_send(
             messages = _system_prompt_use(
                 prompt_messages(thread=thread, upto=question), system_prompt
             )
+            if messages and messages[-1]["role"] == "user" and not verdict.blocked:
+                messages[-1] = {**messages[-1], "content": verdict.text}
             locked.current_leaf = reply or question
             conversation_title_auto(conversation=locked, question=question.content)
             locked.save(update_fields=["current_leaf", "title", "title_is_auto", "updated_at"])

@@ -22,6 +22,7 @@ from typing import Any
 from django.core.exceptions import ValidationError
 
 from chat.models import Conversation, Feedback, Message
+from chat.services.privacy import training_allowed_q
 from models_admin.models import Dataset
 from models_admin.services.datasets import dataset_pairs_create
 
@@ -139,8 +140,9 @@ def preference_pairs(
     exclude_flagged: bool = True,
 ) -> list[PreferencePair]:
     """Every preference pair the stored conversations hold (see the
-    module), oldest conversation first."""
-    rows = Conversation.objects.all()
+    module), oldest conversation first; conversations whose people chose
+    not to train models give none."""
+    rows = Conversation.objects.filter(training_allowed_q())
     if date_from is not None:
         rows = rows.filter(updated_at__gte=date_from)
     if date_to is not None:
@@ -178,11 +180,23 @@ def preference_dataset_create(
         raise ValidationError(
             {"pairs": ["No conversation in the range holds a preference pair yet."]}
         )
+    owners = {
+        pk: {"conversation_id": conversation, "user_id": user}
+        for pk, conversation, user in Message.objects.filter(
+            pk__in=[p.chosen_id for p in pairs]
+        ).values_list("pk", "conversation_id", "conversation__user_id")
+    }
     return dataset_pairs_create(
         name=name,
         pairs=[pair.as_dict() for pair in pairs],
         origins=[
-            {"kind": p.kind, "chosen_id": p.chosen_id, "rejected_id": p.rejected_id} for p in pairs
+            {
+                "kind": p.kind,
+                "chosen_id": p.chosen_id,
+                "rejected_id": p.rejected_id,
+                **owners[p.chosen_id],
+            }
+            for p in pairs
         ],
         source=Dataset.Source.FEEDBACK,
         description="Preference pairs from ratings, regenerations and staff handoff replies.",

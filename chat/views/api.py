@@ -134,7 +134,13 @@ def _settings_from(data: dict[str, Any]) -> dict[str, Any]:
 @require_http_methods(["GET", "POST"])
 def conversations(request: HttpRequest) -> HttpResponse:
     if request.method == "POST":
-        conversation = conversation_create(user=_me(request), **_settings_from(_body(request)))
+        body = _body(request)
+        temporary = body.get("temporary", False)
+        if not isinstance(temporary, bool):
+            raise ValidationError({"temporary": ["Must be true or false."]})
+        conversation = conversation_create(
+            user=_me(request), temporary=temporary, **_settings_from(body)
+        )
         return JsonResponse(conversation_serialize(conversation), status=201)
     page = conversation_list_for_user(
         user=request.user, query=request.GET.get("q", "")[:200], page=request.GET.get("page", 1)

@@ -50,6 +50,7 @@ def _chat(request: HttpRequest, conversation_id: int | None = None) -> HttpRespo
                 "maxMessageChars": settings.CHAT_MAX_MESSAGE_CHARS,
                 "production": production.name if production else None,
                 "productName": settings.SITE_NAME,
+                "temporaryHours": settings.TEMPORARY_CHAT_HOURS,
             },
         },
     )

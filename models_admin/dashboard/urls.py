@@ -13,6 +13,7 @@ from models_admin.dashboard.views import (
     knowledge,
     knowledge_ask,
     overview,
+    privacy,
     review,
     usage,
     versions,
@@ -35,4 +36,5 @@ urlpatterns = [
     path("api/", include(api_keys.urlpatterns)),
     path("widget/", include(widget_sites.urlpatterns)),
     path("inbox/", include(inbox.urlpatterns)),
+    path("privacy/", include(privacy.urlpatterns)),
 ]

@@ -141,11 +141,14 @@ def dataset_clean_preview(*, dataset: Dataset, surface: str = "chat") -> CleanPr
     if surface not in ("chat", "widget", "api"):
         raise ValidationError({"surface": ["Pick chat, widget or api."]})
     book = compiled_rules()
-    rows = list(
-        DatasetExample.objects.filter(dataset=dataset)
+    # Rows whose person deleted their data are lineage marks without text.
+    rows = [
+        (index, messages)
+        for index, messages in DatasetExample.objects.filter(dataset=dataset)
         .order_by("index")
         .values_list("index", "messages")
-    )
+        if messages
+    ]
     examples = [example_clean(index, messages, book, surface) for index, messages in rows]
     groups = near_duplicates([messages for _index, messages in rows])
     duplicates = [[rows[p][0] for p in group] for group in groups]
@@ -186,9 +189,11 @@ def _clean_store(
     drop_duplicates: bool,
     user: AbstractBaseUser | None,
 ) -> Dataset:
+    origins = dict(DatasetExample.objects.filter(dataset=dataset).values_list("index", "origin"))
     cleaned = dataset_create(
         name=name,
         conversations=[e.messages for e in kept],
+        origins=[origins.get(e.index) or {} for e in kept],
         source=Dataset.Source.CLEAN,
         description=f"{dataset.name}, cleaned with the {surface} filter rules.",
         eval_fraction=dataset.eval_fraction,

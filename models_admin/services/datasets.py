@@ -254,6 +254,7 @@ def dataset_pairs(dataset: Dataset, split: str) -> list[dict[str, Any]]:
             "rejected": row.rejected,
         }
         for row in rows
+        if row.messages  # a person's deleted data leaves a lineage mark only
     ]
 
 
@@ -320,6 +321,7 @@ def dataset_append(
     conversations: list[Conversation],
     skip_existing: bool = True,
     filters: dict[str, Any] | None = None,
+    origins: list[dict[str, Any]] | None = None,
 ) -> list[int]:
     """Append examples to a dataset after its last index, all or nothing,
     and update its statistics. Return the positions in ``conversations``
@@ -329,7 +331,8 @@ def dataset_append(
     fraction; which ones is drawn from the dataset's seed and its size, so
     the same append gives the same split. With ``skip_existing`` an example
     whose messages the dataset already holds (or that appears twice in
-    ``conversations``) is stored once. ``filters`` is added to the
+    ``conversations``) is stored once; ``origins`` says where each came
+    from. ``filters`` is added to the
     dataset's ``filters["additions"]`` to record where the examples came
     from.
     """
@@ -367,6 +370,7 @@ def dataset_append(
             start=start,
             eval_offsets=set(order[:eval_count]),
             tokenizer=tokenizer,
+            origins=[origins[position] for position in positions] if origins else None,
         )
         for row in rows:
             row.dataset = locked

@@ -167,7 +167,7 @@ def model_version_evaluate(
         rows = DatasetExample.objects.filter(
             dataset=dataset, split=DatasetExample.Split.EVAL
         ).order_by("index")[:EVAL_LIMIT]
-        conversations = [row.messages for row in rows]
+        conversations = [row.messages for row in rows if row.messages]
     system = DEMO_SYSTEM_PROMPT if dataset and dataset.source == Dataset.Source.DEMO else ""
     training = TrainingJob.objects.filter(state=TrainingJob.State.RUNNING)
     busy = training.exists()

@@ -52,6 +52,9 @@
     settingsError: $("settings-error"),
     feedbackDialog: $("feedback-dialog"),
     feedbackForm: $("feedback-form"),
+    temporaryToggle: $("temporary-toggle"),
+    temporaryBadge: $("temporary-badge"),
+    temporaryNote: $("temporary-note"),
   };
   const config = JSON.parse($("chat-config").textContent);
   const initial = JSON.parse($("chat-initial").textContent);
@@ -83,6 +86,7 @@
     knowledgeBases: [], // the knowledge bases answers may be grounded in
     pickedKnowledge: null, // the base picked for a chat not created yet
     deleting: new Map(), // conversation id -> {timer, conversation}
+    temporary: false, // the next chat is temporary (not kept, never trained on)
   };
 
   // --- helpers ---------------------------------------------------------
@@ -680,8 +684,29 @@
     for (const item of els.list.querySelectorAll("li[data-id]")) {
       item.classList.toggle("active", !!conversation && item.dataset.id === String(conversation.id));
     }
+    const temporary = conversation ? !!conversation.temporary : state.temporary;
+    els.temporaryToggle.hidden = !!conversation;
+    els.temporaryToggle.setAttribute("aria-pressed", String(state.temporary));
+    els.temporaryBadge.hidden = !(conversation && conversation.temporary);
+    els.temporaryNote.hidden = !temporary;
+    els.app.classList.toggle("is-temporary", temporary);
     renderPicker();
     renderKnowledgePicker();
+  }
+
+  // --- temporary chats ------------------------------------------------------
+
+  // Leaving a temporary chat ends it: it is deleted, on the server too.
+  function endTemporary(conversation, { leaving } = { leaving: false }) {
+    if (!conversation || !conversation.temporary) return;
+    fetch(`/api/conversations/${conversation.id}/`, {
+      method: "DELETE",
+      keepalive: leaving,
+      credentials: "same-origin",
+      headers: { "X-CSRFToken": csrfToken(), Accept: "application/json" },
+    }).catch(() => {
+      /* the server deletes it after TEMPORARY_CHAT_HOURS anyway */
+    });
   }
 
   function runningAnswer() {
@@ -727,6 +752,7 @@
   async function openConversation(id, { push } = { push: true }) {
     try {
       const data = await api("GET", `/api/conversations/${id}/`);
+      if (state.conversation && state.conversation.id !== id) endTemporary(state.conversation);
       streams.clear();
       applyThread(data, { scroll: true });
       if (push) history.pushState({ conversation: id }, "", `/c/${id}/`);
@@ -739,6 +765,8 @@
   }
 
   function goToNewChat(push = true) {
+    endTemporary(state.conversation);
+    state.temporary = false;
     state.conversation = null;
     state.path = [];
     streams.clear();
@@ -769,9 +797,11 @@
           Object.assign(
             {},
             state.pickedVersion ? { model_version: state.pickedVersion } : {},
-            state.pickedKnowledge ? { knowledge_base: state.pickedKnowledge } : {}
+            state.pickedKnowledge ? { knowledge_base: state.pickedKnowledge } : {},
+            state.temporary ? { temporary: true } : {}
           )
         );
+        state.temporary = false;
         state.pickedVersion = null;
         state.pickedKnowledge = null;
         state.conversation = created;
@@ -1008,6 +1038,7 @@
   }
 
   window.addEventListener("pagehide", () => {
+    endTemporary(state.conversation, { leaving: true });
     // Leaving the page ends the undo time: the deletions go through.
     for (const id of state.deleting.keys()) {
       fetch(`/api/conversations/${id}/`, {
@@ -1410,6 +1441,11 @@
   });
   $("feedback-cancel").addEventListener("click", () => els.feedbackDialog.close());
   els.del.addEventListener("click", () => deleteConversation());
+  els.temporaryToggle.addEventListener("click", () => {
+    state.temporary = !state.temporary;
+    renderHeader();
+    els.input.focus();
+  });
   $("new-chat").addEventListener("click", (event) => {
     event.preventDefault();
     goToNewChat();

@@ -22,7 +22,6 @@ from chat.services.widget import widget_message_send
 from chat.services.widget_identity import visitor_start
 from chat.services.widget_sites import widget_site_save
 from inference.citations import CitationFilter
-from inference.connection import requests_stream_key
 from inference.worker.wiring import output_filter
 from models_admin.selectors.knowledge import knowledge_cache_clear
 from models_admin.services.knowledge import (
@@ -49,17 +48,6 @@ def base():
         knowledge_file_add(base=base, filename=name, data=data, queue=False)
     knowledge_index_build(base_id=base.pk)
     return base
-
-
-@pytest.fixture
-def queued(redis_conn):
-    redis_conn.delete(requests_stream_key())
-
-    def read() -> list[dict]:
-        entries = redis_conn.xrange(requests_stream_key(), "-", "+")
-        return [json.loads(fields["payload"]) for _id, fields in entries]
-
-    return read
 
 
 def _send(user, conversation, content):

@@ -88,8 +88,10 @@ def test_ratings_and_regenerations_make_pairs_with_the_conversation_as_prompt():
     assert dataset.stats["pairs"] == 2
     assert dataset.stats["origins"] == {"rating": 1, "regenerated": 1}
     rows = {row.origin["kind"]: row for row in dataset.examples.all()}
+    # Each names its conversation and person too, so deleting their data finds it.
     assert rows["rating"].origin == {
-        "kind": "rating", "chosen_id": right.pk, "rejected_id": wrong.pk
+        "kind": "rating", "chosen_id": right.pk, "rejected_id": wrong.pk,
+        "conversation_id": conversation.pk, "user_id": user.pk,
     }  # fmt: skip
     answer = {"role": "assistant", "content": right.content}
     assert rows["rating"].messages == [*pair.prompt, answer]

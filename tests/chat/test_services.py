@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 
 import pytest
@@ -33,7 +32,7 @@ from chat.services.messages import (
     message_generation_finish,
     message_send,
 )
-from inference.connection import cancel_key, generation_key, requests_stream_key
+from inference.connection import cancel_key, generation_key
 from inference.protocol import event_encode
 from tests.factories import ModelVersionFactory, UserFactory
 
@@ -48,18 +47,6 @@ def user():
 @pytest.fixture
 def conversation(user):
     return conversation_create(user=user, system_prompt="Be brief.")
-
-
-@pytest.fixture
-def queued(redis_conn):
-    """The requests queued in Redis by the test, oldest first."""
-    redis_conn.delete(requests_stream_key())
-
-    def read() -> list[dict]:
-        entries = redis_conn.xrange(requests_stream_key(), "-", "+")
-        return [json.loads(fields["payload"]) for _id, fields in entries]
-
-    return read
 
 
 def _send(user, conversation, content="Where is my order?", **kwargs):

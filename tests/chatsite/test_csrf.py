@@ -26,7 +26,7 @@ from django.urls import URLPattern, URLResolver, get_resolver, resolve
 from django.utils.encoding import force_bytes
 from django.utils.http import urlsafe_base64_encode
 
-from chat.models import Conversation, Message, WidgetVisitor
+from chat.models import Conversation, DataExport, Message, WidgetVisitor
 from chat.services.api_keys import api_key_create
 from chat.services.conversations import conversation_create
 from chat.services.messages import feedback_set
@@ -168,6 +168,7 @@ def rows() -> dict[str, Any]:
         by=None,
     )
     key, _secret = api_key_create(user=root, name="scripts")
+    export = DataExport.objects.create(user=root, token=uuid.uuid4().hex)
     base = knowledge_base_create(name="Help")
     source = knowledge_file_add(
         base=base, filename="returns.md", data=b"# Returns\n\nWithin 30 days.\n", queue=False
@@ -185,6 +186,7 @@ def rows() -> dict[str, Any]:
         "visit": visit,
         "rule": rule,
         "key": key,
+        "export": export,
     }
 
 
@@ -235,6 +237,7 @@ def url_values(rows: dict[str, Any]) -> Callable[[str, list[str], Any], dict[str
             "token": default_token_generator.make_token(root),
         },
         "api-key-revoke": {"key_id": rows["key"].pk},
+        "data-export-download": {"token": rows["export"].token},
         "conversation": {"conversation_id": rows["conversation"].pk},
         "api-conversation": {"conversation_id": rows["conversation"].pk},
         "api-conversation-branch": {"conversation_id": rows["conversation"].pk},

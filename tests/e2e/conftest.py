@@ -19,9 +19,11 @@ from pathlib import Path
 
 import psutil
 import pytest
+import redis
 from django.contrib.auth import get_user_model
 from django.contrib.auth.hashers import PBKDF2PasswordHasher
 
+from inference.connection import serving_epoch_key
 from inference.worker.heartbeat import WorkerState
 from models_admin.services import model_version_promote, model_version_register
 from tests.conftest import REPO_ROOT, database_url_for_children, free_port
@@ -97,13 +99,19 @@ def stack_stop(process: subprocess.Popen) -> None:
         leftover.kill()
 
 
+def _stack_prefix(shared: bool) -> str:
+    from django.conf import settings
+
+    return settings.REDIS_KEY_PREFIX + ("stack:" if shared else "")
+
+
 def _stack_start(
     folder: Path, model_dir: Path, *, shared: bool = False
 ) -> tuple[subprocess.Popen, str, Path]:
     """Start the launcher as ``make run`` does, on the test database and
-    the session's Redis when it is external (else the launcher's embedded
-    one), with its var folder in folder; return the process, the base URL
-    and the log once the web server answers.
+    the session's Redis when it is external or the stack is shared (else
+    the launcher's embedded one), with its var folder in folder; return the
+    process, the base URL and the log once the web server answers.
 
     A shared stack keeps its Redis keys apart from the tests' own workers
     (its prefix) and, since many tests sign up and open widgets from
@@ -113,9 +121,9 @@ def _stack_start(
 
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "WEB_PORT")}
-    if os.environ.get("REDIS_URL"):
+    if os.environ.get("REDIS_URL") or shared:
         env["REDIS_URL"] = settings.REDIS_URL
-        env["REDIS_KEY_PREFIX"] = settings.REDIS_KEY_PREFIX + ("stack:" if shared else "")
+        env["REDIS_KEY_PREFIX"] = _stack_prefix(shared)
     if shared:
         env.update(
             SIGNUPS_PER_ADDRESS_PER_HOUR="100000",
@@ -198,8 +206,23 @@ def stack(transactional_db, stack_shared, tiny_model_dir, settings):
     settings.MODEL_DIR = tiny_model_dir.parent
     version = model_version_register(name="tiny", folder=tiny_model_dir)
     model_version_promote(version=version)
+    stack_serving_changed()
     _stack_serving(stack_shared["base"], process, stack_shared["log"], version.pk)
     yield stack_shared
+
+
+def stack_serving_changed() -> None:
+    """Tell the shared stack's worker that the versions in service changed,
+    as a promotion tells the workers of its own Redis prefix: without it the
+    worker notices only at its next poll, seconds later."""
+    from django.conf import settings
+
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    try:
+        epoch = serving_epoch_key().removeprefix(settings.REDIS_KEY_PREFIX)
+        client.incr(_stack_prefix(True) + epoch)
+    finally:
+        client.close()
 
 
 @pytest.fixture

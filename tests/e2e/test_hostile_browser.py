@@ -23,6 +23,7 @@ from tests.e2e.conftest import (
     get_json,
     host_page_set_key,
     signup,
+    stack_serving_changed,
     staff_login,
     staff_superuser_create,
 )
@@ -129,6 +130,7 @@ def hostile_model(tmp_path_factory, default_model_dir) -> Path:
 def hostile_stack(stack, hostile_model):
     """The stack with the hostile model in production and served."""
     model_version_promote(version=model_version_create(name="hostile", folder=hostile_model))
+    stack_serving_changed()
 
     def serving() -> bool:
         status, body = get_json(stack["base"] + "/readyz")

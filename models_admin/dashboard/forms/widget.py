@@ -51,8 +51,17 @@ SITE_FIELDS = (
     "offline_message",
     "handoff_enabled",
     "messages_per_minute",
+    "train_on_conversations",
 )
 _SPAN_FIELD = re.compile(r"^(mon|tue|wed|thu|fri|sat|sun)_(from|to)_(\d+)$")
+
+
+class _DefaultYesNo(forms.NullBooleanSelect):
+    """Empty reads as the site default, not "unknown"."""
+
+    def __init__(self, attrs: dict[str, Any] | None = None) -> None:
+        super().__init__(attrs)
+        self.choices = [("unknown", "As the site default"), ("true", "Yes"), ("false", "No")]
 
 
 def _time_zones() -> list[tuple[str, str]]:
@@ -167,6 +176,13 @@ class WidgetSiteForm(ServiceForm):
         initial=True,
         label="Visitors may ask for a person",
         help_text="Staff with the inbox answer them.",
+    )
+    train_on_conversations = forms.NullBooleanField(
+        required=False,
+        label="Visitors' conversations may train models",
+        widget=_DefaultYesNo(),
+        help_text="Left out of every dataset made from now on when no (TRAINING_OPT_IN_DEFAULT "
+        "is the default).",
     )
     messages_per_minute = forms.IntegerField(
         min_value=1,

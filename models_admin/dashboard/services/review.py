@@ -13,7 +13,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from chat.models import Conversation, Feedback
-from chat.services.exports import conversation_training_messages
+from chat.services.exports import conversation_origin, conversation_training_messages
+from chat.services.privacy import training_allowed_q
 from models_admin.models import Dataset, FilterHit, ReviewEvent
 from models_admin.services.datasets import dataset_append, dataset_create
 
@@ -142,7 +143,14 @@ def conversations_dataset_add(
     chosen = sorted({c.pk: c for c in conversations}.values(), key=lambda c: c.pk)
     if not chosen:
         raise ValidationError("Select at least one conversation.")
-    candidates = [c for c in chosen if not (exclude_flagged and c.flagged_at is not None)]
+    allowed = set(
+        Conversation.objects.filter(
+            training_allowed_q(), pk__in=[c.pk for c in chosen]
+        ).values_list("pk", flat=True)
+    )
+    candidates = [
+        c for c in chosen if c.pk in allowed and not (exclude_flagged and c.flagged_at is not None)
+    ]
     liked = set(
         Feedback.objects.filter(
             rating=Feedback.Rating.UP, message__conversation__in=candidates
@@ -158,10 +166,17 @@ def conversations_dataset_add(
             sources.append(conversation)
             examples.append(messages)
     if not examples:
+        refused = len(chosen) - len(allowed)
         raise ValidationError(
             "None of the selected conversations has an answer to train on"
             + (" (rated up)" if thumbs_up_only else "")
-            + (" that is not flagged." if exclude_flagged else ".")
+            + (" that is not flagged" if exclude_flagged else "")
+            + (
+                f"; {refused} of them belong to people who chose not to have their chats "
+                "used for training."
+                if refused
+                else "."
+            )
         )
     options = {
         "conversations": [c.pk for c in sources],
@@ -179,11 +194,17 @@ def conversations_dataset_add(
                 eval_fraction=eval_fraction,
                 filters={"review": options},
                 user=by,
+                origins=[conversation_origin(c) for c in sources],
             )
             added = list(range(len(examples)))
         else:
             options["at"] = timezone.now().isoformat()
-            added = dataset_append(dataset=dataset, conversations=examples, filters=options)
+            added = dataset_append(
+                dataset=dataset,
+                conversations=examples,
+                filters=options,
+                origins=[conversation_origin(c) for c in sources],
+            )
         for position in added:
             review_event_record(
                 staff=by,

@@ -1,4 +1,5 @@
-"""Users' conversations, their messages (a tree) and feedback on answers."""
+"""Users' conversations, their messages (a tree) and feedback on answers;
+people's privacy choices, data exports and the privacy log (``privacy``)."""
 
 from __future__ import annotations
 
@@ -118,6 +119,11 @@ class Conversation(models.Model):
         on_delete=models.SET_NULL,
         related_name="+",
     )
+    #: Not listed, never used for training, deleted when closed or after
+    #: ``TEMPORARY_CHAT_HOURS``.
+    temporary = models.BooleanField(default=False)
+    #: Set when retention cut the conversation from its person.
+    anonymised_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -125,6 +131,7 @@ class Conversation(models.Model):
         ordering = ["-updated_at", "-id"]
         indexes = [
             models.Index(fields=["user", "-updated_at"], name="conversation_user_recent"),
+            models.Index(fields=["source", "updated_at"], name="conversation_source_age"),
             models.Index(fields=["handoff", "-updated_at"], name="conversation_handoff"),
         ]
         permissions = [
@@ -133,9 +140,13 @@ class Conversation(models.Model):
         ]
         constraints = [
             models.CheckConstraint(
-                condition=Q(user__isnull=False) | Q(visitor__isnull=False),
+                condition=Q(user__isnull=False)
+                | Q(visitor__isnull=False)
+                | Q(anonymised_at__isnull=False),
                 name="conversation_has_an_owner",
-                violation_error_message="A conversation belongs to a user or a visitor.",
+                violation_error_message=(
+                    "A conversation belongs to a user or a visitor until it is anonymised."
+                ),
             ),
         ]
 
@@ -236,8 +247,13 @@ class Feedback(models.Model):
         DOWN = -1, "Thumbs down"
 
     message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="feedback")
+    # Empty once retention anonymised the conversation.
     user = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="feedback"
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="feedback",
     )
     rating = models.SmallIntegerField(choices=Rating.choices)
     reason = models.TextField(blank=True, max_length=1000)
@@ -405,6 +421,9 @@ class WidgetSite(models.Model):
     )
     messages_per_minute = models.PositiveIntegerField(default=10)
     handoff_enabled = models.BooleanField(default=True)
+    #: Whether visitors' conversations may train models; empty follows
+    #: ``TRAINING_OPT_IN_DEFAULT``.
+    train_on_conversations = models.BooleanField(null=True, blank=True)
     identity_secret = models.CharField(max_length=64)
     enabled = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -446,3 +465,19 @@ class WidgetVisitor(models.Model):
 
     def __str__(self) -> str:
         return self.external_id or f"visitor {self.pk}"
+
+
+from chat.models.privacy import DataExport, PrivacyChoice, PrivacyEvent  # noqa: E402
+
+__all__ = [
+    "ApiKey",
+    "ApiRequest",
+    "Conversation",
+    "DataExport",
+    "Feedback",
+    "Message",
+    "PrivacyChoice",
+    "PrivacyEvent",
+    "WidgetSite",
+    "WidgetVisitor",
+]
