@@ -696,6 +696,20 @@
 
   // --- temporary chats ------------------------------------------------------
 
+  // A temporary chat is not listed: its title (made from the first
+  // question) comes from the conversation itself.
+  async function refreshTemporaryTitle() {
+    const conversation = state.conversation;
+    try {
+      const data = await api("GET", `/api/conversations/${conversation.id}/`);
+      if (state.conversation !== conversation) return;
+      conversation.title = data.conversation.title;
+      renderHeader();
+    } catch (_error) {
+      /* ended meanwhile */
+    }
+  }
+
   // Leaving a temporary chat ends it: it is deleted, on the server too.
   function endTemporary(conversation, { leaving } = { leaving: false }) {
     if (!conversation || !conversation.temporary) return;
@@ -1168,6 +1182,7 @@
       els.more.hidden = !data.has_next;
       const current = state.conversation && data.results.find((c) => c.id === state.conversation.id);
       if (current && !append) Object.assign(state.conversation, { title: current.title, title_is_auto: current.title_is_auto, pinned: current.pinned });
+      if (!append && state.conversation && state.conversation.temporary) refreshTemporaryTitle();
       renderHeader();
     } catch (_error) {
       /* the next change notification retries */

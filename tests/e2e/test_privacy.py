@@ -128,6 +128,11 @@ def test_a_temporary_chat_stays_out_of_the_list_and_ends_when_left(stack, browse
     page.keyboard.press("Enter")
     last_answer_wait(page)
     page.get_by_test_id("temporary-badge").wait_for()
+    # Its title comes from the question, though it is not in the list.
+    page.wait_for_function(
+        "document.querySelector('[data-testid=conversation-title]').textContent"
+        ".startsWith('Just between')"
+    )
     conversation = Conversation.objects.get(user__username="passerby")
     assert conversation.temporary
     page.screenshot(path=str(artifacts_dir / "chat-temporary.png"))
