@@ -176,3 +176,21 @@ def test_a_visitor_conversation_is_anonymised_without_its_visitor(settings):
     conversation.refresh_from_db()
     assert conversation.visitor is None and conversation.site == site
     assert conversation.messages.get().content == "[email] here"
+
+
+def test_staff_review_pages_show_an_anonymised_conversation_as_such(settings, client):
+    from django.contrib.auth.models import Permission
+    from django.urls import reverse
+
+    _policy(settings, chat=(1, "anonymise"))
+    conversation = _conversation(UserFactory(username="gone"), "chat", 2, "hello there")
+    retention_run(now=NOW)
+    staff = UserFactory(is_staff=True)
+    staff.user_permissions.add(Permission.objects.get(codename="review_conversation"))
+    client.force_login(staff)
+    listing = client.get(reverse("dashboard:conversations")).content.decode()
+    detail = client.get(
+        reverse("dashboard:conversation-review", args=[conversation.pk])
+    ).content.decode()
+    for page in (listing, detail):
+        assert '<span class="muted">anonymised</span>' in page and "gone" not in page

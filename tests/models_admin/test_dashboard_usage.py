@@ -712,3 +712,22 @@ def test_answers_no_model_wrote_are_labelled_by_why_never_unknown(site_tz, windo
     labels = {label for day in data["days"] for label in day["by_version"]}
     assert "unknown" not in labels
     assert "No model (written by staff)" in labels
+
+
+def test_anonymised_conversations_are_one_row_never_widget_visitors(site_tz, window, staff_client):
+    """Retention cut these from their people: counted together, labelled
+    for what they are."""
+    version = ModelVersionFactory(name="prod-a")
+    conversation = _conversation(UserFactory(username="gone"))
+    _answer(conversation, at=_utc(11, 9), version=version, prompt=2, completion=2)
+    Conversation.objects.filter(pk=conversation.pk).update(user=None, anonymised_at=_utc(11, 10))
+    [row] = usage_top_users(window=window)
+    assert (row["kind"], row["label"], row["user_id"]) == (
+        "anonymised",
+        "Anonymised conversations",
+        None,
+    )
+    table = _top_users_table(
+        staff_client.get(reverse("dashboard:usage"), WINDOW_QUERY).content.decode()
+    )
+    assert "<tr data-anonymised>" in table and "None" not in table

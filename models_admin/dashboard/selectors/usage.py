@@ -300,7 +300,8 @@ def usage_top_users(
         .order_by(*top, "username")[:limit]
     )
     # A conversation has a user or a widget visitor (a database
-    # constraint): the others are visitors', counted by site.
+    # constraint) until retention anonymises it: the others are visitors',
+    # counted by site, and anonymised chats and API calls, together.
     sites = (
         answers.filter(conversation__user__isnull=True)
         .values(site_id=F("conversation__site_id"), site_name=F("conversation__site__name"))
@@ -315,8 +316,12 @@ def usage_top_users(
         for row in dicts(users)
     ]
     for row in dicts(sites):
-        label = _visitors_label(row.pop("site_name"))
-        rows.append({**row, "kind": "visitors", "label": label, "user_id": None, "username": None})
+        site_name = row.pop("site_name")
+        if row["site_id"] is None:
+            kind, label = "anonymised", "Anonymised conversations"
+        else:
+            kind, label = "visitors", _visitors_label(site_name)
+        rows.append({**row, "kind": kind, "label": label, "user_id": None, "username": None})
     rows.sort(key=lambda row: (-row["requests"], -row["tokens"], row["label"]))
     return rows[:limit]
 

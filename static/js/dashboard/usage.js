@@ -260,6 +260,11 @@
         const count = `${format(row.visitors, "int")} visitor${row.visitors === 1 ? "" : "s"}`;
         who.append(row.label, small(`${count} without an account`, "muted"));
         cell(tr, who);
+      } else if (row.kind === "anonymised") {
+        tr.dataset.anonymised = "";
+        const who = document.createElement("div");
+        who.append(row.label, small("retention removed who had them", "muted"));
+        cell(tr, who);
       } else {
         tr.dataset.user = row.user_id;
         cell(tr, row.label);
