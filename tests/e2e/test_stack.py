@@ -1,5 +1,6 @@
 """The whole stack as ``make run`` starts it: the launcher, Daphne, the
-inference worker, a Celery worker and Redis; a real browser on the page."""
+inference worker, the Celery workers, Celery beat and Redis; a real
+browser on the page."""
 
 from __future__ import annotations
 
@@ -38,6 +39,14 @@ def test_make_run_stack_is_ready_serves_the_page_and_stops_cleanly(
     while "ready." not in stack["log"].read_text() and time.monotonic() < deadline:
         time.sleep(0.5)
     assert "ready." in stack["log"].read_text(), stack["log"].read_text()[-3000:]
+    # Celery beat, which schedules the daily retention run, runs beside them.
+    while "beat: Starting..." not in stack["log"].read_text() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert "beat: Starting..." in stack["log"].read_text(), stack["log"].read_text()[-3000:]
+    beats = [
+        p for p in psutil.Process(process.pid).children(recursive=True) if "beat" in p.cmdline()
+    ]
+    assert beats and all(p.is_running() for p in beats)
 
     tree = psutil.Process(process.pid).children(recursive=True)
     assert len(tree) >= 4
