@@ -281,15 +281,15 @@ def export_build(export: DataExport) -> DataExport:
     except Exception as exc:
         partial.unlink(missing_ok=True)
         logger.exception("Export %s failed", export.pk)
-        DataExport.objects.filter(pk=export.pk).update(
+        if DataExport.objects.filter(pk=export.pk).update(
             state=DataExport.State.FAILED,
             error=f"The archive could not be written: {type(exc).__name__}.",
             finished_at=timezone.now(),
-        )
-        export.refresh_from_db()
+        ):
+            export.refresh_from_db()
         return export
     now = timezone.now()
-    DataExport.objects.filter(pk=export.pk).update(
+    stored = DataExport.objects.filter(pk=export.pk).update(
         state=DataExport.State.READY,
         file_name=name,
         size_bytes=path.stat().st_size,
@@ -298,9 +298,10 @@ def export_build(export: DataExport) -> DataExport:
         finished_at=now,
         expires_at=now + timedelta(hours=settings.DATA_EXPORT_HOURS),
     )
-    export.refresh_from_db()
-    if not DataExport.objects.filter(pk=export.pk).exists():
+    if not stored:
         path.unlink(missing_ok=True)  # the account went meanwhile
+        return export
+    export.refresh_from_db()
     return export
 
 

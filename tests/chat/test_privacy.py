@@ -495,3 +495,13 @@ def test_the_dashboard_privacy_page_shows_the_policy_and_the_log_to_superusers(c
     assert "Deleted \u201ctarget\u201d with 1 conversation(s)" in done
     assert 'data-testid="privacy-log"' in done and "on request: ticket 7" in done
     assert _tables_holding(MARKER) == []
+
+
+def test_an_export_whose_account_went_meanwhile_leaves_no_file(settings):
+    user = UserFactory()
+    _chatted(user)
+    export = export_request(user=user, queue=False)
+    export = DataExport.objects.select_related("user").get(pk=export.pk)  # as the task reads it
+    user_delete(user=user, actor=user)
+    export_build(export)
+    assert list(Path(settings.DATA_EXPORT_DIR).glob("*")) == []
