@@ -13,6 +13,15 @@ STAMP := $(VENV)/.installed
 # PostgreSQL and Redis for the second test pass (make test-services).
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
+# The suite runs in two parts: everything but the browser tests spread over
+# TEST_WORKERS processes (pytest-xdist), then the browser tests one by one,
+# as they share one stack of real processes.
+TEST_WORKERS ?= 2
+PYTEST_ARGS ?=
+define run_suite
+	$(1) $(PY) -m pytest -n $(TEST_WORKERS) --ignore=tests/e2e $(PYTEST_ARGS)
+	$(1) $(PY) -m pytest tests/e2e $(PYTEST_ARGS)
+endef
 
 .PHONY: help install model migrate run test test-services lint chromium clean bench train-bench knowledge-bench soak
 
@@ -61,11 +70,11 @@ chromium:
 
 test: install chromium
 	$(PY) manage.py default_model --no-register
-	$(PY) -m pytest
+	$(call run_suite,)
 
 test-services: install chromium
 	$(PY) manage.py default_model --no-register
-	DATABASE_URL='$(TEST_DATABASE_URL)' REDIS_URL='$(TEST_REDIS_URL)' $(PY) -m pytest
+	$(call run_suite,DATABASE_URL='$(TEST_DATABASE_URL)' REDIS_URL='$(TEST_REDIS_URL)')
 
 lint: install
 	$(VENV)/bin/ruff check .

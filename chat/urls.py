@@ -1,6 +1,6 @@
 from django.urls import include, path, re_path
 
-from chat.views import api, openai_api, pages, widget
+from chat.views import api, openai_api, pages, speech, widget
 
 urlpatterns = [
     path("accounts/", include("chat.account_urls")),
@@ -28,6 +28,8 @@ urlpatterns = [
     path("api/versions/", api.chat_versions, name="api-versions"),
     path("widget/config/", widget.widget_config, name="widget-config"),
     path("widget/frame/", widget.widget_frame, name="widget-frame"),
+    path("speech/say/", speech.speech_say, name="speech-say"),
+    path("widget/speech/say/", speech.widget_speech_say, name="widget-speech-say"),
     # The OpenAI-compatible API: no trailing slashes, as its clients call it.
     path("v1/models", openai_api.models, name="v1-models"),
     path("v1/models/<path:model_id>", openai_api.models, name="v1-model"),

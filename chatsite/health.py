@@ -113,15 +113,51 @@ def _redis_and_workers_check() -> tuple[dict, dict]:
     return {"ok": True}, inference_check
 
 
+def speech_checks() -> dict[str, dict]:
+    """Dictation and server-side reading aloud: optional, so they are
+    reported but never fail readiness."""
+    from django.conf import settings
+
+    from inference.speech.client import speech_status
+    from inference.speech.synthesis import SynthesisError, synthesizer
+
+    try:
+        status = speech_status()
+        recognition: dict = {
+            "ok": status.available,
+            "backend": status.backend or None,
+            "model": status.model or None,
+            "workers": len(status.workers),
+        }
+        if not status.available:
+            recognition["error"] = status.reason
+    except (redis.RedisError, OSError):
+        recognition = {"ok": False, "error": "Redis is unreachable"}
+    synthesis: dict = {"ok": False}
+    if not settings.SPEECH_SYNTHESIS_ENABLED:
+        synthesis["error"] = "turned off on this site (SPEECH_SYNTHESIS_ENABLED)"
+    else:
+        try:
+            synthesis = {"ok": True, "engine": "espeak-ng", "sample_rate": synthesizer().sample_rate}
+        except SynthesisError as exc:
+            synthesis["error"] = str(exc)
+    return {
+        "speech_recognition": {**recognition, "optional": True},
+        "speech_synthesis": {**synthesis, "optional": True},
+    }
+
+
 @never_cache
 @require_GET
 @monitoring_only
 def readyz(request: HttpRequest) -> JsonResponse:
-    """Database, Redis and at least one ready inference worker; 503 if not."""
+    """Database, Redis and at least one ready inference worker; 503 if not.
+    The speech checks are listed too but never fail it."""
     database = _database_check()
     redis_check, inference_check = _redis_and_workers_check()
     checks = {"database": database, "redis": redis_check, "inference": inference_check}
     ok = all(check["ok"] for check in checks.values())
+    checks.update(speech_checks())
     return JsonResponse(
         {"status": "ok" if ok else "fail", "checks": checks}, status=200 if ok else 503
     )

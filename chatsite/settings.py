@@ -250,6 +250,23 @@ CHAT_MAX_CONCURRENT_GENERATIONS = env_int("CHAT_MAX_CONCURRENT_GENERATIONS", 2, 
 CHAT_TOKEN_ALTERNATIVES = min(env_int("CHAT_TOKEN_ALTERNATIVES", 5, minimum=0), 20)
 # The largest WebSocket frame a chat socket accepts, in bytes.
 CHAT_MAX_FRAME_BYTES = env_int("CHAT_MAX_FRAME_BYTES", 64_000, minimum=1024)
+# Dictation (speech to text in the speech worker) and reading answers aloud.
+SPEECH_ENABLED = env_bool("SPEECH_ENABLED", True)
+# The longest dictation, in seconds of audio.
+SPEECH_MAX_SECONDS = env_int("SPEECH_MAX_SECONDS", 60, minimum=1)
+# A dictation with no audio for this long ends with an error.
+SPEECH_IDLE_SECONDS = env_int("SPEECH_IDLE_SECONDS", 15, minimum=1)
+# Audio bytes a socket may send a second (with a burst of four seconds);
+# Opus from a browser takes about 4 KB/s, WAV at 48 kHz 96 KB/s.
+SPEECH_MAX_BYTES_PER_SECOND = env_int("SPEECH_MAX_BYTES_PER_SECOND", 128_000, minimum=4096)
+# Dictations one speech worker recognises at once.
+SPEECH_WORKER_CAPACITY = env_int("SPEECH_WORKER_CAPACITY", 4, minimum=1)
+# Reading aloud on the server (espeak-ng) when the browser has no voice.
+SPEECH_SYNTHESIS_ENABLED = env_bool("SPEECH_SYNTHESIS_ENABLED", True)
+# The longest text one request may have read aloud, in characters.
+SPEECH_SYNTHESIS_MAX_CHARS = env_int("SPEECH_SYNTHESIS_MAX_CHARS", 2000, minimum=50)
+# Requests to read aloud one user (or widget visitor) may make a minute.
+SPEECH_SYNTHESIS_PER_MINUTE = env_int("SPEECH_SYNTHESIS_PER_MINUTE", 60, minimum=1)
 # Answers still pending after this many seconds no longer count against the
 # concurrency limit (a generation that never reported back).
 CHAT_GENERATION_STALE_S = env_int("CHAT_GENERATION_STALE_S", 900, minimum=10)

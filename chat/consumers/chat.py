@@ -13,7 +13,9 @@ Client frames (JSON objects with a ``type``):
   an answer that keeps its tokens before ``index``, takes ``token`` (one
   of the alternatives listed there) and goes on from it;
 - ``generation.stop {message}``;
-- ``ping``.
+- ``ping``;
+- ``dictation.start``/``.stop``/``.cancel`` and binary audio frames
+  (``chat/consumers/dictation.py``).
 
 Server frames: ``message.created`` (question and pending answer, to every
 page watching the conversation), ``generation.queued {message, seq,
@@ -47,6 +49,7 @@ from chat.consumers.base import (
     SocketConsumer,
     _db,
 )
+from chat.consumers.dictation import DictationMixin
 from chat.db import db_apart
 from chat.models import Message
 from chat.selectors import (
@@ -164,7 +167,7 @@ def _answer(message_id: int) -> Message | None:
     return Message.objects.filter(pk=message_id).first()
 
 
-class ChatConsumer(SocketConsumer):
+class ChatConsumer(DictationMixin, SocketConsumer):
     async def connect(self) -> None:
         self.user = self.scope.get("user")
         self.tails: dict[int, asyncio.Task[None]] = {}
@@ -185,6 +188,7 @@ class ChatConsumer(SocketConsumer):
         await self.send_json({"type": "hello", "user": self.user.get_username()})
 
     async def disconnect(self, code: int) -> None:
+        await self._dictation_disconnect()
         for task in getattr(self, "tails", {}).values():
             task.cancel()
         for group in getattr(self, "groups_joined", []):
@@ -207,6 +211,12 @@ class ChatConsumer(SocketConsumer):
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         if self.closing or not self._accepting():
+            return
+        if bytes_data is not None and text_data is None and self._audio_accepting():
+            if len(bytes_data) > settings.CHAT_MAX_FRAME_BYTES:
+                await self._frame_parse(None, bytes_data)
+            else:
+                await self._on_audio(bytes_data)
             return
         if not self.bucket.take():
             await self._error("flood", "Too many frames; slow down.")
@@ -241,9 +251,14 @@ class ChatConsumer(SocketConsumer):
             return None
         return content
 
+    def _audio_accepting(self) -> bool:
+        """Whether binary frames are dictation audio (else refused)."""
+        return True
+
     def _handlers(self) -> dict[str, Any]:
         """The frame types this socket takes, with their handlers."""
         return {
+            **self._dictation_handlers(),
             "conversation.open": self._on_open,
             "message.send": self._on_send,
             "message.regenerate": self._on_regenerate,

@@ -150,8 +150,12 @@ class WidgetConsumer(ChatConsumer):
     def _accepting(self) -> bool:
         return self.site is not None
 
+    def _audio_accepting(self) -> bool:
+        return self.visitor is not None
+
     def _handlers(self) -> dict[str, Any]:
         return {
+            **self._dictation_handlers(),
             "hello": self._on_hello,
             "identify": self._on_identify,
             "reset": self._on_reset,

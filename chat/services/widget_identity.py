@@ -106,6 +106,11 @@ def _token_named(*, site: WidgetSite, token: Any) -> str | None:
     return str(data.get("v"))
 
 
+def visitor_token_named(*, site: WidgetSite, token: Any) -> str | None:
+    """The visitor a valid token of this site names, or None."""
+    return _token_named(site=site, token=token)
+
+
 def visitor_start(*, site: WidgetSite, token: Any, address: Any = None) -> WidgetVisitor:
     """The visitor a token names on this site, or a new anonymous one (a
     token that is forged, expired, revoked or from another site starts

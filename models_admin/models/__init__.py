@@ -8,6 +8,7 @@ from models_admin.models.knowledge import (
     KnowledgeSource,
 )
 from models_admin.models.moderation import FilterHit, FilterRule, FilterRulesEpoch, ReviewEvent
+from models_admin.models.speech import SpeechModel
 from models_admin.models.training import Dataset, DatasetExample, TrainingJob
 from models_admin.models.versions import Canary, Compression, Evaluation, ModelVersion, Promotion
 
@@ -27,5 +28,6 @@ __all__ = [
     "ModelVersion",
     "Promotion",
     "ReviewEvent",
+    "SpeechModel",
     "TrainingJob",
 ]

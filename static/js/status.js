@@ -3,11 +3,14 @@
   "use strict";
   const list = document.getElementById("checks");
   if (!list) return;
+  const voice = document.getElementById("voice-checks");
 
   function describe(name, check) {
     if (!check) return "";
     if (!check.ok) return check.error || "failing";
     if (name === "database") return check.vendor || "";
+    if (name === "speech_recognition") return [check.backend, check.model].filter(Boolean).join(" · ");
+    if (name === "speech_synthesis") return check.engine || "";
     if (name === "inference") {
       const ready = (check.workers || []).filter((w) => w.state === "ready");
       const first = ready[0];
@@ -24,7 +27,9 @@
     } catch (error) {
       body = null;
     }
-    for (const item of list.querySelectorAll("[data-check]")) {
+    const items = [...list.querySelectorAll("[data-check]")];
+    if (voice) items.push(...voice.querySelectorAll("[data-check]"));
+    for (const item of items) {
       const name = item.dataset.check;
       const check = body && body.checks ? body.checks[name] : null;
       item.classList.toggle("ok", Boolean(check && check.ok));

@@ -1,5 +1,6 @@
 """The whole stack as ``make run`` starts it: the launcher, Daphne, the
-inference worker, the Celery workers, Celery beat and Redis; a real
+inference worker, the speech worker, the Celery workers, Celery beat and
+Redis; a real
 browser on the page."""
 
 from __future__ import annotations
@@ -30,6 +31,11 @@ def test_make_run_stack_is_ready_serves_the_page_and_stops_cleanly(
     assert page.locator('[data-testid="production-model"]').inner_text() == "tiny"
     for name in ("database", "redis", "inference"):
         assert "ok" in (page.locator(f'[data-check="{name}"]').get_attribute("class") or "")
+    # The speech worker came up with the embedded recogniser.
+    page.wait_for_selector('[data-check="speech_recognition"].ok', timeout=60_000)
+    detail = page.locator('[data-check="speech_recognition"] .detail').inner_text()
+    assert "pocketsphinx" in detail
+    page.wait_for_selector('[data-check="speech_synthesis"].ok', timeout=15_000)
     page.screenshot(path=str(artifacts_dir / "status-page.png"), full_page=True)
     static = page.request.get(base + "/static/css/app.css")
     assert static.status == 200
