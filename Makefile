@@ -23,7 +23,7 @@ define run_suite
 	$(1) $(PY) -m pytest tests/e2e $(PYTEST_ARGS)
 endef
 
-.PHONY: help install model migrate run test test-services lint chromium clean bench train-bench knowledge-bench soak
+.PHONY: help install translations model migrate run test test-services lint chromium clean bench train-bench knowledge-bench soak
 
 help:
 	@echo "make run            set up (first time) and start every process on http://127.0.0.1:8000"
@@ -43,9 +43,15 @@ $(STAMP): pyproject.toml
 	@$(PY) -c 'import torch' 2>/dev/null \
 		|| $(PY) -m pip install --quiet --disable-pip-version-check '$(TORCH_SPEC)'
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,postgres]'
+	$(PY) manage.py translations_compile
 	@touch $@
 
 install: $(STAMP)
+
+# The translation catalogues (locale/*/LC_MESSAGES/*.mo) from their .po
+# files, with polib: only those missing or older than their .po.
+translations: install
+	@$(PY) manage.py translations_compile
 
 migrate: install
 	$(PY) manage.py migrate --noinput
@@ -53,7 +59,7 @@ migrate: install
 model: migrate
 	$(PY) manage.py default_model
 
-run: model
+run: model translations
 	$(PY) -m chatsite.launcher
 
 chromium:
@@ -68,11 +74,11 @@ chromium:
 		exit 1; \
 	fi
 
-test: install chromium
+test: install chromium translations
 	$(PY) manage.py default_model --no-register
 	$(call run_suite,)
 
-test-services: install chromium
+test-services: install chromium translations
 	$(PY) manage.py default_model --no-register
 	$(call run_suite,DATABASE_URL='$(TEST_DATABASE_URL)' REDIS_URL='$(TEST_REDIS_URL)')
 

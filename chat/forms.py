@@ -11,6 +11,7 @@ from django import forms
 from django.contrib.auth import forms as auth_forms
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
+from django.utils.translation import gettext, gettext_lazy
 
 from chat.services.accounts import EMAIL_TAKEN_MESSAGE
 
@@ -46,8 +47,8 @@ class SignupForm(auth_forms.UserCreationForm):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         email = self.fields["email"]
-        email.label = "Email (optional)"
-        email.help_text = "Only used to reset a forgotten password."
+        email.label = gettext("Email (optional)")
+        email.help_text = gettext("Only used to reset a forgotten password.")
         email.widget.attrs["autocomplete"] = "email"
         _test_ids_set(self, "signup")
 
@@ -89,8 +90,8 @@ class ApiKeyCreateForm(forms.Form):
 
     name = forms.CharField(
         max_length=100,
-        label="Name",
-        help_text="What uses the key, e.g. “laptop script” or “staging app”.",
+        label=gettext_lazy("Name"),
+        help_text=gettext_lazy("What uses the key, e.g. “laptop script” or “staging app”."),
         widget=forms.TextInput(attrs={"autocomplete": "off", "placeholder": "my-app"}),
     )
 
@@ -104,10 +105,12 @@ class TrainingChoiceForm(forms.Form):
 
     train_on_chats = forms.BooleanField(
         required=False,
-        label="Let my chats help train models",
+        label=gettext_lazy("Let my chats help train models"),
         help_text=(
-            "Off: your conversations, ratings and answers you regenerate are left out of "
-            "every training dataset made from now on."
+            gettext_lazy(
+                "Off: your conversations, ratings and answers you regenerate are left out of "
+                "every training dataset made from now on."
+            )
         ),
     )
 
@@ -120,12 +123,14 @@ class AccountDeleteForm(forms.Form):
     """Delete one's own account: the password again, and a tick."""
 
     password = forms.CharField(
-        label="Your password",
+        label=gettext_lazy("Your password"),
         strip=False,
         widget=forms.PasswordInput(attrs={"autocomplete": "current-password"}),
     )
     confirm = forms.BooleanField(
-        label="I understand that my account and all my conversations are deleted for good.",
+        label=gettext_lazy(
+            "I understand that my account and all my conversations are deleted for good."
+        ),
     )
 
     def __init__(self, *args: Any, user: Any, **kwargs: Any) -> None:
@@ -136,5 +141,5 @@ class AccountDeleteForm(forms.Form):
     def clean_password(self) -> str:
         password: str = self.cleaned_data.get("password") or ""
         if not self.user.check_password(password):
-            raise ValidationError("That is not your password.", code="password_incorrect")
+            raise ValidationError(gettext("That is not your password."), code="password_incorrect")
         return password

@@ -19,6 +19,7 @@ from django.db.models import Count, F, OuterRef, Q, QuerySet, Subquery, Sum
 from django.http import Http404
 from django.utils import timezone
 from django.utils.crypto import constant_time_compare
+from django.utils.translation import gettext
 
 from chat.models import ApiKey, ApiRequest, Conversation, Feedback, Message
 from models_admin.models import ModelVersion
@@ -26,11 +27,9 @@ from models_admin.models import ModelVersion
 CONVERSATIONS_PER_PAGE = 30
 
 
-def _user_id(
-    user: AbstractBaseUser | AnonymousUser, *, missing: str = "No such conversation."
-) -> int:
+def _user_id(user: AbstractBaseUser | AnonymousUser, *, missing: str | None = None) -> int:
     if not user.is_authenticated or user.pk is None:
-        raise Http404(missing)
+        raise Http404(missing or gettext("No such conversation."))
     return int(user.pk)
 
 
@@ -41,7 +40,7 @@ def conversation_get_for_user(
     try:
         return Conversation.objects.get(pk=int(conversation_id), user_id=_user_id(user))
     except (Conversation.DoesNotExist, TypeError, ValueError, OverflowError):
-        raise Http404("No such conversation.") from None
+        raise Http404(gettext("No such conversation.")) from None
 
 
 def message_get_for_user(*, user: AbstractBaseUser | AnonymousUser, message_id: Any) -> Message:
@@ -51,7 +50,7 @@ def message_get_for_user(*, user: AbstractBaseUser | AnonymousUser, message_id: 
             pk=int(message_id), conversation__user_id=_user_id(user)
         )
     except (Message.DoesNotExist, TypeError, ValueError, OverflowError):
-        raise Http404("No such message.") from None
+        raise Http404(gettext("No such message.")) from None
 
 
 def conversation_list_for_user(
@@ -91,6 +90,7 @@ def chat_version_serialize(version: ModelVersion) -> dict[str, Any]:
         "id": version.pk,
         "name": version.name,
         "state": version.state,
+        "state_label": version.get_state_display(),
         "format": version.format,
         "kind": version.kind,
     }
@@ -225,7 +225,7 @@ def _author_name(message: Message) -> str | None:
 def conversation_serialize(conversation: Conversation) -> dict[str, Any]:
     return {
         "id": conversation.pk,
-        "title": conversation.title or "New chat",
+        "title": conversation.title or gettext("New chat"),
         # Made from the first question (settings leave it out of the field).
         "title_is_auto": conversation.title_is_auto,
         "pinned": conversation.pinned_at is not None,
@@ -441,18 +441,18 @@ def api_key_row(key: ApiKey) -> dict[str, Any]:
 
 def api_key_get_for_user(*, user: AbstractBaseUser | AnonymousUser, key_id: Any) -> ApiKey:
     """Return the user's key or raise Http404 (for another user's key too)."""
-    user_id = _user_id(user, missing="No such key.")
+    user_id = _user_id(user, missing=gettext("No such key."))
     try:
         return ApiKey.objects.get(pk=int(key_id), user_id=user_id)
     except (ApiKey.DoesNotExist, TypeError, ValueError, OverflowError):
-        raise Http404("No such key.") from None
+        raise Http404(gettext("No such key.")) from None
 
 
 def api_keys_for_user(
     *, user: AbstractBaseUser | AnonymousUser, now: datetime | None = None
 ) -> list[dict[str, Any]]:
     """The user's keys, newest first, each as ``api_key_row`` gives it."""
-    user_id = _user_id(user, missing="No such key.")
+    user_id = _user_id(user, missing=gettext("No such key."))
     keys = ApiKey.objects.filter(user_id=user_id).order_by("-created_at", "-id")
     return [api_key_row(key) for key in api_keys_with_usage(keys, since=api_month_start(now=now))]
 
@@ -462,4 +462,4 @@ def api_key_get(*, pk: Any) -> ApiKey:
     try:
         return ApiKey.objects.select_related("user").get(pk=int(pk))
     except (ApiKey.DoesNotExist, TypeError, ValueError, OverflowError):
-        raise Http404("No such key.") from None
+        raise Http404(gettext("No such key.")) from None

@@ -1,9 +1,15 @@
 from django.urls import include, path, re_path
 
-from chat.views import api, openai_api, pages, speech, widget
+from chat.views import accounts, api, openai_api, pages, speech, widget
 
 urlpatterns = [
     path("accounts/", include("chat.account_urls")),
+    path("language/", accounts.language_set, name="set_language"),
+    path(
+        "jsi18n/<str:language>/",
+        pages.LanguageCatalog.as_view(),
+        name="javascript-catalog",
+    ),
     path("status/", pages.status, name="status"),
     path("", pages.chat_page, name="chat"),
     path("c/<int:conversation_id>/", pages.chat_page, name="conversation"),

@@ -83,9 +83,14 @@ MIDDLEWARE = [
     "chatsite.security.content_security_policy_middleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
+    # The language of the cookie or the browser (Accept-Language); after
+    # sessions, before CommonMiddleware as Django asks.
+    "django.middleware.locale.LocaleMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # A signed-in user's own choice of language wins over the browser's.
+    "chat.middleware.user_language_middleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # Last, as django-axes asks: it turns a lockout into a response.
@@ -106,6 +111,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "django.template.context_processors.i18n",
                 "chatsite.context_processors.site_identity",
             ],
         },
@@ -435,11 +441,22 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 
-LANGUAGE_CODE = "en-us"
+# --- Languages ---------------------------------------------------------------
+
+# English unless the person picks another language (their account, the
+# django_language cookie) or their browser asks for one (Accept-Language).
+LANGUAGE_CODE = "en"
+LANGUAGES = [("en", "English"), ("zh-hans", "简体中文")]
+# Catalogues are compiled from locale/*/LC_MESSAGES/*.po by
+# ``manage.py translations_compile`` (make run and make test do it).
+LOCALE_PATHS = [BASE_DIR / "locale"]
+LANGUAGE_COOKIE_AGE = 365 * 24 * 3600
+LANGUAGE_COOKIE_SAMESITE = "Lax"
+USE_I18N = True
+
 TIME_ZONE = env_str("TIME_ZONE", "UTC")
 # Celery beat reads its schedule (RETENTION_HOUR) in the site's time zone.
 CELERY_TIMEZONE = TIME_ZONE
-USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"

@@ -65,6 +65,15 @@ def _redis_settings_apply(url: str, prefix: str) -> None:
     redis_client.cache_clear()
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Compile the translation catalogues a fresh checkout lacks (make test
+    does it too), before any test loads one; the processes a test starts
+    read the same files."""
+    from chat.languages import catalogues_compile
+
+    catalogues_compile()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The Redis this test session uses; its URL."""

@@ -1,6 +1,7 @@
 """What every JSON socket shares: the close codes, the flood bucket, the
 ORM thread-pool wrapper and ``SocketConsumer`` (sends that race a
-disconnect, socket slots and the session a signed-in socket lives by)."""
+disconnect, socket slots, the session a signed-in socket lives by, and the
+language its texts are in)."""
 
 from __future__ import annotations
 
@@ -16,10 +17,14 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.conf import settings
 from django.db import close_old_connections
+from django.utils import translation
+from django.utils.translation import gettext
 
+from chat.languages import language_from_scope
 from chat.selectors import (
     session_user_valid,
 )
+from chat.services.languages import user_language_get
 from chat.services.sessions import (
     SOCKET_SLOT_TTL_S,
     auth_group,
@@ -83,6 +88,11 @@ def _session_valid(session_key: str | None, user_id: int) -> bool:
     return session_user_valid(session_key=session_key, user_id=user_id)
 
 
+@_db
+def _user_language(user_id: int) -> str | None:
+    return user_language_get(user_id=user_id)
+
+
 class SocketConsumer(AsyncJsonWebsocketConsumer):
     """A JSON socket whose sends to a connection the client is closing are
     dropped rather than raised: a notification that races a disconnect
@@ -95,10 +105,33 @@ class SocketConsumer(AsyncJsonWebsocketConsumer):
 
     account_user_id: int | None = None
     account_closed = False
+    #: The language of the texts this socket sends: the user's choice, else
+    #: the browser's (cookie, Accept-Language); read on the first frame.
+    language: str | None = None
     slot_renewer: asyncio.Task[None] | None = None
     #: Set once the server closed the socket: frames still queued are
     #: dropped unread.
     closing = False
+
+    async def dispatch(self, message: Any) -> None:
+        """Handle every event (frames, group messages) in the socket's
+        language; tasks started here keep it."""
+        if self.language is None:
+            self.language = await self._language()
+        with translation.override(self.language):
+            await super().dispatch(message)
+
+    async def _language(self) -> str:
+        browser = language_from_scope(self.scope)
+        user = self.scope.get("user")
+        if user is not None and user.is_authenticated:
+            return await _user_language(user.pk) or browser
+        return browser
+
+    def _language_set(self, code: str) -> None:
+        """Use ``code`` for this socket's texts from now on."""
+        self.language = code
+        translation.activate(code)
 
     async def send(
         self, text_data: str | None = None, bytes_data: bytes | None = None, close: bool = False
@@ -144,7 +177,10 @@ class SocketConsumer(AsyncJsonWebsocketConsumer):
                 {
                     "type": "error",
                     "code": "too_many_sockets",
-                    "error": f"At most {limit} connections at once; close another tab first.",
+                    "error": gettext(
+                        "At most %(limit)s connections at once; close another tab first."
+                    )
+                    % {"limit": limit},
                     "fatal": True,
                 }
             )
@@ -192,7 +228,7 @@ class SocketConsumer(AsyncJsonWebsocketConsumer):
             {
                 "type": "error",
                 "code": "auth",
-                "error": "Your session has ended; log in again.",
+                "error": gettext("Your session has ended; log in again."),
                 "fatal": True,
             }
         )

@@ -40,6 +40,8 @@ from typing import Any
 
 from django.conf import settings
 from django.http import Http404
+from django.utils.formats import number_format
+from django.utils.translation import gettext
 
 from chat.consumers.base import (
     CLOSE_POLICY,
@@ -178,7 +180,12 @@ class ChatConsumer(DictationMixin, SocketConsumer):
         await self.accept()
         if self.user is None or not self.user.is_authenticated:
             await self.send_json(
-                {"type": "error", "code": "auth", "error": "Log in to chat.", "fatal": True}
+                {
+                    "type": "error",
+                    "code": "auth",
+                    "error": gettext("Log in to chat."),
+                    "fatal": True,
+                }
             )
             await self.close(code=CLOSE_UNAUTHENTICATED)
             return
@@ -219,7 +226,7 @@ class ChatConsumer(DictationMixin, SocketConsumer):
                 await self._on_audio(bytes_data)
             return
         if not self.bucket.take():
-            await self._error("flood", "Too many frames; slow down.")
+            await self._error("flood", gettext("Too many frames; slow down."))
             await self.close(code=CLOSE_POLICY)
             return
         content = await self._frame_parse(text_data, bytes_data)
@@ -234,20 +241,22 @@ class ChatConsumer(DictationMixin, SocketConsumer):
         size = len(text_data.encode()) if text_data is not None else len(bytes_data or b"")
         if size > settings.CHAT_MAX_FRAME_BYTES:
             await self._error(
-                "too_big", f"Frames are limited to {settings.CHAT_MAX_FRAME_BYTES:,} bytes."
+                "too_big",
+                gettext("Frames are limited to %(bytes)s bytes.")
+                % {"bytes": number_format(settings.CHAT_MAX_FRAME_BYTES, force_grouping=True)},
             )
             await self.close(code=CLOSE_TOO_BIG)
             return None
         if text_data is None:
-            await self._error("invalid", "Frames are JSON text.")
+            await self._error("invalid", gettext("Frames are JSON text."))
             return None
         try:
             content = json.loads(text_data)
         except (ValueError, RecursionError):
-            await self._error("bad_json", "The frame is not valid JSON.")
+            await self._error("bad_json", gettext("The frame is not valid JSON."))
             return None
         if not isinstance(content, dict):
-            await self._error("bad_json", "A frame is a JSON object with a type.")
+            await self._error("bad_json", gettext("A frame is a JSON object with a type."))
             return None
         return content
 
@@ -273,19 +282,21 @@ class ChatConsumer(DictationMixin, SocketConsumer):
         handler = self._handlers().get(kind if isinstance(kind, str) else "")
         client_id = content.get("client_id")
         if handler is None:
-            await self._error("unknown_type", f"Unknown frame type {kind!r}.", client_id)
+            await self._error(
+                "unknown_type", gettext("Unknown frame type %(type)r.") % {"type": kind}, client_id
+            )
             return
         try:
             await handler(content)
         except Http404 as exc:
-            await self._error("not_found", str(exc) or "Not found.", client_id)
+            await self._error("not_found", str(exc) or gettext("Not found."), client_id)
         except widget_identity.WidgetError as exc:
             await self._error(exc.code, exc.message, client_id)
         except ChatError as exc:
             await self.send_json({"type": "error", **exc.as_dict(), "client_id": client_id})
         except Exception:
             logger.exception("%s frame %s failed", type(self).__name__, kind)
-            await self._error("internal", "Something went wrong; try again.", client_id)
+            await self._error("internal", gettext("Something went wrong; try again."), client_id)
 
     async def _error(self, code: str, message: str, client_id: Any = None) -> None:
         frame: dict[str, Any] = {"type": "error", "code": code, "error": message}
@@ -412,7 +423,9 @@ class ChatConsumer(DictationMixin, SocketConsumer):
             raise
         except Exception:
             logger.exception("Streaming answer %s failed", message_id)
-            await self._error("stream", "The live stream broke; reload to see the answer.")
+            await self._error(
+                "stream", gettext("The live stream broke; reload to see the answer.")
+            )
         finally:
             if self.tails.get(message_id) is asyncio.current_task():
                 self.tails.pop(message_id, None)
@@ -437,14 +450,14 @@ def _notice_frame(message_id: int, notice: Reset | Waiting | Stored) -> dict[str
         return {
             "type": "generation.reset",
             "message": message_id,
-            "reason": "Part of the answer was lost in transit; reloading it.",
+            "reason": gettext("Part of the answer was lost in transit; reloading it."),
         }
     return {"type": "generation.waiting", "message": message_id, "reason": _waiting_reason(notice)}
 
 
 def _waiting_reason(waiting: Waiting) -> str:
     if waiting.workers is None:
-        return "The message service is unreachable; reconnecting…"
+        return gettext("The message service is unreachable; reconnecting…")
     if waiting.workers == 0:
-        return "No model worker is running; the message waits in the queue."
-    return "Still waiting for the model."
+        return gettext("No model worker is running; the message waits in the queue.")
+    return gettext("Still waiting for the model.")

@@ -6,9 +6,12 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import parse_qs
 
+from django.utils.translation import gettext
+
 from chat.consumers.base import FrameBucket, _db
 from chat.consumers.chat import ChatConsumer, _sent_frame
 from chat.db import db_apart
+from chat.languages import language_from_scope, widget_language
 from chat.models import Message
 from chat.selectors import (
     message_serialize,
@@ -137,12 +140,18 @@ class WidgetConsumer(ChatConsumer):
         key = (query.get("key") or [""])[0]
         origin = (query.get("origin") or [""])[0]
         self.site, refusal = await _widget_site(key, origin)
+        if self.site is not None:
+            # The site's language, else the visitor's browser's.
+            self._language_set(
+                widget_language(site=self.site, browser=language_from_scope(self.scope))
+            )
         await self.accept()
         if refusal:
             message = (
-                f"Unknown widget key {key!r}."
+                gettext("Unknown widget key %(key)r.") % {"key": key}
                 if refusal == CLOSE_UNKNOWN
-                else f"The widget may not be embedded on {origin or 'this page'}."
+                else gettext("The widget may not be embedded on %(origin)s.")
+                % {"origin": origin or gettext("this page")}
             )
             await self.send_json({"type": "error", "code": "refused", "error": message})
             await self.close(code=refusal)
@@ -168,7 +177,7 @@ class WidgetConsumer(ChatConsumer):
 
     async def receive_json(self, content: dict[str, Any], **kwargs: Any) -> None:
         if content.get("type") != "hello" and self.visitor is None:
-            await self._error("hello_first", "Say hello with your token first.")
+            await self._error("hello_first", gettext("Say hello with your token first."))
             return
         await super().receive_json(content)
 

@@ -1,5 +1,6 @@
 """Users' conversations, their messages (a tree) and feedback on answers;
-people's privacy choices, data exports and the privacy log (``privacy``)."""
+people's privacy choices, data exports and the privacy log (``privacy``);
+their language (``language``)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
+from django.utils.translation import gettext_lazy
 
 #: Bounds of the per-conversation sampling settings.
 TEMPERATURE_MAX = 2.0
@@ -20,15 +22,15 @@ class Conversation(models.Model):
     message tree: the model sees only that path."""
 
     class Source(models.TextChoices):
-        CHAT = "chat", "Chat"
-        WIDGET = "widget", "Widget"
-        API = "api", "API"
+        CHAT = "chat", gettext_lazy("Chat")
+        WIDGET = "widget", gettext_lazy("Widget")
+        API = "api", gettext_lazy("API")
 
     class Handoff(models.TextChoices):
-        NONE = "none", "Bot"
-        REQUESTED = "requested", "Waiting for a person"
-        ACTIVE = "active", "With a person"
-        CLOSED = "closed", "Closed"
+        NONE = "none", gettext_lazy("Bot")
+        REQUESTED = "requested", gettext_lazy("Waiting for a person")
+        ACTIVE = "active", gettext_lazy("With a person")
+        CLOSED = "closed", gettext_lazy("Closed")
 
     # A signed-in user's conversation, or a widget visitor's (then ``site``
     # and ``visitor`` are set and ``user`` is empty).
@@ -63,8 +65,8 @@ class Conversation(models.Model):
     )
 
     class Strategy(models.TextChoices):
-        SAMPLING = "sampling", "Sampling"
-        BEAM = "beam", "Beam search"
+        SAMPLING = "sampling", gettext_lazy("Sampling")
+        BEAM = "beam", gettext_lazy("Beam search")
 
     strategy = models.CharField(max_length=10, choices=Strategy.choices, default=Strategy.SAMPLING)
     #: Beam search: how many beams the search keeps.
@@ -159,18 +161,18 @@ class Message(models.Model):
     regenerated answer or an edited question."""
 
     class Role(models.TextChoices):
-        USER = "user", "User"
-        ASSISTANT = "assistant", "Assistant"
+        USER = "user", gettext_lazy("User")
+        ASSISTANT = "assistant", gettext_lazy("Assistant")
 
     class Status(models.TextChoices):
-        PENDING = "pending", "Generating"
-        DONE = "done", "Done"
-        CANCELLED = "cancelled", "Stopped"
-        ERROR = "error", "Error"
-        BLOCKED = "blocked", "Blocked"
+        PENDING = "pending", gettext_lazy("Generating")
+        DONE = "done", gettext_lazy("Done")
+        CANCELLED = "cancelled", gettext_lazy("Stopped")
+        ERROR = "error", gettext_lazy("Error")
+        BLOCKED = "blocked", gettext_lazy("Blocked")
         # An "assistant" turn an API caller sent as history: text the
         # caller wrote, not an answer of any model version.
-        SUPPLIED = "supplied", "Supplied by the API caller"
+        SUPPLIED = "supplied", gettext_lazy("Supplied by the API caller")
 
     conversation = models.ForeignKey(
         Conversation, on_delete=models.CASCADE, related_name="messages"
@@ -243,8 +245,8 @@ class Feedback(models.Model):
     """A user's thumbs up or down on an answer, with the version that wrote it."""
 
     class Rating(models.IntegerChoices):
-        UP = 1, "Thumbs up"
-        DOWN = -1, "Thumbs down"
+        UP = 1, gettext_lazy("Thumbs up")
+        DOWN = -1, gettext_lazy("Thumbs down")
 
     message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="feedback")
     # Empty once retention anonymised the conversation.
@@ -287,15 +289,19 @@ class ApiKey(models.Model):
     prefix = models.CharField(max_length=16, unique=True)
     key_hash = models.CharField(max_length=64)
     rate_limit_per_minute = models.PositiveIntegerField(
-        null=True, blank=True, help_text="Requests a minute; empty: the site default."
+        null=True,
+        blank=True,
+        help_text=gettext_lazy("Requests a minute; empty: the site default."),
     )
     monthly_token_quota = models.PositiveBigIntegerField(
         null=True,
         blank=True,
-        help_text="Tokens in and out per calendar month; empty: the site default; 0: none.",
+        help_text=gettext_lazy(
+            "Tokens in and out per calendar month; empty: the site default; 0: none."
+        ),
     )
     all_versions = models.BooleanField(
-        default=False, help_text="May use any model version, not only production."
+        default=False, help_text=gettext_lazy("May use any model version, not only production.")
     )
     knowledge_base = models.ForeignKey(
         "models_admin.KnowledgeBase",
@@ -303,7 +309,9 @@ class ApiKey(models.Model):
         blank=True,
         on_delete=models.SET_NULL,
         related_name="+",
-        help_text="Answers of calls with this key are grounded in this base by default.",
+        help_text=gettext_lazy(
+            "Answers of calls with this key are grounded in this base by default."
+        ),
     )
     # When staff last set this key's limits. A new key of the same user
     # starts with the limits last set on any of their keys, revoked ones
@@ -380,8 +388,8 @@ class WidgetSite(models.Model):
     looks and greets, what the model is told, and when people answer."""
 
     class Position(models.TextChoices):
-        RIGHT = "right", "Bottom right"
-        LEFT = "left", "Bottom left"
+        RIGHT = "right", gettext_lazy("Bottom right")
+        LEFT = "left", gettext_lazy("Bottom left")
 
     name = models.CharField(max_length=200)
     public_key = models.CharField(max_length=40, unique=True)
@@ -401,7 +409,7 @@ class WidgetSite(models.Model):
         blank=True,
         on_delete=models.SET_NULL,
         related_name="+",
-        help_text="Empty: the production version.",
+        help_text=gettext_lazy("Empty: the production version."),
     )
     knowledge_base = models.ForeignKey(
         "models_admin.KnowledgeBase",
@@ -409,7 +417,7 @@ class WidgetSite(models.Model):
         blank=True,
         on_delete=models.SET_NULL,
         related_name="+",
-        help_text="Answers are grounded in this base's articles and cite them.",
+        help_text=gettext_lazy("Answers are grounded in this base's articles and cite them."),
     )
     # {"timezone": "Europe/Paris", "days": {"mon": [["09:00", "18:00"]], ...}};
     # empty: always open.
@@ -424,6 +432,9 @@ class WidgetSite(models.Model):
     #: Whether visitors' conversations may train models; empty follows
     #: ``TRAINING_OPT_IN_DEFAULT``.
     train_on_conversations = models.BooleanField(null=True, blank=True)
+    #: The widget's language, a code of ``LANGUAGES`` (not choices: adding
+    #: a language needs no migration); empty follows the visitor's browser.
+    language = models.CharField(max_length=15, blank=True)
     identity_secret = models.CharField(max_length=64)
     enabled = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -467,6 +478,7 @@ class WidgetVisitor(models.Model):
         return self.external_id or f"visitor {self.pk}"
 
 
+from chat.models.language import LanguageChoice  # noqa: E402
 from chat.models.privacy import DataExport, PrivacyChoice, PrivacyEvent  # noqa: E402
 
 __all__ = [
@@ -475,6 +487,7 @@ __all__ = [
     "Conversation",
     "DataExport",
     "Feedback",
+    "LanguageChoice",
     "Message",
     "PrivacyChoice",
     "PrivacyEvent",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db import models
+from django.utils.translation import gettext_lazy
 
 
 class PrivacyChoice(models.Model):
@@ -27,11 +28,11 @@ class DataExport(models.Model):
     is deleted."""
 
     class State(models.TextChoices):
-        QUEUED = "queued", "Queued"
-        RUNNING = "running", "Building"
-        READY = "ready", "Ready"
-        FAILED = "failed", "Failed"
-        EXPIRED = "expired", "Expired"
+        QUEUED = "queued", gettext_lazy("Queued")
+        RUNNING = "running", gettext_lazy("Building")
+        READY = "ready", gettext_lazy("Ready")
+        FAILED = "failed", gettext_lazy("Failed")
+        EXPIRED = "expired", gettext_lazy("Expired")
 
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="data_exports"
@@ -72,11 +73,11 @@ class PrivacyEvent(models.Model):
     may no longer exist."""
 
     class Action(models.TextChoices):
-        EXPORT_REQUESTED = "export_requested", "Asked for a data export"
-        EXPORT_DOWNLOADED = "export_downloaded", "Downloaded a data export"
-        ACCOUNT_DELETED = "account_deleted", "Deleted an account"
-        TRAINING_CHOICE = "training_choice", "Changed the training choice"
-        RETENTION = "retention", "Retention run"
+        EXPORT_REQUESTED = "export_requested", gettext_lazy("Asked for a data export")
+        EXPORT_DOWNLOADED = "export_downloaded", gettext_lazy("Downloaded a data export")
+        ACCOUNT_DELETED = "account_deleted", gettext_lazy("Deleted an account")
+        TRAINING_CHOICE = "training_choice", gettext_lazy("Changed the training choice")
+        RETENTION = "retention", gettext_lazy("Retention run")
 
     actor = models.ForeignKey(
         settings.AUTH_USER_MODEL,

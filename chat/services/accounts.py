@@ -11,13 +11,14 @@ from django.conf import settings
 from django.contrib.auth import password_validation
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
+from django.utils.translation import gettext_lazy
 
 from chat.backends import username_key
 from inference.connection import key, redis_client
 
 logger = logging.getLogger(__name__)
 
-EMAIL_TAKEN_MESSAGE = "An account with this email address already exists."
+EMAIL_TAKEN_MESSAGE = gettext_lazy("An account with this email address already exists.")
 SIGNUP_WINDOW_S = 3600
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import IntegrityError, transaction
+from django.utils.translation import gettext
 
 from chat.models import Conversation, Message
 from chat.selectors import prompt_messages, thread_load
@@ -40,7 +41,7 @@ def message_regenerate(
     if earlier is not None:
         return earlier
     if message.conversation_id != conversation.pk or message.role != Message.Role.ASSISTANT:
-        raise ChatError("invalid", "Only answers can be regenerated.")
+        raise ChatError("invalid", gettext("Only answers can be regenerated."))
     return _answer_again(
         user=user, conversation=conversation, message=message, client_uuid=client_uuid
     )
@@ -70,15 +71,18 @@ def _answer_again(
         with transaction.atomic():
             locked = Conversation.objects.select_for_update().get(pk=conversation.pk)
             if Message.objects.filter(pk=message.pk, status=Message.Status.PENDING).exists():
-                raise ChatError("busy", "This answer is still being written; stop it first.")
+                raise ChatError(
+                    "busy", gettext("This answer is still being written; stop it first.")
+                )
             _limits_check(user_id=int(user.pk))
             thread = thread_load(conversation=locked)
             question = thread.messages[message.parent_id] if message.parent_id else None
             if question is None:
-                raise ChatError("invalid", "This answer has no question to answer again.")
+                raise ChatError("invalid", gettext("This answer has no question to answer again."))
             if question.status == Message.Status.BLOCKED:
                 raise ChatError(
-                    "blocked", "This message was blocked by a content rule; it is not answered."
+                    "blocked",
+                    gettext("This message was blocked by a content rule; it is not answered."),
                 )
             if grounding is not None and not grounding.found:
                 answer = _answer_nothing_found(
@@ -138,22 +142,33 @@ def message_branch(
     if earlier is not None:
         return earlier
     if message.conversation_id != conversation.pk or message.role != Message.Role.ASSISTANT:
-        raise ChatError("invalid", "Only answers can be regenerated from a token.")
+        raise ChatError("invalid", gettext("Only answers can be regenerated from a token."))
     if message.author_id is not None or not message.tokens:
-        raise ChatError("invalid", "This answer has no token probabilities to branch from.")
+        raise ChatError(
+            "invalid", gettext("This answer has no token probabilities to branch from.")
+        )
     position = _int(index)
     if not 0 <= position < len(message.tokens):
-        raise ChatError("invalid", f"The answer has tokens 0 to {len(message.tokens) - 1}.")
+        raise ChatError(
+            "invalid",
+            gettext("The answer has tokens 0 to %(last)s.") % {"last": len(message.tokens) - 1},
+        )
     entry = message.tokens[position]
     choices = {str(text): logprob for text, logprob in entry[2]}
     if not isinstance(token, str) or token not in choices:
-        raise ChatError("invalid", "Pick one of the alternatives the model weighed there.")
+        raise ChatError(
+            "invalid", gettext("Pick one of the alternatives the model weighed there.")
+        )
     if "\ufffd" in token or not token:
-        raise ChatError("invalid", "That alternative is part of a character; pick another.")
+        raise ChatError(
+            "invalid", gettext("That alternative is part of a character; pick another.")
+        )
     prefix_tokens = message.tokens[:position]
     prefix = tokens_text(prefix_tokens) + token
     if not prefix.strip():
-        raise ChatError("invalid", "The answer would start with blank text; pick another token.")
+        raise ChatError(
+            "invalid", gettext("The answer would start with blank text; pick another token.")
+        )
     return _answer_again(
         user=user,
         conversation=conversation,
@@ -176,7 +191,7 @@ def message_continue(
     Sending the same client_id again while it runs changes nothing."""
     _client_uuid(client_id)
     if message.conversation_id != conversation.pk or message.role != Message.Role.ASSISTANT:
-        raise ChatError("invalid", "Only answers can be continued.")
+        raise ChatError("invalid", gettext("Only answers can be continued."))
     parent = message.parent
     grounding = (
         grounding_get(conversation=conversation, question=parent.content) if parent else None
@@ -190,19 +205,20 @@ def message_continue(
             return Sent(question=None, answer=answer, created=False)
         if locked.current_leaf_id != answer.pk:
             raise ChatError(
-                "invalid", "Only the last answer of the conversation can be continued."
+                "invalid", gettext("Only the last answer of the conversation can be continued.")
             )
         if answer.finish_reason not in CONTINUABLE or not answer.content.strip():
             raise ChatError(
-                "invalid", "Only an answer that was stopped or cut at its length can be continued."
+                "invalid",
+                gettext("Only an answer that was stopped or cut at its length can be continued."),
             )
         if answer.author_id is not None:
-            raise ChatError("invalid", "Only a model's answer can be continued.")
+            raise ChatError("invalid", gettext("Only a model's answer can be continued."))
         _limits_check(user_id=int(user.pk))
         thread = thread_load(conversation=locked)
         question = thread.messages[answer.parent_id] if answer.parent_id else None
         if question is None:
-            raise ChatError("invalid", "This answer has no question.")
+            raise ChatError("invalid", gettext("This answer has no question."))
         system_prompt = _system_prompt_now(conversation=locked)
         prompt = _system_prompt_use(prompt_messages(thread=thread, upto=question), system_prompt)
         prompt.append({"role": "assistant", "content": answer.content})

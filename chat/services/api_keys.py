@@ -18,6 +18,7 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import F, Sum
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from chat.models import ApiKey, ApiRequest
 from inference.connection import key as redis_key
@@ -53,11 +54,18 @@ def api_key_create(*, user: AbstractBaseUser, name: str) -> tuple[ApiKey, str]:
     and cannot be shown again."""
     name = name.strip()
     if not name:
-        raise ValidationError({"name": ["Name the key, e.g. after the app that uses it."]})
+        raise ValidationError(
+            {"name": [gettext("Name the key, e.g. after the app that uses it.")]}
+        )
     active = ApiKey.objects.filter(user_id=user.pk, revoked_at__isnull=True).count()
     if active >= settings.API_KEYS_PER_USER:
         raise ValidationError(
-            {"name": [f"You can hold {settings.API_KEYS_PER_USER} keys; revoke one first."]}
+            {
+                "name": [
+                    gettext("You can hold %(count)s keys; revoke one first.")
+                    % {"count": settings.API_KEYS_PER_USER}
+                ]
+            }
         )
     inherited = api_key_limits_inherited(user_id=int(user.pk))
     for _attempt in range(5):

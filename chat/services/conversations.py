@@ -9,6 +9,8 @@ from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
+from django.utils.formats import number_format
+from django.utils.translation import gettext
 
 from chat.models import Conversation, Message
 from chat.selectors import chat_versions_for_user, thread_load, thread_selected_leaf
@@ -109,7 +111,8 @@ def conversations_room_check(*, user_id: int) -> None:
     if not conversations_room_left(user_id=user_id):
         limit = settings.CHAT_MAX_CONVERSATIONS_PER_USER
         raise ValidationError(
-            f"You can keep {limit:,} conversations; delete some to start a new one."
+            gettext("You can keep %(limit)s conversations; delete some to start a new one.")
+            % {"limit": number_format(limit, force_grouping=True)}
         )
 
 
@@ -122,13 +125,15 @@ def _version_usable(*, user: Any, version_id: int) -> Any:
     for version in chat_versions_for_user(user=user):
         if version.pk == version_id:
             return version
-    raise ValidationError({"model_version": ["Pick one of the models offered to you."]})
+    raise ValidationError({"model_version": [gettext("Pick one of the models offered to you.")]})
 
 
 def _knowledge_base_usable(*, base_id: int) -> KnowledgeBase:
     base = knowledge_bases_for_chat().filter(pk=base_id).first()
     if base is None:
-        raise ValidationError({"knowledge_base": ["Pick one of the knowledge bases offered."]})
+        raise ValidationError(
+            {"knowledge_base": [gettext("Pick one of the knowledge bases offered.")]}
+        )
     return base
 
 
@@ -212,7 +217,12 @@ def conversation_update(
     ):
         # Each beam takes one of the engine's slots.
         raise ValidationError(
-            {"beams": [f"This server runs at most {settings.INFERENCE_SLOTS} beams."]}
+            {
+                "beams": [
+                    gettext("This server runs at most %(count)s beams.")
+                    % {"count": settings.INFERENCE_SLOTS}
+                ]
+            }
         )
     # Pinning is not activity: it does not move the conversation in time.
     touched = [] if fields == ["pinned_at"] else ["updated_at"]

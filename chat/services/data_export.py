@@ -22,6 +22,7 @@ from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from chat.models import (
     ApiKey,
@@ -87,7 +88,7 @@ def export_request(
             .exists()
         )
         if busy:
-            raise ValidationError("An export of this account is already being built.")
+            raise ValidationError(gettext("An export of this account is already being built."))
         export = DataExport.objects.create(
             user_id=user.pk,
             requested_by_id=requested_by.pk,
@@ -283,7 +284,8 @@ def export_build(export: DataExport) -> DataExport:
         logger.exception("Export %s failed", export.pk)
         if DataExport.objects.filter(pk=export.pk).update(
             state=DataExport.State.FAILED,
-            error=f"The archive could not be written: {type(exc).__name__}.",
+            error=gettext("The archive could not be written: %(error)s.")
+            % {"error": type(exc).__name__},
             finished_at=timezone.now(),
         ):
             export.refresh_from_db()

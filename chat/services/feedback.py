@@ -6,6 +6,7 @@ from typing import Any
 
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import transaction
+from django.utils.translation import gettext
 
 from chat.models import Feedback, Message
 
@@ -21,16 +22,16 @@ def feedback_set(
         Message.Status.PENDING,
         Message.Status.SUPPLIED,
     ):
-        raise ChatError("invalid", "Feedback goes on finished answers of a model.")
+        raise ChatError("invalid", gettext("Feedback goes on finished answers of a model."))
     try:
         rating = int(rating)
     except (TypeError, ValueError, OverflowError):
-        raise ChatError("invalid", "rating must be 1, -1 or 0.") from None
+        raise ChatError("invalid", gettext("rating must be 1, -1 or 0.")) from None
     if rating not in (1, -1, 0):
-        raise ChatError("invalid", "rating must be 1, -1 or 0.")
+        raise ChatError("invalid", gettext("rating must be 1, -1 or 0."))
     reason = str(reason or "").strip()
     if len(reason) > 1000:
-        raise ChatError("too_long", "Feedback reasons are limited to 1,000 characters.")
+        raise ChatError("too_long", gettext("Feedback reasons are limited to 1,000 characters."))
     with transaction.atomic():
         if rating == 0:
             Feedback.objects.filter(message=message, user_id=user.pk).delete()

@@ -15,6 +15,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from chat.selectors import generations_running_count, generations_started_times
 
@@ -48,7 +49,8 @@ def user_generation_check(*, user_id: int, lock: bool = False) -> None:
         wait = (min(started) + WINDOW - now).total_seconds()
         raise LimitError(
             "rate_limited",
-            f"You can send {per_minute} messages a minute. Try again in {max(1, round(wait))} s.",
+            gettext("You can send %(limit)s messages a minute. Try again in %(seconds)s s.")
+            % {"limit": per_minute, "seconds": max(1, round(wait))},
             retry_after=max(wait, 1.0),
         )
     running_limit = settings.CHAT_MAX_CONCURRENT_GENERATIONS
@@ -57,6 +59,9 @@ def user_generation_check(*, user_id: int, lock: bool = False) -> None:
     if generations_running_count(user_id=user_id, since=stale) >= running_limit:
         raise LimitError(
             "too_many_running",
-            f"At most {running_limit} answers can be generated at once. "
-            "Wait for one to finish or stop it.",
+            gettext(
+                "At most %(limit)s answers can be generated at once. "
+                "Wait for one to finish or stop it."
+            )
+            % {"limit": running_limit},
         )

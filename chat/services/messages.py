@@ -13,6 +13,8 @@ from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import IntegrityError, transaction
 from django.utils import timezone
+from django.utils.formats import number_format
+from django.utils.translation import gettext
 
 from chat.models import Conversation, Message
 from chat.selectors import (
@@ -82,7 +84,7 @@ def _client_uuid(client_id: Any) -> uuid.UUID:
     try:
         return uuid.UUID(str(client_id))
     except (TypeError, ValueError, AttributeError):
-        raise ChatError("invalid", "client_id must be a UUID.") from None
+        raise ChatError("invalid", gettext("client_id must be a UUID.")) from None
 
 
 def _limits_check(*, user_id: int, lock: bool = True) -> None:
@@ -94,18 +96,23 @@ def _limits_check(*, user_id: int, lock: bool = True) -> None:
 
 def _content_check(content: Any) -> str:
     if not isinstance(content, str) or not content.strip():
-        raise ChatError("empty", "Write a message first.")
+        raise ChatError("empty", gettext("Write a message first."))
     try:
         content.encode("utf-8")
     except UnicodeEncodeError:
         # A lone surrogate: valid JSON, but no text a database can store.
-        raise ChatError("invalid", "The message is not valid Unicode text.") from None
+        raise ChatError("invalid", gettext("The message is not valid Unicode text.")) from None
     if "\x00" in content:
-        raise ChatError("invalid", "Messages may not contain NUL characters.")
+        raise ChatError("invalid", gettext("Messages may not contain NUL characters."))
     limit = settings.CHAT_MAX_MESSAGE_CHARS
     if len(content) > limit:
         raise ChatError(
-            "too_long", f"Messages are limited to {limit:,} characters ({len(content):,} sent)."
+            "too_long",
+            gettext("Messages are limited to %(limit)s characters (%(sent)s sent).")
+            % {
+                "limit": number_format(limit, force_grouping=True),
+                "sent": number_format(len(content), force_grouping=True),
+            },
         )
     return content.strip()
 
@@ -129,7 +136,10 @@ def _system_prompt_now(*, conversation: Conversation) -> str | None:
         )
         raise ChatError(
             "blocked",
-            "This conversation's system prompt is blocked by a content rule; change it to go on.",
+            gettext(
+                "This conversation's system prompt is blocked by a content rule; "
+                "change it to go on."
+            ),
         )
     return verdict.text
 
@@ -167,7 +177,7 @@ def _existing(conversation: Conversation, client_uuid: uuid.UUID) -> Sent | None
         return Sent(question=None, answer=earlier, created=False)
     answer = earlier.children.order_by("created_at", "id").first()
     if answer is None and earlier.conversation.source != Conversation.Source.WIDGET:
-        raise ChatError("invalid", "This client_id was used for another action.")
+        raise ChatError("invalid", gettext("This client_id was used for another action."))
     return Sent(question=earlier, answer=answer, created=False)
 
 
@@ -220,7 +230,7 @@ def _answer_queue(
                 generation_id=generation_id,
                 final={
                     "finish_reason": "error",
-                    "error": "The model service is unreachable. Try again in a moment.",
+                    "error": gettext("The model service is unreachable. Try again in a moment."),
                 },
                 text="",
             )
@@ -348,7 +358,7 @@ def question_send(
             else:
                 parent = thread.messages.get(_int(parent_id))
                 if parent is None:
-                    raise ChatError("not_found", "No such message.")
+                    raise ChatError("not_found", gettext("No such message."))
             # A widget conversation a person handled may hold questions in a
             # row; elsewhere a question follows an answer.
             if (
@@ -356,10 +366,10 @@ def question_send(
                 and parent.role != Message.Role.ASSISTANT
                 and locked.source != Conversation.Source.WIDGET
             ):
-                raise ChatError("invalid", "A question follows an answer.")
+                raise ChatError("invalid", gettext("A question follows an answer."))
             if parent is not None and parent.status == Message.Status.PENDING:
                 raise ChatError(
-                    "busy", "Wait for the answer to finish, or stop it, before sending."
+                    "busy", gettext("Wait for the answer to finish, or stop it, before sending.")
                 )
             # A rule's mask changes what is stored, so what the model sees;
             # with PII_MASK_AT_REST personal details are masked in what is
@@ -479,4 +489,4 @@ def _int(value: Any) -> int:
     try:
         return int(value)
     except (TypeError, ValueError, OverflowError):
-        raise ChatError("invalid", "Message ids are integers.") from None
+        raise ChatError("invalid", gettext("Message ids are integers.")) from None

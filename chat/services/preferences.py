@@ -20,6 +20,7 @@ from datetime import datetime
 from typing import Any
 
 from django.core.exceptions import ValidationError
+from django.utils.translation import gettext
 
 from chat.models import Conversation, Feedback, Message
 from chat.services.privacy import training_allowed_q
@@ -178,7 +179,7 @@ def preference_dataset_create(
     )
     if not pairs:
         raise ValidationError(
-            {"pairs": ["No conversation in the range holds a preference pair yet."]}
+            {"pairs": [gettext("No conversation in the range holds a preference pair yet.")]}
         )
     owners = {
         pk: {"conversation_id": conversation, "user_id": user}

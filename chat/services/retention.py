@@ -54,7 +54,7 @@ class Policy:
 def retention_policies() -> list[Policy]:
     """The policy of each conversation source, from the settings."""
     return [
-        Policy(source, label, *settings.RETENTION[source])
+        Policy(source, str(label), *settings.RETENTION[source])
         for source, label in Conversation.Source.choices
     ]
 

@@ -12,6 +12,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.db import transaction
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from chat.models import Conversation, Message, WidgetVisitor
 from chat.services.events import conversation_group, notify_on_commit
@@ -72,7 +73,7 @@ def _visitor_limits(visitor: WidgetVisitor) -> None:
     if recent >= limit:
         raise ChatError(
             "rate_limited",
-            f"You can send {limit} messages a minute; wait a moment.",
+            gettext("You can send %(limit)s messages a minute; wait a moment.") % {"limit": limit},
             retry_after=60.0,
         )
 
@@ -117,7 +118,7 @@ def widget_generation_stop(*, visitor: WidgetVisitor, message_id: Any) -> bool:
         pk=message_id if isinstance(message_id, int) else -1, conversation__visitor=visitor
     ).first()
     if message is None:
-        raise ChatError("not_found", "No such message.")
+        raise ChatError("not_found", gettext("No such message."))
     return generation_stop(message=message)
 
 
@@ -183,7 +184,7 @@ def handoff_request(*, visitor: WidgetVisitor) -> Conversation:
     message and may leave an email."""
     site = visitor.site
     if not site.handoff_enabled:
-        raise ChatError("handoff_off", "This site does not offer a person to talk to.")
+        raise ChatError("handoff_off", gettext("This site does not offer a person to talk to."))
     conversation = _locked(_conversation_for_send(visitor))
     if conversation.handoff in (Conversation.Handoff.NONE, Conversation.Handoff.CLOSED):
         conversation.handoff = Conversation.Handoff.REQUESTED
@@ -199,7 +200,7 @@ def visitor_email_leave(*, visitor: WidgetVisitor, email: Any) -> WidgetVisitor:
     try:
         validate_email(email)
     except (ValidationError, TypeError):
-        raise ChatError("invalid", "Write a valid email address.") from None
+        raise ChatError("invalid", gettext("Write a valid email address.")) from None
     visitor.email = str(email).strip()
     visitor.save(update_fields=["email", "last_seen_at"])
     conversation = visitor_conversation(visitor=visitor)
@@ -216,10 +217,11 @@ def handoff_take(*, conversation: Conversation, agent: AbstractBaseUser) -> Conv
     the visitor sees who joined."""
     conversation = _locked(conversation)
     if conversation.visitor_id is None:
-        raise ChatError("invalid", "Only widget conversations are handed to a person.")
+        raise ChatError("invalid", gettext("Only widget conversations are handed to a person."))
     if conversation.handoff == Conversation.Handoff.CLOSED:
         raise ChatError(
-            "invalid", "The conversation is closed; the visitor's next message opens a new one."
+            "invalid",
+            gettext("The conversation is closed; the visitor's next message opens a new one."),
         )
     conversation.handoff = Conversation.Handoff.ACTIVE
     conversation.agent_id = agent.pk
@@ -236,9 +238,9 @@ def agent_reply(*, conversation: Conversation, agent: AbstractBaseUser, content:
     """A staff member's answer, shown to the visitor at once."""
     conversation = _locked(conversation)
     if conversation.handoff != Conversation.Handoff.ACTIVE or conversation.agent_id != agent.pk:
-        raise ChatError("invalid", "Take the conversation before replying.")
+        raise ChatError("invalid", gettext("Take the conversation before replying."))
     if not isinstance(content, str) or not content.strip():
-        raise ChatError("empty", "Write a reply first.")
+        raise ChatError("empty", gettext("Write a reply first."))
     reply = Message(
         conversation=conversation,
         parent=conversation.current_leaf,

@@ -15,6 +15,7 @@ from django.core import signing
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from chat.models import Conversation, WidgetSite, WidgetVisitor
 from chat.services.widget_limits import widget_visitor_limits_check
@@ -46,7 +47,9 @@ def _user_id_clean(user_id: Any) -> str:
     or an integer, at most ``_USER_ID_MAX`` characters. Raise WidgetError
     for anything else."""
     refused = WidgetError(
-        "identity", f"identify() needs a user id: text or a number, at most {_USER_ID_MAX} long."
+        "identity",
+        gettext("identify() needs a user id: text or a number, at most %(max)s long.")
+        % {"max": _USER_ID_MAX},
     )
     # bool is an int, but JSON true is no user id.
     if isinstance(user_id, bool) or not isinstance(user_id, str | int):
@@ -158,7 +161,9 @@ def visitor_identify(
     """
     user_id = _user_id_clean(user_id)
     if not _signature_matches(site=site, user_id=user_id, signature=signature):
-        raise WidgetError("identity", "The identity signature does not match; still anonymous.")
+        raise WidgetError(
+            "identity", gettext("The identity signature does not match; still anonymous.")
+        )
     # Both rows locked in one query, in id order, so concurrent calls
     # take the locks in the same order.
     rows = list(

@@ -18,6 +18,7 @@ from typing import Any, cast
 
 from django.conf import settings
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from chat.models import Message, WidgetSite
 from chat.services.messages import ChatError
@@ -51,7 +52,8 @@ def client_subject(*, address: Any) -> str:
 def _refuse(message: str, retry_after: float) -> ChatError:
     return ChatError(
         "rate_limited",
-        f"{message} Try again in {max(1, round(retry_after))} s.",
+        gettext("%(refusal)s Try again in %(seconds)s s.")
+        % {"refusal": message, "seconds": max(1, round(retry_after))},
         retry_after=max(retry_after, 1.0),
     )
 
@@ -117,14 +119,21 @@ def widget_message_limits_check(*, site: WidgetSite, address: Any, answer: bool)
     if answer:
         per_site = settings.WIDGET_GENERATIONS_PER_SITE
         if _site_running_count(site) >= per_site:
-            raise _refuse(f"This site is answering {per_site} questions at once already.", 5.0)
+            raise _refuse(
+                gettext("This site is answering %(count)s questions at once already.")
+                % {"count": per_site},
+                5.0,
+            )
     try:
         if answer and subject:
             per_address = settings.WIDGET_GENERATIONS_PER_ADDRESS
             if _running_count(subject) >= per_address:
                 raise _refuse(
-                    f"At most {per_address} answers can be generated at once from one "
-                    "network address; wait for one to finish or stop it.",
+                    gettext(
+                        "At most %(count)s answers can be generated at once from one "
+                        "network address; wait for one to finish or stop it."
+                    )
+                    % {"count": per_address},
                     5.0,
                 )
         if subject:
@@ -132,12 +141,19 @@ def widget_message_limits_check(*, site: WidgetSite, address: Any, answer: bool)
             wait = _window_take(name="msg", subject=subject, limit=limit, window_s=MINUTE_S)
             if wait is not None:
                 raise _refuse(
-                    f"At most {limit} messages a minute can come from one network address.", wait
+                    gettext(
+                        "At most %(limit)s messages a minute can come from one network address."
+                    )
+                    % {"limit": limit},
+                    wait,
                 )
         limit = settings.WIDGET_MESSAGES_PER_MINUTE_PER_SITE
         wait = _window_take(name="msg", subject=f"site{site.pk}", limit=limit, window_s=MINUTE_S)
         if wait is not None:
-            raise _refuse(f"This site takes at most {limit} messages a minute.", wait)
+            raise _refuse(
+                gettext("This site takes at most %(limit)s messages a minute.") % {"limit": limit},
+                wait,
+            )
     except REDIS_DOWN:
         # Answers need Redis anyway, and the per-visitor and per-site
         # limits in the database still hold: counting is skipped rather
@@ -174,5 +190,7 @@ def widget_visitor_limits_check(*, address: Any) -> None:
         return
     if wait is not None:
         raise _refuse(
-            f"At most {limit} new visitors an hour can come from one network address.", wait
+            gettext("At most %(limit)s new visitors an hour can come from one network address.")
+            % {"limit": limit},
+            wait,
         )

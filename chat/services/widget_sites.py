@@ -12,7 +12,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from django.core.exceptions import ValidationError
 from django.utils import timezone
+from django.utils.translation import gettext
 
+from chat.languages import language_supported
 from chat.models import WidgetSite
 
 #: scheme://host[:port], the host possibly "*." and a domain.
@@ -45,7 +47,7 @@ def origins_clean(text: str) -> str:
             }
         )
     if not lines:
-        raise ValidationError({"allowed_origins": ["List at least one origin."]})
+        raise ValidationError({"allowed_origins": [gettext("List at least one origin.")]})
     return "\n".join(dict.fromkeys(lines))
 
 
@@ -78,16 +80,22 @@ def business_hours_clean(value: Any) -> dict[str, Any]:
     if not value:
         return {}
     if not isinstance(value, dict):
-        raise ValidationError({"business_hours": ["Business hours are an object."]})
+        raise ValidationError({"business_hours": [gettext("Business hours are an object.")]})
     try:
         ZoneInfo(str(value.get("timezone") or "UTC"))
     except (ZoneInfoNotFoundError, ValueError):
         raise ValidationError(
-            {"business_hours": [f"Unknown time zone {value.get('timezone')!r}."]}
+            {
+                "business_hours": [
+                    gettext("Unknown time zone %(zone)r.") % {"zone": value.get("timezone")}
+                ]
+            }
         ) from None
     days = value.get("days") or {}
     if not isinstance(days, dict) or set(days) - set(_DAYS):
-        raise ValidationError({"business_hours": [f"Days are {', '.join(_DAYS)}."]})
+        raise ValidationError(
+            {"business_hours": [gettext("Days are %(days)s.") % {"days": ", ".join(_DAYS)}]}
+        )
     for day, spans in days.items():
         for span in spans if isinstance(spans, list) else [None]:
             if (
@@ -97,7 +105,12 @@ def business_hours_clean(value: Any) -> dict[str, Any]:
                 or span[0] >= span[1]
             ):
                 raise ValidationError(
-                    {"business_hours": [f'{day}: each span is ["HH:MM", "HH:MM"], start first.']}
+                    {
+                        "business_hours": [
+                            gettext('%(day)s: each span is ["HH:MM", "HH:MM"], start first.')
+                            % {"day": day}
+                        ]
+                    }
                 )
     return {"timezone": str(value.get("timezone") or "UTC"), "days": days}
 
@@ -147,8 +160,10 @@ def avatar_url_clean(value: Any) -> str:
         raise ValidationError(
             {
                 "avatar_url": [
-                    "Avatar URL: write an http:// or https:// address of a picture, "
-                    "without a user name, spaces, quotes, ';' or ','."
+                    gettext(
+                        "Avatar URL: write an http:// or https:// address of a picture, "
+                        "without a user name, spaces, quotes, ';' or ','."
+                    )
                 ]
             }
         )
@@ -169,7 +184,11 @@ def widget_site_save(*, data: dict[str, Any], site: WidgetSite | None = None) ->
     site.business_hours = business_hours_clean(site.business_hours)
     site.avatar_url = avatar_url_clean(site.avatar_url)
     if not re.match(r"^#[0-9a-fA-F]{6}$", site.color or ""):
-        raise ValidationError({"color": ["A colour is #RRGGBB."]})
+        raise ValidationError({"color": [gettext("A colour is #RRGGBB.")]})
+    if site.language:
+        site.language = language_supported(site.language) or ""
+        if not site.language:
+            raise ValidationError({"language": [gettext("Unknown language.")]})
     site.full_clean()
     site.save()
     return site

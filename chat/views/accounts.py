@@ -1,7 +1,9 @@
-"""Account pages that Django's auth views do not cover: signup, and a reset
-confirmation that also lifts a login lockout."""
+"""Account pages that Django's auth views do not cover: signup, a reset
+confirmation that also lifts a login lockout, and the choice of language."""
 
 from __future__ import annotations
+
+import contextlib
 
 from django.conf import settings
 from django.contrib.auth import login
@@ -11,14 +13,17 @@ from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.translation import gettext_lazy as _
 from django.views.decorators.cache import never_cache
 from django.views.decorators.debug import sensitive_post_parameters
-from django.views.decorators.http import require_http_methods
+from django.views.decorators.http import require_http_methods, require_POST
+from django.views.i18n import set_language
 
 from chat.forms import SignupForm
 from chat.services.accounts import signup_slot_take, user_create, user_login_failures_clear
+from chat.services.languages import user_language_set
 
-SIGNUP_LIMIT_MESSAGE = (
+SIGNUP_LIMIT_MESSAGE = _(
     "Too many accounts were created from your address in the last hour; try again later."
 )
 
@@ -77,3 +82,24 @@ class PasswordResetConfirmView(auth_views.PasswordResetConfirmView):
         response = super().form_valid(form)
         user_login_failures_clear(user=form.user)
         return response
+
+
+@require_POST
+def language_set(request: HttpRequest) -> HttpResponse:
+    """Switch the language (``language``, a code of ``LANGUAGES``; empty
+    follows the browser) and go back to ``next``: Django's ``set_language``
+    keeps it in the cookie, and a signed-in user's account keeps it too."""
+    code = request.POST.get("language", "")
+    response: HttpResponse
+    if not code:
+        # set_language ignores an empty code; following the browser again
+        # means forgetting the cookie's.
+        response = redirect(_next_url_safe(request) or request.META.get("HTTP_REFERER") or "/")
+        response.delete_cookie(settings.LANGUAGE_COOKIE_NAME)
+    else:
+        response = set_language(request)
+    if request.user.is_authenticated:
+        # An unknown code changes nothing, as set_language does.
+        with contextlib.suppress(ValidationError):
+            user_language_set(user=request.user, language=code, session=request.session)
+    return response

@@ -9,6 +9,7 @@ from typing import Any, cast
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.utils.translation import gettext
 from django.views.decorators.http import require_http_methods
 
 from chat.selectors import (
@@ -92,7 +93,7 @@ def _body(request: HttpRequest) -> dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ChatError("bad_json", "The body is a JSON object.")
+        raise ChatError("bad_json", gettext("The body is a JSON object."))
     return data
 
 
@@ -104,27 +105,31 @@ def _settings_from(data: dict[str, Any]) -> dict[str, Any]:
         value = data[name]
         if name in ("title", "system_prompt", "strategy"):
             if not isinstance(value, str):
-                raise ValidationError({name: ["Must be text."]})
+                raise ValidationError({name: [gettext("Must be text.")]})
         elif name == "pinned":
             if not isinstance(value, bool):
-                raise ValidationError({name: ["Must be true or false."]})
+                raise ValidationError({name: [gettext("Must be true or false.")]})
         elif name == "model_version":
             if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-                raise ValidationError({name: ["Must be a version id, or null for production."]})
+                raise ValidationError(
+                    {name: [gettext("Must be a version id, or null for production.")]}
+                )
         elif name == "knowledge_base":
             if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-                raise ValidationError({name: ["Must be a knowledge base id, or null for none."]})
+                raise ValidationError(
+                    {name: [gettext("Must be a knowledge base id, or null for none.")]}
+                )
         elif name in ("max_tokens", "beams", "top_k"):
             if (
                 isinstance(value, bool)
                 or not isinstance(value, int | float)
                 or value != int(value)
             ):
-                raise ValidationError({name: ["Must be a whole number."]})
+                raise ValidationError({name: [gettext("Must be a whole number.")]})
             value = int(value)
         else:
             if isinstance(value, bool) or not isinstance(value, int | float):
-                raise ValidationError({name: ["Must be a number."]})
+                raise ValidationError({name: [gettext("Must be a number.")]})
             value = float(value)
         values[name] = value
     return values
@@ -137,7 +142,7 @@ def conversations(request: HttpRequest) -> HttpResponse:
         body = _body(request)
         temporary = body.get("temporary", False)
         if not isinstance(temporary, bool):
-            raise ValidationError({"temporary": ["Must be true or false."]})
+            raise ValidationError({"temporary": [gettext("Must be true or false.")]})
         conversation = conversation_create(
             user=_me(request), temporary=temporary, **_settings_from(body)
         )
@@ -192,7 +197,7 @@ def conversation_branch(request: HttpRequest, conversation_id: int) -> HttpRespo
     found = conversation_get_for_user(user=request.user, conversation_id=conversation_id)
     message = message_get_for_user(user=request.user, message_id=_body(request).get("message"))
     if message.conversation_id != found.pk:
-        raise Http404("No such message.")
+        raise Http404(gettext("No such message."))
     conversation_branch_select(conversation=found, message=message)
     thread = thread_load(conversation=found)
     return JsonResponse(thread_serialize(thread=thread, user_id=int(_me(request).pk)))
@@ -227,7 +232,7 @@ def message_tokens_view(request: HttpRequest, message_id: int) -> HttpResponse:
 @require_http_methods(["GET"])
 def conversation_export_view(request: HttpRequest, conversation_id: int, fmt: str) -> HttpResponse:
     if fmt not in ("md", "json"):
-        raise Http404("Exports are .md or .json.")
+        raise Http404(gettext("Exports are .md or .json."))
     found = conversation_get_for_user(user=request.user, conversation_id=conversation_id)
     thread = thread_load(conversation=found)
     filename = f"conversation-{found.pk}.{fmt}"

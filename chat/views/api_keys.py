@@ -20,6 +20,7 @@ from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils.translation import gettext
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods, require_POST
 
@@ -91,7 +92,11 @@ def api_key_revoke_view(request: HttpRequest, key_id: int) -> HttpResponse:
     if key.active:
         api_key_revoke(key=key)
         logger.info("%s revoked API key %s (%s)", request.user, key.pk, key.prefix)
-        messages.success(request, f"Key \u201c{key.name}\u201d ({key.prefix}\u2026) revoked.")
+        messages.success(
+            request,
+            gettext("Key “%(name)s” (%(prefix)s…) revoked.")
+            % {"name": key.name, "prefix": key.prefix},
+        )
     else:
-        messages.info(request, f"Key \u201c{key.name}\u201d was already revoked.")
+        messages.info(request, gettext("Key “%(name)s” was already revoked.") % {"name": key.name})
     return redirect("api-keys")

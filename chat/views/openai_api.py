@@ -22,6 +22,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.http.response import HttpResponseBase
+from django.utils import translation
 from django.views.decorators.csrf import csrf_exempt
 
 from chat.db import db_apart
@@ -57,6 +58,9 @@ USER_LIMIT_CODES = {
     "rate_limited": "rate_limit_exceeded",
     "too_many_running": "too_many_concurrent_requests",
 }
+#: The language of the API's texts, whatever the caller's browser says.
+API_LANGUAGE = "en"
+
 #: Retry-After when the user's answers at once are spent: a guess, since
 #: it depends on when one of them ends.
 RUNNING_RETRY_AFTER_S = 5
@@ -64,10 +68,15 @@ RUNNING_RETRY_AFTER_S = 5
 
 def _api_view(view: Callable[..., Awaitable[HttpResponseBase]]) -> Callable[..., Any]:
     """Give every response an ``X-Request-Id`` and turn an unexpected
-    failure into a 500 in OpenAI's error shape instead of a traceback."""
+    failure into a 500 in OpenAI's error shape instead of a traceback.
+
+    The API speaks English whatever the caller's Accept-Language: clients
+    parse its error bodies. Activated for the rest of the request, so a
+    streamed body's texts are English too."""
 
     @functools.wraps(view)
     async def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        translation.activate(API_LANGUAGE)
         request_id = f"req_{uuid.uuid4().hex}"
         response: HttpResponseBase
         try:

@@ -1,10 +1,15 @@
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
+from django.utils import translation
+from django.views.i18n import JavaScriptCatalog
 
+from chat.languages import language_supported
 from chat.selectors import conversation_get_for_user, thread_load, thread_serialize
 from models_admin.selectors import model_version_get_production
 
@@ -54,3 +59,17 @@ def _chat(request: HttpRequest, conversation_id: int | None = None) -> HttpRespo
             },
         },
     )
+
+
+class LanguageCatalog(JavaScriptCatalog):
+    """``/jsi18n/<language>/``: the scripts' translations (``gettext`` and
+    friends) of one language, named in the address so a page loads the
+    catalogue of the language it was rendered in (the widget's may be its
+    site's, not the browser's)."""
+
+    def get(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        code = language_supported(kwargs.get("language"))
+        if code is None or code != kwargs.get("language"):
+            raise Http404("No such language.")
+        with translation.override(code):
+            return super().get(request, *args, **kwargs)

@@ -18,13 +18,16 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.formats import date_format
+from django.utils.translation import gettext
 from django.views.decorators.cache import never_cache
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from chat.forms import AccountDeleteForm, TrainingChoiceForm
+from chat.languages import language_choices
 from chat.models import DataExport
 from chat.services.data_export import export_download_path, export_request
+from chat.services.languages import user_language_get
 from chat.services.privacy import (
     training_allowed,
     training_choice,
@@ -87,6 +90,8 @@ def account(request: HttpRequest) -> HttpResponse:
             initial={"train_on_chats": training_allowed(user=user)}
         ),
         "training_chosen": training_choice(user=user) is not None,
+        "language_choice": user_language_get(user_id=int(user.pk)) or "",
+        "languages": language_choices(),
         "training_default": training_default(),
         "export_hours": settings.DATA_EXPORT_HOURS,
         "exports": [export_json(e) for e in _exports(user)],
@@ -106,9 +111,9 @@ def training_choice_view(request: HttpRequest) -> HttpResponse:
     training_choice_set(user=_user(request), allowed=allowed)
     messages.success(
         request,
-        "Your chats may help train models."
+        gettext("Your chats may help train models.")
         if allowed
-        else "Your chats will be left out of training from now on.",
+        else gettext("Your chats will be left out of training from now on."),
     )
     return redirect(reverse("account") + "#privacy")
 
@@ -121,7 +126,9 @@ def data_export_start(request: HttpRequest) -> HttpResponse:
     except ValidationError as exc:
         messages.error(request, " ".join(exc.messages))
     else:
-        messages.success(request, "Your archive is being built; this page shows how far it is.")
+        messages.success(
+            request, gettext("Your archive is being built; this page shows how far it is.")
+        )
     return redirect(reverse("account") + "#exports")
 
 

@@ -10,10 +10,13 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.urls import reverse
+from django.utils import translation
+from django.utils.translation import gettext, gettext_lazy
 from django.views.decorators.cache import never_cache
 from django.views.decorators.clickjacking import xframe_options_exempt
 from django.views.decorators.http import require_GET
 
+from chat.languages import widget_language
 from chat.models import WidgetSite
 from chat.services.widget_sites import avatar_origin, origin_allowed, site_get_by_key, site_online
 
@@ -21,15 +24,28 @@ from chat.services.widget_sites import avatar_origin, origin_allowed, site_get_b
 def _site_and_origin(key: Any, origin: Any) -> tuple[WidgetSite | None, int, str]:
     site = site_get_by_key(key=key)
     if site is None:
-        return None, 404, f"Unknown widget key {key!r}."
+        return None, 404, gettext("Unknown widget key %(key)r.") % {"key": key}
     if not origin_allowed(site=site, origin=origin):
         return (
             site,
             403,
-            f"This widget may not be embedded on {origin or 'this page'}; add the origin to "
-            "the site's allowed origins in the dashboard.",
+            gettext(
+                "This widget may not be embedded on %(origin)s; add the origin to "
+                "the site's allowed origins in the dashboard."
+            )
+            % {"origin": origin or gettext("this page")},
         )
     return site, 200, ""
+
+
+#: The loader's words on the host page (``embed.js``), which has no
+#: catalogue of its own; ``{title}`` and ``{count}`` are filled in there.
+_EMBED_LABELS = {
+    "open": gettext_lazy("Open chat: {title}"),
+    "close": gettext_lazy("Close chat"),
+    "unread": gettext_lazy("{count} unread"),
+    "chat": gettext_lazy("Chat"),
+}
 
 
 @never_cache
@@ -45,6 +61,8 @@ def widget_config(request: HttpRequest) -> JsonResponse:
         response["Vary"] = "Origin"
         return response
     frame = request.build_absolute_uri(reverse("widget-frame")) + f"?key={site.public_key}"
+    with translation.override(widget_language(site=site, browser=translation.get_language())):
+        labels = {name: str(text) for name, text in _EMBED_LABELS.items()}
     response = JsonResponse(
         {
             "key": site.public_key,
@@ -53,6 +71,7 @@ def widget_config(request: HttpRequest) -> JsonResponse:
             "position": site.position,
             "avatar_url": site.avatar_url if avatar_origin(site.avatar_url) else "",
             "frame_url": frame,
+            "labels": labels,
         }
     )
     response["Access-Control-Allow-Origin"] = origin or ""
@@ -89,7 +108,10 @@ def widget_frame(request: HttpRequest) -> HttpResponse:
         "ws_path": "/ws/widget/",
         "max_message_chars": settings.CHAT_MAX_MESSAGE_CHARS,
     }
-    response = render(request, "widget/frame.html", {"site": site, "config": config})
+    language = widget_language(site=site, browser=translation.get_language())
+    with translation.override(language):
+        response = render(request, "widget/frame.html", {"site": site, "config": config})
+    response["Content-Language"] = language
     # Only the site's own pages may frame this one; its avatar may come
     # from its own host (the rest of the policy is the site-wide one).
     policy = "frame-ancestors " + " ".join(site.origin_list())

@@ -38,7 +38,11 @@
       const text = document.createElement("span");
       text.className = "small muted";
       text.dataset.progress = "";
-      text.textContent = done + " of " + (total || "?") + " conversations";
+      text.textContent = interpolate(
+        gettext("%(done)s of %(total)s conversations"),
+        { done, total: total || "?" },
+        true
+      );
       li.append(bar, text);
     }
     if (exp.url) {
@@ -46,8 +50,13 @@
       link.href = exp.url;
       link.className = "button";
       link.dataset.testid = "export-download";
-      link.textContent = "Download";
-      if (exp.size_bytes) link.title = (exp.size_bytes / 1024).toFixed(1) + " KB";
+      link.textContent = gettext("Download");
+      if (exp.size_bytes) {
+        const kb = (exp.size_bytes / 1024).toLocaleString(document.documentElement.lang || undefined, {
+          maximumFractionDigits: 1,
+        });
+        link.title = interpolate(gettext("%(size)s KB"), { size: kb }, true);
+      }
       li.append(link);
     }
     if (exp.error) {

@@ -32,12 +32,12 @@
     try {
       if (!navigator.clipboard || !window.isSecureContext) throw new Error("no clipboard");
       await navigator.clipboard.writeText(text);
-      report(button, "Copied.");
+      report(button, gettext("Copied."));
     } catch (_error) {
       // Without the clipboard API (plain http, old browsers) select the
       // text, so one keystroke copies it.
       select(node);
-      report(button, "Selected: press Ctrl+C (⌘C on a Mac) to copy.");
+      report(button, gettext("Selected: press Ctrl+C (⌘C on a Mac) to copy."));
     }
   }
 

@@ -43,9 +43,15 @@
     if (a >= 10 || a === 0) return String(Math.round(v * 10) / 10);
     return String(+v.toPrecision(3));
   }
+  const TIME_FORMAT = new Intl.DateTimeFormat(document.documentElement.lang || undefined, {
+    month: "numeric",
+    day: "numeric",
+    hour: "2-digit",
+    minute: "2-digit",
+    hourCycle: "h23",
+  });
   function timeFormat(ms) {
-    const d = new Date(ms);
-    return `${d.getMonth() + 1}/${d.getDate()} ${String(d.getHours()).padStart(2, "0")}:${String(d.getMinutes()).padStart(2, "0")}`;
+    return TIME_FORMAT.format(new Date(ms));
   }
   function legend(container, series) {
     if (series.length < 2 && !(series[0] && series[0].name)) return;
@@ -64,13 +70,13 @@
     container.replaceChildren();
     const box = document.createElement("div");
     box.className = "empty-chart";
-    box.textContent = text || "No data yet.";
+    box.textContent = text || gettext("No data yet.");
     container.appendChild(box);
   }
   function frame(container, opts) {
     container.replaceChildren();
     container.classList.add("chart");
-    const svg = el("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": opts.label || opts.yLabel || "chart" });
+    const svg = el("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": opts.label || opts.yLabel || gettext("chart") });
     container.appendChild(svg);
     return svg;
   }
@@ -121,7 +127,9 @@
       const showDots = pts.length <= 60 || s.dots;
       pts.forEach((p) => {
         const dot = el("circle", { cx: xScale(p[0]), cy: yScale(p[1]), r: showDots ? 2.6 : 0.01, fill: color }, svg);
-        el("title", {}, dot).textContent = `${s.name ? s.name + ": " : ""}${yFmt(p[1])} at ${xFmt(p[0])}`;
+        el("title", {}, dot).textContent =
+          (s.name ? s.name + ": " : "") +
+          interpolate(gettext("%(value)s at %(time)s"), { value: yFmt(p[1]), time: xFmt(p[0]) }, true);
       });
     });
     legend(container, series);

@@ -65,10 +65,13 @@
     onSend: sendMessage,
   });
   const streams = window.ChatStream.streams({
-    waiting: "Waiting for the model…",
+    waiting: gettext("Waiting for the model…"),
     notes: {
-      queued: (frame) => `Queued: position ${frame.position}`,
-      start: (frame) => (frame.model_version ? `Writing with ${frame.model_version}…` : "Writing…"),
+      queued: (frame) => interpolate(gettext("Queued: position %(position)s"), { position: frame.position }, true),
+      start: (frame) =>
+        frame.model_version
+          ? interpolate(gettext("Writing with %(model)s…"), { model: frame.model_version }, true)
+          : gettext("Writing…"),
     },
     // A gap: ask for everything after the last number shown.
     onGap: openConversationOnSocket,
@@ -112,10 +115,12 @@
     try {
       data = await response.json();
     } catch (_err) {
-      data = { error: `The server answered ${response.status}.` };
+      data = { error: interpolate(gettext("The server answered %(status)s."), { status: response.status }, true) };
     }
     if (!response.ok) {
-      const error = new Error((data && data.error) || `Request failed (${response.status})`);
+      const error = new Error(
+        (data && data.error) || interpolate(gettext("Request failed (%(status)s)"), { status: response.status }, true)
+      );
       error.data = data;
       error.status = response.status;
       throw error;
@@ -136,7 +141,7 @@
   function copy(text, button) {
     const done = (ok) => {
       const before = button.textContent;
-      button.textContent = ok ? "Copied" : "Copy failed";
+      button.textContent = ok ? gettext("Copied") : gettext("Copy failed");
       setTimeout(() => {
         button.textContent = before;
       }, 1500);
@@ -154,12 +159,12 @@
     path: "/ws/chat/",
     backoff: { minMs: 500, maxMs: 8000, jitter: false },
     notes: {
-      connecting: "Connecting…",
-      retrying: "Connection lost. Reconnecting…",
+      connecting: gettext("Connecting…"),
+      retrying: gettext("Connection lost. Reconnecting…"),
       closed: {
-        4401: "Logged out. Log in again to chat.",
+        4401: gettext("Logged out. Log in again to chat."),
         // Reconnecting would be refused again until another tab closes.
-        4429: "Too many open connections: close another tab, then reload.",
+        4429: gettext("Too many open connections: close another tab, then reload."),
       },
     },
     onStatus: setConnection,
@@ -203,7 +208,7 @@
   }
 
   function action(frame) {
-    if (!socket.action(frame)) setConnection("Offline: your message is sent when the connection is back.");
+    if (!socket.action(frame)) setConnection(gettext("Offline: your message is sent when the connection is back."));
     return frame.client_id;
   }
 
@@ -211,7 +216,7 @@
 
   function onError(frame) {
     composer.restore(socket.settle(frame.client_id)); // keep what the user wrote
-    showError(frame.error || "Something went wrong.");
+    showError(frame.error || gettext("Something went wrong."));
     updateComposer();
   }
 
@@ -300,13 +305,13 @@
   function statusLabel(message) {
     switch (message.status) {
       case "cancelled":
-        return "Stopped";
+        return gettext("Stopped");
       case "error":
-        return "Error";
+        return gettext("Error");
       case "blocked":
-        return "Blocked by a content rule";
+        return gettext("Blocked by a content rule");
       case "supplied":
-        return "Written by the API caller, not a model";
+        return gettext("Written by the API caller, not a model");
       default:
         return "";
     }
@@ -335,8 +340,8 @@
     node.classList.toggle("streaming", pending);
     let noteText = "";
     if (pending && stream) noteText = stream.note || "";
-    else if (pending) noteText = "Waiting for the model…";
-    else if (message.status === "error") noteText = message.error || "The answer failed.";
+    else if (pending) noteText = gettext("Waiting for the model…");
+    else if (message.status === "error") noteText = message.error || gettext("The answer failed.");
     else if (statusLabel(message)) noteText = statusLabel(message);
     note.textContent = noteText;
     note.hidden = !noteText;
@@ -369,7 +374,7 @@
       el("button", {
         type: "button",
         class: "icon-button",
-        "aria-label": "Previous version",
+        "aria-label": gettext("Previous version"),
         "data-testid": "version-prev",
         disabled: index === 0,
         text: "‹",
@@ -379,7 +384,7 @@
       el("button", {
         type: "button",
         class: "icon-button",
-        "aria-label": "Next version",
+        "aria-label": gettext("Next version"),
         "data-testid": "version-next",
         disabled: index === total - 1,
         text: "›",
@@ -410,7 +415,7 @@
         type: "button",
         class: "small-button",
         "data-testid": "copy-message",
-        text: "Copy",
+        text: gettext("Copy"),
         onclick: (event) => copy(currentText(message), event.currentTarget),
       })
     );
@@ -421,7 +426,7 @@
           type: "button",
           class: "small-button",
           "data-testid": "edit-message",
-          text: "Edit",
+          text: gettext("Edit"),
           onclick: () => startEdit(node, message),
         })
       );
@@ -440,7 +445,7 @@
             type: "button",
             class: "small-button",
             "data-testid": "regenerate",
-            text: "Regenerate",
+            text: gettext("Regenerate"),
             onclick: () => regenerate(message),
           })
         );
@@ -450,8 +455,8 @@
               type: "button",
               class: "small-button",
               "data-testid": "continue",
-              title: "Go on with this answer from where it stopped",
-              text: "Continue",
+              title: gettext("Go on with this answer from where it stopped"),
+              text: gettext("Continue"),
               onclick: () => continueAnswer(message),
             })
           );
@@ -464,7 +469,7 @@
             el("button", {
               type: "button",
               class: `small-button thumb${message.rating === 1 ? " active" : ""}`,
-              "aria-label": "Good answer",
+              "aria-label": gettext("Good answer"),
               "aria-pressed": message.rating === 1 ? "true" : "false",
               "data-testid": "thumbs-up",
               onclick: () => rate(message, message.rating === 1 ? 0 : 1, ""),
@@ -472,7 +477,7 @@
             el("button", {
               type: "button",
               class: `small-button thumb${message.rating === -1 ? " active" : ""}`,
-              "aria-label": "Bad answer",
+              "aria-label": gettext("Bad answer"),
               "aria-pressed": message.rating === -1 ? "true" : "false",
               "data-testid": "thumbs-down",
               onclick: () => (message.rating === -1 ? rate(message, 0, "") : askReason(message)),
@@ -492,17 +497,23 @@
   // --- per-answer details ---------------------------------------------------
 
   const FINISH_LABELS = {
-    stop: "ended on its own",
-    length: "cut at the length limit",
-    cancelled: "stopped",
-    content_filter: "blocked by a content rule",
-    error: "failed",
-    no_passages: "nothing in the knowledge base answers it",
+    stop: gettext("ended on its own"),
+    length: gettext("cut at the length limit"),
+    cancelled: pgettext("an answer", "stopped"),
+    content_filter: gettext("blocked by a content rule"),
+    error: pgettext("an answer", "failed"),
+    no_passages: gettext("nothing in the knowledge base answers it"),
   };
+
+  const LANG = document.documentElement.lang || undefined;
+  const number = (value, digits) =>
+    value.toLocaleString(LANG, { minimumFractionDigits: digits, maximumFractionDigits: digits });
 
   function seconds(value) {
     if (typeof value !== "number" || !isFinite(value)) return null;
-    return value < 1 ? `${Math.round(value * 1000)} ms` : `${value.toFixed(2)} s`;
+    return value < 1
+      ? interpolate(gettext("%(n)s ms"), { n: number(Math.round(value * 1000), 0) }, true)
+      : interpolate(gettext("%(n)s s"), { n: number(value, 2) }, true);
   }
 
   /* Rows of what is known about a finished answer: [label, value]. */
@@ -510,21 +521,28 @@
     const usage = message.usage || {};
     const t = message.timings || {};
     const rows = [];
-    if (message.model_version) rows.push(["Model", message.model_version]);
+    if (message.model_version) rows.push([gettext("Model"), message.model_version]);
     if (Number.isInteger(usage.completion_tokens)) {
-      const prompt = Number.isInteger(usage.prompt_tokens) ? ` (prompt ${usage.prompt_tokens})` : "";
-      rows.push(["Tokens", `${usage.completion_tokens}${prompt}`]);
+      const counts = { answer: number(usage.completion_tokens, 0), prompt: number(usage.prompt_tokens || 0, 0) };
+      rows.push([
+        gettext("Tokens"),
+        Number.isInteger(usage.prompt_tokens)
+          ? interpolate(gettext("%(answer)s (prompt %(prompt)s)"), counts, true)
+          : counts.answer,
+      ]);
     }
     const ttft = typeof t.ttft_s === "number" ? t.ttft_s + (typeof t.claim_wait_s === "number" ? t.claim_wait_s : 0) : null;
-    if (seconds(ttft)) rows.push(["Time to first token", seconds(ttft)]);
+    if (seconds(ttft)) rows.push([gettext("Time to first token"), seconds(ttft)]);
     let rate = null;
     if (typeof t.itl_mean_s === "number" && t.itl_mean_s > 0) rate = 1 / t.itl_mean_s;
     else if (Number.isInteger(usage.completion_tokens) && t.total_s > t.ttft_s) {
       rate = usage.completion_tokens / (t.total_s - t.ttft_s);
     }
-    if (rate) rows.push(["Speed", `${rate.toFixed(1)} tokens/s`]);
-    if (seconds(t.total_s)) rows.push(["Total time", seconds(t.total_s)]);
-    if (message.finish_reason) rows.push(["Finish", FINISH_LABELS[message.finish_reason] || message.finish_reason]);
+    if (rate) rows.push([gettext("Speed"), interpolate(gettext("%(n)s tokens/s"), { n: number(rate, 1) }, true)]);
+    if (seconds(t.total_s)) rows.push([gettext("Total time"), seconds(t.total_s)]);
+    if (message.finish_reason) {
+      rows.push([gettext("Finish"), FINISH_LABELS[message.finish_reason] || message.finish_reason]);
+    }
     return rows;
   }
 
@@ -540,7 +558,7 @@
     const button = el("button", {
       type: "button",
       class: "small-button details-button",
-      "aria-label": "Answer details",
+      "aria-label": gettext("Answer details"),
       "aria-describedby": panel.id,
       "aria-expanded": "false",
       "data-testid": "details-button",
@@ -571,13 +589,13 @@
     context: tokenContext,
     pick: {
       mark: "↻",
-      label: (text) => `Regenerate from here with “${text}”`,
-      hint: "↻ regenerates the answer from here with that token.",
+      label: (text) => interpolate(gettext("Regenerate from here with “%(token)s”"), { token: text }, true),
+      hint: gettext("↻ regenerates the answer from here with that token."),
       // What the server refuses (message_branch), said before it is sent.
       blocked({ tokens, index }, text) {
         const prefix = tokens.slice(0, index).map((t) => t.text).join("");
-        if (!text || text.includes("\uFFFD")) return "Part of a character: it cannot be picked alone.";
-        if (!(prefix + text).trim()) return "An answer cannot start with blank text.";
+        if (!text || text.includes("\uFFFD")) return gettext("Part of a character: it cannot be picked alone.");
+        if (!(prefix + text).trim()) return gettext("An answer cannot start with blank text.");
         return null;
       },
       run: ({ id, index }, text) => branchFrom(id, index, text),
@@ -632,7 +650,7 @@
 
   function branchFrom(messageId, index, token) {
     if (runningAnswer()) {
-      showError("Wait for the answer to finish, or stop it, first.");
+      showError(gettext("Wait for the answer to finish, or stop it, first."));
       return;
     }
     tokenPopover.close(false);
@@ -674,8 +692,8 @@
 
   function renderHeader() {
     const conversation = state.conversation;
-    els.title.textContent = conversation ? conversation.title : "New chat";
-    document.title = `${conversation ? conversation.title : "New chat"} · ${config.productName || "Chat"}`;
+    els.title.textContent = conversation ? conversation.title : gettext("New chat");
+    document.title = `${conversation ? conversation.title : gettext("New chat")} · ${config.productName || gettext("Chat")}`;
     els.headActions.hidden = !conversation;
     if (conversation) {
       els.exportMd.href = `/api/conversations/${conversation.id}/export.md`;
@@ -757,7 +775,7 @@
       view.follow(() => applyThread(data));
     } catch (error) {
       if (error.status === 404) {
-        showError("This conversation was deleted.");
+        showError(gettext("This conversation was deleted."));
         goToNewChat();
       }
     }
@@ -796,11 +814,17 @@
     const content = els.input.value;
     if (!content.trim()) return;
     if (content.length > config.maxMessageChars) {
-      showError(`Messages are limited to ${config.maxMessageChars.toLocaleString()} characters.`);
+      showError(
+        interpolate(
+          gettext("Messages are limited to %(count)s characters."),
+          { count: config.maxMessageChars.toLocaleString(LANG) },
+          true
+        )
+      );
       return;
     }
     if (runningAnswer()) {
-      showError("Wait for the answer to finish, or stop it, before sending.");
+      showError(gettext("Wait for the answer to finish, or stop it, before sending."));
       return;
     }
     if (!state.conversation) {
@@ -836,12 +860,12 @@
     const running = runningAnswer();
     if (!running) return;
     socket.send({ type: "generation.stop", message: running.id });
-    streams.setNote(running.id, "Stopping…");
+    streams.setNote(running.id, gettext("Stopping…"));
   }
 
   function regenerate(message) {
     if (runningAnswer()) {
-      showError("Wait for the answer to finish, or stop it, first.");
+      showError(gettext("Wait for the answer to finish, or stop it, first."));
       return;
     }
     action({ type: "message.regenerate", message: message.id });
@@ -849,7 +873,7 @@
 
   function continueAnswer(message) {
     if (runningAnswer()) {
-      showError("Wait for the answer to finish, or stop it, first.");
+      showError(gettext("Wait for the answer to finish, or stop it, first."));
       return;
     }
     action({ type: "message.continue", message: message.id });
@@ -863,12 +887,12 @@
       type: "button",
       class: "button primary",
       "data-testid": "edit-save",
-      text: "Save & send",
+      text: gettext("Save & send"),
       onclick: () => {
         const content = area.value;
         if (!content.trim()) return;
         if (runningAnswer()) {
-          showError("Wait for the answer to finish, or stop it, first.");
+          showError(gettext("Wait for the answer to finish, or stop it, first."));
           return;
         }
         action({
@@ -880,7 +904,7 @@
         box.remove();
       },
     });
-    const cancel = el("button", { type: "button", class: "button", text: "Cancel", onclick: () => box.remove() });
+    const cancel = el("button", { type: "button", class: "button", text: gettext("Cancel"), onclick: () => box.remove() });
     const box = el("div", { class: "edit" }, area, el("div", { class: "edit-actions" }, cancel, save));
     node.append(box);
     area.focus();
@@ -918,10 +942,13 @@
   // --- settings ------------------------------------------------------------
 
   const STRATEGY_HINTS = {
-    sampling: "Each token is drawn at random by its probability. Top-k 0 leaves the choice open to every token.",
+    sampling: gettext(
+      "Each token is drawn at random by its probability. Top-k 0 leaves the choice open to every token."
+    ),
     beam:
-      "Follows the likeliest continuations and sends the best one whole when the search ends: " +
-      "no streaming and no token probabilities. Temperature, top p and top-k do not apply.",
+      gettext(
+        "Follows the likeliest continuations and sends the best one whole when the search ends: no streaming and no token probabilities. Temperature, top p and top-k do not apply."
+      ),
   };
 
   /* Show the fields of the picked strategy; hidden ones are disabled so
@@ -959,7 +986,8 @@
     // An automatic title (made from the first message, maybe cut with
     // "…") is not put in the field: left empty, it stays automatic.
     form.title.value = c.title_is_auto ? "" : c.title;
-    form.title.placeholder = c.title_is_auto && c.title !== "New chat" ? c.title : "Made from the first message";
+    form.title.placeholder =
+      c.title_is_auto && c.title !== gettext("New chat") ? c.title : gettext("Made from the first message");
     form.system_prompt.value = c.system_prompt;
     form.temperature.value = c.temperature;
     form.top_p.value = c.top_p;
@@ -1040,7 +1068,7 @@
       conversation: target,
     });
     renderList();
-    showToast(`Deleted “${target.title}”.`, () => {
+    showToast(interpolate(gettext("Deleted “%(title)s”."), { title: target.title }, true), () => {
       const pending = state.deleting.get(target.id);
       if (!pending) return;
       clearTimeout(pending.timer);
@@ -1085,7 +1113,7 @@
     const bases = state.knowledgeBases;
     els.knowledgePickerWrap.hidden = bases.length === 0;
     if (!bases.length) return;
-    const options = [el("option", { value: "", text: "No knowledge base" })];
+    const options = [el("option", { value: "", text: gettext("No knowledge base") })];
     for (const base of bases) {
       options.push(el("option", { value: String(base.id), text: base.name, title: base.description || null }));
     }
@@ -1116,18 +1144,26 @@
     if (!versions.length) return;
     const production = versions.find((v) => v.state === "production");
     const options = [
-      el("option", { value: "", text: production ? `${production.name} (default)` : "Default model" }),
+      el("option", {
+        value: "",
+        text: production
+          ? interpolate(gettext("%(model)s (default)"), { model: production.name }, true)
+          : gettext("Default model"),
+      }),
     ];
     for (const version of versions) {
       if (production && version.id === production.id) continue;
-      options.push(el("option", { value: String(version.id), text: `${version.name} · ${version.state}` }));
+      options.push(
+        el("option", { value: String(version.id), text: `${version.name} · ${version.state_label || version.state}` })
+      );
     }
     els.modelPicker.replaceChildren(...options);
     const picked = state.conversation ? state.conversation.model_version : state.pickedVersion;
     const known = picked && versions.some((v) => v.id === picked);
     els.modelPicker.value = known ? String(picked) : "";
     els.modelPicker.disabled = versions.length < 2;
-    els.modelPicker.title = versions.length < 2 ? "The model that answers here" : "The model that answers in this conversation";
+    els.modelPicker.title =
+      versions.length < 2 ? gettext("The model that answers here") : gettext("The model that answers in this conversation");
   }
 
   async function pickVersion() {
@@ -1158,11 +1194,11 @@
   function dateGroup(iso, now) {
     const day = (d) => new Date(d.getFullYear(), d.getMonth(), d.getDate()).getTime();
     const days = Math.round((day(now) - day(new Date(iso))) / 86400000);
-    if (days <= 0) return "Today";
-    if (days === 1) return "Yesterday";
-    if (days < 7) return "Previous 7 days";
-    if (days < 30) return "Previous 30 days";
-    return new Date(iso).toLocaleDateString(undefined, { month: "long", year: "numeric" });
+    if (days <= 0) return gettext("Today");
+    if (days === 1) return gettext("Yesterday");
+    if (days < 7) return gettext("Previous 7 days");
+    if (days < 30) return gettext("Previous 30 days");
+    return new Intl.DateTimeFormat(LANG, { month: "long", year: "numeric" }).format(new Date(iso));
   }
 
   let listed = []; // the conversations shown, in order
@@ -1199,7 +1235,7 @@
     let group = null;
     const shown = listed.filter((c) => !state.deleting.has(c.id));
     for (const c of shown) {
-      const name = c.pinned ? "Pinned" : dateGroup(c.updated_at, now);
+      const name = c.pinned ? gettext("Pinned") : dateGroup(c.updated_at, now);
       if (name !== group) {
         group = name;
         items.push(el("li", { class: "list-group", "data-testid": "list-group", role: "presentation", text: name }));
@@ -1207,7 +1243,7 @@
       items.push(listItem(c));
     }
     if (!shown.length) {
-      items.push(el("li", { class: "muted small empty-list", text: state.listQuery ? "Nothing found." : "No conversations yet." }));
+      items.push(el("li", { class: "muted small empty-list", text: state.listQuery ? gettext("Nothing found.") : gettext("No conversations yet.") }));
     }
     els.list.replaceChildren(...items);
   }
@@ -1228,14 +1264,14 @@
     const menu = el(
       "div",
       { class: "item-menu", role: "menu", hidden: true },
-      el("button", { type: "button", role: "menuitem", "data-testid": "item-rename", text: "Rename", onclick: () => { closeMenus(); startRename(item, c); } }),
-      el("button", { type: "button", role: "menuitem", "data-testid": "item-pin", text: c.pinned ? "Unpin" : "Pin", onclick: () => { closeMenus(); setPinned(c, !c.pinned); } }),
-      el("button", { type: "button", role: "menuitem", class: "danger", "data-testid": "item-delete", text: "Delete", onclick: () => { closeMenus(); deleteConversation(c); } })
+      el("button", { type: "button", role: "menuitem", "data-testid": "item-rename", text: gettext("Rename"), onclick: () => { closeMenus(); startRename(item, c); } }),
+      el("button", { type: "button", role: "menuitem", "data-testid": "item-pin", text: c.pinned ? gettext("Unpin") : gettext("Pin"), onclick: () => { closeMenus(); setPinned(c, !c.pinned); } }),
+      el("button", { type: "button", role: "menuitem", class: "danger", "data-testid": "item-delete", text: gettext("Delete"), onclick: () => { closeMenus(); deleteConversation(c); } })
     );
     const toggle = el("button", {
       type: "button",
       class: "icon-button item-more",
-      "aria-label": `Actions for ${c.title}`,
+      "aria-label": interpolate(gettext("Actions for %(title)s"), { title: c.title }, true),
       "aria-haspopup": "menu",
       "aria-expanded": "false",
       "data-testid": "item-more",
@@ -1261,7 +1297,7 @@
     svg.setAttribute("height", "13");
     svg.setAttribute("class", "pin-mark");
     svg.setAttribute("role", "img");
-    svg.setAttribute("aria-label", "Pinned");
+    svg.setAttribute("aria-label", gettext("Pinned"));
     const path = document.createElementNS(SVG_NS, "path");
     path.setAttribute("d", "M9 3h6l-1 6 4 4H6l4-4zM12 13v8");
     svg.append(path);
@@ -1276,7 +1312,7 @@
   function startRename(item, c) {
     const link = item.querySelector(".item-link");
     if (!link || item.querySelector(".rename-input")) return;
-    const input = el("input", { class: "rename-input", maxlength: 200, "aria-label": "New title", "data-testid": "rename-input" });
+    const input = el("input", { class: "rename-input", maxlength: 200, "aria-label": gettext("New title"), "data-testid": "rename-input" });
     input.value = c.title_is_auto ? "" : c.title;
     input.placeholder = c.title;
     let done = false;

@@ -129,7 +129,7 @@
               el("a", {
                 href: `#${prefix}${n}`,
                 "data-testid": "citation",
-                "aria-label": `Source ${n}`,
+                "aria-label": interpolate(gettext("Source %(n)s"), { n }, true),
                 text: String(n),
               })
             )
@@ -153,17 +153,19 @@
       box.append(
         el("p", {
           class: "sources-none",
-          text: `Nothing in ${knowledge.name || "the knowledge base"} answers this.`,
+          text: knowledge.name
+            ? interpolate(gettext("Nothing in %(name)s answers this."), { name: knowledge.name }, true)
+            : gettext("Nothing in the knowledge base answers this."),
         })
       );
       return box;
     }
     const cited = new Set(knowledge.cited || []);
-    box.append(el("h3", { class: "sources-title", text: "Sources" }));
+    box.append(el("h3", { class: "sources-title", text: gettext("Sources") }));
     const list = el("ol", { class: "source-cards" });
     for (const card of passages) {
       const url = card.url ? safeUrl(card.url) : null;
-      const title = card.title || "Untitled";
+      const title = card.title || gettext("Untitled");
       const heading = (card.heading || "").split(" \u203a ").pop();
       list.append(
         el(

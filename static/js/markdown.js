@@ -181,7 +181,7 @@
     return (
       '<div class="code-block"><div class="code-head">' +
       '<span class="code-lang">' + escapeHtml(lang) + "</span>" +
-      '<button type="button" class="copy-code" data-copy-code>Copy</button>' +
+      '<button type="button" class="copy-code" data-copy-code>' + escapeHtml(gettext("Copy")) + "</button>" +
       "</div>" +
       '<pre><code class="hljs language-' + escapeHtml(lang) + '">' +
       highlight(code, lang) +
@@ -420,7 +420,7 @@
       const token = tokens[idx];
       const src = token.attrGet("src") || "";
       const alt = self.renderInlineAsText(token.children || [], options, env);
-      const marker = ' <span class="md-image">(image)</span>';
+      const marker = ' <span class="md-image">' + escapeHtml(gettext("(image)")) + "</span>";
       if (!src || !validateLink(src) || insideLink(tokens, idx)) {
         return escapeHtml(alt) + marker;
       }
@@ -573,12 +573,12 @@
   const resetTimers = new WeakMap();
 
   function showCopied(button, copied) {
-    button.textContent = copied ? "Copied" : "Copy failed";
+    button.textContent = copied ? gettext("Copied") : gettext("Copy failed");
     clearTimeout(resetTimers.get(button));
     resetTimers.set(
       button,
       setTimeout(() => {
-        button.textContent = "Copy";
+        button.textContent = gettext("Copy");
         resetTimers.delete(button);
       }, COPIED_MS),
     );

@@ -7,14 +7,20 @@
 
   function describe(name, check) {
     if (!check) return "";
-    if (!check.ok) return check.error || "failing";
+    if (!check.ok) return check.error || gettext("failing");
     if (name === "database") return check.vendor || "";
     if (name === "speech_recognition") return [check.backend, check.model].filter(Boolean).join(" · ");
     if (name === "speech_synthesis") return check.engine || "";
     if (name === "inference") {
       const ready = (check.workers || []).filter((w) => w.state === "ready");
       const first = ready[0];
-      return first ? ready.length + " ready · " + (first.model_version || "") + " on " + (first.device || "") : "";
+      return first
+        ? interpolate(
+            gettext("%(count)s ready · %(model)s on %(device)s"),
+            { count: ready.length, model: first.model_version || "", device: first.device || "" },
+            true
+          )
+        : "";
     }
     return "";
   }

@@ -1,6 +1,7 @@
 /* The colour theme: light, dark or the system's (prefers-color-scheme).
  *
- * Loaded without defer or async at the top of <head>, so the chosen theme
+ * Loaded without defer or async at the top of <head> (after the
+ * translations' catalogue, /jsi18n/), so the chosen theme
  * is on <html> before the first paint (the Content-Security-Policy allows
  * no inline script). The choice lives in localStorage under "theme";
  * without one the stylesheets follow the system. The key and values are
@@ -18,7 +19,11 @@
 
   const KEY = "theme";
   const CHOICES = ["system", "light", "dark"];
-  const LABELS = { system: "System", light: "Light", dark: "Dark" };
+  const LABELS = {
+    system: pgettext("colour theme", "System"),
+    light: pgettext("colour theme", "Light"),
+    dark: pgettext("colour theme", "Dark"),
+  };
   const ICONS = { system: "\u25D0", light: "\u2600", dark: "\u263E" };
   const root = document.documentElement;
 
@@ -54,8 +59,12 @@
     if (!button) return;
     const next = CHOICES[(CHOICES.indexOf(choice) + 1) % CHOICES.length];
     button.dataset.choice = choice;
-    button.setAttribute("aria-label", "Theme: " + LABELS[choice] + ". Switch to " + LABELS[next]);
-    button.title = "Theme: " + LABELS[choice] + " (switch to " + LABELS[next] + ")";
+    const names = { theme: LABELS[choice], next: LABELS[next] };
+    button.setAttribute(
+      "aria-label",
+      interpolate(gettext("Theme: %(theme)s. Switch to %(next)s"), names, true)
+    );
+    button.title = interpolate(gettext("Theme: %(theme)s (switch to %(next)s)"), names, true);
     const icon = button.querySelector(".theme-icon");
     const label = button.querySelector(".theme-label");
     if (icon) icon.textContent = ICONS[choice];

@@ -32,10 +32,10 @@
 
   // Lowest probability of each tint, most likely first.
   const BUCKETS = Object.freeze([
-    { min: 0.9, tint: "p-high", label: "90% and up" },
+    { min: 0.9, tint: "p-high", label: gettext("90% and up") },
     { min: 0.5, tint: "p-mid", label: "50–90%" },
     { min: 0.2, tint: "p-low", label: "20–50%" },
-    { min: 0, tint: "p-rare", label: "under 20%" },
+    { min: 0, tint: "p-rare", label: gettext("under 20%") },
   ]);
   const HOVER_OPEN_MS = 120;
   const HOVER_CLOSE_MS = 250;
@@ -65,8 +65,8 @@
   /* A token's name for a screen reader. */
   function spoken(token) {
     const text = String(token.text);
-    if (token.end) return `End of the answer, ${text}`;
-    if (!text) return "Part of a character";
+    if (token.end) return interpolate(gettext("End of the answer, %(token)s"), { token: text }, true);
+    if (!text) return gettext("Part of a character");
     return text.trim() ? text : shown(text);
   }
 
@@ -146,9 +146,9 @@
       {
         type: "button",
         class: `tokens-button${className ? ` ${className}` : ""}${pressed ? " active" : ""}`,
-        "aria-label": "Token probabilities",
+        "aria-label": gettext("Token probabilities"),
         "aria-pressed": pressed ? "true" : "false",
-        title: pressed ? "Token probabilities (click for the plain answer)" : "Token probabilities",
+        title: pressed ? gettext("Token probabilities (click for the plain answer)") : gettext("Token probabilities"),
         "data-testid": "token-view-toggle",
         onclick: onClick,
       },
@@ -161,9 +161,9 @@
   function render(body, tokens) {
     body.classList.add("token-text");
     body.setAttribute("role", "group");
-    body.setAttribute("aria-label", "The answer's tokens: arrow keys move, Enter lists the alternatives");
+    body.setAttribute("aria-label", gettext("The answer's tokens: arrow keys move, Enter lists the alternatives"));
     if (!tokens.length) {
-      body.replaceChildren(el("span", { class: "muted", text: "No token probabilities were kept for this answer." }));
+      body.replaceChildren(el("span", { class: "muted", text: gettext("No token probabilities were kept for this answer.") }));
       return;
     }
     body.replaceChildren(
@@ -201,7 +201,9 @@
       ...BUCKETS.map((b) => el("span", { class: `legend-key ${b.tint}`, text: b.label })),
       el("span", {
         class: "legend-hint",
-        text: canHover.matches ? "Point at or click a token for its alternatives." : "Tap a token for its alternatives.",
+        text: canHover.matches
+          ? gettext("Point at or click a token for its alternatives.")
+          : gettext("Tap a token for its alternatives."),
       })
     );
   }
@@ -228,7 +230,7 @@
     const element = el("div", {
       class: "token-popover",
       role: "dialog",
-      "aria-label": "Alternatives for this token",
+      "aria-label": gettext("Alternatives for this token"),
       "data-testid": "token-popover",
       hidden: true,
     });
@@ -294,17 +296,21 @@
         const blocked = pick ? pick.blocked(found, text) : null;
         rows.push(row({ text, logprob: alt.logprob }, { blocked, onPick: pick && (() => pick.run(found, text)) }));
       }
-      let hint = top.length > 1 ? "" : "The model weighed no other token here.";
+      let hint = top.length > 1 ? "" : gettext("The model weighed no other token here.");
       if (top.length > 1 && pick) hint = pick.hint;
       element.replaceChildren(
         el(
           "div",
           { class: "tp-head" },
-          el("span", { text: token.end ? "End of the answer" : `Token ${index + 1} of ${tokens.length}` }),
+          el("span", {
+            text: token.end
+              ? gettext("End of the answer")
+              : interpolate(gettext("Token %(n)s of %(count)s"), { n: index + 1, count: tokens.length }, true),
+          }),
           el("button", {
             type: "button",
             class: "tp-close",
-            "aria-label": "Close the alternatives",
+            "aria-label": gettext("Close the alternatives"),
             "data-testid": "token-popover-close",
             text: "✕",
             onclick: () => close(true),

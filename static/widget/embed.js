@@ -153,8 +153,13 @@ max-height:none;border-radius:0}}
   }
 
   function labelLauncher() {
-    const action = isOpen ? "Close chat" : `Open chat: ${config.title || "Chat"}`;
-    const extra = unread && !isOpen ? ` (${unread} unread)` : "";
+    // The words come with the configuration, in the widget's language.
+    const words = Object.assign(
+      { open: "Open chat: {title}", close: "Close chat", unread: "{count} unread", chat: "Chat" },
+      config.labels || {}
+    );
+    const action = isOpen ? words.close : words.open.replace("{title}", config.title || words.chat);
+    const extra = unread && !isOpen ? ` (${words.unread.replace("{count}", unread)})` : "";
     launcher.setAttribute("aria-label", action + extra);
     launcher.setAttribute("aria-expanded", String(isOpen));
     badge.textContent = unread > 99 ? "99+" : String(unread);

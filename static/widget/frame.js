@@ -16,9 +16,10 @@
   const BACKOFF_MAX_MS = 15000;
   const INIT_WAIT_MS = 5000;
   const HANDOFF_STATES = ["none", "requested", "active", "closed"];
-  // A visitor asking for a human gets a button that offers one.
+  // A visitor asking for a human gets a button that offers one (in
+  // English or Chinese: "a person", "customer service", "a real person").
   const WANTS_PERSON =
-    /\b(humans?|person|agents?|representatives?|operators?|real people|someone real)\b/i;
+    /\b(humans?|person|agents?|representatives?|operators?|real people|someone real)\b|人工|客服|真人/i;
 
   const { el, setMarkdown } = window.ChatUI;
 
@@ -75,9 +76,9 @@
     notes: {
       queued: (frame) =>
         Number.isInteger(frame.position)
-          ? `Waiting in line: position ${frame.position}`
-          : "Waiting in line…",
-      start: () => "Writing…",
+          ? interpolate(gettext("Waiting in line: position %(position)s"), { position: frame.position }, true)
+          : gettext("Waiting in line…"),
+      start: () => gettext("Writing…"),
     },
     render: (ids) =>
       view.follow(() => {
@@ -226,10 +227,10 @@
     path: `${config.ws_path || "/ws/widget/"}?${query}`,
     backoff: { minMs: BACKOFF_MIN_MS, maxMs: BACKOFF_MAX_MS, jitter: true },
     notes: {
-      retrying: "Reconnecting…",
+      retrying: gettext("Reconnecting…"),
       closed: {
-        4403: "This chat is not available on this website.",
-        4404: "This chat is no longer available.",
+        4403: gettext("This chat is not available on this website."),
+        4404: gettext("This chat is no longer available."),
       },
     },
     onStatus: setConnection,
@@ -263,7 +264,7 @@
 
   // --- status line -------------------------------------------------------
 
-  let connectionNote = "Connecting…";
+  let connectionNote = gettext("Connecting…");
   let flashNote = "";
   let flashTimer = null;
 
@@ -408,7 +409,7 @@
 
   function onError(frame) {
     composer.restore(socket.settle(frame.client_id)); // keep what the visitor wrote
-    const text = typeof frame.error === "string" && frame.error ? frame.error : "Something went wrong.";
+    const text = typeof frame.error === "string" && frame.error ? frame.error : gettext("Something went wrong.");
     if (frame.code === "identity") {
       // The visitor stays anonymous; the host page's developer should know.
       state.identity = null;
@@ -433,15 +434,20 @@
     const previous = state.handoff;
     state.handoff = { state: next, agent };
     if (announce && (next !== previous.state || agent !== previous.agent)) {
-      if (next === "requested") addNote("Waiting for a person…");
-      else if (next === "active") addNote(`${agent || "A person"} joined the conversation`);
-      else if (next === "closed") addNote("Closed");
-      else if (previous.state !== "none") addNote("The conversation is back with the assistant");
+      if (next === "requested") addNote(gettext("Waiting for a person…"));
+      else if (next === "active") {
+        addNote(
+          agent
+            ? interpolate(gettext("%(name)s joined the conversation"), { name: agent }, true)
+            : gettext("A person joined the conversation")
+        );
+      } else if (next === "closed") addNote(pgettext("a conversation with a person", "Closed"));
+      else if (previous.state !== "none") addNote(gettext("The conversation is back with the assistant"));
     }
     if (announce && state.handoffAsked && frame.online === false && next !== "active") {
       state.handoffAsked = false;
       const away = typeof frame.offline_message === "string" && frame.offline_message;
-      addNote(away || config.offline_message || "Nobody is available right now.", "offline");
+      addNote(away || config.offline_message || gettext("Nobody is available right now."), "offline");
       showEmailForm("");
     } else if (next === "active") {
       state.handoffAsked = false;
@@ -458,7 +464,7 @@
 
   function requestHandoff() {
     if (!socket.send({ type: "handoff.request" })) {
-      flash("Not connected. Try again in a moment.");
+      flash(gettext("Not connected. Try again in a moment."));
       return;
     }
     state.handoffAsked = true;
@@ -480,12 +486,12 @@
     const offer = el(
       "div",
       { class: "note offer", "data-testid": "widget-handoff-offer" },
-      el("span", { text: "Would you like to talk to a person?" }),
+      el("span", { text: gettext("Would you like to talk to a person?") }),
       el("button", {
         type: "button",
         class: "button small",
         "data-testid": "widget-handoff-offer-button",
-        text: "Talk to a person",
+        text: gettext("Talk to a person"),
         onclick: requestHandoff,
       })
     );
@@ -506,12 +512,12 @@
     const email = els.email.value.trim();
     els.email.value = email;
     if (!email || !els.email.checkValidity() || !/^[^\s@]+@[^\s@]+\.[^\s@]+$/.test(email)) {
-      showEmailForm("Enter a valid email address, like name@example.com.");
+      showEmailForm(gettext("Enter a valid email address, like name@example.com."));
       return;
     }
     const frame = { type: "email.leave", email, client_id: window.ChatStream.clientId() };
     if (!socket.send(frame)) {
-      showEmailForm("Not connected. Try again in a moment.");
+      showEmailForm(gettext("Not connected. Try again in a moment."));
       return;
     }
     state.emailSent = { client_id: frame.client_id, email };
@@ -525,7 +531,7 @@
     state.emailSent = null;
     els.emailForm.hidden = true;
     els.email.value = "";
-    addNote(`Thank you! We will write to you at ${email}.`, "thanks");
+    addNote(interpolate(gettext("Thank you! We will write to you at %(email)s."), { email }, true), "thanks");
     focusComposer();
   }
 
@@ -543,13 +549,13 @@
     const stream = streams.get(message.id);
     switch (message.status) {
       case "pending":
-        return (stream && stream.note) || (stream && stream.text ? "" : "Waiting for an answer…");
+        return (stream && stream.note) || (stream && stream.text ? "" : gettext("Waiting for an answer…"));
       case "cancelled":
-        return "Stopped";
+        return gettext("Stopped");
       case "error":
-        return message.error || "The answer failed.";
+        return message.error || gettext("The answer failed.");
       case "blocked":
-        return "Blocked by a content rule";
+        return gettext("Blocked by a content rule");
       default:
         return "";
     }
@@ -640,7 +646,7 @@
     }
     const suggestions = Array.isArray(config.suggestions) ? config.suggestions : [];
     if (suggestions.length) {
-      const list = el("div", { class: "suggestions", role: "group", "aria-label": "Suggested questions" });
+      const list = el("div", { class: "suggestions", role: "group", "aria-label": gettext("Suggested questions") });
       for (const text of suggestions.slice(0, 6)) {
         if (typeof text !== "string" || !text.trim()) continue;
         list.append(
@@ -690,15 +696,21 @@
   function sendMessage(content) {
     if (!content.trim()) return false;
     if (!state.connected) {
-      flash("Not connected. Your message is kept; send it when the connection is back.");
+      flash(gettext("Not connected. Your message is kept; send it when the connection is back."));
       return false;
     }
     if (runningAnswer()) {
-      flash("Wait for the answer to finish, or stop it, before sending.");
+      flash(gettext("Wait for the answer to finish, or stop it, before sending."));
       return false;
     }
     if (maxChars && content.length > maxChars) {
-      flash(`Messages are limited to ${maxChars.toLocaleString()} characters.`);
+      flash(
+        interpolate(
+          gettext("Messages are limited to %(count)s characters."),
+          { count: maxChars.toLocaleString(document.documentElement.lang || undefined) },
+          true
+        )
+      );
       return false;
     }
     socket.action({ type: "message.send", content });
@@ -716,7 +728,7 @@
     const running = runningAnswer();
     if (!running) return;
     if (socket.send({ type: "generation.stop", message: running.id })) {
-      streams.setNote(running.id, "Stopping…");
+      streams.setNote(running.id, gettext("Stopping…"));
     }
   }
 

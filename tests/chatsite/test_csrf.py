@@ -246,6 +246,7 @@ def url_values(rows: dict[str, Any]) -> Callable[[str, list[str], Any], dict[str
         "api-tokens": {"message_id": rows["answer"].pk},
         "v1-model": {"model_id": rows["version"].name},
         "v1-not-found": {"path": "embeddings"},
+        "javascript-catalog": {"language": "en"},
         "admin:auth_user_password_change": {"id": root.pk},
         "admin:view_on_site": {
             "content_type_id": ContentType.objects.get_for_model(root).pk,

@@ -235,12 +235,13 @@ def test_the_example_environment_documents_both():
 @pytest.mark.django_db
 def test_every_page_sets_the_theme_before_its_stylesheets_without_inline_script():
     """theme.js is an external, blocking script at the top of <head> (the
-    policy runs no inline script); the toggle waits for it, hidden."""
+    policy runs no inline script), after the translations it uses; the
+    toggle waits for it, hidden."""
     page = Client().get(reverse("login")).content.decode()
     head = page.split("</head>")[0]
 
     scripts = re.findall(r"<script[^>]*>", head)
-    assert scripts == ['<script src="/static/js/theme.js">']
+    assert scripts == ['<script src="/jsi18n/en/">', '<script src="/static/js/theme.js">']
     assert head.index("js/theme.js") < head.index('rel="stylesheet"')
     assert head.index('<meta name="color-scheme" content="light dark">') < head.index("theme.js")
     toggle = re.search(r'<button[^>]*data-testid="theme-toggle"[^>]*>', page)

@@ -44,7 +44,8 @@ def review_source_choices() -> list[tuple[str, str]]:
         (f"site:{pk}", f"Widget: {name}")
         for pk, name in WidgetSite.objects.order_by("name").values_list("pk", "name")
     ]
-    return [*Conversation.Source.choices, *sites]
+    sources = [(value, str(label)) for value, label in Conversation.Source.choices]
+    return [*sources, *sites]
 
 
 def _source_q(source: str) -> Q:
