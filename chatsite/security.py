@@ -33,6 +33,8 @@ DEFAULT_POLICY: dict[str, tuple[str, ...]] = {
     "img-src": ("'self'", "data:"),
     "font-src": ("'self'",),
     "connect-src": ("'self'",),
+    # Answers read aloud by the server play from blob: URLs.
+    "media-src": ("'self'", "blob:"),
     "object-src": ("'none'",),
     "base-uri": ("'none'",),
     "form-action": ("'self'",),

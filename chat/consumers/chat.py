@@ -219,15 +219,19 @@ class ChatConsumer(DictationMixin, SocketConsumer):
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         if self.closing or not self._accepting():
             return
-        if bytes_data is not None and text_data is None and self._audio_accepting():
-            if len(bytes_data) > settings.CHAT_MAX_FRAME_BYTES:
+        binary = bytes_data is not None and text_data is None
+        if binary and self.dictation is not None and self._audio_accepting():
+            if len(bytes_data or b"") > settings.CHAT_MAX_FRAME_BYTES:
                 await self._frame_parse(None, bytes_data)
             else:
-                await self._on_audio(bytes_data)
+                await self._on_audio(bytes_data or b"")
             return
         if not self.bucket.take():
             await self._error("flood", gettext("Too many frames; slow down."))
             await self.close(code=CLOSE_POLICY)
+            return
+        if binary and self.audio_refused:
+            # A recorder still sending after its dictation ended: told once.
             return
         content = await self._frame_parse(text_data, bytes_data)
         if content is not None:
@@ -248,7 +252,10 @@ class ChatConsumer(DictationMixin, SocketConsumer):
             await self.close(code=CLOSE_TOO_BIG)
             return None
         if text_data is None:
-            await self._error("invalid", gettext("Frames are JSON text."))
+            await self._error(
+                "invalid",
+                gettext("Frames are JSON text; binary frames are audio, during a dictation."),
+            )
             return None
         try:
             content = json.loads(text_data)

@@ -115,12 +115,6 @@ class DictationMixin:
     async def _on_audio(self, data: bytes) -> None:
         dictation = self.dictation
         if dictation is None:
-            # Said once: a recorder still running after an error sends on.
-            if not self.audio_refused:
-                self.audio_refused = True
-                await self._dictation_error(
-                    "no_dictation", "Start a dictation before sending audio."
-                )
             return
         assert self.audio_bytes is not None and self.audio_frames is not None
         if not (self.audio_frames.take() and self.audio_bytes.take(len(data))):
@@ -185,6 +179,8 @@ class DictationMixin:
             await self._dictation_error("internal", "Dictation failed; try again.")
         if self.dictation is dictation:
             self.dictation, self.dictation_reader = None, None
+            # Audio the recorder sent after the end is dropped unanswered.
+            self.audio_refused = True
             await dictation.close()
 
     async def _dictation_disconnect(self) -> None:

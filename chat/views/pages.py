@@ -11,6 +11,7 @@ from django.views.i18n import JavaScriptCatalog
 
 from chat.languages import language_supported
 from chat.selectors import conversation_get_for_user, thread_load, thread_serialize
+from chat.views.speech import speech_config
 from models_admin.selectors import model_version_get_production
 
 
@@ -56,6 +57,7 @@ def _chat(request: HttpRequest, conversation_id: int | None = None) -> HttpRespo
                 "production": production.name if production else None,
                 "productName": settings.SITE_NAME,
                 "temporaryHours": settings.TEMPORARY_CHAT_HOURS,
+                "speech": speech_config(),
             },
         },
     )

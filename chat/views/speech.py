@@ -21,7 +21,24 @@ from chat.views.body import BodyError, json_body
 from inference.client import REDIS_DOWN
 from inference.connection import key as redis_key
 from inference.connection import redis_client
+from inference.speech.client import speech_status
 from inference.speech.synthesis import SynthesisError, synthesizer
+
+
+def speech_config() -> dict[str, Any]:
+    """What a page's voice controls need: whether dictation works (and
+    why not), its length limit, whether the server reads aloud."""
+    try:
+        status = speech_status()
+        available, reason = status.available, status.reason
+    except REDIS_DOWN:
+        available, reason = False, gettext("Dictation is unavailable for a moment.")
+    return {
+        "dictation": available,
+        "reason": reason,
+        "maxSeconds": settings.SPEECH_MAX_SECONDS,
+        "synthesis": settings.SPEECH_SYNTHESIS_ENABLED,
+    }
 
 
 def _error(message: str, status: int) -> JsonResponse:

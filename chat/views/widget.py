@@ -19,6 +19,7 @@ from django.views.decorators.http import require_GET
 from chat.languages import widget_language
 from chat.models import WidgetSite
 from chat.services.widget_sites import avatar_origin, origin_allowed, site_get_by_key, site_online
+from chat.views.speech import speech_config
 
 
 def _site_and_origin(key: Any, origin: Any) -> tuple[WidgetSite | None, int, str]:
@@ -107,6 +108,7 @@ def widget_frame(request: HttpRequest) -> HttpResponse:
         "host_origin": origin,
         "ws_path": "/ws/widget/",
         "max_message_chars": settings.CHAT_MAX_MESSAGE_CHARS,
+        "speech": speech_config(),
     }
     language = widget_language(site=site, browser=translation.get_language())
     with translation.override(language):

@@ -13,6 +13,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from django.conf import settings
+from django.utils.translation import gettext
 
 from inference.connection import redis_client
 from inference.speech import keys as wire
@@ -41,7 +42,7 @@ class SpeechStatus:
 def speech_status() -> SpeechStatus:
     """Read the speech workers' heartbeats (Redis errors propagate)."""
     if not settings.SPEECH_ENABLED:
-        return SpeechStatus(False, "Dictation is turned off on this site (SPEECH_ENABLED).")
+        return SpeechStatus(False, gettext("Dictation is turned off on this site."))
     beats = tuple(speech_heartbeats(redis_client(), speech_keys()))
     ready = [beat for beat in beats if beat.ready]
     if ready:
@@ -54,11 +55,17 @@ def speech_status() -> SpeechStatus:
             workers=beats,
         )
     if not beats:
-        return SpeechStatus(False, "No speech recogniser is running (the speech worker is down).")
+        return SpeechStatus(
+            False, gettext("No speech recogniser is running (the speech worker is down).")
+        )
     failing = next((beat for beat in beats if beat.error), beats[0])
     if failing.state == "loading":
-        return SpeechStatus(False, "The speech recogniser is loading.", workers=beats)
-    return SpeechStatus(False, f"The speech recogniser cannot run: {failing.error}", workers=beats)
+        return SpeechStatus(False, gettext("The speech recogniser is loading."), workers=beats)
+    return SpeechStatus(
+        False,
+        gettext("The speech recogniser cannot run: %(reason)s") % {"reason": failing.error},
+        workers=beats,
+    )
 
 
 class Dictation:

@@ -200,7 +200,9 @@ class Whisper(Recogniser):
         features = self.processor(
             samples, sampling_rate=SAMPLE_RATE, return_tensors="pt"
         ).input_features.to(self.device, self.net.dtype)
-        options: dict[str, object] = {"max_new_tokens": 128}
+        # Room for the start tokens (language, task) within the decoder's length.
+        room = int(getattr(self.net.config, "max_target_positions", 448)) - 8
+        options: dict[str, object] = {"max_new_tokens": max(1, min(128, room))}
         if language and self._language_known(language):
             options.update(language=language, task="transcribe")
         with self._lock, self._torch.inference_mode():

@@ -24,10 +24,15 @@ def speech_folder_check(folder: Path) -> None:
         raise ValidationError(f"{config} cannot be read ({exc}).") from None
     if model_type != "whisper":
         raise ValidationError(f"{folder} holds a {model_type!r} model, not a Whisper one.")
+    # The feature extractor's settings: preprocessor_config.json, or
+    # processor_config.json as newer transformers save them.
     missing = [
-        name
-        for name in ("preprocessor_config.json", "tokenizer_config.json")
-        if not (folder / name).is_file()
+        " or ".join(names)
+        for names in (
+            ("preprocessor_config.json", "processor_config.json"),
+            ("tokenizer_config.json",),
+        )
+        if not any((folder / name).is_file() for name in names)
     ]
     if missing:
         raise ValidationError(f"{folder} lacks {', '.join(missing)}.")

@@ -190,7 +190,16 @@
       },
       "conversations.changed": scheduleListRefresh,
       error: onError,
+      ...window.ChatPageVoice.frames,
     },
+  });
+  const voice = window.ChatPageVoice.attach({
+    socket,
+    input: els.input,
+    autosize: () => composer.autosize(),
+    send: sendMessage,
+    showError,
+    speech: config.speech,
   });
 
   function setConnection(text) {
@@ -268,6 +277,7 @@
 
   function onFinished(answer) {
     streams.remove(answer.id);
+    voice.answerText(answer.id, answer.content || "", true);
     const index = state.path.findIndex((m) => m.id === answer.id);
     if (index === -1) return;
     const previous = state.path[index];
@@ -297,6 +307,8 @@
     for (const id of ids) {
       const node = els.messages.querySelector(`[data-message-id="${id}"]`);
       if (node) fillAnswerBody(node, state.path.find((m) => m.id === id));
+      const stream = streams.get(id);
+      if (stream) voice.answerText(id, stream.text, false);
     }
     // It was at the end before this text: keep it there, however much came.
     if (nearBottom) view.toBottom(true);
@@ -462,6 +474,8 @@
           );
         }
         if (message.has_tokens) actions.append(tokenViewButton(message));
+        const readAloud = voice.readButton(() => node.querySelector(".msg-body").innerText);
+        if (readAloud) actions.append(readAloud);
         actions.append(
           el(
             "span",
@@ -1459,6 +1473,8 @@
         event.preventDefault();
         stopGeneration();
       }
+      // And the voice: voice mode, a dictation, reading aloud.
+      if (voice.stop()) event.preventDefault();
       return;
     }
     onShortcut(event);

@@ -127,9 +127,19 @@
       });
     }
 
+    /* Send binary data (dictation audio); false when the socket is not open. */
+    function sendBinary(data) {
+      if (ws && ws.readyState === WebSocket.OPEN) {
+        ws.send(data);
+        return true;
+      }
+      return false;
+    }
+
     return {
       connect,
       send,
+      sendBinary,
       /* Connect at once if a retry is waiting (the browser is back online). */
       reconnectNow() {
         if (!started || ws || ended) return;

@@ -237,7 +237,8 @@ max-height:none;border-radius:0}}
     iframe = make("iframe", `${P}frame`, {
       title: config.title || "Chat",
       src: url.href,
-      allow: "clipboard-write",
+      // The microphone for dictation (the browser still asks the visitor).
+      allow: "clipboard-write; microphone; autoplay",
     });
     container.appendChild(iframe);
   }

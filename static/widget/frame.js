@@ -37,6 +37,7 @@
     composer: $("composer"),
     input: $("input"),
     send: $("send"),
+    mic: $("mic"),
     stop: $("stop"),
   };
   const config = JSON.parse($("widget-config").textContent);
@@ -223,6 +224,15 @@
   // --- the socket ----------------------------------------------------------
 
   const query = `key=${encodeURIComponent(config.key)}&origin=${encodeURIComponent(hostOrigin)}`;
+  // Dictation frames go to the dictation made below.
+  let dictation = null;
+  const dictationFrames = {};
+  for (const type of ["dictation.started", "dictation.partial", "dictation.final", "dictation.error"]) {
+    dictationFrames[type] = (frame) => {
+      if (dictation) dictation.frames[type](frame);
+    };
+  }
+
   const connection = window.ChatStream.connection({
     path: `${config.ws_path || "/ws/widget/"}?${query}`,
     backoff: { minMs: BACKOFF_MIN_MS, maxMs: BACKOFF_MAX_MS, jitter: true },
@@ -250,6 +260,7 @@
       "handoff.changed": (frame) => setHandoff(frame, true),
       "email.saved": onEmailSaved,
       error: onError,
+      ...dictationFrames,
     },
     onClose(_event, final) {
       state.identitySent = false;
@@ -295,6 +306,8 @@
     els.app.dataset.connected = connected ? "yes" : "no";
     els.input.disabled = !connected;
     els.send.disabled = !connected;
+    els.mic.disabled = !connected;
+    if (!connected && dictation && dictation.state !== "idle") dictation.cancel();
     els.stop.disabled = !connected;
     updateHandoffButton();
     if (connected) {
@@ -561,6 +574,57 @@
     }
   }
 
+  // --- voice ---------------------------------------------------------------
+
+  const speech = config.speech || {};
+  let dictationPrefix = "";
+  els.mic.hidden = !(speech.dictation && window.ChatVoice.recordingFormat());
+  dictation = window.ChatVoice.dictation({
+    socket,
+    language: () => document.documentElement.lang || "en",
+    maxSeconds: speech.maxSeconds,
+    sendOnPause: () => false,
+    onState(next) {
+      const on = next === "listening" || next === "starting";
+      els.mic.classList.toggle("recording", on);
+      els.mic.setAttribute("aria-pressed", on ? "true" : "false");
+      els.mic.dataset.state = next;
+    },
+    onText(text) {
+      const joiner = dictationPrefix && text && !/\s$/.test(dictationPrefix) ? " " : "";
+      els.input.value = dictationPrefix + joiner + text;
+      composer.autosize();
+    },
+    onError: (message) => flash(message),
+  });
+  els.mic.addEventListener("click", () => {
+    if (dictation.state === "idle") {
+      dictationPrefix = els.input.value;
+      dictation.start();
+    } else {
+      dictation.stop();
+    }
+  });
+  const reader = window.ChatVoice.reader({
+    serverUrl: speech.synthesis ? "/widget/speech/say/" : null,
+    serverBody: () => ({ key: config.key, token: state.token }),
+    onError: (message) => flash(message),
+  });
+
+  function readButton(node) {
+    if (!window.speechSynthesis && !speech.synthesis) return null;
+    return el("button", {
+      type: "button",
+      class: "read-aloud",
+      "data-testid": "widget-read-aloud",
+      text: gettext("Read aloud"),
+      onclick: () => {
+        const text = node.querySelector(".bubble").innerText;
+        reader.read(text, /[\u3400-\u9fff]/.test(text) ? "zh" : document.documentElement.lang || "en");
+      },
+    });
+  }
+
   function fillAnswer(node, message) {
     const pending = message.status === "pending";
     const stream = streams.get(message.id);
@@ -582,6 +646,10 @@
     note.textContent = statusNote(message);
     note.hidden = !note.textContent;
     node.dataset.status = message.status;
+    if (!pending && !node.querySelector(".read-aloud") && (message.content || "").trim()) {
+      const button = readButton(node);
+      if (button) note.before(button);
+    }
     // Screen readers announce the answer once it is complete.
     node.setAttribute("aria-busy", pending ? "true" : "false");
     node.classList.toggle("streaming", pending);

@@ -88,6 +88,69 @@ def word_error_rate(reference: str, hypothesis: str) -> float:
     return row[-1] / max(len(ref), 1)
 
 
+def tiny_whisper_save(dest: Path) -> Path:
+    """A random Whisper of a few kilobytes with a small BPE tokenizer: it
+    transcribes nonsense, through the real transformers code."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import (
+        WhisperConfig,
+        WhisperFeatureExtractor,
+        WhisperForConditionalGeneration,
+        WhisperProcessor,
+        WhisperTokenizerFast,
+    )
+
+    end = "<|endoftext|>"
+    specials = [end, "<|startoftranscript|>", "<|en|>", "<|transcribe|>", "<|notimestamps|>"]
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=300,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tokenizer.train_from_iterator(["hello world", "book a table for two"] * 20, trainer=trainer)
+    fast = WhisperTokenizerFast(
+        tokenizer_object=tokenizer, bos_token=end, eos_token=end, unk_token=end, pad_token=end
+    )
+    ids = {token: tokenizer.token_to_id(token) for token in specials}
+    torch.manual_seed(0)
+    config = WhisperConfig(
+        vocab_size=tokenizer.get_vocab_size(),
+        num_mel_bins=80,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        d_model=16,
+        encoder_ffn_dim=32,
+        decoder_ffn_dim=32,
+        max_source_positions=1500,
+        max_target_positions=64,
+        decoder_start_token_id=ids["<|startoftranscript|>"],
+        eos_token_id=ids[end],
+        pad_token_id=ids[end],
+        bos_token_id=ids[end],
+    )
+    net = WhisperForConditionalGeneration(config)
+    generation = net.generation_config
+    generation.no_timestamps_token_id = ids["<|notimestamps|>"]
+    generation.forced_decoder_ids = None
+    generation.lang_to_id = {"<|en|>": ids["<|en|>"]}
+    generation.task_to_id = {"transcribe": ids["<|transcribe|>"]}
+    generation.is_multilingual = True
+    net.save_pretrained(dest)
+    WhisperProcessor(WhisperFeatureExtractor(feature_size=80), fast).save_pretrained(dest)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def tiny_whisper_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny_whisper_save(tmp_path_factory.mktemp("whisper-tiny"))
+
+
 @pytest.fixture
 def speech_worker_start(redis_url: str) -> Iterator[Callable[..., SpeechWorker]]:
     """Start speech workers on the test Redis (threads of this process);

@@ -77,7 +77,8 @@ async def test_an_unknown_format_and_audio_without_a_dictation_are_refused(
     assert "audio/flac" in frame["error"]
     await chat_socket.send_to(bytes_data=b"\x00" * 100)
     frame = await chat_socket.receive_json_from(timeout=TIMEOUT)
-    assert frame["code"] == "no_dictation"
+    assert frame["type"] == "error" and frame["code"] == "invalid"
+    assert "dictation" in frame["error"]
 
 
 async def test_audio_that_arrives_too_fast_ends_the_dictation_and_frees_the_recogniser(

@@ -53,7 +53,6 @@ def test_pocketsphinx_transcribes_recorded_speech_with_a_reported_word_error_rat
     record_property("word_error_rate", round(wer, 3))
     print(f"word error rate on {len(CORPUS)} sentences: {wer:.2f}")
     assert wer < 0.6
-    assert min(rates) == 0.0  # at least one sentence word for word
 
 
 @pytest.mark.parametrize("container", ["webm", "ogg", "wav"])
