@@ -23,6 +23,7 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.utils.translation import gettext
 
 from chat.consumers.base import FrameBucket
 from inference.client import REDIS_DOWN
@@ -32,6 +33,34 @@ from inference.speech.client import Dictation, speech_status
 logger = logging.getLogger(__name__)
 
 _status = sync_to_async(speech_status, thread_sensitive=False)
+
+
+def _unavailable() -> str:
+    return gettext("Dictation is unavailable for a moment.")
+
+
+def _error_text(code: str, worker_text: str) -> str:
+    """The page's words for an error the worker (or this socket) reports,
+    in the socket's language; the worker's own text for the rest."""
+    texts = {
+        "too_long": lambda: (
+            gettext("Dictation stops after %(seconds)s seconds; the text so far is kept.")
+            % {"seconds": settings.SPEECH_MAX_SECONDS}
+        ),
+        "too_fast": lambda: gettext(
+            "The audio arrives faster than anyone speaks; dictation stopped."
+        ),
+        "silent": lambda: (
+            gettext("No audio arrived for %(seconds)s seconds.")
+            % {"seconds": settings.SPEECH_IDLE_SECONDS}
+        ),
+        "bad_audio": lambda: gettext("The recording could not be decoded."),
+        "busy": lambda: gettext("Every recogniser is busy; try again in a moment."),
+        "slow": lambda: gettext("The recording took too long to decode."),
+        "internal": lambda: gettext("Dictation failed; try again."),
+    }
+    text = texts.get(code)
+    return text() if text is not None else worker_text
 
 
 class ByteBucket:
@@ -85,13 +114,19 @@ class DictationMixin:
             await self._dictation_cancel()
         try:
             container = container_for(content.get("format"))
-        except AudioError as exc:
-            await self._dictation_error(exc.code, exc.message)
+        except AudioError:
+            declared = content.get("format")
+            named = declared[:100] if isinstance(declared, str) and declared else "?"
+            await self._dictation_error(
+                "bad_format",
+                gettext("Recordings in %(format)s are not taken; send WebM, Ogg or WAV.")
+                % {"format": named},
+            )
             return
         try:
             status = await _status()
         except REDIS_DOWN:
-            await self._dictation_error("unavailable", "Dictation is unavailable for a moment.")
+            await self._dictation_error("unavailable", _unavailable())
             return
         if not status.available:
             await self._dictation_error("unavailable", status.reason)
@@ -103,7 +138,7 @@ class DictationMixin:
             await dictation.submit()
         except REDIS_DOWN:
             await dictation.close()
-            await self._dictation_error("unavailable", "Dictation is unavailable for a moment.")
+            await self._dictation_error("unavailable", _unavailable())
             return
         rate = float(settings.SPEECH_MAX_BYTES_PER_SECOND)
         self.audio_bytes = ByteBucket(rate=rate, burst=rate * 4)
@@ -120,15 +155,13 @@ class DictationMixin:
         if not (self.audio_frames.take() and self.audio_bytes.take(len(data))):
             await self._dictation_cancel()
             self.audio_refused = True
-            await self._dictation_error(
-                "too_fast", "The audio arrives faster than anyone speaks; dictation stopped."
-            )
+            await self._dictation_error("too_fast", _error_text("too_fast", ""))
             return
         try:
             await dictation.audio(data)
         except REDIS_DOWN:
             await self._dictation_cancel()
-            await self._dictation_error("unavailable", "Dictation is unavailable for a moment.")
+            await self._dictation_error("unavailable", _unavailable())
 
     async def _on_dictation_stop(self, content: dict[str, Any]) -> None:
         if self.dictation is None:
@@ -137,7 +170,7 @@ class DictationMixin:
             await self.dictation.end()
         except REDIS_DOWN:
             await self._dictation_cancel()
-            await self._dictation_error("unavailable", "Dictation is unavailable for a moment.")
+            await self._dictation_error("unavailable", _unavailable())
 
     async def _on_dictation_cancel(self, content: dict[str, Any]) -> None:
         await self._dictation_cancel()
@@ -167,16 +200,17 @@ class DictationMixin:
                         {"type": "dictation.final", "text": event.get("text", "")}
                     )
                 elif kind == "error":
+                    code = event.get("code", "error")
                     await self._dictation_error(
-                        event.get("code", "error"), event.get("error", ""), event.get("text", "")
+                        code, _error_text(code, event.get("error", "")), event.get("text", "")
                     )
         except asyncio.CancelledError:
             raise
         except (TimeoutError, *REDIS_DOWN):
-            await self._dictation_error("silent", "The recogniser stopped answering.")
+            await self._dictation_error("silent", gettext("The recogniser stopped answering."))
         except Exception:
             logger.exception("Following dictation %s failed", dictation.id)
-            await self._dictation_error("internal", "Dictation failed; try again.")
+            await self._dictation_error("internal", _error_text("internal", ""))
         if self.dictation is dictation:
             self.dictation, self.dictation_reader = None, None
             # Audio the recorder sent after the end is dropped unanswered.
