@@ -28,14 +28,18 @@ from inference.speech.synthesis import SynthesisError, synthesizer
 def speech_config() -> dict[str, Any]:
     """What a page's voice controls need: whether dictation works (and
     why not), its length limit, whether the server reads aloud."""
+    languages: list[str] = []
     try:
         status = speech_status()
         available, reason = status.available, status.reason
+        languages = list(status.languages)
     except REDIS_DOWN:
         available, reason = False, gettext("Dictation is unavailable for a moment.")
     return {
         "dictation": available,
         "reason": reason,
+        # What the recogniser understands (empty: many languages).
+        "languages": languages,
         "maxSeconds": settings.SPEECH_MAX_SECONDS,
         "synthesis": settings.SPEECH_SYNTHESIS_ENABLED,
     }

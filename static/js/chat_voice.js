@@ -29,6 +29,14 @@
     return match ? decodeURIComponent(match[1]) : "";
   }
 
+  function languageName(code) {
+    try {
+      return new Intl.DisplayNames([pageLanguage()], { type: "language" }).of(code) || code;
+    } catch (error) {
+      return code;
+    }
+  }
+
   function pageLanguage() {
     return (document.documentElement.lang || "en").toLowerCase();
   }
@@ -55,6 +63,16 @@
     let handsFree = false;
     let following = null; // the answer id voice mode reads
 
+    // A recogniser of other languages than the page's still takes speech,
+    // and says so on its button.
+    const languages = speech.languages || [];
+    const pagePrimary = pageLanguage().split("-")[0];
+    const micNote =
+      languages.length && !languages.includes(pagePrimary)
+        ? interpolate(gettext("Dictation understands %(languages)s."), {
+            languages: languages.map((code) => languageName(code)).join(", "),
+          }, true)
+        : "";
     if (mic) {
       mic.hidden = !canDictate;
       if (!canDictate) {
@@ -84,7 +102,7 @@
       mic.setAttribute("aria-pressed", on ? "true" : "false");
       const label = on ? gettext("Stop dictation") : gettext("Dictate");
       mic.setAttribute("aria-label", label);
-      mic.title = label;
+      mic.title = micNote ? `${label} · ${micNote}` : label;
       mic.dataset.state = state;
     }
 
@@ -108,6 +126,8 @@
         }
       },
     });
+
+    if (canDictate) setMicState("idle");
 
     const reader = window.ChatVoice.reader({
       serverUrl: speech.synthesis ? "/speech/say/" : null,
