@@ -63,11 +63,13 @@ run: model translations
 	$(PY) -m chatsite.launcher
 
 chromium:
-	@if command -v chromium >/dev/null 2>&1; then exit 0; fi; \
+	@if command -v chromium >/dev/null 2>&1 && fc-list :lang=zh 2>/dev/null | grep -q .; then exit 0; fi; \
 	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-		echo "Installing Debian's chromium for the browser tests..."; \
+		echo "Installing Debian's chromium and a Chinese font for the browser tests..."; \
 		dpkg --configure -a >/dev/null 2>&1 || true; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --fix-broken chromium >/dev/null; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --fix-broken chromium fonts-wqy-zenhei >/dev/null; \
+	elif command -v chromium >/dev/null 2>&1; then \
+		echo "note: no Chinese font installed; screenshots of Chinese pages show boxes (apt-get install fonts-wqy-zenhei)."; \
 	else \
 		echo "error: the browser tests need Chromium at /usr/bin/chromium."; \
 		echo "       Install it (Debian/Ubuntu: sudo apt-get install chromium) and run make test again."; \
