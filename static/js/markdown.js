@@ -23,6 +23,10 @@
 (function () {
   "use strict";
 
+  // The page's catalogue (Django's JavaScriptCatalog) when it has one;
+  // the English words where the renderer runs on its own.
+  const gettext = window.gettext || ((text) => text);
+
   const LINK_REL = "noopener noreferrer nofollow";
   const SAFE_SCHEMES = new Set(["http", "https", "mailto"]);
   // Highlighting is re-run on every streamed chunk; past this size a block

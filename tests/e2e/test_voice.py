@@ -18,31 +18,29 @@ SENTENCE = "i would like to book a table for two"
 
 
 @pytest.fixture
-def microphone(tmp_path) -> Iterator:
-    """A browser whose microphone says SENTENCE once, then stays quiet."""
-    from playwright.sync_api import sync_playwright
-
+def microphone(browser, tmp_path) -> Iterator:
+    """A browser whose microphone says SENTENCE once, then stays quiet
+    (a second Chromium, from the session's Playwright)."""
     speech = spoken(SENTENCE, pad_s=1.0)
     quiet = np.random.default_rng(1).normal(0, 30, 4 * RATE).astype(np.int16)
     recording = wav_file(np.concatenate([speech, quiet]), tmp_path / "speech.wav")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            headless=True,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--use-fake-ui-for-media-stream",
-                "--use-fake-device-for-media-stream",
-                f"--use-file-for-fake-audio-capture={recording}%noloop",
-                "--autoplay-policy=no-user-gesture-required",
-            ],
-        )
-        context = browser.new_context(permissions=["microphone"])
-        yield context.new_page()
-        context.close()
-        browser.close()
+    fake = browser.browser_type.launch(
+        executable_path=CHROMIUM,
+        headless=True,
+        args=[
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--use-fake-ui-for-media-stream",
+            "--use-fake-device-for-media-stream",
+            f"--use-file-for-fake-audio-capture={recording}%noloop",
+            "--autoplay-policy=no-user-gesture-required",
+        ],
+    )
+    context = fake.new_context(permissions=["microphone"])
+    yield context.new_page()
+    context.close()
+    fake.close()
 
 
 def _composer_text(page) -> str:
@@ -100,7 +98,9 @@ def test_send_on_a_pause_sends_the_words_and_the_answer_is_read_aloud(
     assert problems == []
 
 
-def test_a_widget_visitor_dictates_and_hears_the_answer(stack, microphone, host_pages):
+def test_a_widget_visitor_dictates_and_hears_the_answer(
+    stack, microphone, host_pages, artifacts_dir
+):
     from chat.services.widget_sites import widget_site_save
     from tests.e2e.conftest import host_page_set_key
 
@@ -120,6 +120,7 @@ def test_a_widget_visitor_dictates_and_hears_the_answer(stack, microphone, host_
     frame.locator('[data-testid="widget-mic"][data-state="idle"]').wait_for(timeout=30_000)
     text = frame.get_by_test_id("widget-input").input_value()
     assert text.startswith("i would like"), text
+    page.screenshot(path=str(artifacts_dir / "voice-widget.png"))
     frame.get_by_test_id("widget-send").click()
     frame.locator('[data-testid="widget-answer"][data-status="done"]').last.wait_for(
         timeout=180_000
