@@ -138,7 +138,8 @@ def speech_checks() -> dict[str, dict]:
         synthesis["error"] = "turned off on this site (SPEECH_SYNTHESIS_ENABLED)"
     else:
         try:
-            synthesis = {"ok": True, "engine": "espeak-ng", "sample_rate": synthesizer().sample_rate}
+            rate = synthesizer().sample_rate
+            synthesis = {"ok": True, "engine": "espeak-ng", "sample_rate": rate}
         except SynthesisError as exc:
             synthesis["error"] = str(exc)
     return {
