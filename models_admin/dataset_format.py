@@ -24,6 +24,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from django.utils.formats import number_format
+from django.utils.translation import gettext, ngettext
+
 ROLES = ("system", "user", "assistant")
 MAX_REPORTED_ERRORS = 50
 
@@ -46,7 +49,7 @@ class LineError:
     def __str__(self) -> str:
         if self.line == 0:
             return self.error
-        return f"line {self.line}: {self.error}"
+        return gettext("line %(line)s: %(error)s") % {"line": self.line, "error": self.error}
 
 
 class DatasetFormatError(ValueError):
@@ -62,10 +65,11 @@ class DatasetFormatError(ValueError):
         super().__init__(self._message())
 
     def _message(self) -> str:
-        noun = "problem" if self.total == 1 else "problems"
-        head = f"the dataset has {self.total} {noun}"
+        head = ngettext(
+            "the dataset has %(count)s problem", "the dataset has %(count)s problems", self.total
+        ) % {"count": self.total}
         if self.total > len(self.errors):
-            head += f" (the first {len(self.errors)} are listed)"
+            head += " " + gettext("(the first %(count)s are listed)") % {"count": len(self.errors)}
         return head + ":\n" + "\n".join(str(error) for error in self.errors)
 
 
@@ -79,38 +83,50 @@ def _shown(value: Any) -> str:
     if value is None:
         return "null"
     if isinstance(value, bool):
-        return "a boolean"
+        return gettext("a boolean")
     if isinstance(value, int | float):
-        return "a number"
+        return gettext("a number")
     if isinstance(value, list):
-        return "an array"
+        return gettext("an array")
     if isinstance(value, dict):
-        return "an object"
+        return gettext("an object")
     return type(value).__name__
 
 
 def _message_check(number: int, message: Any) -> str | None:
     """Return the first problem with one message, or None."""
     if not isinstance(message, dict):
-        return f"message {number} must be an object (got {_shown(message)})"
+        return gettext("message %(number)s must be an object (got %(message)s)") % {
+            "number": number,
+            "message": _shown(message),
+        }
     if "role" not in message:
-        return f'message {number} has no "role"'
+        return gettext('message %(number)s has no "role"') % {"number": number}
     role = message["role"]
     if not isinstance(role, str) or role not in ROLES:
-        return f'"role" of message {number} must be one of {", ".join(ROLES)} (got {_shown(role)})'
+        return gettext('"role" of message %(number)s must be one of %(roles)s (got %(role)s)') % {
+            "number": number,
+            "roles": ", ".join(ROLES),
+            "role": _shown(role),
+        }
     if "content" not in message:
-        return f'message {number} has no "content"'
+        return gettext('message %(number)s has no "content"') % {"number": number}
     content = message["content"]
     if not isinstance(content, str):
-        return f'"content" of message {number} must be a string (got {_shown(content)})'
+        return gettext('"content" of message %(number)s must be a string (got %(content)s)') % {
+            "number": number,
+            "content": _shown(content),
+        }
     if not content.strip():
-        return f'"content" of message {number} is empty'
+        return gettext('"content" of message %(number)s is empty') % {"number": number}
     try:
         content.encode("utf-8")
     except UnicodeEncodeError:
         # JSON escapes such as "\ud800" decode to lone surrogates, which
         # no tokenizer can encode and no file can store as UTF-8.
-        return f'"content" of message {number} holds an unpaired surrogate escape'
+        return gettext('"content" of message %(number)s holds an unpaired surrogate escape') % {
+            "number": number
+        }
     return None
 
 
@@ -118,17 +134,21 @@ def _order_check(roles: list[str]) -> str | None:
     """Return the first problem with the order of roles, or None."""
     for index, role in enumerate(roles):
         if role == "system" and index > 0:
-            return f"message {index + 1} is a system message; only the first message may be one"
+            return gettext(
+                "message %(index)s is a system message; only the first message may be one"
+            ) % {"index": index + 1}
     start = 1 if roles[0] == "system" else 0
     for index in range(start, len(roles)):
         expected = "user" if (index - start) % 2 == 0 else "assistant"
         if roles[index] != expected:
-            return (
-                f'message {index + 1} is "{roles[index]}" but should be "{expected}": '
+            return gettext(
+                'message %(index)s is "%(role)s" but should be "%(expected)s": '
                 "turns must alternate user, assistant, user, ..."
-            )
+            ) % {"index": index + 1, "role": roles[index], "expected": expected}
     if roles[-1] != "assistant":
-        return f'the conversation must end with an assistant message (the last is "{roles[-1]}")'
+        return gettext(
+            'the conversation must end with an assistant message (the last is "%(roles)s")'
+        ) % {"roles": roles[-1]}
     return None
 
 
@@ -137,14 +157,19 @@ def _object_parse(text: str) -> tuple[dict[str, Any] | None, str | None]:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as error:
-        return None, f"not valid JSON: {error.msg} (column {error.colno})"
+        return None, gettext("not valid JSON: %(msg)s (column %(colno)s)") % {
+            "msg": error.msg,
+            "colno": error.colno,
+        }
     except RecursionError:
-        return None, "not valid JSON: nested too deeply"
+        return None, gettext("not valid JSON: nested too deeply")
     except ValueError as error:
         # Integers longer than Python's digit limit land here.
-        return None, f"not valid JSON: {error}"
+        return None, gettext("not valid JSON: %(error)s") % {"error": error}
     if not isinstance(value, dict):
-        return None, f"each line must be a JSON object (got {_shown(value)})"
+        return None, gettext("each line must be a JSON object (got %(value)s)") % {
+            "value": _shown(value)
+        }
     return value, None
 
 
@@ -157,12 +182,14 @@ def _example_parse(text: str) -> tuple[list[dict[str, str]] | None, str | None]:
     if value is None:
         return None, problem
     if "messages" not in value:
-        return None, 'the object has no "messages" key'
+        return None, gettext('the object has no "messages" key')
     messages = value["messages"]
     if not isinstance(messages, list):
-        return None, f'"messages" must be a list (got {_shown(messages)})'
+        return None, gettext('"messages" must be a list (got %(messages)s)') % {
+            "messages": _shown(messages)
+        }
     if not messages:
-        return None, '"messages" is empty'
+        return None, gettext('"messages" is empty')
     for number, message in enumerate(messages, start=1):
         problem = _message_check(number, message)
         if problem is not None:
@@ -183,32 +210,37 @@ def pair_parse(text: str) -> tuple[dict[str, Any] | None, str | None]:
         return None, problem
     for key in ("prompt", "chosen", "rejected"):
         if key not in value:
-            return None, f'the object has no "{key}" key'
+            return None, gettext('the object has no "%(key)s" key') % {"key": key}
     prompt = value["prompt"]
     if not isinstance(prompt, list) or not prompt:
-        return None, f'"prompt" must be a non-empty list of messages (got {_shown(prompt)})'
+        return None, gettext('"prompt" must be a non-empty list of messages (got %(prompt)s)') % {
+            "prompt": _shown(prompt)
+        }
     for number, message in enumerate(prompt, start=1):
         problem = _message_check(number, message)
         if problem is not None:
-            return None, f"in the prompt, {problem}"
+            return None, gettext("in the prompt, %(problem)s") % {"problem": problem}
     roles = [message["role"] for message in prompt]
     problem = _order_check([*roles, "assistant"])
     if problem is not None:
-        return None, f"in the prompt, {problem}"
+        return None, gettext("in the prompt, %(problem)s") % {"problem": problem}
     answers = {}
     for key in ("chosen", "rejected"):
         answer = value[key]
         if not isinstance(answer, str):
-            return None, f'"{key}" must be a string (got {_shown(answer)})'
+            return None, gettext('"%(key)s" must be a string (got %(answer)s)') % {
+                "key": key,
+                "answer": _shown(answer),
+            }
         if not answer.strip():
-            return None, f'"{key}" is empty'
+            return None, gettext('"%(key)s" is empty') % {"key": key}
         try:
             answer.encode("utf-8")
         except UnicodeEncodeError:
-            return None, f'"{key}" holds an unpaired surrogate escape'
+            return None, gettext('"%(key)s" holds an unpaired surrogate escape') % {"key": key}
         answers[key] = answer
     if answers["chosen"].strip() == answers["rejected"].strip():
-        return None, '"chosen" and "rejected" are the same answer'
+        return None, gettext('"chosen" and "rejected" are the same answer')
     return {
         "prompt": [{"role": m["role"], "content": m["content"]} for m in prompt],
         **answers,
@@ -233,7 +265,16 @@ def jsonl_parse(
     """
     if len(data) > max_bytes:
         raise DatasetFormatError(
-            [LineError(0, f"the file is {len(data):,} bytes; the limit is {max_bytes:,}")]
+            [
+                LineError(
+                    0,
+                    gettext("the file is %(data)s bytes; the limit is %(max_bytes)s")
+                    % {
+                        "data": number_format(len(data), force_grouping=True),
+                        "max_bytes": number_format(max_bytes, force_grouping=True),
+                    },
+                )
+            ]
         )
     if data.startswith(_BOM):
         data = data[len(_BOM) :]
@@ -246,8 +287,11 @@ def jsonl_parse(
             [
                 LineError(
                     number,
-                    f"not UTF-8 text (byte 0x{data[error.start]:02x} at byte column {column}); "
-                    "save the file as UTF-8",
+                    gettext(
+                        "not UTF-8 text (byte 0x%(start)s at byte column "
+                        "%(column)s); save the file as UTF-8"
+                    )
+                    % {"start": format(data[error.start], "02x"), "column": column},
                 )
             ]
         ) from None
@@ -262,7 +306,14 @@ def jsonl_parse(
             continue
         examples += 1
         if examples > max_examples:
-            errors.insert(0, LineError(0, f"the file has more than {max_examples:,} examples"))
+            errors.insert(
+                0,
+                LineError(
+                    0,
+                    gettext("the file has more than %(max_examples)s examples")
+                    % {"max_examples": number_format(max_examples, force_grouping=True)},
+                ),
+            )
             break
         conversation, problem = parse_line(line.removesuffix("\r"))
         if problem is not None:
@@ -270,7 +321,7 @@ def jsonl_parse(
         elif conversation is not None:
             conversations.append(conversation)
     if examples == 0:
-        errors.append(LineError(0, "the file has no examples"))
+        errors.append(LineError(0, gettext("the file has no examples")))
     if errors:
         raise DatasetFormatError(errors)
     return conversations

@@ -21,6 +21,7 @@ from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.db import DatabaseError, transaction
 from django.db.models import Count, Max
+from django.utils.translation import gettext
 
 from inference.content_filter import RuleBook, RuleError, StreamFilter, Verdict
 from models_admin.models import FilterHit, FilterRule, FilterRulesEpoch
@@ -115,7 +116,7 @@ def filter_rules_import(
     fields). All or nothing: raise ValidationError listing every bad rule
     by its position and field. With ``replace`` the current rules go."""
     if not isinstance(rules, list) or not all(isinstance(r, dict) for r in rules):
-        raise ValidationError("Expected a JSON list of rule objects.")
+        raise ValidationError(gettext("Expected a JSON list of rule objects."))
     errors: list[str] = []
     built: list[FilterRule] = []
     for position, data in enumerate(rules, start=1):

@@ -24,6 +24,7 @@ from typing import IO
 
 import pytest
 from django.conf import settings
+from django.utils import translation
 
 from chatsite.embedded_redis import EmbeddedRedis
 from chatsite.redis_url import celery_redis_url
@@ -63,6 +64,14 @@ def _redis_settings_apply(url: str, prefix: str) -> None:
         result_backend_transport_options=settings.CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS,
     )
     redis_client.cache_clear()
+
+
+@pytest.fixture(autouse=True)
+def _language_reset() -> Iterator[None]:
+    """Start every test in the default language: LocaleMiddleware leaves the
+    language of a request (a test's Accept-Language) active in the thread."""
+    yield
+    translation.deactivate()
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:

@@ -21,11 +21,19 @@ _ALLOWED_WORDS = """
     SQLite PostgreSQL Celery Django Python curl BM25 DPO LoRA PII ID IDs UUID SSE
     KV CPU GPU CUDA F16 Q8 Q4 KB MB GB ms Top top-p top-k Top-p Top-k min max
     Ctrl Shift Esc Enter Tab Alt Mac Cmd SmolLM2 SmolLM Instruct MiniLM L6 v2 all
-    espeak ng readyz healthz metrics English ok OK
+    espeak ng readyz healthz metrics English ok OK md AdamW KL CE UTC Luhn MinHash
+    Jaccard IANA WebM Ogg WAV MP3 Chromium Playwright README beat
 """
 ALLOWED = frozenset(_ALLOWED_WORDS.split())
 
-_WORD = re.compile(r"[A-Za-z][A-Za-z'\u2019]+")
+# A word of two letters or more standing on its own: not part of an
+# address, a file name, an identifier or a number ("b4dw0rd", "top-p",
+# "https://shop.example", "export.md").
+_WORD = re.compile(r"(?<![\w@/.:#=-])[A-Za-z][A-Za-z'\u2019]+(?![\w@/.:=-]|\(\))")
+# Quoted literals and bracketed placeholders are examples of data: JSON
+# keys in a format's description, a preset's mask, the word a keyword
+# filter matches.
+_QUOTED = re.compile(r'"[^"]*"|\u201c[^\u201d]*\u201d|\[[^\]]*\]|\{[^}]*\}')
 _SKIPPED = {"script", "style", "code", "pre", "kbd", "samp", "template", "noscript"}
 _VOID = {
     "area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta",
@@ -80,14 +88,10 @@ class _Texts(HTMLParser):
 
 def english_words(text: str, allowed: Iterable[str] = ()) -> list[str]:
     """Return the English words of ``text`` that are not allowed."""
-    extra = set(allowed)
-    for phrase in list(extra):
-        extra.update(_WORD.findall(phrase))
-    return [
-        word
-        for word in _WORD.findall(text)
-        if word not in ALLOWED and word not in extra and word.lower() not in ALLOWED
-    ]
+    extra = {word.lower() for phrase in allowed for word in _WORD.findall(phrase)}
+    extra |= {phrase.lower() for phrase in allowed}
+    known = {word.lower() for word in ALLOWED} | extra
+    return [word for word in _WORD.findall(_QUOTED.sub(" ", text)) if word.lower() not in known]
 
 
 def untranslated(html: str, *, allowed: Iterable[str] = (), language: str = "zh") -> list[str]:

@@ -19,7 +19,8 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.utils import timezone
+from django.utils import timezone, translation
+from django.utils.translation import gettext, ngettext
 
 from chat.models import ApiRequest, Conversation, Feedback, Message, PrivacyEvent
 from chat.services.data_export import exports_expire_due
@@ -45,10 +46,23 @@ class Policy:
         return self.days <= 0
 
     def describe(self) -> str:
+        """The policy in words, in the active language (English in the
+        privacy log the retention run writes)."""
         if self.keeps_forever:
-            return "kept until their people delete them"
-        verb = "deleted" if self.action == DELETE else "anonymised"
-        return f"{verb} {self.days} day{'s' if self.days != 1 else ''} after the last message"
+            return gettext("kept until their people delete them")
+        if self.action == DELETE:
+            text = ngettext(
+                "deleted %(days)s day after the last message",
+                "deleted %(days)s days after the last message",
+                self.days,
+            )
+        else:
+            text = ngettext(
+                "anonymised %(days)s day after the last message",
+                "anonymised %(days)s days after the last message",
+                self.days,
+            )
+        return text % {"days": self.days}
 
 
 def retention_policies() -> list[Policy]:
@@ -183,11 +197,11 @@ def retention_run(*, now: datetime | None = None) -> dict[str, int]:
             created_at__lt=cutoff
         ).delete()
     counts["exports_expired"] = exports_expire_due()
+    # The log is written once, in the site's language, whoever reads it.
+    with translation.override(settings.LANGUAGE_CODE):
+        detail = "; ".join(f"{p.label}: {p.describe()}" for p in retention_policies())
     privacy_event_record(
-        actor=None,
-        action=PrivacyEvent.Action.RETENTION,
-        detail="; ".join(f"{p.label}: {p.describe()}" for p in retention_policies()),
-        counts=counts,
+        actor=None, action=PrivacyEvent.Action.RETENTION, detail=detail, counts=counts
     )
     logger.info("Retention run: %s", counts)
     return counts

@@ -22,6 +22,7 @@ from typing import Any
 
 from channels.db import database_sync_to_async
 from django.http import Http404
+from django.utils.translation import gettext
 
 from chat.consumers.base import CLOSE_POLICY, FrameBucket, SocketConsumer
 from chat.services.events import conversation_group
@@ -70,7 +71,9 @@ class DashboardConsumer(SocketConsumer):
         if self.account_closed:
             return
         if not self.bucket.take():
-            await self.send_json({"type": "error", "error": "Too many frames; slow down."})
+            await self.send_json(
+                {"type": "error", "error": gettext("Too many frames; slow down.")}
+            )
             await self.close(code=CLOSE_POLICY)
             return
         size = len(text_data.encode()) if text_data is not None else len(bytes_data or b"")
@@ -78,15 +81,15 @@ class DashboardConsumer(SocketConsumer):
             await self.close(code=CLOSE_TOO_BIG)
             return
         if text_data is None:
-            await self.send_json({"type": "error", "error": "Frames are JSON text."})
+            await self.send_json({"type": "error", "error": gettext("Frames are JSON text.")})
             return
         try:
             content = json.loads(text_data)
         except (ValueError, RecursionError):
-            await self.send_json({"type": "error", "error": "Frames are JSON objects."})
+            await self.send_json({"type": "error", "error": gettext("Frames are JSON objects.")})
             return
         if not isinstance(content, dict):
-            await self.send_json({"type": "error", "error": "Frames are JSON objects."})
+            await self.send_json({"type": "error", "error": gettext("Frames are JSON objects.")})
             return
         await self.receive_json(content)
 
@@ -97,12 +100,21 @@ class DashboardConsumer(SocketConsumer):
         elif kind == "subscribe":
             await self._subscribe(content.get("topics"))
         else:
-            await self.send_json({"type": "error", "error": f"Unknown frame type {kind!r}."})
+            await self.send_json(
+                {
+                    "type": "error",
+                    "error": gettext("Unknown frame type %(kind)r.") % {"kind": kind},
+                }
+            )
 
     async def _subscribe(self, topics: Any) -> None:
         if not isinstance(topics, list) or len(topics) > MAX_TOPICS:
             await self.send_json(
-                {"type": "error", "error": f"topics is a list of at most {MAX_TOPICS} names."}
+                {
+                    "type": "error",
+                    "error": gettext("topics is a list of at most %(max_topics)s names.")
+                    % {"max_topics": MAX_TOPICS},
+                }
             )
             return
         wanted: dict[str, str] = {}

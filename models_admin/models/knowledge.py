@@ -7,6 +7,7 @@ from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
+from django.utils.translation import gettext_lazy
 
 #: What an answer says when no passage is relevant enough.
 NOTHING_FOUND_TEXT = (
@@ -63,14 +64,14 @@ class KnowledgeSource(models.Model):
     it again replaces its passages in one transaction."""
 
     class Kind(models.TextChoices):
-        FILE = "file", "File"
-        URL = "url", "Web page"
+        FILE = "file", gettext_lazy("File")
+        URL = "url", gettext_lazy("Web page")
 
     class Status(models.TextChoices):
-        QUEUED = "queued", "Queued"
-        FETCHING = "fetching", "Fetching"
-        READY = "ready", "Ready"
-        FAILED = "failed", "Failed"
+        QUEUED = "queued", gettext_lazy("Queued")
+        FETCHING = "fetching", gettext_lazy("Fetching")
+        READY = "ready", gettext_lazy("Ready")
+        FAILED = "failed", gettext_lazy("Failed")
 
     base = models.ForeignKey(KnowledgeBase, on_delete=models.CASCADE, related_name="sources")
     kind = models.CharField(max_length=5, choices=Kind.choices)

@@ -9,6 +9,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
+from django.utils.translation import gettext, gettext_lazy
 
 
 class ReviewEvent(models.Model):
@@ -16,10 +17,10 @@ class ReviewEvent(models.Model):
     conversation."""
 
     class Action(models.TextChoices):
-        VIEW = "view", "Viewed"
-        FLAG = "flag", "Flagged"
-        UNFLAG = "unflag", "Unflagged"
-        DATASET_ADD = "dataset_add", "Added to a dataset"
+        VIEW = "view", gettext_lazy("Viewed")
+        FLAG = "flag", gettext_lazy("Flagged")
+        UNFLAG = "unflag", gettext_lazy("Unflagged")
+        DATASET_ADD = "dataset_add", gettext_lazy("Added to a dataset")
 
     staff = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
@@ -45,38 +46,38 @@ class FilterRule(models.Model):
     that the rule compiles."""
 
     class Kind(models.TextChoices):
-        KEYWORDS = "keywords", "Keyword list"
-        REGEX = "regex", "Regular expression"
-        PRESET = "preset", "Preset"
+        KEYWORDS = "keywords", gettext_lazy("Keyword list")
+        REGEX = "regex", gettext_lazy("Regular expression")
+        PRESET = "preset", gettext_lazy("Preset")
 
     class Preset(models.TextChoices):
-        EMAIL = "email", "Email address"
-        PHONE = "phone", "Phone number"
-        CARD = "card", "Payment card number"
-        URL = "url", "URL"
+        EMAIL = "email", gettext_lazy("Email address")
+        PHONE = "phone", gettext_lazy("Phone number")
+        CARD = "card", gettext_lazy("Payment card number")
+        URL = "url", gettext_lazy("URL")
 
     class Scope(models.TextChoices):
-        INPUT = "input", "Input (what people send)"
-        OUTPUT = "output", "Output (what the model writes)"
-        BOTH = "both", "Both"
+        INPUT = "input", gettext_lazy("Input (what people send)")
+        OUTPUT = "output", gettext_lazy("Output (what the model writes)")
+        BOTH = "both", gettext_lazy("Both")
 
     class Action(models.TextChoices):
-        BLOCK = "block", "Block"
-        MASK = "mask", "Mask"
-        FLAG = "flag", "Flag for review"
+        BLOCK = "block", gettext_lazy("Block")
+        MASK = "mask", gettext_lazy("Mask")
+        FLAG = "flag", gettext_lazy("Flag for review")
 
     class Surface(models.TextChoices):
-        ALL = "all", "Everywhere"
-        CHAT = "chat", "Main chat"
-        WIDGET = "widget", "Widget"
-        API = "api", "API"
+        ALL = "all", gettext_lazy("Everywhere")
+        CHAT = "chat", gettext_lazy("Main chat")
+        WIDGET = "widget", gettext_lazy("Widget")
+        API = "api", gettext_lazy("API")
 
     name = models.CharField(max_length=200)
     kind = models.CharField(max_length=10, choices=Kind.choices)
     # One keyword or phrase per line.
     keywords = models.TextField(blank=True, max_length=100_000)
     whole_word = models.BooleanField(
-        default=True, help_text="Match whole words only, not inside longer words."
+        default=True, help_text=gettext_lazy("Match whole words only, not inside longer words.")
     )
     pattern = models.TextField(blank=True, max_length=2000)
     preset = models.CharField(max_length=10, choices=Preset.choices, blank=True)
@@ -85,12 +86,16 @@ class FilterRule(models.Model):
     mask_with = models.CharField(
         max_length=100,
         blank=True,
-        help_text="Replacement for masked text; empty: the preset's label, or asterisks.",
+        help_text=gettext_lazy(
+            "Replacement for masked text; empty: the preset's label, or asterisks."
+        ),
     )
     notice = models.CharField(
         max_length=500,
         blank=True,
-        help_text="What people see instead of a blocked message; empty: the site default.",
+        help_text=gettext_lazy(
+            "What people see instead of a blocked message; empty: the site default."
+        ),
     )
     surface = models.CharField(max_length=10, choices=Surface.choices, default=Surface.ALL)
     site = models.ForeignKey(
@@ -99,9 +104,9 @@ class FilterRule(models.Model):
         blank=True,
         on_delete=models.CASCADE,
         related_name="filter_rules",
-        help_text="Only this widget site's conversations.",
+        help_text=gettext_lazy("Only this widget site's conversations."),
     )
-    priority = models.IntegerField(default=100, help_text="Lower runs first.")
+    priority = models.IntegerField(default=100, help_text=gettext_lazy("Lower runs first."))
     enabled = models.BooleanField(default=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL,
@@ -134,7 +139,7 @@ class FilterRule(models.Model):
             self.Surface.WIDGET,
         ):
             raise ValidationError(
-                {"site": ["A rule for one widget site applies to the widget surface."]}
+                {"site": [gettext("A rule for one widget site applies to the widget surface.")]}
             )
         try:
             rule_compile(self.spec())

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from django.conf import settings
 from django.db import models
+from django.utils.translation import gettext_lazy
 
 from models_admin.models.versions import ModelVersion
 
@@ -14,17 +15,17 @@ class Dataset(models.Model):
     """Conversations in the training format, split into train and eval."""
 
     class Source(models.TextChoices):
-        UPLOAD = "upload", "Upload"
-        EXPORT = "export", "Exported from conversations"
-        DEMO = "demo", "Demo"
-        CLEAN = "clean", "Cleaned copy"
-        FEEDBACK = "feedback", "From feedback"
+        UPLOAD = "upload", gettext_lazy("Upload")
+        EXPORT = "export", gettext_lazy("Exported from conversations")
+        DEMO = "demo", gettext_lazy("Demo")
+        CLEAN = "clean", gettext_lazy("Cleaned copy")
+        FEEDBACK = "feedback", gettext_lazy("From feedback")
 
     class Kind(models.TextChoices):
-        CONVERSATIONS = "conversations", "Conversations"
+        CONVERSATIONS = "conversations", gettext_lazy("Conversations")
         #: Each example is a prompt with a chosen answer (its messages end
         #: with it) and a rejected one (``DatasetExample.rejected``).
-        PREFERENCES = "preferences", "Preference pairs"
+        PREFERENCES = "preferences", gettext_lazy("Preference pairs")
 
     name = models.CharField(max_length=200, unique=True)
     kind = models.CharField(max_length=15, choices=Kind.choices, default=Kind.CONVERSATIONS)
@@ -58,8 +59,8 @@ class Dataset(models.Model):
 
 class DatasetExample(models.Model):
     class Split(models.TextChoices):
-        TRAIN = "train", "Train"
-        EVAL = "eval", "Eval"
+        TRAIN = "train", gettext_lazy("Train")
+        EVAL = "eval", gettext_lazy("Eval")
 
     dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="examples")
     index = models.PositiveIntegerField()
@@ -89,16 +90,16 @@ class TrainingJob(models.Model):
     ``MODEL_DIR/jobs/<id>/`` and nowhere else."""
 
     class Kind(models.TextChoices):
-        FINETUNE = "finetune", "Fine-tune"
-        DISTILL = "distill", "Distill"
-        DPO = "dpo", "Preference tuning (DPO)"
+        FINETUNE = "finetune", gettext_lazy("Fine-tune")
+        DISTILL = "distill", gettext_lazy("Distill")
+        DPO = "dpo", gettext_lazy("Preference tuning (DPO)")
 
     class State(models.TextChoices):
-        QUEUED = "queued", "Queued"
-        RUNNING = "running", "Running"
-        COMPLETED = "completed", "Completed"
-        FAILED = "failed", "Failed"
-        CANCELLED = "cancelled", "Cancelled"
+        QUEUED = "queued", gettext_lazy("Queued")
+        RUNNING = "running", gettext_lazy("Running")
+        COMPLETED = "completed", gettext_lazy("Completed")
+        FAILED = "failed", gettext_lazy("Failed")
+        CANCELLED = "cancelled", gettext_lazy("Cancelled")
 
     kind = models.CharField(max_length=10, choices=Kind.choices)
     state = models.CharField(max_length=10, choices=State.choices, default=State.QUEUED)

@@ -9,31 +9,34 @@ from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
+from django.utils.translation import gettext_lazy
 
 
 class ModelVersion(models.Model):
     """A folder of weights and tokenizer that the inference worker can load."""
 
     class Kind(models.TextChoices):
-        BASE = "base", "Base"
-        FINETUNE = "finetune", "Fine-tune"
-        DISTILL = "distill", "Distilled"
-        PREFERENCE = "dpo", "Preference-tuned"
-        COMPRESSED = "compressed", "Compressed"
+        BASE = "base", gettext_lazy("Base")
+        FINETUNE = "finetune", gettext_lazy("Fine-tune")
+        DISTILL = "distill", gettext_lazy("Distilled")
+        PREFERENCE = "dpo", gettext_lazy("Preference-tuned")
+        COMPRESSED = "compressed", gettext_lazy("Compressed")
 
     class Format(models.TextChoices):
-        TRANSFORMERS = "transformers", "transformers (torch)"
-        GGUF = "gguf", "GGUF (llama.cpp)"
+        TRANSFORMERS = "transformers", gettext_lazy("transformers (torch)")
+        GGUF = "gguf", gettext_lazy("GGUF (llama.cpp)")
 
     class State(models.TextChoices):
-        CANDIDATE = "candidate", "Candidate"
-        PRODUCTION = "production", "Production"
-        ARCHIVED = "archived", "Archived"
+        CANDIDATE = "candidate", gettext_lazy("Candidate")
+        PRODUCTION = "production", gettext_lazy("Production")
+        ARCHIVED = "archived", gettext_lazy("Archived")
 
     name = models.CharField(max_length=200, unique=True)
     folder = models.CharField(
         max_length=1000,
-        help_text="Path of the transformers folder; a relative path is under MODEL_DIR.",
+        help_text=gettext_lazy(
+            "Path of the transformers folder; a relative path is under MODEL_DIR."
+        ),
     )
     parent = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.PROTECT, related_name="children"
@@ -43,7 +46,9 @@ class ModelVersion(models.Model):
         max_length=20,
         choices=Format.choices,
         default=Format.TRANSFORMERS,
-        help_text="How the folder holds the weights, and so which runtime serves it.",
+        help_text=gettext_lazy(
+            "How the folder holds the weights, and so which runtime serves it."
+        ),
     )
     metrics = models.JSONField(default=dict, blank=True)
     # Answers to the fixed prompt set, for side-by-side comparison:
@@ -102,7 +107,7 @@ class Promotion(models.Model):
         blank=True,
         on_delete=models.SET_NULL,
         related_name="+",
-        help_text="Empty when the system promoted (the first default model).",
+        help_text=gettext_lazy("Empty when the system promoted (the first default model)."),
     )
     note = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -122,13 +127,13 @@ class Canary(models.Model):
     the share only moves more conversations over."""
 
     class Outcome(models.TextChoices):
-        PROMOTED = "promoted", "Promoted"
-        STOPPED = "stopped", "Stopped"
+        PROMOTED = "promoted", gettext_lazy("Promoted")
+        STOPPED = "stopped", gettext_lazy("Stopped")
 
     version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="canaries")
     percent = models.PositiveSmallIntegerField(
         validators=[MinValueValidator(1), MaxValueValidator(99)],
-        help_text="Share of conversations sent to the candidate, 1 to 99.",
+        help_text=gettext_lazy("Share of conversations sent to the candidate, 1 to 99."),
     )
     note = models.TextField(blank=True)
     started_by = models.ForeignKey(
@@ -173,10 +178,10 @@ class Compression(models.Model):
     becomes a candidate version, measured like a checkpoint."""
 
     class State(models.TextChoices):
-        QUEUED = "queued", "Queued"
-        RUNNING = "running", "Running"
-        COMPLETED = "completed", "Completed"
-        FAILED = "failed", "Failed"
+        QUEUED = "queued", gettext_lazy("Queued")
+        RUNNING = "running", gettext_lazy("Running")
+        COMPLETED = "completed", gettext_lazy("Completed")
+        FAILED = "failed", gettext_lazy("Failed")
 
     source = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="compressions")
     quantization = models.CharField(max_length=10)
@@ -213,10 +218,10 @@ class Evaluation(models.Model):
     version pages show while it runs."""
 
     class State(models.TextChoices):
-        QUEUED = "queued", "Queued"
-        RUNNING = "running", "Running"
-        COMPLETED = "completed", "Completed"
-        FAILED = "failed", "Failed"
+        QUEUED = "queued", gettext_lazy("Queued")
+        RUNNING = "running", gettext_lazy("Running")
+        COMPLETED = "completed", gettext_lazy("Completed")
+        FAILED = "failed", gettext_lazy("Failed")
 
     version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="evaluations")
     dataset = models.ForeignKey(

@@ -12,6 +12,7 @@ from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from inference.llamacpp.export import QUANTIZATIONS, gguf_folder_build
 from models_admin.models import Compression, ModelVersion
@@ -44,7 +45,14 @@ def compression_start(
     """Queue a GGUF copy of source (a GGUF version: of the transformers
     version it was made from) in the given quantization."""
     if quantization not in QUANTIZATIONS:
-        raise ValidationError({"quantization": [f"Pick one of {', '.join(QUANTIZATIONS)}."]})
+        raise ValidationError(
+            {
+                "quantization": [
+                    gettext("Pick one of %(quantizations)s.")
+                    % {"quantizations": ", ".join(QUANTIZATIONS)}
+                ]
+            }
+        )
     try:
         source = model_version_trainable(source)
     except ValidationError as exc:
@@ -56,7 +64,12 @@ def compression_start(
     )
     if busy.exists():
         raise ValidationError(
-            {"quantization": [f"A {quantization} copy of {source.name} is already being made."]}
+            {
+                "quantization": [
+                    gettext("A %(quantization)s copy of %(name)s is already being made.")
+                    % {"quantization": quantization, "name": source.name}
+                ]
+            }
         )
     compression = Compression(
         source=source,

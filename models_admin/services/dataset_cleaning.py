@@ -19,6 +19,7 @@ from typing import Any
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.utils.translation import gettext
 
 from models_admin.filters import compiled_rules
 from models_admin.models import Dataset, DatasetExample
@@ -139,7 +140,7 @@ def dataset_clean_preview(*, dataset: Dataset, surface: str = "chat") -> CleanPr
     """What the enabled rules of ``surface`` (chat, widget, api) would do
     to each example, and the near-duplicate groups (by example index)."""
     if surface not in ("chat", "widget", "api"):
-        raise ValidationError({"surface": ["Pick chat, widget or api."]})
+        raise ValidationError({"surface": [gettext("Pick chat, widget or api.")]})
     book = compiled_rules()
     # Rows whose person deleted their data are lineage marks without text.
     rows = [

@@ -14,6 +14,7 @@ from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Max
+from django.utils.translation import gettext
 
 from models_admin.dataset_format import (
     DatasetFormatError,
@@ -105,7 +106,9 @@ def dataset_create(
     or nothing. A preference dataset's conversations end with the chosen
     answers; ``rejected`` holds the other answer of each."""
     if not conversations:
-        raise ValidationError({"conversations": ["A dataset needs at least one example."]})
+        raise ValidationError(
+            {"conversations": [gettext("A dataset needs at least one example.")]}
+        )
     try:
         train, evaluation = split_indices(
             len(conversations), eval_fraction=eval_fraction, seed=seed
@@ -226,7 +229,9 @@ def dataset_pairs_create(
     """Store preference pairs (``{"prompt", "chosen", "rejected"}``) as a
     preference dataset, all or nothing; origins says where each came from."""
     if any(_pair_has_nul(pair) for pair in pairs):
-        raise ValidationError({"pairs": ["A pair holds a NUL character, which cannot be stored."]})
+        raise ValidationError(
+            {"pairs": [gettext("A pair holds a NUL character, which cannot be stored.")]}
+        )
     return dataset_create(
         name=name,
         conversations=[

@@ -20,6 +20,8 @@ from django.core.exceptions import ValidationError
 from django.core.validators import URLValidator
 from django.db import IntegrityError, transaction
 from django.utils import timezone
+from django.utils.formats import number_format
+from django.utils.translation import gettext
 
 from models_admin.knowledge.chunks import passages_split
 from models_admin.knowledge.documents import (
@@ -119,7 +121,13 @@ def _document_read(
 ) -> Document:
     limit = settings.KNOWLEDGE_MAX_FILE_BYTES
     if len(data) > limit:
-        raise ValidationError(f"The file is {len(data):,} bytes; the limit is {limit:,} bytes.")
+        raise ValidationError(
+            gettext("The file is %(data)s bytes; the limit is %(limit)s bytes.")
+            % {
+                "data": number_format(len(data), force_grouping=True),
+                "limit": number_format(limit, force_grouping=True),
+            }
+        )
     try:
         kind = document_kind(filename=filename, content_type=content_type, data=data)
         return document_parse(data, kind=kind, filename=filename, charset=charset)
@@ -182,9 +190,9 @@ def knowledge_file_add(
     caller builds the index (after a batch, say)."""
     filename = filename.replace("\\", "/").rsplit("/", 1)[-1].strip()[:255]
     if not filename:
-        raise ValidationError("The file has no name.")
+        raise ValidationError(gettext("The file has no name."))
     if "\x00" in filename:
-        raise ValidationError("The file name holds a NUL character.")
+        raise ValidationError(gettext("The file name holds a NUL character."))
     document = _document_read(data=data, filename=filename, content_type=content_type)
     try:
         with transaction.atomic():
@@ -210,9 +218,11 @@ def _url_clean(url: str) -> str:
     try:
         URLValidator(schemes=["http", "https"])(url)
     except ValidationError:
-        raise ValidationError(f"{url[:200]!r} is not an http(s) address.") from None
+        raise ValidationError(
+            gettext("%(url)r is not an http(s) address.") % {"url": url[:200]}
+        ) from None
     if len(url) > 2000:
-        raise ValidationError("Addresses are limited to 2,000 characters.")
+        raise ValidationError(gettext("Addresses are limited to 2,000 characters."))
     return url
 
 
@@ -225,9 +235,12 @@ def knowledge_urls_add(
     refuses them all, naming it."""
     cleaned = list(dict.fromkeys(_url_clean(url) for url in urls if url.strip()))
     if not cleaned:
-        raise ValidationError("Give at least one address.")
+        raise ValidationError(gettext("Give at least one address."))
     if len(cleaned) > MAX_URLS:
-        raise ValidationError(f"At most {MAX_URLS} addresses at a time ({len(cleaned)} given).")
+        raise ValidationError(
+            gettext("At most %(max_urls)s addresses at a time (%(cleaned)s given).")
+            % {"max_urls": MAX_URLS, "cleaned": len(cleaned)}
+        )
     sources = []
     with transaction.atomic():
         for url in cleaned:
@@ -259,7 +272,9 @@ def knowledge_fetch_queue(*, source_id: int) -> None:
 def knowledge_source_refresh(*, source: KnowledgeSource) -> KnowledgeSource:
     """Fetch a web page source again."""
     if source.kind != KnowledgeSource.Kind.URL:
-        raise ValidationError("Only web pages are fetched again; upload a file again instead.")
+        raise ValidationError(
+            gettext("Only web pages are fetched again; upload a file again instead.")
+        )
     return knowledge_urls_add(base=source.base, urls=[source.url])[0]
 
 

@@ -10,6 +10,7 @@ from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from inference.connection import redis_client, serving_epoch_key
 from inference.formats import folder_backend
@@ -99,7 +100,12 @@ def _pk(user: AbstractBaseUser | None) -> Any:
 def _loadable_check(version: ModelVersion) -> None:
     if not (version.path / "config.json").is_file():
         raise ValidationError(
-            {"version": [f"{version.name} has no model files at {version.path}."]}
+            {
+                "version": [
+                    gettext("%(name)s has no model files at %(path)s.")
+                    % {"name": version.name, "path": version.path}
+                ]
+            }
         )
 
 
@@ -150,7 +156,7 @@ def model_version_rollback(*, by: AbstractBaseUser | None = None, note: str = ""
         else None
     )
     if last is None or last.from_version is None:
-        raise ValidationError("There is no earlier production version to roll back to.")
+        raise ValidationError(gettext("There is no earlier production version to roll back to."))
     promotion = model_version_promote(
         version=last.from_version,
         by=by,
@@ -181,9 +187,13 @@ def canary_start(
     current = _production_lock()
     version = ModelVersion.objects.select_for_update().get(pk=version.pk)
     if current is not None and current.pk == version.pk:
-        raise ValidationError({"version": [f"{version.name} is already in production."]})
+        raise ValidationError(
+            {"version": [gettext("%(name)s is already in production.") % {"name": version.name}]}
+        )
     if current is None:
-        raise ValidationError({"version": ["Nothing is in production to compare against."]})
+        raise ValidationError(
+            {"version": [gettext("Nothing is in production to compare against.")]}
+        )
     _loadable_check(version)
     running = _canary_lock()
     if running is not None and running.version_id == version.pk:
@@ -248,7 +258,10 @@ def model_version_trainable(version: ModelVersion) -> ModelVersion:
         current = current.parent
     if current is None:
         raise ValidationError(
-            f"{version.name} is a GGUF version with no transformers version behind it: "
-            "training needs transformers weights (register the folder it was made from)."
+            gettext(
+                "%(name)s is a GGUF version with no transformers version behind it: training "
+                "needs transformers weights (register the folder it was made from)."
+            )
+            % {"name": version.name}
         )
     return current

@@ -15,6 +15,7 @@ from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from models_admin.models import Dataset, ModelVersion, TrainingJob
 from models_admin.selectors import model_version_get_production
@@ -72,7 +73,14 @@ def training_params_validate(*, kind: str, params: dict[str, Any] | None) -> dic
     """Fill defaults and check every value; raise ValidationError keyed by
     the parameter's name."""
     if kind not in TrainingJob.Kind.values:
-        raise ValidationError({"kind": [f"Unknown job kind {kind!r}: finetune, distill or dpo."]})
+        raise ValidationError(
+            {
+                "kind": [
+                    gettext("Unknown job kind %(kind)r: finetune, distill or dpo.")
+                    % {"kind": kind}
+                ]
+            }
+        )
     given = dict(params or {})
     errors: dict[str, list[str]] = {}
     clean: dict[str, Any] = {}
@@ -146,14 +154,14 @@ def training_job_create(
     base_version = base_version or model_version_get_production()
     if base_version is None:
         raise ValidationError(
-            {"base_version": ["No model version is in production to start from."]}
+            {"base_version": [gettext("No model version is in production to start from.")]}
         )
     # A GGUF version trains as the transformers version it was made from.
     base_version = _trainable(base_version, "base_version")
     if student_version is not None:
         student_version = _trainable(student_version, "student_version")
     if student_version is not None and kind != TrainingJob.Kind.DISTILL:
-        raise ValidationError({"student_version": ["Only a distill job has a student."]})
+        raise ValidationError({"student_version": [gettext("Only a distill job has a student.")]})
     _dataset_check(kind, dataset)
     clean["steps"] = _steps(clean, dataset)
     job = TrainingJob(
@@ -182,22 +190,29 @@ def _dataset_check(kind: str, dataset: Dataset) -> None:
     pairs = dataset.kind == Dataset.Kind.PREFERENCES
     if kind == TrainingJob.Kind.DPO and not pairs:
         raise ValidationError(
-            {"dataset": ["Preference tuning needs a dataset of preference pairs."]}
+            {"dataset": [gettext("Preference tuning needs a dataset of preference pairs.")]}
         )
     if kind != TrainingJob.Kind.DPO and pairs:
         raise ValidationError(
-            {"dataset": ["A preference dataset trains only a preference-tuning (DPO) job."]}
+            {
+                "dataset": [
+                    gettext("A preference dataset trains only a preference-tuning (DPO) job.")
+                ]
+            }
         )
     train = int(dataset.stats.get("train") or 0)
     if not train:
-        raise ValidationError({"dataset": ["The dataset has no training examples."]})
+        raise ValidationError({"dataset": [gettext("The dataset has no training examples.")]})
     least = settings.TRAINING_DPO_MIN_PAIRS
     if pairs and train < least:
         raise ValidationError(
             {
                 "dataset": [
-                    f"The dataset has {train} training pairs; preference tuning needs at "
-                    f"least {least} (TRAINING_DPO_MIN_PAIRS)."
+                    gettext(
+                        "The dataset has %(train)s training pairs; preference tuning "
+                        "needs at least %(least)s (TRAINING_DPO_MIN_PAIRS)."
+                    )
+                    % {"train": train, "least": least}
                 ]
             }
         )

@@ -11,6 +11,7 @@ from typing import Any, cast
 
 from django import forms
 from django.conf import settings
+from django.utils.translation import gettext_lazy
 
 from chat.models import ApiKey
 from models_admin.dashboard.forms.common import ANY, ListFilterForm, ServiceForm
@@ -30,10 +31,12 @@ TOKEN_QUOTA_MAX = 2**63 - 1
 class ApiKeyFilterForm(ListFilterForm):
     """The key list's filters and order, read from the query string."""
 
-    user = forms.ChoiceField(label="User", required=False)
-    state = forms.ChoiceField(label="State", choices=[ANY, *STATES.items()], required=False)
+    user = forms.ChoiceField(label=gettext_lazy("User"), required=False)
+    state = forms.ChoiceField(
+        label=gettext_lazy("State"), choices=[ANY, *STATES.items()], required=False
+    )
     sort = forms.ChoiceField(
-        label="Sort by",
+        label=gettext_lazy("Sort by"),
         choices=[(value, label) for value, (label, _order) in SORTS.items()],
         required=False,
         initial=DEFAULT_SORT,
@@ -61,30 +64,32 @@ class ApiKeyLimitsForm(ServiceForm):
     """A key's limits; an empty limit means the site default."""
 
     rate_limit_per_minute = forms.IntegerField(
-        label="Requests a minute",
+        label=gettext_lazy("Requests a minute"),
         required=False,
         min_value=1,
         max_value=RATE_LIMIT_MAX,
     )
     monthly_token_quota = forms.IntegerField(
-        label="Tokens a month",
+        label=gettext_lazy("Tokens a month"),
         required=False,
         min_value=0,
         max_value=TOKEN_QUOTA_MAX,
     )
     all_versions = forms.BooleanField(
-        label="May call every version",
+        label=gettext_lazy("May call every version"),
         required=False,
-        help_text="Any version that is not archived, by name; off: production only.",
+        help_text=gettext_lazy("Any version that is not archived, by name; off: production only."),
     )
     knowledge_base = forms.ModelChoiceField(
         queryset=KnowledgeBase.objects.none(),
-        label="Knowledge base",
+        label=gettext_lazy("Knowledge base"),
         required=False,
-        empty_label="None",
+        empty_label=gettext_lazy("None"),
         help_text=(
-            "Calls with the key are grounded in this base unless they name another one "
-            "members may use. It stays with this key; the owner's next keys start without."
+            gettext_lazy(
+                "Calls with the key are grounded in this base unless they name another one "
+                "members may use. It stays with this key; the owner's next keys start without."
+            )
         ),
     )
 

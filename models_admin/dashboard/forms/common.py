@@ -5,15 +5,20 @@ date range, and the choice of a model version."""
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from django import forms
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
+from django.utils.functional import lazy
+from django.utils.translation import gettext, gettext_lazy
 
 from models_admin.models import ModelVersion
 
+if TYPE_CHECKING:
+    from django_stubs_ext import StrOrPromise
+
 #: The empty choice of a list filter.
-ANY = ("", "Any")
+ANY = ("", gettext_lazy("Any"))
 
 
 def errors_by_field(form: forms.Form) -> dict[str, list[str]]:
@@ -60,7 +65,14 @@ class ListFilterForm(forms.Form):
         return getattr(self, "cleaned_data", {})
 
 
-def date_field(label: str) -> forms.DateField:
+def text_with(text: Any, **values: Any) -> Any:
+    """Return ``text % values`` as a lazy string: a form's help text
+    declared at import time is then formatted in the language of the page
+    that shows it, not the language the module was imported in."""
+    return lazy(lambda: str(text) % values, str)()
+
+
+def date_field(label: StrOrPromise) -> forms.DateField:
     """An optional day picked in the browser's date input."""
     return forms.DateField(
         label=label, required=False, widget=forms.DateInput(attrs={"type": "date"})
@@ -76,7 +88,7 @@ class DateRangeForm(forms.Form):
         data = super().clean() or {}
         start, end = data.get("date_from"), data.get("date_to")
         if start and end and start > end:
-            self.add_error("date_to", "The end comes before the start.")
+            self.add_error("date_to", gettext("The end comes before the start."))
         return data
 
 

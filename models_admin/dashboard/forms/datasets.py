@@ -9,6 +9,8 @@ from typing import Any
 
 from django import forms
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
+from django.utils.formats import number_format
+from django.utils.translation import gettext, gettext_lazy
 
 from models_admin.dashboard.forms.common import ServiceForm
 from models_admin.models import Dataset, FilterRule
@@ -25,30 +27,41 @@ class DatasetUploadForm(ServiceForm):
         initial=Dataset.Kind.CONVERSATIONS,
         required=False,  # conversations when not sent
         widget=forms.RadioSelect,
-        label="What the file holds",
+        label=gettext_lazy("What the file holds"),
         help_text=(
-            'Preference pairs: one {"prompt": [messages ending with the user\'s], '
-            '"chosen": "...", "rejected": "..."} a line, for preference tuning (DPO).'
+            gettext_lazy(
+                'Preference pairs: one {"prompt": [messages ending with the user\'s], '
+                '"chosen": "...", "rejected": "..."} a line, for preference tuning (DPO).'
+            )
         ),
     )
-    name = forms.CharField(max_length=200, help_text="Unique; jobs and versions show it.")
+    name = forms.CharField(
+        label=gettext_lazy("Name"),
+        max_length=200,
+        help_text=gettext_lazy("Unique; jobs and versions show it."),
+    )
     description = forms.CharField(
+        label=gettext_lazy("Description"),
         required=False,
         widget=forms.Textarea(attrs={"rows": 3}),
-        help_text="Where the data comes from and what it teaches.",
+        help_text=gettext_lazy("Where the data comes from and what it teaches."),
     )
     eval_fraction = forms.FloatField(
         initial=0.1,
-        label="Eval fraction",
-        help_text="Share of the conversations held out to measure eval loss (0 to 0.9).",
+        label=gettext_lazy("Eval fraction"),
+        help_text=gettext_lazy(
+            "Share of the conversations held out to measure eval loss (0 to 0.9)."
+        ),
         widget=forms.NumberInput(attrs={"min": "0", "max": "0.9", "step": "0.01"}),
     )
     file = forms.FileField(
-        label="JSONL file",
+        label=gettext_lazy("JSONL file"),
         help_text=(
-            'One conversation a line: {"messages": [{"role": "user", "content": "..."}, '
-            '{"role": "assistant", "content": "..."}]}. An optional system message comes '
-            "first; turns alternate and end with the assistant."
+            gettext_lazy(
+                'One conversation a line: {"messages": [{"role": "user", "content": "..."}, '
+                '{"role": "assistant", "content": "..."}]}. An optional system message comes '
+                "first; turns alternate and end with the assistant."
+            )
         ),
         widget=forms.ClearableFileInput(attrs={"accept": ".jsonl,.json,.txt,application/json"}),
     )
@@ -61,7 +74,11 @@ class DatasetUploadForm(ServiceForm):
         upload = self.cleaned_data["file"]
         if upload.size > UPLOAD_MAX_BYTES:
             raise ValidationError(
-                f"The file is {upload.size:,} bytes; the limit is {UPLOAD_MAX_BYTES:,}."
+                gettext("The file is %(size)s bytes; the limit is %(upload_max_bytes)s.")
+                % {
+                    "size": number_format(upload.size, force_grouping=True),
+                    "upload_max_bytes": number_format(UPLOAD_MAX_BYTES, force_grouping=True),
+                }
             )
         return upload
 
@@ -75,16 +92,20 @@ class DatasetCleanForm(ServiceForm):
     service_fields = {"conversations": NON_FIELD_ERRORS, "eval_fraction": NON_FIELD_ERRORS}
 
     name = forms.CharField(
-        max_length=200, help_text="Of the new dataset; the original stays as it is."
+        label=gettext_lazy("Name"),
+        max_length=200,
+        help_text=gettext_lazy("Of the new dataset; the original stays as it is."),
     )
     surface = forms.ChoiceField(
         choices=CLEAN_SURFACES,
         initial="chat",
-        label="Rules of",
-        help_text="Questions go through the surface's input rules, answers its output rules.",
+        label=gettext_lazy("Rules of"),
+        help_text=gettext_lazy(
+            "Questions go through the surface's input rules, answers its output rules."
+        ),
     )
     drop_duplicates = forms.BooleanField(
-        required=False, label="Leave out near duplicates (all but the first)"
+        required=False, label=gettext_lazy("Leave out near duplicates (all but the first)")
     )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

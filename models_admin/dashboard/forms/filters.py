@@ -13,6 +13,9 @@ from typing import Any, cast
 
 from django import forms
 from django.core.exceptions import ValidationError
+from django.utils.formats import number_format
+from django.utils.text import format_lazy
+from django.utils.translation import gettext, gettext_lazy
 
 from chat.models import WidgetSite
 from inference.content_filter import PRESETS
@@ -22,6 +25,7 @@ from models_admin.dashboard.forms.common import (
     ListFilterForm,
     ServiceForm,
     date_field,
+    text_with,
 )
 from models_admin.dashboard.selectors.filter_audit import GONE_PREFIX, filter_hit_rule_choices
 from models_admin.filters import RULE_FIELDS
@@ -44,19 +48,20 @@ KIND_FIELDS = {
 #: Which action uses which field.
 ACTION_FIELDS = {"mask_with": FilterRule.Action.MASK, "notice": FilterRule.Action.BLOCK}
 
-PRESET_HELP = (
-    "Email: name@domain.tld. Phone: 7 to 15 digits with a leading + or separators "
-    "(or 10 digits or more). Card: 13 to 19 digits that pass the Luhn check. "
-    "URL: http(s):// or www. addresses. Masks write "
-    + ", ".join(preset.label for preset in PRESETS.values())
-    + " unless told otherwise."
+PRESET_HELP = format_lazy(
+    gettext_lazy(
+        "Email: name@domain.tld. Phone: 7 to 15 digits with a leading + or separators "
+        "(or 10 digits or more). Card: 13 to 19 digits that pass the Luhn check. "
+        "URL: http(s):// or www. addresses. Masks write {labels} unless told otherwise."
+    ),
+    labels=", ".join(preset.label for preset in PRESETS.values()),
 )
 
 #: The sample scopes and surfaces a text can be tried on (a rule's
 #: "both" and "all" are not places a text can be).
 TEST_SCOPES = [
-    (FilterRule.Scope.INPUT.value, "Input (a message sent)"),
-    (FilterRule.Scope.OUTPUT.value, "Output (an answer)"),
+    (FilterRule.Scope.INPUT.value, gettext_lazy("Input (a message sent)")),
+    (FilterRule.Scope.OUTPUT.value, gettext_lazy("Output (an answer)")),
 ]
 TEST_SURFACES = [
     (value, label)
@@ -75,30 +80,37 @@ class FilterRuleForm(ServiceForm):
     """
 
     name = forms.CharField(
-        max_length=200, help_text="Shown in the rule list, the audit of hits and the logs."
+        label=gettext_lazy("Name"),
+        max_length=200,
+        help_text=gettext_lazy("Shown in the rule list, the audit of hits and the logs."),
     )
     kind = forms.ChoiceField(
+        label=gettext_lazy("Kind"),
         choices=FilterRule.Kind.choices,
         initial=FilterRule.Kind.KEYWORDS,
         widget=forms.RadioSelect,
-        help_text="What the rule looks for.",
+        help_text=gettext_lazy("What the rule looks for."),
     )
     keywords = forms.CharField(
+        label=gettext_lazy("Keywords"),
         required=False,
         max_length=100_000,
         widget=forms.Textarea(attrs={"rows": 6, "spellcheck": "false"}),
         help_text=(
-            "One word or phrase a line. Case, accents, look-alike letters, leetspeak "
-            "(b4dw0rd) and letters written apart (b a d w o r d) match as well."
+            gettext_lazy(
+                "One word or phrase a line. Case, accents, look-alike letters, leetspeak "
+                "(b4dw0rd) and letters written apart (b a d w o r d) match as well."
+            )
         ),
     )
     whole_word = forms.BooleanField(
         required=False,
         initial=True,
-        label="Whole words only",
-        help_text="Off: also match inside longer words (\u201cbad\u201d in \u201cbadge\u201d).",
+        label=gettext_lazy("Whole words only"),
+        help_text=gettext_lazy("Off: also match inside longer words (“bad” in “badge”)."),
     )
     pattern = forms.CharField(
+        label=gettext_lazy("Pattern"),
         required=False,
         max_length=2000,
         strip=False,  # spaces at either end are part of a pattern
@@ -106,64 +118,86 @@ class FilterRuleForm(ServiceForm):
             attrs={"spellcheck": "false", "autocomplete": "off", "class": "mono"}
         ),
         help_text=(
-            "A regular expression (Python syntax), matched on the text as written; "
-            "(?i) ignores case. Patterns that can take long on some texts are refused."
+            gettext_lazy(
+                "A regular expression (Python syntax), matched on the text as written; "
+                "(?i) ignores case. Patterns that can take long on some texts are refused."
+            )
         ),
     )
     preset = forms.ChoiceField(
+        label=gettext_lazy("Preset"),
         required=False,
-        choices=[("", "Choose a preset"), *FilterRule.Preset.choices],
+        choices=[("", gettext_lazy("Choose a preset")), *FilterRule.Preset.choices],
         help_text=PRESET_HELP,
     )
     scope = forms.ChoiceField(
+        label=gettext_lazy("Scope"),
         choices=FilterRule.Scope.choices,
         initial=FilterRule.Scope.BOTH,
-        help_text="Messages people send, answers the model writes (checked as they stream), "
-        "or both.",
+        help_text=gettext_lazy(
+            "Messages people send, answers the model writes (checked as they stream), or both."
+        ),
     )
     action = forms.ChoiceField(
+        label=gettext_lazy("Action"),
         choices=FilterRule.Action.choices,
         initial=FilterRule.Action.BLOCK,
         help_text=(
-            "Block: the whole message or answer is replaced by the notice. Mask: the match "
-            "is replaced. Flag: nothing changes; the conversation is flagged for review."
+            gettext_lazy(
+                "Block: the whole message or answer is replaced by the notice. Mask: the match "
+                "is replaced. Flag: nothing changes; the conversation is flagged for review."
+            )
         ),
     )
     mask_with = forms.CharField(
         required=False,
         max_length=100,
         strip=False,
-        label="Mask with",
-        help_text="What a mask writes; empty: the preset's label, or one * per character.",
+        label=gettext_lazy("Mask with"),
+        help_text=gettext_lazy(
+            "What a mask writes; empty: the preset's label, or one * per character."
+        ),
     )
     notice = forms.CharField(
+        label=gettext_lazy("Notice"),
         required=False,
         max_length=500,
         widget=forms.Textarea(attrs={"rows": 2}),
-        help_text="What people see instead of a blocked message; empty: the site default.",
+        help_text=gettext_lazy(
+            "What people see instead of a blocked message; empty: the site default."
+        ),
     )
     surface = forms.ChoiceField(
+        label=gettext_lazy("Surface"),
         choices=FilterRule.Surface.choices,
         initial=FilterRule.Surface.ALL,
-        help_text="Where the rule applies: the main chat, the embeddable widget, the API.",
+        help_text=gettext_lazy(
+            "Where the rule applies: the main chat, the embeddable widget, the API."
+        ),
     )
     site = forms.ModelChoiceField(
         queryset=WidgetSite.objects.order_by("name"),
         required=False,
-        empty_label="Every site",
-        label="Widget site",
-        help_text="For the widget: only this site's conversations.",
+        empty_label=gettext_lazy("Every site"),
+        label=gettext_lazy("Widget site"),
+        help_text=gettext_lazy("For the widget: only this site's conversations."),
     )
     priority = forms.IntegerField(
+        label=gettext_lazy("Priority"),
         initial=100,
         min_value=PRIORITY_MIN,
         max_value=PRIORITY_MAX,
         help_text=(
-            "Lower runs first. Where matches overlap, blocks win, then the lower priority."
+            gettext_lazy(
+                "Lower runs first. Where matches overlap, blocks win, then the lower priority."
+            )
         ),
     )
     enabled = forms.BooleanField(
-        required=False, initial=True, help_text="Off: the rule is kept but does not run."
+        label=gettext_lazy("Enabled"),
+        required=False,
+        initial=True,
+        help_text=gettext_lazy("Off: the rule is kept but does not run."),
     )
 
     def __init__(
@@ -208,7 +242,9 @@ class FilterToggleForm(forms.Form):
     on a stale page does not undo the first."""
 
     enabled = forms.TypedChoiceField(
-        choices=[("1", "On"), ("0", "Off")], coerce=lambda value: value == "1"
+        label=gettext_lazy("Enabled"),
+        choices=[("1", "On"), ("0", "Off")],
+        coerce=lambda value: value == "1",
     )
 
 
@@ -219,21 +255,24 @@ class FilterTestForm(forms.Form):
     text = forms.CharField(
         max_length=TEST_TEXT_MAX_CHARS,
         strip=False,
-        label="Sample text",
+        label=gettext_lazy("Sample text"),
         widget=forms.Textarea(attrs={"rows": 8, "spellcheck": "false"}),
-        help_text=f"Up to {TEST_TEXT_MAX_CHARS:,} characters. Nothing is stored.",
+        help_text=text_with(
+            gettext_lazy("Up to %(test_text_max_chars)s characters. Nothing is stored."),
+            test_text_max_chars=f"{TEST_TEXT_MAX_CHARS:,}",
+        ),
     )
     scope = forms.ChoiceField(
-        choices=TEST_SCOPES, initial=FilterRule.Scope.INPUT, label="Tried as"
+        choices=TEST_SCOPES, initial=FilterRule.Scope.INPUT, label=gettext_lazy("Tried as")
     )
     surface = forms.ChoiceField(
-        choices=TEST_SURFACES, initial=FilterRule.Surface.CHAT, label="Surface"
+        choices=TEST_SURFACES, initial=FilterRule.Surface.CHAT, label=gettext_lazy("Surface")
     )
     rules = forms.ModelMultipleChoiceField(
         queryset=FilterRule.objects.none(),
         required=False,
         widget=forms.CheckboxSelectMultiple,
-        label="Rules",
+        label=gettext_lazy("Rules"),
     )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -250,17 +289,22 @@ class FilterImportForm(forms.Form):
     in its cleaned data: the parsed JSON, for ``filter_rules_import``."""
 
     file = forms.FileField(
-        label="Rules file (JSON)",
+        label=gettext_lazy("Rules file (JSON)"),
         help_text=(
-            f"A file that the export wrote, or the same shape: a list of rules. "
-            f"At most {IMPORT_MAX_BYTES // 1_000_000} MB."
+            text_with(
+                gettext_lazy(
+                    "A file that the export wrote, or the same shape: a "
+                    "list of rules. At most %(megabytes)s MB."
+                ),
+                megabytes=IMPORT_MAX_BYTES // 1_000_000,
+            )
         ),
         widget=forms.ClearableFileInput(attrs={"accept": ".json,application/json"}),
     )
     replace = forms.BooleanField(
         required=False,
-        label="Replace the current rules",
-        help_text="Off: the file's rules are added to the current ones.",
+        label=gettext_lazy("Replace the current rules"),
+        help_text=gettext_lazy("Off: the file's rules are added to the current ones."),
     )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -271,18 +315,25 @@ class FilterImportForm(forms.Form):
         upload = self.cleaned_data["file"]
         if upload.size > IMPORT_MAX_BYTES:
             raise ValidationError(
-                f"The file is {upload.size:,} bytes; the limit is {IMPORT_MAX_BYTES:,}."
+                gettext("The file is %(size)s bytes; the limit is %(import_max_bytes)s.")
+                % {
+                    "size": number_format(upload.size, force_grouping=True),
+                    "import_max_bytes": number_format(IMPORT_MAX_BYTES, force_grouping=True),
+                }
             )
         try:
             self.cleaned_data["rules"] = json.loads(upload.read().decode("utf-8-sig"))
         except UnicodeDecodeError:
-            raise ValidationError("The file is not UTF-8 text.") from None
+            raise ValidationError(gettext("The file is not UTF-8 text.")) from None
         except json.JSONDecodeError as exc:
             raise ValidationError(
-                f"The file is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})."
+                gettext("The file is not valid JSON: %(msg)s (line %(lineno)s, column %(colno)s).")
+                % {"msg": exc.msg, "lineno": exc.lineno, "colno": exc.colno}
             ) from None
         except RecursionError:
-            raise ValidationError("The file nests too deeply to be a rules file.") from None
+            raise ValidationError(
+                gettext("The file nests too deeply to be a rules file.")
+            ) from None
         return upload
 
 
@@ -294,19 +345,25 @@ class FilterHitFilterForm(ListFilterForm, DateRangeForm):
     search in the excerpts: its answers would tell what users wrote.
     """
 
-    rule = forms.ChoiceField(label="Rule", required=False)
+    rule = forms.ChoiceField(label=gettext_lazy("Rule"), required=False)
     action = forms.ChoiceField(
-        label="Action", choices=[ANY, *FilterRule.Action.choices], required=False
+        label=gettext_lazy("Action"), choices=[ANY, *FilterRule.Action.choices], required=False
     )
-    scope = forms.ChoiceField(label="Scope", choices=[ANY, *TEST_SCOPES], required=False)
-    surface = forms.ChoiceField(label="Surface", choices=[ANY, *TEST_SURFACES], required=False)
-    date_from = date_field("From")
-    date_to = date_field("To")
+    scope = forms.ChoiceField(
+        label=gettext_lazy("Scope"), choices=[ANY, *TEST_SCOPES], required=False
+    )
+    surface = forms.ChoiceField(
+        label=gettext_lazy("Surface"), choices=[ANY, *TEST_SURFACES], required=False
+    )
+    date_from = date_field(gettext_lazy("From"))
+    date_to = date_field(gettext_lazy("To"))
     q = forms.CharField(
-        label="Text",
+        label=gettext_lazy("Text"),
         required=False,
         max_length=200,
-        widget=forms.TextInput(attrs={"type": "search", "placeholder": "in the excerpt"}),
+        widget=forms.TextInput(
+            attrs={"type": "search", "placeholder": gettext_lazy("in the excerpt")}
+        ),
     )
 
     def __init__(self, *args: Any, excerpts: bool = True, **kwargs: Any) -> None:

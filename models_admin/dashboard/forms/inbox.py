@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any, cast
 
 from django import forms
+from django.utils.translation import gettext, gettext_lazy
 
 from models_admin.dashboard.forms.common import ANY, ListFilterForm
 from models_admin.dashboard.selectors.inbox import INBOX_STATES, widget_site_choices
@@ -16,9 +17,9 @@ REPLY_MAX_CHARS = 16_000
 class InboxFilterForm(ListFilterForm):
     """The inbox's filters, read from the query string; both may be empty."""
 
-    site = forms.ChoiceField(label="Site", required=False)
+    site = forms.ChoiceField(label=gettext_lazy("Site"), required=False)
     state = forms.ChoiceField(
-        label="State",
+        label=gettext_lazy("State"),
         required=False,
         choices=[
             ANY,
@@ -30,7 +31,7 @@ class InboxFilterForm(ListFilterForm):
         kwargs.setdefault("label_suffix", "")
         super().__init__(*args, **kwargs)
         site = cast(forms.ChoiceField, self.fields["site"])
-        site.choices = [("", "All sites"), *widget_site_choices()]
+        site.choices = [("", gettext("All sites")), *widget_site_choices()]
 
     def selector_kwargs(self) -> dict[str, Any]:
         """The filters as arguments of ``inbox_rows``; an invalid one is
@@ -48,11 +49,13 @@ class InboxReplyForm(forms.Form):
 
     content = forms.CharField(
         max_length=REPLY_MAX_CHARS,
-        label="Reply",
+        label=gettext_lazy("Reply"),
         widget=forms.Textarea(
             attrs={
                 "rows": 3,
-                "placeholder": "Write to the visitor (Enter sends, Shift+Enter: new line)",
+                "placeholder": gettext_lazy(
+                    "Write to the visitor (Enter sends, Shift+Enter: new line)"
+                ),
             }
         ),
         error_messages={"required": "Write a reply first."},

@@ -9,59 +9,124 @@ input attributes.
 from __future__ import annotations
 
 import json
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from django import forms
 from django.core.exceptions import ValidationError
 from django.db.models import Case, IntegerField, Value, When
+from django.utils.translation import gettext, gettext_lazy
 
 from models_admin.dashboard.forms.common import ServiceForm, VersionChoiceField
 from models_admin.models import Dataset, ModelVersion, TrainingJob
 from models_admin.services.training import PARAMS, param_default, training_params_validate
 
+if TYPE_CHECKING:
+    from django_stubs_ext import StrOrPromise
+
 #: name: (label, help), in the order the form shows them.
-PARAM_TEXT: dict[str, tuple[str, str]] = {
-    "learning_rate": ("Learning rate", "Peak step size after warm-up; 1e-5 to 3e-4 is usual."),
-    "steps": ("Steps", "Optimizer steps to run (ignored when epochs is above 0)."),
-    "epochs": ("Epochs", "Passes over the training split; above 0 it decides the steps."),
-    "batch_size": ("Batch size", "Conversations in each forward pass."),
-    "grad_accum": ("Gradient accumulation", "Batches summed into one optimizer step."),
-    "max_length": ("Max length", "Tokens kept of each conversation; the rest is cut."),
-    "warmup_steps": ("Warm-up steps", "Steps over which the learning rate rises from 0."),
-    "weight_decay": ("Weight decay", "AdamW decay of the weights; 0 turns it off."),
-    "seed": ("Seed", "Fixes the batch order, so a run can be repeated."),
-    "checkpoint_every": ("Checkpoint every", "Steps between checkpoints (candidate versions)."),
-    "eval_every": ("Evaluate every", "Steps between eval-loss measurements."),
-    "eval_examples": ("Eval examples", "Eval-split conversations each measurement reads."),
-    "lora": ("LoRA", "Train small adapter matrices instead of every weight."),
-    "lora_r": ("LoRA rank", "Rank of the adapters; higher learns more, costs more."),
-    "lora_alpha": ("LoRA alpha", "Scale of the adapters' update (often twice the rank)."),
-    "student_layers": (
-        "Student layers",
-        "Layers the student keeps of the teacher's (unless a student version is chosen).",
+PARAM_TEXT: dict[str, tuple[StrOrPromise, StrOrPromise]] = {
+    "learning_rate": (
+        gettext_lazy("Learning rate"),
+        gettext_lazy("Peak step size after warm-up; 1e-5 to 3e-4 is usual."),
     ),
-    "temperature": ("Temperature", "Softens both distributions; 1 to 4 is usual."),
-    "alpha": ("Alpha", "Share of the loss from the teacher (KL); the rest is plain CE."),
+    "steps": (
+        gettext_lazy("Steps"),
+        gettext_lazy("Optimizer steps to run (ignored when epochs is above 0)."),
+    ),
+    "epochs": (
+        gettext_lazy("Epochs"),
+        gettext_lazy("Passes over the training split; above 0 it decides the steps."),
+    ),
+    "batch_size": (
+        gettext_lazy("Batch size"),
+        gettext_lazy("Conversations in each forward pass."),
+    ),
+    "grad_accum": (
+        gettext_lazy("Gradient accumulation"),
+        gettext_lazy("Batches summed into one optimizer step."),
+    ),
+    "max_length": (
+        gettext_lazy("Max length"),
+        gettext_lazy("Tokens kept of each conversation; the rest is cut."),
+    ),
+    "warmup_steps": (
+        gettext_lazy("Warm-up steps"),
+        gettext_lazy("Steps over which the learning rate rises from 0."),
+    ),
+    "weight_decay": (
+        gettext_lazy("Weight decay"),
+        gettext_lazy("AdamW decay of the weights; 0 turns it off."),
+    ),
+    "seed": (
+        gettext_lazy("Seed"),
+        gettext_lazy("Fixes the batch order, so a run can be repeated."),
+    ),
+    "checkpoint_every": (
+        gettext_lazy("Checkpoint every"),
+        gettext_lazy("Steps between checkpoints (candidate versions)."),
+    ),
+    "eval_every": (
+        gettext_lazy("Evaluate every"),
+        gettext_lazy("Steps between eval-loss measurements."),
+    ),
+    "eval_examples": (
+        gettext_lazy("Eval examples"),
+        gettext_lazy("Eval-split conversations each measurement reads."),
+    ),
+    "lora": (
+        gettext_lazy("LoRA"),
+        gettext_lazy("Train small adapter matrices instead of every weight."),
+    ),
+    "lora_r": (
+        gettext_lazy("LoRA rank"),
+        gettext_lazy("Rank of the adapters; higher learns more, costs more."),
+    ),
+    "lora_alpha": (
+        gettext_lazy("LoRA alpha"),
+        gettext_lazy("Scale of the adapters' update (often twice the rank)."),
+    ),
+    "student_layers": (
+        gettext_lazy("Student layers"),
+        gettext_lazy(
+            "Layers the student keeps of the teacher's (unless a student version is chosen)."
+        ),
+    ),
+    "temperature": (
+        gettext_lazy("Temperature"),
+        gettext_lazy("Softens both distributions; 1 to 4 is usual."),
+    ),
+    "alpha": (
+        gettext_lazy("Alpha"),
+        gettext_lazy("Share of the loss from the teacher (KL); the rest is plain CE."),
+    ),
     "beta": (
-        "Beta",
-        "How far the model may move from the base: higher keeps it closer; 0.1 is usual.",
+        gettext_lazy("Beta"),
+        gettext_lazy(
+            "How far the model may move from the base: higher keeps it closer; 0.1 is usual."
+        ),
     ),
 }
 
 KIND_TEXT = {
     TrainingJob.Kind.FINETUNE: (
-        "Fine-tune: keep training the base version on the dataset's assistant answers. "
-        "Each checkpoint becomes a candidate version."
+        gettext_lazy(
+            "Fine-tune: keep training the base version on the dataset's assistant answers. "
+            "Each checkpoint becomes a candidate version."
+        )
     ),
     TrainingJob.Kind.DISTILL: (
-        "Distill: train a smaller student to answer like the base version (the teacher) "
-        "on the dataset. The student is a copy of the teacher with fewer layers, or the "
-        "student version you choose."
+        gettext_lazy(
+            "Distill: train a smaller student to answer like the base version (the teacher) "
+            "on the dataset. The student is a copy of the teacher with fewer layers, or the "
+            "student version you choose."
+        )
     ),
     TrainingJob.Kind.DPO: (
-        "Preference tuning (DPO): teach the base version to prefer the chosen answer of each "
-        "pair over the rejected one, measured against the base itself. Needs a dataset of "
-        "preference pairs: from feedback, an upload or the demo."
+        gettext_lazy(
+            "Preference tuning (DPO): teach the base version to prefer the chosen answer of each "
+            "pair over the rejected one, measured against the base itself. Needs a dataset of "
+            "preference pairs: from feedback, an upload or the demo."
+        )
     ),
 }
 
@@ -74,7 +139,7 @@ def _number_attrs(kind_type: type, low: float, high: float) -> dict[str, Any]:
 
 def _default_shown(value: Any) -> str:
     if isinstance(value, bool):
-        return "on" if value else "off"
+        return gettext("on") if value else gettext("off")
     if isinstance(value, float):
         return f"{value:g}"
     return str(value)
@@ -138,24 +203,27 @@ class TrainingJobForm(ServiceForm):
     """
 
     kind = forms.ChoiceField(
+        label=gettext_lazy("Kind"),
         choices=TrainingJob.Kind.choices,
         initial=TrainingJob.Kind.FINETUNE,
         widget=forms.RadioSelect,
     )
-    dataset = _DatasetChoice(queryset=Dataset.objects.order_by("-created_at", "-id"))
+    dataset = _DatasetChoice(
+        label=gettext_lazy("Dataset"), queryset=Dataset.objects.order_by("-created_at", "-id")
+    )
     base_version = VersionChoiceField(
         queryset=ModelVersion.objects.none(),
         plain_states=[ModelVersion.State.CANDIDATE],
-        label="Base version",
-        help_text="The model fine-tuned, or the teacher of a distillation.",
+        label=gettext_lazy("Base version"),
+        help_text=gettext_lazy("The model fine-tuned, or the teacher of a distillation."),
     )
     student_version = VersionChoiceField(
         queryset=ModelVersion.objects.none(),
         plain_states=[ModelVersion.State.CANDIDATE],
         required=False,
-        label="Student version",
-        empty_label="A copy of the teacher with fewer layers",
-        help_text="Distill into an existing smaller version instead.",
+        label=gettext_lazy("Student version"),
+        empty_label=gettext_lazy("A copy of the teacher with fewer layers"),
+        help_text=gettext_lazy("Distill into an existing smaller version instead."),
     )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -183,7 +251,7 @@ class TrainingJobForm(ServiceForm):
         for name, (_type, default, _low, _high, kinds) in PARAMS.items():
             only = ""
             if len(kinds) == 1:
-                only = f"{TrainingJob.Kind(kinds[0]).label.lower()} only"
+                only = gettext("%(kind)s only") % {"kind": TrainingJob.Kind(kinds[0]).label}
             rows.append(
                 {
                     "field": self[name],
@@ -197,7 +265,7 @@ class TrainingJobForm(ServiceForm):
             )
         return rows
 
-    def kind_help(self) -> list[tuple[str, str]]:
+    def kind_help(self) -> list[tuple[str, StrOrPromise]]:
         return [(str(kind), text) for kind, text in KIND_TEXT.items()]
 
     def _given(self, name: str, kind: str) -> bool:

@@ -16,8 +16,9 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.files.uploadedfile import UploadedFile
 from django.core.validators import URLValidator
+from django.utils.translation import gettext, gettext_lazy
 
-from models_admin.dashboard.forms.common import ServiceForm
+from models_admin.dashboard.forms.common import ServiceForm, text_with
 from models_admin.knowledge.documents import EXTENSIONS
 from models_admin.models import KnowledgeBase
 from models_admin.models.knowledge import NOTHING_FOUND_TEXT
@@ -64,51 +65,60 @@ class KnowledgeBaseForm(ServiceForm):
     """
 
     name = forms.CharField(
-        max_length=200, help_text="Unique. Members see it when they pick a base in the chat."
+        label=gettext_lazy("Name"),
+        max_length=200,
+        help_text=gettext_lazy("Unique. Members see it when they pick a base in the chat."),
     )
     description = forms.CharField(
+        label=gettext_lazy("Description"),
         required=False,
         max_length=2000,
         widget=forms.Textarea(attrs={"rows": 2}),
-        help_text="What the documents cover, for staff and members.",
+        help_text=gettext_lazy("What the documents cover, for staff and members."),
     )
     in_chat = forms.BooleanField(
         required=False,
-        label="Members may use it in the chat",
+        label=gettext_lazy("Members may use it in the chat"),
         help_text=(
-            "Members may pick it for a conversation and name it in API calls. Widget sites "
-            "and API keys use the base staff attach to them either way."
+            gettext_lazy(
+                "Members may pick it for a conversation and name it in API calls. Widget sites "
+                "and API keys use the base staff attach to them either way."
+            )
         ),
     )
     passages = forms.IntegerField(
         min_value=1,
         max_value=10,
         initial=4,
-        label="Passages",
-        help_text="How many passages a question retrieves (1 to 10); those that fit the "
-        "prompt's budget go to the model.",
+        label=gettext_lazy("Passages"),
+        help_text=gettext_lazy(
+            "How many passages a question retrieves (1 to 10); those that fit the "
+            "prompt's budget go to the model."
+        ),
     )
     min_similarity = forms.FloatField(
         min_value=-1.0,
         max_value=1.0,
         initial=0.35,
-        label="Lowest similarity",
+        label=gettext_lazy("Lowest similarity"),
         widget=forms.NumberInput(attrs={"step": "0.01"}),
     )
     min_match = forms.FloatField(
         min_value=0.0,
         max_value=1.0,
         initial=0.3,
-        label="Lowest match",
+        label=gettext_lazy("Lowest match"),
         widget=forms.NumberInput(attrs={"step": "0.01"}),
     )
     nothing_found = forms.CharField(
         required=False,
         max_length=2000,
-        label="Nothing found reply",
+        label=gettext_lazy("Nothing found reply"),
         widget=forms.Textarea(attrs={"rows": 3}),
-        help_text="What an answer says, without asking the model, when no passage is close "
-        "enough. Empty: the default text.",
+        help_text=gettext_lazy(
+            "What an answer says, without asking the model, when no passage is close "
+            "enough. Empty: the default text."
+        ),
     )
 
     def __init__(self, *args: Any, read_only: bool = False, **kwargs: Any) -> None:
@@ -116,16 +126,26 @@ class KnowledgeBaseForm(ServiceForm):
         super().__init__(*args, **kwargs)
         #: Ranking is by meaning as well as words (the embedding model is in use).
         self.dense = embedding_model() is not None
-        now, idle = "Applies now.", "Not used now."
-        self.fields["min_similarity"].help_text = (
-            "With the embedding model (ranking by meaning): how close in meaning, from -1 to "
-            "1, the best passage must be for the question to count as found. "
-            + (now if self.dense else idle + " The embedding model is not in use.")
+        now = gettext("Applies now.")
+        self.fields["min_similarity"].help_text = " ".join(
+            [
+                gettext(
+                    "With the embedding model (ranking by meaning): how close in meaning, "
+                    "from -1 to 1, the best passage must be for the question to count as "
+                    "found."
+                ),
+                now if self.dense else gettext("Not used now. The embedding model is not in use."),
+            ]
         )
-        self.fields["min_match"].help_text = (
-            "By words alone: the share of the question's words (rare words weigh more), "
-            "from 0 to 1, that the best passage must hold for the question to count as "
-            "found. " + (idle + " The embedding model is in use." if self.dense else now)
+        self.fields["min_match"].help_text = " ".join(
+            [
+                gettext(
+                    "By words alone: the share of the question's words (rare words weigh more), "
+                    "from 0 to 1, that the best passage must hold for the question to count as "
+                    "found."
+                ),
+                gettext("Not used now. The embedding model is in use.") if self.dense else now,
+            ]
         )
         if read_only:
             for field in self.fields.values():
@@ -169,7 +189,7 @@ class KnowledgeUploadForm(forms.Form):
     at all."""
 
     documents = MultipleFileField(
-        label="Files",
+        label=gettext_lazy("Files"),
         widget=MultipleFileInput(
             attrs={"accept": ",".join([*EXTENSIONS, "text/markdown", "text/plain", "text/html"])}
         ),
@@ -189,7 +209,9 @@ class KnowledgeUploadForm(forms.Form):
         uploads: list[UploadedFile] = self.cleaned_data["documents"]
         if len(uploads) > MAX_FILES:
             raise ValidationError(
-                f"At most {MAX_FILES} files at a time ({len(uploads)} chosen).", code="too_many"
+                gettext("At most %(max_files)s files at a time (%(uploads)s chosen).")
+                % {"max_files": MAX_FILES, "uploads": len(uploads)},
+                code="too_many",
             )
         readable = []
         for upload in uploads:
@@ -213,7 +235,7 @@ class KnowledgeUrlsForm(forms.Form):
     the list of addresses; an invalid one names every bad line."""
 
     urls = forms.CharField(
-        label="Web addresses",
+        label=gettext_lazy("Web addresses"),
         max_length=MAX_URLS * 2100,
         widget=forms.Textarea(
             attrs={
@@ -223,9 +245,12 @@ class KnowledgeUrlsForm(forms.Form):
                 "placeholder": "https://shop.example/help/returns",
             }
         ),
-        help_text=(
-            f"One http(s) address a line, at most {MAX_URLS}. Each page is fetched in the "
-            "background; an address already in the base is fetched again."
+        help_text=text_with(
+            gettext_lazy(
+                "One http(s) address a line, at most %(max_urls)s. Each page is fetched in the "
+                "background; an address already in the base is fetched again."
+            ),
+            max_urls=MAX_URLS,
         ),
     )
 
@@ -240,9 +265,12 @@ class KnowledgeUrlsForm(forms.Form):
             if line.strip()
         ]
         if not lines:
-            raise ValidationError("Give at least one address.")
+            raise ValidationError(gettext("Give at least one address."))
         if len(lines) > MAX_URLS:
-            raise ValidationError(f"At most {MAX_URLS} addresses at a time ({len(lines)} given).")
+            raise ValidationError(
+                gettext("At most %(max_urls)s addresses at a time (%(lines)s given).")
+                % {"max_urls": MAX_URLS, "lines": len(lines)}
+            )
         check = URLValidator(schemes=["http", "https"])
         problems = []
         for number, url in lines:
@@ -264,12 +292,12 @@ class KnowledgeTestForm(forms.Form):
     """The test box: a question to search the base for."""
 
     q = forms.CharField(
-        label="Question",
+        label=gettext_lazy("Question"),
         max_length=QUESTION_MAX_CHARS,
         widget=forms.TextInput(
             attrs={
                 "type": "search",
-                "placeholder": "What a customer would ask",
+                "placeholder": gettext_lazy("What a customer would ask"),
                 "autocomplete": "off",
             }
         ),

@@ -7,6 +7,7 @@ from typing import Any
 
 from django import forms
 from django.core.exceptions import ValidationError
+from django.utils.translation import gettext_lazy
 
 from chat.models import Conversation
 from models_admin.dashboard.forms.common import date_field
@@ -18,19 +19,23 @@ class UsageFilterForm(forms.Form):
     """The window and filters, read from the query string."""
 
     period = forms.ChoiceField(
+        label=gettext_lazy("Period"),
         choices=[(key, PERIODS[key]) for key in ("24h", "7d", "30d", "custom")],
         required=False,
         initial=DEFAULT_PERIOD,
     )
-    start = date_field("From")
-    end = date_field("To")
+    start = date_field(gettext_lazy("From"))
+    end = date_field(gettext_lazy("To"))
     version = forms.ModelChoiceField(
+        label=gettext_lazy("Version"),
         queryset=ModelVersion.objects.order_by("name"),
         required=False,
-        empty_label="All versions",
+        empty_label=gettext_lazy("All versions"),
     )
     source = forms.ChoiceField(
-        choices=[("", "All sources"), *Conversation.Source.choices], required=False
+        label=gettext_lazy("Source"),
+        choices=[("", gettext_lazy("All sources")), *Conversation.Source.choices],
+        required=False,
     )
 
     def clean(self) -> dict[str, Any]:

@@ -7,6 +7,7 @@ from typing import Any
 
 from django import forms
 from django.core.exceptions import ValidationError
+from django.utils.translation import gettext, gettext_lazy
 
 from inference.llamacpp.export import QUANTIZATIONS
 from models_admin.dashboard.forms.common import VersionChoiceField
@@ -23,33 +24,39 @@ ASK_DEFAULT_TOKENS = 128
 #: The list filter's states: the stored ones plus "canary", which is the
 #: version of the running canary whatever its stored state.
 STATE_FILTERS = [
-    ("", "Any state"),
-    ("production", "Production"),
-    ("canary", "Canary"),
-    ("candidate", "Candidate"),
-    ("archived", "Archived"),
+    ("", gettext_lazy("Any state")),
+    ("production", gettext_lazy("Production")),
+    ("canary", gettext_lazy("Canary")),
+    ("candidate", gettext_lazy("Candidate")),
+    ("archived", gettext_lazy("Archived")),
 ]
 
 
 class VersionFilterForm(forms.Form):
-    state = forms.ChoiceField(choices=STATE_FILTERS, required=False)
+    state = forms.ChoiceField(label=gettext_lazy("State"), choices=STATE_FILTERS, required=False)
     kind = forms.ChoiceField(
-        choices=[("", "Any kind"), *ModelVersion.Kind.choices], required=False
+        label=gettext_lazy("Kind"),
+        choices=[("", gettext_lazy("Any kind")), *ModelVersion.Kind.choices],
+        required=False,
     )
 
 
 class PromoteForm(forms.Form):
     note = forms.CharField(
+        label=gettext_lazy("Note"),
         widget=forms.Textarea(attrs={"rows": 3}),
         max_length=5000,
-        help_text="Why this version goes to production; kept in the audit history.",
+        help_text=gettext_lazy("Why this version goes to production; kept in the audit history."),
         error_messages={"required": "Say why this version goes to production."},
     )
 
 
 class RollbackForm(forms.Form):
     note = forms.CharField(
-        widget=forms.Textarea(attrs={"rows": 2}), max_length=5000, required=False
+        label=gettext_lazy("Note"),
+        widget=forms.Textarea(attrs={"rows": 2}),
+        max_length=5000,
+        required=False,
     )
 
 
@@ -58,27 +65,35 @@ class CanaryForm(forms.Form):
     same version is chosen."""
 
     version = VersionChoiceField(
+        label=gettext_lazy("Version"),
         queryset=ModelVersion.objects.exclude(state=ModelVersion.State.PRODUCTION),
         plain_states=[ModelVersion.State.CANDIDATE, ModelVersion.State.PRODUCTION],
         empty_label=None,
         error_messages={"invalid_choice": "Choose a version that is not in production."},
     )
     percent = forms.IntegerField(
+        label=gettext_lazy("Percent"),
         min_value=1,
         max_value=99,
         initial=10,
-        help_text="Share of conversations sent to the canary, 1 to 99.",
+        help_text=gettext_lazy("Share of conversations sent to the canary, 1 to 99."),
     )
     note = forms.CharField(
-        widget=forms.Textarea(attrs={"rows": 2}), max_length=5000, required=False
+        label=gettext_lazy("Note"),
+        widget=forms.Textarea(attrs={"rows": 2}),
+        max_length=5000,
+        required=False,
     )
 
 
 class CompressForm(forms.Form):
     quantization = forms.ChoiceField(
+        label=gettext_lazy("Quantization"),
         choices=[(q.name, q.label) for q in QUANTIZATIONS.values()],
         initial="q8_0",
-        help_text="Smaller runs faster on a CPU and strays further from the original.",
+        help_text=gettext_lazy(
+            "Smaller runs faster on a CPU and strays further from the original."
+        ),
     )
 
 
@@ -91,7 +106,9 @@ class _OrderedVersionsField(forms.Field):
         if isinstance(value, str | int):
             value = [value]
         if value is not None and not isinstance(value, list | tuple):
-            raise ValidationError("Give the versions as a list of ids.", code="invalid_list")
+            raise ValidationError(
+                gettext("Give the versions as a list of ids."), code="invalid_list"
+            )
         ids: list[int] = []
         for item in value or []:
             try:
@@ -100,7 +117,7 @@ class _OrderedVersionsField(forms.Field):
                 pk = int(item)
             except ValueError:
                 raise ValidationError(
-                    "“%(value)s” is not a model version id.",
+                    gettext("“%(value)s” is not a model version id."),
                     code="invalid_pk",
                     params={"value": item},
                 ) from None
@@ -110,13 +127,13 @@ class _OrderedVersionsField(forms.Field):
         missing = [pk for pk in ids if pk not in found]
         if missing:
             raise ValidationError(
-                "There is no model version %(value)s.",
+                gettext("There is no model version %(value)s."),
                 code="invalid_choice",
                 params={"value": ", ".join(map(str, missing))},
             )
         if not COMPARE_MIN <= len(ids) <= COMPARE_MAX:
             raise ValidationError(
-                "Choose %(min)s to %(max)s versions to compare (%(count)s chosen).",
+                gettext("Choose %(min)s to %(max)s versions to compare (%(count)s chosen)."),
                 code="count",
                 params={"min": COMPARE_MIN, "max": COMPARE_MAX, "count": len(ids)},
             )
@@ -126,37 +143,39 @@ class _OrderedVersionsField(forms.Field):
 class CompareForm(forms.Form):
     """The versions of the compare page (``?v=1&v=2``)."""
 
-    v = _OrderedVersionsField()
+    v = _OrderedVersionsField(label=gettext_lazy("V"))
 
 
 class CompareAskForm(forms.Form):
     """One question put to every compared version (a JSON body)."""
 
-    versions = _OrderedVersionsField()
+    versions = _OrderedVersionsField(label=gettext_lazy("Versions"))
     question = forms.CharField(
+        label=gettext_lazy("Question"),
         max_length=QUESTION_MAX_CHARS,
         widget=forms.Textarea(attrs={"rows": 3}),
         error_messages={"required": "Write a question."},
     )
     system = forms.CharField(
-        label="System prompt (optional)",
+        label=gettext_lazy("System prompt (optional)"),
         max_length=QUESTION_MAX_CHARS,
         required=False,
         widget=forms.Textarea(attrs={"rows": 2}),
     )
     max_tokens = forms.IntegerField(
-        label="Max tokens",
+        label=gettext_lazy("Max tokens"),
         min_value=1,
         max_value=ASK_MAX_TOKENS,
         required=False,
         initial=ASK_DEFAULT_TOKENS,
     )
     temperature = forms.FloatField(
+        label=gettext_lazy("Temperature"),
         min_value=0.0,
         max_value=2.0,
         required=False,
         initial=0.0,
-        help_text="0 answers greedily, the same every time.",
+        help_text=gettext_lazy("0 answers greedily, the same every time."),
         widget=forms.NumberInput(attrs={"step": "0.1"}),
     )
 

@@ -15,20 +15,22 @@ from zoneinfo import available_timezones
 
 from django import forms
 from django.conf import settings
+from django.utils.translation import gettext, gettext_lazy
 
+from chat.languages import language_choices
 from chat.models import WidgetSite
 from models_admin.dashboard.forms.common import ServiceForm, VersionChoiceField
 from models_admin.models import KnowledgeBase, ModelVersion
 
 #: The weekdays as ``business_hours["days"]`` names them, with labels.
 DAYS = [
-    ("mon", "Monday"),
-    ("tue", "Tuesday"),
-    ("wed", "Wednesday"),
-    ("thu", "Thursday"),
-    ("fri", "Friday"),
-    ("sat", "Saturday"),
-    ("sun", "Sunday"),
+    ("mon", gettext_lazy("Monday")),
+    ("tue", gettext_lazy("Tuesday")),
+    ("wed", gettext_lazy("Wednesday")),
+    ("thu", gettext_lazy("Thursday")),
+    ("fri", gettext_lazy("Friday")),
+    ("sat", gettext_lazy("Saturday")),
+    ("sun", gettext_lazy("Sunday")),
 ]
 #: Opening spans a day has room for: a second one for a lunch break; more
 #: when a stored site has more (up to the most a form takes).
@@ -42,6 +44,7 @@ SITE_FIELDS = (
     "title",
     "color",
     "position",
+    "language",
     "avatar_url",
     "greeting",
     "suggestions",
@@ -61,7 +64,11 @@ class _DefaultYesNo(forms.NullBooleanSelect):
 
     def __init__(self, attrs: dict[str, Any] | None = None) -> None:
         super().__init__(attrs)
-        self.choices = [("unknown", "As the site default"), ("true", "Yes"), ("false", "No")]
+        self.choices = [
+            ("unknown", gettext_lazy("As the site default")),
+            ("true", gettext_lazy("Yes")),
+            ("false", gettext_lazy("No")),
+        ]
 
 
 def _time_zones() -> list[tuple[str, str]]:
@@ -87,109 +94,139 @@ class WidgetSiteForm(ServiceForm):
     ``read_only=True`` shows a site to staff who may not change it.
     """
 
-    name = forms.CharField(max_length=200, help_text="Staff see it; visitors do not.")
+    name = forms.CharField(
+        label=gettext_lazy("Name"),
+        max_length=200,
+        help_text=gettext_lazy("Staff see it; visitors do not."),
+    )
     allowed_origins = forms.CharField(
         required=False,
         max_length=10_000,
-        label="Allowed origins",
+        label=gettext_lazy("Allowed origins"),
         widget=forms.Textarea(
             attrs={"rows": 4, "spellcheck": "false", "class": "mono"},
         ),
         help_text=(
-            "The pages that may embed the widget, one origin a line: https://shop.example, "
-            "https://shop.example:8443, or https://*.example.com for every subdomain. "
-            "No paths."
+            gettext_lazy(
+                "The pages that may embed the widget, one origin a line: https://shop.example, "
+                "https://shop.example:8443, or https://*.example.com for every subdomain. "
+                "No paths."
+            )
         ),
     )
     enabled = forms.BooleanField(
-        required=False, initial=True, help_text="Off: the widget does not load anywhere."
+        label=gettext_lazy("Enabled"),
+        required=False,
+        initial=True,
+        help_text=gettext_lazy("Off: the widget does not load anywhere."),
     )
     title = forms.CharField(
-        max_length=100, initial="Chat with us", help_text="The head of the chat window."
+        label=gettext_lazy("Title"),
+        max_length=100,
+        initial="Chat with us",
+        help_text=gettext_lazy("The head of the chat window."),
     )
     color = forms.CharField(
         max_length=7,
         initial="#2f6feb",
-        label="Colour",
+        label=gettext_lazy("Colour"),
         widget=forms.TextInput(attrs={"type": "color"}),
-        help_text="The button and the visitor's messages.",
+        help_text=gettext_lazy("The button and the visitor's messages."),
     )
     position = forms.ChoiceField(
-        choices=WidgetSite.Position.choices, initial=WidgetSite.Position.RIGHT
+        label=gettext_lazy("Position"),
+        choices=WidgetSite.Position.choices,
+        initial=WidgetSite.Position.RIGHT,
+    )
+    language = forms.ChoiceField(
+        label=gettext_lazy("Language"),
+        required=False,
+        choices=[("", gettext_lazy("Each visitor's browser")), *language_choices()],
+        help_text=gettext_lazy("What the widget's buttons and notices are written in."),
     )
     avatar_url = forms.CharField(
         required=False,
         max_length=200,
-        label="Avatar URL",
+        label=gettext_lazy("Avatar URL"),
         widget=forms.URLInput(attrs={"placeholder": "https://…/avatar.png"}),
-        help_text="A square picture beside the title; empty: none.",
+        help_text=gettext_lazy("A square picture beside the title; empty: none."),
     )
     greeting = forms.CharField(
+        label=gettext_lazy("Greeting"),
         required=False,
         max_length=2000,
         widget=forms.Textarea(attrs={"rows": 2}),
-        help_text="The first message visitors see.",
+        help_text=gettext_lazy("The first message visitors see."),
     )
     suggestions = forms.CharField(
+        label=gettext_lazy("Suggestions"),
         required=False,
         max_length=2000,
         widget=forms.Textarea(attrs={"rows": 3}),
-        help_text="Questions offered as buttons, one a line.",
+        help_text=gettext_lazy("Questions offered as buttons, one a line."),
     )
     system_prompt = forms.CharField(
         required=False,
         max_length=8000,
-        label="System prompt",
+        label=gettext_lazy("System prompt"),
         widget=forms.Textarea(attrs={"rows": 5}),
-        help_text="What the assistant is told about the site before each conversation.",
+        help_text=gettext_lazy(
+            "What the assistant is told about the site before each conversation."
+        ),
     )
     model_version = VersionChoiceField(
         queryset=ModelVersion.objects.none(),
         required=False,
-        label="Model version",
-        empty_label="Production (whichever version is live)",
+        label=gettext_lazy("Model version"),
+        empty_label=gettext_lazy("Production (whichever version is live)"),
     )
     knowledge_base = forms.ModelChoiceField(
         queryset=KnowledgeBase.objects.none(),
         required=False,
-        label="Knowledge base",
-        empty_label="None (answers are not grounded in documents)",
+        label=gettext_lazy("Knowledge base"),
+        empty_label=gettext_lazy("None (answers are not grounded in documents)"),
         help_text=(
-            "Answers are grounded in this base's documents and cite them; a question it "
-            "has nothing on gets the base's nothing-found reply."
+            gettext_lazy(
+                "Answers are grounded in this base's documents and cite them; a question it "
+                "has nothing on gets the base's nothing-found reply."
+            )
         ),
     )
     timezone = forms.ChoiceField(
         choices=(),
-        label="Time zone",
-        help_text="The opening times below are in this zone.",
+        # IANA names, the same in every language.
+        widget=forms.Select(attrs={"translate": "no"}),
+        label=gettext_lazy("Time zone"),
+        help_text=gettext_lazy("The opening times below are in this zone."),
     )
     offline_message = forms.CharField(
         required=False,
         max_length=2000,
-        label="Offline message",
+        label=gettext_lazy("Offline message"),
         widget=forms.Textarea(attrs={"rows": 2}),
-        help_text="Shown to visitors who ask for a person outside business hours.",
+        help_text=gettext_lazy("Shown to visitors who ask for a person outside business hours."),
     )
     handoff_enabled = forms.BooleanField(
         required=False,
         initial=True,
-        label="Visitors may ask for a person",
-        help_text="Staff with the inbox answer them.",
+        label=gettext_lazy("Visitors may ask for a person"),
+        help_text=gettext_lazy("Staff with the inbox answer them."),
     )
     train_on_conversations = forms.NullBooleanField(
         required=False,
-        label="Visitors' conversations may train models",
+        label=gettext_lazy("Visitors' conversations may train models"),
         widget=_DefaultYesNo(),
-        help_text="Left out of every dataset made from now on when no (TRAINING_OPT_IN_DEFAULT "
-        "is the default).",
+        help_text=gettext_lazy(
+            "Left out of every dataset made from now on when no (TRAINING_OPT_IN_DEFAULT "
+            "is the default)."
+        ),
     )
     messages_per_minute = forms.IntegerField(
         min_value=1,
         max_value=600,
         initial=10,
-        label="Messages a minute",
-        help_text="The most one visitor may send a minute.",
+        label=gettext_lazy("Messages a minute"),
+        help_text=gettext_lazy("The most one visitor may send a minute."),
     )
 
     def __init__(self, *args: Any, read_only: bool = False, **kwargs: Any) -> None:
@@ -205,8 +242,12 @@ class WidgetSiteForm(ServiceForm):
         self.spans = self._span_count()
         for day, label in DAYS:
             for index in range(self.spans):
-                self.fields[f"{day}_from_{index}"] = _span_field(f"{label}: from")
-                self.fields[f"{day}_to_{index}"] = _span_field(f"{label}: to")
+                self.fields[f"{day}_from_{index}"] = _span_field(
+                    gettext("%(day)s: from") % {"day": label}
+                )
+                self.fields[f"{day}_to_{index}"] = _span_field(
+                    gettext("%(day)s: to") % {"day": label}
+                )
         #: Errors of the business hours as a whole (from the service).
         self.hours_errors: list[str] = []
         if read_only:
@@ -247,12 +288,16 @@ class WidgetSiteForm(ServiceForm):
                     continue
                 if start is None or end is None:
                     missing = f"{day}_from_{index}" if start is None else f"{day}_to_{index}"
-                    self.add_error(missing, "Give both times, or neither for a closed day.")
+                    self.add_error(
+                        missing, gettext("Give both times, or neither for a closed day.")
+                    )
                 elif start >= end:
                     self.add_error(
                         f"{day}_to_{index}",
-                        "The end comes before the start. A span over midnight is two: "
-                        "until 23:59, and from 00:00 the next day.",
+                        gettext(
+                            "The end comes before the start. A span over midnight is two: "
+                            "until 23:59, and from 00:00 the next day."
+                        ),
                     )
         return data
 

@@ -9,13 +9,14 @@ the key's owner; days are those of settings.TIME_ZONE.
 from __future__ import annotations
 
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.contrib.auth import get_user_model
 from django.core.paginator import Page
 from django.db.models import Count, F, Q, QuerySet
 from django.db.models.functions import TruncDate
 from django.utils import timezone
+from django.utils.translation import gettext_lazy
 
 from chat.models import ApiKey, ApiRequest
 from chat.selectors import (
@@ -28,25 +29,28 @@ from chat.selectors import (
 from models_admin.dashboard.paging import page_get
 from models_admin.dashboard.selectors.usage import local_midnight
 
+if TYPE_CHECKING:
+    from django_stubs_ext import StrOrPromise
+
 #: Days of the per-day table and chart on a key's page, today included.
 USAGE_DAYS = 30
 REQUESTS_PER_PAGE = 25
 KEYS_PER_PAGE = 50
 
 #: Orders of the key list: value -> (label, ordering).
-SORTS: dict[str, tuple[str, list[Any]]] = {
-    "tokens_month": ("Tokens this month", [F("tokens_month").desc()]),
-    "requests_month": ("Requests this month", [F("requests_month").desc()]),
-    "errors_month": ("Errors this month", [F("errors_month").desc()]),
-    "tokens_total": ("Tokens in all", [F("tokens_total").desc()]),
-    "requests_total": ("Requests in all", [F("requests_total").desc()]),
-    "errors_total": ("Errors in all", [F("errors_total").desc()]),
-    "last_used": ("Last used", [F("last_used_at").desc(nulls_last=True)]),
-    "created": ("Newest", []),
+SORTS: dict[str, tuple[StrOrPromise, list[Any]]] = {
+    "tokens_month": (gettext_lazy("Tokens this month"), [F("tokens_month").desc()]),
+    "requests_month": (gettext_lazy("Requests this month"), [F("requests_month").desc()]),
+    "errors_month": (gettext_lazy("Errors this month"), [F("errors_month").desc()]),
+    "tokens_total": (gettext_lazy("Tokens in all"), [F("tokens_total").desc()]),
+    "requests_total": (gettext_lazy("Requests in all"), [F("requests_total").desc()]),
+    "errors_total": (gettext_lazy("Errors in all"), [F("errors_total").desc()]),
+    "last_used": (gettext_lazy("Last used"), [F("last_used_at").desc(nulls_last=True)]),
+    "created": (gettext_lazy("Newest"), []),
 }
 DEFAULT_SORT = "tokens_month"
 #: States of the key list's filter.
-STATES = {"active": "Active", "revoked": "Revoked"}
+STATES = {"active": gettext_lazy("Active"), "revoked": gettext_lazy("Revoked")}
 
 
 def api_key_user_choices() -> list[tuple[str, str]]:

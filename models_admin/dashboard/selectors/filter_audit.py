@@ -10,6 +10,7 @@ from typing import Any
 from django.core.paginator import Page
 from django.db.models import Count, Q, QuerySet
 from django.http import Http404
+from django.utils.translation import gettext
 
 from inference.content_filter import Match, RuleError, RuleSet
 from models_admin.dashboard.paging import page_get
@@ -31,7 +32,7 @@ def filter_rule_get(*, pk: Any) -> FilterRule:
     try:
         return FilterRule.objects.select_related("created_by", "updated_by").get(pk=int(pk))
     except (FilterRule.DoesNotExist, TypeError, ValueError, OverflowError):
-        raise Http404("No such filter rule.") from None
+        raise Http404(gettext("No such filter rule.")) from None
 
 
 def filter_rules_overview() -> list[dict[str, Any]]:

@@ -22,6 +22,7 @@ from django.db.models import (
 from django.db.models.functions import Coalesce
 from django.http import Http404
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from chat.models import Conversation, Message, WidgetSite, WidgetVisitor
 
@@ -69,7 +70,7 @@ def widget_site_get(*, pk: Any) -> WidgetSite:
     try:
         return WidgetSite.objects.select_related("model_version").get(pk=int(pk))
     except (WidgetSite.DoesNotExist, TypeError, ValueError, OverflowError):
-        raise Http404("No such widget site.") from None
+        raise Http404(gettext("No such widget site.")) from None
 
 
 def widget_site_counts(*, site: WidgetSite) -> dict[str, int]:
@@ -228,7 +229,7 @@ def inbox_conversation_get(*, pk: Any) -> Conversation:
     try:
         return _widget_conversations().get(pk=int(pk))
     except (Conversation.DoesNotExist, TypeError, ValueError, OverflowError):
-        raise Http404("No such widget conversation.") from None
+        raise Http404(gettext("No such widget conversation.")) from None
 
 
 def inbox_messages(*, conversation: Conversation) -> list[Message]:

@@ -11,6 +11,7 @@ from typing import Any
 from django.db.models import Count, QuerySet
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
+from django.utils.translation import gettext, gettext_lazy
 
 from models_admin.models import Dataset, Evaluation, FilterRule, ModelVersion, TrainingJob
 
@@ -96,15 +97,21 @@ def duration_format(seconds: float | None) -> str:
         return ""
     total = max(round(seconds), 0)
     if total < 60:
-        return f"{total}s"
+        return gettext("%(total)ss") % {"total": total}
     minutes, secs = divmod(total, 60)
     if minutes < 60:
-        return f"{minutes}m {secs:02d}s"
+        return gettext("%(minutes)sm %(secs)ss") % {
+            "minutes": minutes,
+            "secs": format(secs, "02d"),
+        }
     hours, minutes = divmod(minutes, 60)
     if hours < 24:
-        return f"{hours}h {minutes:02d}m"
+        return gettext("%(hours)sh %(minutes)sm") % {
+            "hours": hours,
+            "minutes": format(minutes, "02d"),
+        }
     days, hours = divmod(hours, 24)
-    return f"{days}d {hours}h"
+    return gettext("%(days)sd %(hours)sh") % {"days": days, "hours": hours}
 
 
 def _number(value: Any) -> float | int | None:
@@ -156,10 +163,10 @@ def curve_series(curve: list[dict[str, Any]]) -> dict[str, list[list[float]]]:
 
 #: How pages name each phase of an evaluation.
 EVALUATION_PHASES = {
-    "loading": "loading the model",
-    "eval loss": "eval loss",
-    "decode speed": "decode speed",
-    "answers": "answers to the fixed prompts",
+    "loading": gettext_lazy("loading the model"),
+    "eval loss": gettext_lazy("eval loss"),
+    "decode speed": gettext_lazy("decode speed"),
+    "answers": gettext_lazy("answers to the fixed prompts"),
 }
 
 
@@ -167,15 +174,19 @@ def evaluation_describe(evaluation: Evaluation) -> str:
     """What an evaluation is doing, for people: "answers to the fixed
     prompts 2/8", "waiting for the evaluation worker"."""
     if evaluation.state == Evaluation.State.QUEUED:
-        return "waiting for the evaluation worker"
+        return gettext("waiting for the evaluation worker")
     if evaluation.state == Evaluation.State.FAILED:
         reason = evaluation.error.strip().splitlines()[-1] if evaluation.error.strip() else ""
-        return f"failed: {reason}" if reason else "failed"
+        return gettext("failed: %(reason)s") % {"reason": reason} if reason else gettext("failed")
     if evaluation.state == Evaluation.State.COMPLETED:
-        return "done"
-    phase = EVALUATION_PHASES.get(evaluation.phase, evaluation.phase or "starting")
+        return gettext("done")
+    phase = str(EVALUATION_PHASES.get(evaluation.phase, evaluation.phase or "starting"))
     if evaluation.total:
-        return f"{phase} {min(evaluation.done, evaluation.total)}/{evaluation.total}"
+        return gettext("%(phase)s %(done)s/%(total)s") % {
+            "phase": phase,
+            "done": min(evaluation.done, evaluation.total),
+            "total": evaluation.total,
+        }
     return phase
 
 
@@ -225,8 +236,10 @@ def job_waiting_note(job: TrainingJob) -> str:
         return note + "."
     if queued_before:
         jobs = f"{queued_before} job{'s' if queued_before != 1 else ''}"
-        return f"Waiting for a training worker; {jobs} queued before this one."
-    return "Waiting for a training worker to pick it up."
+        return gettext("Waiting for a training worker; %(jobs)s queued before this one.") % {
+            "jobs": jobs
+        }
+    return gettext("Waiting for a training worker to pick it up.")
 
 
 def _checkpoint_row(version: ModelVersion) -> dict[str, Any]:

@@ -10,11 +10,12 @@ the lookups on that JSON work alike on SQLite and PostgreSQL.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.db.models import Count, Q, QuerySet, Sum
 from django.http import Http404
 from django.utils import timezone
+from django.utils.translation import gettext, gettext_lazy
 
 from chat.models import ApiKey, Conversation, Message, WidgetSite
 from models_admin.demo_knowledge import DEMO_KNOWLEDGE_NAME
@@ -23,6 +24,9 @@ from models_admin.selectors.knowledge import (
     knowledge_bases_overview,
     knowledge_index_describe,
 )
+
+if TYPE_CHECKING:
+    from django_stubs_ext import StrOrPromise
 
 #: Days the hit rate and the gaps look back.
 HIT_RATE_DAYS = 30
@@ -37,9 +41,9 @@ _ANSWERED = [
     Message.Status.ERROR,
     Message.Status.BLOCKED,
 ]
-_SURFACE_LABELS: dict[str, str] = {
-    Conversation.Source.CHAT: "Chat",
-    Conversation.Source.API: "API",
+_SURFACE_LABELS: dict[str, StrOrPromise] = {
+    Conversation.Source.CHAT: gettext_lazy("Chat"),
+    Conversation.Source.API: gettext_lazy("API"),
 }
 
 
@@ -48,7 +52,7 @@ def knowledge_base_get(*, pk: Any) -> KnowledgeBase:
     try:
         return KnowledgeBase.objects.select_related("created_by").get(pk=int(pk))
     except (KnowledgeBase.DoesNotExist, TypeError, ValueError, OverflowError):
-        raise Http404("No such knowledge base.") from None
+        raise Http404(gettext("No such knowledge base.")) from None
 
 
 def knowledge_demo_get() -> KnowledgeBase | None:
@@ -62,7 +66,7 @@ def knowledge_source_get(*, base: KnowledgeBase, pk: Any) -> KnowledgeSource:
     try:
         return KnowledgeSource.objects.select_related("base").get(base=base, pk=int(pk))
     except (KnowledgeSource.DoesNotExist, TypeError, ValueError, OverflowError):
-        raise Http404("No such source in this knowledge base.") from None
+        raise Http404(gettext("No such source in this knowledge base.")) from None
 
 
 def knowledge_sources(*, base: KnowledgeBase) -> QuerySet[KnowledgeSource]:
@@ -150,7 +154,7 @@ def knowledge_hit_rates(
             }
             sites.append(row)
         else:
-            label = _SURFACE_LABELS.get(source, str(source).capitalize())
+            label = str(_SURFACE_LABELS.get(source, str(source).capitalize()))
             row = others.setdefault(
                 label, {"label": label, "site": None, "questions": 0, "found": 0, "cited": 0}
             )
@@ -160,7 +164,7 @@ def knowledge_hit_rates(
     rows += [others[label] for label in ("Chat", "API") if label in others]
     rows += [row for label, row in others.items() if label not in ("Chat", "API")]
     total: dict[str, Any] = {
-        "label": "All",
+        "label": gettext("All"),
         "site": None,
         **{name: sum(row[name] for row in rows) for name in ("questions", "found", "cited")},
     }
@@ -197,7 +201,7 @@ def knowledge_gaps(
         if conversation.source == Conversation.Source.WIDGET:
             surface = conversation.site.name if conversation.site is not None else "Deleted site"
         else:
-            surface = _SURFACE_LABELS.get(conversation.source, conversation.source)
+            surface = str(_SURFACE_LABELS.get(conversation.source, conversation.source))
         question = answer.parent.content if answer.parent is not None else ""
         gaps.append(
             {

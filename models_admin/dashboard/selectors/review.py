@@ -13,6 +13,7 @@ from django.core.paginator import Page
 from django.db.models import Count, IntegerField, OuterRef, Q, QuerySet, Subquery, Value
 from django.db.models.functions import Coalesce
 from django.http import Http404
+from django.utils.translation import gettext
 
 from chat.models import Conversation, Feedback, Message, WidgetSite
 from chat.selectors import Thread, thread_load
@@ -41,7 +42,7 @@ def review_source_choices() -> list[tuple[str, str]]:
     widget site (``site:<id>``).
     """
     sites = [
-        (f"site:{pk}", f"Widget: {name}")
+        (f"site:{pk}", gettext("Widget: %(name)s") % {"name": name})
         for pk, name in WidgetSite.objects.order_by("name").values_list("pk", "name")
     ]
     sources = [(value, str(label)) for value, label in Conversation.Source.choices]
@@ -149,7 +150,7 @@ def conversation_review_get(*, pk: Any) -> Conversation:
     try:
         return Conversation.objects.select_related("user", "visitor", "site").get(pk=int(pk))
     except (Conversation.DoesNotExist, TypeError, ValueError, OverflowError):
-        raise Http404("No such conversation.") from None
+        raise Http404(gettext("No such conversation.")) from None
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from typing import Any
 from django.db.models import Case, CharField, Count, F, Max, Q, QuerySet, Sum, Value, When
 from django.db.models.functions import TruncDate, TruncHour
 from django.utils import timezone
+from django.utils.translation import gettext, gettext_lazy
 
 from chat.models import Feedback, Message
 from models_admin.dashboard.selectors.figures import (
@@ -33,11 +34,11 @@ from models_admin.models import ModelVersion
 
 #: Window choices of the usage page: key -> label.
 PERIODS = {
-    "today": "Today",
-    "24h": "Last 24 hours",
-    "7d": "Last 7 days",
-    "30d": "Last 30 days",
-    "custom": "Custom range",
+    "today": gettext_lazy("Today"),
+    "24h": gettext_lazy("Last 24 hours"),
+    "7d": gettext_lazy("Last 7 days"),
+    "30d": gettext_lazy("Last 30 days"),
+    "custom": gettext_lazy("Custom range"),
 }
 DEFAULT_PERIOD = "7d"
 #: The longest custom range, so one page never reads years of answers.
@@ -56,7 +57,7 @@ class UsageWindow:
 
     @property
     def label(self) -> str:
-        return PERIODS[self.period]
+        return str(PERIODS[self.period])
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -157,9 +158,9 @@ def usage_summary(
 
 #: Labels of answers that no model version wrote, by why none did.
 NO_MODEL_LABELS = {
-    "blocked": "No model (blocked by a filter)",
-    "staff": "No model (written by staff)",
-    "none": "No model (none was in production)",
+    "blocked": gettext_lazy("No model (blocked by a filter)"),
+    "staff": gettext_lazy("No model (written by staff)"),
+    "none": gettext_lazy("No model (none was in production)"),
 }
 
 
@@ -179,7 +180,7 @@ def _no_model_reason() -> Case:
 
 
 def _version_label(name: str, no_model: str) -> str:
-    return name or NO_MODEL_LABELS[no_model]
+    return name or str(NO_MODEL_LABELS[no_model])
 
 
 def usage_by_day(
@@ -270,7 +271,11 @@ def _requester_aggregates() -> dict[str, Any]:
 
 
 def _visitors_label(site_name: str | None) -> str:
-    return f"Widget visitors ({site_name})" if site_name else "Widget visitors"
+    return (
+        gettext("Widget visitors (%(site_name)s)") % {"site_name": site_name}
+        if site_name
+        else gettext("Widget visitors")
+    )
 
 
 def usage_top_users(

@@ -9,14 +9,19 @@ import math
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.db.models import QuerySet
 from django.template.defaultfilters import filesizeformat
+from django.utils.formats import number_format
+from django.utils.translation import gettext, gettext_lazy, pgettext
 
 from models_admin.dashboard.selectors.figures import version_stats
 from models_admin.models import Canary, Dataset, DatasetExample, ModelVersion, Promotion
 from models_admin.selectors import model_version_get_production
+
+if TYPE_CHECKING:
+    from django_stubs_ext import StrOrPromise
 
 LINEAGE_MAX_DEPTH = 100
 #: Shown for a figure that is not known.
@@ -57,7 +62,9 @@ def _percent(value: float | None) -> str:
 def _seconds(value: float | None) -> str:
     if value is None:
         return MISSING
-    return f"{value * 1000:.0f} ms" if value < 1 else f"{value:.2f} s"
+    if value < 1:
+        return gettext("%(n)s ms") % {"n": f"{value * 1000:.0f}"}
+    return gettext("%(n)s s") % {"n": f"{value:.2f}"}
 
 
 def _loss(value: Any) -> str:
@@ -67,7 +74,7 @@ def _loss(value: Any) -> str:
 @dataclass(frozen=True)
 class Metric:
     key: str
-    label: str
+    label: StrOrPromise
     #: "lower" or "higher" when one end is better; "" when neither is.
     better: str
     fmt: Callable[[Any], str]
@@ -89,12 +96,12 @@ class Metric:
 
 
 METRICS = [
-    Metric("eval_loss", "Eval loss", "lower", _fixed(4)),
-    Metric("perplexity", "Perplexity", "lower", _fixed(2)),
-    Metric("tokens_per_s", "Tokens/s", "higher", _fixed(1)),
-    Metric("parameters", "Parameters", "", _count_human),
-    Metric("size_bytes", "Size", "", _size_human),
-    Metric("layers", "Layers", "", _fixed(0)),
+    Metric("eval_loss", gettext_lazy("Eval loss"), "lower", _fixed(4)),
+    Metric("perplexity", gettext_lazy("Perplexity"), "lower", _fixed(2)),
+    Metric("tokens_per_s", gettext_lazy("Tokens/s"), "higher", _fixed(1)),
+    Metric("parameters", gettext_lazy("Parameters"), "", _count_human),
+    Metric("size_bytes", gettext_lazy("Size"), "", _size_human),
+    Metric("layers", gettext_lazy("Layers"), "", _fixed(0)),
 ]
 METRIC = {metric.key: metric for metric in METRICS}
 
@@ -111,7 +118,7 @@ def _best(values: list[float | None], better: str) -> set[int]:
 
 def _plain(value: Any) -> str:
     if _is_number(value) and isinstance(value, float):
-        return f"{value:,.5g}"
+        return format(value, ",.5g")
     if isinstance(value, dict | list):
         return json.dumps(value)
     return str(value)
@@ -128,9 +135,9 @@ class Badge:
 
 def version_badge(version: ModelVersion, canary: Canary | None) -> Badge:
     if version.state == ModelVersion.State.PRODUCTION:
-        return Badge("production", "production")
+        return Badge(pgettext("a version's state", "production"), "production")
     if canary is not None and canary.version_id == version.pk:
-        return Badge(f"canary {canary.percent}%", "canary")
+        return Badge(gettext("canary %(percent)s%%") % {"percent": canary.percent}, "canary")
     return Badge(version.get_state_display().lower(), version.state)
 
 
@@ -172,7 +179,7 @@ def version_lineage(version: ModelVersion) -> list[ModelVersion]:
     return chain
 
 
-def version_metrics_table(version: ModelVersion) -> list[tuple[str, str]]:
+def version_metrics_table(version: ModelVersion) -> list[tuple[StrOrPromise, str]]:
     """Every stored metric as (label, value): the known ones formatted,
     then the rest as stored, nested ones as ``group.key``."""
     metrics = version.metrics or {}
@@ -261,16 +268,19 @@ def canary_panel(canary: Canary | None) -> dict[str, Any]:
         return f"{_percent(stats['thumbs_up_rate'])} ({stats['thumbs_up']}/{rated})"
 
     def tokens(stats: dict[str, Any]) -> str:
-        return f"{stats['prompt_tokens']:,} in / {stats['completion_tokens']:,} out"
+        return gettext("%(prompt_tokens)s in / %(completion_tokens)s out") % {
+            "prompt_tokens": number_format(stats["prompt_tokens"], force_grouping=True),
+            "completion_tokens": number_format(stats["completion_tokens"], force_grouping=True),
+        }
 
     panel["stats"] = [
         row("Answers", "answers", lambda v: f"{v:,}"),
-        {"label": "Thumbs-up rate", "production": rate(prod), "canary": rate(cand)},
+        {"label": gettext("Thumbs-up rate"), "production": rate(prod), "canary": rate(cand)},
         row("TTFT p50", "ttft_p50_s", _seconds),
         row("TTFT p95", "ttft_p95_s", _seconds),
         row("Tokens/s", "tokens_per_s", lambda v: MISSING if v is None else f"{v:.1f}"),
         row("Error rate", "error_rate", _percent),
-        {"label": "Tokens", "production": tokens(prod), "canary": tokens(cand)},
+        {"label": gettext("Tokens"), "production": tokens(prod), "canary": tokens(cand)},
     ]
     return panel
 
@@ -320,7 +330,7 @@ def promotion_shared_datasets(
         old, new = _eval_loss_on(production, name), _eval_loss_on(candidate, name)
         rows.append(
             {
-                "label": f"Eval loss on {name}",
+                "label": gettext("Eval loss on %(name)s") % {"name": name},
                 "production": _loss(old),
                 "candidate": _loss(new),
                 **_delta("lower", old, new),
@@ -354,7 +364,7 @@ def compare_metric_rows(chosen: list[ModelVersion]) -> list[dict[str, Any]]:
         best = _best(losses, "lower")
         rows.append(
             {
-                "label": f"Eval loss on {name}",
+                "label": gettext("Eval loss on %(name)s") % {"name": name},
                 "better": "lower",
                 "cells": [
                     {"display": _loss(value), "best": i in best} for i, value in enumerate(losses)
@@ -389,9 +399,9 @@ def compare_answer_rows(chosen: list[ModelVersion]) -> list[dict[str, Any]]:
 #: Pairs from feedback a version page lists (the counts cover them all).
 FEEDBACK_PAIRS_SHOWN = 25
 FEEDBACK_KINDS = {
-    "rating": "rated up over a version rated down",
-    "regenerated": "kept over a version regenerated away",
-    "handoff": "a staff reply over the bot's answer",
+    "rating": gettext_lazy("rated up over a version rated down"),
+    "regenerated": gettext_lazy("kept over a version regenerated away"),
+    "handoff": gettext_lazy("a staff reply over the bot's answer"),
 }
 
 
@@ -423,7 +433,7 @@ def version_feedback(version: ModelVersion) -> dict[str, Any] | None:
     rows = [
         {
             "kind": origin["kind"],
-            "kind_text": FEEDBACK_KINDS.get(origin["kind"], origin["kind"]),
+            "kind_text": str(FEEDBACK_KINDS.get(origin["kind"], origin["kind"])),
             "chosen_id": origin.get("chosen_id"),
             "rejected_id": origin.get("rejected_id"),
             "conversation_id": conversations.get(origin.get("chosen_id") or 0),
@@ -433,6 +443,6 @@ def version_feedback(version: ModelVersion) -> dict[str, Any] | None:
     return {
         "pairs": int(dataset.stats.get("pairs") or dataset.stats.get("examples") or 0),
         "from_feedback": len(origins),
-        "counts": [(FEEDBACK_KINDS.get(k, k), n) for k, n in sorted(counts.items())],
+        "counts": [(str(FEEDBACK_KINDS.get(k, k)), n) for k, n in sorted(counts.items())],
         "rows": rows,
     }

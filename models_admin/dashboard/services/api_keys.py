@@ -10,6 +10,7 @@ from typing import Any
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from chat.models import ApiKey
 from chat.services.api_keys import api_key_revoke
@@ -45,7 +46,11 @@ def api_key_limits_set(
         # The API reads 0 as "the default"; refuse it rather than let a
         # limit of zero quietly mean sixty.
         raise ValidationError(
-            {"rate_limit_per_minute": ["At least 1 a minute; leave it empty for the default."]}
+            {
+                "rate_limit_per_minute": [
+                    gettext("At least 1 a minute; leave it empty for the default.")
+                ]
+            }
         )
     fields = LIMIT_FIELDS if knowledge_base is _UNCHANGED else KEY_FIELDS
     before = {name: getattr(key, name) for name in fields}

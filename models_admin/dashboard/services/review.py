@@ -11,6 +11,7 @@ from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from chat.models import Conversation, Feedback
 from chat.services.exports import conversation_origin, conversation_training_messages
@@ -88,7 +89,7 @@ def conversation_flag(
     its owner's list keeps its order."""
     reason = reason.strip()
     if not reason:
-        raise ValidationError({"reason": ["Say why the conversation is flagged."]})
+        raise ValidationError({"reason": [gettext("Say why the conversation is flagged.")]})
     conversation.flagged_at = timezone.now()
     conversation.flag_reason = reason
     _flag_save(conversation=conversation, by=by, action=ReviewEvent.Action.FLAG, detail=reason)
@@ -103,7 +104,7 @@ def conversation_unflag(
     together with the reason the flag had. Raise ValidationError when the
     conversation is not flagged."""
     if conversation.flagged_at is None:
-        raise ValidationError("This conversation is not flagged.")
+        raise ValidationError(gettext("This conversation is not flagged."))
     previous = conversation.flag_reason
     conversation.flagged_at = None
     conversation.flag_reason = ""
@@ -139,10 +140,10 @@ def conversations_dataset_add(
     doubled or its new name is taken.
     """
     if (dataset is None) == (not new_name.strip()):
-        raise ValidationError("Choose an existing dataset or name a new one (not both).")
+        raise ValidationError(gettext("Choose an existing dataset or name a new one (not both)."))
     chosen = sorted({c.pk: c for c in conversations}.values(), key=lambda c: c.pk)
     if not chosen:
-        raise ValidationError("Select at least one conversation.")
+        raise ValidationError(gettext("Select at least one conversation."))
     allowed = set(
         Conversation.objects.filter(
             training_allowed_q(), pk__in=[c.pk for c in chosen]

@@ -16,20 +16,21 @@ from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.views import redirect_to_login
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
+from django.utils.translation import gettext_lazy
 
 #: permission codename: what it lets staff do, for the refusal page.
 PERMISSIONS = {
-    "models_admin.promote_modelversion": "promote, roll back and run canaries",
-    "models_admin.run_trainingjob": "start and cancel training jobs",
-    "chat.review_conversation": "read and curate users' conversations",
-    "models_admin.add_filterrule": "create or import content filter rules",
-    "models_admin.change_filterrule": "change or switch content filter rules",
-    "models_admin.delete_filterrule": "delete content filter rules",
-    "chat.change_apikey": "change API key limits or revoke keys",
-    "chat.add_widgetsite": "create widget sites",
-    "chat.change_widgetsite": "change widget sites or rotate their identity secret",
-    "chat.answer_visitors": "take widget conversations and answer visitors",
-    "models_admin.manage_knowledge": "manage knowledge bases and their sources",
+    "models_admin.promote_modelversion": gettext_lazy("promote, roll back and run canaries"),
+    "models_admin.run_trainingjob": gettext_lazy("start and cancel training jobs"),
+    "chat.review_conversation": gettext_lazy("read and curate users' conversations"),
+    "models_admin.add_filterrule": gettext_lazy("create or import content filter rules"),
+    "models_admin.change_filterrule": gettext_lazy("change or switch content filter rules"),
+    "models_admin.delete_filterrule": gettext_lazy("delete content filter rules"),
+    "chat.change_apikey": gettext_lazy("change API key limits or revoke keys"),
+    "chat.add_widgetsite": gettext_lazy("create widget sites"),
+    "chat.change_widgetsite": gettext_lazy("change widget sites or rotate their identity secret"),
+    "chat.answer_visitors": gettext_lazy("take widget conversations and answer visitors"),
+    "models_admin.manage_knowledge": gettext_lazy("manage knowledge bases and their sources"),
 }
 
 

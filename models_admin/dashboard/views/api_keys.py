@@ -15,6 +15,7 @@ from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import path
+from django.utils.translation import gettext
 from django.views.decorators.http import require_GET, require_POST
 
 from chat.models import ApiKey
@@ -135,7 +136,9 @@ def api_key_limits_post(request: HttpRequest, pk: int) -> HttpResponse:
             form.add_service_errors(exc)
         else:
             messages.success(
-                request, f"Limits of \u201c{key.name}\u201d ({key.prefix}\u2026) saved."
+                request,
+                gettext("Limits of “%(name)s” (%(prefix)s…) saved.")
+                % {"name": key.name, "prefix": key.prefix},
             )
             return redirect("dashboard:api-key-admin", pk=key.pk)
     return _detail_page(request, key=key, form=form, status=400)
@@ -147,9 +150,13 @@ def api_key_revoke_post(request: HttpRequest, pk: int) -> HttpResponse:
     """Revoke the key; its calls get 401 from now on."""
     key = api_key_get(pk=pk)
     if api_key_admin_revoke(key=key, by=staff_member(request)):
-        messages.success(request, f"Key \u201c{key.name}\u201d ({key.prefix}\u2026) revoked.")
+        messages.success(
+            request,
+            gettext("Key “%(name)s” (%(prefix)s…) revoked.")
+            % {"name": key.name, "prefix": key.prefix},
+        )
     else:
-        messages.info(request, f"Key \u201c{key.name}\u201d was already revoked.")
+        messages.info(request, gettext("Key “%(name)s” was already revoked.") % {"name": key.name})
     return redirect("dashboard:api-key-admin", pk=key.pk)
 
 

@@ -25,6 +25,7 @@ from django.http import (
 )
 from django.shortcuts import render
 from django.urls import path, reverse
+from django.utils.translation import gettext
 from django.views.decorators.http import require_GET
 
 from chat.streams import CancelPolicy, GenerationFollower
@@ -104,7 +105,7 @@ async def staff_refusal(request: HttpRequest) -> HttpResponseBase | None:
     if not user.is_authenticated:
         return redirect_to_login(request.get_full_path())
     if not user_is_staff(user):
-        return JsonResponse({"error": "The dashboard is for staff accounts."}, status=403)
+        return JsonResponse({"error": gettext("The dashboard is for staff accounts.")}, status=403)
     return None
 
 

@@ -17,7 +17,9 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import path, reverse
 from django.utils import timezone
+from django.utils.formats import number_format
 from django.utils.html import format_html
+from django.utils.translation import gettext, gettext_lazy, ngettext
 from django.views.decorators.http import require_POST
 
 from models_admin.dashboard.forms.datasets import (
@@ -72,7 +74,11 @@ DUPLICATE_GROUPS_SHOWN = 50
 MASK_CONTEXT = 60
 MASK_SPAN = 240
 #: How a cleaned copy's summary names the surface of its rules.
-SURFACE_WORDS = {"chat": "chat", "widget": "widget", "api": "API"}
+SURFACE_WORDS = {
+    "chat": gettext_lazy("chat"),
+    "widget": gettext_lazy("widget"),
+    "api": gettext_lazy("API"),
+}
 
 
 def _demo_dataset(name: str = DEMO_NAME) -> Dataset | None:
@@ -99,20 +105,35 @@ def dataset_list(request: HttpRequest) -> HttpResponse:
     )
 
 
-def _plural(count: int, word: str) -> str:
-    return f"{count:,} {word}{'' if count == 1 else 's'}"
+def _number(count: int) -> str:
+    return number_format(count, force_grouping=True)
+
+
+def _examples(count: int) -> str:
+    return ngettext("%(count)s example", "%(count)s examples", count) % {"count": _number(count)}
 
 
 def clean_summary(filters: dict[str, Any]) -> str:
     """What cleaning did, in words, from a cleaned copy's ``filters``."""
+    masked = filters.get("masked") or 0
     done = [
-        f"{_plural(filters.get('masked') or 0, 'example')} masked",
-        f"{filters.get('dropped') or 0:,} dropped",
+        ngettext("%(count)s example masked", "%(count)s examples masked", masked)
+        % {"count": _number(masked)},
+        gettext("%(count)s dropped") % {"count": _number(filters.get("dropped") or 0)},
     ]
     if filters.get("duplicates_dropped"):
-        done.append(f"{_plural(filters['duplicates_dropped'], 'near duplicate')} left out")
+        left = filters["duplicates_dropped"]
+        done.append(
+            ngettext(
+                "%(count)s near duplicate left out", "%(count)s near duplicates left out", left
+            )
+            % {"count": _number(left)}
+        )
     surface = SURFACE_WORDS.get(filters.get("surface") or "", filters.get("surface") or "")
-    return f"{', '.join(done)}, by the {surface} filter rules."
+    return gettext("%(done)s, by the %(surface)s filter rules.") % {
+        "done": gettext(", ").join(done),
+        "surface": surface,
+    }
 
 
 @staff_required
@@ -166,9 +187,9 @@ def dataset_upload_form(request: HttpRequest) -> HttpResponse:
                 format_error = exc
                 form.add_error(
                     "file",
-                    "The file is not in the format chosen; nothing was stored."
+                    gettext("The file is not in the format chosen; nothing was stored.")
                     if data["kind"] == Dataset.Kind.PREFERENCES
-                    else "The file is not in the training format; nothing was stored.",
+                    else gettext("The file is not in the training format; nothing was stored."),
                 )
             except ValidationError as exc:
                 form.add_service_errors(exc)
@@ -176,8 +197,15 @@ def dataset_upload_form(request: HttpRequest) -> HttpResponse:
                 stats = dataset.stats
                 messages.success(
                     request,
-                    f"Dataset {dataset.name} is stored: {stats.get('train', 0):,} training "
-                    f"and {stats.get('eval', 0):,} eval examples.",
+                    gettext(
+                        "Dataset %(name)s is stored: %(train)s training "
+                        "and %(eval)s eval examples."
+                    )
+                    % {
+                        "name": dataset.name,
+                        "train": number_format(stats.get("train", 0), force_grouping=True),
+                        "eval": number_format(stats.get("eval", 0), force_grouping=True),
+                    },
                 )
                 return redirect("dashboard:dataset", pk=dataset.pk)
     else:
@@ -225,8 +253,12 @@ def dataset_demo(request: HttpRequest) -> HttpResponse:
     what = "demo preference pairs are" if pairs else "demo dataset is"
     messages.success(
         request,
-        f"The {what} stored: {stats.get('train', 0):,} training "
-        f"and {stats.get('eval', 0):,} eval examples.",
+        gettext("The %(what)s stored: %(train)s training and %(eval)s eval examples.")
+        % {
+            "what": what,
+            "train": number_format(stats.get("train", 0), force_grouping=True),
+            "eval": number_format(stats.get("eval", 0), force_grouping=True),
+        },
     )
     return redirect("dashboard:dataset", pk=dataset.pk)
 
@@ -245,7 +277,11 @@ def dataset_from_feedback(request: HttpRequest) -> HttpResponse:
         messages.error(request, " ".join(exc.messages))
         return redirect("dashboard:datasets")
     origins = ", ".join(f"{n:,} {kind}" for kind, n in sorted(dataset.stats["origins"].items()))
-    messages.success(request, f"Dataset {dataset.name} is stored: {origins}.")
+    messages.success(
+        request,
+        gettext("Dataset %(name)s is stored: %(origins)s.")
+        % {"name": dataset.name, "origins": origins},
+    )
     return redirect("dashboard:dataset", pk=dataset.pk)
 
 
@@ -400,13 +436,18 @@ def _dataset_clean_store(request: HttpRequest, pk: int) -> HttpResponse:
             form.add_service_errors(exc)
         except IntegrityError:
             # The name is unique: another request stored it meanwhile.
-            form.add_error("name", "A dataset of this name was stored meanwhile; pick another.")
+            form.add_error(
+                "name", gettext("A dataset of this name was stored meanwhile; pick another.")
+            )
         else:
             messages.success(
                 request,
-                f"The cleaned copy {cleaned.name} is stored with "
-                f"{_plural(cleaned.stats.get('examples', 0), 'example')}: "
-                f"{clean_summary(cleaned.filters)}",
+                gettext("The cleaned copy %(name)s is stored with %(example)s: %(filters)s")
+                % {
+                    "name": cleaned.name,
+                    "example": _examples(cleaned.stats.get("examples", 0)),
+                    "filters": clean_summary(cleaned.filters),
+                },
             )
             return redirect("dashboard:dataset", pk=cleaned.pk)
     surface = _surface(form.data.get("surface") or request.GET.get("surface"))

@@ -22,6 +22,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonRes
 from django.shortcuts import redirect, render
 from django.urls import path, reverse
 from django.utils import timezone
+from django.utils.translation import gettext, ngettext, pgettext
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from models_admin.dashboard.forms.common import errors_by_field
@@ -137,9 +138,11 @@ def _rule_save(request: HttpRequest, form: FilterRuleForm, rule: FilterRule | No
 
 def _rule_saved(request: HttpRequest, rule: FilterRule, created: bool) -> HttpResponse:
     logger.info("%s saved filter rule %s (%s)", request.user, rule.pk, rule.name)
-    verb = "created" if created else "saved"
-    state = "" if rule.enabled else " It is off."
-    messages.success(request, f"Rule \u201c{rule.name}\u201d {verb}.{state}")
+    done = gettext("Rule “%(name)s” created.") if created else gettext("Rule “%(name)s” saved.")
+    note = done % {"name": rule.name}
+    if not rule.enabled:
+        note += " " + gettext("It is off.")
+    messages.success(request, note)
     return redirect("dashboard:filters")
 
 
@@ -163,20 +166,27 @@ def filter_toggle(request: HttpRequest, pk: int) -> HttpResponseRedirect:
     target = next_url(request, reverse("dashboard:filters"))
     form = FilterToggleForm(request.POST)
     if not form.is_valid():
-        messages.error(request, "Say whether the rule is to be on or off.")
+        messages.error(request, gettext("Say whether the rule is to be on or off."))
         return HttpResponseRedirect(target)
     enabled = form.cleaned_data["enabled"]
     if rule.enabled == enabled:
-        messages.info(request, f"Rule \u201c{rule.name}\u201d was already {_on(enabled)}.")
+        messages.info(
+            request,
+            gettext("Rule “%(name)s” was already %(enabled)s.")
+            % {"name": rule.name, "enabled": _on(enabled)},
+        )
         return HttpResponseRedirect(target)
     filter_rule_enable(rule=rule, enabled=enabled, by=staff_member(request))
-    logger.info("%s switched filter rule %s %s", request.user, rule.pk, _on(enabled))
-    messages.success(request, f"Rule \u201c{rule.name}\u201d is {_on(enabled)}.")
+    logger.info("%s switched filter rule %s %s", request.user, rule.pk, enabled)
+    messages.success(
+        request,
+        gettext("Rule “%(name)s” is %(enabled)s.") % {"name": rule.name, "enabled": _on(enabled)},
+    )
     return HttpResponseRedirect(target)
 
 
 def _on(enabled: bool) -> str:
-    return "on" if enabled else "off"
+    return pgettext("a filter rule", "on") if enabled else pgettext("a filter rule", "off")
 
 
 @permission_required(DELETE)
@@ -189,7 +199,10 @@ def filter_delete(request: HttpRequest, pk: int) -> HttpResponse:
         name = rule.name
         filter_rule_delete(rule=rule)
         logger.info("%s deleted filter rule %s (%s)", request.user, pk, name)
-        messages.success(request, f"Rule \u201c{name}\u201d deleted; its hits stay in the audit.")
+        messages.success(
+            request,
+            gettext("Rule “%(name)s” deleted; its hits stay in the audit.") % {"name": name},
+        )
         return redirect("dashboard:filters")
     return render(
         request,
@@ -296,8 +309,11 @@ def filters_import(request: HttpRequest) -> HttpResponse:
             if replace and not request.user.has_perm(DELETE):
                 form.add_error(
                     None,
-                    "Replacing deletes the current rules, which your account may not do "
-                    f"(needs {DELETE}).",
+                    gettext(
+                        "Replacing deletes the current rules, which your "
+                        "account may not do (needs %(delete)s)."
+                    )
+                    % {"delete": DELETE},
                 )
             else:
                 try:
@@ -311,9 +327,15 @@ def filters_import(request: HttpRequest) -> HttpResponse:
                     logger.info(
                         "%s imported %s filter rules (replace=%s)", request.user, count, replace
                     )
-                    what = "replaced the rules" if replace else "added"
+                    what = gettext("replaced the rules") if replace else gettext("added")
                     messages.success(
-                        request, f"Imported {count} rule{'s' if count != 1 else ''} ({what})."
+                        request,
+                        ngettext(
+                            "Imported %(count)s rule (%(what)s).",
+                            "Imported %(count)s rules (%(what)s).",
+                            count,
+                        )
+                        % {"count": count, "what": what},
                     )
                     return redirect("dashboard:filters")
     else:

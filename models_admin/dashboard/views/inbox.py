@@ -18,6 +18,7 @@ from django.contrib import messages
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import path, reverse
+from django.utils.translation import gettext
 from django.views.decorators.http import require_GET, require_POST
 
 from chat.models import Conversation
@@ -132,7 +133,8 @@ def inbox_take(request: HttpRequest, pk: int) -> HttpResponseRedirect:
     conversation = inbox_conversation_get(pk=pk)
     if conversation.handoff == Handoff.CLOSED:
         messages.error(
-            request, "The conversation is closed; the visitor's next message opens a new one."
+            request,
+            gettext("The conversation is closed; the visitor's next message opens a new one."),
         )
         return redirect(_conversation_url(conversation))
     previous = conversation.agent if conversation.handoff == Handoff.ACTIVE else None
@@ -143,9 +145,14 @@ def inbox_take(request: HttpRequest, pk: int) -> HttpResponseRedirect:
         return redirect(_conversation_url(conversation))
     logger.info("%s took widget conversation %s", request.user, conversation.pk)
     if previous is not None and previous.pk != request.user.pk:
-        messages.success(request, f"You took the conversation over from {previous}.")
+        messages.success(
+            request,
+            gettext("You took the conversation over from %(previous)s.") % {"previous": previous},
+        )
     else:
-        messages.success(request, "The conversation is yours; the assistant stays silent.")
+        messages.success(
+            request, gettext("The conversation is yours; the assistant stays silent.")
+        )
     return redirect(_conversation_url(conversation))
 
 
@@ -187,7 +194,7 @@ def inbox_release(request: HttpRequest, pk: int) -> HttpResponseRedirect:
     """Hand the conversation back to the assistant."""
     conversation = handoff_release(conversation=inbox_conversation_get(pk=pk))
     logger.info("%s handed widget conversation %s back", request.user, conversation.pk)
-    messages.success(request, "The assistant answers the visitor again.")
+    messages.success(request, gettext("The assistant answers the visitor again."))
     return redirect(_conversation_url(conversation))
 
 
@@ -197,7 +204,7 @@ def inbox_close(request: HttpRequest, pk: int) -> HttpResponseRedirect:
     """Close the conversation; the visitor's next message starts a new one."""
     conversation = handoff_close(conversation=inbox_conversation_get(pk=pk))
     logger.info("%s closed widget conversation %s", request.user, conversation.pk)
-    messages.success(request, "Conversation closed.")
+    messages.success(request, gettext("Conversation closed."))
     return redirect(_conversation_url(conversation))
 
 

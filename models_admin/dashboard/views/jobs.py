@@ -16,6 +16,7 @@ from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import path
+from django.utils.translation import gettext
 from django.views.decorators.http import require_POST
 
 from models_admin.dashboard.forms.jobs import PARAM_TEXT, TrainingJobForm
@@ -185,7 +186,7 @@ def job_new(request: HttpRequest) -> HttpResponse:
             except ValidationError as exc:
                 form.add_service_errors(exc)
             else:
-                messages.success(request, f"{job} is queued.")
+                messages.success(request, gettext("%(job)s is queued.") % {"job": job})
                 return redirect("dashboard:job", pk=job.pk)
     else:
         form = TrainingJobForm(initial=_job_initial(request))
@@ -201,14 +202,20 @@ def job_new(request: HttpRequest) -> HttpResponse:
 def job_cancel(request: HttpRequest, pk: int) -> HttpResponse:
     job = job_get(pk=pk)
     if job.finished:
-        messages.info(request, f"{job} had already ended ({job.get_state_display().lower()}).")
+        messages.info(
+            request,
+            gettext("%(job)s had already ended (%(lower)s).")
+            % {"job": job, "lower": job.get_state_display().lower()},
+        )
         return redirect("dashboard:job", pk=job.pk)
     job = training_job_cancel(job=job)
     if job.state == TrainingJob.State.CANCELLED:
-        messages.success(request, f"{job} is cancelled.")
+        messages.success(request, gettext("%(job)s is cancelled.") % {"job": job})
     else:
         messages.success(
-            request, f"Cancel requested: {job} stops at its next step and keeps its checkpoints."
+            request,
+            gettext("Cancel requested: %(job)s stops at its next step and keeps its checkpoints.")
+            % {"job": job},
         )
     return redirect("dashboard:job", pk=job.pk)
 

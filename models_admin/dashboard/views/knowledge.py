@@ -23,6 +23,8 @@ from django.db import IntegrityError, transaction
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import redirect, render
 from django.urls import path, reverse
+from django.utils.formats import number_format
+from django.utils.translation import gettext, ngettext
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from chat.services.knowledge import grounding_for
@@ -74,10 +76,6 @@ REVIEW = "chat.review_conversation"
 
 def _rights(request: HttpRequest) -> dict[str, bool]:
     return {"can_manage": request.user.has_perm(MANAGE)}
-
-
-def _plural(count: int, word: str) -> str:
-    return f"{count:,} {word}{'' if count == 1 else 's'}"
 
 
 def _base_url(base: KnowledgeBase, anchor: str = "") -> str:
@@ -132,8 +130,11 @@ def knowledge_demo(request: HttpRequest) -> HttpResponse:
     what = "Its articles were imported again" if existed else "It is created"
     messages.success(
         request,
-        f"\u201c{base.name}\u201d: {what}; members may use it in the chat. "
-        "The index is built in the background.",
+        gettext(
+            "“%(name)s”: %(what)s; members may use it in the chat. "
+            "The index is built in the background."
+        )
+        % {"name": base.name, "what": what},
     )
     return redirect("dashboard:knowledge-base", pk=base.pk)
 
@@ -151,7 +152,10 @@ def _test_run(base: KnowledgeBase, question: str) -> dict[str, Any]:
         grounding = grounding_for(base=base, question=question, version=version)
     except Exception as exc:
         logger.exception("The test search of knowledge base %s failed", base.pk)
-        return {"question": question, "error": f"The search failed: {exc}"}
+        return {
+            "question": question,
+            "error": gettext("The search failed: %(exc)s") % {"exc": exc},
+        }
     retrieval = grounding.retrieval
     in_prompt = len(grounding.passages)
     return {
@@ -244,10 +248,12 @@ def _base_saved(request: HttpRequest, base: KnowledgeBase, created: bool) -> Htt
     logger.info("%s saved knowledge base %s (%s)", request.user, base.pk, base.name)
     if created:
         messages.success(
-            request, f"Knowledge base \u201c{base.name}\u201d created. Add its documents below."
+            request,
+            gettext("Knowledge base “%(name)s” created. Add its documents below.")
+            % {"name": base.name},
         )
         return redirect(_base_url(base, "add"))
-    messages.success(request, f"Settings of \u201c{base.name}\u201d saved.")
+    messages.success(request, gettext("Settings of “%(name)s” saved.") % {"name": base.name})
     return redirect("dashboard:knowledge-base", pk=base.pk)
 
 
@@ -273,7 +279,7 @@ def knowledge_base_remove(request: HttpRequest, pk: int) -> HttpResponse:
         name = base.name
         knowledge_base_delete(base=base)
         logger.info("%s deleted knowledge base %s (%s)", request.user, pk, name)
-        messages.success(request, f"Knowledge base \u201c{name}\u201d deleted.")
+        messages.success(request, gettext("Knowledge base “%(name)s” deleted.") % {"name": name})
         return redirect("dashboard:knowledge")
     return render(
         request,
@@ -296,14 +302,18 @@ def knowledge_rebuild(request: HttpRequest, pk: int) -> HttpResponseRedirect:
     base = knowledge_base_get(pk=pk)
     state = knowledge_index_state(base=base)
     if state["version"] and not state["stale"]:
-        messages.info(request, "The index already holds every change; there is nothing to build.")
+        messages.info(
+            request, gettext("The index already holds every change; there is nothing to build.")
+        )
         return redirect(_base_url(base, "index"))
     knowledge_index_rebuild(base=base)
     logger.info("%s queued the index build of knowledge base %s", request.user, base.pk)
     messages.success(
         request,
-        "The index build is queued. Answers use the current index until it is done; "
-        "reload the page to see the new version.",
+        gettext(
+            "The index build is queued. Answers use the current index until it is done; "
+            "reload the page to see the new version."
+        ),
     )
     return redirect(_base_url(base, "index"))
 
@@ -345,11 +355,19 @@ def knowledge_upload(request: HttpRequest, pk: int) -> HttpResponse:
         )
         messages.success(
             request,
-            f"Imported {_plural(len(imported), 'file')} ({_plural(passages, 'passage')}). "
-            "The index is rebuilt in the background.",
+            gettext("Imported %(file)s (%(passage)s). The index is rebuilt in the background.")
+            % {
+                "file": ngettext("%(count)s file", "%(count)s files", len(imported))
+                % {"count": number_format(len(imported), force_grouping=True)},
+                "passage": ngettext("%(count)s passage", "%(count)s passages", passages)
+                % {"count": number_format(passages, force_grouping=True)},
+            },
         )
     for name, reason in problems:
-        messages.error(request, f"\u201c{name}\u201d was not imported: {reason}")
+        messages.error(
+            request,
+            gettext("“%(name)s” was not imported: %(reason)s") % {"name": name, "reason": reason},
+        )
     return redirect(_base_url(base, "sources"))
 
 
@@ -371,8 +389,11 @@ def knowledge_urls(request: HttpRequest, pk: int) -> HttpResponse:
             )
             messages.success(
                 request,
-                f"{_plural(len(sources), 'address')} queued to be fetched. "
-                "Reload the page to see how they went.",
+                gettext("%(address)s queued to be fetched. Reload the page to see how they went.")
+                % {
+                    "address": ngettext("%(count)s address", "%(count)s addresses", len(sources))
+                    % {"count": number_format(len(sources), force_grouping=True)}
+                },
             )
             return redirect(_base_url(base, "sources"))
     return _base_page(request, base, urls_form=form, status=400)
@@ -390,7 +411,9 @@ def knowledge_source_refetch(request: HttpRequest, pk: int, source_pk: int) -> H
         messages.error(request, " ".join(exc.messages))
     else:
         messages.success(
-            request, f"\u201c{source}\u201d is queued to be fetched again. Reload to see it."
+            request,
+            gettext("“%(source)s” is queued to be fetched again. Reload to see it.")
+            % {"source": source},
         )
     return redirect(_base_url(base, "sources"))
 
@@ -407,7 +430,8 @@ def knowledge_source_remove(request: HttpRequest, pk: int, source_pk: int) -> Ht
         logger.info("%s deleted knowledge source %s of base %s", request.user, source_pk, pk)
         messages.success(
             request,
-            f"\u201c{label}\u201d deleted. Answers stop citing it once the index is rebuilt.",
+            gettext("“%(label)s” deleted. Answers stop citing it once the index is rebuilt.")
+            % {"label": label},
         )
         return redirect(_base_url(base, "sources"))
     return render(

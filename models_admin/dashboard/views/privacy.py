@@ -12,6 +12,7 @@ from django.contrib.auth import get_user_model
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import path
+from django.utils.translation import gettext
 from django.views.decorators.http import require_GET, require_POST
 
 from chat.models import Conversation, PrivacyEvent
@@ -69,26 +70,33 @@ def privacy(request: HttpRequest) -> HttpResponse:
 def privacy_user_delete(request: HttpRequest) -> HttpResponse:
     """A superuser deletes an account on its person's request, with a reason."""
     if not request.user.is_superuser:
-        messages.error(request, "Only superusers may delete accounts.")
+        messages.error(request, gettext("Only superusers may delete accounts."))
         return redirect("dashboard:privacy")
     username = request.POST.get("username", "").strip()
     reason = request.POST.get("reason", "").strip()[:400]
     confirm = request.POST.get("confirm", "").strip()
     user = get_user_model().objects.filter(username=username).first()
     if user is None:
-        messages.error(request, f"No account is named \u201c{username}\u201d.")
+        messages.error(
+            request, gettext("No account is named “%(username)s”.") % {"username": username}
+        )
     elif confirm != username:
-        messages.error(request, "Type the account's name again to confirm; nothing was deleted.")
+        messages.error(
+            request, gettext("Type the account's name again to confirm; nothing was deleted.")
+        )
     elif not reason:
-        messages.error(request, "Say why (the request's reference); nothing was deleted.")
+        messages.error(request, gettext("Say why (the request's reference); nothing was deleted."))
     elif user.pk == request.user.pk:
-        messages.error(request, "Delete your own account from your account page.")
+        messages.error(request, gettext("Delete your own account from your account page."))
     else:
         counts = user_delete(user=user, actor=staff_member(request), reason=reason)
         messages.success(
             request,
-            f"Deleted \u201c{username}\u201d with {counts['conversations']} conversation(s); "
-            "the privacy log records it.",
+            gettext(
+                "Deleted “%(username)s” with %(conversations)s "
+                "conversation(s); the privacy log records it."
+            )
+            % {"username": username, "conversations": counts["conversations"]},
         )
     return redirect("dashboard:privacy")
 

@@ -11,6 +11,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import redirect, render
 from django.urls import path, reverse
 from django.utils.html import format_html
+from django.utils.translation import gettext
 from django.views.decorators.http import require_GET, require_POST
 
 from models_admin.dashboard.forms.review import (
@@ -104,14 +105,14 @@ def conversation_flag_view(request: HttpRequest, pk: int) -> HttpResponse:
                 by=staff_member(request),
                 reason=form.cleaned_data["reason"],
             )
-            messages.success(request, "Conversation flagged.")
+            messages.success(request, gettext("Conversation flagged."))
         else:
             conversation_unflag(
                 conversation=conversation,
                 by=staff_member(request),
                 reason=form.cleaned_data["reason"],
             )
-            messages.success(request, "Flag cleared.")
+            messages.success(request, gettext("Flag cleared."))
     except ValidationError as exc:
         messages.error(request, _errors_text(exc))
     return redirect("dashboard:conversation-review", pk=conversation.pk)

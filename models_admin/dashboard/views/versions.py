@@ -17,6 +17,7 @@ from django.db.models import Q
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import path, reverse
+from django.utils.translation import gettext
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from models_admin.dashboard.forms.versions import (
@@ -150,7 +151,7 @@ def version_compress(request: HttpRequest, pk: int) -> HttpResponseRedirect:
     version = get_object_or_404(ModelVersion, pk=pk)
     form = CompressForm(request.POST)
     if not form.is_valid():
-        messages.error(request, "Pick a quantization.")
+        messages.error(request, gettext("Pick a quantization."))
         return redirect("dashboard:version", pk=version.pk)
     try:
         compression = compression_start(
@@ -163,8 +164,11 @@ def version_compress(request: HttpRequest, pk: int) -> HttpResponseRedirect:
         return redirect("dashboard:version", pk=version.pk)
     messages.success(
         request,
-        f"Making a {compression.quantization} GGUF copy of {compression.source.name}; "
-        "it appears as a candidate once built and measured.",
+        gettext(
+            "Making a %(quantization)s GGUF copy of %(name)s; it "
+            "appears as a candidate once built and measured."
+        )
+        % {"quantization": compression.quantization, "name": compression.source.name},
     )
     return redirect("dashboard:version", pk=compression.source_id)
 
@@ -184,10 +188,15 @@ def version_promote(request: HttpRequest, pk: int) -> HttpResponse:
             form.add_error(None, error.messages)
         else:
             if promotion is None:
-                messages.info(request, f"{candidate.name} is already in production.")
+                messages.info(
+                    request,
+                    gettext("%(name)s is already in production.") % {"name": candidate.name},
+                )
             else:
                 logger.info("%s promoted %s to production", request.user, candidate.name)
-                messages.success(request, f"{candidate.name} is now in production.")
+                messages.success(
+                    request, gettext("%(name)s is now in production.") % {"name": candidate.name}
+                )
             return redirect("dashboard:version", pk=candidate.pk)
     production = model_version_get_production()
     context = {
@@ -210,7 +219,7 @@ def rollback(request: HttpRequest) -> HttpResponseRedirect:
     form = RollbackForm(request.POST)
     target = next_url(request, reverse("dashboard:promotions"))
     if not form.is_valid():
-        messages.error(request, "The note is too long.")
+        messages.error(request, gettext("The note is too long."))
         return HttpResponseRedirect(target)
     try:
         promotion = model_version_rollback(
@@ -221,7 +230,11 @@ def rollback(request: HttpRequest) -> HttpResponseRedirect:
             messages.error(request, text)
     else:
         logger.info("%s rolled production back to %s", request.user, promotion.to_version)
-        messages.success(request, f"Rolled back: {promotion.to_version.name} is in production.")
+        messages.success(
+            request,
+            gettext("Rolled back: %(name)s is in production.")
+            % {"name": promotion.to_version.name},
+        )
     return HttpResponseRedirect(target)
 
 
@@ -243,7 +256,8 @@ def _canary_post(request: HttpRequest) -> HttpResponse:
             logger.info("%s set canary %s at %s%%", request.user, canary.version, canary.percent)
             messages.success(
                 request,
-                f"Canary {canary.version.name} answers {canary.percent}% of conversations.",
+                gettext("Canary %(name)s answers %(percent)s%% of conversations.")
+                % {"name": canary.version.name, "percent": canary.percent},
             )
             return HttpResponseRedirect(next_url(request, reverse("dashboard:canary")))
     context = {"section": "versions", **_canary_context(request, form)}
@@ -266,10 +280,12 @@ def canary_end(request: HttpRequest) -> HttpResponseRedirect:
     """Stop the running canary: every conversation goes to production."""
     stopped = canary_stop(by=staff_member(request))
     if stopped is None:
-        messages.info(request, "No canary was running.")
+        messages.info(request, gettext("No canary was running."))
     else:
         logger.info("%s stopped canary %s", request.user, stopped.version)
-        messages.success(request, f"Canary {stopped.version.name} stopped.")
+        messages.success(
+            request, gettext("Canary %(name)s stopped.") % {"name": stopped.version.name}
+        )
     return HttpResponseRedirect(next_url(request, reverse("dashboard:canary")))
 
 

@@ -20,6 +20,7 @@ from django.contrib import messages
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import redirect, render
 from django.urls import path, reverse
+from django.utils.translation import gettext
 from django.views.decorators.http import require_GET, require_POST
 
 from chat.models import WidgetSite
@@ -94,10 +95,11 @@ def _site_saved(request: HttpRequest, site: WidgetSite, created: bool) -> HttpRe
     logger.info("%s saved widget site %s (%s)", request.user, site.pk, site.name)
     if created:
         messages.success(
-            request, f"Site \u201c{site.name}\u201d created. Embed it with the snippet."
+            request,
+            gettext("Site “%(name)s” created. Embed it with the snippet.") % {"name": site.name},
         )
     else:
-        messages.success(request, f"Site \u201c{site.name}\u201d saved.")
+        messages.success(request, gettext("Site “%(name)s” saved.") % {"name": site.name})
     return redirect("dashboard:widget-site", pk=site.pk)
 
 
@@ -133,8 +135,11 @@ def widget_site_rotate(request: HttpRequest, pk: int) -> HttpResponseRedirect:
     logger.info("%s rotated the identity secret of widget site %s", request.user, site.pk)
     messages.success(
         request,
-        f"New identity secret for \u201c{site.name}\u201d. Update the host site's server: "
-        "signatures made with the old secret no longer identify anyone.",
+        gettext(
+            "New identity secret for “%(name)s”. Update the host site's server: "
+            "signatures made with the old secret no longer identify anyone."
+        )
+        % {"name": site.name},
     )
     return redirect("dashboard:widget-site", pk=site.pk)
 

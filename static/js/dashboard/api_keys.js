@@ -10,7 +10,7 @@
   // so the browser's own zone cannot shift them.
   function dayLabel(iso) {
     const [y, m, d] = iso.split("-").map(Number);
-    return new Date(Date.UTC(y, m - 1, d)).toLocaleDateString("en-US", {
+    return new Date(Date.UTC(y, m - 1, d)).toLocaleDateString(document.documentElement.lang || undefined, {
       month: "short", day: "numeric", timeZone: "UTC",
     });
   }
@@ -23,11 +23,11 @@
     Charts.bar(target, {
       labels: data.days.map(dayLabel),
       series: [
-        { name: "tokens in", values: data.tokens_in },
-        { name: "tokens out", values: data.tokens_out },
+        { name: gettext("tokens in"), values: data.tokens_in },
+        { name: gettext("tokens out"), values: data.tokens_out },
       ],
       stacked: true,
-      yLabel: "tokens",
+      yLabel: gettext("tokens"),
     });
   }
 

@@ -56,7 +56,9 @@
 
   function seconds(value) {
     if (value === null || value === undefined) return "–";
-    return value < 1 ? `${Math.round(value * 1000)} ms` : `${value.toFixed(2)} s`;
+    return value < 1
+      ? interpolate(gettext("%(n)s ms"), { n: Math.round(value * 1000) }, true)
+      : interpolate(gettext("%(n)s s"), { n: value.toFixed(2) }, true);
   }
 
   function errorsClear() {
@@ -82,7 +84,9 @@
     const shown = !!tokens;
     column.toggle.classList.toggle("active", shown);
     column.toggle.setAttribute("aria-pressed", shown ? "true" : "false");
-    column.toggle.title = shown ? "Token probabilities (click for the plain answer)" : "Token probabilities";
+    column.toggle.title = shown
+      ? gettext("Token probabilities (click for the plain answer)")
+      : gettext("Token probabilities");
     if (shown) {
       TokenView.render(column.output, tokens);
       if (!column.legend) {
@@ -113,7 +117,7 @@
     columns.forEach((column) => {
       if (column.tokens) tokenViewShow(column, null);
       column.element.classList.remove("error", "streaming");
-      column.state.textContent = "Waiting for a worker…";
+      column.state.textContent = gettext("Waiting for a worker…");
       column.output.textContent = "";
       column.stats.textContent = "";
       column.finished = false;
@@ -136,7 +140,7 @@
     if (!column) return;
     if (event.type === "start") {
       column.element.classList.add("streaming");
-      column.state.textContent = "Writing…";
+      column.state.textContent = gettext("Writing…");
     } else if (event.type === "text") {
       // Plain text only: the model's output is never parsed as HTML.
       const text = typeof event.text === "string" ? event.text : "";
@@ -146,16 +150,23 @@
       column.output.scrollTop = column.output.scrollHeight;
     } else if (event.type === "done") {
       columnFinish(column);
-      const reasons = { length: "Done (max tokens reached)", cancelled: "Stopped" };
-      column.state.textContent = reasons[event.finish_reason] || "Done";
+      const reasons = { length: gettext("Done (max tokens reached)"), cancelled: gettext("Stopped") };
+      column.state.textContent = reasons[event.finish_reason] || gettext("Done");
       const speed = event.tokens_per_s == null ? "–" : event.tokens_per_s.toFixed(1);
       const tokens = event.completion_tokens == null ? "–" : event.completion_tokens;
-      column.stats.textContent =
-        `TTFT ${seconds(event.ttft_s)} · ${speed} tokens/s · ${tokens} tokens`;
+      column.stats.textContent = interpolate(
+        gettext("TTFT %(ttft)s · %(speed)s tokens/s · %(tokens)s tokens"),
+        { ttft: seconds(event.ttft_s), speed, tokens },
+        true
+      );
     } else if (event.type === "error") {
       columnFinish(column);
       column.element.classList.add("error");
-      column.state.textContent = `Error: ${event.error || "the generation failed"}`;
+      column.state.textContent = interpolate(
+        gettext("Error: %(error)s"),
+        { error: event.error || gettext("the generation failed") },
+        true
+      );
     }
   }
 
@@ -163,7 +174,7 @@
     errorsClear();
     const question = form.elements.namedItem("question").value;
     if (!question.trim()) {
-      errorShow("question", "Write a question.");
+      errorShow("question", gettext("Write a question."));
       return;
     }
     const maxTokens = form.elements.namedItem("max_tokens").value;
@@ -178,7 +189,7 @@
     controller = new AbortController();
     submit.disabled = true;
     stop.hidden = false;
-    status.textContent = "Asking…";
+    status.textContent = gettext("Asking…");
     columnsReset();
     try {
       const response = await fetch(config.url, {
@@ -206,22 +217,22 @@
             texts.forEach((text) => errorShow(name === "versions" ? null : name, text));
           });
         } else {
-          errorShow(null, (data && data.error) || "The question could not be asked; reload the page.");
+          errorShow(null, (data && data.error) || gettext("The question could not be asked; reload the page."));
         }
         status.textContent = "";
         return;
       }
       const ended = await window.EventStream.read(response, handle);
-      columnsUnfinished(ended ? "No answer" : "The stream was cut off.");
-      status.textContent = ended ? "Done." : "The stream was cut off.";
+      columnsUnfinished(ended ? gettext("No answer") : gettext("The stream was cut off."));
+      status.textContent = ended ? gettext("Done.") : gettext("The stream was cut off.");
     } catch (err) {
       if (err.name === "AbortError") {
-        columnsUnfinished("Stopped");
-        status.textContent = "Stopped.";
+        columnsUnfinished(gettext("Stopped"));
+        status.textContent = gettext("Stopped.");
       } else {
         console.error(err);
-        columnsUnfinished("The stream was cut off.");
-        status.textContent = "The connection failed.";
+        columnsUnfinished(gettext("The stream was cut off."));
+        status.textContent = gettext("The connection failed.");
       }
     } finally {
       controller = null;

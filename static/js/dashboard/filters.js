@@ -8,7 +8,11 @@
 (function () {
   "use strict";
 
-  const ACTION_LABEL = { block: "Block", mask: "Mask", flag: "Flag" };
+  const ACTION_LABEL = {
+    block: pgettext("a filter rule's action", "Block"),
+    mask: pgettext("a filter rule's action", "Mask"),
+    flag: pgettext("a filter rule's action", "Flag"),
+  };
 
   // --- helpers -------------------------------------------------------------
 
@@ -45,10 +49,6 @@
     return el("span", { class: `badge action-${action}` }, ACTION_LABEL[action] || action);
   }
 
-  function plural(count, word) {
-    return `${count} ${word}${count === 1 ? "" : "s"}`;
-  }
-
   /* A field's label on the page, for error lists. */
   function fieldLabel(form, name) {
     const label = form && form.querySelector(`[data-field="${CSS.escape(name)}"] label`);
@@ -68,20 +68,20 @@
     if (verdict.blocked) {
       box.classList.add("blocked");
       box.append(
-        el("p", {}, el("strong", {}, "Blocked."), " The message is not shown; people see:"),
+        el("p", {}, el("strong", {}, gettext("Blocked.")), " ", gettext("The message is not shown; people see:")),
         el("blockquote", { class: "notice", "data-notice": "" }, verdict.notice),
       );
     } else if (masked) {
       box.classList.add("masked");
       box.append(
-        el("p", {}, el("strong", {}, "Masked."), " The text becomes:"),
+        el("p", {}, el("strong", {}, gettext("Masked.")), " ", gettext("The text becomes:")),
         el("pre", { class: "final-text", "data-final-text": "" }, verdict.text),
       );
     } else if (data.matches.length) {
-      box.append(el("p", {}, el("strong", {}, "Passes unchanged."), " No match blocks or masks."));
+      box.append(el("p", {}, el("strong", {}, gettext("Passes unchanged.")), " ", gettext("No match blocks or masks.")));
     } else {
       box.classList.add("clean");
-      box.append(el("p", {}, el("strong", {}, "No match."), " The text passes unchanged."));
+      box.append(el("p", {}, el("strong", {}, gettext("No match.")), " ", gettext("The text passes unchanged.")));
     }
     if (data.flags.length) {
       const names = [...new Set(data.flags.map((f) => f.rule_name))];
@@ -90,7 +90,12 @@
           "p",
           { class: "flags", "data-flags": "" },
           badge("flag"),
-          ` The conversation would be flagged for review by ${names.join(", ")}.`,
+          " " +
+            interpolate(
+              gettext("The conversation would be flagged for review by %(rules)s."),
+              { rules: names.join(", ") },
+              true
+            ),
         ),
       );
     }
@@ -108,7 +113,7 @@
       pre.append(
         el(
           "mark",
-          { class: `action-${match.action}`, title: `${match.rule_name}: ${match.action}` },
+          { class: `action-${match.action}`, title: `${match.rule_name}: ${ACTION_LABEL[match.action] || match.action}` },
           piece.text,
         ),
       );
@@ -123,7 +128,7 @@
         {},
         el("td", { class: "num" }, index + 1),
         el("td", {}, m.rule_name),
-        el("td", {}, badge(m.action), m.timed_out ? " ran out of time" : null),
+        el("td", {}, badge(m.action), m.timed_out ? " " + gettext("ran out of time") : null),
         el("td", {}, el("code", {}, m.text)),
         el("td", { class: "num nowrap" }, `${m.start}\u2013${m.end}`),
         el("td", {}, m.replacement ? el("code", {}, m.replacement) : "\u2014"),
@@ -142,11 +147,11 @@
             "tr",
             {},
             el("th", { class: "num" }, "#"),
-            el("th", {}, "Rule"),
-            el("th", {}, "Action"),
-            el("th", {}, "Matched"),
-            el("th", { class: "num", title: "Characters from the start" }, "Position"),
-            el("th", {}, "Masked as"),
+            el("th", {}, gettext("Rule")),
+            el("th", {}, gettext("Action")),
+            el("th", {}, gettext("Matched")),
+            el("th", { class: "num", title: gettext("Characters from the start") }, gettext("Position")),
+            el("th", {}, gettext("Masked as")),
           ),
         ),
         el("tbody", {}, ...rows),
@@ -161,20 +166,31 @@
       container.append(
         errorList(
           data.errors.map(
-            (e) => `${e.rule_name || "A rule"} does not compile and did not run (${e.field}): ${e.message}`,
+            (e) =>
+              interpolate(
+                gettext("%(rule)s does not compile and did not run (%(field)s): %(message)s"),
+                { rule: e.rule_name || gettext("A rule"), field: e.field, message: e.message },
+                true
+              ),
           ),
         ),
       );
     }
     if (data.matches.length) {
-      container.append(el("h3", {}, "Matches in the text"), markedText(data), matchTable(data));
+      container.append(el("h3", {}, gettext("Matches in the text")), markedText(data), matchTable(data));
     }
     const ran = data.rules.map((r) => r.name);
     container.append(
       el(
         "p",
         { class: "muted small" },
-        ran.length ? `${plural(ran.length, "rule")} ran: ${ran.join(", ")}.` : "No rule ran.",
+        ran.length
+          ? interpolate(
+              ngettext("%(count)s rule ran: %(rules)s.", "%(count)s rules ran: %(rules)s.", ran.length),
+              { count: ran.length, rules: ran.join(", ") },
+              true
+            )
+          : gettext("No rule ran."),
       ),
     );
   }
@@ -222,7 +238,7 @@
     const result = tryBox.querySelector("[data-preview]");
     const text = tryBox.querySelector("[data-try-text]").value;
     if (!text) {
-      status.textContent = "Type a sample text first.";
+      status.textContent = gettext("Type a sample text first.");
       return;
     }
     const draft = draftRule(ruleForm);
@@ -230,17 +246,18 @@
     // it runs first.
     const scope = draft.scope === "output" ? "output" : "input";
     const surface = draft.surface && draft.surface !== "all" ? draft.surface : "chat";
-    status.textContent = "Running\u2026";
+    status.textContent = gettext("Running…");
     let answer;
     try {
       answer = await postJSON(tryBox.dataset.url, { text, scope, surface, draft });
     } catch (err) {
-      status.textContent = "The server could not be reached.";
+      status.textContent = gettext("The server could not be reached.");
       return;
     }
     const data = answer.data || {};
     if (!answer.ok) {
-      status.textContent = data.error || `The trial failed (${answer.status}).`;
+      status.textContent =
+        data.error || interpolate(gettext("The trial failed (%(status)s)."), { status: answer.status }, true);
       const problems = [];
       for (const [name, texts] of Object.entries(data.rule_errors || data.errors || {})) {
         for (const t of texts) problems.push(`${fieldLabel(ruleForm, name)}: ${t}`);
@@ -248,7 +265,11 @@
       result.replaceChildren(problems.length ? errorList(problems) : "");
       return;
     }
-    status.textContent = `Tried as ${scope} on ${surface}; nothing was saved.`;
+    status.textContent = interpolate(
+      gettext("Tried as %(scope)s on %(surface)s; nothing was saved."),
+      { scope, surface },
+      true
+    );
     renderPreview(result, data);
   }
 
@@ -277,24 +298,29 @@
       rules: [...testForm.querySelectorAll('input[name="rules"]:checked')].map((i) => Number(i.value)),
     };
     if (!body.text) {
-      status.textContent = "Type a sample text first.";
+      status.textContent = gettext("Type a sample text first.");
       return;
     }
-    status.textContent = "Running\u2026";
+    status.textContent = gettext("Running…");
     let answer;
     try {
       answer = await postJSON(testForm.dataset.url, body);
     } catch (err) {
-      status.textContent = "The server could not be reached.";
+      status.textContent = gettext("The server could not be reached.");
       return;
     }
     const data = answer.data || {};
     if (!answer.ok) {
-      status.textContent = data.error || `The test failed (${answer.status}).`;
+      status.textContent =
+        data.error || interpolate(gettext("The test failed (%(status)s)."), { status: answer.status }, true);
       return;
     }
     const count = data.matches.length;
-    status.textContent = `${count} match${count === 1 ? "" : "es"}; nothing was stored.`;
+    status.textContent = interpolate(
+      ngettext("%(count)s match; nothing was stored.", "%(count)s matches; nothing was stored.", count),
+      { count },
+      true
+    );
     renderPreview(testResult.querySelector("[data-preview]"), data);
     testResult.hidden = false;
   }

@@ -40,7 +40,7 @@
     if (!indicator) return;
     DashboardSocket.on("status", (status) => {
       indicator.hidden = false;
-      indicator.textContent = status.connected ? "● live" : "○ reconnecting…";
+      indicator.textContent = status.connected ? gettext("● live") : gettext("○ reconnecting…");
       indicator.classList.toggle("on", !!status.connected);
     });
   }
@@ -78,16 +78,21 @@
 
   // --- one conversation --------------------------------------------------------
 
-  const STATUS_LABEL = { pending: "Generating", cancelled: "Stopped", error: "Error", blocked: "Blocked" };
+  const STATUS_LABEL = {
+    pending: gettext("Generating"),
+    cancelled: gettext("Stopped"),
+    error: gettext("Error"),
+    blocked: gettext("Blocked"),
+  };
 
   function messageNode(data) {
     const head = el("header", { class: "inbox-msg-head" });
     if (data.role === "user") {
-      head.append(el("strong", {}, "Visitor"));
+      head.append(el("strong", {}, gettext("Visitor")));
     } else if (data.author) {
-      head.append(el("strong", {}, data.author), " ", el("span", { class: "badge" }, "staff"));
+      head.append(el("strong", {}, data.author), " ", el("span", { class: "badge" }, gettext("staff")));
     } else {
-      head.append(el("strong", {}, "Assistant"));
+      head.append(el("strong", {}, gettext("Assistant")));
       if (data.model_version) head.append(" ", el("span", { class: "small muted" }, data.model_version));
     }
     if (data.status !== "done") {
@@ -193,7 +198,7 @@
     form.addEventListener("submit", async (event) => {
       event.preventDefault();
       if (!textarea.value.trim()) {
-        showError("Write a reply first.");
+        showError(gettext("Write a reply first."));
         return;
       }
       button.disabled = true;
@@ -214,11 +219,14 @@
           textarea.value = "";
           showError("");
         } else {
-          showError((data && data.error) || `The reply was not sent (${response.status}).`);
+          showError(
+            (data && data.error) ||
+              interpolate(gettext("The reply was not sent (%(status)s)."), { status: response.status }, true)
+          );
           if (response.status === 409) refreshSide();
         }
       } catch (err) {
-        showError("The reply was not sent: the server cannot be reached.");
+        showError(gettext("The reply was not sent: the server cannot be reached."));
       } finally {
         button.disabled = false;
         textarea.focus();

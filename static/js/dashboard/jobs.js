@@ -29,7 +29,7 @@
     loss: (v) => (num(v) ? v.toFixed(4) : DASH),
     lr: (v) => (num(v) ? v.toExponential(2).replace(/e([+-])(\d)$/, "e$10$2") : DASH),
     rate: (v) => (num(v) ? v.toFixed(2) : DASH),
-    int: (v) => (num(v) ? Math.round(v).toLocaleString("en-US") : DASH),
+    int: (v) => (num(v) ? Math.round(v).toLocaleString(document.documentElement.lang || undefined) : DASH),
     one: (v) => (num(v) ? v.toFixed(1) : DASH),
     two: (v) => (num(v) ? v.toFixed(2) : DASH),
   };
@@ -86,7 +86,10 @@
     root.querySelectorAll('[data-cell="progress"]').forEach((bar) => {
       const percent = num(data.percent) ? data.percent : 0;
       bar.setAttribute("aria-valuenow", percent.toFixed(1));
-      bar.setAttribute("aria-label", `Step ${data.step} of ${data.total_steps}`);
+      bar.setAttribute(
+        "aria-label",
+        interpolate(gettext("Step %(step)s of %(total)s"), { step: data.step, total: data.total_steps }, true)
+      );
       bar.classList.toggle("done", !!data.finished);
       const fill = bar.querySelector(".progress-fill");
       fill.className = `progress-fill ${data.state}`;
@@ -98,7 +101,7 @@
     if (!indicator) return;
     DashboardSocket.on("status", (status) => {
       indicator.hidden = false;
-      indicator.textContent = status.connected ? "● live" : "○ reconnecting…";
+      indicator.textContent = status.connected ? gettext("● live") : gettext("○ reconnecting…");
       indicator.classList.toggle("live", !!status.connected);
     });
   }
@@ -182,51 +185,51 @@
       if (typeof Charts === "undefined") return;
       Charts.line(lossChart, {
         series: [
-          { name: "train loss", points: curve.loss || [] },
-          { name: "eval loss", points: curve.eval_loss || [], dots: true },
+          { name: gettext("train loss"), points: curve.loss || [] },
+          { name: gettext("eval loss"), points: curve.eval_loss || [], dots: true },
         ],
-        xLabel: "step",
-        yLabel: "loss",
-        label: "Train and eval loss by step",
-        emptyText: "No steps yet.",
+        xLabel: gettext("step"),
+        yLabel: gettext("loss"),
+        label: gettext("Train and eval loss by step"),
+        emptyText: gettext("No steps yet."),
       });
       Charts.line(lrChart, {
-        series: [{ name: "learning rate", points: curve.lr || [] }],
-        xLabel: "step",
-        yLabel: "lr",
-        label: "Learning rate by step",
+        series: [{ name: gettext("learning rate"), points: curve.lr || [] }],
+        xLabel: gettext("step"),
+        yLabel: gettext("lr"),
+        label: gettext("Learning rate by step"),
         yFormat: (v) => (v === 0 ? "0" : v.toExponential(1)),
-        emptyText: "No steps yet.",
+        emptyText: gettext("No steps yet."),
       });
       if (accuracyChart) {
         Charts.line(accuracyChart, {
           series: [
-            { name: "train accuracy", points: curve.accuracy || [] },
-            { name: "held-out accuracy", points: curve.eval_accuracy || [], dots: true },
+            { name: gettext("train accuracy"), points: curve.accuracy || [] },
+            { name: gettext("held-out accuracy"), points: curve.eval_accuracy || [], dots: true },
           ],
-          xLabel: "step",
-          yLabel: "accuracy",
-          label: "Preference accuracy by step, training and held-out pairs",
+          xLabel: gettext("step"),
+          yLabel: gettext("accuracy"),
+          label: gettext("Preference accuracy by step, training and held-out pairs"),
           yFormat: (v) => `${Math.round(v * 100)}%`,
-          emptyText: "No steps yet.",
+          emptyText: gettext("No steps yet."),
         });
       }
       if (marginChart) {
         Charts.line(marginChart, {
           series: [
-            { name: "train margin", points: curve.margin || [] },
-            { name: "held-out margin", points: curve.eval_margin || [], dots: true },
+            { name: gettext("train margin"), points: curve.margin || [] },
+            { name: gettext("held-out margin"), points: curve.eval_margin || [], dots: true },
           ],
-          xLabel: "step",
-          yLabel: "margin",
-          label: "Reward margin by step, training and held-out pairs",
-          emptyText: "No steps yet.",
+          xLabel: gettext("step"),
+          yLabel: gettext("margin"),
+          label: gettext("Reward margin by step, training and held-out pairs"),
+          emptyText: gettext("No steps yet."),
         });
       }
     }
 
     function drawLog(data) {
-      const text = data.log || "No output yet.";
+      const text = data.log || gettext("No output yet.");
       if (log.textContent !== text) {
         log.textContent = text;
         if (follow && follow.checked) log.scrollTop = log.scrollHeight;
@@ -261,7 +264,7 @@
         if (!row.evaluated) {
           const note = document.createElement("span");
           note.className = "muted small";
-          note.textContent = ` ${row.evaluation || "evaluating"}`;
+          note.textContent = ` ${row.evaluation || gettext("evaluating")}`;
           state.appendChild(note);
         }
         tr.append(
@@ -281,16 +284,22 @@
       const note = root.querySelector('[data-cell="progress-note"]');
       if (!note) return;
       if (data.state === "queued") {
-        note.textContent = data.note || "Waiting for a training worker.";
+        note.textContent = data.note || gettext("Waiting for a training worker.");
       } else if (data.state === "running") {
         note.textContent = data.cancel_requested
-          ? "Cancel requested: stopping at the next step."
-          : data.eta ? `About ${data.eta} left.` : "Running.";
+          ? gettext("Cancel requested: stopping at the next step.")
+          : data.eta
+            ? interpolate(gettext("About %(eta)s left."), { eta: data.eta }, true)
+            : gettext("Running.");
       } else if (data.finished_at) {
         const current = note.querySelector("time");
         if (current && sameTime(current.getAttribute("datetime"), data.finished_at)) return;
-        const after = data.duration ? ` after ${data.duration}.` : ".";
-        note.replaceChildren("Ended ", timeNode(data.finished_at, false), after);
+        // "Ended <time> after <duration>.", the time an element of its own.
+        const sentence = data.duration
+          ? interpolate(gettext("Ended %(time)s after %(duration)s."), { time: "\u0000", duration: data.duration }, true)
+          : interpolate(gettext("Ended %(time)s."), { time: "\u0000" }, true);
+        const [before, after] = sentence.split("\u0000");
+        note.replaceChildren(before, timeNode(data.finished_at, false), after);
       }
     }
 
@@ -315,7 +324,7 @@
       const button = form.querySelector("button");
       if (data.cancel_requested) {
         button.disabled = true;
-        button.textContent = "Cancelling…";
+        button.textContent = gettext("Cancelling…");
       }
     }
 
@@ -329,7 +338,11 @@
         item.dataset.evaluation = String(row.id);
         const what = document.createElement("span");
         what.className = "what";
-        what.textContent = `${row.finished ? "Measured" : "Measuring"} ${row.what}:`;
+        what.textContent = interpolate(
+          row.finished ? gettext("Measured %(what)s:") : gettext("Measuring %(what)s:"),
+          { what: row.what },
+          true
+        );
         const text = document.createElement("span");
         text.className = "muted";
         text.dataset.evaluationText = "";
@@ -424,7 +437,7 @@
       });
       form.querySelectorAll("[data-default-texts]").forEach((span) => {
         const texts = JSON.parse(span.dataset.defaultTexts);
-        if (kind in texts) span.textContent = `Default ${texts[kind]}.`;
+        if (kind in texts) span.textContent = interpolate(gettext("Default %(value)s."), { value: texts[kind] }, true);
       });
       shownKind = kind;
     }

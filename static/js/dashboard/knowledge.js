@@ -19,8 +19,14 @@
     if (event.type === "start") status.textContent = `Answering with ${event.model_version}…`;
     else if (event.type === "text") answer.textContent += event.text;
     else if (event.type === "done") {
-      const speed = event.tokens_per_s ? `, ${event.tokens_per_s.toFixed(1)} tokens/s` : "";
-      status.textContent = `Done (${event.finish_reason}, ${event.completion_tokens} tokens${speed}).`;
+      const figures = { reason: event.finish_reason, tokens: event.completion_tokens };
+      status.textContent = event.tokens_per_s
+        ? interpolate(
+            gettext("Done (%(reason)s, %(tokens)s tokens, %(speed)s tokens/s)."),
+            { ...figures, speed: event.tokens_per_s.toFixed(1) },
+            true
+          )
+        : interpolate(gettext("Done (%(reason)s, %(tokens)s tokens)."), figures, true);
     } else if (event.type === "error") status.textContent = event.error;
   }
 
@@ -28,7 +34,7 @@
     button.disabled = true;
     answer.textContent = "";
     answer.hidden = false;
-    status.textContent = "Asking…";
+    status.textContent = gettext("Asking…");
     try {
       const response = await fetch(box.dataset.url, {
         method: "POST",
@@ -47,15 +53,15 @@
         const data = await response.json();
         if (data.found === false) {
           answer.textContent = data.reply;
-          status.textContent = "Nothing fits: the base's reply, without the model.";
+          status.textContent = gettext("Nothing fits: the base's reply, without the model.");
         } else {
           answer.hidden = true;
-          status.textContent = data.error || "The question could not be asked.";
+          status.textContent = data.error || gettext("The question could not be asked.");
         }
       }
     } catch (err) {
       console.error(err);
-      status.textContent = "The connection failed.";
+      status.textContent = gettext("The connection failed.");
     } finally {
       button.disabled = false;
     }

@@ -8,7 +8,11 @@
 
   function update() {
     const selected = boxes.filter((box) => box.checked).length;
-    if (count) count.textContent = selected ? `${selected} selected.` : "Select conversations in the table.";
+    if (count) {
+      count.textContent = selected
+        ? interpolate(gettext("%(count)s selected."), { count: selected }, true)
+        : gettext("Select conversations in the table.");
+    }
     if (all) {
       all.checked = selected > 0 && selected === boxes.length;
       all.indeterminate = selected > 0 && selected < boxes.length;

@@ -16,10 +16,11 @@
   const DASH = "—";
 
   // --- formatting (kept in step with the templates' filters) -------------
+  const LANG = document.documentElement.lang || undefined;
   const formats = {
-    int: (v) => Number(v).toLocaleString("en-US"),
+    int: (v) => Number(v).toLocaleString(LANG),
     pct: (v) => `${(v * 100).toFixed(1)} %`,
-    secs: (v) => `${Number(v).toFixed(2)} s`,
+    secs: (v) => interpolate(gettext("%(n)s s"), { n: Number(v).toFixed(2) }, true),
     speed: (v) => Number(v).toFixed(1),
     list: (v) => (v.length ? v.join(", ") : DASH),
     text: (v) => String(v),
@@ -32,13 +33,16 @@
     if (seconds === null || seconds === undefined) return DASH;
     const minutes = Math.floor(seconds / 60);
     const hours = Math.floor(minutes / 60);
-    if (minutes < 1) return `${Math.round(seconds)} s`;
-    if (hours < 1) return `${minutes} min`;
-    if (hours < 48) return `${hours} h ${minutes % 60} min`;
-    return `${Math.floor(hours / 24)} days`;
+    if (minutes < 1) return interpolate(gettext("%(n)s s"), { n: Math.round(seconds) }, true);
+    if (hours < 1) return interpolate(gettext("%(n)s min"), { n: minutes }, true);
+    if (hours < 48) {
+      return interpolate(gettext("%(hours)s h %(minutes)s min"), { hours, minutes: minutes % 60 }, true);
+    }
+    const days = Math.floor(hours / 24);
+    return interpolate(ngettext("%(n)s day", "%(n)s days", days), { n: days }, true);
   }
   function dateTime(iso) {
-    return iso ? new Date(iso).toLocaleString([], { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit" }) : DASH;
+    return iso ? new Date(iso).toLocaleString(LANG, { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit" }) : DASH;
   }
   // Days arrive as "YYYY-MM-DD" in the site's time zone: read and show
   // them in UTC so the browser's own zone cannot shift them.
@@ -47,10 +51,10 @@
     return Date.UTC(y, m - 1, d);
   }
   function dayLabel(ms) {
-    return new Date(ms).toLocaleDateString("en-US", { month: "short", day: "numeric", timeZone: "UTC" });
+    return new Date(ms).toLocaleDateString(LANG, { month: "short", day: "numeric", timeZone: "UTC" });
   }
   function dayRowLabel(iso) {
-    return new Date(dayMs(iso)).toLocaleDateString("en-US", { weekday: "short", month: "short", day: "numeric", timeZone: "UTC" });
+    return new Date(dayMs(iso)).toLocaleDateString(LANG, { weekday: "short", month: "short", day: "numeric", timeZone: "UTC" });
   }
 
   // --- DOM helpers ------------------------------------------------------------
@@ -72,10 +76,22 @@
     row.append(td);
     return td;
   }
+  // The words of version and worker states (as the templates' |word).
+  const STATE_WORDS = {
+    production: pgettext("a version's state", "production"),
+    candidate: pgettext("a version's state", "candidate"),
+    archived: pgettext("a version's state", "archived"),
+    starting: pgettext("a worker's state", "starting"),
+    loading: pgettext("a worker's state", "loading"),
+    ready: pgettext("a worker's state", "ready"),
+    error: pgettext("a worker's state", "error"),
+    no_model: pgettext("a worker's state", "no model"),
+    stopping: pgettext("a worker's state", "stopping"),
+  };
   function badge(state, label) {
     const span = document.createElement("span");
     span.className = `badge ${state}`;
-    span.textContent = label || state;
+    span.textContent = label || STATE_WORDS[state] || state;
     return span;
   }
   function small(text, className) {
@@ -130,9 +146,13 @@
         });
         if (!response.ok) throw new Error(`HTTP ${response.status}`);
         apply(await response.json());
-        setStatus(statusNode, "ok", `Updated ${new Date().toLocaleTimeString()}`);
+        setStatus(
+          statusNode,
+          "ok",
+          interpolate(gettext("Updated %(time)s"), { time: new Date().toLocaleTimeString(LANG) }, true)
+        );
       } catch (err) {
-        setStatus(statusNode, "stale", "Live figures unavailable; retrying");
+        setStatus(statusNode, "stale", gettext("Live figures unavailable; retrying"));
       } finally {
         inFlight = false;
       }
@@ -155,7 +175,7 @@
     document.addEventListener("visibilitychange", () => {
       if (document.hidden) {
         stop();
-        setStatus(statusNode, "paused", "Paused while the tab is hidden");
+        setStatus(statusNode, "paused", gettext("Paused while the tab is hidden"));
       } else {
         refresh();
         start();
@@ -176,7 +196,8 @@
     const who = document.createElement("div");
     const strong = document.createElement("strong");
     strong.textContent = w.id;
-    who.append(strong, small(`${w.host || "?"}${w.pid ? ` · pid ${w.pid}` : ""}`, "muted"));
+    const pid = w.pid ? " · " + interpolate(gettext("pid %(pid)s"), { pid: w.pid }, true) : "";
+    who.append(strong, small(`${w.host || "?"}${pid}`, "muted"));
     cell(tr, who);
     const state = document.createElement("div");
     state.append(badge(w.state));
@@ -188,7 +209,13 @@
     cell(tr, format(w.capacity, "int"), "num");
     cell(tr, format(w.running, "int"), "num");
     cell(tr, format(w.queued, "int"), "num");
-    cell(tr, w.heartbeat_age_s === null ? DASH : `${Number(w.heartbeat_age_s).toFixed(1)} s`, "num");
+    cell(
+      tr,
+      w.heartbeat_age_s === null
+        ? DASH
+        : interpolate(gettext("%(n)s s"), { n: Number(w.heartbeat_age_s).toFixed(1) }, true),
+      "num"
+    );
     cell(tr, duration(w.uptime_s));
     return tr;
   }
@@ -202,15 +229,15 @@
       ? names.map((name) => ({ name, values: days.map((r) => r.by_version[name] || 0) }))
       : [{ name: "", values: days.map((r) => r.answers) }];
     Charts.bar(document.getElementById("chart-requests"), {
-      labels, series: requests, stacked: true, yLabel: "requests",
+      labels, series: requests, stacked: true, yLabel: gettext("requests"),
     });
     Charts.bar(document.getElementById("chart-tokens"), {
       labels,
       series: [
-        { name: "tokens in", values: days.map((r) => r.prompt_tokens) },
-        { name: "tokens out", values: days.map((r) => r.completion_tokens) },
+        { name: gettext("tokens in"), values: days.map((r) => r.prompt_tokens) },
+        { name: gettext("tokens out"), values: days.map((r) => r.completion_tokens) },
       ],
-      yLabel: "tokens",
+      yLabel: gettext("tokens"),
     });
     // x is the day's index, so ticks fall on days as the bars' labels do.
     const points = (key) => days.map((r, i) => [i, r[key]]).filter((p) => p[1] !== null);
@@ -220,13 +247,13 @@
         { name: "p95", points: points("ttft_p95_s"), dashed: true },
       ],
       xFormat: (i) => (Number.isInteger(i) && labels[i] !== undefined ? labels[i] : ""),
-      yLabel: "seconds",
-      emptyText: "No timed answers in this window.",
+      yLabel: gettext("seconds"),
+      emptyText: gettext("No timed answers in this window."),
     });
     Charts.bar(document.getElementById("chart-errors"), {
       labels,
-      series: [{ name: "errors", values: days.map((r) => r.errors), color: "#e5534b" }],
-      yLabel: "errors",
+      series: [{ name: gettext("errors"), values: days.map((r) => r.errors), color: "#e5534b" }],
+      yLabel: gettext("errors"),
     });
   }
 
@@ -242,7 +269,7 @@
       cell(tr, dayRowLabel(row.day));
       figureCells(tr, row);
       return tr;
-    }, "No days.", 10);
+    }, gettext("No days."), 10);
     fillRows(q("versions"), data.versions, (row) => {
       const tr = document.createElement("tr");
       tr.dataset.version = row.id;
@@ -250,20 +277,24 @@
       cell(tr, badge(row.state));
       figureCells(tr, row);
       return tr;
-    }, "No answers in this window.", 11);
+    }, gettext("No answers in this window."), 11);
     fillRows(q("top_users"), data.top_users, (row) => {
       const tr = document.createElement("tr");
       if (row.kind === "visitors") {
         // Widget visitors have no account: one row per site.
         tr.dataset.site = row.site_id === null ? "" : row.site_id;
         const who = document.createElement("div");
-        const count = `${format(row.visitors, "int")} visitor${row.visitors === 1 ? "" : "s"}`;
-        who.append(row.label, small(`${count} without an account`, "muted"));
+        const count = interpolate(
+          ngettext("%(count)s visitor without an account", "%(count)s visitors without an account", row.visitors),
+          { count: format(row.visitors, "int") },
+          true
+        );
+        who.append(row.label, small(count, "muted"));
         cell(tr, who);
       } else if (row.kind === "anonymised") {
         tr.dataset.anonymised = "";
         const who = document.createElement("div");
-        who.append(row.label, small("retention removed who had them", "muted"));
+        who.append(row.label, small(gettext("retention removed who had them"), "muted"));
         cell(tr, who);
       } else {
         tr.dataset.user = row.user_id;
@@ -275,9 +306,9 @@
       cell(tr, format(row.conversations, "int"), "num");
       cell(tr, dateTime(row.last_active));
       return tr;
-    }, "No answers in this window.", 6);
+    }, gettext("No answers in this window."), 6);
     fillRows(q("workers"), live.workers, workerRow,
-      live.redis_ok ? "No inference worker is running." : "Unknown: Redis is unavailable.", 10);
+      live.redis_ok ? gettext("No inference worker is running.") : gettext("Unknown: Redis is unavailable."), 10);
     drawUsageCharts(data);
   }
 
@@ -300,9 +331,9 @@
     const node = document.getElementById("chart-hours");
     if (!node) return;
     Charts.line(node, {
-      series: [{ name: "requests", points: (data.hours || []).map((h) => [Date.parse(h.hour), h.answers]) }],
-      time: true, yLabel: "requests",
-      xFormat: (ms) => new Date(ms).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }),
+      series: [{ name: gettext("requests"), points: (data.hours || []).map((h) => [Date.parse(h.hour), h.answers]) }],
+      time: true, yLabel: gettext("requests"),
+      xFormat: (ms) => new Date(ms).toLocaleTimeString(LANG, { hour: "2-digit", minute: "2-digit" }),
     });
   }
 
@@ -324,7 +355,10 @@
       bar.value = job.percent;
       const text = document.createElement("span");
       text.className = "small";
-      const steps = job.step !== null && job.total_steps ? ` · step ${job.step}/${job.total_steps}` : "";
+      const steps =
+        job.step !== null && job.total_steps
+          ? " · " + interpolate(gettext("step %(step)s/%(total)s"), { step: job.step, total: job.total_steps }, true)
+          : "";
       text.textContent = ` ${Math.round(job.percent)} %${steps}`;
       progress.append(bar, text);
     }
@@ -341,11 +375,11 @@
     if (none) {
       none.hidden = live.workers_total > 0;
       none.textContent = live.redis_ok
-        ? "No inference worker is running: answers wait in the queue."
-        : "Redis is unavailable.";
+        ? gettext("No inference worker is running: answers wait in the queue.")
+        : gettext("Redis is unavailable.");
     }
     fillRows(document.querySelector('tbody[data-rows="jobs"]'),
-      [...data.jobs.active, ...data.jobs.recent], jobRow, "No training job yet.", 5);
+      [...data.jobs.active, ...data.jobs.recent], jobRow, gettext("No training job yet."), 5);
     drawSparkline(data);
   }
 

@@ -19,10 +19,12 @@
     const count = compareForm.querySelectorAll('input[name="v"]:checked').length;
     button.disabled = count < MIN || count > MAX;
     hint.classList.toggle("warn", count > MAX);
-    if (count === 0) hint.textContent = `Select ${MIN} to ${MAX} versions to compare them side by side.`;
-    else if (count < MIN) hint.textContent = `${count} selected: select at least ${MIN}.`;
-    else if (count > MAX) hint.textContent = `${count} selected: compare at most ${MAX}.`;
-    else hint.textContent = `${count} selected.`;
+    const figures = { count, min: MIN, max: MAX };
+    let text = gettext("%(count)s selected.");
+    if (count === 0) text = gettext("Select %(min)s to %(max)s versions to compare them side by side.");
+    else if (count < MIN) text = gettext("%(count)s selected: select at least %(min)s.");
+    else if (count > MAX) text = gettext("%(count)s selected: compare at most %(max)s.");
+    hint.textContent = interpolate(text, figures, true);
   }
 
   if (compareForm) {

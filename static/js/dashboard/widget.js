@@ -36,9 +36,9 @@
       const label = button.textContent;
       try {
         await copyText(source.textContent);
-        button.textContent = "Copied";
+        button.textContent = gettext("Copied");
       } catch (err) {
-        button.textContent = "Select and copy";
+        button.textContent = gettext("Select and copy");
       }
       setTimeout(() => { button.textContent = label; }, 1500);
     });
