@@ -23,6 +23,7 @@ _ALLOWED_WORDS = """
     Ctrl Shift Esc Enter Tab Alt Mac Cmd SmolLM2 SmolLM Instruct MiniLM L6 v2 all
     espeak ng readyz healthz metrics English ok OK md AdamW KL CE UTC Luhn MinHash
     Jaccard IANA WebM Ogg WAV MP3 Chromium Playwright README beat
+    transformers torch llama cpp
 """
 ALLOWED = frozenset(_ALLOWED_WORDS.split())
 

@@ -64,7 +64,7 @@ def json_endpoint(view: Any) -> Any:
     @wraps(view)
     def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         if not request.user.is_authenticated:
-            return _error(401, "auth", "Log in first.")
+            return _error(401, "auth", gettext("Log in first."))
         try:
             return view(request, *args, **kwargs)
         except Http404 as exc:

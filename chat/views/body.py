@@ -13,6 +13,8 @@ from typing import Any
 
 from django.http import HttpRequest
 from django.http.request import RawPostDataException
+from django.utils.formats import number_format
+from django.utils.translation import gettext
 
 
 class BodyError(Exception):
@@ -28,11 +30,13 @@ def _text_check(data: Any) -> None:
         item = stack.pop()
         if isinstance(item, str):
             if "\x00" in item:
-                raise BodyError("Text may not contain NUL characters.")
+                raise BodyError(gettext("Text may not contain NUL characters."))
             try:
                 item.encode("utf-8")
             except UnicodeEncodeError:
-                raise BodyError("Text must be valid Unicode (no lone surrogates).") from None
+                raise BodyError(
+                    gettext("Text must be valid Unicode (no lone surrogates).")
+                ) from None
         elif isinstance(item, dict):
             stack.extend(item.keys())
             stack.extend(item.values())
@@ -46,15 +50,19 @@ def json_body(request: HttpRequest, *, max_bytes: int) -> Any:
         raw = request.body
     except RawPostDataException:
         raise BodyError(
-            "Send the body as JSON (Content-Type: application/json).", status=415
+            gettext("Send the body as JSON (Content-Type: application/json)."), status=415
         ) from None
     if len(raw) > max_bytes:
-        raise BodyError(f"The request body is limited to {max_bytes:,} bytes.", status=413)
+        raise BodyError(
+            gettext("The request body is limited to %(bytes)s bytes.")
+            % {"bytes": number_format(max_bytes, force_grouping=True)},
+            status=413,
+        )
     if not raw:
         return None
     try:
         data = json.loads(raw)
     except (ValueError, RecursionError):
-        raise BodyError("The body is not valid JSON.") from None
+        raise BodyError(gettext("The body is not valid JSON.")) from None
     _text_check(data)
     return data

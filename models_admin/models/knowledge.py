@@ -7,10 +7,10 @@ from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
-from django.utils.translation import gettext_lazy
+from django.utils.translation import gettext_lazy, gettext_noop
 
 #: What an answer says when no passage is relevant enough.
-NOTHING_FOUND_TEXT = (
+NOTHING_FOUND_TEXT = gettext_noop(
     "I could not find this in our help articles, so I would rather not guess. "
     "Could you put the question another way?"
 )

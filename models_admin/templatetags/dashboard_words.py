@@ -27,6 +27,8 @@ WORDS = {
     "chat": pgettext_lazy("a surface", "chat"),
     "widget": pgettext_lazy("a surface", "widget"),
     "api": pgettext_lazy("a surface", "API"),
+    "train": pgettext_lazy("a dataset's split", "train"),
+    "eval": pgettext_lazy("a dataset's split", "eval"),
     "production": pgettext_lazy("a version's state", "production"),
     "candidate": pgettext_lazy("a version's state", "candidate"),
     "archived": pgettext_lazy("a version's state", "archived"),

@@ -10,8 +10,13 @@ from django.test import Client
 from django.urls import reverse
 
 from chat.models import LanguageChoice
+from chat.services.api_keys import api_key_create
+from chat.services.conversations import conversation_create
 from chat.services.widget_sites import widget_site_save
+from models_admin.filters import filter_rule_save
 from models_admin.models import ModelVersion
+from models_admin.services.datasets import dataset_create
+from models_admin.services.knowledge import knowledge_base_create
 from tests.factories import ModelVersionFactory, UserFactory
 from tests.untranslated import texts_report, untranslated
 
@@ -91,6 +96,47 @@ def test_members_and_staff_pages_in_chinese_have_no_english_left(data):
     names = ["chat", "account", "api-keys", "status", *DASHBOARD_PAGES]
     found = {
         name: untranslated(_page(client, reverse(name)), allowed=data["allowed"]) for name in names
+    }
+    assert not any(found.values()), "Untranslated:\n" + texts_report(found)
+
+
+def test_the_dashboards_detail_pages_in_chinese_have_no_english_left(data):
+    """A version, a filter rule, a knowledge base, a dataset, an API key, a
+    widget site and a conversation under review, each on its own page."""
+    root = data["root"]
+    candidate = ModelVersionFactory(name="smol-cand")
+    rule = filter_rule_save(
+        data={"name": "银行卡", "kind": "preset", "preset": "card", "action": "mask"}, by=root
+    )
+    base = knowledge_base_create(name="帮助中心", user=root)
+    turns = [{"role": "user", "content": "你好"}, {"role": "assistant", "content": "您好"}]
+    dataset = dataset_create(name="演示集", conversations=[turns] * 4, source="upload")
+    key, _secret = api_key_create(user=root, name="笔记本")
+    conversation = conversation_create(user=root, title="问候")
+    client = Client()
+    client.force_login(root)
+    LanguageChoice.objects.create(user=root, language="zh-hans")
+    pages = {
+        "version": reverse("dashboard:version", args=[candidate.pk]),
+        "promote": reverse("dashboard:version-promote", args=[candidate.pk]),
+        "compare": reverse("dashboard:compare") + f"?v={candidate.pk}&v={candidate.pk - 1}",
+        "rule": reverse("dashboard:filter-edit", args=[rule.pk]),
+        "rule delete": reverse("dashboard:filter-delete", args=[rule.pk]),
+        "rules import": reverse("dashboard:filters-import"),
+        "knowledge base": reverse("dashboard:knowledge-base", args=[base.pk]),
+        "knowledge gaps": reverse("dashboard:knowledge-gaps", args=[base.pk]),
+        "knowledge delete": reverse("dashboard:knowledge-delete", args=[base.pk]),
+        "dataset": reverse("dashboard:dataset", args=[dataset.pk]),
+        "dataset clean": reverse("dashboard:dataset-clean", args=[dataset.pk]),
+        "api key": reverse("dashboard:api-key-admin", args=[key.pk]),
+        "widget site": reverse("dashboard:widget-site", args=[data["site"].pk]),
+        "review": reverse("dashboard:conversation-review", args=[conversation.pk]),
+        "review log": reverse("dashboard:review-log"),
+    }
+    # The base's reply when nothing is found, as the service stores it.
+    allowed = [*data["allowed"], candidate.name, key.prefix, base.nothing_found]
+    found = {
+        name: untranslated(_page(client, url), allowed=allowed) for name, url in pages.items()
     }
     assert not any(found.values()), "Untranslated:\n" + texts_report(found)
 

@@ -79,7 +79,9 @@ def test_the_chat_and_the_dashboard_speak_chinese(stack, chinese, artifacts_dir)
     page.get_by_test_id("send").click()
     last_answer_wait(page)
     answer = page.locator('[data-testid="assistant-message"]').last
-    assert answer.get_by_role("button", name="复制").count() == 1
+    actions = answer.locator(".msg-actions")
+    assert actions.get_by_role("button", name="复制", exact=True).count() == 1
+    assert actions.get_by_role("button", name="重新生成", exact=True).count() == 1
     list_ = page.get_by_test_id("conversation-list")
     list_.get_by_text("今天").wait_for()
     assert "Today" not in list_.inner_text()

@@ -11,7 +11,8 @@ from typing import Any, cast
 
 from django import forms
 from django.conf import settings
-from django.utils.translation import gettext_lazy
+from django.utils.formats import number_format
+from django.utils.translation import gettext, gettext_lazy
 
 from chat.models import ApiKey
 from models_admin.dashboard.forms.common import ANY, ListFilterForm, ServiceForm
@@ -98,15 +99,17 @@ class ApiKeyLimitsForm(ServiceForm):
         super().__init__(*args, **kwargs)
         rate = settings.API_RATE_LIMIT_PER_MINUTE
         quota = settings.API_MONTHLY_TOKEN_QUOTA
-        quota_text = f"{quota:,}" if quota else "no quota"
+        quota_text = number_format(quota, force_grouping=True) if quota else gettext("no quota")
         bases = cast(forms.ModelChoiceField, self.fields["knowledge_base"])
         bases.queryset = KnowledgeBase.objects.order_by("name")
-        self.fields["rate_limit_per_minute"].help_text = f"Empty: the site default ({rate:,})."
-        self.fields["monthly_token_quota"].help_text = (
-            f"Tokens in and out per calendar month through all the owner's keys, revoked "
-            f"ones included; 0: no quota; empty: the site default ({quota_text}). The "
-            f"owner's next keys start with the limits saved here."
-        )
+        self.fields["rate_limit_per_minute"].help_text = gettext(
+            "Empty: the site default (%(rate)s)."
+        ) % {"rate": number_format(rate, force_grouping=True)}
+        self.fields["monthly_token_quota"].help_text = gettext(
+            "Tokens in and out per calendar month through all the owner's keys, revoked "
+            "ones included; 0: no quota; empty: the site default (%(quota)s). The "
+            "owner's next keys start with the limits saved here."
+        ) % {"quota": quota_text}
         for field in self.fields.values():
             field.widget.attrs.setdefault("autocomplete", "off")
 

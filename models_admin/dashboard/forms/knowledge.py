@@ -159,7 +159,8 @@ class KnowledgeBaseForm(ServiceForm):
         """The cleaned settings as the services take them."""
         data = {name: self.cleaned_data[name] for name in BASE_FIELDS}
         if not data["nothing_found"].strip():
-            data["nothing_found"] = NOTHING_FOUND_TEXT
+            # The default reply, in the language of the page that saves it.
+            data["nothing_found"] = gettext(NOTHING_FOUND_TEXT)
         return data
 
 
@@ -199,10 +200,10 @@ class KnowledgeUploadForm(forms.Form):
         kwargs.setdefault("label_suffix", "")
         super().__init__(*args, **kwargs)
         self.limit = int(settings.KNOWLEDGE_MAX_FILE_BYTES)
-        self.fields["documents"].help_text = (
-            f"Markdown, text, HTML or PDF; up to {MAX_FILES} files at once, each at most "
-            f"{size_text(self.limit)}. A file of a name already in the base replaces it."
-        )
+        self.fields["documents"].help_text = gettext(
+            "Markdown, text, HTML or PDF; up to %(count)s files at once, each at most "
+            "%(size)s. A file of a name already in the base replaces it."
+        ) % {"count": MAX_FILES, "size": size_text(self.limit)}
         self.refused: list[tuple[str, str]] = []
 
     def clean_documents(self) -> list[UploadedFile]:

@@ -86,10 +86,25 @@ class CanaryForm(forms.Form):
     )
 
 
+#: The quantizations' descriptions in the page's language (the export
+#: module, below Django, has them in English).
+QUANTIZATION_LABELS = {
+    "f16": gettext_lazy("F16 (16-bit, no quantization loss to speak of)"),
+    "q8_0": gettext_lazy("Q8_0 (8-bit, near-lossless)"),
+    "q6_k": gettext_lazy("Q6_K (6-bit)"),
+    "q5_k_m": gettext_lazy("Q5_K_M (5-bit)"),
+    "q4_k_m": gettext_lazy("Q4_K_M (4-bit, the usual size/quality trade)"),
+    "q4_1": gettext_lazy("Q4_1 (4-bit, as SmolLM2's GGUF ships)"),
+    "q4_0": gettext_lazy("Q4_0 (4-bit, fastest on CPUs)"),
+}
+
+
 class CompressForm(forms.Form):
     quantization = forms.ChoiceField(
         label=gettext_lazy("Quantization"),
-        choices=[(q.name, q.label) for q in QUANTIZATIONS.values()],
+        choices=[
+            (q.name, QUANTIZATION_LABELS.get(q.name, q.label)) for q in QUANTIZATIONS.values()
+        ],
         initial="q8_0",
         help_text=gettext_lazy(
             "Smaller runs faster on a CPU and strays further from the original."

@@ -123,7 +123,8 @@ class WidgetSiteForm(ServiceForm):
     title = forms.CharField(
         label=gettext_lazy("Title"),
         max_length=100,
-        initial="Chat with us",
+        # In the language of the page that creates the site.
+        initial=gettext_lazy("Chat with us"),
         help_text=gettext_lazy("The head of the chat window."),
     )
     color = forms.CharField(

@@ -230,10 +230,12 @@ def job_waiting_note(job: TrainingJob) -> str:
         state=TrainingJob.State.QUEUED, created_at__lt=job.created_at
     ).count()
     if ahead is not None:
-        note = f"Waiting for the training worker: it is running {ahead}"
         if queued_before:
-            note += f", and {queued_before} more queued before this one"
-        return note + "."
+            return gettext(
+                "Waiting for the training worker: it is running %(job)s, and %(count)s more "
+                "queued before this one."
+            ) % {"job": ahead, "count": queued_before}
+        return gettext("Waiting for the training worker: it is running %(job)s.") % {"job": ahead}
     if queued_before:
         jobs = f"{queued_before} job{'s' if queued_before != 1 else ''}"
         return gettext("Waiting for a training worker; %(jobs)s queued before this one.") % {

@@ -149,7 +149,7 @@ def knowledge_hit_rates(
         source = group["conversation__source"]
         if source == Conversation.Source.WIDGET:
             row: dict[str, Any] = {
-                "label": group["conversation__site__name"] or "Deleted site",
+                "label": group["conversation__site__name"] or gettext("Deleted site"),
                 "site": group["conversation__site_id"],
             }
             sites.append(row)
@@ -199,7 +199,11 @@ def knowledge_gaps(
         knowledge = answer.knowledge or {}
         conversation = answer.conversation
         if conversation.source == Conversation.Source.WIDGET:
-            surface = conversation.site.name if conversation.site is not None else "Deleted site"
+            surface = (
+                conversation.site.name
+                if conversation.site is not None
+                else gettext("Deleted site")
+            )
         else:
             surface = str(_SURFACE_LABELS.get(conversation.source, conversation.source))
         question = answer.parent.content if answer.parent is not None else ""

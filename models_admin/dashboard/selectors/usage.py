@@ -323,7 +323,7 @@ def usage_top_users(
     for row in dicts(sites):
         site_name = row.pop("site_name")
         if row["site_id"] is None:
-            kind, label = "anonymised", "Anonymised conversations"
+            kind, label = "anonymised", gettext("Anonymised conversations")
         else:
             kind, label = "visitors", _visitors_label(site_name)
         rows.append({**row, "kind": kind, "label": label, "user_id": None, "username": None})

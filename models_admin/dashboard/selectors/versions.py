@@ -276,10 +276,10 @@ def canary_panel(canary: Canary | None) -> dict[str, Any]:
     panel["stats"] = [
         row("Answers", "answers", lambda v: f"{v:,}"),
         {"label": gettext("Thumbs-up rate"), "production": rate(prod), "canary": rate(cand)},
-        row("TTFT p50", "ttft_p50_s", _seconds),
-        row("TTFT p95", "ttft_p95_s", _seconds),
-        row("Tokens/s", "tokens_per_s", lambda v: MISSING if v is None else f"{v:.1f}"),
-        row("Error rate", "error_rate", _percent),
+        row(gettext("TTFT p50"), "ttft_p50_s", _seconds),
+        row(gettext("TTFT p95"), "ttft_p95_s", _seconds),
+        row(gettext("Tokens/s"), "tokens_per_s", lambda v: MISSING if v is None else f"{v:.1f}"),
+        row(gettext("Error rate"), "error_rate", _percent),
         {"label": gettext("Tokens"), "production": tokens(prod), "canary": tokens(cand)},
     ]
     return panel

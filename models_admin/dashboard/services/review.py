@@ -11,7 +11,7 @@ from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
-from django.utils.translation import gettext
+from django.utils.translation import gettext, pgettext
 
 from chat.models import Conversation, Feedback
 from chat.services.exports import conversation_origin, conversation_training_messages
@@ -168,17 +168,29 @@ def conversations_dataset_add(
             examples.append(messages)
     if not examples:
         refused = len(chosen) - len(allowed)
-        raise ValidationError(
-            "None of the selected conversations has an answer to train on"
-            + (" (rated up)" if thumbs_up_only else "")
-            + (" that is not flagged" if exclude_flagged else "")
-            + (
-                f"; {refused} of them belong to people who chose not to have their chats "
-                "used for training."
-                if refused
-                else "."
+        if thumbs_up_only and exclude_flagged:
+            text = gettext(
+                "None of the selected conversations has an answer to train on (rated up) "
+                "that is not flagged"
             )
-        )
+        elif thumbs_up_only:
+            text = gettext(
+                "None of the selected conversations has an answer to train on (rated up)"
+            )
+        elif exclude_flagged:
+            text = gettext(
+                "None of the selected conversations has an answer to train on that is not flagged"
+            )
+        else:
+            text = gettext("None of the selected conversations has an answer to train on")
+        if refused:
+            text += gettext(
+                "; %(count)s of them belong to people who chose not to have their chats used "
+                "for training."
+            ) % {"count": refused}
+        else:
+            text += pgettext("end of a sentence", ".")
+        raise ValidationError(text)
     options = {
         "conversations": [c.pk for c in sources],
         "thumbs_up_only": thumbs_up_only,

@@ -16,7 +16,7 @@ from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.views import redirect_to_login
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
-from django.utils.translation import gettext_lazy
+from django.utils.translation import gettext, gettext_lazy
 
 #: permission codename: what it lets staff do, for the refusal page.
 PERMISSIONS = {
@@ -51,7 +51,7 @@ def staff_required(view: Callable[..., Any]) -> Callable[..., Any]:
         if not user.is_authenticated:
             return redirect_to_login(request.get_full_path())
         if not (user.is_active and user.is_staff):
-            return _refuse(request, "The dashboard is for staff accounts.")
+            return _refuse(request, gettext("The dashboard is for staff accounts."))
         return view(request, *args, **kwargs)
 
     return wrapper
@@ -66,7 +66,11 @@ def permission_required(permission: str) -> Callable[[Callable[..., Any]], Calla
         def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
             if not request.user.has_perm(permission):
                 what = PERMISSIONS.get(permission, permission)
-                return _refuse(request, f"Your account may not {what} (needs {permission}).")
+                return _refuse(
+                    request,
+                    gettext("Your account may not %(what)s (needs %(permission)s).")
+                    % {"what": what, "permission": permission},
+                )
             return view(request, *args, **kwargs)
 
         return wrapper

@@ -114,7 +114,9 @@ def _ask_submit(body: dict[str, Any]) -> list[AnswerRun] | JsonResponse:
     generation per version; return the runs, or the error to answer."""
     form = CompareAskForm(body)
     if not isinstance(body.get("question", ""), str):
-        return json_error("The question must be text.", errors={"question": ["Not text."]})
+        return json_error(
+            gettext("The question must be text."), errors={"question": [gettext("Not text.")]}
+        )
     if not form.is_valid():
         errors = errors_by_field(form)
         first = next(iter(errors.values()))[0]
@@ -122,7 +124,7 @@ def _ask_submit(body: dict[str, Any]) -> list[AnswerRun] | JsonResponse:
     data = form.cleaned_data
     try:
         if workers_live_count() == 0:
-            return json_error("No inference worker is running.", status=503)
+            return json_error(gettext("No inference worker is running."), status=503)
         runs: list[AnswerRun] = []
         try:
             for version in data["versions"]:
@@ -145,7 +147,7 @@ def _ask_submit(body: dict[str, Any]) -> list[AnswerRun] | JsonResponse:
         return json_error(str(error))
     except redis.RedisError as error:
         logger.warning("Could not queue the compare question: %s", error)
-        return json_error("The generation queue is unreachable.", status=503)
+        return json_error(gettext("The generation queue is unreachable."), status=503)
     return runs
 
 
@@ -171,7 +173,7 @@ def _ask_event(run: AnswerRun, event: StreamEvent) -> dict[str, Any] | None:
             "tokens_per_s": answer_tokens_per_s(completion, timings),
         }
     if event.type == "error":
-        return {**base, "error": event.data.get("error") or "The generation failed."}
+        return {**base, "error": event.data.get("error") or gettext("The generation failed.")}
     return None  # "queued": the page shows a spinner until "start" anyway
 
 
@@ -203,9 +205,9 @@ async def answers_stream(runs: list[AnswerRun]) -> AsyncIterator[str]:
         except Exception as error:
             logger.warning("Reading compare generation %s failed: %r", run.generation_id, error)
             message = (
-                f"No answer for {ASK_IDLE_TIMEOUT_S:.0f} s."
+                gettext("No answer for %(seconds)s s.") % {"seconds": f"{ASK_IDLE_TIMEOUT_S:.0f}"}
                 if isinstance(error, TimeoutError)
-                else "The answer's stream broke."
+                else gettext("The answer's stream broke.")
             )
             queue.put_nowait({"version": run.version_id, "type": "error", "error": message})
         finally:
@@ -237,7 +239,7 @@ async def compare_ask(request: HttpRequest) -> HttpResponseBase:
     if refusal is not None:
         return refusal
     if request.method != "POST":
-        response = json_error("POST a JSON body.", status=405)
+        response = json_error(gettext("POST a JSON body."), status=405)
         response["Allow"] = "POST"
         return response
     body = json_object_body(request, max_bytes=ASK_BODY_MAX_BYTES)

@@ -218,12 +218,14 @@ def _test_run(body: dict[str, Any]) -> JsonResponse:
     """Answer one dry run: the saved rules (all enabled ones, or those in
     ``rules``) or an unsaved ``draft`` rule on ``text``."""
     if not isinstance(body.get("text", ""), str):
-        return json_error("The text must be a string.", errors={"text": ["Not text."]})
+        return json_error(
+            gettext("The text must be a string."), errors={"text": [gettext("Not text.")]}
+        )
     draft = body.get("draft")
     fields: dict[str, Any] = {k: body[k] for k in ("text", "scope", "surface") if k in body}
     if draft is None and body.get("rules") is not None:
         if not isinstance(body["rules"], list):
-            return json_error("rules must be a list of rule ids.")
+            return json_error(gettext("rules must be a list of rule ids."))
         fields["rules"] = [str(value) for value in body["rules"]]
     form = FilterTestForm(fields)
     if not form.is_valid():
@@ -232,11 +234,11 @@ def _test_run(body: dict[str, Any]) -> JsonResponse:
     data = form.cleaned_data
     if draft is not None:
         if not isinstance(draft, dict):
-            return json_error("draft must be an object of rule fields.")
+            return json_error(gettext("draft must be an object of rule fields."))
         rule_form = FilterRuleForm(draft, draft=True)
         if not rule_form.is_valid():
             return json_error(
-                "The draft rule is not valid.", rule_errors=errors_by_field(rule_form)
+                gettext("The draft rule is not valid."), rule_errors=errors_by_field(rule_form)
             )
         specs = [rule_form.draft_spec()]
     elif "rules" in fields:
@@ -255,7 +257,7 @@ def _test_run(body: dict[str, Any]) -> JsonResponse:
         rule_errors: dict[str, list[str]] = {}
         for error in preview["errors"]:
             rule_errors.setdefault(error["field"], []).append(error["message"])
-        return json_error("The draft rule does not compile.", rule_errors=rule_errors)
+        return json_error(gettext("The draft rule does not compile."), rule_errors=rule_errors)
     return JsonResponse(preview)
 
 

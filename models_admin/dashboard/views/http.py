@@ -8,6 +8,7 @@ from typing import Any
 
 from django.http import HttpRequest, JsonResponse
 from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.translation import gettext
 
 from chat.views.body import BodyError, json_body
 
@@ -25,7 +26,7 @@ def json_object_body(request: HttpRequest, *, max_bytes: int) -> dict[str, Any] 
     except BodyError as exc:
         return json_error(exc.message, status=exc.status)
     if not isinstance(body, dict):
-        return json_error("The body must be a JSON object.")
+        return json_error(gettext("The body must be a JSON object."))
     return body
 
 

@@ -127,7 +127,7 @@ def knowledge_demo(request: HttpRequest) -> HttpResponse:
         base = knowledge_demo_create(user=staff_member(request))
         existed = True
     logger.info("%s created the demo knowledge base %s", request.user, base.pk)
-    what = "Its articles were imported again" if existed else "It is created"
+    what = gettext("Its articles were imported again") if existed else gettext("It is created")
     messages.success(
         request,
         gettext(

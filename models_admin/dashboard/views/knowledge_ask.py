@@ -12,6 +12,8 @@ import redis
 from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponseBase, JsonResponse, StreamingHttpResponse
 from django.urls import path
+from django.utils.formats import number_format
+from django.utils.translation import gettext
 
 from chat.services.knowledge import grounding_for, knowledge_json, messages_grounded
 from inference.client import generation_submit, workers_live_count
@@ -32,22 +34,27 @@ def _submit(base_id: int, body: dict[str, Any]) -> tuple[AnswerRun, dict[str, An
     JSON to answer (an error, or the base's reply when nothing fits)."""
     question = body.get("question")
     if not isinstance(question, str) or not question.strip():
-        return json_error("Write a question first.", errors={"question": ["Required."]})
+        return json_error(
+            gettext("Write a question first."), errors={"question": [gettext("Required.")]}
+        )
     if len(question) > QUESTION_MAX_CHARS or "\x00" in question:
-        return json_error(f"Questions are text of at most {QUESTION_MAX_CHARS:,} characters.")
+        return json_error(
+            gettext("Questions are text of at most %(question_max_chars)s characters.")
+            % {"question_max_chars": number_format(QUESTION_MAX_CHARS, force_grouping=True)}
+        )
     base = KnowledgeBase.objects.filter(pk=base_id).first()
     if base is None:
-        return json_error("No such knowledge base.", status=404)
+        return json_error(gettext("No such knowledge base."), status=404)
     version = model_version_get_production()
     if version is None:
-        return json_error("No version is in production.", status=503)
+        return json_error(gettext("No version is in production."), status=503)
     grounding = grounding_for(base=base, question=question.strip(), version=version)
     if not grounding.found:
         shown = knowledge_json(grounding.record(), "")
         return JsonResponse({"found": False, "reply": base.nothing_found, "knowledge": shown})
     try:
         if workers_live_count() == 0:
-            return json_error("No inference worker is running.", status=503)
+            return json_error(gettext("No inference worker is running."), status=503)
         generation_id = generation_submit(
             messages=messages_grounded([{"role": "user", "content": question.strip()}], grounding),
             params={"max_new_tokens": ANSWER_TOKENS, "temperature": 0.0},
@@ -56,7 +63,7 @@ def _submit(base_id: int, body: dict[str, Any]) -> tuple[AnswerRun, dict[str, An
         )
     except redis.RedisError as error:
         logger.warning("Could not queue the knowledge test question: %s", error)
-        return json_error("The generation queue is unreachable.", status=503)
+        return json_error(gettext("The generation queue is unreachable."), status=503)
     return AnswerRun(version.pk, generation_id), grounding.record()
 
 
@@ -68,7 +75,7 @@ async def knowledge_ask(request: HttpRequest, pk: int) -> HttpResponseBase:
     if refusal is not None:
         return refusal
     if request.method != "POST":
-        response = json_error("POST a JSON body.", status=405)
+        response = json_error(gettext("POST a JSON body."), status=405)
         response["Allow"] = "POST"
         return response
     body = json_object_body(request, max_bytes=QUESTION_MAX_CHARS * 8 + 1000)
