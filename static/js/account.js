@@ -34,7 +34,7 @@
       const bar = document.createElement("progress");
       bar.max = Math.max(total, 1);
       bar.value = done;
-      bar.setAttribute("aria-label", "Conversations written");
+      bar.setAttribute("aria-label", gettext("Conversations written"));
       const text = document.createElement("span");
       text.className = "small muted";
       text.dataset.progress = "";

@@ -197,7 +197,7 @@
     return el(
       "div",
       { class: "token-legend", "data-testid": "token-legend" },
-      el("span", { class: "legend-title", text: "Probability" }),
+      el("span", { class: "legend-title", text: gettext("Probability") }),
       ...BUCKETS.map((b) => el("span", { class: `legend-key ${b.tint}`, text: b.label })),
       el("span", {
         class: "legend-hint",

@@ -16,7 +16,9 @@
   }
 
   function handle(event) {
-    if (event.type === "start") status.textContent = `Answering with ${event.model_version}…`;
+    if (event.type === "start") {
+      status.textContent = interpolate(gettext("Answering with %(model)s…"), { model: event.model_version }, true);
+    }
     else if (event.type === "text") answer.textContent += event.text;
     else if (event.type === "done") {
       const figures = { reason: event.finish_reason, tokens: event.completion_tokens };
