@@ -19,7 +19,7 @@ from django.db.models import Count, F, OuterRef, Q, QuerySet, Subquery, Sum
 from django.http import Http404
 from django.utils import timezone
 from django.utils.crypto import constant_time_compare
-from django.utils.translation import gettext
+from django.utils.translation import gettext, gettext_noop
 
 from chat.models import ApiKey, ApiRequest, Conversation, Feedback, Message
 from models_admin.models import ModelVersion
@@ -170,6 +170,24 @@ def prompt_messages(*, thread: Thread, upto: Message) -> list[dict[str, str]]:
     return prompt
 
 
+#: Texts the server stores as it writes them (the default notice of a
+#: blocking filter rule, the worker's note on a request a Redis restart
+#: lost) that a page shows in its reader's language. A notice the site
+#: wrote itself is shown as written.
+STORED_TEXTS = frozenset(
+    [
+        gettext_noop("This message was blocked by a content rule of this site."),
+        gettext_noop("The message queue restarted and lost this request. Send it again."),
+    ]
+)
+
+
+def stored_text_shown(text: str) -> str:
+    """Return a stored text in the active language when it is one of
+    ``STORED_TEXTS``, else as it is."""
+    return gettext(text) if text in STORED_TEXTS else text
+
+
 def message_serialize(
     message: Message, *, siblings: list[int] | None = None, rating: int | None = None
 ) -> dict[str, Any]:
@@ -179,10 +197,12 @@ def message_serialize(
         "conversation": message.conversation_id,
         "parent": message.parent_id,
         "role": message.role,
-        "content": message.content,
+        "content": stored_text_shown(message.content)
+        if message.status == Message.Status.BLOCKED
+        else message.content,
         "status": message.status,
         "finish_reason": message.finish_reason,
-        "error": message.error,
+        "error": stored_text_shown(message.error),
         "model_version": message.model_version_name,
         "usage": {
             "prompt_tokens": message.prompt_tokens,

@@ -316,3 +316,15 @@ def test_the_compile_command_builds_catalogues_from_scratch(tmp_path, settings):
     assert catalogue.gettext("Log in") == "登录"
     assert catalogues_compile([locale]) == []
     assert len(catalogues_compile([locale], force=True)) == len(CATALOGUES)
+
+
+def test_a_stored_default_notice_reads_in_the_readers_language():
+    """The default notice of a blocking rule is stored as the worker wrote
+    it and shown in the page's language; a site's own notice as written."""
+    from chat.selectors import stored_text_shown
+
+    notice = django_settings.FILTER_BLOCK_NOTICE
+    with translation.override("zh-hans"):
+        assert stored_text_shown(notice) == "此消息已被本站的内容规则拦截。"
+        assert stored_text_shown("Our own notice.") == "Our own notice."
+    assert stored_text_shown(notice) == notice
