@@ -16,10 +16,13 @@ TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 # The suite runs in two parts: everything but the browser tests spread over
 # TEST_WORKERS processes (pytest-xdist), then the browser tests one by one,
 # as they share one stack of real processes.
+# Each of them runs torch on TEST_THREADS threads: two processes of two
+# threads on two cores spin against each other and take twice as long.
 TEST_WORKERS ?= 2
+TEST_THREADS ?= 1
 PYTEST_ARGS ?=
 define run_suite
-	$(1) $(PY) -m pytest -n $(TEST_WORKERS) --ignore=tests/e2e $(PYTEST_ARGS)
+	$(1) OMP_NUM_THREADS=$(TEST_THREADS) $(PY) -m pytest -n $(TEST_WORKERS) --ignore=tests/e2e $(PYTEST_ARGS)
 	$(1) $(PY) -m pytest tests/e2e $(PYTEST_ARGS)
 endef
 
