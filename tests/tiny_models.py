@@ -27,20 +27,27 @@ _CORPUS = [
 ]
 
 
-def _trained_tokenizer():
+def bpe_train(corpus: list[str], specials: list[str], vocab_size: int):
+    """A byte-level BPE (a ``tokenizers.Tokenizer``) trained on corpus,
+    with specials as its first tokens."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
 
-    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=400,
+        vocab_size=vocab_size,
         special_tokens=specials,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
-    tokenizer.train_from_iterator(_CORPUS * 20, trainer=trainer)
+    tokenizer.train_from_iterator(corpus * 20, trainer=trainer)
+    return tokenizer
+
+
+def _trained_tokenizer():
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = bpe_train(_CORPUS, ["<|endoftext|>", "<|im_start|>", "<|im_end|>"], 400)
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tokenizer,
         bos_token="<|im_start|>",

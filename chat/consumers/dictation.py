@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -63,32 +62,14 @@ def _error_text(code: str, worker_text: str) -> str:
     return text() if text is not None else worker_text
 
 
-class ByteBucket:
-    """A token bucket on bytes: a burst of ``burst``, ``rate`` a second."""
-
-    def __init__(self, *, rate: float, burst: float) -> None:
-        self.rate = rate
-        self.burst = burst
-        self.tokens = burst
-        self.at = time.monotonic()
-
-    def take(self, count: int) -> bool:
-        now = time.monotonic()
-        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
-        self.at = now
-        if self.tokens < count:
-            return False
-        self.tokens -= count
-        return True
-
-
 class DictationMixin:
     """Adds dictation to a socket consumer (``ChatConsumer`` and the
     widget's). ``send_json`` and ``_error`` come from the consumer."""
 
     dictation: Dictation | None = None
     dictation_reader: asyncio.Task[None] | None = None
-    audio_bytes: ByteBucket | None = None
+    #: Audio bytes (a FrameBucket whose tokens are bytes).
+    audio_bytes: FrameBucket | None = None
     #: Audio frames, counted apart from JSON frames: a recorder sends a
     #: few a second, a flood of tiny ones is refused.
     audio_frames: FrameBucket | None = None
@@ -141,7 +122,7 @@ class DictationMixin:
             await self._dictation_error("unavailable", _unavailable())
             return
         rate = float(settings.SPEECH_MAX_BYTES_PER_SECOND)
-        self.audio_bytes = ByteBucket(rate=rate, burst=rate * 4)
+        self.audio_bytes = FrameBucket(rate=rate, burst=rate * 4)
         self.audio_frames = FrameBucket(rate=50.0, burst=100.0)
         self.dictation, self.audio_refused = dictation, False
         self.dictation_reader = asyncio.ensure_future(self._dictation_follow(dictation))

@@ -14,6 +14,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from inference.worker.heartbeat import records_read
+
 AUDIO = b"a"
 END = b"e"
 CANCEL = b"c"
@@ -101,13 +103,4 @@ class SpeechHeartbeat:
 
 def speech_heartbeats(client: Any, keys: SpeechKeys) -> list[SpeechHeartbeat]:
     """The live speech workers, unreadable records left out."""
-    found = sorted(client.scan_iter(match=keys.heartbeat_pattern, count=100))
-    beats = []
-    for raw in client.mget(found) if found else []:
-        if raw is None:
-            continue
-        try:
-            beats.append(SpeechHeartbeat.from_json(raw))
-        except ValueError:
-            continue
-    return beats
+    return records_read(client, keys.heartbeat_pattern, SpeechHeartbeat.from_json)

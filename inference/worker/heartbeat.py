@@ -103,22 +103,29 @@ def _strings(value: Any) -> list[str]:
     return [str(item) for item in value or []]
 
 
-def heartbeats_read(client: Any, pattern: str) -> list[Heartbeat]:
-    """Return the live workers' heartbeats in key order: expired ones are
-    gone, unreadable ones are left out. pattern matches every worker's
-    heartbeat key (``inference.connection.worker_heartbeat_pattern``)."""
+def records_read(client: Any, pattern: str, parse: Callable[[Any], _T]) -> list[_T]:
+    """The records stored under the keys matching pattern, in key order,
+    each read by parse: expired ones are gone, ones parse refuses
+    (ValueError) are left out. Inference and speech workers' heartbeats."""
     keys = sorted(client.scan_iter(match=pattern, count=200))
     if not keys:
         return []
-    beats = []
+    records = []
     for raw in client.mget(keys):
         if raw is None:
             continue
         try:
-            beats.append(Heartbeat.from_json(raw))
+            records.append(parse(raw))
         except ValueError:
             continue
-    return beats
+    return records
+
+
+def heartbeats_read(client: Any, pattern: str) -> list[Heartbeat]:
+    """Return the live workers' heartbeats in key order. pattern matches
+    every worker's heartbeat key
+    (``inference.connection.worker_heartbeat_pattern``)."""
+    return records_read(client, pattern, Heartbeat.from_json)
 
 
 class HeartbeatSender:

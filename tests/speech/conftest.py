@@ -17,6 +17,7 @@ from django.conf import settings
 from inference.speech.keys import SpeechKeys, SpeechLimits
 from inference.speech.synthesis import synthesizer
 from inference.speech.worker import SpeechWorker
+from tests.tiny_models import bpe_train
 
 RATE = 16_000
 
@@ -92,7 +93,6 @@ def tiny_whisper_save(dest: Path) -> Path:
     """A random Whisper of a few kilobytes with a small BPE tokenizer: it
     transcribes nonsense, through the real transformers code."""
     import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import (
         WhisperConfig,
         WhisperFeatureExtractor,
@@ -103,15 +103,7 @@ def tiny_whisper_save(dest: Path) -> Path:
 
     end = "<|endoftext|>"
     specials = [end, "<|startoftranscript|>", "<|en|>", "<|transcribe|>", "<|notimestamps|>"]
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=300,
-        special_tokens=specials,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )
-    tokenizer.train_from_iterator(["hello world", "book a table for two"] * 20, trainer=trainer)
+    tokenizer = bpe_train(["hello world", "book a table for two"], specials, 300)
     fast = WhisperTokenizerFast(
         tokenizer_object=tokenizer, bos_token=end, eos_token=end, unk_token=end, pad_token=end
     )
