@@ -167,6 +167,10 @@ class SpeechWorker:
         self.running: set[threading.Thread] = set()
         self.started_at = time.time()
         self.stopping = threading.Event()
+        # Beats are built and stored one at a time, and none after the
+        # worker has removed its heartbeat on the way out.
+        self._beat_lock = threading.Lock()
+        self._beat_gone = False
 
     @property
     def recogniser_name(self) -> str:
@@ -183,13 +187,18 @@ class SpeechWorker:
         pipe.execute()
 
     def heartbeat(self) -> None:
-        r = self.recogniser
+        with self._beat_lock:
+            if not self._beat_gone:
+                self._heartbeat_store()
+
+    def _heartbeat_store(self) -> None:
+        state, error, r = self.state, self.error, self.recogniser
         beat = SpeechHeartbeat(
             id=self.id,
             host=socket.gethostname(),
             pid=os.getpid(),
-            state=self.state,
-            error=self.error,
+            state=state,
+            error=error,
             backend=r.backend if r else "",
             model=r.model if r else "",
             languages=list(r.languages) if r else [],
@@ -227,6 +236,8 @@ class SpeechWorker:
         self.recogniser, self.loaded_path = recogniser, path
         self.state, self.error = "ready", ""
         logger.info("Speech recogniser ready: %s", self.recogniser_name)
+        with _suppress_redis():
+            self.heartbeat()
 
     # --- the loop ----------------------------------------------------------
 
@@ -312,7 +323,8 @@ class SpeechWorker:
             thread.start()
         for thread in list(self.running):
             thread.join(timeout=30)
-        with _suppress_redis():
+        with self._beat_lock, _suppress_redis():
+            self._beat_gone = True
             self.redis.delete(self.keys.heartbeat(self.id))
 
     def _heartbeat_loop(self) -> None:

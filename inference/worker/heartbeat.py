@@ -149,8 +149,15 @@ class HeartbeatSender:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._failing = False
+        # A beat is built and stored under the lock: one built before a
+        # change of state cannot be stored after the beat the change made.
+        self._lock = threading.Lock()
 
     def beat(self) -> None:
+        with self._lock:
+            self._beat()
+
+    def _beat(self) -> None:
         beat = self._build()
         ttl_ms = int(self.ttl * 1000)
         try:

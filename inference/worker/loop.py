@@ -169,13 +169,15 @@ class InferenceWorker:
 
     def heartbeat_build(self) -> Heartbeat:
         versions, generations = self.versions, self.generations
+        # The state first: a worker takes a version before it says ready.
+        state, error = versions.state, versions.error
         version, loaded = versions.version, versions.loaded
         return Heartbeat(
             id=self.worker_id,
             host=socket.gethostname(),
             pid=os.getpid(),
-            state=versions.state,
-            error=versions.error,
+            state=state,
+            error=error,
             model_version_id=version.id if version else None,
             model_version=version.name if version else None,
             loaded_versions=sorted(v.name for v in versions.specs.values()),
