@@ -220,22 +220,27 @@ class SpeechWorker:
             path = self.loaded_path
         if self.recogniser is not None and path == self.loaded_path:
             return
-        self.state = "loading"
-        with _suppress_redis():
-            self.heartbeat()
+        # A folder that failed is tried again (it may have been mended)
+        # without saying "loading" every time.
+        if not (self.recogniser is None and path == self.loaded_path):
+            self._state_set("loading", "")
         try:
             recogniser = recogniser_load(path)
         except RecogniserError as exc:
             logger.error("No speech recogniser: %s", exc)
-            if self.recogniser is None:
-                self.state, self.error = "error", str(exc)
-            else:
-                self.state, self.error = "ready", f"kept {self.recogniser_name}: {exc}"
             self.loaded_path = path
+            if self.recogniser is None:
+                self._state_set("error", str(exc))
+            else:
+                self._state_set("ready", f"kept {self.recogniser_name}: {exc}")
             return
         self.recogniser, self.loaded_path = recogniser, path
-        self.state, self.error = "ready", ""
         logger.info("Speech recogniser ready: %s", self.recogniser_name)
+        self._state_set("ready", "")
+
+    def _state_set(self, state: str, error: str) -> None:
+        """Take a state and say so in the heartbeat at once."""
+        self.state, self.error = state, error
         with _suppress_redis():
             self.heartbeat()
 
