@@ -30,6 +30,7 @@ from inference.speech import keys as wire
 from inference.speech.audio import AudioError, AudioStream
 from inference.speech.keys import SpeechHeartbeat, SpeechKeys, SpeechLimits
 from inference.speech.recognisers import Recogniser, RecogniserError, recogniser_load
+from inference.worker.heartbeat import HeartbeatSender
 
 logger = logging.getLogger(__name__)
 
@@ -167,10 +168,13 @@ class SpeechWorker:
         self.running: set[threading.Thread] = set()
         self.started_at = time.time()
         self.stopping = threading.Event()
-        # Beats are built and stored one at a time, and none after the
-        # worker has removed its heartbeat on the way out.
-        self._beat_lock = threading.Lock()
-        self._beat_gone = False
+        self.heartbeats = HeartbeatSender(
+            self.redis,
+            self.keys.heartbeat(self.id),
+            build=self.heartbeat_build,
+            interval=wire.HEARTBEAT_EVERY_S,
+            ttl=wire.HEARTBEAT_TTL_S,
+        )
 
     @property
     def recogniser_name(self) -> str:
@@ -186,14 +190,9 @@ class SpeechWorker:
         pipe.expire(key, wire.SESSION_TTL_S)
         pipe.execute()
 
-    def heartbeat(self) -> None:
-        with self._beat_lock:
-            if not self._beat_gone:
-                self._heartbeat_store()
-
-    def _heartbeat_store(self) -> None:
+    def heartbeat_build(self) -> SpeechHeartbeat:
         state, error, r = self.state, self.error, self.recogniser
-        beat = SpeechHeartbeat(
+        return SpeechHeartbeat(
             id=self.id,
             host=socket.gethostname(),
             pid=os.getpid(),
@@ -206,7 +205,6 @@ class SpeechWorker:
             running=sum(thread.is_alive() for thread in list(self.running)),
             at=time.time(),
         )
-        self.redis.set(self.keys.heartbeat(self.id), beat.to_json(), ex=wire.HEARTBEAT_TTL_S)
 
     # --- the recogniser ----------------------------------------------------
 
@@ -241,8 +239,7 @@ class SpeechWorker:
     def _state_set(self, state: str, error: str) -> None:
         """Take a state and say so in the heartbeat at once."""
         self.state, self.error = state, error
-        with _suppress_redis():
-            self.heartbeat()
+        self.heartbeats.beat()
 
     # --- the loop ----------------------------------------------------------
 
@@ -302,8 +299,7 @@ class SpeechWorker:
     def run(self) -> None:
         """Serve until ``stopping`` is set; dictations under way finish."""
         self.load()
-        beat = threading.Thread(target=self._heartbeat_loop, name="speech-heartbeat", daemon=True)
-        beat.start()
+        self.heartbeats.start()
         checked = time.monotonic()
         while not self.stopping.is_set():
             self.running = {t for t in self.running if t.is_alive()}
@@ -328,15 +324,8 @@ class SpeechWorker:
             thread.start()
         for thread in list(self.running):
             thread.join(timeout=30)
-        with self._beat_lock, _suppress_redis():
-            self._beat_gone = True
-            self.redis.delete(self.keys.heartbeat(self.id))
-
-    def _heartbeat_loop(self) -> None:
-        while not self.stopping.is_set():
-            with _suppress_redis():
-                self.heartbeat()
-            self.stopping.wait(wire.HEARTBEAT_EVERY_S)
+        self.heartbeats.stop()
+        self.heartbeats.clear()
 
 
 class _suppress_redis:

@@ -14,15 +14,20 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import redis
-
-from inference.worker.link import RedisLink
 
 logger = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
+
+
+class _Record(Protocol):
+    def to_json(self) -> str: ...
+
+
+_R = TypeVar("_R", bound=_Record)
 
 
 class WorkerState:
@@ -128,43 +133,48 @@ def heartbeats_read(client: Any, pattern: str) -> list[Heartbeat]:
     return records_read(client, pattern, Heartbeat.from_json)
 
 
-class HeartbeatSender:
-    """Stores a worker's heartbeat, as build makes it, with a TTL: on
-    demand, and every interval from a thread of its own between start and
-    stop. metrics, when keys name a place for them, turns a beat into the
-    metrics exposition stored beside it."""
+class HeartbeatSender(Generic[_R]):
+    """Stores a worker's heartbeat, as build makes it, under key with a
+    TTL: on demand, and every interval from a thread of its own between
+    start and stop. metrics, with a metrics_key, turns a beat into the
+    metrics exposition stored beside it. Inference and speech workers."""
 
     def __init__(
         self,
-        link: RedisLink,
+        client: redis.Redis,
+        key: str,
         *,
-        build: Callable[[], Heartbeat],
-        metrics: Callable[[Heartbeat], str],
+        build: Callable[[], _R],
         interval: float,
         ttl: float,
+        metrics_key: str | None = None,
+        metrics: Callable[[_R], str] | None = None,
     ) -> None:
-        self.client, self.keys, self.worker_id = link.redis, link.keys, link.worker_id
+        self.client, self.key, self.metrics_key = client, key, metrics_key
         self._build, self._metrics = build, metrics
         self.interval, self.ttl = interval, ttl
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._failing = False
         # A beat is built and stored under the lock: one built before a
-        # change of state cannot be stored after the beat the change made.
+        # change of state cannot be stored after the beat the change made,
+        # and none is stored once clear() has removed the heartbeat.
         self._lock = threading.Lock()
+        self._cleared = False
 
     def beat(self) -> None:
         with self._lock:
-            self._beat()
+            if not self._cleared:
+                self._beat()
 
     def _beat(self) -> None:
         beat = self._build()
         ttl_ms = int(self.ttl * 1000)
         try:
             pipe = self.client.pipeline(transaction=False)
-            pipe.set(self.keys.heartbeat(self.worker_id), beat.to_json(), px=ttl_ms)
-            if self.keys.metrics is not None:
-                pipe.set(self.keys.metrics(self.worker_id), self._metrics(beat), px=ttl_ms)
+            pipe.set(self.key, beat.to_json(), px=ttl_ms)
+            if self.metrics_key is not None and self._metrics is not None:
+                pipe.set(self.metrics_key, self._metrics(beat), px=ttl_ms)
             pipe.execute()
         except redis.RedisError as exc:
             if not self._failing:
@@ -192,10 +202,10 @@ class HeartbeatSender:
 
     def clear(self) -> None:
         """Remove the heartbeat (and metrics) of a stopped worker at once,
-        rather than let them expire."""
-        try:
-            self.client.delete(self.keys.heartbeat(self.worker_id))
-            if self.keys.metrics is not None:
-                self.client.delete(self.keys.metrics(self.worker_id))
-        except redis.RedisError as exc:
-            logger.warning("Could not remove the heartbeat: %s", exc)
+        rather than let them expire; beat() stores nothing after it."""
+        with self._lock:
+            self._cleared = True
+            try:
+                self.client.delete(*filter(None, (self.key, self.metrics_key)))
+            except redis.RedisError as exc:
+                logger.warning("Could not remove the heartbeat: %s", exc)

@@ -84,11 +84,13 @@ class InferenceWorker:
         self.metrics = WorkerMetrics(self.worker_id)
         self.link = RedisLink(redis_client, keys, self.worker_id)
         self.heartbeats = HeartbeatSender(
-            self.link,
+            redis_client,
+            keys.heartbeat(self.worker_id),
             build=self.heartbeat_build,
-            metrics=self._metrics_exposition,
             interval=heartbeat_interval,
             ttl=heartbeat_ttl,
+            metrics_key=keys.metrics(self.worker_id) if keys.metrics else None,
+            metrics=self._metrics_exposition,
         )
         self.versions = Versions(
             production_version=production_version,
