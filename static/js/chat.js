@@ -1259,7 +1259,19 @@
     if (!shown.length) {
       items.push(el("li", { class: "muted small empty-list", text: state.listQuery ? gettext("Nothing found.") : gettext("No conversations yet.") }));
     }
+    // A redraw (a title arriving, another tab's change) keeps an open
+    // actions menu open, with the focus where it was.
+    const openMenu = els.list.querySelector(".item-menu:not([hidden])");
+    const openId = openMenu ? openMenu.closest("[data-id]").dataset.id : null;
+    const focused = openMenu ? [...openMenu.querySelectorAll("button")].indexOf(document.activeElement) : -1;
     els.list.replaceChildren(...items);
+    if (openId === null) return;
+    const item = els.list.querySelector(`[data-id="${CSS.escape(openId)}"]`);
+    if (!item) return;
+    const menu = item.querySelector(".item-menu");
+    menu.hidden = false;
+    item.querySelector(".item-more").setAttribute("aria-expanded", "true");
+    if (focused >= 0) menu.querySelectorAll("button")[focused].focus();
   }
 
   function listItem(c) {

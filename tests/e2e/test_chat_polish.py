@@ -136,6 +136,22 @@ def test_sidebar_rename_pin_delete_with_undo_and_date_groups(stack, browser, art
     other = page.locator('[data-testid="conversation-item"]', has_text="Second question")
     other.hover()
     other.get_by_test_id("item-more").click()
+    # The list is redrawn under the open menu (a change from another tab):
+    # the menu stays open.
+    page.evaluate(
+        """async (id) => {
+            const token = document.cookie.match(/csrftoken=([^;]+)/)[1];
+            await fetch(`/api/conversations/${id}/`, {
+                method: "PATCH",
+                headers: {"X-CSRFToken": token, "Content-Type": "application/json"},
+                body: JSON.stringify({title: "Parcel to Porto"}),
+            });
+        }""",
+        str(owner.id),
+    )
+    page.wait_for_selector('[data-testid="conversation-item"] >> text=Parcel to Porto')
+    assert other.get_by_test_id("item-delete").is_visible()
+    assert other.get_by_test_id("item-more").get_attribute("aria-expanded") == "true"
     other.get_by_test_id("item-delete").click()
     page.get_by_test_id("toast").wait_for()
     assert other.count() == 0
