@@ -1123,6 +1123,16 @@
   }
 
   /* Which knowledge base answers are grounded in: none, or one offered. */
+  /* Put options in a select only when they differ from what it holds: the
+   * header is redrawn on every list change, and replacing the options
+   * would close a list the reader has open. */
+  function optionsSet(select, options) {
+    const signature = (option) => `${option.value}\u0000${option.textContent}\u0000${option.title}`;
+    const now = [...select.options].map(signature).join("\u0001");
+    if (now === options.map(signature).join("\u0001")) return;
+    select.replaceChildren(...options);
+  }
+
   function renderKnowledgePicker() {
     const bases = state.knowledgeBases;
     els.knowledgePickerWrap.hidden = bases.length === 0;
@@ -1131,7 +1141,7 @@
     for (const base of bases) {
       options.push(el("option", { value: String(base.id), text: base.name, title: base.description || null }));
     }
-    els.knowledgePicker.replaceChildren(...options);
+    optionsSet(els.knowledgePicker, options);
     const picked = state.conversation ? state.conversation.knowledge_base : state.pickedKnowledge;
     const known = picked && bases.some((b) => b.id === picked);
     els.knowledgePicker.value = known ? String(picked) : "";
@@ -1171,7 +1181,7 @@
         el("option", { value: String(version.id), text: `${version.name} · ${version.state_label || version.state}` })
       );
     }
-    els.modelPicker.replaceChildren(...options);
+    optionsSet(els.modelPicker, options);
     const picked = state.conversation ? state.conversation.model_version : state.pickedVersion;
     const known = picked && versions.some((v) => v.id === picked);
     els.modelPicker.value = known ? String(picked) : "";

@@ -29,7 +29,9 @@ async def _until(communicator: WebsocketCommunicator, kinds: set[str]) -> list[d
 
 
 @pytest.fixture
-async def chat_socket():
+async def chat_socket(speech_worker_start):
+    # After the workers' fixture: the socket closes (cancelling its
+    # dictation) before the workers stop, as a page goes before a deploy.
     user = await sync_to_async(UserFactory)()
     communicator = await _connect(user)
     yield communicator
