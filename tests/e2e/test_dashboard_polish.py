@@ -206,9 +206,12 @@ def test_compare_usage_and_datasets_read_well_at_desktop_and_phone_widths_in_bot
             _usage_check(page, name)
             # The page's live refresh rebuilds the table from JSON: the
             # same labels must come out of the script.
+            # (A tab coming back into view refreshes at once: no wait for
+            # the next poll.)
             page.evaluate(
-                "() => document.querySelectorAll('[data-rows=top_users] tr')"
-                ".forEach((tr) => { tr.dataset.served = '1'; })"
+                "() => { document.querySelectorAll('[data-rows=top_users] tr')"
+                ".forEach((tr) => { tr.dataset.served = '1'; });"
+                " document.dispatchEvent(new Event('visibilitychange')); }"
             )
             page.wait_for_function(
                 "() => !document.querySelector('[data-rows=top_users] tr[data-served]')",
