@@ -77,6 +77,15 @@ def open_files_raise() -> int:
     return soft
 
 
+def stop_timeout(drain_timeout: float) -> float:
+    """How long a stop waits before it kills what is left: long enough
+    for an inference worker to finish its answers (its drain), plus a
+    margin for it to exit; never under the supervisor's own 10 s."""
+    from chatsite.supervisor import STOP_TIMEOUT
+
+    return max(STOP_TIMEOUT, drain_timeout + 5.0)
+
+
 def run(procfile: Path, *, check_port: bool = True) -> int:
     from django.conf import settings
 
@@ -124,7 +133,13 @@ def run(procfile: Path, *, check_port: bool = True) -> int:
             flush=True,
         )
 
-        supervisor = Supervisor(entries, env=env, cwd=procfile.parent, embedded=embedded)
+        supervisor = Supervisor(
+            entries,
+            env=env,
+            cwd=procfile.parent,
+            embedded=embedded,
+            stop_timeout=stop_timeout(settings.INFERENCE_DRAIN_TIMEOUT),
+        )
         supervisor.run()
     finally:
         if embedded is not None:

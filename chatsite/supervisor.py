@@ -5,7 +5,9 @@ its output copied to stdout behind its name and the time. A process that
 exits is started again after a pause that doubles with each exit (1 s up to
 30 s) and starts over at 1 s once a run has lasted a minute. The embedded
 Redis, when there is one, is kept up the same way. SIGINT or SIGTERM stops
-every process: SIGTERM to each group, SIGKILL to what is left after 10 s.
+every process: SIGTERM to each group, SIGKILL to what is left after the
+stop timeout (10 s unless the caller gives more), or at once on a second
+stop signal.
 
 Everything runs in the main thread: a child's death signal is tied to the
 thread that forked it, and a fork from a single thread runs its
@@ -218,8 +220,10 @@ class Supervisor:
         env: dict[str, str],
         cwd: Path,
         embedded: EmbeddedRedis | None = None,
+        stop_timeout: float = STOP_TIMEOUT,
     ) -> None:
         self._children = [_Child(entry) for entry in entries]
+        self._stop_timeout = stop_timeout
         self._redis = _Redis(embedded) if embedded is not None else None
         self._env = env
         self._cwd = cwd
@@ -404,17 +408,22 @@ class Supervisor:
                 self._restore_signals(previous)
 
     def _stop_children(self) -> None:
-        """SIGTERM every group, wait up to STOP_TIMEOUT while copying their
+        """SIGTERM every group, wait up to the stop timeout while copying their
         output (a second stop signal cuts the wait short), SIGKILL what is
         left."""
+        # The request that began the stop (none when an error did); any
+        # after it, even one that came before this line, skips the wait.
+        first_request = min(self._stop_requests, 1)
         running = [child for child in self._children if child.alive()]
         if running:
             names = ", ".join(child.name for child in running)
-            self._say(f"stopping {names} (SIGTERM; SIGKILL after {_seconds(STOP_TIMEOUT)})")
+            self._say(
+                f"stopping {names} (SIGTERM; SIGKILL after {_seconds(self._stop_timeout)},"
+                " or at once on a second Ctrl-C)"
+            )
         for child in running:
             child.signal_group(signal.SIGTERM)
-        deadline = time.monotonic() + STOP_TIMEOUT
-        first_request = self._stop_requests
+        deadline = time.monotonic() + self._stop_timeout
         while time.monotonic() < deadline and self._stop_requests <= first_request:
             for child in list(running):
                 code = child.returncode()

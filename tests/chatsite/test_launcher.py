@@ -217,10 +217,12 @@ def supervised(tmp_path):
     anything it left, afterwards."""
     started: list[subprocess.Popen[str]] = []
 
-    def start(procfile_text: str) -> tuple[subprocess.Popen[str], _Output]:
+    def start(procfile_text: str, **env: str) -> tuple[subprocess.Popen[str], _Output]:
         procfile = tmp_path / "Procfile"
         procfile.write_text(procfile_text)
-        process = _launcher(tmp_path, "--procfile", str(procfile), WEB_PORT=str(free_port()))
+        process = _launcher(
+            tmp_path, "--procfile", str(procfile), WEB_PORT=str(free_port()), **env
+        )
         started.append(process)
         return process, _Output(process.stdout)
 
@@ -340,3 +342,42 @@ def test_a_malformed_procfile_is_a_one_line_error_before_anything_starts(tmp_pat
     assert len(lines) == 1
     assert f"{procfile}:2" in lines[0]
     assert not (tmp_path / "var" / "redis" / "redis.sock").exists()
+
+
+# A process that takes 11 s to finish after SIGTERM, as an inference
+# worker finishing its answers does.
+_DRAINING = (
+    "draining: trap 'sleep 11; echo drained; exit 0' TERM;"
+    " echo listening; while true; do sleep 0.2; done\n"
+)
+
+
+def test_a_stop_waits_for_the_inference_worker_s_drain_and_a_second_ctrl_c_cuts_it_short(
+    supervised,
+):
+    """The stop waits INFERENCE_DRAIN_TIMEOUT plus a margin (not a fixed
+    10 s) before it kills; a second Ctrl-C kills at once."""
+    process, output = supervised(_DRAINING, INFERENCE_DRAIN_TIMEOUT="15")
+    output.wait(r" draining \| listening$")
+    os.killpg(process.pid, signal.SIGINT)
+    output.wait(r"SIGKILL after 20 s, or at once on a second Ctrl-C", timeout=10)
+    assert process.wait(timeout=40) == 0
+    output.wait(r" draining \| drained$", timeout=5)
+    output.wait(r"draining stopped \(code 0\)", timeout=5)
+    assert not output.matches("sending SIGKILL")
+
+    process, output = supervised(_DRAINING, INFERENCE_DRAIN_TIMEOUT="15")
+    output.wait(r" draining \| listening$")
+    os.killpg(process.pid, signal.SIGINT)
+    output.wait(r"SIGKILL after 20 s", timeout=10)
+    os.kill(process.pid, signal.SIGINT)
+    assert process.wait(timeout=40) == 0
+    assert output.matches("draining still running; sending SIGKILL"), "\n".join(output.lines)
+    assert not output.matches(r" draining \| drained$")
+
+
+def test_the_stop_wait_is_never_under_ten_seconds():
+    from chatsite.launcher import stop_timeout
+
+    assert stop_timeout(30.0) == 35.0
+    assert stop_timeout(1.0) == 10.0
