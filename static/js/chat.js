@@ -1122,7 +1122,6 @@
     renderKnowledgePicker();
   }
 
-  /* Which knowledge base answers are grounded in: none, or one offered. */
   /* Put options in a select only when they differ from what it holds: the
    * header is redrawn on every list change, and replacing the options
    * would close a list the reader has open. */
@@ -1133,6 +1132,7 @@
     select.replaceChildren(...options);
   }
 
+  /* Which knowledge base answers are grounded in: none, or one offered. */
   function renderKnowledgePicker() {
     const bases = state.knowledgeBases;
     els.knowledgePickerWrap.hidden = bases.length === 0;
@@ -1275,13 +1275,17 @@
     const openId = openMenu ? openMenu.closest("[data-id]").dataset.id : null;
     const focused = openMenu ? [...openMenu.querySelectorAll("button")].indexOf(document.activeElement) : -1;
     els.list.replaceChildren(...items);
-    if (openId === null) return;
-    const item = els.list.querySelector(`[data-id="${CSS.escape(openId)}"]`);
-    if (!item) return;
+    const item = openId === null ? null : els.list.querySelector(`[data-id="${CSS.escape(openId)}"]`);
+    if (item) menuOpen(item, focused);
+  }
+
+  /* Open an item's actions menu, the focus on its button at index (none
+   * when index is negative). */
+  function menuOpen(item, index) {
     const menu = item.querySelector(".item-menu");
     menu.hidden = false;
     item.querySelector(".item-more").setAttribute("aria-expanded", "true");
-    if (focused >= 0) menu.querySelectorAll("button")[focused].focus();
+    if (index >= 0) menu.querySelectorAll("button")[index].focus();
   }
 
   function listItem(c) {
@@ -1316,9 +1320,7 @@
         event.stopPropagation();
         const open = menu.hidden;
         closeMenus();
-        menu.hidden = !open;
-        toggle.setAttribute("aria-expanded", open ? "true" : "false");
-        if (open) menu.querySelector("button").focus();
+        if (open) menuOpen(item, 0);
       },
     });
     if (c.pinned) item.append(pinIcon());
